@@ -1,0 +1,15 @@
+//! wasiclaw: an always-on personal AI agent whose skills are sandboxed WASI
+//! components. The binary (`main.rs`) is a thin CLI over these modules.
+
+pub mod api;
+pub mod component;
+pub mod config;
+pub mod daemon;
+pub mod egress;
+pub mod engine;
+pub mod grants;
+pub mod host_api;
+pub mod runtime;
+pub mod secrets;
+pub mod store;
+pub mod text;

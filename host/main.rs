@@ -1,1 +1,402 @@
-fn main(){}
+//! The `wasiclaw` command line. Each command becomes an `api::Request`:
+//! sent to the daemon when one runs (it owns the database), run in-process
+//! otherwise. Output is rendered here; `--json` prints machine-readable data.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use wasiclaw::api::{self, Reply, Request};
+use wasiclaw::config::Paths;
+use wasiclaw::grants::{GrantChange, parse_granted_rule};
+use wasiclaw::runtime::{Runtime, SkillInfo, ToolOutcome};
+use wasiclaw::secrets::Secrets;
+use wasiclaw::store::{AuditRecord, Notification};
+
+#[derive(Parser)]
+#[command(
+    name = "wasiclaw",
+    version,
+    about = "An always-on personal AI agent whose skills are sandboxed WebAssembly components",
+    long_about = "An always-on personal AI agent whose skills are sandboxed WebAssembly components.\n\n\
+        Drop a skill (a .wasm component) into <state-dir>/skills/; it loads at once and asks for what it \
+        needs. Nothing is allowed until you grant it: see `wasiclaw skills inspect NAME`, then \
+        `wasiclaw skills grant NAME ...`. Every command works the same whether or not `wasiclaw run` is running.",
+    after_help = "Getting started:\n  wasiclaw run                              # the daemon (keep it running)\n  \
+        cp notes.wasm ~/.local/share/wasiclaw/skills/\n  wasiclaw skills list\n  \
+        wasiclaw skills grant notes --all-requested\n  wasiclaw tool notes.add '{\"text\":\"buy milk\"}'"
+)]
+struct Cli {
+    /// Where the database, skills, secrets and config live.
+    #[arg(long, global = true, env = "WASICLAW_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the always-on daemon: loads and watches the skills folder, serves the local API.
+    Run,
+    /// Show whether a daemon is running and what it holds.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, inspect and approve skills.
+    #[command(subcommand)]
+    Skills(SkillsCommand),
+    /// Store secrets that the host injects into a skill's requests (values never reach skills).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Call a skill's tool directly, without a model: `wasiclaw tool notes.add '{"text":"hi"}'`.
+    Tool {
+        /// SKILL.TOOL, e.g. clock.now
+        target: String,
+        /// Arguments as a JSON object.
+        #[arg(default_value = "{}")]
+        args: String,
+        /// Print the full outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the audit log: every capability use, allowed or denied.
+    Audit {
+        /// Only this skill.
+        #[arg(long)]
+        skill: Option<String>,
+        /// How many of the newest records.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show messages skills sent to you with `notify`.
+    Notifications {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SkillsCommand {
+    /// Every skill in the skills folder with its status and rights.
+    List {
+        /// One JSON object per line, per skill.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A skill's tools, their JSON schemas, what it asks for and what it was granted.
+    Inspect {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Grant rights. Effective rights are what the skill asks for AND what you grant.
+    #[command(after_help = "Examples:\n  wasiclaw skills grant notes --kv\n  \
+        wasiclaw skills grant web-fetch --http https://en.wikipedia.org/\n  \
+        wasiclaw skills grant weather --http https://api.open-meteo.com/v1/,GET\n  \
+        wasiclaw skills grant telegram --http https://api.telegram.org/ --secret TELEGRAM_TOKEN\n  \
+        wasiclaw skills grant notes --all-requested")]
+    Grant {
+        name: String,
+        #[command(flatten)]
+        rights: Rights,
+        /// Grant everything the skill asks for.
+        #[arg(long)]
+        all_requested: bool,
+    },
+    /// Take rights back.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        rights: Rights,
+        /// Revoke every grant of this skill.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Args)]
+struct Rights {
+    /// HTTP access: URL prefix (scheme, host, optional port, path), optionally followed by
+    /// comma-separated methods (default: any method the skill asks for).
+    #[arg(long, value_name = "URL[,METHODS]")]
+    http: Vec<String>,
+    /// A secret the host may inject into this skill's requests or use for its HMACs.
+    #[arg(long, value_name = "NAME")]
+    secret: Vec<String>,
+    /// Its own key-value store.
+    #[arg(long)]
+    kv: bool,
+    /// Sending you messages.
+    #[arg(long)]
+    notify: bool,
+    /// A private directory, seen by the skill as /data.
+    #[arg(long)]
+    files: bool,
+    /// Reading your long-term memory.
+    #[arg(long)]
+    memory_read: bool,
+    /// Writing your long-term memory.
+    #[arg(long)]
+    memory_write: bool,
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Store a secret; the value is read from stdin (or a hidden prompt), never from arguments.
+    Set { name: String },
+    /// Secret names (never values).
+    List,
+    /// Delete a secret.
+    Rm { name: String },
+}
+
+impl Rights {
+    fn change(self, all: bool) -> anyhow::Result<GrantChange> {
+        let http = self.http.iter().map(|s| parse_granted_rule(s)).collect::<Result<Vec<_>, _>>()?;
+        Ok(GrantChange {
+            http,
+            secrets: self.secret,
+            kv: self.kv,
+            notify: self.notify,
+            files: self.files,
+            memory_read: self.memory_read,
+            memory_write: self.memory_write,
+            all,
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let is_daemon = matches!(cli.command, Command::Run);
+    let filter = std::env::var("WASICLAW_LOG").unwrap_or_else(|_| if is_daemon { "info" } else { "warn" }.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let paths = Paths::new(cli.state_dir.unwrap_or_else(Paths::default_state_dir));
+    let (request, json) = match cli.command {
+        Command::Run => return wasiclaw::daemon::run(paths).await.map(|_| ExitCode::SUCCESS),
+        Command::Secrets(cmd) => return secrets(&paths, cmd),
+        Command::Status { json } => (Request::Status, json),
+        Command::Skills(SkillsCommand::List { json }) => (Request::SkillsList, json),
+        Command::Skills(SkillsCommand::Inspect { name, json }) => (Request::SkillsInspect { name }, json),
+        Command::Skills(SkillsCommand::Grant { name, rights, all_requested }) => {
+            let change = rights.change(all_requested)?;
+            if change == GrantChange::default() {
+                bail!("nothing to grant: name rights (--http, --secret, --kv, ...) or --all-requested; see `wasiclaw skills inspect {name}`");
+            }
+            (Request::Grant { name, change }, false)
+        }
+        Command::Skills(SkillsCommand::Revoke { name, rights, all }) => {
+            let change = rights.change(all)?;
+            if change == GrantChange::default() {
+                bail!("nothing to revoke: name rights (--http URL, --secret, --kv, ...) or --all");
+            }
+            (Request::Revoke { name, change }, false)
+        }
+        Command::Tool { target, args, json } => {
+            let Some((skill, tool)) = target.split_once('.') else {
+                bail!("`{target}` is not SKILL.TOOL, e.g. `clock.now`; `wasiclaw skills inspect SKILL` lists tools");
+            };
+            (Request::Tool { skill: skill.into(), tool: tool.into(), args }, json)
+        }
+        Command::Audit { skill, limit, json } => (Request::Audit { skill, limit }, json),
+        Command::Notifications { limit, json } => (Request::Notifications { limit }, json),
+    };
+    let reply = match api::call_daemon(&paths.socket(), &request).await? {
+        Some(reply) => reply,
+        None => {
+            let rt = Runtime::open(paths)?;
+            if !matches!(request, Request::Audit { .. } | Request::Notifications { .. }) {
+                rt.rescan().await;
+            }
+            api::dispatch(&rt, request.clone(), false).await
+        }
+    };
+    let value = match reply {
+        Reply::Ok(v) => v,
+        Reply::Err(e) => bail!(e),
+    };
+    render(&request, value, json)
+}
+
+fn secrets(paths: &Paths, cmd: SecretsCommand) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&paths.state_dir).with_context(|| format!("cannot create {}", paths.state_dir.display()))?;
+    let store = Secrets::new(paths.secrets());
+    match cmd {
+        SecretsCommand::Set { name } => {
+            let value = if std::io::stdin().is_terminal() {
+                rpassword::prompt_password(format!("value for {name} (input hidden): "))?
+            } else {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s)?;
+                s.trim_end_matches(['\n', '\r']).to_string()
+            };
+            store.set(&name, &value)?;
+            eprintln!("stored secret {name} in {}", paths.secrets().display());
+        }
+        SecretsCommand::List => {
+            for name in store.names()? {
+                println!("{name}");
+            }
+        }
+        SecretsCommand::Rm { name } => {
+            store.remove(&name)?;
+            eprintln!("removed secret {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCode> {
+    match request {
+        Request::SkillsList if json => {
+            for skill in value.as_array().into_iter().flatten() {
+                println!("{skill}");
+            }
+        }
+        Request::SkillsList => {
+            let skills: Vec<SkillInfo> = serde_json::from_value(value)?;
+            if skills.is_empty() {
+                println!("no skills yet: copy a .wasm skill into the skills folder (see `wasiclaw status`)");
+            }
+            for s in &skills {
+                println!(
+                    "{:<16} {:<9} {:<15} {}  {}",
+                    s.name,
+                    s.version.as_deref().unwrap_or("-"),
+                    s.status,
+                    &s.sha256[..12.min(s.sha256.len())],
+                    summary(s)
+                );
+            }
+        }
+        Request::SkillsInspect { .. } if !json => print_inspect(&serde_json::from_value(value)?),
+        Request::Grant { .. } | Request::Revoke { .. } if !json => {
+            for note in value["notes"].as_array().into_iter().flatten() {
+                eprintln!("note: {}", note.as_str().unwrap_or_default());
+            }
+            let info: SkillInfo = serde_json::from_value(value["skill"].clone())?;
+            println!("{}: {}  {}", info.name, info.status, summary(&info));
+        }
+        Request::Tool { .. } => {
+            let outcome: ToolOutcome = serde_json::from_value(value.clone())?;
+            if json {
+                println!("{value}");
+            } else if outcome.ok {
+                println!("{}", outcome.output);
+            } else {
+                eprintln!("error ({}): {}", outcome.error_kind.as_deref().unwrap_or("error"), outcome.output);
+            }
+            if !json {
+                for d in &outcome.denials {
+                    eprintln!("host denied {d}");
+                }
+            }
+            return Ok(if outcome.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Request::Audit { .. } if !json => {
+            let records: Vec<AuditRecord> = serde_json::from_value(value)?;
+            for r in records {
+                let time = jiff::Timestamp::from_millisecond(r.time_ms).map(|t| t.to_string()).unwrap_or_default();
+                let verdict = if r.allowed { "allowed" } else { "DENIED " };
+                let detail = if r.detail.is_empty() { String::new() } else { format!("  ({})", r.detail) };
+                println!("{time}  {verdict} {:<12} {:<7} {}{detail}", r.skill, r.capability, r.target);
+            }
+        }
+        Request::Notifications { .. } if !json => {
+            let list: Vec<Notification> = serde_json::from_value(value)?;
+            for n in list {
+                let time = jiff::Timestamp::from_millisecond(n.time_ms).map(|t| t.to_string()).unwrap_or_default();
+                println!("{time}  {}: {}", n.skill, n.text);
+            }
+        }
+        Request::Status if !json => {
+            println!(
+                "{}\nstate dir: {}\nskills: {}\naudit records: {}",
+                if value["daemon"].as_bool() == Some(true) {
+                    format!("daemon running (pid {})", value["pid"])
+                } else {
+                    "no daemon running (start one with `wasiclaw run`)".into()
+                },
+                value["state_dir"].as_str().unwrap_or_default(),
+                value["skills"],
+                value["audit_records"]
+            );
+        }
+        _ => println!("{}", serde_json::to_string_pretty(&value)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line on what a skill may do or still asks for.
+fn summary(s: &SkillInfo) -> String {
+    if let Some(reason) = &s.reason {
+        return format!("rejected: {reason}");
+    }
+    if s.pending.is_empty() {
+        let granted = s.requested.as_ref().map(|r| r != &Default::default()).unwrap_or(false);
+        return if granted { "all requested rights granted".into() } else { "needs no rights".into() };
+    }
+    format!("awaiting approval: {} (see `wasiclaw skills inspect {}`)", s.pending.join("; "), s.name)
+}
+
+fn print_inspect(s: &SkillInfo) {
+    println!("{} {} — {}", s.name, s.version.as_deref().unwrap_or("?"), s.description.as_deref().unwrap_or(""));
+    println!("file:   {}\nsha256: {}\nstatus: {}", s.file.display(), s.sha256, s.status);
+    if let Some(reason) = &s.reason {
+        println!("reason: {reason}");
+        return;
+    }
+    println!("\ntools:");
+    for t in &s.tools {
+        println!("  {}.{} — {}\n    parameters: {}", s.name, t.name, t.description, t.parameters);
+    }
+    let r = s.requested.clone().unwrap_or_default();
+    println!("\nasks for:");
+    let mut asks: Vec<String> = r.http.iter().map(|h| {
+        let headers = h.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ");
+        let headers = if headers.is_empty() { String::new() } else { format!(" (sets {headers})") };
+        format!("http {} {}{headers}", h.methods().join(","), h.url)
+    }).collect();
+    asks.extend(r.all_secrets().into_iter().map(|n| format!("secret {n}")));
+    for (flag, name) in [(r.kv, "kv"), (r.notify, "notify"), (r.files, "files"), (r.memory_read, "memory-read"), (r.memory_write, "memory-write")] {
+        if flag {
+            asks.push(name.into());
+        }
+    }
+    if asks.is_empty() {
+        println!("  nothing");
+    }
+    for a in asks {
+        let pending = s.pending.iter().any(|p| a.starts_with(p.as_str()));
+        println!("  {:<60} {}", a, if pending { "NOT GRANTED" } else { "granted" });
+    }
+    if !s.pending.is_empty() {
+        println!("\nto approve everything it asks for: wasiclaw skills grant {} --all-requested", s.name);
+    }
+    if let Some(sha) = &s.granted_sha256 {
+        if sha != &s.sha256 {
+            println!("\nnote: grants were approved for an earlier version ({}); new requests need approval", &sha[..12.min(sha.len())]);
+        }
+    }
+}

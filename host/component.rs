@@ -1,0 +1,322 @@
+//! Loading skill components from the skills folder: sha256, compile (with
+//! the disk cache), contract-version check, `describe`, and the registry
+//! that a file watcher plus a periodic rescan keep in step with the folder.
+//!
+//! Invariants: a file that fails to load is listed as `rejected` with the
+//! reason and never runs; a replaced file is reloaded by sha256; a removed
+//! file is unloaded; two files may not claim one skill name.
+
+use crate::engine::{CallError, HostCtx, SkillEngine, SkillPre, SkillState};
+use crate::grants::{Capabilities, HttpRule, UrlPattern, valid_secret_name};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// The contract this host speaks (`wit/plugin.wit`).
+pub const CONTRACT_PACKAGE: &str = "wasiclaw:plugin";
+pub const CONTRACT_VERSION: &str = "0.1.0";
+const CLASH: &str = "skill name ";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the arguments.
+    pub parameters: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub tools: Vec<ToolSpec>,
+    pub capabilities: Capabilities,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("not a WebAssembly file (no `\\0asm` header)")]
+    NotWasm,
+    #[error(
+        "this is a core WebAssembly module, not a component; build skills for `wasm32-wasip2` (or wrap the module with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("{0}")]
+    Compile(String),
+    #[error(
+        "built for contract {CONTRACT_PACKAGE}@{found}, but this wasiclaw speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}; rebuild the skill against {CONTRACT_VERSION} or use a wasiclaw that speaks {found}"
+    )]
+    Version { found: String },
+    #[error("this is a channel component; channels are not run by this version of wasiclaw yet")]
+    Channel,
+    #[error("not a wasiclaw skill: it does not export {CONTRACT_PACKAGE}/tool-api@{CONTRACT_VERSION}")]
+    NotASkill,
+    #[error("cannot link: {0}")]
+    Link(String),
+    #[error("describe() failed: {0}")]
+    Describe(CallError),
+    #[error("invalid manifest: {0}")]
+    Manifest(String),
+}
+
+/// A skill ready to be called.
+pub struct Loaded {
+    pub manifest: Manifest,
+    pub pre: SkillPre<SkillState>,
+}
+
+/// One `.wasm` file in the skills folder.
+#[derive(Clone)]
+pub struct Entry {
+    pub file: PathBuf,
+    pub sha256: String,
+    pub loaded: Result<Arc<Loaded>, String>,
+}
+
+impl Entry {
+    /// The manifest name, or the file stem of a rejected file.
+    pub fn name(&self) -> String {
+        match &self.loaded {
+            Ok(l) => l.manifest.name.clone(),
+            Err(_) => self.file.file_stem().unwrap_or_default().to_string_lossy().into_owned(),
+        }
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Major compatibility under semver: 0.x versions are compatible only
+/// within the same minor.
+fn compatible(found: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64)> {
+        let mut parts = v.split(['.', '-', '+']);
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    };
+    match (parse(found), parse(CONTRACT_VERSION)) {
+        (Some((0, a)), Some((0, b))) => a == b,
+        (Some((a, _)), Some((b, _))) => a == b,
+        _ => false,
+    }
+}
+
+/// Check the contract version named in the component's imports and exports.
+fn check_contract(engine: &SkillEngine, component: &wasmtime::component::Component) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let names: Vec<String> = ty
+        .imports(&engine.engine)
+        .map(|(n, _)| n.to_string())
+        .chain(ty.exports(&engine.engine).map(|(n, _)| n.to_string()))
+        .collect();
+    let mut exports_tool_api = false;
+    let mut exports_channel = false;
+    for name in &names {
+        let Some(rest) = name.strip_prefix(CONTRACT_PACKAGE).and_then(|r| r.strip_prefix('/')) else { continue };
+        let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
+        if !compatible(version) {
+            return Err(LoadError::Version { found: version.to_string() });
+        }
+        exports_tool_api |= interface == "tool-api";
+        exports_channel |= interface == "channel-api";
+    }
+    let exported = |iface: &str| ty.exports(&engine.engine).any(|(n, _)| n.starts_with(&format!("{CONTRACT_PACKAGE}/{iface}@")));
+    exports_tool_api &= exported("tool-api");
+    exports_channel &= exported("channel-api");
+    match (exports_tool_api, exports_channel) {
+        (true, _) => Ok(()),
+        (false, true) => Err(LoadError::Channel),
+        (false, false) => Err(LoadError::NotASkill),
+    }
+}
+
+fn validate(m: &Manifest) -> Result<(), String> {
+    let name_ok = |n: &str| {
+        !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    };
+    if !name_ok(&m.name) {
+        return Err(format!("skill name `{}` must be 1-64 of a-z, 0-9, - and _", m.name));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for tool in &m.tools {
+        if !name_ok(&tool.name) {
+            return Err(format!("tool name `{}` must be 1-64 of a-z, 0-9, - and _", tool.name));
+        }
+        if !seen.insert(&tool.name) {
+            return Err(format!("tool `{}` is declared twice", tool.name));
+        }
+    }
+    for rule in &m.capabilities.http {
+        UrlPattern::parse(&rule.url).map_err(|e| format!("http rule: {e}"))?;
+        for method in rule.methods() {
+            if !["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].contains(&method.as_str()) {
+                return Err(format!("http rule {}: unknown method {method}", rule.url));
+            }
+        }
+    }
+    if let Some(bad) = m.capabilities.all_secrets().into_iter().find(|s| !valid_secret_name(s)) {
+        return Err(format!("secret name `{bad}` must be upper-case letters, digits and _"));
+    }
+    Ok(())
+}
+
+fn to_manifest(m: crate::engine::bindings::wasiclaw::plugin::types::Manifest) -> Result<Manifest, String> {
+    let mut tools = Vec::new();
+    for t in m.tools {
+        let parameters = serde_json::from_str(&t.parameters)
+            .map_err(|e| format!("tool `{}` has parameters that are not JSON: {e}", t.name))?;
+        tools.push(ToolSpec { name: t.name, description: t.description, parameters });
+    }
+    let c = m.capabilities;
+    let capabilities = Capabilities {
+        http: c
+            .http
+            .into_iter()
+            .map(|r| HttpRule { url: r.url, methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(), headers: r.headers })
+            .collect(),
+        secrets: c.secrets,
+        kv: c.kv,
+        notify: c.notify,
+        files: c.files,
+        memory_read: c.memory_read,
+        memory_write: c.memory_write,
+    };
+    let manifest = Manifest { name: m.name, version: m.version, description: m.description, tools, capabilities };
+    validate(&manifest)?;
+    Ok(manifest)
+}
+
+/// Call `describe()` in a fresh sandbox with no rights.
+pub async fn describe(engine: &SkillEngine, pre: &SkillPre<SkillState>, ctx: HostCtx) -> Result<Manifest, LoadError> {
+    let mut store = engine.store(ctx, None).map_err(LoadError::Describe)?;
+    let pre = pre.clone();
+    let raw = engine
+        .guarded(&mut store, move |store| {
+            Box::pin(async move {
+                let skill = pre.instantiate_async(&mut *store).await?;
+                skill.wasiclaw_plugin_tool_api().call_describe(&mut *store).await
+            })
+        })
+        .await
+        .map_err(LoadError::Describe)?;
+    to_manifest(raw).map_err(LoadError::Manifest)
+}
+
+/// Compile and check a component file. `ctx_for` gives the describe-time
+/// context for a skill name (its config settings, no rights).
+pub async fn load(
+    engine: &SkillEngine,
+    file: &Path,
+    bytes: &[u8],
+    sha256: &str,
+    ctx_for: impl Fn(&str) -> HostCtx,
+) -> Result<Loaded, LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(LoadError::NotWasm);
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(LoadError::CoreModule);
+    }
+    let component = engine.compile(file, bytes, sha256).map_err(|e| LoadError::Compile(e.to_string()))?;
+    check_contract(engine, &component)?;
+    let instance_pre = engine.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+    let pre = SkillPre::new(instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+    // Describe once to learn the name, then again with that skill's
+    // settings, since what it requests may depend on them.
+    let first = describe(engine, &pre, ctx_for("")).await?;
+    let ctx = ctx_for(&first.name);
+    let manifest = if ctx.settings.is_some() { describe(engine, &pre, ctx).await? } else { first };
+    Ok(Loaded { manifest, pre })
+}
+
+/// The loaded skills folder.
+#[derive(Default)]
+pub struct Registry {
+    entries: RwLock<BTreeMap<PathBuf, Entry>>,
+}
+
+/// What a rescan changed, for logs and progress.
+#[derive(Debug, Default)]
+pub struct ScanReport {
+    pub loaded: Vec<String>,
+    pub rejected: Vec<(String, String)>,
+    pub removed: Vec<String>,
+}
+
+impl Registry {
+    pub fn entries(&self) -> Vec<Entry> {
+        self.entries.read().unwrap().values().cloned().collect()
+    }
+
+    pub fn find(&self, name: &str) -> Option<Entry> {
+        let entries = self.entries.read().unwrap();
+        entries.values().find(|e| e.loaded.is_ok() && e.name() == name).or_else(|| entries.values().find(|e| e.name() == name)).cloned()
+    }
+
+    /// Bring the registry in line with the folder.
+    pub async fn rescan(
+        &self,
+        engine: &SkillEngine,
+        dir: &Path,
+        ctx_for: impl Fn(&str) -> HostCtx,
+    ) -> ScanReport {
+        let mut report = ScanReport::default();
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+                .collect(),
+            Err(e) => {
+                tracing::warn!("cannot read skills folder {}: {e}", dir.display());
+                Vec::new()
+            }
+        };
+        files.sort();
+        let old = self.entries.read().unwrap().clone();
+        let mut next: BTreeMap<PathBuf, Entry> = BTreeMap::new();
+        for file in files {
+            let bytes = match std::fs::read(&file) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!("{}", LoadError::Read(file.clone(), e));
+                    continue;
+                }
+            };
+            let sha256 = sha256_hex(&bytes);
+            let mut entry = match old.get(&file) {
+                // A name clash is re-checked each scan: the other file may be gone.
+                Some(e) if e.sha256 == sha256 && !e.loaded.as_ref().is_err_and(|r| r.starts_with(CLASH)) => e.clone(),
+                _ => {
+                    let loaded = load(engine, &file, &bytes, &sha256, &ctx_for).await;
+                    let entry = Entry { file: file.clone(), sha256, loaded: loaded.map(Arc::new).map_err(|e| e.to_string()) };
+                    match &entry.loaded {
+                        Ok(_) => report.loaded.push(entry.name()),
+                        Err(reason) => report.rejected.push((entry.name(), reason.clone())),
+                    }
+                    entry
+                }
+            };
+            if let Ok(loaded) = &entry.loaded {
+                let name = &loaded.manifest.name;
+                if let Some(other) = next.values().find(|e| e.loaded.as_ref().is_ok_and(|l| &l.manifest.name == name)) {
+                    let reason = format!("{CLASH}`{name}` is already used by {}", other.file.display());
+                    report.rejected.push((name.clone(), reason.clone()));
+                    entry.loaded = Err(reason);
+                }
+            }
+            next.insert(file, entry);
+        }
+        for (file, entry) in &old {
+            if !next.contains_key(file) {
+                report.removed.push(entry.name());
+            }
+        }
+        *self.entries.write().unwrap() = next;
+        report
+    }
+}

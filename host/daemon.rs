@@ -1,0 +1,86 @@
+//! `wasiclaw run`: the always-on process. It owns the database, serves the
+//! local API on the unix socket, and keeps the skills folder loaded with a
+//! file watcher plus a periodic rescan (a watcher can miss events on some
+//! filesystems; the rescan is the backstop). Stops cleanly on SIGINT/SIGTERM.
+
+use crate::api;
+use crate::config::Paths;
+use crate::runtime::Runtime;
+use anyhow::Context;
+use notify::{RecursiveMode, Watcher};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// How often the folder is rescanned even without watcher events.
+const RESCAN_EVERY: Duration = Duration::from_secs(30);
+/// Coalesce bursts of events (a copy writes a file in many chunks).
+const SETTLE: Duration = Duration::from_millis(250);
+
+pub async fn run(paths: Paths) -> anyhow::Result<()> {
+    let socket = paths.socket();
+    if api::call_daemon(&socket, &api::Request::Status).await?.is_some() {
+        anyhow::bail!("a wasiclaw daemon is already running for {}", paths.state_dir.display());
+    }
+    let rt = Arc::new(Runtime::open(paths.clone())?);
+    let report = rescan(&rt).await;
+    tracing::info!(
+        "state dir {}; {} skill(s) loaded, {} rejected",
+        paths.state_dir.display(),
+        report.loaded.len(),
+        report.rejected.len()
+    );
+
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    let server = tokio::spawn(api::serve(rt.clone(), listener));
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    })?;
+    let skills_dir = paths.skills_dir();
+    watcher
+        .watch(&skills_dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {}", skills_dir.display()))?;
+    tracing::info!("watching {} for skills; local API on {}", skills_dir.display(), socket.display());
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(RESCAN_EVERY);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            Some(()) = rx.recv() => {
+                tokio::time::sleep(SETTLE).await;
+                while rx.try_recv().is_ok() {}
+                rescan(&rt).await;
+            }
+            _ = tick.tick() => { rescan(&rt).await; }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    server.abort();
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+async fn rescan(rt: &Runtime) -> crate::component::ScanReport {
+    let report = rt.rescan().await;
+    for name in &report.loaded {
+        tracing::info!("loaded skill {name}");
+    }
+    for (name, reason) in &report.rejected {
+        tracing::warn!("rejected {name}: {reason}");
+    }
+    for name in &report.removed {
+        tracing::info!("unloaded skill {name}");
+    }
+    report
+}

@@ -1,0 +1,312 @@
+//! The wasmtime engine, the linker every component gets, the per-call store
+//! and the limits around every call.
+//!
+//! Invariants:
+//! - A fresh `Store` per call: nothing survives a call except through
+//!   granted kv or files.
+//! - All of WASI p2 and `wasi:http` are linked so components from any
+//!   toolchain instantiate; authority is denied at run time instead: no
+//!   preopens unless `files` is granted, empty env and args, no sockets,
+//!   egress only through `egress::EgressHooks`.
+//! - Every call runs under a memory cap (ResourceLimiter), a CPU budget
+//!   (epoch ticks spent in guest code) and a wall-clock timeout (which also
+//!   covers a guest blocked in a host call, where epochs cannot reach).
+//! - No pooling allocator: it needs more address space than small ARM boards have.
+
+use crate::config::Limits;
+use crate::egress::EgressHooks;
+use crate::grants::Effective;
+use crate::secrets::Secrets;
+use crate::store::{AuditRecord, Store as Db, now_ms};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "wasiclaw:plugin/skill",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: {
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+        },
+    });
+}
+
+pub use bindings::wasiclaw::plugin::types::Error as ToolError;
+pub use bindings::{Skill, SkillPre};
+
+/// A call into a guest, borrowing its store.
+pub type GuestCall<'a, R> = std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
+
+/// One epoch tick; the CPU budget is counted in these.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// What a call may touch, fixed when the call starts.
+#[derive(Clone)]
+pub struct HostCtx {
+    pub skill: String,
+    pub sha256: String,
+    pub effective: Arc<Effective>,
+    pub db: Arc<Db>,
+    pub secrets: Secrets,
+    pub settings: Option<toml::Table>,
+    /// Denials during this call, in words, for the caller to show.
+    pub denials: Arc<Mutex<Vec<String>>>,
+}
+
+impl HostCtx {
+    /// Record a capability use. An audit write that fails is logged, not
+    /// fatal: refusing the call would turn a full disk into an outage.
+    pub fn audit(&self, capability: &str, target: &str, allowed: bool, detail: &str) {
+        if !allowed {
+            self.denials.lock().unwrap().push(format!("{capability} {target}: {detail}"));
+        }
+        let record = AuditRecord {
+            id: 0,
+            time_ms: now_ms(),
+            skill: self.skill.clone(),
+            sha256: self.sha256.clone(),
+            capability: capability.into(),
+            target: target.into(),
+            allowed,
+            detail: detail.into(),
+        };
+        if let Err(e) = self.db.audit(record) {
+            tracing::error!(skill = %self.skill, "audit write failed: {e}");
+        }
+    }
+}
+
+/// Caps linear memory (all memories of the store together) and tables.
+pub struct MemoryLimiter {
+    cap: usize,
+    used: usize,
+    pub hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        let grown = self.used + (desired - current);
+        if grown > self.cap {
+            self.hit = true;
+            return Ok(false);
+        }
+        self.used = grown;
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+pub struct SkillState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    http: WasiHttpCtx,
+    egress: EgressHooks,
+    pub limiter: MemoryLimiter,
+    pub host: HostCtx,
+    cpu_ticks: u64,
+    cpu_exhausted: bool,
+    stderr: MemoryOutputPipe,
+}
+
+impl WasiView for SkillState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for SkillState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.egress }
+    }
+}
+
+/// Why a call did not return a value.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("timed out after {0:?} (wall-clock limit; raise [limits] timeout_ms in config.toml if this is expected)")]
+    Timeout(Duration),
+    #[error("used more than {0} ms of CPU (raise [limits] cpu_ms in config.toml if this is expected)")]
+    Cpu(u64),
+    #[error("tried to use more than {0} MiB of memory (the [limits] memory_mb cap)")]
+    Memory(u64),
+    #[error("result is {0} bytes, over the {1}-byte cap ([limits] output_kb)")]
+    Output(usize, usize),
+    #[error("the component crashed: {0}")]
+    Trap(String),
+    #[error("{}", describe_tool_error(.0))]
+    Tool(ToolError),
+}
+
+pub fn describe_tool_error(e: &ToolError) -> String {
+    match e {
+        ToolError::Denied(m) => format!("denied: {m}"),
+        ToolError::InvalidInput(m) => format!("invalid input: {m}"),
+        ToolError::NotFound(m) => format!("not found: {m}"),
+        ToolError::Failed(m) => format!("failed: {m}"),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Setup(String),
+    #[error("cannot compile {path}: {message}")]
+    Compile { path: PathBuf, message: String },
+}
+
+#[derive(Clone)]
+pub struct SkillEngine {
+    pub engine: Engine,
+    pub linker: Arc<Linker<SkillState>>,
+    cache_dir: PathBuf,
+    limits: Limits,
+}
+
+impl SkillEngine {
+    pub fn new(cache_dir: PathBuf, limits: Limits) -> Result<Self, EngineError> {
+        let setup = |e: wasmtime::Error| EngineError::Setup(format!("{e:#}"));
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(setup)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(setup)?;
+        use bindings::wasiclaw::plugin as p;
+        p::kv::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
+        p::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
+        p::config::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
+        p::notify::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
+        p::crypto::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
+        p::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
+        // The ticker ends with the engine: it holds only a weak reference.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wasiclaw-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .map_err(|e| EngineError::Setup(e.to_string()))?;
+        Ok(SkillEngine { engine, linker: Arc::new(linker), cache_dir, limits })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compile a component, through the on-disk cache keyed by its sha256
+    /// and the engine's compatibility hash.
+    pub fn compile(&self, path: &Path, bytes: &[u8], sha256: &str) -> Result<Component, EngineError> {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        let cached = self.cache_dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()));
+        if cached.exists() {
+            // SAFETY: the cache lives in the owner's state dir and is only
+            // written below, by this engine configuration.
+            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!("ignoring bad compile cache {}: {e}", cached.display()),
+            }
+        }
+        let component = Component::from_binary(&self.engine, bytes)
+            .map_err(|e| EngineError::Compile { path: path.into(), message: format!("{e:#}") })?;
+        if let Ok(serialized) = component.serialize() {
+            let tmp = cached.with_extension("tmp");
+            let written = std::fs::create_dir_all(&self.cache_dir)
+                .and_then(|_| std::fs::write(&tmp, serialized))
+                .and_then(|_| std::fs::rename(&tmp, &cached));
+            if let Err(e) = written {
+                tracing::warn!("cannot write compile cache {}: {e}", cached.display());
+            }
+        }
+        Ok(component)
+    }
+
+    /// A fresh store for one call with the call's rights and limits.
+    pub fn store(&self, host: HostCtx, files_dir: Option<&Path>) -> Result<Store<SkillState>, CallError> {
+        let stderr = MemoryOutputPipe::new(16 * 1024);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }));
+        if let Some(dir) = files_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CallError::Trap(format!("cannot create {}: {e}", dir.display())))?;
+            wasi.preopened_dir(dir, "/data", FsPerms::ReadWrite)
+                .map_err(|e| CallError::Trap(format!("cannot open {}: {e:#}", dir.display())))?;
+        }
+        let egress = EgressHooks::new(host.clone(), self.limits.http_response_bytes());
+        let state = SkillState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            egress,
+            limiter: MemoryLimiter { cap: self.limits.memory_bytes(), used: 0, hit: false },
+            host,
+            cpu_ticks: 0,
+            cpu_exhausted: false,
+            stderr,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let budget = self.limits.cpu_ms.div_ceil(TICK.as_millis() as u64).max(1);
+        // Yield to tokio at every tick so a spinning guest never starves
+        // the runtime, and count the ticks the guest has been running.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut ctx| {
+            let s = ctx.data_mut();
+            s.cpu_ticks += 1;
+            if s.cpu_ticks > budget {
+                s.cpu_exhausted = true;
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        Ok(store)
+    }
+
+    /// Run `call` on a fresh store under every limit and classify failure.
+    pub async fn guarded<R>(
+        &self,
+        store: &mut Store<SkillState>,
+        call: impl for<'a> FnOnce(&'a mut Store<SkillState>) -> GuestCall<'a, R>,
+    ) -> Result<R, CallError> {
+        let timeout = self.limits.timeout();
+        let outcome = tokio::time::timeout(timeout, call(store)).await;
+        let state = store.data();
+        match outcome {
+            Err(_) => Err(CallError::Timeout(timeout)),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) if state.cpu_exhausted => Err(CallError::Cpu(self.limits.cpu_ms)),
+            Ok(Err(_)) if state.limiter.hit => Err(CallError::Memory(self.limits.memory_mb)),
+            Ok(Err(e)) => {
+                let stderr = String::from_utf8_lossy(&state.stderr.contents()).trim().to_string();
+                let mut msg = format!("{e:#}");
+                if !stderr.is_empty() {
+                    msg.push_str("\nstderr: ");
+                    msg.push_str(crate::text::tail(&stderr, 2000));
+                }
+                Err(CallError::Trap(msg))
+            }
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! Capabilities: what a component requests, what the owner grants, and the
+//! effective rights (requested ∩ granted) the host enforces.
+//!
+//! Invariants:
+//! - Empty means deny: no grant record, no rights.
+//! - Grants are bound to the component's sha256. A changed component keeps
+//!   only rights for items its previous approved version also requested;
+//!   anything new stays pending until the owner grants again.
+//! - URL patterns are matched structurally (scheme, host, port, path
+//!   prefix on a segment boundary), never as plain string prefixes.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// An HTTP rule as requested in a manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpRule {
+    pub url: String,
+    /// Upper-case; empty means GET only.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Headers the host sets, `{SECRET}` placeholders substituted.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+}
+
+/// Requested capabilities, mirrored from the WIT `capabilities` record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    #[serde(default)]
+    pub http: Vec<HttpRule>,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub kv: bool,
+    #[serde(default)]
+    pub notify: bool,
+    #[serde(default)]
+    pub files: bool,
+    #[serde(default)]
+    pub memory_read: bool,
+    #[serde(default)]
+    pub memory_write: bool,
+}
+
+/// An HTTP rule granted by the owner; `methods` holds `*` for any.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantedRule {
+    pub url: String,
+    pub methods: Vec<String>,
+}
+
+/// What the owner granted, as stored in redb.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantSet {
+    pub http: Vec<GrantedRule>,
+    pub secrets: BTreeSet<String>,
+    pub kv: bool,
+    pub notify: bool,
+    pub files: bool,
+    pub memory_read: bool,
+    pub memory_write: bool,
+}
+
+/// The stored grant of one skill: the rights, the sha256 of the component
+/// they were given to, and what that version requested (what the owner saw).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    pub sha256: String,
+    pub approved: Capabilities,
+    pub granted: GrantSet,
+}
+
+/// A change asked for by `wasiclaw skills grant|revoke`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantChange {
+    pub http: Vec<GrantedRule>,
+    pub secrets: Vec<String>,
+    pub kv: bool,
+    pub notify: bool,
+    pub files: bool,
+    pub memory_read: bool,
+    pub memory_write: bool,
+    /// grant: everything requested; revoke: everything.
+    pub all: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PatternError {
+    #[error("`{0}`: URL must start with https:// or http://")]
+    Scheme(String),
+    #[error("`{0}`: URL has no host")]
+    NoHost(String),
+    #[error("`{0}`: bad port")]
+    Port(String),
+    #[error("`{0}`: unknown HTTP method `{1}`")]
+    Method(String, String),
+}
+
+/// A parsed URL pattern: `scheme://host[:port]/path-prefix`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlPattern {
+    pub scheme: String,
+    /// Lower-case; may be `*` or `*.example.com`.
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl UrlPattern {
+    pub fn parse(url: &str) -> Result<Self, PatternError> {
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| PatternError::Scheme(url.into()))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "https" => 443,
+            "http" => 80,
+            _ => return Err(PatternError::Scheme(url.into())),
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest[i..].starts_with('/') => (&rest[..i], &rest[i..]),
+            Some(i) => (&rest[..i], "/"),
+            None => (rest, "/"),
+        };
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (host, tail) = v6.split_once(']').ok_or_else(|| PatternError::NoHost(url.into()))?;
+                (host, tail.strip_prefix(':'))
+            }
+            None => match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().map_err(|_| PatternError::Port(url.into()))?,
+            None => default_port,
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(PatternError::NoHost(url.into()));
+        }
+        Ok(UrlPattern { scheme, host, port, path: path.split('?').next().unwrap_or("/").to_string() })
+    }
+
+    /// Whether every URL this pattern matches is also matched by `self`.
+    pub fn covers(&self, other: &UrlPattern) -> bool {
+        self.scheme == other.scheme
+            && self.port == other.port
+            && host_covers(&self.host, &other.host)
+            && path_covers(&self.path, &other.path)
+    }
+
+    pub fn is_wildcard_host(&self) -> bool {
+        self.host.starts_with('*')
+    }
+
+    /// `scheme://host[:port]/`, the narrowest grant that would cover it.
+    pub fn origin(&self) -> String {
+        let default = if self.scheme == "https" { 443 } else { 80 };
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.port == default {
+            format!("{}://{}/", self.scheme, host)
+        } else {
+            format!("{}://{}:{}/", self.scheme, host, self.port)
+        }
+    }
+}
+
+fn host_covers(pattern: &str, host: &str) -> bool {
+    pattern == "*"
+        || pattern == host
+        || pattern.strip_prefix('*').is_some_and(|suffix| suffix.starts_with('.') && host.ends_with(suffix))
+}
+
+fn path_covers(prefix: &str, path: &str) -> bool {
+    path == prefix
+        || path.starts_with(prefix) && (prefix.ends_with('/') || path[prefix.len()..].starts_with('/'))
+}
+
+const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"];
+
+/// Parse the CLI form `URL[,METHOD...]`; no methods means any the skill asks for.
+pub fn parse_granted_rule(spec: &str) -> Result<GrantedRule, PatternError> {
+    let mut parts = spec.split(',');
+    let url = parts.next().unwrap_or_default().trim().to_string();
+    UrlPattern::parse(&url)?;
+    let mut methods = Vec::new();
+    for m in parts.map(|m| m.trim().to_ascii_uppercase()).filter(|m| !m.is_empty()) {
+        if !METHODS.contains(&m.as_str()) {
+            return Err(PatternError::Method(url, m));
+        }
+        methods.push(m);
+    }
+    if methods.is_empty() {
+        methods.push("*".into());
+    }
+    Ok(GrantedRule { url, methods })
+}
+
+/// `{NAME}` placeholders in a template.
+pub fn placeholders(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start + 1..].find('}') else { break };
+        let name = &rest[start + 1..start + 1 + len];
+        if valid_secret_name(name) {
+            out.push(name.to_string());
+        }
+        rest = &rest[start + 1 + len..];
+    }
+    out
+}
+
+/// Secret names: upper-case letters, digits and `_`, at most 64 characters.
+pub fn valid_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl HttpRule {
+    pub fn methods(&self) -> Vec<String> {
+        if self.methods.is_empty() {
+            vec!["GET".into()]
+        } else {
+            self.methods.iter().map(|m| m.to_ascii_uppercase()).collect()
+        }
+    }
+
+    pub fn secrets(&self) -> Vec<String> {
+        let mut names = placeholders(&self.url);
+        for (_, value) in &self.headers {
+            names.extend(placeholders(value));
+        }
+        names
+    }
+}
+
+impl Capabilities {
+    /// Every secret the component asks for, named directly or in a rule.
+    pub fn all_secrets(&self) -> BTreeSet<String> {
+        let mut names: BTreeSet<String> = self.secrets.iter().cloned().collect();
+        names.extend(self.http.iter().flat_map(HttpRule::secrets));
+        names
+    }
+}
+
+/// An HTTP rule the host enforces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectiveRule {
+    pub pattern: UrlPattern,
+    pub methods: Vec<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl EffectiveRule {
+    pub fn allows_method(&self, method: &str) -> bool {
+        self.methods.iter().any(|m| m == method)
+    }
+}
+
+/// Effective rights of one loaded component.
+#[derive(Clone, Debug, Default)]
+pub struct Effective {
+    pub http: Vec<EffectiveRule>,
+    pub secrets: BTreeSet<String>,
+    pub kv: bool,
+    pub notify: bool,
+    pub files: bool,
+    pub memory_read: bool,
+    pub memory_write: bool,
+    /// Requested but not (or no longer) effective, in words.
+    pub pending: Vec<String>,
+}
+
+/// Requested ∩ granted for one HTTP rule, or None if they do not meet.
+fn intersect(requested: &HttpRule, granted: &GrantedRule) -> Option<EffectiveRule> {
+    let r = UrlPattern::parse(&requested.url).ok()?;
+    let g = UrlPattern::parse(&granted.url).ok()?;
+    let pattern = if g.covers(&r) {
+        r
+    } else if r.covers(&g) {
+        g
+    } else {
+        return None;
+    };
+    let any = granted.methods.iter().any(|m| m == "*");
+    let methods: Vec<String> =
+        requested.methods().into_iter().filter(|m| any || granted.methods.contains(m)).collect();
+    (!methods.is_empty()).then(|| EffectiveRule { pattern, methods, headers: requested.headers.clone() })
+}
+
+/// Compute what a component with `sha256` requesting `requested` may do.
+pub fn effective(requested: &Capabilities, sha256: &str, grant: Option<&GrantRecord>) -> Effective {
+    let mut eff = Effective::default();
+    let empty = GrantRecord::default();
+    let grant = grant.unwrap_or(&empty);
+    let same_version = grant.sha256 == sha256;
+    let mut flag = |asked: bool, approved: bool, granted: bool, what: &str| -> bool {
+        if !asked {
+            return false;
+        }
+        let ok = granted && (same_version || approved);
+        if !ok {
+            eff.pending.push(what.to_string());
+        }
+        ok
+    };
+    let ap = &grant.approved;
+    let g = &grant.granted;
+    let kv = flag(requested.kv, ap.kv, g.kv, "kv");
+    let notify = flag(requested.notify, ap.notify, g.notify, "notify");
+    let files = flag(requested.files, ap.files, g.files, "files");
+    let memory_read = flag(requested.memory_read, ap.memory_read, g.memory_read, "memory-read");
+    let memory_write = flag(requested.memory_write, ap.memory_write, g.memory_write, "memory-write");
+    let approved_secrets = ap.all_secrets();
+    for name in requested.all_secrets() {
+        if flag(true, approved_secrets.contains(&name), g.secrets.contains(&name), &format!("secret {name}")) {
+            eff.secrets.insert(name);
+        }
+    }
+    for rule in &requested.http {
+        let carried = same_version || ap.http.contains(rule);
+        let hit: Vec<EffectiveRule> = g.http.iter().filter_map(|gr| intersect(rule, gr)).collect();
+        if carried && !hit.is_empty() {
+            eff.http.extend(hit);
+        } else {
+            eff.pending.push(format!("http {} {}", rule.methods().join(","), rule.url));
+        }
+    }
+    Effective { kv, notify, files, memory_read, memory_write, ..eff }
+}
+
+/// Apply a grant for the component `sha256` that requests `requested`.
+/// Granting re-approves the current version: its request becomes the
+/// baseline that later versions are compared against.
+pub fn apply_grant(record: &mut GrantRecord, requested: &Capabilities, sha256: &str, change: &GrantChange) {
+    if record.sha256 != sha256 {
+        // Keep only what the new version may inherit, then rebase on it.
+        let eff = effective(requested, sha256, Some(record));
+        record.granted.secrets.retain(|s| eff.secrets.contains(s));
+        record.granted.kv &= eff.kv;
+        record.granted.notify &= eff.notify;
+        record.granted.files &= eff.files;
+        record.granted.memory_read &= eff.memory_read;
+        record.granted.memory_write &= eff.memory_write;
+        record.granted.http.retain(|g| requested.http.iter().any(|r| {
+            (record.approved.http.contains(r)) && intersect(r, g).is_some()
+        }));
+    }
+    let g = &mut record.granted;
+    if change.all {
+        for rule in &requested.http {
+            let granted = GrantedRule { url: rule.url.clone(), methods: rule.methods() };
+            if !g.http.contains(&granted) {
+                g.http.push(granted);
+            }
+        }
+        g.secrets.extend(requested.all_secrets());
+        g.kv |= requested.kv;
+        g.notify |= requested.notify;
+        g.files |= requested.files;
+        g.memory_read |= requested.memory_read;
+        g.memory_write |= requested.memory_write;
+    }
+    for rule in &change.http {
+        if !g.http.contains(rule) {
+            g.http.push(rule.clone());
+        }
+    }
+    g.secrets.extend(change.secrets.iter().cloned());
+    g.kv |= change.kv;
+    g.notify |= change.notify;
+    g.files |= change.files;
+    g.memory_read |= change.memory_read;
+    g.memory_write |= change.memory_write;
+    record.sha256 = sha256.to_string();
+    record.approved = requested.clone();
+}
+
+/// Take rights back. `--http URL` removes every granted rule with that URL.
+pub fn apply_revoke(record: &mut GrantRecord, change: &GrantChange) {
+    if change.all {
+        record.granted = GrantSet::default();
+        return;
+    }
+    let g = &mut record.granted;
+    g.http.retain(|rule| !change.http.iter().any(|r| r.url == rule.url));
+    g.secrets.retain(|s| !change.secrets.contains(s));
+    g.kv &= !change.kv;
+    g.notify &= !change.notify;
+    g.files &= !change.files;
+    g.memory_read &= !change.memory_read;
+    g.memory_write &= !change.memory_write;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pat(s: &str) -> UrlPattern {
+        UrlPattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn patterns_match_structurally() {
+        let api = pat("https://api.example.com/v1/");
+        assert!(api.covers(&pat("https://api.example.com/v1/forecast")));
+        assert!(!api.covers(&pat("https://api.example.com/v10")));
+        assert!(!api.covers(&pat("http://api.example.com/v1/x")), "scheme differs");
+        assert!(!api.covers(&pat("https://api.example.com:8443/v1/x")), "port differs");
+        assert!(!api.covers(&pat("https://api.example.com.evil.net/v1/x")));
+        assert!(pat("https://api.example.com/v1").covers(&pat("https://api.example.com/v1/x")));
+        assert!(!pat("https://api.example.com/v1").covers(&pat("https://api.example.com/v1x")));
+        assert!(pat("https://*.example.com/").covers(&pat("https://a.example.com/x")));
+        assert!(!pat("https://*.example.com/").covers(&pat("https://example.com.evil/x")));
+        assert!(pat("https://*/").covers(&pat("https://anything.org/")));
+        assert_eq!(pat("http://[::1]:8080/a").host, "::1");
+        assert_eq!(pat("http://127.0.0.1:8080").port, 8080);
+        assert!(UrlPattern::parse("ftp://x/").is_err());
+        assert!(UrlPattern::parse("https://").is_err());
+    }
+
+    #[test]
+    fn effective_is_requested_intersect_granted() {
+        let requested = Capabilities {
+            http: vec![HttpRule { url: "https://*/".into(), methods: vec![], headers: vec![] }],
+            kv: true,
+            ..Default::default()
+        };
+        let mut record = GrantRecord::default();
+        assert!(effective(&requested, "a", None).http.is_empty(), "empty means deny");
+        apply_grant(&mut record, &requested, "a", &GrantChange {
+            http: vec![parse_granted_rule("https://en.wikipedia.org/").unwrap()],
+            notify: true,
+            ..Default::default()
+        });
+        let eff = effective(&requested, "a", Some(&record));
+        assert_eq!(eff.http.len(), 1);
+        assert_eq!(eff.http[0].pattern.host, "en.wikipedia.org", "the narrower side wins");
+        assert_eq!(eff.http[0].methods, vec!["GET"]);
+        assert!(!eff.notify, "granted but never requested");
+        assert!(!eff.kv && eff.pending == vec!["kv"]);
+    }
+
+    #[test]
+    fn a_changed_component_inherits_nothing_new() {
+        let v1 = Capabilities { http: vec![HttpRule { url: "https://api.a.com/".into(), methods: vec![], headers: vec![] }], ..Default::default() };
+        let mut record = GrantRecord::default();
+        apply_grant(&mut record, &v1, "sha1", &GrantChange { http: vec![parse_granted_rule("https://*/").unwrap()], kv: true, ..Default::default() });
+        let mut v2 = v1.clone();
+        v2.http.push(HttpRule { url: "https://api.b.com/".into(), methods: vec![], headers: vec![] });
+        v2.kv = true;
+        let eff = effective(&v2, "sha2", Some(&record));
+        assert_eq!(eff.http.len(), 1, "only the rule v1 asked for carries over");
+        assert_eq!(eff.http[0].pattern.host, "api.a.com");
+        assert!(!eff.kv, "kv was granted but v1 never asked for it");
+        assert_eq!(eff.pending, vec!["kv".to_string(), "http GET https://api.b.com/".to_string()]);
+        // The same sha gets everything granted that it asks for.
+        let eff = effective(&v2, "sha1", Some(&record));
+        assert!(eff.kv && eff.http.len() == 2);
+    }
+
+    #[test]
+    fn methods_and_placeholders() {
+        let r = HttpRule { url: "https://api.telegram.org/bot{TELEGRAM_TOKEN}/".into(), methods: vec!["POST".into()], headers: vec![("x-key".into(), "k {OTHER}".into())] };
+        assert_eq!(r.secrets(), vec!["TELEGRAM_TOKEN", "OTHER"]);
+        let get_only = parse_granted_rule("https://api.telegram.org/,GET").unwrap();
+        assert!(intersect(&r, &get_only).is_none(), "POST was not granted");
+        let any = parse_granted_rule("https://api.telegram.org/").unwrap();
+        assert_eq!(intersect(&r, &any).unwrap().methods, vec!["POST"]);
+        assert!(parse_granted_rule("https://x/,FETCH").is_err());
+        assert_eq!(placeholders("{a} {B_1} {"), vec!["B_1"]);
+    }
+}

@@ -1,0 +1,128 @@
+//! The wasiclaw imports a component sees: kv, log, config, notify, crypto.
+//!
+//! Each capability check happens here, at the boundary, against the call's
+//! effective rights; a missing grant is an `error::denied` value whose text
+//! says how to grant it, and every use is audited.
+
+use crate::engine::SkillState;
+use crate::engine::bindings::wasiclaw::plugin::{config, crypto, kv, log, notify, types};
+use hmac::{Hmac, Mac};
+use types::Error;
+
+const MAX_KEY: usize = 256;
+const MAX_VALUE: usize = 1 << 20;
+const MAX_KEYS_LISTED: usize = 10_000;
+const MAX_LOG: usize = 4096;
+const MAX_NOTIFY: usize = 16 * 1024;
+
+type HostResult<T> = wasmtime::Result<Result<T, Error>>;
+
+impl SkillState {
+    /// Check one boolean capability, auditing the use either way.
+    fn check(&self, granted: bool, capability: &str, flag: &str, target: &str) -> Result<(), Error> {
+        let host = &self.host;
+        if granted {
+            host.audit(capability, target, true, "");
+            return Ok(());
+        }
+        let reason = format!("{capability} not granted; run `wasiclaw skills grant {} --{flag}`", host.skill);
+        host.audit(capability, target, false, &reason);
+        Err(Error::Denied(reason))
+    }
+
+    fn kv_check(&self, op: &str, key: &str) -> Result<(), Error> {
+        if key.len() > MAX_KEY {
+            return Err(Error::InvalidInput(format!("key is longer than {MAX_KEY} bytes")));
+        }
+        self.check(self.host.effective.kv, "kv", "kv", &format!("{op} {key}"))
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> Error {
+    Error::Failed(e.to_string())
+}
+
+impl types::Host for SkillState {}
+
+impl kv::Host for SkillState {
+    fn get(&mut self, key: String) -> HostResult<Option<Vec<u8>>> {
+        Ok(self.kv_check("get", &key).and_then(|_| self.host.db.kv_get(&self.host.skill, &key).map_err(failed)))
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> HostResult<()> {
+        if value.len() > MAX_VALUE {
+            return Ok(Err(Error::InvalidInput(format!("value is larger than {MAX_VALUE} bytes"))));
+        }
+        Ok(self.kv_check("set", &key).and_then(|_| self.host.db.kv_set(&self.host.skill, &key, &value).map_err(failed)))
+    }
+
+    fn delete(&mut self, key: String) -> HostResult<()> {
+        Ok(self.kv_check("delete", &key).and_then(|_| self.host.db.kv_delete(&self.host.skill, &key).map_err(failed)))
+    }
+
+    fn list_keys(&mut self, prefix: String) -> HostResult<Vec<String>> {
+        Ok(self
+            .kv_check("list", &prefix)
+            .and_then(|_| self.host.db.kv_keys(&self.host.skill, &prefix, MAX_KEYS_LISTED).map_err(failed)))
+    }
+}
+
+impl log::Host for SkillState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let skill = &self.host.skill;
+        let message = crate::text::truncate(&message, MAX_LOG);
+        match level {
+            log::Level::Trace => tracing::trace!(skill, "{message}"),
+            log::Level::Debug => tracing::debug!(skill, "{message}"),
+            log::Level::Info => tracing::info!(skill, "{message}"),
+            log::Level::Warn => tracing::warn!(skill, "{message}"),
+            log::Level::Error => tracing::error!(skill, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl config::Host for SkillState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.host.settings.as_ref().and_then(|t| t.get(&key)).map(|v| match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }))
+    }
+}
+
+impl notify::Host for SkillState {
+    fn send(&mut self, text: String) -> HostResult<()> {
+        if text.len() > MAX_NOTIFY {
+            return Ok(Err(Error::InvalidInput(format!("message is longer than {MAX_NOTIFY} bytes"))));
+        }
+        let preview = crate::text::truncate(&text, 80);
+        Ok(self
+            .check(self.host.effective.notify, "notify", "notify", &preview)
+            .and_then(|_| self.host.db.notify(&self.host.skill, &text).map(drop).map_err(failed)))
+    }
+}
+
+impl crypto::Host for SkillState {
+    fn hmac_sha256(&mut self, secret: String, data: Vec<u8>) -> HostResult<Vec<u8>> {
+        let host = &self.host;
+        if !host.effective.secrets.contains(&secret) {
+            let reason = format!("secret {secret} not granted; run `wasiclaw skills grant {} --secret {secret}`", host.skill);
+            host.audit("secret", &secret, false, &reason);
+            return Ok(Err(Error::Denied(reason)));
+        }
+        let value = match host.secrets.get(&secret) {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                let reason = format!("secret {secret} is not set; run `wasiclaw secrets set {secret}`");
+                host.audit("secret", &secret, false, &reason);
+                return Ok(Err(Error::Denied(reason)));
+            }
+            Err(e) => return Ok(Err(failed(e))),
+        };
+        host.audit("secret", &secret, true, "hmac-sha256");
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(value.as_bytes()).expect("HMAC takes any key length");
+        mac.update(&data);
+        Ok(Ok(mac.finalize().into_bytes().to_vec()))
+    }
+}

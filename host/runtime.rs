@@ -1,0 +1,294 @@
+//! The host's state and the operations every front end shares: the daemon,
+//! its local API and the CLI without a daemon all call these, so a command
+//! behaves the same either way.
+//!
+//! Invariant: effective rights are recomputed from the stored grant and
+//! the component's current sha256 on every call, so a grant, a revoke or a
+//! replaced file takes effect at the next call.
+
+use crate::component::{Entry, Manifest, Registry, ScanReport, ToolSpec};
+use crate::config::{Config, ConfigError, Paths};
+use crate::engine::{CallError, EngineError, HostCtx, SkillEngine, ToolError};
+use crate::grants::{self, Capabilities, Effective, GrantChange, GrantSet, UrlPattern};
+use crate::secrets::Secrets;
+use crate::store::{AuditRecord, Notification, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("cannot create {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("no skill named `{0}`; `wasiclaw skills list` shows what is installed in {1}")]
+    NoSkill(String, String),
+    #[error("skill `{0}` is rejected and cannot run: {1}")]
+    Rejected(String, String),
+    #[error("skill `{skill}` has no tool `{tool}`; it has: {available}")]
+    NoTool { skill: String, tool: String, available: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One skill as `wasiclaw skills list --json` prints it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SkillInfo {
+    pub name: String,
+    pub version: Option<String>,
+    pub description: Option<String>,
+    pub file: PathBuf,
+    pub sha256: String,
+    /// `active`, `needs-approval` or `rejected`.
+    pub status: String,
+    /// Why it was rejected.
+    pub reason: Option<String>,
+    /// What it asks for but may not use (yet).
+    pub pending: Vec<String>,
+    pub tools: Vec<ToolSpec>,
+    pub requested: Option<Capabilities>,
+    pub granted: Option<GrantSet>,
+    /// The component version the grants were last approved for.
+    pub granted_sha256: Option<String>,
+}
+
+/// The result of a tool call, with any denials the host made meanwhile.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ToolOutcome {
+    pub ok: bool,
+    /// The result text, or the error text.
+    pub output: String,
+    /// For errors: denied, invalid-input, not-found, failed, timeout, cpu,
+    /// memory, output, crashed.
+    pub error_kind: Option<String>,
+    pub denials: Vec<String>,
+}
+
+pub struct Runtime {
+    pub paths: Paths,
+    pub config: Config,
+    pub db: Arc<Store>,
+    pub secrets: Secrets,
+    pub engine: SkillEngine,
+    pub registry: Registry,
+}
+
+impl Runtime {
+    /// Open the state dir (creating it), the database and the engine.
+    pub fn open(paths: Paths) -> Result<Self, RuntimeError> {
+        for dir in [paths.state_dir.clone(), paths.skills_dir()] {
+            std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Io(dir.clone(), e))?;
+        }
+        let config = Config::load(&paths.config())?;
+        let db = Arc::new(Store::open(&paths.database())?);
+        let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone())?;
+        let secrets = Secrets::new(paths.secrets());
+        Ok(Runtime { paths, config, db, secrets, engine, registry: Registry::default() })
+    }
+
+    fn ctx(&self, skill: &str, sha256: &str, effective: Effective) -> HostCtx {
+        HostCtx {
+            skill: skill.into(),
+            sha256: sha256.into(),
+            effective: Arc::new(effective),
+            db: self.db.clone(),
+            secrets: self.secrets.clone(),
+            settings: self.config.skills.get(skill).cloned(),
+            denials: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    pub async fn rescan(&self) -> ScanReport {
+        self.registry
+            .rescan(&self.engine, &self.paths.skills_dir(), |name| self.ctx(name, "", Effective::default()))
+            .await
+    }
+
+    fn entry(&self, name: &str) -> Result<Entry, RuntimeError> {
+        self.registry
+            .find(name)
+            .ok_or_else(|| RuntimeError::NoSkill(name.into(), self.paths.skills_dir().display().to_string()))
+    }
+
+    fn info(&self, entry: &Entry) -> Result<SkillInfo, RuntimeError> {
+        let name = entry.name();
+        let grant = self.db.grant(&name)?;
+        let mut info = SkillInfo {
+            name,
+            version: None,
+            description: None,
+            file: entry.file.clone(),
+            sha256: entry.sha256.clone(),
+            status: "rejected".into(),
+            reason: None,
+            pending: vec![],
+            tools: vec![],
+            requested: None,
+            granted: grant.as_ref().map(|g| g.granted.clone()),
+            granted_sha256: grant.as_ref().map(|g| g.sha256.clone()),
+        };
+        match &entry.loaded {
+            Err(reason) => info.reason = Some(reason.clone()),
+            Ok(loaded) => {
+                let m: &Manifest = &loaded.manifest;
+                let eff = grants::effective(&m.capabilities, &entry.sha256, grant.as_ref());
+                info.status = if eff.pending.is_empty() { "active" } else { "needs-approval" }.into();
+                info.pending = eff.pending;
+                info.version = Some(m.version.clone());
+                info.description = Some(m.description.clone());
+                info.tools = m.tools.clone();
+                info.requested = Some(m.capabilities.clone());
+            }
+        }
+        Ok(info)
+    }
+
+    pub fn skills(&self) -> Result<Vec<SkillInfo>, RuntimeError> {
+        self.registry.entries().iter().map(|e| self.info(e)).collect()
+    }
+
+    pub fn inspect(&self, name: &str) -> Result<SkillInfo, RuntimeError> {
+        self.info(&self.entry(name)?)
+    }
+
+    /// Grant (or with `revoke`, take back) rights; returns the new state
+    /// and notes about grants that have no effect.
+    pub fn change_grant(&self, name: &str, change: &GrantChange, revoke: bool) -> Result<(SkillInfo, Vec<String>), RuntimeError> {
+        for rule in &change.http {
+            UrlPattern::parse(&rule.url).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        }
+        if let Some(bad) = change.secrets.iter().find(|s| !grants::valid_secret_name(s)) {
+            return Err(RuntimeError::Invalid(format!("`{bad}` is not a valid secret name")));
+        }
+        let mut notes = Vec::new();
+        if revoke {
+            if self.db.grant(name)?.is_none() && self.registry.find(name).is_none() {
+                return Err(RuntimeError::NoSkill(name.into(), self.paths.skills_dir().display().to_string()));
+            }
+            self.db.update_grant(name, |record| grants::apply_revoke(record, change))?;
+        } else {
+            let entry = self.entry(name)?;
+            let loaded = entry.loaded.as_ref().map_err(|r| RuntimeError::Rejected(name.into(), r.clone()))?;
+            let asked = &loaded.manifest.capabilities;
+            let unasked = |granted: bool, requested: bool, what: &str, notes: &mut Vec<String>| {
+                if granted && !requested {
+                    notes.push(format!("{name} does not ask for {what}; the grant has no effect until it does"));
+                }
+            };
+            unasked(change.kv, asked.kv, "kv", &mut notes);
+            unasked(change.notify, asked.notify, "notify", &mut notes);
+            unasked(change.files, asked.files, "files", &mut notes);
+            unasked(change.memory_read, asked.memory_read, "memory-read", &mut notes);
+            unasked(change.memory_write, asked.memory_write, "memory-write", &mut notes);
+            let secrets = asked.all_secrets();
+            for s in change.secrets.iter().filter(|s| !secrets.contains(*s)) {
+                unasked(true, false, &format!("secret {s}"), &mut notes);
+            }
+            for rule in &change.http {
+                let g = UrlPattern::parse(&rule.url).expect("validated above");
+                let meets = asked.http.iter().filter_map(|r| UrlPattern::parse(&r.url).ok()).any(|r| r.covers(&g) || g.covers(&r));
+                unasked(!meets, false, &format!("http {}", rule.url), &mut notes);
+            }
+            self.db.update_grant(name, |record| grants::apply_grant(record, asked, &entry.sha256, change))?;
+        }
+        let info = match self.registry.find(name) {
+            Some(entry) => self.info(&entry)?,
+            None => self.removed_info(name)?,
+        };
+        Ok((info, notes))
+    }
+
+    /// The grant of a skill whose file is gone.
+    fn removed_info(&self, name: &str) -> Result<SkillInfo, RuntimeError> {
+        let grant = self.db.grant(name)?;
+        Ok(SkillInfo {
+            name: name.into(),
+            version: None,
+            description: None,
+            file: PathBuf::new(),
+            sha256: String::new(),
+            status: "removed".into(),
+            reason: None,
+            pending: vec![],
+            tools: vec![],
+            requested: None,
+            granted: grant.as_ref().map(|g| g.granted.clone()),
+            granted_sha256: grant.map(|g| g.sha256),
+        })
+    }
+
+    /// Call one tool of one skill in a fresh sandbox with its effective rights.
+    pub async fn call_tool(&self, skill: &str, tool: &str, args: &str) -> Result<ToolOutcome, RuntimeError> {
+        let entry = self.entry(skill)?;
+        let loaded = entry.loaded.as_ref().map_err(|r| RuntimeError::Rejected(skill.into(), r.clone()))?;
+        let m = &loaded.manifest;
+        if !m.tools.iter().any(|t| t.name == tool) {
+            let available = m.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(RuntimeError::NoTool { skill: skill.into(), tool: tool.into(), available });
+        }
+        match serde_json::from_str::<serde_json::Value>(args) {
+            Ok(serde_json::Value::Object(_)) => {}
+            Ok(_) => return Err(RuntimeError::Invalid("arguments must be a JSON object, e.g. '{}'".into())),
+            Err(e) => return Err(RuntimeError::Invalid(format!("arguments are not valid JSON: {e}"))),
+        }
+        let grant = self.db.grant(skill)?;
+        let eff = grants::effective(&m.capabilities, &entry.sha256, grant.as_ref());
+        let files = eff.files.then(|| self.paths.files_dir(skill));
+        let ctx = self.ctx(skill, &entry.sha256, eff);
+        if let Some(dir) = &files {
+            ctx.audit("files", &dir.display().to_string(), true, "preopened as /data");
+        }
+        let result = match self.engine.store(ctx.clone(), files.as_deref()) {
+            Ok(mut store) => {
+                let (pre, tool, args) = (loaded.pre.clone(), tool.to_string(), args.to_string());
+                self.engine
+                    .guarded(&mut store, move |store| {
+                        Box::pin(async move {
+                            let instance = pre.instantiate_async(&mut *store).await?;
+                            instance.wasiclaw_plugin_tool_api().call_invoke(&mut *store, &tool, &args).await
+                        })
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let cap = self.engine.limits().output_bytes();
+        let result = match result {
+            Ok(Ok(out)) if out.len() > cap => Err(CallError::Output(out.len(), cap)),
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => Err(CallError::Tool(e)),
+            Err(e) => Err(e),
+        };
+        let denials = ctx.denials.lock().unwrap().clone();
+        Ok(match result {
+            Ok(output) => ToolOutcome { ok: true, output, error_kind: None, denials },
+            Err(e) => {
+                let kind = match &e {
+                    CallError::Tool(ToolError::Denied(_)) => "denied",
+                    CallError::Tool(ToolError::InvalidInput(_)) => "invalid-input",
+                    CallError::Tool(ToolError::NotFound(_)) => "not-found",
+                    CallError::Tool(ToolError::Failed(_)) => "failed",
+                    CallError::Timeout(_) => "timeout",
+                    CallError::Cpu(_) => "cpu",
+                    CallError::Memory(_) => "memory",
+                    CallError::Output(..) => "output",
+                    CallError::Trap(_) => "crashed",
+                };
+                ToolOutcome { ok: false, output: e.to_string(), error_kind: Some(kind.into()), denials }
+            }
+        })
+    }
+
+    pub fn audit(&self, skill: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>, RuntimeError> {
+        Ok(self.db.audit_tail(skill, limit)?)
+    }
+
+    pub fn notifications(&self, limit: usize) -> Result<Vec<Notification>, RuntimeError> {
+        Ok(self.db.notifications(limit)?)
+    }
+}

@@ -1,0 +1,92 @@
+//! The secrets store: `<state-dir>/secrets.json`, mode 0600, never in the
+//! config file and never handed to a component. The egress hook and the
+//! `crypto` import read it on each use, so `wasiclaw secrets set` takes
+//! effect at once, daemon or not.
+//!
+//! Writes go to a 0600 temp file that is renamed into place, so a crash
+//! never leaves a half-written store.
+
+use crate::grants::valid_secret_name;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("`{0}` is not a valid secret name: use upper-case letters, digits and _ (e.g. TELEGRAM_TOKEN)")]
+    BadName(String),
+    #[error("no secret named {0}; `wasiclaw secrets list` shows the names")]
+    Missing(String),
+    #[error("secret value is empty")]
+    Empty,
+    #[error("secrets store {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("secrets store {path} is corrupt: {source}")]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+}
+
+#[derive(Clone, Debug)]
+pub struct Secrets {
+    path: PathBuf,
+}
+
+impl Secrets {
+    pub fn new(path: PathBuf) -> Self {
+        Secrets { path }
+    }
+
+    fn io(&self, source: std::io::Error) -> SecretsError {
+        SecretsError::Io { path: self.path.clone(), source }
+    }
+
+    fn load(&self) -> Result<BTreeMap<String, String>, SecretsError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| SecretsError::Corrupt { path: self.path.clone(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    fn save(&self, map: &BTreeMap<String, String>) -> Result<(), SecretsError> {
+        let tmp = self.path.with_extension("json.tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| self.io(e))?;
+        file.write_all(&serde_json::to_vec_pretty(map).expect("a map of strings serializes"))
+            .and_then(|_| file.sync_all())
+            .map_err(|e| self.io(e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| self.io(e))
+    }
+
+    pub fn get(&self, name: &str) -> Result<Option<String>, SecretsError> {
+        Ok(self.load()?.remove(name))
+    }
+
+    pub fn set(&self, name: &str, value: &str) -> Result<(), SecretsError> {
+        if !valid_secret_name(name) {
+            return Err(SecretsError::BadName(name.into()));
+        }
+        if value.is_empty() {
+            return Err(SecretsError::Empty);
+        }
+        let mut map = self.load()?;
+        map.insert(name.into(), value.into());
+        self.save(&map)
+    }
+
+    pub fn remove(&self, name: &str) -> Result<(), SecretsError> {
+        let mut map = self.load()?;
+        map.remove(name).ok_or_else(|| SecretsError::Missing(name.into()))?;
+        self.save(&map)
+    }
+
+    pub fn names(&self) -> Result<Vec<String>, SecretsError> {
+        Ok(self.load()?.into_keys().collect())
+    }
+}

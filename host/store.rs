@@ -1,0 +1,209 @@
+//! The one redb database: grants, per-skill kv, the audit log and the
+//! notification outbox.
+//!
+//! Invariants: every write is one committed transaction before the caller
+//! is told it succeeded; kv keys are namespaced by skill name so one skill
+//! can never address another's keys; redb locks the file to one process,
+//! which is why the CLI goes through the daemon while it runs.
+
+use crate::grants::GrantRecord;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
+const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the database {0} is in use by another wasiclaw process; if `wasiclaw run` is starting, retry in a moment"
+    )]
+    Locked(String),
+    #[error("database error: {0}")]
+    Db(#[from] redb::Error),
+    #[error("corrupt record in the database: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(impl From<$t> for StoreError {
+        fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+    })*};
+}
+redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// One capability use, allowed or denied.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditRecord {
+    #[serde(default)]
+    pub id: u64,
+    /// Unix time in milliseconds.
+    pub time_ms: i64,
+    pub skill: String,
+    pub sha256: String,
+    pub capability: String,
+    pub target: String,
+    pub allowed: bool,
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// A message a skill sent to the owner through `notify`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Notification {
+    pub id: u64,
+    pub time_ms: i64,
+    pub skill: String,
+    pub text: String,
+}
+
+pub struct Store {
+    db: Database,
+}
+
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.display().to_string()),
+            other => StoreError::Db(other.into()),
+        })?;
+        let txn = db.begin_write()?;
+        txn.open_table(GRANTS)?;
+        txn.open_table(KV)?;
+        txn.open_table(AUDIT)?;
+        txn.open_table(OUTBOX)?;
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    pub fn grant(&self, skill: &str) -> Result<Option<GrantRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(GRANTS)?;
+        Ok(match table.get(skill)? {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        })
+    }
+
+    /// Read-modify-write a grant record in one transaction.
+    pub fn update_grant(
+        &self,
+        skill: &str,
+        f: impl FnOnce(&mut GrantRecord),
+    ) -> Result<GrantRecord, StoreError> {
+        let txn = self.db.begin_write()?;
+        let record = {
+            let mut table = txn.open_table(GRANTS)?;
+            let mut record: GrantRecord = match table.get(skill)? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => GrantRecord::default(),
+            };
+            f(&mut record);
+            table.insert(skill, serde_json::to_vec(&record)?.as_slice())?;
+            record
+        };
+        txn.commit()?;
+        Ok(record)
+    }
+
+    pub fn kv_get(&self, skill: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(KV)?;
+        Ok(table.get((skill, key))?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn kv_set(&self, skill: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(KV)?.insert((skill, key), value)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn kv_delete(&self, skill: &str, key: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(KV)?.remove((skill, key))?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn kv_keys(&self, skill: &str, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(KV)?;
+        let mut keys = Vec::new();
+        for entry in table.range((skill, prefix)..)? {
+            let (k, _) = entry?;
+            let (owner, key) = k.value();
+            if owner != skill || !key.starts_with(prefix) || keys.len() >= limit {
+                break;
+            }
+            keys.push(key.to_string());
+        }
+        Ok(keys)
+    }
+
+    pub fn audit(&self, mut record: AuditRecord) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let id = {
+            let mut table = txn.open_table(AUDIT)?;
+            let id = table.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+            record.id = id;
+            table.insert(id, serde_json::to_vec(&record)?.as_slice())?;
+            id
+        };
+        txn.commit()?;
+        Ok(id)
+    }
+
+    /// The newest `limit` audit records (of one skill, if given), oldest first.
+    pub fn audit_tail(&self, skill: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for entry in table.iter()?.rev() {
+            let record: AuditRecord = serde_json::from_slice(entry?.1.value())?;
+            if skill.is_none_or(|s| s == record.skill) {
+                out.push(record);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    pub fn audit_count(&self) -> Result<u64, StoreError> {
+        Ok(self.db.begin_read()?.open_table(AUDIT)?.len()?)
+    }
+
+    pub fn notify(&self, skill: &str, text: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let id = {
+            let mut table = txn.open_table(OUTBOX)?;
+            let id = table.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+            let n = Notification { id, time_ms: now_ms(), skill: skill.into(), text: text.into() };
+            table.insert(id, serde_json::to_vec(&n)?.as_slice())?;
+            id
+        };
+        txn.commit()?;
+        Ok(id)
+    }
+
+    pub fn notifications(&self, limit: usize) -> Result<Vec<Notification>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for entry in table.iter()?.rev().take(limit) {
+            out.push(serde_json::from_slice(entry?.1.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
