@@ -63,17 +63,20 @@ pub async fn authorize(host: &HostCtx, method: &str, uri: &Uri) -> Result<Author
     if host.effective.http.is_empty() {
         return Err(format!("this skill has no network access; {grant_hint}"));
     }
-    let Some(rule) = host.effective.http.iter().find(|r| r.pattern.covers(&request)) else {
+    let covering: Vec<&EffectiveRule> = host.effective.http.iter().filter(|r| r.pattern.covers(&request)).collect();
+    let Some(first) = covering.first() else {
         return Err(format!("not granted; {grant_hint}"));
     };
-    if !rule.allows_method(method) {
+    // Prefer a rule that names the host over a wildcard: only a literal
+    // rule may reach a private address.
+    let Some(rule) = covering.iter().filter(|r| r.allows_method(method)).max_by_key(|r| !r.pattern.is_wildcard_host()) else {
         return Err(format!(
             "method {method} not granted for {} (granted: {}); run `wasiclaw skills grant {skill} --http {},{method}`",
-            rule.pattern.origin(),
-            rule.methods.join(","),
-            rule.pattern.origin()
+            first.pattern.origin(),
+            first.methods.join(","),
+            first.pattern.origin()
         ));
-    }
+    };
     let secrets = rule_secrets(host, rule)?;
     let addr = vet_address(rule, &request).await?;
 
@@ -83,10 +86,11 @@ pub async fn authorize(host: &HostCtx, method: &str, uri: &Uri) -> Result<Author
     for (name, value) in &secrets {
         path_and_query = path_and_query.replace(&format!("{{{name}}}"), &percent_encode(value));
     }
+    let port = request.port.unwrap_or_default();
     let authority = match addr {
         Some(ip) if scheme == "http" => match ip {
-            IpAddr::V6(v6) => format!("[{v6}]:{}", request.port),
-            IpAddr::V4(v4) => format!("{v4}:{}", request.port),
+            IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+            IpAddr::V4(v4) => format!("{v4}:{port}"),
         },
         _ => authority.to_string(),
     };
@@ -143,7 +147,7 @@ async fn vet_address(rule: &EffectiveRule, request: &UrlPattern) -> Result<Optio
             request.origin()
         ));
     }
-    let lookup = tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host((request.host.as_str(), request.port)));
+    let lookup = tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host((request.host.as_str(), request.port.unwrap_or_default())));
     let addrs: Vec<IpAddr> = match lookup.await {
         Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
         Ok(Err(e)) => return Err(format!("cannot resolve {}: {e}", request.host)),

@@ -103,7 +103,8 @@ pub struct UrlPattern {
     pub scheme: String,
     /// Lower-case; may be `*` or `*.example.com`.
     pub host: String,
-    pub port: u16,
+    /// `None` only for a pattern written with `:*` (any port).
+    pub port: Option<u16>,
     pub path: String,
 }
 
@@ -132,8 +133,9 @@ impl UrlPattern {
             },
         };
         let port = match port {
-            Some(p) => p.parse::<u16>().map_err(|_| PatternError::Port(url.into()))?,
-            None => default_port,
+            Some("*") => None,
+            Some(p) => Some(p.parse::<u16>().map_err(|_| PatternError::Port(url.into()))?),
+            None => Some(default_port),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
         if host.is_empty() {
@@ -145,7 +147,7 @@ impl UrlPattern {
     /// Whether every URL this pattern matches is also matched by `self`.
     pub fn covers(&self, other: &UrlPattern) -> bool {
         self.scheme == other.scheme
-            && self.port == other.port
+            && (self.port.is_none() || self.port == other.port)
             && host_covers(&self.host, &other.host)
             && path_covers(&self.path, &other.path)
     }
@@ -158,10 +160,10 @@ impl UrlPattern {
     pub fn origin(&self) -> String {
         let default = if self.scheme == "https" { 443 } else { 80 };
         let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        if self.port == default {
-            format!("{}://{}/", self.scheme, host)
-        } else {
-            format!("{}://{}:{}/", self.scheme, host, self.port)
+        match self.port {
+            Some(port) if port == default => format!("{}://{}/", self.scheme, host),
+            Some(port) => format!("{}://{}:{}/", self.scheme, host, port),
+            None => format!("{}://{}:*/", self.scheme, host),
         }
     }
 }
@@ -417,7 +419,9 @@ mod tests {
         assert!(!pat("https://*.example.com/").covers(&pat("https://example.com.evil/x")));
         assert!(pat("https://*/").covers(&pat("https://anything.org/")));
         assert_eq!(pat("http://[::1]:8080/a").host, "::1");
-        assert_eq!(pat("http://127.0.0.1:8080").port, 8080);
+        assert_eq!(pat("http://127.0.0.1:8080").port, Some(8080));
+        assert!(pat("http://*:*/").covers(&pat("http://127.0.0.1:8080/x")));
+        assert!(!pat("http://*/").covers(&pat("http://127.0.0.1:8080/x")), "no port means the default port");
         assert!(UrlPattern::parse("ftp://x/").is_err());
         assert!(UrlPattern::parse("https://").is_err());
     }

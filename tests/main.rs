@@ -1,0 +1,15 @@
+//! The integration tests: one binary, one module per feature. Guests are
+//! built from skills-wasm/ once per run; every external service is a
+//! loopback server started by the test.
+
+mod support;
+
+mod cli;
+mod egress;
+mod grants;
+mod hostile;
+mod limits;
+mod python;
+mod reload;
+mod secrets;
+mod skills;

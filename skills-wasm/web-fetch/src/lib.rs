@@ -1,6 +1,6 @@
 //! `web-fetch`: fetch a page and return it as readable text.
 //!
-//! It asks for GET on any HTTPS host (`https://*/`); the owner grants the
+//! It asks for GET on any host and port (`https://*:*/`, `http://*:*/`); the owner grants the
 //! hosts they choose, e.g. `wasiclaw skills grant web-fetch --http https://en.wikipedia.org/`.
 
 use serde_json::json;
@@ -67,7 +67,7 @@ impl wasiclaw_sdk::Skill for WebFetch {
                 },
                 "required": ["url"]
             }))],
-            capabilities: Capabilities { http: vec![http_get("https://*/")], ..Default::default() },
+            capabilities: Capabilities { http: vec![http_get("https://*:*/"), http_get("http://*:*/")], ..Default::default() },
         }
     }
 

@@ -1,0 +1,83 @@
+//! The CLI as a user runs it: help, list/inspect/grant/tool/audit, and the
+//! same answers with and without a running daemon.
+
+use crate::support::{Env, stderr, stdout};
+
+#[test]
+fn help_teaches() {
+    let env = Env::new();
+    let top = env.ok(&["--help"]);
+    for word in ["skills", "secrets", "tool", "audit", "run", "Getting started"] {
+        assert!(top.contains(word), "--help lacks {word}:\n{top}");
+    }
+    let grant = env.ok(&["skills", "grant", "--help"]);
+    assert!(grant.contains("--all-requested") && grant.contains("Examples"), "{grant}");
+}
+
+#[test]
+fn list_and_inspect_show_what_each_skill_may_do() {
+    let env = Env::new();
+    env.install("notes");
+    env.install("clock");
+    let list = env.list();
+    assert_eq!(list.len(), 2);
+    let notes = list.iter().find(|s| s["name"] == "notes").unwrap();
+    for field in ["name", "version", "sha256", "requested", "granted", "status"] {
+        assert!(notes.get(field).is_some(), "skills list --json lacks {field}: {notes}");
+    }
+    assert_eq!(notes["status"], "needs-approval");
+    assert_eq!(notes["requested"]["kv"], true);
+    assert_eq!(notes["sha256"].as_str().unwrap().len(), 64);
+    let inspect = env.ok(&["skills", "inspect", "notes"]);
+    assert!(inspect.contains("notes.add") && inspect.contains("\"required\":[\"text\"]"), "{inspect}");
+    assert!(inspect.contains("kv") && inspect.contains("NOT GRANTED"), "{inspect}");
+    env.ok(&["skills", "grant", "notes", "--all-requested"]);
+    let inspect = env.ok(&["skills", "inspect", "notes"]);
+    assert!(!inspect.contains("NOT GRANTED"), "{inspect}");
+    let text = env.ok(&["skills", "list"]);
+    assert!(text.lines().any(|l| l.starts_with("notes") && l.contains("active")), "{text}");
+}
+
+#[test]
+fn tool_errors_say_what_to_do() {
+    let env = Env::new();
+    env.install("clock");
+    for (args, expect) in [
+        (vec!["tool", "nope.now"], "no skill named `nope`"),
+        (vec!["tool", "clock.nope"], "has no tool `nope`; it has: now, convert"),
+        (vec!["tool", "clock"], "is not SKILL.TOOL"),
+        (vec!["tool", "clock.now", "{oops"], "not valid JSON"),
+        (vec!["tool", "clock.now", r#"{"tz":"Mars/Olympus"}"#], "unknown time zone"),
+    ] {
+        let out = env.cli(&args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr(&out).contains(expect), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn every_command_works_the_same_with_a_daemon() {
+    let env = Env::new();
+    env.install("notes");
+    env.ok(&["skills", "grant", "notes", "--kv"]);
+    env.ok(&["tool", "notes.add", r#"{"text":"offline note"}"#]);
+    let offline_list = env.list();
+    let offline_status = env.ok(&["status"]);
+    assert!(offline_status.contains("no daemon running"), "{offline_status}");
+
+    let _daemon = env.daemon();
+    assert!(env.ok(&["status"]).contains("daemon running"));
+    assert_eq!(env.list(), offline_list);
+    env.ok(&["tool", "notes.add", r#"{"text":"online note"}"#]);
+    let notes = env.ok(&["tool", "notes.list"]);
+    assert!(notes.contains("offline note") && notes.contains("online note"), "{notes}");
+    env.ok(&["skills", "revoke", "notes", "--kv"]);
+    let denied = env.cli(&["tool", "notes.list"]);
+    assert!(!denied.status.success() && stderr(&denied).contains("kv not granted"));
+    let audit = env.ok(&["audit", "--skill", "notes"]);
+    assert!(audit.contains("allowed") && audit.contains("DENIED"), "{audit}");
+    let json = stdout(&env.cli(&["audit", "--json", "--limit", "1"]));
+    let records: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["allowed"], false);
+}

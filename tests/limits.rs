@@ -1,0 +1,89 @@
+//! Per-call limits, tested with tiny inline WAT components so each limit is
+//! exercised by exactly the code that should trip it.
+
+use crate::support::Env;
+use std::sync::{Arc, Mutex};
+use wasiclaw::config::Limits;
+use wasiclaw::engine::{CallError, HostCtx, SkillEngine};
+use wasiclaw::grants::Effective;
+use wasiclaw::secrets::Secrets;
+use wasiclaw::store::Store;
+use wasmtime::component::Component;
+
+fn setup(limits: Limits) -> (Env, SkillEngine, HostCtx) {
+    let env = Env::new();
+    let engine = SkillEngine::new(env.path().join("cache"), limits).unwrap();
+    let ctx = HostCtx {
+        skill: "wat".into(),
+        sha256: "0".into(),
+        effective: Arc::new(Effective::default()),
+        db: Arc::new(Store::open(&env.path().join("db.redb")).unwrap()),
+        secrets: Secrets::new(env.path().join("secrets.json")),
+        settings: None,
+        denials: Arc::new(Mutex::new(vec![])),
+    };
+    (env, engine, ctx)
+}
+
+/// Instantiate `wat` in a fresh store and call its export `func` -> u32.
+async fn call_u32(engine: &SkillEngine, ctx: &HostCtx, wat: &str, func: &'static str) -> Result<u32, CallError> {
+    let component = Component::new(&engine.engine, wat).unwrap();
+    let mut store = engine.store(ctx.clone(), None)?;
+    let linker = engine.linker.clone();
+    engine
+        .guarded(&mut store, move |store| {
+            Box::pin(async move {
+                let instance = linker.instantiate_async(&mut *store, &component).await?;
+                let f = instance.get_typed_func::<(), (u32,)>(&mut *store, func)?;
+                Ok(f.call_async(&mut *store, ()).await?.0)
+            })
+        })
+        .await
+}
+
+const SPIN: &str = r#"(component
+  (core module $m (func (export "spin") (result i32) (loop $l (br $l)) (i32.const 0)))
+  (core instance $i (instantiate $m))
+  (func (export "spin") (result u32) (canon lift (core func $i "spin"))))"#;
+
+const GROW: &str = r#"(component
+  (core module $m
+    (memory 1)
+    (func (export "grow") (result i32)
+      (loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+      (memory.size)))
+  (core instance $i (instantiate $m))
+  (func (export "grow") (result u32) (canon lift (core func $i "grow"))))"#;
+
+const BUMP: &str = r#"(component
+  (core module $m
+    (global $n (mut i32) (i32.const 0))
+    (func (export "bump") (result i32)
+      (global.set $n (i32.add (global.get $n) (i32.const 1)))
+      (global.get $n)))
+  (core instance $i (instantiate $m))
+  (func (export "bump") (result u32) (canon lift (core func $i "bump"))))"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_budget_stops_an_infinite_loop() {
+    let (_env, engine, ctx) = setup(Limits { cpu_ms: 200, ..Limits::default() });
+    let started = std::time::Instant::now();
+    let err = call_u32(&engine, &ctx, SPIN, "spin").await.unwrap_err();
+    assert!(matches!(err, CallError::Cpu(200)), "got {err:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "the loop was not stopped by the CPU budget");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_cap_holds_against_growth() {
+    let (_env, engine, ctx) = setup(Limits { memory_mb: 8, ..Limits::default() });
+    let pages = call_u32(&engine, &ctx, GROW, "grow").await.unwrap();
+    assert!(pages * 64 * 1024 <= 8 << 20, "memory grew to {pages} pages, past the 8 MiB cap");
+    assert!(pages * 64 * 1024 > 4 << 20, "growth stopped far below the cap ({pages} pages)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_gets_a_fresh_store() {
+    let (_env, engine, ctx) = setup(Limits::default());
+    assert_eq!(call_u32(&engine, &ctx, BUMP, "bump").await.unwrap(), 1);
+    assert_eq!(call_u32(&engine, &ctx, BUMP, "bump").await.unwrap(), 1, "state leaked between calls");
+}

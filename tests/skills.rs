@@ -1,0 +1,72 @@
+//! The bundled skills doing their jobs, against loopback stand-ins for the
+//! services they call.
+
+use crate::egress::grant;
+use crate::support::{Env, Server, call};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clock_converts_across_daylight_saving() {
+    let env = Env::new();
+    env.install("clock");
+    let rt = env.runtime().await;
+    // 2026-03-29: Berlin has just gone to CEST (+2), New York is on EDT (-4).
+    let out = call(&rt, "clock.convert", r#"{"time":"2026-03-29T09:30","from":"Europe/Berlin","to":"America/New_York"}"#).await;
+    assert!(out.output.contains("2026-03-29T03:30:00-04:00"), "{}", out.output);
+    let now = call(&rt, "clock.now", r#"{"tz":"Asia/Kolkata"}"#).await;
+    assert!(now.output.contains("+05:30"), "{}", now.output);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notes_keeps_notes() {
+    let env = Env::new();
+    env.install("notes");
+    let rt = env.runtime().await;
+    rt.change_grant("notes", &wasiclaw::grants::GrantChange { kv: true, ..Default::default() }, false).unwrap();
+    for text in ["Buy oat milk", "Call the plumber", "milk the cows"] {
+        assert!(call(&rt, "notes.add", &serde_json::json!({"text": text}).to_string()).await.ok);
+    }
+    let found = call(&rt, "notes.search", r#"{"query":"MILK"}"#).await.output;
+    assert!(found.contains("oat milk") && found.contains("cows") && !found.contains("plumber"), "{found}");
+    assert!(call(&rt, "notes.delete", r#"{"id":2}"#).await.ok);
+    let missing = call(&rt, "notes.delete", r#"{"id":2}"#).await;
+    assert_eq!(missing.error_kind.as_deref(), Some("not-found"));
+    let all = call(&rt, "notes.list", "{}").await.output;
+    assert!(!all.contains("plumber") && all.contains("\"id\":3"), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_fetch_reads_only_hosts_the_owner_chose() {
+    let server = Server::start().await;
+    let env = Env::new();
+    env.install("web-fetch");
+    let rt = env.runtime().await;
+    let page = serde_json::json!({"url": format!("{}/page", server.base)}).to_string();
+    assert_eq!(call(&rt, "web-fetch.fetch", &page).await.error_kind.as_deref(), Some("denied"));
+    grant(&rt, "web-fetch", &[&format!("{}/", server.base)], &[]);
+    let out = call(&rt, "web-fetch.fetch", &page).await;
+    assert!(out.ok, "{}", out.output);
+    let text = serde_json::from_str::<serde_json::Value>(&out.output).unwrap()["text"].as_str().unwrap().to_string();
+    assert!(text.contains("Hello & welcome") && text.contains("First para."), "{text}");
+    assert!(!text.contains("evil()") && !text.contains("<p>"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn weather_calls_its_api_through_a_granted_rule() {
+    let server = Server::start().await;
+    let env = Env::new();
+    env.install("weather");
+    env.config(&format!("[skills.weather]\napi_base = \"{0}\"\ngeocoding_base = \"{0}\"", server.base));
+    let rt = env.runtime().await;
+    let info = rt.inspect("weather").unwrap();
+    assert_eq!(info.requested.unwrap().http[0].url, format!("{}/v1/", server.base), "rules follow the configured base");
+    rt.change_grant("weather", &wasiclaw::grants::GrantChange { all: true, ..Default::default() }, false).unwrap();
+    let out = call(&rt, "weather.current", r#"{"city":"Berlin"}"#).await;
+    assert!(out.ok, "{}", out.output);
+    let v: serde_json::Value = serde_json::from_str(&out.output).unwrap();
+    assert_eq!(v["place"], "Berlin, Germany");
+    assert_eq!(v["temperature_c"], 4.2);
+    assert_eq!(v["conditions"], "rain");
+    let seen = server.seen();
+    assert!(seen[0].uri.starts_with("/v1/search?count=1&name=Berlin"), "{seen:?}");
+    assert!(seen[1].uri.contains("latitude=52.52437&longitude=13.41053"), "{seen:?}");
+}

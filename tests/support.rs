@@ -1,0 +1,268 @@
+//! Shared test fixtures: guest components built once per run, a state dir
+//! per test, the real `wasiclaw` binary, a daemon handle and a loopback
+//! HTTP server that records what it receives.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use wasiclaw::config::Paths;
+use wasiclaw::runtime::{Runtime, ToolOutcome};
+
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Build every guest in skills-wasm/ once per test run; returns the dir of
+/// the built `.wasm` files.
+pub fn guests() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = Path::new(ROOT).join("target/wasm");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--target", "wasm32-wasip2"])
+            .current_dir(Path::new(ROOT).join("skills-wasm"))
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .expect("run cargo for the guest components");
+        assert!(status.success(), "building skills-wasm failed (is `rustup target add wasm32-wasip2` done?)");
+        target.join("wasm32-wasip2/release")
+    })
+}
+
+pub fn guest(name: &str) -> PathBuf {
+    guests().join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// The Python example skill, built with componentize-py once per run.
+pub fn python_skill() -> &'static Path {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let out = Path::new(ROOT).join("target/wasm/wordstats.wasm");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let result = Command::new("componentize-py")
+            .args(["-d", "wit", "-w", "wasiclaw:plugin/skill", "componentize", "-p", "examples/python-skill", "app", "-o"])
+            .arg(&out)
+            .current_dir(ROOT)
+            .output()
+            .expect("componentize-py is not installed: `pip install componentize-py==0.25.1` (.ci/run does this)");
+        assert!(result.status.success(), "componentize-py failed: {}", String::from_utf8_lossy(&result.stderr));
+        out
+    })
+}
+
+/// A state dir for one test.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("skills")).unwrap();
+        Env { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn paths(&self) -> Paths {
+        Paths::new(self.path().to_path_buf())
+    }
+
+    pub fn skills(&self) -> PathBuf {
+        self.path().join("skills")
+    }
+
+    /// Copy a built guest into the skills folder as `<name>.wasm`.
+    pub fn install(&self, name: &str) -> PathBuf {
+        self.install_file(&guest(name), name)
+    }
+
+    pub fn install_file(&self, from: &Path, name: &str) -> PathBuf {
+        let to = self.skills().join(format!("{name}.wasm"));
+        std::fs::copy(from, &to).unwrap();
+        to
+    }
+
+    pub fn config(&self, toml: &str) {
+        std::fs::write(self.path().join("config.toml"), toml).unwrap();
+    }
+
+    /// An in-process runtime with the folder scanned.
+    pub async fn runtime(&self) -> Runtime {
+        let rt = Runtime::open(self.paths()).unwrap();
+        rt.rescan().await;
+        rt
+    }
+
+    /// Run the real binary against this state dir.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_stdin(args, "")
+    }
+
+    pub fn cli_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasiclaw"))
+            .arg("--state-dir")
+            .arg(self.path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// `cli` that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "wasiclaw {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `skills list --json`, parsed.
+    pub fn list(&self) -> Vec<serde_json::Value> {
+        self.ok(&["skills", "list", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    pub fn daemon(&self) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_wasiclaw"))
+            .arg("--state-dir")
+            .arg(self.path())
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let daemon = Daemon { child };
+        wait_for("the daemon to answer", Duration::from_secs(60), || {
+            self.cli(&["status", "--json"]).status.success()
+                && self.ok(&["status", "--json"]).contains("\"daemon\":true")
+        });
+        daemon
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A running `wasiclaw run`, killed on drop.
+pub struct Daemon {
+    pub child: Child,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Call a tool through the in-process runtime.
+pub async fn call(rt: &Runtime, target: &str, args: &str) -> ToolOutcome {
+    let (skill, tool) = target.split_once('.').unwrap();
+    rt.call_tool(skill, tool, args).await.unwrap()
+}
+
+/// One request the loopback server received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// A loopback HTTP server: `/echo/...` reflects the request as JSON, a
+/// path ending `/hang` never answers, one ending `/big` sends 1 MiB, `/v1/search` and
+/// `/v1/forecast` answer like Open-Meteo, `/page` is an HTML page.
+pub struct Server {
+    pub base: String,
+    pub port: u16,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Server {
+    pub async fn start() -> Self {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().fallback(respond).with_state(seen.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Server { base: format!("http://127.0.0.1:{port}"), port, seen }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn respond(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request) -> Response {
+    let record = Seen {
+        method: req.method().to_string(),
+        uri: req.uri().to_string(),
+        headers: req.headers().iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into())).collect(),
+    };
+    seen.lock().unwrap().push(record.clone());
+    let path = req.uri().path().to_string();
+    if path.ends_with("/hang") {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if path.ends_with("/big") {
+        return Response::new(Body::from(vec![b'z'; 1 << 20]));
+    }
+    let json = |v: serde_json::Value| Response::builder().header("content-type", "application/json").body(Body::from(v.to_string())).unwrap();
+    if path.starts_with("/echo/") {
+        let headers: serde_json::Map<String, serde_json::Value> = record.headers.into_iter().map(|(k, v)| (k, v.into())).collect();
+        return Response::builder()
+            .header("x-echo-uri", record.uri.clone())
+            .body(Body::from(serde_json::json!({"method": record.method, "uri": record.uri, "headers": headers}).to_string()))
+            .unwrap();
+    }
+    match path.as_str() {
+        "/v1/search" => json(serde_json::json!({"results": [{"name": "Berlin", "country": "Germany", "latitude": 52.52437, "longitude": 13.41053}]})),
+        "/v1/forecast" => json(serde_json::json!({
+            "latitude": 52.52, "longitude": 13.419998,
+            "current_units": {"temperature_2m": "°C", "wind_speed_10m": "km/h"},
+            "current": {"time": "2026-11-25T12:00", "interval": 900, "temperature_2m": 4.2, "wind_speed_10m": 11.5, "weather_code": 61},
+            "daily": {"time": ["2026-11-25"], "temperature_2m_max": [5.9], "temperature_2m_min": [1.3]}
+        })),
+        "/page" => Response::builder()
+            .header("content-type", "text/html")
+            .body(Body::from("<html><head><title>t</title><style>p{}</style></head><body><script>evil()</script><h1>Hello &amp; welcome</h1><p>First para.</p></body></html>"))
+            .unwrap(),
+        _ => Response::builder().status(404).body(Body::from("not found")).unwrap(),
+    }
+}
+
+/// A copy of a component with a custom section appended: same code, new sha256.
+pub fn rebuilt(from: &Path, tag: &str) -> PathBuf {
+    let mut bytes = std::fs::read(from).unwrap();
+    let name = b"wasiclaw-test";
+    let payload = tag.as_bytes();
+    bytes.push(0);
+    bytes.push((1 + name.len() + payload.len()) as u8);
+    bytes.push(name.len() as u8);
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(payload);
+    let out = std::env::temp_dir().join(format!("wasiclaw-{}-{tag}.wasm", std::process::id()));
+    std::fs::write(&out, bytes).unwrap();
+    out
+}
