@@ -24,7 +24,8 @@ pub async fn run(paths: Paths) -> anyhow::Result<()> {
     if api::call_daemon(&socket, &api::Request::Status).await?.is_some() {
         anyhow::bail!("a wasiclaw daemon is already running for {}", paths.state_dir.display());
     }
-    let rt = Arc::new(Runtime::open(paths.clone())?);
+    // A CLI command may hold the database for a moment; wait it out.
+    let rt = Arc::new(Runtime::open_patiently(paths.clone(), Duration::from_secs(15)).await?);
     let report = rescan(&rt).await;
     tracing::info!(
         "state dir {}; {} skill(s) loaded, {} rejected",

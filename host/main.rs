@@ -11,7 +11,9 @@ use std::process::ExitCode;
 use wasiclaw::api::{self, Reply, Request};
 use wasiclaw::config::Paths;
 use wasiclaw::grants::{GrantChange, parse_granted_rule};
-use wasiclaw::runtime::{Runtime, SkillInfo, ToolOutcome};
+use std::time::Duration;
+use wasiclaw::runtime::{Runtime, RuntimeError, SkillInfo, ToolOutcome};
+use wasiclaw::store::StoreError;
 use wasiclaw::secrets::Secrets;
 use wasiclaw::store::{AuditRecord, Notification};
 
@@ -222,21 +224,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit { skill, limit, json } => (Request::Audit { skill, limit }, json),
         Command::Notifications { limit, json } => (Request::Notifications { limit }, json),
     };
-    let reply = match api::call_daemon(&paths.socket(), &request).await? {
-        Some(reply) => reply,
-        None => {
-            let rt = Runtime::open(paths)?;
-            if !matches!(request, Request::Audit { .. } | Request::Notifications { .. }) {
-                rt.rescan().await;
-            }
-            api::dispatch(&rt, request.clone(), false).await
-        }
-    };
+    let reply = execute(paths, &request).await?;
     let value = match reply {
         Reply::Ok(v) => v,
         Reply::Err(e) => bail!(e),
     };
     render(&request, value, json)
+}
+
+/// Send the request to the daemon, or run it here if none is running. If
+/// the database is busy (a daemon starting up), ask again until it answers.
+async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(reply) = api::call_daemon(&paths.socket(), request).await? {
+            return Ok(reply);
+        }
+        match Runtime::open(paths.clone()) {
+            Ok(rt) => {
+                if !matches!(request, Request::Audit { .. } | Request::Notifications { .. }) {
+                    rt.rescan().await;
+                }
+                return Ok(api::dispatch(&rt, request.clone(), false).await);
+            }
+            Err(RuntimeError::Store(StoreError::Locked(_))) if start.elapsed() < Duration::from_secs(15) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn secrets(paths: &Paths, cmd: SecretsCommand) -> anyhow::Result<ExitCode> {

@@ -91,6 +91,20 @@ impl Runtime {
         Ok(Runtime { paths, config, db, secrets, engine, registry: Registry::default() })
     }
 
+    /// `open`, waiting up to `patience` while another process (a starting
+    /// daemon, or a CLI command) holds the database.
+    pub async fn open_patiently(paths: Paths, patience: std::time::Duration) -> Result<Self, RuntimeError> {
+        let start = std::time::Instant::now();
+        loop {
+            match Runtime::open(paths.clone()) {
+                Err(RuntimeError::Store(StoreError::Locked(_))) if start.elapsed() < patience => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn ctx(&self, skill: &str, sha256: &str, effective: Effective) -> HostCtx {
         HostCtx {
             skill: skill.into(),

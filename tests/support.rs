@@ -141,8 +141,9 @@ impl Env {
             .unwrap();
         let daemon = Daemon { child };
         wait_for("the daemon to answer", Duration::from_secs(60), || {
-            self.cli(&["status", "--json"]).status.success()
-                && self.ok(&["status", "--json"]).contains("\"daemon\":true")
+            let out = self.cli(&["status", "--json"]);
+            out.status.success()
+                && serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|v| v["daemon"] == true)
         });
         daemon
     }

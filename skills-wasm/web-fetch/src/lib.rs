@@ -16,16 +16,18 @@ fn readable(html: &str) -> String {
     let mut i = 0;
     while i < html.len() {
         if html[i..].starts_with('<') {
+            // For elements whose content is not text, jump to their end tag.
             let skip_to = ["script", "style", "head", "noscript", "svg"].iter().find_map(|t| {
-                let open = format!("<{t}");
-                let next = lower[i + open.len()..].chars().next();
-                (lower[i..].starts_with(&open) && matches!(next, Some('>' | ' ' | '\n' | '\t' | '/')))
-                    .then(|| lower[i..].find(&format!("</{t}")).map(|e| i + e))
-                    .flatten()
+                let rest = &lower[i + 1..];
+                let after = rest.strip_prefix(t)?.chars().next();
+                if !matches!(after, Some('>' | ' ' | '\n' | '\t' | '/')) {
+                    return None;
+                }
+                lower[i..].find(&format!("</{t}")).map(|e| i + e)
             });
             let from = skip_to.unwrap_or(i);
             let end = html[from..].find('>').map(|e| from + e + 1).unwrap_or(html.len());
-            let tag = &lower[i..end.min(i + 4)];
+            let tag = lower.get(i..end.min(i + 4)).unwrap_or("");
             if ["<p", "<br", "<li", "<h", "<tr", "<di", "</p", "</h", "</l", "</t", "</d"].iter().any(|t| tag.starts_with(t)) {
                 out.push('\n');
             }
