@@ -116,7 +116,8 @@ pub async fn call_daemon(socket: &Path, request: &Request) -> anyhow::Result<Opt
     write.write_all(&out).await?;
     let mut line = String::new();
     BufReader::new(read).read_line(&mut line).await?;
-    let reply = serde_json::from_str(&line)
-        .map_err(|e| anyhow::anyhow!("the daemon sent a reply this CLI does not understand ({e}); are both the same version?"))?;
+    let reply = serde_json::from_str(&line).map_err(|e| {
+        anyhow::anyhow!("the daemon sent a reply this CLI does not understand ({e}); are both the same version?")
+    })?;
     Ok(Some(reply))
 }

@@ -125,7 +125,8 @@ fn check_contract(engine: &SkillEngine, component: &wasmtime::component::Compone
         exports_tool_api |= interface == "tool-api";
         exports_channel |= interface == "channel-api";
     }
-    let exported = |iface: &str| ty.exports(&engine.engine).any(|(n, _)| n.starts_with(&format!("{CONTRACT_PACKAGE}/{iface}@")));
+    let exported =
+        |iface: &str| ty.exports(&engine.engine).any(|(n, _)| n.starts_with(&format!("{CONTRACT_PACKAGE}/{iface}@")));
     exports_tool_api &= exported("tool-api");
     exports_channel &= exported("channel-api");
     match (exports_tool_api, exports_channel) {
@@ -137,7 +138,9 @@ fn check_contract(engine: &SkillEngine, component: &wasmtime::component::Compone
 
 fn validate(m: &Manifest) -> Result<(), String> {
     let name_ok = |n: &str| {
-        !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        !n.is_empty()
+            && n.len() <= 64
+            && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
     };
     if !name_ok(&m.name) {
         return Err(format!("skill name `{}` must be 1-64 of a-z, 0-9, - and _", m.name));
@@ -177,7 +180,11 @@ fn to_manifest(m: crate::engine::bindings::wasiclaw::plugin::types::Manifest) ->
         http: c
             .http
             .into_iter()
-            .map(|r| HttpRule { url: r.url, methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(), headers: r.headers })
+            .map(|r| HttpRule {
+                url: r.url,
+                methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+                headers: r.headers,
+            })
             .collect(),
         secrets: c.secrets,
         kv: c.kv,
@@ -255,16 +262,15 @@ impl Registry {
 
     pub fn find(&self, name: &str) -> Option<Entry> {
         let entries = self.entries.read().unwrap();
-        entries.values().find(|e| e.loaded.is_ok() && e.name() == name).or_else(|| entries.values().find(|e| e.name() == name)).cloned()
+        entries
+            .values()
+            .find(|e| e.loaded.is_ok() && e.name() == name)
+            .or_else(|| entries.values().find(|e| e.name() == name))
+            .cloned()
     }
 
     /// Bring the registry in line with the folder.
-    pub async fn rescan(
-        &self,
-        engine: &SkillEngine,
-        dir: &Path,
-        ctx_for: impl Fn(&str) -> HostCtx,
-    ) -> ScanReport {
+    pub async fn rescan(&self, engine: &SkillEngine, dir: &Path, ctx_for: impl Fn(&str) -> HostCtx) -> ScanReport {
         let mut report = ScanReport::default();
         let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(rd) => rd
@@ -293,7 +299,8 @@ impl Registry {
                 Some(e) if e.sha256 == sha256 && !e.loaded.as_ref().is_err_and(|r| r.starts_with(CLASH)) => e.clone(),
                 _ => {
                     let loaded = load(engine, &file, &bytes, &sha256, &ctx_for).await;
-                    let entry = Entry { file: file.clone(), sha256, loaded: loaded.map(Arc::new).map_err(|e| e.to_string()) };
+                    let entry =
+                        Entry { file: file.clone(), sha256, loaded: loaded.map(Arc::new).map_err(|e| e.to_string()) };
                     match &entry.loaded {
                         Ok(_) => report.loaded.push(entry.name()),
                         Err(reason) => report.rejected.push((entry.name(), reason.clone())),

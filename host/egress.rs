@@ -57,8 +57,7 @@ pub async fn authorize(host: &HostCtx, method: &str, uri: &Uri) -> Result<Author
     if has_dot_segments(path) {
         return Err("path contains `.`/`..` segments or encoded slashes, which could escape a granted prefix".into());
     }
-    let request = UrlPattern::parse(&format!("{scheme}://{authority}{}", unbrace(path)))
-        .map_err(|e| e.to_string())?;
+    let request = UrlPattern::parse(&format!("{scheme}://{authority}{}", unbrace(path))).map_err(|e| e.to_string())?;
     let grant_hint = format!("run `wasiclaw skills grant {skill} --http {}`", request.origin());
     if host.effective.http.is_empty() {
         return Err(format!("this skill has no network access; {grant_hint}"));
@@ -69,7 +68,8 @@ pub async fn authorize(host: &HostCtx, method: &str, uri: &Uri) -> Result<Author
     };
     // Prefer a rule that names the host over a wildcard: only a literal
     // rule may reach a private address.
-    let Some(rule) = covering.iter().filter(|r| r.allows_method(method)).max_by_key(|r| !r.pattern.is_wildcard_host()) else {
+    let Some(rule) = covering.iter().filter(|r| r.allows_method(method)).max_by_key(|r| !r.pattern.is_wildcard_host())
+    else {
         return Err(format!(
             "method {method} not granted for {} (granted: {}); run `wasiclaw skills grant {skill} --http {},{method}`",
             first.pattern.origin(),
@@ -147,7 +147,10 @@ async fn vet_address(rule: &EffectiveRule, request: &UrlPattern) -> Result<Optio
             request.origin()
         ));
     }
-    let lookup = tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host((request.host.as_str(), request.port.unwrap_or_default())));
+    let lookup = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::lookup_host((request.host.as_str(), request.port.unwrap_or_default())),
+    );
     let addrs: Vec<IpAddr> = match lookup.await {
         Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
         Ok(Err(e)) => return Err(format!("cannot resolve {}: {e}", request.host)),
@@ -311,7 +314,20 @@ mod tests {
 
     #[test]
     fn non_public_addresses() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1", "64:ff9b::a00:1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+        ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip} must count as non-public");
         }
         for ip in ["1.1.1.1", "93.184.216.34", "2606:4700::1111"] {

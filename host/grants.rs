@@ -175,8 +175,7 @@ fn host_covers(pattern: &str, host: &str) -> bool {
 }
 
 fn path_covers(prefix: &str, path: &str) -> bool {
-    path == prefix
-        || path.starts_with(prefix) && (prefix.ends_with('/') || path[prefix.len()..].starts_with('/'))
+    path == prefix || path.starts_with(prefix) && (prefix.ends_with('/') || path[prefix.len()..].starts_with('/'))
 }
 
 const METHODS: [&str; 8] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "*"];
@@ -288,8 +287,7 @@ fn intersect(requested: &HttpRule, granted: &GrantedRule) -> Option<EffectiveRul
         return None;
     };
     let any = granted.methods.iter().any(|m| m == "*");
-    let methods: Vec<String> =
-        requested.methods().into_iter().filter(|m| any || granted.methods.contains(m)).collect();
+    let methods: Vec<String> = requested.methods().into_iter().filter(|m| any || granted.methods.contains(m)).collect();
     (!methods.is_empty()).then(|| EffectiveRule { pattern, methods, headers: requested.headers.clone() })
 }
 
@@ -347,9 +345,10 @@ pub fn apply_grant(record: &mut GrantRecord, requested: &Capabilities, sha256: &
         record.granted.files &= eff.files;
         record.granted.memory_read &= eff.memory_read;
         record.granted.memory_write &= eff.memory_write;
-        record.granted.http.retain(|g| requested.http.iter().any(|r| {
-            (record.approved.http.contains(r)) && intersect(r, g).is_some()
-        }));
+        record
+            .granted
+            .http
+            .retain(|g| requested.http.iter().any(|r| (record.approved.http.contains(r)) && intersect(r, g).is_some()));
     }
     let g = &mut record.granted;
     if change.all {
@@ -435,11 +434,16 @@ mod tests {
         };
         let mut record = GrantRecord::default();
         assert!(effective(&requested, "a", None).http.is_empty(), "empty means deny");
-        apply_grant(&mut record, &requested, "a", &GrantChange {
-            http: vec![parse_granted_rule("https://en.wikipedia.org/").unwrap()],
-            notify: true,
-            ..Default::default()
-        });
+        apply_grant(
+            &mut record,
+            &requested,
+            "a",
+            &GrantChange {
+                http: vec![parse_granted_rule("https://en.wikipedia.org/").unwrap()],
+                notify: true,
+                ..Default::default()
+            },
+        );
         let eff = effective(&requested, "a", Some(&record));
         assert_eq!(eff.http.len(), 1);
         assert_eq!(eff.http[0].pattern.host, "en.wikipedia.org", "the narrower side wins");
@@ -450,9 +454,17 @@ mod tests {
 
     #[test]
     fn a_changed_component_inherits_nothing_new() {
-        let v1 = Capabilities { http: vec![HttpRule { url: "https://api.a.com/".into(), methods: vec![], headers: vec![] }], ..Default::default() };
+        let v1 = Capabilities {
+            http: vec![HttpRule { url: "https://api.a.com/".into(), methods: vec![], headers: vec![] }],
+            ..Default::default()
+        };
         let mut record = GrantRecord::default();
-        apply_grant(&mut record, &v1, "sha1", &GrantChange { http: vec![parse_granted_rule("https://*/").unwrap()], kv: true, ..Default::default() });
+        apply_grant(
+            &mut record,
+            &v1,
+            "sha1",
+            &GrantChange { http: vec![parse_granted_rule("https://*/").unwrap()], kv: true, ..Default::default() },
+        );
         let mut v2 = v1.clone();
         v2.http.push(HttpRule { url: "https://api.b.com/".into(), methods: vec![], headers: vec![] });
         v2.kv = true;
@@ -468,7 +480,11 @@ mod tests {
 
     #[test]
     fn methods_and_placeholders() {
-        let r = HttpRule { url: "https://api.telegram.org/bot{TELEGRAM_TOKEN}/".into(), methods: vec!["POST".into()], headers: vec![("x-key".into(), "k {OTHER}".into())] };
+        let r = HttpRule {
+            url: "https://api.telegram.org/bot{TELEGRAM_TOKEN}/".into(),
+            methods: vec!["POST".into()],
+            headers: vec![("x-key".into(), "k {OTHER}".into())],
+        };
         assert_eq!(r.secrets(), vec!["TELEGRAM_TOKEN", "OTHER"]);
         let get_only = parse_granted_rule("https://api.telegram.org/,GET").unwrap();
         assert!(intersect(&r, &get_only).is_none(), "POST was not granted");

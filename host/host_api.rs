@@ -107,7 +107,8 @@ impl crypto::Host for SkillState {
     fn hmac_sha256(&mut self, secret: String, data: Vec<u8>) -> HostResult<Vec<u8>> {
         let host = &self.host;
         if !host.effective.secrets.contains(&secret) {
-            let reason = format!("secret {secret} not granted; run `wasiclaw skills grant {} --secret {secret}`", host.skill);
+            let reason =
+                format!("secret {secret} not granted; run `wasiclaw skills grant {} --secret {secret}`", host.skill);
             host.audit("secret", &secret, false, &reason);
             return Ok(Err(Error::Denied(reason)));
         }

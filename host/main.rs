@@ -8,13 +8,13 @@ use serde_json::Value;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use wasiclaw::api::{self, Reply, Request};
 use wasiclaw::config::Paths;
 use wasiclaw::grants::{GrantChange, parse_granted_rule};
-use std::time::Duration;
 use wasiclaw::runtime::{Runtime, RuntimeError, SkillInfo, ToolOutcome};
-use wasiclaw::store::StoreError;
 use wasiclaw::secrets::Secrets;
+use wasiclaw::store::StoreError;
 use wasiclaw::store::{AuditRecord, Notification};
 
 #[derive(Parser)]
@@ -204,7 +204,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Skills(SkillsCommand::Grant { name, rights, all_requested }) => {
             let change = rights.change(all_requested)?;
             if change == GrantChange::default() {
-                bail!("nothing to grant: name rights (--http, --secret, --kv, ...) or --all-requested; see `wasiclaw skills inspect {name}`");
+                bail!(
+                    "nothing to grant: name rights (--http, --secret, --kv, ...) or --all-requested; see `wasiclaw skills inspect {name}`"
+                );
             }
             (Request::Grant { name, change }, false)
         }
@@ -256,7 +258,8 @@ async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
 }
 
 fn secrets(paths: &Paths, cmd: SecretsCommand) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&paths.state_dir).with_context(|| format!("cannot create {}", paths.state_dir.display()))?;
+    std::fs::create_dir_all(&paths.state_dir)
+        .with_context(|| format!("cannot create {}", paths.state_dir.display()))?;
     let store = Secrets::new(paths.secrets());
     match cmd {
         SecretsCommand::Set { name } => {
@@ -389,13 +392,23 @@ fn print_inspect(s: &SkillInfo) {
     }
     let r = s.requested.clone().unwrap_or_default();
     println!("\nasks for:");
-    let mut asks: Vec<String> = r.http.iter().map(|h| {
-        let headers = h.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ");
-        let headers = if headers.is_empty() { String::new() } else { format!(" (sets {headers})") };
-        format!("http {} {}{headers}", h.methods().join(","), h.url)
-    }).collect();
+    let mut asks: Vec<String> = r
+        .http
+        .iter()
+        .map(|h| {
+            let headers = h.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ");
+            let headers = if headers.is_empty() { String::new() } else { format!(" (sets {headers})") };
+            format!("http {} {}{headers}", h.methods().join(","), h.url)
+        })
+        .collect();
     asks.extend(r.all_secrets().into_iter().map(|n| format!("secret {n}")));
-    for (flag, name) in [(r.kv, "kv"), (r.notify, "notify"), (r.files, "files"), (r.memory_read, "memory-read"), (r.memory_write, "memory-write")] {
+    for (flag, name) in [
+        (r.kv, "kv"),
+        (r.notify, "notify"),
+        (r.files, "files"),
+        (r.memory_read, "memory-read"),
+        (r.memory_write, "memory-write"),
+    ] {
         if flag {
             asks.push(name.into());
         }
@@ -412,7 +425,10 @@ fn print_inspect(s: &SkillInfo) {
     }
     if let Some(sha) = &s.granted_sha256 {
         if sha != &s.sha256 {
-            println!("\nnote: grants were approved for an earlier version ({}); new requests need approval", &sha[..12.min(sha.len())]);
+            println!(
+                "\nnote: grants were approved for an earlier version ({}); new requests need approval",
+                &sha[..12.min(sha.len())]
+            );
         }
     }
 }

@@ -172,7 +172,12 @@ impl Runtime {
 
     /// Grant (or with `revoke`, take back) rights; returns the new state
     /// and notes about grants that have no effect.
-    pub fn change_grant(&self, name: &str, change: &GrantChange, revoke: bool) -> Result<(SkillInfo, Vec<String>), RuntimeError> {
+    pub fn change_grant(
+        &self,
+        name: &str,
+        change: &GrantChange,
+        revoke: bool,
+    ) -> Result<(SkillInfo, Vec<String>), RuntimeError> {
         for rule in &change.http {
             UrlPattern::parse(&rule.url).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
         }
@@ -205,7 +210,11 @@ impl Runtime {
             }
             for rule in &change.http {
                 let g = UrlPattern::parse(&rule.url).expect("validated above");
-                let meets = asked.http.iter().filter_map(|r| UrlPattern::parse(&r.url).ok()).any(|r| r.covers(&g) || g.covers(&r));
+                let meets = asked
+                    .http
+                    .iter()
+                    .filter_map(|r| UrlPattern::parse(&r.url).ok())
+                    .any(|r| r.covers(&g) || g.covers(&r));
                 unasked(!meets, false, &format!("http {}", rule.url), &mut notes);
             }
             self.db.update_grant(name, |record| grants::apply_grant(record, asked, &entry.sha256, change))?;

@@ -18,9 +18,7 @@ const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "the database {0} is in use by another wasiclaw process; if `wasiclaw run` is starting, retry in a moment"
-    )]
+    #[error("the database {0} is in use by another wasiclaw process; if `wasiclaw run` is starting, retry in a moment")]
     Locked(String),
     #[error("database error: {0}")]
     Db(#[from] redb::Error),
@@ -93,11 +91,7 @@ impl Store {
     }
 
     /// Read-modify-write a grant record in one transaction.
-    pub fn update_grant(
-        &self,
-        skill: &str,
-        f: impl FnOnce(&mut GrantRecord),
-    ) -> Result<GrantRecord, StoreError> {
+    pub fn update_grant(&self, skill: &str, f: impl FnOnce(&mut GrantRecord)) -> Result<GrantRecord, StoreError> {
         let txn = self.db.begin_write()?;
         let record = {
             let mut table = txn.open_table(GRANTS)?;

@@ -42,7 +42,11 @@ async fn no_grant_means_no_network() {
     assert!(!out.ok);
     assert_eq!(out.error_kind.as_deref(), Some("denied"), "the guest sees a denial value, not a crash: {}", out.output);
     assert!(out.denials[0].contains("no network access"), "{:?}", out.denials);
-    assert!(out.denials[0].contains(&format!("wasiclaw skills grant hostile --http {}/", server.base)), "{:?}", out.denials);
+    assert!(
+        out.denials[0].contains(&format!("wasiclaw skills grant hostile --http {}/", server.base)),
+        "{:?}",
+        out.denials
+    );
     assert!(server.seen().is_empty(), "a denied request reached the server");
     let audit = rt.audit(Some("hostile"), 10).unwrap();
     assert!(audit.iter().any(|r| r.capability == "http" && !r.allowed), "{audit:?}");
@@ -106,13 +110,20 @@ async fn hook_decisions() {
     let requested = Capabilities {
         http: vec![
             HttpRule { url: "http://*:*/".into(), methods: vec![], headers: vec![] },
-            HttpRule { url: "https://93.184.216.34/bot{TOKEN}/".into(), methods: vec!["POST".into()], headers: vec![("authorization".into(), "Bearer {TOKEN}".into())] },
+            HttpRule {
+                url: "https://93.184.216.34/bot{TOKEN}/".into(),
+                methods: vec!["POST".into()],
+                headers: vec![("authorization".into(), "Bearer {TOKEN}".into())],
+            },
         ],
         ..Default::default()
     };
     let mut record = GrantRecord::default();
     let change = GrantChange {
-        http: ["http://*:*/", "http://127.0.0.1:8080/", "https://93.184.216.34/"].iter().map(|u| parse_granted_rule(u).unwrap()).collect(),
+        http: ["http://*:*/", "http://127.0.0.1:8080/", "https://93.184.216.34/"]
+            .iter()
+            .map(|u| parse_granted_rule(u).unwrap())
+            .collect(),
         secrets: vec!["TOKEN".into()],
         ..Default::default()
     };
@@ -142,5 +153,7 @@ async fn hook_decisions() {
     assert_eq!(ok.uri.to_string(), "https://93.184.216.34/bota%20b%2Fc/send");
     assert_eq!(ok.headers[0].1, "Bearer a b/c");
     assert_eq!(ok.injected, vec!["a b/c".to_string()]);
-    assert!(check("GET", "https://93.184.216.34/bot{TOKEN}/send").await.unwrap_err().contains("method GET not granted"));
+    assert!(
+        check("GET", "https://93.184.216.34/bot{TOKEN}/send").await.unwrap_err().contains("method GET not granted")
+    );
 }

@@ -24,7 +24,9 @@ async fn host_files_sockets_env_and_ungranted_imports_are_out_of_reach() {
         assert!(!out.ok, "read {path}: {}", out.output);
         assert!(!out.output.contains("root:") && !out.output.contains("tok-"), "{}", out.output);
     }
-    let connect = call(&rt, "hostile.connect", &serde_json::json!({"addr": format!("127.0.0.1:{}", server.port)}).to_string()).await;
+    let connect =
+        call(&rt, "hostile.connect", &serde_json::json!({"addr": format!("127.0.0.1:{}", server.port)}).to_string())
+            .await;
     assert!(!connect.ok, "{}", connect.output);
     assert!(server.seen().is_empty());
     let env_out = call(&rt, "hostile.env", "{}").await;

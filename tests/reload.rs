@@ -10,7 +10,8 @@ fn the_daemon_follows_the_skills_folder() {
     let _daemon = env.daemon();
     assert!(env.list().is_empty());
     let file = env.install("clock");
-    let sha = |env: &Env| env.list().iter().find(|s| s["name"] == "clock").map(|s| s["sha256"].as_str().unwrap().to_string());
+    let sha =
+        |env: &Env| env.list().iter().find(|s| s["name"] == "clock").map(|s| s["sha256"].as_str().unwrap().to_string());
     wait_for("clock to load", Duration::from_secs(20), || sha(&env).is_some());
     assert!(env.ok(&["tool", "clock.now", r#"{"tz":"Asia/Tokyo"}"#]).contains("+09:00"));
     let first = sha(&env).unwrap();

@@ -10,7 +10,9 @@ async fn clock_converts_across_daylight_saving() {
     env.install("clock");
     let rt = env.runtime().await;
     // 2026-03-29: Berlin has just gone to CEST (+2), New York is on EDT (-4).
-    let out = call(&rt, "clock.convert", r#"{"time":"2026-03-29T09:30","from":"Europe/Berlin","to":"America/New_York"}"#).await;
+    let out =
+        call(&rt, "clock.convert", r#"{"time":"2026-03-29T09:30","from":"Europe/Berlin","to":"America/New_York"}"#)
+            .await;
     assert!(out.output.contains("2026-03-29T03:30:00-04:00"), "{}", out.output);
     let now = call(&rt, "clock.now", r#"{"tz":"Asia/Kolkata"}"#).await;
     assert!(now.output.contains("+05:30"), "{}", now.output);

@@ -42,7 +42,17 @@ pub fn python_skill() -> &'static Path {
         let out = Path::new(ROOT).join("target/wasm/wordstats.wasm");
         std::fs::create_dir_all(out.parent().unwrap()).unwrap();
         let result = Command::new("componentize-py")
-            .args(["-d", "wit", "-w", "wasiclaw:plugin/skill", "componentize", "-p", "examples/python-skill", "app", "-o"])
+            .args([
+                "-d",
+                "wit",
+                "-w",
+                "wasiclaw:plugin/skill",
+                "componentize",
+                "-p",
+                "examples/python-skill",
+                "app",
+                "-o",
+            ])
             .arg(&out)
             .current_dir(ROOT)
             .output()
@@ -219,7 +229,11 @@ async fn respond(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request) -> Res
     let record = Seen {
         method: req.method().to_string(),
         uri: req.uri().to_string(),
-        headers: req.headers().iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into())).collect(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect(),
     };
     seen.lock().unwrap().push(record.clone());
     let path = req.uri().path().to_string();
@@ -229,12 +243,17 @@ async fn respond(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request) -> Res
     if path.ends_with("/big") {
         return Response::new(Body::from(vec![b'z'; 1 << 20]));
     }
-    let json = |v: serde_json::Value| Response::builder().header("content-type", "application/json").body(Body::from(v.to_string())).unwrap();
+    let json = |v: serde_json::Value| {
+        Response::builder().header("content-type", "application/json").body(Body::from(v.to_string())).unwrap()
+    };
     if path.starts_with("/echo/") {
-        let headers: serde_json::Map<String, serde_json::Value> = record.headers.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let headers: serde_json::Map<String, serde_json::Value> =
+            record.headers.into_iter().map(|(k, v)| (k, v.into())).collect();
         return Response::builder()
             .header("x-echo-uri", record.uri.clone())
-            .body(Body::from(serde_json::json!({"method": record.method, "uri": record.uri, "headers": headers}).to_string()))
+            .body(Body::from(
+                serde_json::json!({"method": record.method, "uri": record.uri, "headers": headers}).to_string(),
+            ))
             .unwrap();
     }
     match path.as_str() {

@@ -8,7 +8,8 @@ use wasiclaw_sdk::{Capabilities, Error, Manifest, arg_str, parse_args, tool, unk
 struct Clock;
 
 fn zone(name: &str) -> Result<TimeZone, Error> {
-    TimeZone::get(name).map_err(|_| Error::InvalidInput(format!("unknown time zone `{name}` (use an IANA name like Europe/Berlin)")))
+    TimeZone::get(name)
+        .map_err(|_| Error::InvalidInput(format!("unknown time zone `{name}` (use an IANA name like Europe/Berlin)")))
 }
 
 impl wasiclaw_sdk::Skill for Clock {
@@ -18,18 +19,26 @@ impl wasiclaw_sdk::Skill for Clock {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Current time and time-zone conversion".into(),
             tools: vec![
-                tool("now", "The current date and time in a time zone (default UTC).", json!({
-                    "type": "object",
-                    "properties": {"tz": {"type": "string", "description": "IANA time zone, e.g. Europe/Berlin"}}
-                })),
-                tool("convert", "Convert a local date-time from one time zone to another.", json!({
-                    "type": "object",
-                    "properties": {
-                        "time": {"type": "string", "description": "local time, e.g. 2026-03-29T09:30"},
-                        "from": {"type": "string"}, "to": {"type": "string"}
-                    },
-                    "required": ["time", "from", "to"]
-                })),
+                tool(
+                    "now",
+                    "The current date and time in a time zone (default UTC).",
+                    json!({
+                        "type": "object",
+                        "properties": {"tz": {"type": "string", "description": "IANA time zone, e.g. Europe/Berlin"}}
+                    }),
+                ),
+                tool(
+                    "convert",
+                    "Convert a local date-time from one time zone to another.",
+                    json!({
+                        "type": "object",
+                        "properties": {
+                            "time": {"type": "string", "description": "local time, e.g. 2026-03-29T09:30"},
+                            "from": {"type": "string"}, "to": {"type": "string"}
+                        },
+                        "required": ["time", "from", "to"]
+                    }),
+                ),
             ],
             capabilities: Capabilities::default(),
         }

@@ -31,13 +31,21 @@ impl wasiclaw_sdk::Skill for Notes {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Keeps short notes".into(),
             tools: vec![
-                tool("add", "Save a note; returns its id.", json!({
-                    "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]
-                })),
+                tool(
+                    "add",
+                    "Save a note; returns its id.",
+                    json!({
+                        "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]
+                    }),
+                ),
                 tool("list", "List all notes, oldest first.", json!({"type": "object", "properties": {}})),
-                tool("search", "Notes containing a word or phrase (case-insensitive).", json!({
-                    "type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]
-                })),
+                tool(
+                    "search",
+                    "Notes containing a word or phrase (case-insensitive).",
+                    json!({
+                        "type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]
+                    }),
+                ),
                 tool("delete", "Delete a note by id.", id),
             ],
             capabilities: Capabilities { kv: true, ..Default::default() },

@@ -34,15 +34,9 @@ pub fn get(url: &str) -> Result<Response, Error> {
 }
 
 /// Send a request and read the whole response body (the host caps its size).
-pub fn request(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> Result<Response, Error> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| Error::InvalidInput(format!("not an absolute URL: {url}")))?;
+pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Response, Error> {
+    let (scheme, rest) =
+        url.split_once("://").ok_or_else(|| Error::InvalidInput(format!("not an absolute URL: {url}")))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -76,9 +70,9 @@ pub fn request(
     req.set_path_with_query(Some(path)).map_err(|_| bad("path"))?;
 
     let describe = |code: ErrorCode| match code {
-        ErrorCode::HttpRequestDenied => Error::Denied(format!(
-            "http {method_name} {url}: the host denied this request (no grant covers it)"
-        )),
+        ErrorCode::HttpRequestDenied => {
+            Error::Denied(format!("http {method_name} {url}: the host denied this request (no grant covers it)"))
+        }
         other => Error::Failed(format!("http {method_name} {url}: {other:?}")),
     };
     // The body must be streamed after `handle`: the host buffers only a

@@ -26,9 +26,9 @@ pub mod http;
 pub use bindings::export;
 
 pub use bindings::exports::wasiclaw::plugin::tool_api::Guest as Skill;
+use bindings::wasiclaw::plugin::log::{Level, log as host_log};
 pub use bindings::wasiclaw::plugin::types::{Capabilities, Error, HttpRule, Manifest, Tool};
 pub use bindings::wasiclaw::plugin::{config, crypto, kv, notify};
-use bindings::wasiclaw::plugin::log::{Level, log as host_log};
 
 pub fn log_info(msg: &str) {
     host_log(Level::Info, msg)

@@ -58,13 +58,17 @@ impl wasiclaw_sdk::Skill for Weather {
             name: "weather".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Current weather and forecast for a place (Open-Meteo)".into(),
-            tools: vec![tool("current", "Current weather and today's range for a city or coordinates.", json!({
-                "type": "object",
-                "properties": {
-                    "city": {"type": "string"},
-                    "latitude": {"type": "number"}, "longitude": {"type": "number"}
-                }
-            }))],
+            tools: vec![tool(
+                "current",
+                "Current weather and today's range for a city or coordinates.",
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "city": {"type": "string"},
+                        "latitude": {"type": "number"}, "longitude": {"type": "number"}
+                    }
+                }),
+            )],
             capabilities: Capabilities {
                 http: vec![http_get(&format!("{}/v1/", api_base())), http_get(&format!("{}/v1/", geocoding_base()))],
                 ..Default::default()
@@ -80,8 +84,10 @@ impl wasiclaw_sdk::Skill for Weather {
         let (lat, lon, place) = match args.get("city").and_then(|c| c.as_str()) {
             Some(city) => {
                 let found = get_json(&format!("{}/v1/search?count=1&name={}", geocoding_base(), encode(city)))?;
-                let hit = found["results"].get(0).ok_or_else(|| Error::NotFound(format!("no place called `{city}`")))?;
-                let label = format!("{}, {}", hit["name"].as_str().unwrap_or(city), hit["country"].as_str().unwrap_or(""));
+                let hit =
+                    found["results"].get(0).ok_or_else(|| Error::NotFound(format!("no place called `{city}`")))?;
+                let label =
+                    format!("{}, {}", hit["name"].as_str().unwrap_or(city), hit["country"].as_str().unwrap_or(""));
                 (hit["latitude"].as_f64().unwrap_or(0.0), hit["longitude"].as_f64().unwrap_or(0.0), label)
             }
             None => {

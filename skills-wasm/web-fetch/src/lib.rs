@@ -28,7 +28,10 @@ fn readable(html: &str) -> String {
             let from = skip_to.unwrap_or(i);
             let end = html[from..].find('>').map(|e| from + e + 1).unwrap_or(html.len());
             let tag = lower.get(i..end.min(i + 4)).unwrap_or("");
-            if ["<p", "<br", "<li", "<h", "<tr", "<di", "</p", "</h", "</l", "</t", "</d"].iter().any(|t| tag.starts_with(t)) {
+            if ["<p", "<br", "<li", "<h", "<tr", "<di", "</p", "</h", "</l", "</t", "</d"]
+                .iter()
+                .any(|t| tag.starts_with(t))
+            {
                 out.push('\n');
             }
             i = end;
@@ -61,15 +64,22 @@ impl wasiclaw_sdk::Skill for WebFetch {
             name: "web-fetch".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Fetches a web page as readable text".into(),
-            tools: vec![tool("fetch", "Fetch a URL and return its readable text.", json!({
-                "type": "object",
-                "properties": {
-                    "url": {"type": "string"},
-                    "max_chars": {"type": "integer", "description": "truncate the text (default 20000)"}
-                },
-                "required": ["url"]
-            }))],
-            capabilities: Capabilities { http: vec![http_get("https://*:*/"), http_get("http://*:*/")], ..Default::default() },
+            tools: vec![tool(
+                "fetch",
+                "Fetch a URL and return its readable text.",
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "url": {"type": "string"},
+                        "max_chars": {"type": "integer", "description": "truncate the text (default 20000)"}
+                    },
+                    "required": ["url"]
+                }),
+            )],
+            capabilities: Capabilities {
+                http: vec![http_get("https://*:*/"), http_get("http://*:*/")],
+                ..Default::default()
+            },
         }
     }
 
@@ -85,7 +95,8 @@ impl wasiclaw_sdk::Skill for WebFetch {
             return Err(Error::Failed(format!("{url} answered HTTP {}", resp.status)));
         }
         let body = resp.text();
-        let is_html = resp.header("content-type").is_some_and(|c| c.contains("html")) || body.trim_start().starts_with('<');
+        let is_html =
+            resp.header("content-type").is_some_and(|c| c.contains("html")) || body.trim_start().starts_with('<');
         let mut text = if is_html { readable(&body) } else { body };
         if let Some((cut, _)) = text.char_indices().nth(max) {
             text.truncate(cut);

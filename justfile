@@ -1,0 +1,31 @@
+# wasiclaw recipes. `just ci` is what CI runs.
+
+# Build the guest components (skills, SDK, test fixtures) for wasm32-wasip2.
+skills:
+    cd skills-wasm && CARGO_TARGET_DIR=../target/wasm cargo build --release --target wasm32-wasip2
+    @echo "built: target/wasm/wasm32-wasip2/release/*.wasm"
+
+# Build the host binary (release).
+build:
+    cargo build --release
+
+# The whole test suite (guests are built by the tests themselves).
+test:
+    cargo test --locked
+
+# Formatting and lints for host and guests.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+    cd skills-wasm && CARGO_TARGET_DIR=../target/wasm cargo clippy --target wasm32-wasip2 -- -D warnings
+
+# Everything CI does, from a fresh machine.
+ci:
+    bash .ci/run
+
+# Run the daemon with the bundled skills installed into the state dir.
+run:
+    just skills
+    mkdir -p "${WASICLAW_STATE_DIR:-$HOME/.local/share/wasiclaw}/skills"
+    cp target/wasm/wasm32-wasip2/release/{clock,notes,web_fetch,weather}.wasm "${WASICLAW_STATE_DIR:-$HOME/.local/share/wasiclaw}/skills/"
+    cargo run --release -- run
