@@ -225,6 +225,7 @@ impl SkillEngine {
                 Err(e) => tracing::warn!("ignoring bad compile cache {}: {e}", cached.display()),
             }
         }
+        tracing::info!("compiling {} (once; the result is cached)", path.display());
         let component = Component::from_binary(&self.engine, bytes)
             .map_err(|e| EngineError::Compile { path: path.into(), message: format!("{e:#}") })?;
         if let Ok(serialized) = component.serialize() {

@@ -178,7 +178,7 @@ impl Rights {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_daemon = matches!(cli.command, Command::Run);
-    let filter = std::env::var("WASICLAW_LOG").unwrap_or_else(|_| if is_daemon { "info" } else { "warn" }.into());
+    let filter = std::env::var("WASICLAW_LOG").unwrap_or_else(|_| if is_daemon { "info" } else { "warn,wasiclaw::engine=info" }.into());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
@@ -423,12 +423,10 @@ fn print_inspect(s: &SkillInfo) {
     if !s.pending.is_empty() {
         println!("\nto approve everything it asks for: wasiclaw skills grant {} --all-requested", s.name);
     }
-    if let Some(sha) = &s.granted_sha256 {
-        if sha != &s.sha256 {
-            println!(
-                "\nnote: grants were approved for an earlier version ({}); new requests need approval",
-                &sha[..12.min(sha.len())]
-            );
-        }
+    if let Some(sha) = s.granted_sha256.as_ref().filter(|sha| **sha != s.sha256) {
+        println!(
+            "\nnote: grants were approved for an earlier version ({}); new requests need approval",
+            &sha[..12.min(sha.len())]
+        );
     }
 }

@@ -44,7 +44,7 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
     let fields = Fields::new();
     for (k, v) in headers {
         fields
-            .append(&k.to_string(), &v.as_bytes().to_vec())
+            .append(k, v.as_bytes())
             .map_err(|e| Error::InvalidInput(format!("header {k}: {e:?}")))?;
     }
     let req = OutgoingRequest::new(fields);
