@@ -66,12 +66,6 @@ pub async fn dispatch(rt: &Runtime, request: Request, daemon: bool) -> Reply {
     }
 }
 
-impl From<serde_json::Error> for crate::runtime::RuntimeError {
-    fn from(e: serde_json::Error) -> Self {
-        crate::runtime::RuntimeError::Invalid(e.to_string())
-    }
-}
-
 /// Serve the local API until the task is dropped.
 pub async fn serve(rt: Arc<Runtime>, listener: UnixListener) {
     loop {

@@ -74,13 +74,8 @@ pub struct GrantRecord {
 /// A change asked for by `wasiclaw skills grant|revoke`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantChange {
-    pub http: Vec<GrantedRule>,
-    pub secrets: Vec<String>,
-    pub kv: bool,
-    pub notify: bool,
-    pub files: bool,
-    pub memory_read: bool,
-    pub memory_write: bool,
+    #[serde(flatten)]
+    pub rights: GrantSet,
     /// grant: everything requested; revoke: everything.
     pub all: bool,
 }
@@ -365,17 +360,18 @@ pub fn apply_grant(record: &mut GrantRecord, requested: &Capabilities, sha256: &
         g.memory_read |= requested.memory_read;
         g.memory_write |= requested.memory_write;
     }
-    for rule in &change.http {
+    let c = &change.rights;
+    for rule in &c.http {
         if !g.http.contains(rule) {
             g.http.push(rule.clone());
         }
     }
-    g.secrets.extend(change.secrets.iter().cloned());
-    g.kv |= change.kv;
-    g.notify |= change.notify;
-    g.files |= change.files;
-    g.memory_read |= change.memory_read;
-    g.memory_write |= change.memory_write;
+    g.secrets.extend(c.secrets.iter().cloned());
+    g.kv |= c.kv;
+    g.notify |= c.notify;
+    g.files |= c.files;
+    g.memory_read |= c.memory_read;
+    g.memory_write |= c.memory_write;
     record.sha256 = sha256.to_string();
     record.approved = requested.clone();
 }
@@ -386,14 +382,14 @@ pub fn apply_revoke(record: &mut GrantRecord, change: &GrantChange) {
         record.granted = GrantSet::default();
         return;
     }
-    let g = &mut record.granted;
-    g.http.retain(|rule| !change.http.iter().any(|r| r.url == rule.url));
-    g.secrets.retain(|s| !change.secrets.contains(s));
-    g.kv &= !change.kv;
-    g.notify &= !change.notify;
-    g.files &= !change.files;
-    g.memory_read &= !change.memory_read;
-    g.memory_write &= !change.memory_write;
+    let (g, c) = (&mut record.granted, &change.rights);
+    g.http.retain(|rule| !c.http.iter().any(|r| r.url == rule.url));
+    g.secrets.retain(|s| !c.secrets.contains(s));
+    g.kv &= !c.kv;
+    g.notify &= !c.notify;
+    g.files &= !c.files;
+    g.memory_read &= !c.memory_read;
+    g.memory_write &= !c.memory_write;
 }
 
 #[cfg(test)]
@@ -434,16 +430,12 @@ mod tests {
         };
         let mut record = GrantRecord::default();
         assert!(effective(&requested, "a", None).http.is_empty(), "empty means deny");
-        apply_grant(
-            &mut record,
-            &requested,
-            "a",
-            &GrantChange {
-                http: vec![parse_granted_rule("https://en.wikipedia.org/").unwrap()],
-                notify: true,
-                ..Default::default()
-            },
-        );
+        let rights = GrantSet {
+            http: vec![parse_granted_rule("https://en.wikipedia.org/").unwrap()],
+            notify: true,
+            ..Default::default()
+        };
+        apply_grant(&mut record, &requested, "a", &GrantChange { rights, all: false });
         let eff = effective(&requested, "a", Some(&record));
         assert_eq!(eff.http.len(), 1);
         assert_eq!(eff.http[0].pattern.host, "en.wikipedia.org", "the narrower side wins");
@@ -463,7 +455,14 @@ mod tests {
             &mut record,
             &v1,
             "sha1",
-            &GrantChange { http: vec![parse_granted_rule("https://*/").unwrap()], kv: true, ..Default::default() },
+            &GrantChange {
+                rights: GrantSet {
+                    http: vec![parse_granted_rule("https://*/").unwrap()],
+                    kv: true,
+                    ..Default::default()
+                },
+                all: false,
+            },
         );
         let mut v2 = v1.clone();
         v2.http.push(HttpRule { url: "https://api.b.com/".into(), methods: vec![], headers: vec![] });

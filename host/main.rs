@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use wasiclaw::api::{self, Reply, Request};
 use wasiclaw::config::Paths;
-use wasiclaw::grants::{GrantChange, parse_granted_rule};
+use wasiclaw::grants::{GrantChange, GrantSet, parse_granted_rule};
 use wasiclaw::runtime::{Runtime, RuntimeError, SkillInfo, ToolOutcome};
 use wasiclaw::secrets::Secrets;
 use wasiclaw::store::StoreError;
@@ -162,23 +162,24 @@ enum SecretsCommand {
 impl Rights {
     fn change(self, all: bool) -> anyhow::Result<GrantChange> {
         let http = self.http.iter().map(|s| parse_granted_rule(s)).collect::<Result<Vec<_>, _>>()?;
-        Ok(GrantChange {
+        let rights = GrantSet {
             http,
-            secrets: self.secret,
+            secrets: self.secret.into_iter().collect(),
             kv: self.kv,
             notify: self.notify,
             files: self.files,
             memory_read: self.memory_read,
             memory_write: self.memory_write,
-            all,
-        })
+        };
+        Ok(GrantChange { rights, all })
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let is_daemon = matches!(cli.command, Command::Run);
-    let filter = std::env::var("WASICLAW_LOG").unwrap_or_else(|_| if is_daemon { "info" } else { "warn,wasiclaw::engine=info" }.into());
+    let filter = std::env::var("WASICLAW_LOG")
+        .unwrap_or_else(|_| if is_daemon { "info" } else { "warn,wasiclaw::engine=info" }.into());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

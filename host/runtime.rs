@@ -34,6 +34,8 @@ pub enum RuntimeError {
     NoTool { skill: String, tool: String, available: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("cannot encode the reply: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 /// One skill as `wasiclaw skills list --json` prints it.
@@ -178,10 +180,11 @@ impl Runtime {
         change: &GrantChange,
         revoke: bool,
     ) -> Result<(SkillInfo, Vec<String>), RuntimeError> {
-        for rule in &change.http {
+        let rights = &change.rights;
+        for rule in &rights.http {
             UrlPattern::parse(&rule.url).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
         }
-        if let Some(bad) = change.secrets.iter().find(|s| !grants::valid_secret_name(s)) {
+        if let Some(bad) = rights.secrets.iter().find(|s| !grants::valid_secret_name(s)) {
             return Err(RuntimeError::Invalid(format!("`{bad}` is not a valid secret name")));
         }
         let mut notes = Vec::new();
@@ -199,16 +202,16 @@ impl Runtime {
                     notes.push(format!("{name} does not ask for {what}; the grant has no effect until it does"));
                 }
             };
-            unasked(change.kv, asked.kv, "kv", &mut notes);
-            unasked(change.notify, asked.notify, "notify", &mut notes);
-            unasked(change.files, asked.files, "files", &mut notes);
-            unasked(change.memory_read, asked.memory_read, "memory-read", &mut notes);
-            unasked(change.memory_write, asked.memory_write, "memory-write", &mut notes);
+            unasked(rights.kv, asked.kv, "kv", &mut notes);
+            unasked(rights.notify, asked.notify, "notify", &mut notes);
+            unasked(rights.files, asked.files, "files", &mut notes);
+            unasked(rights.memory_read, asked.memory_read, "memory-read", &mut notes);
+            unasked(rights.memory_write, asked.memory_write, "memory-write", &mut notes);
             let secrets = asked.all_secrets();
-            for s in change.secrets.iter().filter(|s| !secrets.contains(*s)) {
+            for s in rights.secrets.iter().filter(|s| !secrets.contains(*s)) {
                 unasked(true, false, &format!("secret {s}"), &mut notes);
             }
-            for rule in &change.http {
+            for rule in &rights.http {
                 let g = UrlPattern::parse(&rule.url).expect("validated above");
                 let meets = asked
                     .http

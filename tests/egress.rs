@@ -6,7 +6,7 @@ use crate::support::{Env, Server, call};
 use std::sync::{Arc, Mutex};
 use wasiclaw::egress::authorize;
 use wasiclaw::engine::HostCtx;
-use wasiclaw::grants::{self, Capabilities, GrantChange, GrantRecord, HttpRule, parse_granted_rule};
+use wasiclaw::grants::{self, Capabilities, GrantChange, GrantRecord, GrantSet, HttpRule, parse_granted_rule};
 use wasiclaw::runtime::Runtime;
 use wasiclaw::secrets::Secrets;
 use wasiclaw::store::Store;
@@ -22,11 +22,12 @@ pub async fn hostile(base: &str, limits: &str) -> (Env, Runtime) {
 }
 
 pub fn grant(rt: &Runtime, skill: &str, http: &[&str], secrets: &[&str]) {
-    let change = GrantChange {
+    let rights = GrantSet {
         http: http.iter().map(|h| parse_granted_rule(h).unwrap()).collect(),
         secrets: secrets.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
+    let change = GrantChange { rights, all: false };
     rt.change_grant(skill, &change, false).unwrap();
 }
 
@@ -119,14 +120,15 @@ async fn hook_decisions() {
         ..Default::default()
     };
     let mut record = GrantRecord::default();
-    let change = GrantChange {
+    let rights = GrantSet {
         http: ["http://*:*/", "http://127.0.0.1:8080/", "https://93.184.216.34/"]
             .iter()
             .map(|u| parse_granted_rule(u).unwrap())
             .collect(),
-        secrets: vec!["TOKEN".into()],
+        secrets: ["TOKEN".to_string()].into(),
         ..Default::default()
     };
+    let change = GrantChange { rights, all: false };
     grants::apply_grant(&mut record, &requested, "sha", &change);
     let secrets = Secrets::new(dir.path().join("s.json"));
     secrets.set("TOKEN", "a b/c").unwrap();

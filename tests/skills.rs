@@ -3,6 +3,7 @@
 
 use crate::egress::grant;
 use crate::support::{Env, Server, call};
+use wasiclaw::grants::{GrantChange, GrantSet};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clock_converts_across_daylight_saving() {
@@ -23,7 +24,8 @@ async fn notes_keeps_notes() {
     let env = Env::new();
     env.install("notes");
     let rt = env.runtime().await;
-    rt.change_grant("notes", &wasiclaw::grants::GrantChange { kv: true, ..Default::default() }, false).unwrap();
+    rt.change_grant("notes", &GrantChange { rights: GrantSet { kv: true, ..Default::default() }, all: false }, false)
+        .unwrap();
     for text in ["Buy oat milk", "Call the plumber", "milk the cows"] {
         assert!(call(&rt, "notes.add", &serde_json::json!({"text": text}).to_string()).await.ok);
     }
@@ -61,7 +63,7 @@ async fn weather_calls_its_api_through_a_granted_rule() {
     let rt = env.runtime().await;
     let info = rt.inspect("weather").unwrap();
     assert_eq!(info.requested.unwrap().http[0].url, format!("{}/v1/", server.base), "rules follow the configured base");
-    rt.change_grant("weather", &wasiclaw::grants::GrantChange { all: true, ..Default::default() }, false).unwrap();
+    rt.change_grant("weather", &GrantChange { all: true, ..Default::default() }, false).unwrap();
     let out = call(&rt, "weather.current", r#"{"city":"Berlin"}"#).await;
     assert!(out.ok, "{}", out.output);
     let v: serde_json::Value = serde_json::from_str(&out.output).unwrap();
