@@ -3,8 +3,9 @@
 //! the database (redb locks it to one process), so the CLI sends it the
 //! same `Request` it would otherwise run itself.
 
+use crate::agent::{Agent, Emit};
 use crate::grants::GrantChange;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, RuntimeError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -24,6 +25,9 @@ pub enum Request {
     Tool { skill: String, tool: String, args: String },
     Audit { skill: Option<String>, limit: usize },
     Notifications { limit: usize },
+    Usage { days: usize },
+    /// One chat turn; the daemon streams `Reply::Event` lines before the reply.
+    Chat { session: String, text: String },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -31,10 +35,12 @@ pub enum Request {
 pub enum Reply {
     Ok(Value),
     Err(String),
+    /// Progress of a chat turn, streamed before the final reply.
+    Event(crate::agent::Event),
 }
 
-/// Run one request against the runtime.
-pub async fn dispatch(rt: &Runtime, request: Request, daemon: bool) -> Reply {
+/// Run one request. Chat needs the agent; `emit` receives its events.
+pub async fn dispatch(rt: &Runtime, agent: Option<&Agent>, request: Request, daemon: bool, emit: Emit<'_>) -> Reply {
     let value = async {
         Ok::<Value, crate::runtime::RuntimeError>(match request {
             Request::Status => json!({
@@ -57,6 +63,12 @@ pub async fn dispatch(rt: &Runtime, request: Request, daemon: bool) -> Reply {
             Request::Tool { skill, tool, args } => serde_json::to_value(rt.call_tool(&skill, &tool, &args).await?)?,
             Request::Audit { skill, limit } => serde_json::to_value(rt.audit(skill.as_deref(), limit)?)?,
             Request::Notifications { limit } => serde_json::to_value(rt.notifications(limit)?)?,
+            Request::Usage { days } => serde_json::to_value(rt.db.usage(days)?)?,
+            Request::Chat { session, text } => {
+                let agent = agent.ok_or_else(|| RuntimeError::Invalid("chat needs the agent".into()))?;
+                let reply = agent.turn(&session, &text, emit).await.map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+                json!({ "reply": reply })
+            }
         })
     }
     .await;
@@ -67,7 +79,7 @@ pub async fn dispatch(rt: &Runtime, request: Request, daemon: bool) -> Reply {
 }
 
 /// Serve the local API until the task is dropped.
-pub async fn serve(rt: Arc<Runtime>, listener: UnixListener) {
+pub async fn serve(agent: Arc<Agent>, listener: UnixListener) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -76,26 +88,47 @@ pub async fn serve(rt: Arc<Runtime>, listener: UnixListener) {
                 continue;
             }
         };
-        let rt = rt.clone();
+        let agent = agent.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
             if BufReader::new(read).read_line(&mut line).await.is_err() {
                 return;
             }
+            // Events are written by a separate task so a slow reader never
+            // blocks the turn.
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Reply>();
+            let writer = tokio::spawn(async move {
+                while let Some(frame) = rx.recv().await {
+                    let mut out = serde_json::to_vec(&frame).expect("replies serialize");
+                    out.push(b'\n');
+                    if write.write_all(&out).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let emit_tx = tx.clone();
+            let emit = move |e| {
+                let _ = emit_tx.send(Reply::Event(e));
+            };
             let reply = match serde_json::from_str::<Request>(&line) {
-                Ok(request) => dispatch(&rt, request, true).await,
+                Ok(request) => dispatch(&agent.rt, Some(&agent), request, true, &emit).await,
                 Err(e) => Reply::Err(format!("bad request (is the CLI the same version as the daemon?): {e}")),
             };
-            let mut out = serde_json::to_vec(&reply).expect("replies serialize");
-            out.push(b'\n');
-            let _ = write.write_all(&out).await;
+            let _ = tx.send(reply);
+            drop((tx, emit));
+            let _ = writer.await;
         });
     }
 }
 
-/// Send a request to the daemon, or `None` if no daemon listens.
-pub async fn call_daemon(socket: &Path, request: &Request) -> anyhow::Result<Option<Reply>> {
+/// Send a request to the daemon, or `None` if no daemon listens. Streamed
+/// events go to `on_event`.
+pub async fn call_daemon(
+    socket: &Path,
+    request: &Request,
+    on_event: &mut (dyn FnMut(crate::agent::Event) + Send),
+) -> anyhow::Result<Option<Reply>> {
     let stream = match UnixStream::connect(socket).await {
         Ok(s) => s,
         // No socket, or a stale one left by a killed daemon.
@@ -108,10 +141,13 @@ pub async fn call_daemon(socket: &Path, request: &Request) -> anyhow::Result<Opt
     let mut out = serde_json::to_vec(request)?;
     out.push(b'\n');
     write.write_all(&out).await?;
-    let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await?;
-    let reply = serde_json::from_str(&line).map_err(|e| {
-        anyhow::anyhow!("the daemon sent a reply this CLI does not understand ({e}); are both the same version?")
-    })?;
-    Ok(Some(reply))
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await? {
+        match serde_json::from_str(&line) {
+            Ok(Reply::Event(e)) => on_event(e),
+            Ok(reply) => return Ok(Some(reply)),
+            Err(e) => anyhow::bail!("the daemon sent a reply this CLI does not understand ({e}); are both the same version?"),
+        }
+    }
+    anyhow::bail!("the daemon closed the connection without a reply (did it stop?)")
 }

@@ -17,6 +17,98 @@ pub struct Config {
     /// `[skills.NAME]` tables: non-secret settings a skill reads via `config`.
     #[serde(default)]
     pub skills: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    pub agent: AgentConfig,
+    /// The model chain: the first that answers wins; later ones are fallbacks.
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+}
+
+/// How the agent loop behaves.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Model rounds with tool calls per user message.
+    pub max_tool_iterations: usize,
+    /// Longer tool results are cut, with a marker the model can see.
+    pub tool_result_max_chars: usize,
+    /// The model's context window in tokens (estimated as characters / 4).
+    pub context_window: usize,
+    /// Tokens the model may produce per reply.
+    pub max_output_tokens: u32,
+    /// Tokens (input + output) per UTC day; 0 means no limit.
+    pub daily_token_budget: u64,
+    /// Retries per provider on 429, 5xx and timeouts, before falling back.
+    pub retries: u32,
+    /// Probed when no provider is configured.
+    pub ollama_url: String,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            max_tool_iterations: 8,
+            tool_result_max_chars: 16_000,
+            context_window: 32_000,
+            max_output_tokens: 1024,
+            daily_token_budget: 0,
+            retries: 3,
+            ollama_url: "http://127.0.0.1:11434".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// OpenAI chat completions and everything compatible: OpenRouter,
+    /// Ollama, llama.cpp server, vLLM, LM Studio.
+    Openai,
+    /// Anthropic Messages API.
+    Anthropic,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// e.g. https://api.openai.com/v1, http://127.0.0.1:11434/v1, https://api.anthropic.com
+    pub base_url: String,
+    pub model: String,
+    /// Name of the secret (see `wasiclaw secrets set`) holding the API key.
+    #[serde(default)]
+    pub api_key_secret: Option<String>,
+    /// USD per million input / output tokens, for cost accounting.
+    #[serde(default)]
+    pub price_input_per_mtok: f64,
+    #[serde(default)]
+    pub price_output_per_mtok: f64,
+    /// Seconds before a request without progress counts as timed out.
+    #[serde(default = "default_provider_timeout")]
+    pub timeout_s: u64,
+}
+
+fn default_provider_timeout() -> u64 {
+    120
+}
+
+/// The HTTP gateway of `wasiclaw run`: web chat and API.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Loopback by default; any other address needs `token_secret`.
+    pub bind: String,
+    /// Name of the secret holding the bearer token clients must present.
+    pub token_secret: Option<String>,
+    pub enabled: bool,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig { bind: "127.0.0.1:8787".into(), token_secret: None, enabled: true }
+    }
 }
 
 /// Per-call limits for every component.
@@ -114,6 +206,10 @@ impl Paths {
     }
     pub fn cache_dir(&self) -> PathBuf {
         self.state_dir.join("cache")
+    }
+    /// The persona the model sees first; the owner edits it.
+    pub fn persona(&self) -> PathBuf {
+        self.state_dir.join("persona.md")
     }
     /// The private directory a skill with the `files` grant sees as `/data`.
     pub fn files_dir(&self, skill: &str) -> PathBuf {

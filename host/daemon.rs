@@ -1,10 +1,11 @@
 //! `wasiclaw run`: the always-on process. It owns the database, serves the
-//! local API on the unix socket, and keeps the skills folder loaded with a
+//! local API on the unix socket and the gateway (web chat), and keeps the skills folder loaded with a
 //! file watcher plus a periodic rescan (a watcher can miss events on some
 //! filesystems; the rescan is the backstop). Stops cleanly on SIGINT/SIGTERM.
 
-use crate::api;
-use crate::config::Paths;
+use crate::agent::Agent;
+use crate::config::{Paths, ProviderConfig};
+use crate::{api, gateway};
 use crate::runtime::Runtime;
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
@@ -19,9 +20,9 @@ const RESCAN_EVERY: Duration = Duration::from_secs(30);
 /// Coalesce bursts of events (a copy writes a file in many chunks).
 const SETTLE: Duration = Duration::from_millis(250);
 
-pub async fn run(paths: Paths) -> anyhow::Result<()> {
+pub async fn run(paths: Paths, provider: Option<ProviderConfig>) -> anyhow::Result<()> {
     let socket = paths.socket();
-    if api::call_daemon(&socket, &api::Request::Status).await?.is_some() {
+    if api::call_daemon(&socket, &api::Request::Status, &mut |_| {}).await?.is_some() {
         anyhow::bail!("a wasiclaw daemon is already running for {}", paths.state_dir.display());
     }
     // A CLI command may hold the database for a moment; wait it out.
@@ -37,7 +38,15 @@ pub async fn run(paths: Paths) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
-    let server = tokio::spawn(api::serve(rt.clone(), listener));
+    let agent = Arc::new(Agent::new(rt.clone(), provider).await);
+    let gateway = if rt.config.gateway.enabled {
+        let listener = gateway::bind(&rt).await?;
+        tracing::info!("web chat on http://{}/", listener.local_addr()?);
+        Some(tokio::spawn(gateway::serve(agent.clone(), listener)))
+    } else {
+        None
+    };
+    let server = tokio::spawn(api::serve(agent, listener));
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -68,6 +77,9 @@ pub async fn run(paths: Paths) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     server.abort();
+    if let Some(gateway) = gateway {
+        gateway.abort();
+    }
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

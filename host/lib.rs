@@ -1,14 +1,18 @@
 //! wasiclaw: an always-on personal AI agent whose skills are sandboxed WASI
 //! components. The binary (`main.rs`) is a thin CLI over these modules.
 
+pub mod agent;
 pub mod api;
 pub mod component;
 pub mod config;
 pub mod daemon;
 pub mod egress;
 pub mod engine;
+pub mod gateway;
 pub mod grants;
 pub mod host_api;
+pub mod knowledge;
+pub mod llm;
 pub mod runtime;
 pub mod secrets;
 pub mod store;

@@ -8,14 +8,15 @@ use serde_json::Value;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
+use wasiclaw::agent::{Agent, Event};
 use wasiclaw::api::{self, Reply, Request};
-use wasiclaw::config::Paths;
+use wasiclaw::config::{Paths, ProviderConfig, ProviderKind};
 use wasiclaw::grants::{GrantChange, GrantSet, parse_granted_rule};
 use wasiclaw::runtime::{Runtime, RuntimeError, SkillInfo, ToolOutcome};
 use wasiclaw::secrets::Secrets;
-use wasiclaw::store::StoreError;
-use wasiclaw::store::{AuditRecord, Notification};
+use wasiclaw::store::{AuditRecord, Notification, StoreError, Totals};
 
 #[derive(Parser)]
 #[command(
@@ -40,8 +41,26 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the always-on daemon: loads and watches the skills folder, serves the local API.
-    Run,
+    /// Run the always-on daemon: skills folder, local API, web chat (http://127.0.0.1:8787/).
+    Run {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Chat with the agent in the terminal (through the daemon when it runs).
+    Chat {
+        /// A named conversation; each keeps its own history.
+        #[arg(long, default_value = "default")]
+        session: String,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Tokens and cost per day.
+    Usage {
+        #[arg(long, default_value_t = 14)]
+        days: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show whether a daemon is running and what it holds.
     Status {
         #[arg(long)]
@@ -82,6 +101,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A model endpoint given on the command line or in the environment; it is
+/// tried before the `[[providers]]` of config.toml.
+#[derive(Args)]
+struct ModelArgs {
+    /// API family: openai (also OpenRouter, Ollama, llama.cpp, vLLM, LM Studio) or anthropic.
+    #[arg(long, env = "WASICLAW_PROVIDER", default_value = "openai", value_parser = ["openai", "anthropic"])]
+    provider: String,
+    /// e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1
+    #[arg(long, env = "WASICLAW_BASE_URL", requires = "model")]
+    base_url: Option<String>,
+    #[arg(long, env = "WASICLAW_MODEL", requires = "base_url")]
+    model: Option<String>,
+    /// Name of the secret holding the API key (`wasiclaw secrets set NAME`).
+    #[arg(long, env = "WASICLAW_API_KEY_SECRET")]
+    api_key_secret: Option<String>,
+}
+
+impl ModelArgs {
+    fn provider(self) -> Option<ProviderConfig> {
+        let kind = if self.provider == "anthropic" { ProviderKind::Anthropic } else { ProviderKind::Openai };
+        Some(ProviderConfig {
+            kind,
+            base_url: self.base_url?,
+            model: self.model?,
+            api_key_secret: self.api_key_secret,
+            price_input_per_mtok: 0.0,
+            price_output_per_mtok: 0.0,
+            timeout_s: 120,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -177,7 +228,7 @@ impl Rights {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let is_daemon = matches!(cli.command, Command::Run);
+    let is_daemon = matches!(cli.command, Command::Run { .. });
     let filter = std::env::var("WASICLAW_LOG")
         .unwrap_or_else(|_| if is_daemon { "info" } else { "warn,wasiclaw::engine=info" }.into());
     tracing_subscriber::fmt()
@@ -197,7 +248,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let paths = Paths::new(cli.state_dir.unwrap_or_else(Paths::default_state_dir));
     let (request, json) = match cli.command {
-        Command::Run => return wasiclaw::daemon::run(paths).await.map(|_| ExitCode::SUCCESS),
+        Command::Run { model } => return wasiclaw::daemon::run(paths, model.provider()).await.map(|_| ExitCode::SUCCESS),
+        Command::Chat { session, model } => return chat(paths, &session, model.provider()).await,
+        Command::Usage { days, json } => (Request::Usage { days }, json),
         Command::Secrets(cmd) => return secrets(&paths, cmd),
         Command::Status { json } => (Request::Status, json),
         Command::Skills(SkillsCommand::List { json }) => (Request::SkillsList, json),
@@ -231,6 +284,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let value = match reply {
         Reply::Ok(v) => v,
         Reply::Err(e) => bail!(e),
+        Reply::Event(_) => bail!("the daemon sent an event where a reply was due"),
     };
     render(&request, value, json)
 }
@@ -240,7 +294,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
     let start = std::time::Instant::now();
     loop {
-        if let Some(reply) = api::call_daemon(&paths.socket(), request).await? {
+        if let Some(reply) = api::call_daemon(&paths.socket(), request, &mut |_| {}).await? {
             return Ok(reply);
         }
         match Runtime::open(paths.clone()) {
@@ -248,7 +302,7 @@ async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
                 if !matches!(request, Request::Audit { .. } | Request::Notifications { .. }) {
                     rt.rescan().await;
                 }
-                return Ok(api::dispatch(&rt, request.clone(), false).await);
+                return Ok(api::dispatch(&rt, None, request.clone(), false, &|_| {}).await);
             }
             Err(RuntimeError::Store(StoreError::Locked(_))) if start.elapsed() < Duration::from_secs(15) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -256,6 +310,73 @@ async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The terminal chat: one line in, a streamed reply out.
+async fn chat(paths: Paths, session: &str, provider: Option<ProviderConfig>) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::AsyncBufReadExt;
+    let key = format!("terminal:{session}");
+    let daemon = api::call_daemon(&paths.socket(), &Request::Status, &mut |_| {}).await?.is_some();
+    let agent = if daemon {
+        if provider.is_some() {
+            eprintln!("note: the running daemon uses its own model settings; --model/--base-url are ignored");
+        }
+        None
+    } else {
+        let rt = Arc::new(Runtime::open_patiently(paths.clone(), Duration::from_secs(15)).await?);
+        rt.rescan().await;
+        Some(Agent::new(rt, provider).await)
+    };
+    let tty = std::io::stdin().is_terminal();
+    if tty {
+        println!("wasiclaw chat ({}) — /help for commands, Ctrl-D to quit", if daemon { "via the daemon" } else { "local" });
+    }
+    let streamed = AtomicBool::new(false);
+    let show = |e: Event| {
+        let mut out = std::io::stdout().lock();
+        let _ = match e {
+            Event::Text { text } => {
+                streamed.store(true, Ordering::Relaxed);
+                write!(out, "{text}")
+            }
+            Event::ToolCall { name, arguments } => writeln!(out, "\n  ⚙ {name} {arguments}"),
+            Event::ToolResult { name, ok, preview } => {
+                writeln!(out, "  ↳ {name} {}: {}", if ok { "ok" } else { "error" }, preview.replace('\n', " "))
+            }
+            Event::Notice { text } => writeln!(out, "  ({text})"),
+        };
+        let _ = out.flush();
+    };
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        if tty {
+            print!("› ");
+            std::io::stdout().flush()?;
+        }
+        let Some(line) = lines.next_line().await? else { break };
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        if text == "/quit" || text == "/exit" {
+            break;
+        }
+        streamed.store(false, Ordering::Relaxed);
+        let request = Request::Chat { session: key.clone(), text: text.to_string() };
+        let reply = match &agent {
+            Some(agent) => api::dispatch(&agent.rt, Some(agent), request, false, &show).await,
+            None => api::call_daemon(&paths.socket(), &request, &mut |e| show(e)).await?.context("the daemon stopped")?,
+        };
+        match reply {
+            Reply::Ok(v) if !streamed.load(Ordering::Relaxed) => println!("{}", v["reply"].as_str().unwrap_or_default()),
+            Reply::Ok(_) => println!(),
+            Reply::Err(e) => eprintln!("error: {e}"),
+            Reply::Event(_) => {}
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn secrets(paths: &Paths, cmd: SecretsCommand) -> anyhow::Result<ExitCode> {
@@ -348,6 +469,16 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
             for n in list {
                 let time = jiff::Timestamp::from_millisecond(n.time_ms).map(|t| t.to_string()).unwrap_or_default();
                 println!("{time}  {}: {}", n.skill, n.text);
+            }
+        }
+        Request::Usage { .. } if !json => {
+            let days: Vec<(String, Totals)> = serde_json::from_value(value)?;
+            if days.is_empty() {
+                println!("no model use recorded yet");
+            }
+            println!("{:<12} {:>10} {:>10} {:>10} {:>6}", "day (UTC)", "input", "output", "cost $", "calls");
+            for (day, t) in days {
+                println!("{day:<12} {:>10} {:>10} {:>10.4} {:>6}", t.input, t.output, t.cost, t.calls);
             }
         }
         Request::Status if !json => {

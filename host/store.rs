@@ -15,6 +15,8 @@ const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
 const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,6 +60,43 @@ pub struct Notification {
     pub text: String,
 }
 
+/// Token and cost totals, per session and per UTC day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub input: u64,
+    pub output: u64,
+    pub cost: f64,
+    /// Model calls.
+    pub calls: u64,
+}
+
+impl Totals {
+    pub fn tokens(&self) -> u64 {
+        self.input + self.output
+    }
+
+    pub fn add(&mut self, other: &Totals) {
+        self.input += other.input;
+        self.output += other.output;
+        self.cost += other.cost;
+        self.calls += other.calls;
+    }
+}
+
+/// A conversation of one (channel, chat).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Session {
+    pub messages: Vec<crate::llm::Message>,
+    /// The model's summary of turns compacted away.
+    pub summary: Option<String>,
+    pub usage: Totals,
+}
+
+/// Today's date in UTC, the key of the usage table.
+pub fn today() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%d").to_string()
+}
+
 pub struct Store {
     db: Database,
 }
@@ -77,6 +116,8 @@ impl Store {
         txn.open_table(KV)?;
         txn.open_table(AUDIT)?;
         txn.open_table(OUTBOX)?;
+        txn.open_table(SESSIONS)?;
+        txn.open_table(USAGE)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -199,5 +240,53 @@ impl Store {
         }
         out.reverse();
         Ok(out)
+    }
+
+    pub fn session(&self, key: &str) -> Result<Session, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SESSIONS)?;
+        Ok(match table.get(key)? {
+            Some(v) => serde_json::from_slice(v.value())?,
+            None => Session::default(),
+        })
+    }
+
+    /// Save a session and add this turn's usage to today's totals, atomically.
+    pub fn save_session(&self, key: &str, session: &Session, spent: &Totals) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            txn.open_table(SESSIONS)?.insert(key, serde_json::to_vec(session)?.as_slice())?;
+            let mut usage = txn.open_table(USAGE)?;
+            let day = today();
+            let mut totals: Totals = match usage.get(day.as_str())? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => Totals::default(),
+            };
+            totals.add(spent);
+            usage.insert(day.as_str(), serde_json::to_vec(&totals)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Usage per day, newest first.
+    pub fn usage(&self, days: usize) -> Result<Vec<(String, Totals)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(USAGE)?;
+        let mut out = Vec::new();
+        for entry in table.iter()?.rev().take(days) {
+            let (k, v) = entry?;
+            out.push((k.value().to_string(), serde_json::from_slice(v.value())?));
+        }
+        Ok(out)
+    }
+
+    pub fn usage_today(&self) -> Result<Totals, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(USAGE)?;
+        Ok(match table.get(today().as_str())? {
+            Some(v) => serde_json::from_slice(v.value())?,
+            None => Totals::default(),
+        })
     }
 }

@@ -2,8 +2,11 @@
 //! built from skills-wasm/ once per run; every external service is a
 //! loopback server started by the test.
 
+mod fake_llm;
 mod support;
 
+mod agent;
+mod chat;
 mod cli;
 mod egress;
 mod grants;

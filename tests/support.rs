@@ -114,8 +114,14 @@ impl Env {
     }
 
     pub fn cli_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        self.cli_env(args, stdin, &[])
+    }
+
+    /// Run the binary with extra environment variables.
+    pub fn cli_env(&self, args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Output {
         use std::io::Write;
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasiclaw"))
+            .envs(envs.iter().copied())
             .arg("--state-dir")
             .arg(self.path())
             .args(args)
@@ -141,7 +147,12 @@ impl Env {
     }
 
     pub fn daemon(&self) -> Daemon {
+        self.daemon_env(&[])
+    }
+
+    pub fn daemon_env(&self, envs: &[(&str, &str)]) -> Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_wasiclaw"))
+            .envs(envs.iter().copied())
             .arg("--state-dir")
             .arg(self.path())
             .arg("run")
@@ -285,4 +296,9 @@ pub fn rebuilt(from: &Path, tag: &str) -> PathBuf {
     let out = std::env::temp_dir().join(format!("wasiclaw-{}-{tag}.wasm", std::process::id()));
     std::fs::write(&out, bytes).unwrap();
     out
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

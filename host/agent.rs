@@ -1,0 +1,406 @@
+//! The agent loop: a user message in, a reply out, with tool calls between.
+//!
+//! Invariants:
+//! - One turn at a time per session; the session (turns, summary, usage)
+//!   and today's usage are saved in one transaction at the end of a turn.
+//! - Bounded: tool rounds per turn, characters per tool result, tokens per
+//!   day. When the budget is spent the model is not called.
+//! - Context: tokens are estimated as characters / 4 (plus a small
+//!   per-message overhead). Near 3/4 of the window, older turns are
+//!   compacted into a model-written summary; the system prompt and the
+//!   latest user message are never dropped, and a tool call is never
+//!   separated from its result.
+//! - Model output is untrusted: unknown tools, malformed arguments and
+//!   empty replies become error results or a retry, never a crash.
+
+use crate::config::{AgentConfig, ProviderConfig, ProviderKind};
+use crate::knowledge;
+use crate::llm::{ChatRequest, Llm, LlmError, Message, ToolCall, ToolDef, Usage};
+use crate::runtime::Runtime;
+use crate::store::{Session, StoreError, Totals};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub const DEFAULT_PERSONA: &str = "\
+You are wasiclaw, the owner's personal assistant. You run on the owner's own hardware.
+Be brief and concrete. Use tools when they help; say plainly when a tool was denied and
+pass on the host's instructions for granting it. Never invent tool results.
+";
+
+const HELP: &str = "\
+/help                  this help
+/new                   start a fresh session (the old turns are forgotten)
+/tools                 the tools the model can call
+/usage                 tokens and cost of this session and today
+/tool SKILL.TOOL {json}  call a tool directly, without the model";
+
+/// Turns kept verbatim when older ones are compacted.
+const KEEP_RECENT: usize = 6;
+
+/// What happens during a turn, for live display.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Event {
+    /// A piece of the model's reply, as it streams.
+    Text { text: String },
+    ToolCall { name: String, arguments: String },
+    ToolResult { name: String, ok: bool, preview: String },
+    /// Something the host wants the user to know (compaction, retries).
+    Notice { text: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Emit<'a> = &'a (dyn Fn(Event) + Send + Sync);
+
+pub struct Agent {
+    pub rt: Arc<Runtime>,
+    llm: Option<Llm>,
+    /// Why there is no model, for the reply that says how to configure one.
+    no_model: String,
+    cfg: AgentConfig,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Providers from config, or a local Ollama if one answers.
+async fn providers(rt: &Runtime, extra: Option<ProviderConfig>) -> Result<Vec<ProviderConfig>, String> {
+    let mut list: Vec<ProviderConfig> = extra.into_iter().collect();
+    list.extend(rt.config.providers.iter().cloned());
+    if !list.is_empty() {
+        return Ok(list);
+    }
+    let base = rt.config.agent.ollama_url.trim_end_matches('/').to_string();
+    let probe = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build().expect("client");
+    let tags: serde_json::Value = match probe.get(format!("{base}/api/tags")).send().await {
+        Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
+        _ => {
+            return Err(format!(
+                "No model is configured and no Ollama answers at {base}. Add a provider to {}:\n\n\
+                 [[providers]]\nkind = \"openai\"            # or \"anthropic\"\nbase_url = \"https://api.openai.com/v1\"\n\
+                 model = \"gpt-4o-mini\"\napi_key_secret = \"OPENAI_API_KEY\"  # then: wasiclaw secrets set OPENAI_API_KEY\n\n\
+                 or start Ollama (`ollama serve`, `ollama pull llama3.2`). Tools still work: /tool SKILL.TOOL {{json}}",
+                rt.paths.config().display()
+            ));
+        }
+    };
+    let Some(model) = tags["models"].get(0).and_then(|m| m["name"].as_str()) else {
+        return Err(format!("Ollama at {base} has no models; run `ollama pull llama3.2`"));
+    };
+    tracing::info!("no provider configured; using Ollama at {base} with model {model}");
+    Ok(vec![ProviderConfig {
+        kind: ProviderKind::Openai,
+        base_url: format!("{base}/v1"),
+        model: model.to_string(),
+        api_key_secret: None,
+        price_input_per_mtok: 0.0,
+        price_output_per_mtok: 0.0,
+        timeout_s: 300,
+    }])
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}\n[truncated: {} more characters]", &s[..cut], s[cut..].chars().count()),
+        None => s.to_string(),
+    }
+}
+
+impl Agent {
+    /// `extra` is a provider given by flags or environment; it goes first.
+    pub async fn new(rt: Arc<Runtime>, extra: Option<ProviderConfig>) -> Self {
+        let cfg = rt.config.agent.clone();
+        let (llm, no_model) = match providers(&rt, extra).await {
+            Ok(list) => (Some(Llm::new(list, rt.secrets.clone(), cfg.retries)), String::new()),
+            Err(why) => {
+                tracing::warn!("{why}");
+                (None, why)
+            }
+        };
+        Agent { rt, llm, no_model, cfg, locks: Mutex::default() }
+    }
+
+    pub fn llm_mut(&mut self) -> Option<&mut Llm> {
+        self.llm.as_mut()
+    }
+
+    fn persona(&self) -> String {
+        let path = self.rt.paths.persona();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(_) => {
+                // First run: write the default so the owner can edit it.
+                let _ = std::fs::write(&path, DEFAULT_PERSONA);
+                DEFAULT_PERSONA.to_string()
+            }
+        }
+    }
+
+    /// Tools for the model: `SKILL__TOOL` for every loaded skill, plus host tools.
+    fn tools(&self) -> (Vec<ToolDef>, HashMap<String, (String, String)>) {
+        let mut defs = Vec::new();
+        let mut map = HashMap::new();
+        for entry in self.rt.registry.entries() {
+            let Ok(loaded) = &entry.loaded else { continue };
+            let m = &loaded.manifest;
+            for t in &m.tools {
+                let name = format!("{}__{}", m.name, t.name);
+                defs.push(ToolDef {
+                    name: name.clone(),
+                    description: format!("[{}] {}", m.name, t.description),
+                    parameters: t.parameters.clone(),
+                });
+                map.insert(name, (m.name.clone(), t.name.clone()));
+            }
+        }
+        if !knowledge::scan(&self.rt.paths.skills_dir()).is_empty() {
+            defs.push(ToolDef {
+                name: "read_skill".into(),
+                description: "Load the instructions of a knowledge skill listed in the system prompt.".into(),
+                parameters: serde_json::json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
+            });
+        }
+        (defs, map)
+    }
+
+    fn system_prompt(&self, session: &Session) -> String {
+        let mut system = self.persona();
+        system.push_str(&format!("\n\nCurrent time: {} (UTC).", jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M")));
+        let knowledge = knowledge::scan(&self.rt.paths.skills_dir());
+        if !knowledge.is_empty() {
+            system.push_str("\n\n## Knowledge skills\nLoad one with the read_skill tool before following it:\n");
+            for k in knowledge {
+                system.push_str(&format!("- {}: {}\n", k.name, k.description));
+            }
+        }
+        if let Some(summary) = &session.summary {
+            system.push_str("\n\n## Earlier in this conversation (summary)\n");
+            system.push_str(summary);
+        }
+        system
+    }
+
+    fn estimate(system: &str, messages: &[Message], tools: &[ToolDef]) -> usize {
+        let tools: usize = tools.iter().map(|t| t.name.len() + t.description.len() + t.parameters.to_string().len()).sum();
+        (system.len() + tools + messages.iter().map(|m| m.chars() + 16).sum::<usize>()) / 4
+    }
+
+    /// Handle one user message in session `key`; returns the reply text.
+    pub async fn turn(&self, key: &str, input: &str, emit: Emit<'_>) -> Result<String, AgentError> {
+        let lock = self.locks.lock().unwrap().entry(key.to_string()).or_default().clone();
+        let _guard = lock.lock().await;
+        let input = input.trim();
+        let db = &self.rt.db;
+        let mut session = db.session(key)?;
+        match input.split_whitespace().next().unwrap_or_default() {
+            "/help" => return Ok(HELP.into()),
+            "/new" => {
+                db.save_session(key, &Session::default(), &Totals::default())?;
+                return Ok("Started a fresh session.".into());
+            }
+            "/tools" => {
+                let (defs, _) = self.tools();
+                let lines: Vec<String> = defs.iter().map(|t| format!("{} — {}", t.name.replace("__", "."), t.description)).collect();
+                return Ok(if lines.is_empty() { "No tools: no skills are loaded.".into() } else { lines.join("\n") });
+            }
+            "/usage" => return Ok(self.usage_text(&session)?),
+            "/tool" => return Ok(self.direct_tool(input).await),
+            _ => {}
+        }
+        let Some(llm) = &self.llm else { return Ok(self.no_model.clone()) };
+        session.messages.push(Message::User { text: input.to_string() });
+        let mut spent = Totals::default();
+        // Only what the model said enters the conversation; host replies
+        // (budget spent, model unreachable) are shown but not replayed.
+        let reply = self.run(llm, &mut session, &mut spent, emit).await;
+        session.usage.add(&spent);
+        db.save_session(key, &session, &spent)?;
+        Ok(reply)
+    }
+
+    fn budget_left(&self, spent: &Totals) -> Result<bool, StoreError> {
+        let budget = self.cfg.daily_token_budget;
+        Ok(budget == 0 || self.rt.db.usage_today()?.tokens() + spent.tokens() < budget)
+    }
+
+    fn budget_spent(&self) -> String {
+        format!(
+            "Today's token budget ({} tokens) is spent, so I did not call the model. It resets at midnight UTC; \
+             raise [agent] daily_token_budget in {} to allow more. Tools still work: /tool SKILL.TOOL {{json}}",
+            self.cfg.daily_token_budget,
+            self.rt.paths.config().display()
+        )
+    }
+
+    /// The model/tool loop. Appends assistant and tool messages to the session.
+    async fn run(&self, llm: &Llm, session: &mut Session, spent: &mut Totals, emit: Emit<'_>) -> String {
+        let (tools, map) = self.tools();
+        let mut empty_retries = 0;
+        for _round in 0..self.cfg.max_tool_iterations.max(1) {
+            match self.budget_left(spent) {
+                Ok(true) => {}
+                Ok(false) => return self.budget_spent(),
+                Err(e) => return format!("cannot read the usage totals: {e}"),
+            }
+            if let Err(e) = self.compact(llm, session, &tools, spent, emit).await {
+                emit(Event::Notice { text: format!("could not compact the conversation: {e}") });
+            }
+            let system = self.system_prompt(session);
+            let req = ChatRequest { system: &system, messages: &session.messages, tools: &tools, max_tokens: self.cfg.max_output_tokens };
+            let mut on_text = |t: &str| emit(Event::Text { text: t.to_string() });
+            let (response, provider) = match llm.chat(&req, &mut on_text).await {
+                Ok(r) => r,
+                Err(e) => return self.unreachable(llm, e),
+            };
+            Self::account(spent, response.usage, provider.cost(response.usage));
+            if response.text.trim().is_empty() && response.tool_calls.is_empty() {
+                empty_retries += 1;
+                if empty_retries > 1 {
+                    return "(The model sent an empty reply twice; try rephrasing.)".into();
+                }
+                continue;
+            }
+            session.messages.push(Message::Assistant { text: response.text.clone(), tool_calls: response.tool_calls.clone() });
+            if response.tool_calls.is_empty() {
+                return response.text;
+            }
+            // Parallel tool calls: run together, answer each in order.
+            let results = futures_util::future::join_all(response.tool_calls.iter().map(|c| self.call(c, &map, emit))).await;
+            for (call, (content, is_error)) in response.tool_calls.iter().zip(results) {
+                session.messages.push(Message::Tool { call_id: call.id.clone(), name: call.name.clone(), content, is_error });
+            }
+        }
+        format!("(Stopped after {} rounds of tool calls without a final answer.)", self.cfg.max_tool_iterations)
+    }
+
+    fn account(spent: &mut Totals, usage: Usage, cost: f64) {
+        spent.add(&Totals { input: usage.input, output: usage.output, cost, calls: 1 });
+    }
+
+    fn unreachable(&self, llm: &Llm, e: LlmError) -> String {
+        let models: Vec<&str> = llm.providers.iter().map(|p| p.config.model.as_str()).collect();
+        format!("The model could not be reached ({e}); tried: {}. Tools still work: /tool SKILL.TOOL {{json}}", models.join(", "))
+    }
+
+    /// Run one tool call from the model; returns (content, is_error).
+    async fn call(&self, call: &ToolCall, map: &HashMap<String, (String, String)>, emit: Emit<'_>) -> (String, bool) {
+        emit(Event::ToolCall { name: call.name.replace("__", "."), arguments: call.arguments.clone() });
+        let (content, ok) = self.call_inner(call, map).await;
+        let content = truncate_chars(&content, self.cfg.tool_result_max_chars);
+        emit(Event::ToolResult { name: call.name.replace("__", "."), ok, preview: truncate_chars(&content, 200) });
+        (content, !ok)
+    }
+
+    async fn call_inner(&self, call: &ToolCall, map: &HashMap<String, (String, String)>) -> (String, bool) {
+        let args = if call.arguments.trim().is_empty() { "{}" } else { call.arguments.as_str() };
+        if !matches!(serde_json::from_str::<serde_json::Value>(args), Ok(serde_json::Value::Object(_))) {
+            return (format!("error: the arguments are not a JSON object: {args}\nCall the tool again with valid JSON."), false);
+        }
+        if call.name == "read_skill" {
+            let name = serde_json::from_str::<serde_json::Value>(args).ok().and_then(|v| v["name"].as_str().map(String::from));
+            return match name.and_then(|n| knowledge::instructions(&self.rt.paths.skills_dir(), &n)) {
+                Some(text) => (text, true),
+                None => ("error: no knowledge skill by that name".into(), false),
+            };
+        }
+        let Some((skill, tool)) = map.get(&call.name) else {
+            let mut names: Vec<&String> = map.keys().collect();
+            names.sort();
+            return (format!("error: there is no tool `{}`. Available tools: {names:?}", call.name), false);
+        };
+        match self.rt.call_tool(skill, tool, args).await {
+            Ok(out) if out.ok => (out.output, true),
+            Ok(out) => {
+                let mut text = format!("error ({}): {}", out.error_kind.unwrap_or_default(), out.output);
+                for d in out.denials {
+                    text.push_str(&format!("\nhost denied {d}"));
+                }
+                (text, false)
+            }
+            Err(e) => (format!("error: {e}"), false),
+        }
+    }
+
+    /// Summarise older turns when the context nears the window.
+    async fn compact(&self, llm: &Llm, session: &mut Session, tools: &[ToolDef], spent: &mut Totals, emit: Emit<'_>) -> Result<(), LlmError> {
+        let system = self.system_prompt(session);
+        if Self::estimate(&system, &session.messages, tools) <= self.cfg.context_window * 3 / 4
+            || session.messages.len() <= KEEP_RECENT
+        {
+            return Ok(());
+        }
+        // Cut at a user message so no tool call is split from its result.
+        let limit = session.messages.len() - KEEP_RECENT;
+        let Some(cut) = (1..=limit).rev().find(|&i| matches!(session.messages[i], Message::User { .. })) else {
+            return Ok(());
+        };
+        let mut transcript = String::new();
+        if let Some(old) = &session.summary {
+            transcript.push_str(&format!("Summary so far:\n{old}\n\n"));
+        }
+        for m in &session.messages[..cut] {
+            let line = match m {
+                Message::User { text } => format!("User: {text}"),
+                Message::Assistant { text, tool_calls } => {
+                    let calls: Vec<String> = tool_calls.iter().map(|c| format!("{}({})", c.name, c.arguments)).collect();
+                    format!("Assistant: {text} {}", calls.join(" "))
+                }
+                Message::Tool { name, content, .. } => format!("Tool {name}: {}", truncate_chars(content, 500)),
+            };
+            transcript.push_str(&line);
+            transcript.push('\n');
+        }
+        let messages = [Message::User { text: transcript }];
+        let req = ChatRequest {
+            system: "Summarize this conversation for your own later use: facts, decisions, open tasks. Be concise.",
+            messages: &messages,
+            tools: &[],
+            max_tokens: self.cfg.max_output_tokens,
+        };
+        let (response, provider) = llm.chat(&req, &mut |_| {}).await?;
+        Self::account(spent, response.usage, provider.cost(response.usage));
+        if response.text.trim().is_empty() {
+            return Err(LlmError::Protocol("empty summary".into()));
+        }
+        session.summary = Some(response.text);
+        session.messages.drain(..cut);
+        emit(Event::Notice { text: format!("(compacted {cut} older messages into a summary)") });
+        Ok(())
+    }
+
+    fn usage_text(&self, session: &Session) -> Result<String, StoreError> {
+        let today = self.rt.db.usage_today()?;
+        let budget = match self.cfg.daily_token_budget {
+            0 => "no daily budget".to_string(),
+            b => format!("daily budget {b} tokens, {} left", b.saturating_sub(today.tokens())),
+        };
+        Ok(format!(
+            "this session: {} tokens in, {} out, ${:.4}, {} model calls\ntoday: {} tokens in, {} out, ${:.4}; {budget}",
+            session.usage.input, session.usage.output, session.usage.cost, session.usage.calls, today.input, today.output, today.cost
+        ))
+    }
+
+    /// `/tool SKILL.TOOL {json}`: no model involved.
+    async fn direct_tool(&self, input: &str) -> String {
+        let rest = input.trim_start_matches("/tool").trim();
+        let (target, args) = rest.split_once(char::is_whitespace).unwrap_or((rest, "{}"));
+        let Some((skill, tool)) = target.split_once('.') else {
+            return "usage: /tool SKILL.TOOL {json}, e.g. /tool clock.now {\"tz\":\"Europe/Berlin\"}".into();
+        };
+        match self.rt.call_tool(skill, tool, args.trim()).await {
+            Ok(out) if out.ok => out.output,
+            Ok(out) => {
+                let mut text = format!("error ({}): {}", out.error_kind.unwrap_or_default(), out.output);
+                for d in out.denials {
+                    text.push_str(&format!("\nhost denied {d}"));
+                }
+                text
+            }
+            Err(e) => format!("error: {e}"),
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! LLM providers: one conversation model, two wire formats (OpenAI chat
+//! completions and Anthropic Messages), both streamed over SSE.
+//!
+//! Invariants: `Llm::chat` retries a provider on 429, 5xx and transport
+//! failures with exponential backoff, honouring `Retry-After`, then falls
+//! back to the next provider in the chain; any other error is final for
+//! that provider. Provider output is never trusted: a malformed stream is a
+//! `Protocol` error, and tool-call arguments stay raw text for the agent to
+//! validate.
+
+pub mod anthropic;
+pub mod openai;
+
+use crate::config::{ProviderConfig, ProviderKind};
+use crate::secrets::Secrets;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// One message of a conversation, provider-neutral.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "role", rename_all = "lowercase")]
+pub enum Message {
+    User {
+        text: String,
+    },
+    Assistant {
+        text: String,
+        #[serde(default)]
+        tool_calls: Vec<ToolCall>,
+    },
+    Tool {
+        call_id: String,
+        name: String,
+        content: String,
+        #[serde(default)]
+        is_error: bool,
+    },
+}
+
+impl Message {
+    /// Characters of content, for the token estimate.
+    pub fn chars(&self) -> usize {
+        match self {
+            Message::User { text } => text.len(),
+            Message::Assistant { text, tool_calls } => {
+                text.len() + tool_calls.iter().map(|c| c.name.len() + c.arguments.len()).sum::<usize>()
+            }
+            Message::Tool { content, .. } => content.len(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// The model's JSON text, unparsed: it may be malformed.
+    pub arguments: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct ToolDef {
+    pub name: String,
+    pub description: String,
+    pub parameters: serde_json::Value,
+}
+
+pub struct ChatRequest<'a> {
+    pub system: &'a str,
+    pub messages: &'a [Message],
+    pub tools: &'a [ToolDef],
+    pub max_tokens: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct ChatResponse {
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("HTTP {status}: {body}")]
+    Http { status: u16, body: String, retry_after: Option<Duration> },
+    #[error("{0}")]
+    Transport(String),
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    #[error("unexpected reply: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl LlmError {
+    fn retryable(&self) -> bool {
+        match self {
+            LlmError::Http { status, .. } => *status == 429 || *status >= 500,
+            LlmError::Transport(_) | LlmError::Overloaded(_) => true,
+            _ => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LlmError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl From<reqwest::Error> for LlmError {
+    fn from(e: reqwest::Error) -> Self {
+        LlmError::Transport(if e.is_timeout() { format!("timed out: {e}") } else { e.to_string() })
+    }
+}
+
+/// A configured provider with its prices.
+pub struct Provider {
+    pub config: ProviderConfig,
+}
+
+impl Provider {
+    /// Stream one reply; `on_text` gets each text delta as it arrives.
+    async fn chat(
+        &self,
+        client: &reqwest::Client,
+        secrets: &Secrets,
+        req: &ChatRequest<'_>,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<ChatResponse, LlmError> {
+        let key = match &self.config.api_key_secret {
+            Some(name) => Some(
+                secrets
+                    .get(name)
+                    .map_err(|e| LlmError::Config(e.to_string()))?
+                    .ok_or_else(|| LlmError::Config(format!("secret {name} is not set; run `wasiclaw secrets set {name}`")))?,
+            ),
+            None => None,
+        };
+        let timeout = Duration::from_secs(self.config.timeout_s);
+        let response = match self.config.kind {
+            ProviderKind::Openai => openai::send(client, &self.config, key.as_deref(), req).await?,
+            ProviderKind::Anthropic => anthropic::send(client, &self.config, key.as_deref(), req).await?,
+        };
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = response.text().await.unwrap_or_default();
+            return Err(LlmError::Http { status: status.as_u16(), body: crate::text::truncate(&body, 500), retry_after });
+        }
+        let mut events = Sse::new(response, timeout);
+        match self.config.kind {
+            ProviderKind::Openai => openai::read(&mut events, on_text).await,
+            ProviderKind::Anthropic => anthropic::read(&mut events, on_text).await,
+        }
+    }
+
+    pub fn cost(&self, usage: Usage) -> f64 {
+        (usage.input as f64 * self.config.price_input_per_mtok + usage.output as f64 * self.config.price_output_per_mtok)
+            / 1e6
+    }
+}
+
+/// The provider chain with retries and fallback.
+pub struct Llm {
+    client: reqwest::Client,
+    secrets: Secrets,
+    pub providers: Vec<Provider>,
+    retries: u32,
+    /// First backoff; doubles per attempt.
+    pub backoff: Duration,
+}
+
+/// Longest wait honoured from `Retry-After`.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+impl Llm {
+    pub fn new(providers: Vec<ProviderConfig>, secrets: Secrets, retries: u32) -> Self {
+        let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build().expect("TLS backend");
+        Llm {
+            client,
+            secrets,
+            providers: providers.into_iter().map(|config| Provider { config }).collect(),
+            retries,
+            backoff: Duration::from_millis(500),
+        }
+    }
+
+    /// One model reply through the chain; returns it with the provider used.
+    pub async fn chat(
+        &self,
+        req: &ChatRequest<'_>,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<(ChatResponse, &Provider), LlmError> {
+        let mut last = LlmError::Config("no model provider is configured".into());
+        for provider in &self.providers {
+            for attempt in 0..=self.retries {
+                match provider.chat(&self.client, &self.secrets, req, on_text).await {
+                    Ok(response) => return Ok((response, provider)),
+                    Err(e) if e.retryable() && attempt < self.retries => {
+                        let wait = e.retry_after().map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or(self.backoff * 2u32.pow(attempt));
+                        tracing::warn!(model = %provider.config.model, "attempt {} failed ({e}); retrying in {wait:?}", attempt + 1);
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(model = %provider.config.model, "provider failed: {e}");
+                        last = e;
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Server-sent events from a streaming response, with a per-chunk timeout.
+pub struct Sse {
+    response: reqwest::Response,
+    /// Raw bytes, `\r` removed; events end at a blank line, so a block is
+    /// never cut inside a UTF-8 character.
+    buf: Vec<u8>,
+    timeout: Duration,
+}
+
+/// One SSE event: its `event:` name (if any) and joined `data:` lines.
+pub struct Event {
+    pub name: Option<String>,
+    pub data: String,
+}
+
+impl Sse {
+    fn new(response: reqwest::Response, timeout: Duration) -> Self {
+        Sse { response, buf: Vec::new(), timeout }
+    }
+
+    /// The next event, or None at the end of the stream.
+    pub async fn next(&mut self) -> Result<Option<Event>, LlmError> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let raw: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let block = String::from_utf8_lossy(&raw);
+                let mut event = Event { name: None, data: String::new() };
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event.name = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        if !event.data.is_empty() {
+                            event.data.push('\n');
+                        }
+                        event.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if event.name.is_some() || !event.data.is_empty() {
+                    return Ok(Some(event));
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(self.timeout, self.response.chunk())
+                .await
+                .map_err(|_| LlmError::Transport(format!("no data for {:?}", self.timeout)))??;
+            match chunk {
+                Some(bytes) => self.buf.extend(bytes.iter().filter(|b| **b != b'\r')),
+                None if self.buf.iter().all(u8::is_ascii_whitespace) => return Ok(None),
+                // A last event without its blank line.
+                None => self.buf.extend_from_slice(b"\n\n"),
+            }
+        }
+    }
+}
+
+/// Parse an SSE data payload as JSON, naming the provider's bad output.
+pub fn json(data: &str) -> Result<serde_json::Value, LlmError> {
+    serde_json::from_str(data)
+        .map_err(|e| LlmError::Protocol(format!("not JSON ({e}): {}", crate::text::truncate(data, 200))))
+}

@@ -1,0 +1,205 @@
+//! The agent loop against scripted fake providers: tool use, parallel
+//! calls, denials, retries, fallback, malformed output, compaction, the
+//! budget stop and sessions that survive a restart.
+
+use crate::fake_llm::{FakeLlm, Reply, SUMMARY};
+use crate::support::{Env, Server};
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasiclaw::agent::{Agent, Event};
+
+fn provider(kind: &str, base: &str) -> String {
+    let url = if kind == "openai" { format!("{base}/v1") } else { base.to_string() };
+    format!("[[providers]]\nkind = \"{kind}\"\nbase_url = \"{url}\"\nmodel = \"fake-{kind}\"\n\n")
+}
+
+async fn agent(env: &Env, config: &str) -> Agent {
+    env.config(config);
+    let rt = Arc::new(env.runtime().await);
+    let mut agent = Agent::new(rt, None).await;
+    if let Some(llm) = agent.llm_mut() {
+        llm.backoff = Duration::from_millis(20);
+    }
+    agent
+}
+
+/// Run one turn, collecting its events.
+async fn turn(agent: &Agent, session: &str, text: &str) -> (String, Vec<Event>) {
+    let events = Mutex::new(Vec::new());
+    let reply = agent.turn(session, text, &|e| events.lock().unwrap().push(e)).await.unwrap();
+    (reply, events.into_inner().unwrap())
+}
+
+/// The text of every message a request carried, whatever the wire format.
+fn texts(request: &Value) -> String {
+    request["messages"].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multi_step_tool_use() {
+    let llm = FakeLlm::start(vec![
+        Reply::Tools(vec![("notes__add", r#"{"text":"buy oat milk"}"#)]),
+        Reply::Tools(vec![("notes__list", "{}")]),
+        Reply::Text("You have one note: buy oat milk."),
+    ])
+    .await;
+    let env = Env::new();
+    env.install("notes");
+    let agent = agent(&env, &provider("openai", &llm.base)).await;
+    agent.rt.change_grant("notes", &wasiclaw::grants::GrantChange { all: true, ..Default::default() }, false).unwrap();
+    let (reply, events) = turn(&agent, "t:1", "remember to buy oat milk").await;
+    assert_eq!(reply, "You have one note: buy oat milk.");
+    let requests = llm.requests();
+    assert_eq!(requests.len(), 3);
+    let tools: Vec<&str> = requests[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    assert!(tools.contains(&"notes__add") && tools.contains(&"notes__list"), "{tools:?}");
+    assert!(texts(&requests[1]).contains(r#"{\"id\":1}"#), "the add result reached the model: {}", texts(&requests[1]));
+    assert!(texts(&requests[2]).contains("buy oat milk"));
+    assert!(events.contains(&Event::ToolCall { name: "notes.add".into(), arguments: r#"{"text":"buy oat milk"}"#.into() }));
+    let streamed: String = events.iter().filter_map(|e| if let Event::Text { text } = e { Some(text.as_str()) } else { None }).collect();
+    assert_eq!(streamed, reply, "the reply streamed in pieces");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_tool_calls_each_get_their_result() {
+    let llm = FakeLlm::start(vec![
+        Reply::Tools(vec![("clock__now", r#"{"tz":"Asia/Tokyo"}"#), ("clock__now", r#"{"tz":"Asia/Kolkata"}"#)]),
+        Reply::Text("Tokyo and Kolkata, done."),
+    ])
+    .await;
+    let env = Env::new();
+    env.install("clock");
+    let agent = agent(&env, &provider("anthropic", &llm.base)).await;
+    let (reply, _) = turn(&agent, "t:1", "time in Tokyo and Kolkata?").await;
+    assert_eq!(reply, "Tokyo and Kolkata, done.");
+    let second = &llm.requests()[1];
+    let last = second["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["role"], "user");
+    let results = last["content"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "{last}");
+    assert_eq!(results[0]["tool_use_id"], "toolu_0");
+    assert!(results[0]["content"].as_str().unwrap().contains("+09:00"));
+    assert_eq!(results[1]["tool_use_id"], "toolu_1");
+    assert!(results[1]["content"].as_str().unwrap().contains("+05:30"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denial_reaches_the_model_as_text() {
+    let server = Server::start().await;
+    let llm = FakeLlm::start(vec![
+        Reply::Tools(vec![("web-fetch__fetch", r#"{"url":"http://127.0.0.1:1/secret"}"#)]),
+        Reply::Text("I may not fetch that."),
+    ])
+    .await;
+    let env = Env::new();
+    env.install("web-fetch");
+    let agent = agent(&env, &provider("openai", &llm.base)).await;
+    crate::egress::grant(&agent.rt, "web-fetch", &[&format!("{}/", server.base)], &[]);
+    let (reply, events) = turn(&agent, "t:1", "fetch it").await;
+    assert_eq!(reply, "I may not fetch that.");
+    let tool_msg = llm.requests()[1]["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(tool_msg["role"], "tool");
+    let content = tool_msg["content"].as_str().unwrap();
+    assert!(content.contains("error (denied)") && content.contains("wasiclaw skills grant web-fetch --http http://127.0.0.1:1/"), "{content}");
+    assert!(events.iter().any(|e| matches!(e, Event::ToolResult { ok: false, .. })));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_on_429_and_500_honouring_retry_after() {
+    let llm = FakeLlm::start(vec![Reply::Status(429, Some(1)), Reply::Status(500, None), Reply::Text("third time lucky")]).await;
+    let env = Env::new();
+    let agent = agent(&env, &provider("openai", &llm.base)).await;
+    let (reply, _) = turn(&agent, "t:1", "hi").await;
+    assert_eq!(reply, "third time lucky");
+    let times = llm.times();
+    assert_eq!(times.len(), 3);
+    assert!(times[1] - times[0] >= Duration::from_millis(950), "Retry-After: 1 was not honoured");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn falls_back_to_the_second_provider() {
+    let broken = FakeLlm::start(vec![Reply::Status(503, None), Reply::Status(503, None)]).await;
+    let good = FakeLlm::start(vec![Reply::Text("from the fallback")]).await;
+    let env = Env::new();
+    let config = format!("[agent]\nretries = 1\n\n{}{}", provider("openai", &broken.base), provider("anthropic", &good.base));
+    let agent = agent(&env, &config).await;
+    let (reply, _) = turn(&agent, "t:1", "hi").await;
+    assert_eq!(reply, "from the fallback");
+    assert_eq!(broken.requests().len(), 2, "one try and one retry before falling back");
+    assert_eq!(good.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_model_output_never_crashes_the_loop() {
+    let llm = FakeLlm::start(vec![
+        Reply::Empty,
+        Reply::Tools(vec![("clock__now", "{not json"), ("nope__x", "{}")]),
+        Reply::Text("recovered"),
+    ])
+    .await;
+    let env = Env::new();
+    env.install("clock");
+    let agent = agent(&env, &provider("openai", &llm.base)).await;
+    let (reply, _) = turn(&agent, "t:1", "hi").await;
+    assert_eq!(reply, "recovered");
+    let requests = llm.requests();
+    assert_eq!(requests.len(), 3, "the empty reply was retried");
+    let msgs = texts(&requests[2]);
+    assert!(msgs.contains("not a JSON object"), "{msgs}");
+    assert!(msgs.contains("there is no tool `nope__x`"), "{msgs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_sessions_are_compacted_keeping_the_latest_message() {
+    let llm = FakeLlm::start((0..12).map(|_| Reply::Text("noted")).collect()).await;
+    let env = Env::new();
+    let agent = agent(&env, &format!("[agent]\ncontext_window = 400\n\n{}", provider("openai", &llm.base))).await;
+    for i in 0..8 {
+        turn(&agent, "t:1", &format!("fact number {i}: {}", "lorem ipsum ".repeat(20))).await;
+    }
+    let (reply, events) = turn(&agent, "t:1", "the latest question").await;
+    assert_eq!(reply, "noted");
+    assert!(llm.requests().len() > llm.chat_requests().len(), "no summarisation request was made");
+    let last = llm.chat_requests().pop().unwrap();
+    let system = last["messages"][0]["content"].as_str().unwrap();
+    assert!(system.starts_with("You are wasiclaw") && system.contains(SUMMARY), "{system}");
+    let sent = texts(&last);
+    assert!(sent.contains("the latest question"));
+    assert!(!sent.contains("fact number 0"), "old turns were not compacted away");
+    let _ = events;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daily_budget_stops_model_calls() {
+    let llm = FakeLlm::start(vec![Reply::Text("one"), Reply::Text("two")]).await;
+    llm.set_usage(40, 20);
+    let env = Env::new();
+    let agent = agent(&env, &format!("[agent]\ndaily_token_budget = 50\n\n{}", provider("openai", &llm.base))).await;
+    assert_eq!(turn(&agent, "t:1", "hi").await.0, "one");
+    let (reply, _) = turn(&agent, "t:1", "again").await;
+    assert!(reply.contains("token budget (50 tokens) is spent"), "{reply}");
+    assert_eq!(llm.requests().len(), 1, "the model was called after the budget was spent");
+    let (usage, _) = turn(&agent, "t:1", "/usage").await;
+    assert!(usage.contains("this session: 40 tokens in, 20 out") && usage.contains("0 left"), "{usage}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_model_tools_still_work() {
+    let env = Env::new();
+    env.install("clock");
+    let agent = agent(&env, "[agent]\nollama_url = \"http://127.0.0.1:1\"").await;
+    let (reply, _) = turn(&agent, "t:1", "hello?").await;
+    assert!(reply.contains("No model is configured") && reply.contains("[[providers]]"), "{reply}");
+    let (now, _) = turn(&agent, "t:1", r#"/tool clock.now {"tz":"Asia/Tokyo"}"#).await;
+    assert!(now.contains("+09:00"), "{now}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_ollama_is_used_when_nothing_is_configured() {
+    let llm = FakeLlm::start(vec![Reply::Text("hello from ollama")]).await;
+    let env = Env::new();
+    let agent = agent(&env, &format!("[agent]\nollama_url = \"{}\"", llm.base)).await;
+    assert_eq!(turn(&agent, "t:1", "hi").await.0, "hello from ollama");
+    assert_eq!(llm.requests()[0]["model"], "fake-llama:latest");
+}

@@ -1,0 +1,213 @@
+//! Talking to the agent as a user does: the terminal chat, the gateway's
+//! streaming API and its guards, and the web page in a real browser.
+
+use crate::fake_llm::{FakeLlm, Reply};
+use crate::support::{Env, free_port, stderr, stdout};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::Duration;
+
+fn model_env(llm: &FakeLlm) -> Vec<(&'static str, String)> {
+    vec![("WASICLAW_BASE_URL", format!("{}/v1", llm.base)), ("WASICLAW_MODEL", "fake".into())]
+}
+
+fn chat(env: &Env, llm: &FakeLlm, input: &str) -> std::process::Output {
+    let vars = model_env(llm);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.cli_env(&["chat"], input, &vars)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn terminal_chat_streams_shows_tools_and_resumes_after_a_restart() {
+    let llm = FakeLlm::start(vec![
+        Reply::Tools(vec![("clock__now", r#"{"tz":"Europe/Berlin"}"#)]),
+        Reply::Text("Nice to meet you, Ada."),
+        Reply::Text("Your name is Ada."),
+    ])
+    .await;
+    let env = Env::new();
+    env.install("clock");
+    let first = tokio::task::block_in_place(|| chat(&env, &llm, "my name is Ada\n/usage\n"));
+    let out = stdout(&first);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(out.contains(r#"⚙ clock.now {"tz":"Europe/Berlin"}"#), "{out}");
+    assert!(out.contains("↳ clock.now ok"), "{out}");
+    assert!(out.contains("Nice to meet you, Ada."), "{out}");
+    assert!(out.contains("this session: 80 tokens in, 20 out"), "/usage counts both model calls: {out}");
+
+    // A new process: the session continues from redb.
+    let second = tokio::task::block_in_place(|| chat(&env, &llm, "what is my name?\n"));
+    assert!(stdout(&second).contains("Your name is Ada."), "{}", stdout(&second));
+    let last = llm.requests().pop().unwrap();
+    let sent = last["messages"].to_string();
+    assert!(sent.contains("my name is Ada") && sent.contains("Nice to meet you, Ada."), "{sent}");
+
+    let usage: Vec<(String, Value)> = serde_json::from_str(&env.ok(&["usage", "--json"])).unwrap();
+    assert_eq!(usage[0].1["calls"], 3);
+    assert!(env.ok(&["usage"]).contains("120"), "input tokens of three calls");
+}
+
+fn gateway_config(port: u16, llm: &FakeLlm) -> String {
+    format!(
+        "[gateway]\nbind = \"127.0.0.1:{port}\"\n\n[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n",
+        llm.base
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_streams_replies_and_refuses_other_origins() {
+    let llm = FakeLlm::start(vec![Reply::Text("Hello over HTTP, streamed."), Reply::Text("and via the socket")]).await;
+    let env = Env::new();
+    let port = free_port();
+    env.config(&gateway_config(port, &llm));
+    let _daemon = tokio::task::block_in_place(|| env.daemon());
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let page = client.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("<title>wasiclaw</title>"));
+    let resp = client.post(format!("{url}/api/chat")).json(&json!({"session": "s1", "text": "hi"})).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let body = resp.text().await.unwrap();
+    assert_eq!(body.matches("event: text").count(), 2, "{body}");
+    assert!(body.contains("event: done") && body.contains("Hello over HTTP, streamed."), "{body}");
+    let evil = client
+        .post(format!("{url}/api/chat"))
+        .header("origin", "http://evil.example")
+        .json(&json!({"session": "s1", "text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(evil.status(), 403);
+    // The terminal chat goes through the same daemon.
+    let out = tokio::task::block_in_place(|| env.cli_stdin(&["chat"], "hello\n"));
+    assert!(stdout(&out).contains("and via the socket"), "{}{}", stdout(&out), stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_public_gateway_requires_a_token() {
+    let llm = FakeLlm::start(vec![Reply::Text("authorized")]).await;
+    let env = Env::new();
+    let port = free_port();
+    env.config(&gateway_config(port, &llm).replace("127.0.0.1", "0.0.0.0"));
+    let refused = tokio::task::block_in_place(|| env.cli(&["run"]));
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("without an auth token"), "{}", stderr(&refused));
+
+    let config = gateway_config(port, &llm).replace("127.0.0.1", "0.0.0.0").replace("[gateway]\n", "[gateway]\ntoken_secret = \"GATEWAY_TOKEN\"\n");
+    env.config(&config);
+    env.cli_stdin(&["secrets", "set", "GATEWAY_TOKEN"], "t0ken");
+    let _daemon = tokio::task::block_in_place(|| env.daemon());
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
+    assert_eq!(client.get(format!("{url}/?token=wrong")).send().await.unwrap().status(), 401);
+    assert_eq!(client.get(format!("{url}/?token=t0ken")).send().await.unwrap().status(), 200);
+    let chat = client.post(format!("{url}/api/chat")).bearer_auth("t0ken").json(&json!({"session": "a", "text": "hi"}));
+    assert!(chat.send().await.unwrap().text().await.unwrap().contains("authorized"));
+}
+
+/// A minimal WebDriver client for chromedriver.
+struct Browser {
+    url: String,
+    session: String,
+    driver: std::process::Child,
+    client: reqwest::Client,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let port = free_port();
+        let driver = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver is missing: apt-get install chromium chromium-driver (.ci/run does this)");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if client.get(format!("{url}/status")).send().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().unwrap().keep();
+        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     format!("--user-data-dir={}", profile.display())]
+        }}}});
+        let mut b = Browser { url, session: String::new(), driver, client };
+        let created = b.call(reqwest::Method::POST, "/session", caps).await;
+        b.session = created["sessionId"].as_str().unwrap_or_else(|| panic!("no browser session: {created}")).to_string();
+        b
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let path = if self.session.is_empty() { path.to_string() } else { format!("/session/{}{path}", self.session) };
+        let resp = self.client.request(method, format!("{}{path}", self.url)).json(&body).send().await.unwrap();
+        resp.json::<Value>().await.unwrap()["value"].clone()
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let v = self.call(reqwest::Method::POST, "/element", json!({"using": "css selector", "value": css})).await;
+        v["element-6066-11e4-a52e-4f735466cecf"].as_str().unwrap_or_else(|| panic!("no {css}: {v}")).to_string()
+    }
+
+    async fn script(&self, js: &str) -> Value {
+        self.call(reqwest::Method::POST, "/execute/sync", json!({"script": js, "args": []})).await
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_web_chat_streams_a_reply_in_a_real_browser() {
+    let llm = FakeLlm::start(vec![Reply::Text("Streaming into the page works.")]).await;
+    let env = Env::new();
+    let port = free_port();
+    env.config(&gateway_config(port, &llm));
+    let _daemon = tokio::task::block_in_place(|| env.daemon());
+    let browser = Browser::start().await;
+    browser.call(reqwest::Method::POST, "/url", json!({"url": format!("http://127.0.0.1:{port}/")})).await;
+    let input = browser.element("#input").await;
+    browser.call(reqwest::Method::POST, &format!("/element/{input}/value"), json!({"text": "hello there"})).await;
+    let send = browser.element("#send").await;
+    browser.call(reqwest::Method::POST, &format!("/element/{send}/click"), json!({})).await;
+    let mut reply = Value::Null;
+    for _ in 0..100 {
+        reply = browser.script("const b = document.querySelector('.bot[data-done]'); return b && b.textContent;").await;
+        if !reply.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(reply, "Streaming into the page works.");
+    let user = browser.script("return document.querySelector('.user').textContent;").await;
+    assert_eq!(user, "hello there");
+    let shot = browser.call(reqwest::Method::GET, "/screenshot", Value::Null).await;
+    if let Some(png) = shot.as_str() {
+        let _ = std::fs::write(env.path().join("../web-chat.png"), base64_decode(png));
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let table = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()).map(table).collect();
+    bytes.chunks(4).flat_map(|c| {
+        let n = c.iter().enumerate().fold(0u32, |acc, (i, v)| acc | (*v as u32) << (18 - 6 * i));
+        (0..c.len().saturating_sub(1)).map(move |i| (n >> (16 - 8 * i)) as u8)
+    }).collect()
+}
