@@ -203,3 +203,47 @@ async fn a_local_ollama_is_used_when_nothing_is_configured() {
     assert_eq!(turn(&agent, "t:1", "hi").await.0, "hello from ollama");
     assert_eq!(llm.requests()[0]["model"], "fake-llama:latest");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn knowledge_skills_load_on_demand_and_the_persona_is_the_owners() {
+    let llm = FakeLlm::start(vec![
+        Reply::Tools(vec![("read_skill", r#"{"name":"packing"}"#)]),
+        Reply::Tools(vec![("clock__now", "{}")]),
+        Reply::Text("Pack light."),
+    ])
+    .await;
+    let env = Env::new();
+    env.install("clock");
+    std::fs::create_dir_all(env.skills().join("packing")).unwrap();
+    std::fs::write(
+        env.skills().join("packing/SKILL.md"),
+        "---\nname: packing\ndescription: How to pack for a trip\n---\nSTEP ONE: roll clothes, never fold.\n",
+    )
+    .unwrap();
+    std::fs::write(env.path().join("persona.md"), "You are Claw, terse and kind.").unwrap();
+    let agent = agent(&env, &format!("[agent]\ntool_result_max_chars = 12\n\n{}", provider("openai", &llm.base))).await;
+    let (reply, _) = turn(&agent, "t:1", "help me pack").await;
+    assert_eq!(reply, "Pack light.");
+    let requests = llm.requests();
+    let system = requests[0]["messages"][0]["content"].as_str().unwrap();
+    assert!(system.starts_with("You are Claw, terse and kind."), "{system}");
+    assert!(system.contains("- packing: How to pack for a trip"), "{system}");
+    assert!(!system.contains("STEP ONE"), "instructions load only on demand");
+    let tools = requests[0]["tools"].to_string();
+    assert!(tools.contains("read_skill"));
+    // Tool results are capped (12 characters here) with a visible marker.
+    let loaded = texts(&requests[1]);
+    assert!(loaded.contains("STEP ONE: ro") && loaded.contains("[truncated:"), "{loaded}");
+    assert!(!loaded.contains("never fold"), "{loaded}");
+
+    // /tools lists them; /new starts over.
+    let (tools, _) = turn(&agent, "t:1", "/tools").await;
+    assert!(tools.contains("clock.now") && tools.contains("read_skill"), "{tools}");
+    assert!(turn(&agent, "t:1", "/new").await.0.contains("fresh session"));
+    let (help, _) = turn(&agent, "t:1", "/help").await;
+    assert!(help.contains("/usage"));
+    llm.set_usage(1, 1);
+    turn(&agent, "t:1", "after new").await;
+    let last = texts(&llm.requests().pop().unwrap());
+    assert!(last.contains("after new") && !last.contains("help me pack"), "{last}");
+}

@@ -191,23 +191,4 @@ async fn the_web_chat_streams_a_reply_in_a_real_browser() {
     assert_eq!(reply, "Streaming into the page works.");
     let user = browser.script("return document.querySelector('.user').textContent;").await;
     assert_eq!(user, "hello there");
-    let shot = browser.call(reqwest::Method::GET, "/screenshot", Value::Null).await;
-    if let Some(png) = shot.as_str() {
-        let _ = std::fs::write(env.path().join("../web-chat.png"), base64_decode(png));
-    }
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    let table = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()).map(table).collect();
-    bytes.chunks(4).flat_map(|c| {
-        let n = c.iter().enumerate().fold(0u32, |acc, (i, v)| acc | (*v as u32) << (18 - 6 * i));
-        (0..c.len().saturating_sub(1)).map(move |i| (n >> (16 - 8 * i)) as u8)
-    }).collect()
 }
