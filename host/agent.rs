@@ -43,11 +43,22 @@ const KEEP_RECENT: usize = 6;
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Event {
     /// A piece of the model's reply, as it streams.
-    Text { text: String },
-    ToolCall { name: String, arguments: String },
-    ToolResult { name: String, ok: bool, preview: String },
+    Text {
+        text: String,
+    },
+    ToolCall {
+        name: String,
+        arguments: String,
+    },
+    ToolResult {
+        name: String,
+        ok: bool,
+        preview: String,
+    },
     /// Something the host wants the user to know (compaction, retries).
-    Notice { text: String },
+    Notice {
+        text: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +196,8 @@ impl Agent {
     }
 
     fn estimate(system: &str, messages: &[Message], tools: &[ToolDef]) -> usize {
-        let tools: usize = tools.iter().map(|t| t.name.len() + t.description.len() + t.parameters.to_string().len()).sum();
+        let tools: usize =
+            tools.iter().map(|t| t.name.len() + t.description.len() + t.parameters.to_string().len()).sum();
         (system.len() + tools + messages.iter().map(|m| m.chars() + 16).sum::<usize>()) / 4
     }
 
@@ -204,7 +216,8 @@ impl Agent {
             }
             "/tools" => {
                 let (defs, _) = self.tools();
-                let lines: Vec<String> = defs.iter().map(|t| format!("{} — {}", t.name.replace("__", "."), t.description)).collect();
+                let lines: Vec<String> =
+                    defs.iter().map(|t| format!("{} — {}", t.name.replace("__", "."), t.description)).collect();
                 return Ok(if lines.is_empty() { "No tools: no skills are loaded.".into() } else { lines.join("\n") });
             }
             "/usage" => return Ok(self.usage_text(&session)?),
@@ -250,7 +263,12 @@ impl Agent {
                 emit(Event::Notice { text: format!("could not compact the conversation: {e}") });
             }
             let system = self.system_prompt(session);
-            let req = ChatRequest { system: &system, messages: &session.messages, tools: &tools, max_tokens: self.cfg.max_output_tokens };
+            let req = ChatRequest {
+                system: &system,
+                messages: &session.messages,
+                tools: &tools,
+                max_tokens: self.cfg.max_output_tokens,
+            };
             let mut on_text = |t: &str| emit(Event::Text { text: t.to_string() });
             let (response, provider) = match llm.chat(&req, &mut on_text).await {
                 Ok(r) => r,
@@ -264,14 +282,22 @@ impl Agent {
                 }
                 continue;
             }
-            session.messages.push(Message::Assistant { text: response.text.clone(), tool_calls: response.tool_calls.clone() });
+            session
+                .messages
+                .push(Message::Assistant { text: response.text.clone(), tool_calls: response.tool_calls.clone() });
             if response.tool_calls.is_empty() {
                 return response.text;
             }
             // Parallel tool calls: run together, answer each in order.
-            let results = futures_util::future::join_all(response.tool_calls.iter().map(|c| self.call(c, &map, emit))).await;
+            let results =
+                futures_util::future::join_all(response.tool_calls.iter().map(|c| self.call(c, &map, emit))).await;
             for (call, (content, is_error)) in response.tool_calls.iter().zip(results) {
-                session.messages.push(Message::Tool { call_id: call.id.clone(), name: call.name.clone(), content, is_error });
+                session.messages.push(Message::Tool {
+                    call_id: call.id.clone(),
+                    name: call.name.clone(),
+                    content,
+                    is_error,
+                });
             }
         }
         format!("(Stopped after {} rounds of tool calls without a final answer.)", self.cfg.max_tool_iterations)
@@ -283,7 +309,10 @@ impl Agent {
 
     fn unreachable(&self, llm: &Llm, e: LlmError) -> String {
         let models: Vec<&str> = llm.providers.iter().map(|p| p.config.model.as_str()).collect();
-        format!("The model could not be reached ({e}); tried: {}. Tools still work: /tool SKILL.TOOL {{json}}", models.join(", "))
+        format!(
+            "The model could not be reached ({e}); tried: {}. Tools still work: /tool SKILL.TOOL {{json}}",
+            models.join(", ")
+        )
     }
 
     /// Run one tool call from the model; returns (content, is_error).
@@ -298,10 +327,14 @@ impl Agent {
     async fn call_inner(&self, call: &ToolCall, map: &HashMap<String, (String, String)>) -> (String, bool) {
         let args = if call.arguments.trim().is_empty() { "{}" } else { call.arguments.as_str() };
         if !matches!(serde_json::from_str::<serde_json::Value>(args), Ok(serde_json::Value::Object(_))) {
-            return (format!("error: the arguments are not a JSON object: {args}\nCall the tool again with valid JSON."), false);
+            return (
+                format!("error: the arguments are not a JSON object: {args}\nCall the tool again with valid JSON."),
+                false,
+            );
         }
         if call.name == "read_skill" {
-            let name = serde_json::from_str::<serde_json::Value>(args).ok().and_then(|v| v["name"].as_str().map(String::from));
+            let name =
+                serde_json::from_str::<serde_json::Value>(args).ok().and_then(|v| v["name"].as_str().map(String::from));
             return match name.and_then(|n| knowledge::instructions(&self.rt.paths.skills_dir(), &n)) {
                 Some(text) => (text, true),
                 None => ("error: no knowledge skill by that name".into(), false),
@@ -326,7 +359,14 @@ impl Agent {
     }
 
     /// Summarise older turns when the context nears the window.
-    async fn compact(&self, llm: &Llm, session: &mut Session, tools: &[ToolDef], spent: &mut Totals, emit: Emit<'_>) -> Result<(), LlmError> {
+    async fn compact(
+        &self,
+        llm: &Llm,
+        session: &mut Session,
+        tools: &[ToolDef],
+        spent: &mut Totals,
+        emit: Emit<'_>,
+    ) -> Result<(), LlmError> {
         let system = self.system_prompt(session);
         if Self::estimate(&system, &session.messages, tools) <= self.cfg.context_window * 3 / 4
             || session.messages.len() <= KEEP_RECENT
@@ -346,7 +386,8 @@ impl Agent {
             let line = match m {
                 Message::User { text } => format!("User: {text}"),
                 Message::Assistant { text, tool_calls } => {
-                    let calls: Vec<String> = tool_calls.iter().map(|c| format!("{}({})", c.name, c.arguments)).collect();
+                    let calls: Vec<String> =
+                        tool_calls.iter().map(|c| format!("{}({})", c.name, c.arguments)).collect();
                     format!("Assistant: {text} {}", calls.join(" "))
                 }
                 Message::Tool { name, content, .. } => format!("Tool {name}: {}", truncate_chars(content, 500)),
@@ -380,7 +421,13 @@ impl Agent {
         };
         Ok(format!(
             "this session: {} tokens in, {} out, ${:.4}, {} model calls\ntoday: {} tokens in, {} out, ${:.4}; {budget}",
-            session.usage.input, session.usage.output, session.usage.cost, session.usage.calls, today.input, today.output, today.cost
+            session.usage.input,
+            session.usage.output,
+            session.usage.cost,
+            session.usage.calls,
+            today.input,
+            today.output,
+            today.cost
         ))
     }
 

@@ -19,15 +19,37 @@ use tokio::net::{UnixListener, UnixStream};
 pub enum Request {
     Status,
     SkillsList,
-    SkillsInspect { name: String },
-    Grant { name: String, change: GrantChange },
-    Revoke { name: String, change: GrantChange },
-    Tool { skill: String, tool: String, args: String },
-    Audit { skill: Option<String>, limit: usize },
-    Notifications { limit: usize },
-    Usage { days: usize },
+    SkillsInspect {
+        name: String,
+    },
+    Grant {
+        name: String,
+        change: GrantChange,
+    },
+    Revoke {
+        name: String,
+        change: GrantChange,
+    },
+    Tool {
+        skill: String,
+        tool: String,
+        args: String,
+    },
+    Audit {
+        skill: Option<String>,
+        limit: usize,
+    },
+    Notifications {
+        limit: usize,
+    },
+    Usage {
+        days: usize,
+    },
     /// One chat turn; the daemon streams `Reply::Event` lines before the reply.
-    Chat { session: String, text: String },
+    Chat {
+        session: String,
+        text: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -66,7 +88,8 @@ pub async fn dispatch(rt: &Runtime, agent: Option<&Agent>, request: Request, dae
             Request::Usage { days } => serde_json::to_value(rt.db.usage(days)?)?,
             Request::Chat { session, text } => {
                 let agent = agent.ok_or_else(|| RuntimeError::Invalid("chat needs the agent".into()))?;
-                let reply = agent.turn(&session, &text, emit).await.map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+                let reply =
+                    agent.turn(&session, &text, emit).await.map_err(|e| RuntimeError::Invalid(e.to_string()))?;
                 json!({ "reply": reply })
             }
         })
@@ -146,7 +169,9 @@ pub async fn call_daemon(
         match serde_json::from_str(&line) {
             Ok(Reply::Event(e)) => on_event(e),
             Ok(reply) => return Ok(Some(reply)),
-            Err(e) => anyhow::bail!("the daemon sent a reply this CLI does not understand ({e}); are both the same version?"),
+            Err(e) => {
+                anyhow::bail!("the daemon sent a reply this CLI does not understand ({e}); are both the same version?")
+            }
         }
     }
     anyhow::bail!("the daemon closed the connection without a reply (did it stop?)")

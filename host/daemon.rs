@@ -5,8 +5,8 @@
 
 use crate::agent::Agent;
 use crate::config::{Paths, ProviderConfig};
-use crate::{api, gateway};
 use crate::runtime::Runtime;
+use crate::{api, gateway};
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
 use std::os::unix::fs::PermissionsExt;

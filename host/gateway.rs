@@ -34,7 +34,8 @@ struct Gate {
 /// Bind the configured address, refusing a non-loopback one without a token.
 pub async fn bind(rt: &Runtime) -> anyhow::Result<TcpListener> {
     let cfg = &rt.config.gateway;
-    let addr: SocketAddr = cfg.bind.parse().with_context(|| format!("[gateway] bind = {:?} is not IP:PORT", cfg.bind))?;
+    let addr: SocketAddr =
+        cfg.bind.parse().with_context(|| format!("[gateway] bind = {:?} is not IP:PORT", cfg.bind))?;
     if !addr.ip().is_loopback() && token(rt)?.is_none() {
         anyhow::bail!(
             "refusing to serve the gateway on {addr} without an auth token: set [gateway] token_secret = \"GATEWAY_TOKEN\" \
@@ -47,9 +48,9 @@ pub async fn bind(rt: &Runtime) -> anyhow::Result<TcpListener> {
 fn token(rt: &Runtime) -> anyhow::Result<Option<String>> {
     match &rt.config.gateway.token_secret {
         None => Ok(None),
-        Some(name) => Ok(Some(
-            rt.secrets.get(name)?.with_context(|| format!("[gateway] token_secret {name} is not set; run `wasiclaw secrets set {name}`"))?,
-        )),
+        Some(name) => Ok(Some(rt.secrets.get(name)?.with_context(|| {
+            format!("[gateway] token_secret {name} is not set; run `wasiclaw secrets set {name}`")
+        })?)),
     }
 }
 
@@ -80,7 +81,8 @@ async fn guard(
     next: Next,
 ) -> Response {
     if let Some(token) = &gate.token {
-        let bearer = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let bearer =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         let presented = bearer.or(query.get("token").map(String::as_str));
         if presented != Some(token.as_str()) {
             return (StatusCode::UNAUTHORIZED, "missing or wrong token\n").into_response();
@@ -126,6 +128,7 @@ async fn chat(State(gate): State<Gate>, Json(input): Json<ChatIn>) -> impl IntoR
         };
         let _ = tx.send(done.expect("events serialize"));
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -68,7 +68,8 @@ pub fn instructions(dir: &Path, name: &str) -> Option<String> {
 mod tests {
     #[test]
     fn front_matter() {
-        let (name, desc, body) = super::parse("---\nname: pdf\ndescription: \"Read PDFs\"\n---\n# Steps\n1. x\n").unwrap();
+        let (name, desc, body) =
+            super::parse("---\nname: pdf\ndescription: \"Read PDFs\"\n---\n# Steps\n1. x\n").unwrap();
         assert_eq!((name.as_str(), desc.as_str(), body.as_str()), ("pdf", "Read PDFs", "# Steps\n1. x"));
         assert!(super::parse("no front matter").is_none());
     }

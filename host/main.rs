@@ -248,7 +248,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let paths = Paths::new(cli.state_dir.unwrap_or_else(Paths::default_state_dir));
     let (request, json) = match cli.command {
-        Command::Run { model } => return wasiclaw::daemon::run(paths, model.provider()).await.map(|_| ExitCode::SUCCESS),
+        Command::Run { model } => {
+            return wasiclaw::daemon::run(paths, model.provider()).await.map(|_| ExitCode::SUCCESS);
+        }
         Command::Chat { session, model } => return chat(paths, &session, model.provider()).await,
         Command::Usage { days, json } => (Request::Usage { days }, json),
         Command::Secrets(cmd) => return secrets(&paths, cmd),
@@ -331,7 +333,10 @@ async fn chat(paths: Paths, session: &str, provider: Option<ProviderConfig>) -> 
     };
     let tty = std::io::stdin().is_terminal();
     if tty {
-        println!("wasiclaw chat ({}) — /help for commands, Ctrl-D to quit", if daemon { "via the daemon" } else { "local" });
+        println!(
+            "wasiclaw chat ({}) — /help for commands, Ctrl-D to quit",
+            if daemon { "via the daemon" } else { "local" }
+        );
     }
     let streamed = AtomicBool::new(false);
     let show = |e: Event| {
@@ -367,10 +372,14 @@ async fn chat(paths: Paths, session: &str, provider: Option<ProviderConfig>) -> 
         let request = Request::Chat { session: key.clone(), text: text.to_string() };
         let reply = match &agent {
             Some(agent) => api::dispatch(&agent.rt, Some(agent), request, false, &show).await,
-            None => api::call_daemon(&paths.socket(), &request, &mut |e| show(e)).await?.context("the daemon stopped")?,
+            None => {
+                api::call_daemon(&paths.socket(), &request, &mut |e| show(e)).await?.context("the daemon stopped")?
+            }
         };
         match reply {
-            Reply::Ok(v) if !streamed.load(Ordering::Relaxed) => println!("{}", v["reply"].as_str().unwrap_or_default()),
+            Reply::Ok(v) if !streamed.load(Ordering::Relaxed) => {
+                println!("{}", v["reply"].as_str().unwrap_or_default())
+            }
             Reply::Ok(_) => println!(),
             Reply::Err(e) => eprintln!("error: {e}"),
             Reply::Event(_) => {}

@@ -52,12 +52,16 @@ async fn multi_step_tool_use() {
     assert_eq!(reply, "You have one note: buy oat milk.");
     let requests = llm.requests();
     assert_eq!(requests.len(), 3);
-    let tools: Vec<&str> = requests[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    let tools: Vec<&str> =
+        requests[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
     assert!(tools.contains(&"notes__add") && tools.contains(&"notes__list"), "{tools:?}");
     assert!(texts(&requests[1]).contains(r#"{\"id\":1}"#), "the add result reached the model: {}", texts(&requests[1]));
     assert!(texts(&requests[2]).contains("buy oat milk"));
-    assert!(events.contains(&Event::ToolCall { name: "notes.add".into(), arguments: r#"{"text":"buy oat milk"}"#.into() }));
-    let streamed: String = events.iter().filter_map(|e| if let Event::Text { text } = e { Some(text.as_str()) } else { None }).collect();
+    assert!(
+        events.contains(&Event::ToolCall { name: "notes.add".into(), arguments: r#"{"text":"buy oat milk"}"#.into() })
+    );
+    let streamed: String =
+        events.iter().filter_map(|e| if let Event::Text { text } = e { Some(text.as_str()) } else { None }).collect();
     assert_eq!(streamed, reply, "the reply streamed in pieces");
 }
 
@@ -101,13 +105,19 @@ async fn a_denial_reaches_the_model_as_text() {
     let tool_msg = llm.requests()[1]["messages"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(tool_msg["role"], "tool");
     let content = tool_msg["content"].as_str().unwrap();
-    assert!(content.contains("error (denied)") && content.contains("wasiclaw skills grant web-fetch --http http://127.0.0.1:1/"), "{content}");
+    assert!(
+        content.contains("error (denied)")
+            && content.contains("wasiclaw skills grant web-fetch --http http://127.0.0.1:1/"),
+        "{content}"
+    );
     assert!(events.iter().any(|e| matches!(e, Event::ToolResult { ok: false, .. })));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_on_429_and_500_honouring_retry_after() {
-    let llm = FakeLlm::start(vec![Reply::Status(429, Some(1)), Reply::Status(500, None), Reply::Text("third time lucky")]).await;
+    let llm =
+        FakeLlm::start(vec![Reply::Status(429, Some(1)), Reply::Status(500, None), Reply::Text("third time lucky")])
+            .await;
     let env = Env::new();
     let agent = agent(&env, &provider("openai", &llm.base)).await;
     let (reply, _) = turn(&agent, "t:1", "hi").await;
@@ -122,7 +132,8 @@ async fn falls_back_to_the_second_provider() {
     let broken = FakeLlm::start(vec![Reply::Status(503, None), Reply::Status(503, None)]).await;
     let good = FakeLlm::start(vec![Reply::Text("from the fallback")]).await;
     let env = Env::new();
-    let config = format!("[agent]\nretries = 1\n\n{}{}", provider("openai", &broken.base), provider("anthropic", &good.base));
+    let config =
+        format!("[agent]\nretries = 1\n\n{}{}", provider("openai", &broken.base), provider("anthropic", &good.base));
     let agent = agent(&env, &config).await;
     let (reply, _) = turn(&agent, "t:1", "hi").await;
     assert_eq!(reply, "from the fallback");

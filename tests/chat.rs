@@ -65,7 +65,8 @@ async fn the_gateway_streams_replies_and_refuses_other_origins() {
     let url = format!("http://127.0.0.1:{port}");
     let page = client.get(&url).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("<title>wasiclaw</title>"));
-    let resp = client.post(format!("{url}/api/chat")).json(&json!({"session": "s1", "text": "hi"})).send().await.unwrap();
+    let resp =
+        client.post(format!("{url}/api/chat")).json(&json!({"session": "s1", "text": "hi"})).send().await.unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let body = resp.text().await.unwrap();
     assert_eq!(body.matches("event: text").count(), 2, "{body}");
@@ -93,7 +94,9 @@ async fn a_public_gateway_requires_a_token() {
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("without an auth token"), "{}", stderr(&refused));
 
-    let config = gateway_config(port, &llm).replace("127.0.0.1", "0.0.0.0").replace("[gateway]\n", "[gateway]\ntoken_secret = \"GATEWAY_TOKEN\"\n");
+    let config = gateway_config(port, &llm)
+        .replace("127.0.0.1", "0.0.0.0")
+        .replace("[gateway]\n", "[gateway]\ntoken_secret = \"GATEWAY_TOKEN\"\n");
     env.config(&config);
     env.cli_stdin(&["secrets", "set", "GATEWAY_TOKEN"], "t0ken");
     let _daemon = tokio::task::block_in_place(|| env.daemon());
@@ -140,7 +143,8 @@ impl Browser {
         }}}});
         let mut b = Browser { url, session: String::new(), driver, client };
         let created = b.call(reqwest::Method::POST, "/session", caps).await;
-        b.session = created["sessionId"].as_str().unwrap_or_else(|| panic!("no browser session: {created}")).to_string();
+        b.session =
+            created["sessionId"].as_str().unwrap_or_else(|| panic!("no browser session: {created}")).to_string();
         b
     }
 

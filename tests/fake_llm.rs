@@ -106,7 +106,9 @@ fn halves(s: &str) -> (&str, &str) {
 async fn respond(State(shared): State<Shared>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     if path == "/api/tags" {
-        return Response::builder().body(Body::from(json!({"models": [{"name": "fake-llama:latest"}]}).to_string())).unwrap();
+        return Response::builder()
+            .body(Body::from(json!({"models": [{"name": "fake-llama:latest"}]}).to_string()))
+            .unwrap();
     }
     let bytes = axum::body::to_bytes(req.into_body(), 1 << 24).await.unwrap();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -147,7 +149,10 @@ fn openai_stream(reply: Reply, input: u64, output: u64) -> Response {
                 events.push((None, chunk(head, Value::Null)));
                 let (a, b) = halves(args);
                 for part in [a, b] {
-                    events.push((None, chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": part}}]}), Value::Null)));
+                    events.push((
+                        None,
+                        chunk(json!({"tool_calls": [{"index": i, "function": {"arguments": part}}]}), Value::Null),
+                    ));
                 }
             }
             "tool_calls"
@@ -167,10 +172,16 @@ fn anthropic_stream(reply: Reply, input: u64, output: u64) -> Response {
     events.push((Some("ping"), json!({"type": "ping"})));
     let stop = match reply {
         Reply::Text(t) => {
-            events.push((Some("content_block_start"), json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+            events.push((
+                Some("content_block_start"),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ));
             let (a, b) = halves(t);
             for part in [a, b] {
-                events.push((Some("content_block_delta"), json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": part}})));
+                events.push((
+                    Some("content_block_delta"),
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": part}}),
+                ));
             }
             events.push((Some("content_block_stop"), json!({"type": "content_block_stop", "index": 0})));
             "end_turn"

@@ -22,7 +22,8 @@ pub async fn send(
                     blocks.push(json!({"type": "text", "text": text}));
                 }
                 for c in tool_calls {
-                    let input: Value = serde_json::from_str(&c.arguments).ok().filter(Value::is_object).unwrap_or(json!({}));
+                    let input: Value =
+                        serde_json::from_str(&c.arguments).ok().filter(Value::is_object).unwrap_or(json!({}));
                     blocks.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}));
                 }
                 ("assistant", blocks)
@@ -89,7 +90,9 @@ pub async fn read(events: &mut Sse, on_text: &mut (dyn FnMut(&str) + Send)) -> R
                     }
                     "input_json_delta" => {
                         let Some(Some(call)) = blocks.get_mut(index) else {
-                            return Err(LlmError::Protocol(format!("input_json_delta for block {index}, not a tool_use")));
+                            return Err(LlmError::Protocol(format!(
+                                "input_json_delta for block {index}, not a tool_use"
+                            )));
                         };
                         call.arguments.push_str(delta["partial_json"].as_str().unwrap_or_default());
                     }

@@ -137,12 +137,9 @@ impl Provider {
         on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<ChatResponse, LlmError> {
         let key = match &self.config.api_key_secret {
-            Some(name) => Some(
-                secrets
-                    .get(name)
-                    .map_err(|e| LlmError::Config(e.to_string()))?
-                    .ok_or_else(|| LlmError::Config(format!("secret {name} is not set; run `wasiclaw secrets set {name}`")))?,
-            ),
+            Some(name) => Some(secrets.get(name).map_err(|e| LlmError::Config(e.to_string()))?.ok_or_else(|| {
+                LlmError::Config(format!("secret {name} is not set; run `wasiclaw secrets set {name}`"))
+            })?),
             None => None,
         };
         let timeout = Duration::from_secs(self.config.timeout_s);
@@ -159,7 +156,11 @@ impl Provider {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
             let body = response.text().await.unwrap_or_default();
-            return Err(LlmError::Http { status: status.as_u16(), body: crate::text::truncate(&body, 500), retry_after });
+            return Err(LlmError::Http {
+                status: status.as_u16(),
+                body: crate::text::truncate(&body, 500),
+                retry_after,
+            });
         }
         let mut events = Sse::new(response, timeout);
         match self.config.kind {
@@ -169,7 +170,8 @@ impl Provider {
     }
 
     pub fn cost(&self, usage: Usage) -> f64 {
-        (usage.input as f64 * self.config.price_input_per_mtok + usage.output as f64 * self.config.price_output_per_mtok)
+        (usage.input as f64 * self.config.price_input_per_mtok
+            + usage.output as f64 * self.config.price_output_per_mtok)
             / 1e6
     }
 }
@@ -211,7 +213,8 @@ impl Llm {
                 match provider.chat(&self.client, &self.secrets, req, on_text).await {
                     Ok(response) => return Ok((response, provider)),
                     Err(e) if e.retryable() && attempt < self.retries => {
-                        let wait = e.retry_after().map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or(self.backoff * 2u32.pow(attempt));
+                        let wait =
+                            e.retry_after().map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or(self.backoff * 2u32.pow(attempt));
                         tracing::warn!(model = %provider.config.model, "attempt {} failed ({e}); retrying in {wait:?}", attempt + 1);
                         tokio::time::sleep(wait).await;
                     }
