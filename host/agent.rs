@@ -346,14 +346,7 @@ impl Agent {
             return (format!("error: there is no tool `{}`. Available tools: {names:?}", call.name), false);
         };
         match self.rt.call_tool(skill, tool, args).await {
-            Ok(out) if out.ok => (out.output, true),
-            Ok(out) => {
-                let mut text = format!("error ({}): {}", out.error_kind.unwrap_or_default(), out.output);
-                for d in out.denials {
-                    text.push_str(&format!("\nhost denied {d}"));
-                }
-                (text, false)
-            }
+            Ok(out) => (out.to_string(), out.ok),
             Err(e) => (format!("error: {e}"), false),
         }
     }
@@ -439,14 +432,7 @@ impl Agent {
             return "usage: /tool SKILL.TOOL {json}, e.g. /tool clock.now {\"tz\":\"Europe/Berlin\"}".into();
         };
         match self.rt.call_tool(skill, tool, args.trim()).await {
-            Ok(out) if out.ok => out.output,
-            Ok(out) => {
-                let mut text = format!("error ({}): {}", out.error_kind.unwrap_or_default(), out.output);
-                for d in out.denials {
-                    text.push_str(&format!("\nhost denied {d}"));
-                }
-                text
-            }
+            Ok(out) => out.to_string(),
             Err(e) => format!("error: {e}"),
         }
     }

@@ -20,7 +20,7 @@ const RESCAN_EVERY: Duration = Duration::from_secs(30);
 /// Coalesce bursts of events (a copy writes a file in many chunks).
 const SETTLE: Duration = Duration::from_millis(250);
 
-pub async fn run(paths: Paths, provider: Option<ProviderConfig>) -> anyhow::Result<()> {
+pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: Option<String>) -> anyhow::Result<()> {
     let socket = paths.socket();
     if api::call_daemon(&socket, &api::Request::Status, &mut |_| {}).await?.is_some() {
         anyhow::bail!("a wasiclaw daemon is already running for {}", paths.state_dir.display());
@@ -40,7 +40,7 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>) -> anyhow::Resu
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     let agent = Arc::new(Agent::new(rt.clone(), provider).await);
     let gateway = if rt.config.gateway.enabled {
-        let listener = gateway::bind(&rt).await?;
+        let listener = gateway::bind(&rt, gateway_bind.as_deref()).await?;
         tracing::info!("web chat on http://{}/", listener.local_addr()?);
         Some(tokio::spawn(gateway::serve(agent.clone(), listener)))
     } else {

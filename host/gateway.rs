@@ -31,11 +31,11 @@ struct Gate {
     token: Option<String>,
 }
 
-/// Bind the configured address, refusing a non-loopback one without a token.
-pub async fn bind(rt: &Runtime) -> anyhow::Result<TcpListener> {
-    let cfg = &rt.config.gateway;
-    let addr: SocketAddr =
-        cfg.bind.parse().with_context(|| format!("[gateway] bind = {:?} is not IP:PORT", cfg.bind))?;
+/// Bind the configured address (or `over`), refusing a non-loopback one
+/// without a token.
+pub async fn bind(rt: &Runtime, over: Option<&str>) -> anyhow::Result<TcpListener> {
+    let bind = over.unwrap_or(&rt.config.gateway.bind);
+    let addr: SocketAddr = bind.parse().with_context(|| format!("gateway address {bind:?} is not IP:PORT"))?;
     if !addr.ip().is_loopback() && token(rt)?.is_none() {
         anyhow::bail!(
             "refusing to serve the gateway on {addr} without an auth token: set [gateway] token_secret = \"GATEWAY_TOKEN\" \

@@ -45,6 +45,9 @@ enum Command {
     Run {
         #[command(flatten)]
         model: ModelArgs,
+        /// Serve the gateway (web chat) here instead of [gateway] bind; port 0 picks a free one.
+        #[arg(long, env = "WASICLAW_GATEWAY_BIND", value_name = "IP:PORT")]
+        gateway_bind: Option<String>,
     },
     /// Chat with the agent in the terminal (through the daemon when it runs).
     Chat {
@@ -248,8 +251,8 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let paths = Paths::new(cli.state_dir.unwrap_or_else(Paths::default_state_dir));
     let (request, json) = match cli.command {
-        Command::Run { model } => {
-            return wasiclaw::daemon::run(paths, model.provider()).await.map(|_| ExitCode::SUCCESS);
+        Command::Run { model, gateway_bind } => {
+            return wasiclaw::daemon::run(paths, model.provider(), gateway_bind).await.map(|_| ExitCode::SUCCESS);
         }
         Command::Chat { session, model } => return chat(paths, &session, model.provider()).await,
         Command::Usage { days, json } => (Request::Usage { days }, json),

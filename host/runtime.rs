@@ -71,6 +71,17 @@ pub struct ToolOutcome {
     pub denials: Vec<String>,
 }
 
+/// As the model reads it: the result, or the error with the host's denials.
+impl std::fmt::Display for ToolOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.ok {
+            return f.write_str(&self.output);
+        }
+        write!(f, "error ({}): {}", self.error_kind.as_deref().unwrap_or("error"), self.output)?;
+        self.denials.iter().try_for_each(|d| write!(f, "\nhost denied {d}"))
+    }
+}
+
 pub struct Runtime {
     pub paths: Paths,
     pub config: Config,

@@ -146,8 +146,14 @@ impl Env {
         self.ok(&["skills", "list", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
+    /// Start the daemon; unless the test configured a gateway, on a free port.
     pub fn daemon(&self) -> Daemon {
-        self.daemon_env(&[])
+        let config = std::fs::read_to_string(self.path().join("config.toml")).unwrap_or_default();
+        if config.contains("[gateway]") {
+            self.daemon_env(&[])
+        } else {
+            self.daemon_env(&[("WASICLAW_GATEWAY_BIND", "127.0.0.1:0")])
+        }
     }
 
     pub fn daemon_env(&self, envs: &[(&str, &str)]) -> Daemon {
