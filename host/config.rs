@@ -216,3 +216,13 @@ impl Paths {
         self.state_dir.join("files").join(skill)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_annotated_example_config_is_valid() {
+        let config: super::Config = toml::from_str(include_str!("../examples/config.toml")).unwrap();
+        assert_eq!(config.providers.len(), 2);
+        assert_eq!(config.limits.memory_mb, 128);
+    }
+}

@@ -53,6 +53,9 @@ pub async fn authorize(host: &HostCtx, method: &str, uri: &Uri) -> Result<Author
         (Some(s), Some(a)) => (s.to_ascii_lowercase(), a),
         _ => return Err("request has no scheme or host".into()),
     };
+    if authority.as_str().contains('@') {
+        return Err("credentials in the URL are not allowed; the host injects secrets".into());
+    }
     let path = uri.path();
     if has_dot_segments(path) {
         return Err("path contains `.`/`..` segments or encoded slashes, which could escape a granted prefix".into());

@@ -97,6 +97,10 @@ impl Runtime {
         for dir in [paths.state_dir.clone(), paths.skills_dir()] {
             std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Io(dir.clone(), e))?;
         }
+        // The database holds skills' data and the audit log: owner only.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&paths.state_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| RuntimeError::Io(paths.state_dir.clone(), e))?;
         let config = Config::load(&paths.config())?;
         let db = Arc::new(Store::open(&paths.database())?);
         let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone())?;

@@ -150,6 +150,7 @@ async fn hook_decisions() {
     assert!(check("GET", "http://169.254.169.254/latest/meta-data").await.is_err());
     assert!(check("GET", "http://127.0.0.1:8080/x").await.is_ok());
     assert!(check("GET", "http://127.0.0.1:8081/x").await.is_err());
+    assert!(check("GET", "http://user@127.0.0.1:8080/x").await.unwrap_err().contains("credentials"));
     // Secrets go into the URL percent-encoded, and into the rule's headers.
     let ok = check("POST", "https://93.184.216.34/bot%7BTOKEN%7D/send").await.unwrap();
     assert_eq!(ok.uri.to_string(), "https://93.184.216.34/bota%20b%2Fc/send");

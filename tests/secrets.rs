@@ -47,6 +47,9 @@ fn the_store_is_private_and_lists_names_only() {
     assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
     let mode = std::fs::metadata(env.path().join("secrets.json")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+    env.ok(&["skills", "list"]);
+    let dir_mode = std::fs::metadata(env.path()).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o777, 0o700, "the state dir is the owner's alone");
     let list = stdout(&env.cli(&["secrets", "list"]));
     assert_eq!(list, "API_TOKEN\n");
     let config_and_db: Vec<u8> = ["config.toml", "wasiclaw.redb"]
