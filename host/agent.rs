@@ -168,6 +168,28 @@ impl Agent {
                 map.insert(name, (m.name.clone(), t.name.clone()));
             }
         }
+        let object = |props: serde_json::Value, required: &[&str]| serde_json::json!({"type": "object", "properties": props, "required": required});
+        defs.push(ToolDef {
+            name: "memory_save".into(),
+            description: "Save something worth remembering across conversations (facts about the owner, decisions, preferences).".into(),
+            parameters: object(
+                serde_json::json!({"text": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}, "pinned": {"type": "boolean", "description": "always keep in context"}}),
+                &["text"],
+            ),
+        });
+        defs.push(ToolDef {
+            name: "memory_search".into(),
+            description: "Search long-term memory; returns ids, dates, sources and texts, best first.".into(),
+            parameters: object(
+                serde_json::json!({"query": {"type": "string"}, "limit": {"type": "integer"}}),
+                &["query"],
+            ),
+        });
+        defs.push(ToolDef {
+            name: "memory_forget".into(),
+            description: "Delete a memory by id.".into(),
+            parameters: object(serde_json::json!({"id": {"type": "integer"}}), &["id"]),
+        });
         if !knowledge::scan(&self.rt.paths.skills_dir()).is_empty() {
             defs.push(ToolDef {
                 name: "read_skill".into(),
@@ -252,6 +274,11 @@ impl Agent {
     /// The model/tool loop. Appends assistant and tool messages to the session.
     async fn run(&self, llm: &Llm, session: &mut Session, spent: &mut Totals, emit: Emit<'_>) -> String {
         let (tools, map) = self.tools();
+        let latest = match session.messages.last() {
+            Some(Message::User { text }) => text.clone(),
+            _ => String::new(),
+        };
+        let recalled = self.recall(&latest).await;
         let mut empty_retries = 0;
         for _round in 0..self.cfg.max_tool_iterations.max(1) {
             match self.budget_left(spent) {
@@ -262,7 +289,7 @@ impl Agent {
             if let Err(e) = self.compact(llm, session, &tools, spent, emit).await {
                 emit(Event::Notice { text: format!("could not compact the conversation: {e}") });
             }
-            let system = self.system_prompt(session);
+            let system = self.system_prompt(session) + &recalled;
             let req = ChatRequest {
                 system: &system,
                 messages: &session.messages,
@@ -332,6 +359,10 @@ impl Agent {
                 false,
             );
         }
+        let parsed: serde_json::Value = serde_json::from_str(args).unwrap_or_default();
+        if let Some(result) = self.memory_tool(&call.name, &parsed).await {
+            return result;
+        }
         if call.name == "read_skill" {
             let name =
                 serde_json::from_str::<serde_json::Value>(args).ok().and_then(|v| v["name"].as_str().map(String::from));
@@ -348,6 +379,78 @@ impl Agent {
         match self.rt.call_tool(skill, tool, args).await {
             Ok(out) => (out.to_string(), out.ok),
             Err(e) => (format!("error: {e}"), false),
+        }
+    }
+
+    /// The memory host tools; None if `name` is not one of them.
+    async fn memory_tool(&self, name: &str, args: &serde_json::Value) -> Option<(String, bool)> {
+        let memories = self.rt.memories();
+        let result = match name {
+            "memory_save" => {
+                let Some(text) = args["text"].as_str().filter(|t| !t.trim().is_empty()) else {
+                    return Some(("error: `text` is required".into(), false));
+                };
+                let tags = args["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str().map(String::from))
+                    .collect();
+                let pinned = args["pinned"].as_bool().unwrap_or(false);
+                memories.save(text, tags, "agent", pinned).await.map(|m| serde_json::json!({"saved": m.id}))
+            }
+            "memory_search" => {
+                let query = args["query"].as_str().unwrap_or_default();
+                let limit = args["limit"].as_u64().unwrap_or(5).clamp(1, 20) as usize;
+                memories.search(query, limit).await.map(|hits| {
+                    serde_json::json!(hits.iter().map(|h| serde_json::json!({
+                        "id": h.memory.id,
+                        "date": jiff::Timestamp::from_millisecond(h.memory.created_ms).map(|t| t.to_string()).unwrap_or_default(),
+                        "source": h.memory.source,
+                        "text": h.memory.text,
+                    })).collect::<Vec<_>>())
+                })
+            }
+            "memory_forget" => match args["id"].as_u64() {
+                Some(id) => self.rt.db.memory_forget(id).map(|found| serde_json::json!({"forgotten": found})),
+                None => return Some(("error: `id` is required".into(), false)),
+            },
+            _ => return None,
+        };
+        Some(match result {
+            Ok(v) => (v.to_string(), true),
+            Err(e) => (format!("error: {e}"), false),
+        })
+    }
+
+    /// Pinned memories and those most relevant to `input`, within the cap.
+    async fn recall(&self, input: &str) -> String {
+        let cfg = &self.rt.config.memory;
+        let mut lines: Vec<String> = Vec::new();
+        let pinned = self.rt.db.memory_all().map(|all| all.into_iter().filter(|m| m.pinned).collect::<Vec<_>>());
+        let relevant = self.rt.memories().search(input, cfg.recall).await;
+        let mut seen = std::collections::BTreeSet::new();
+        let found =
+            pinned.unwrap_or_default().into_iter().chain(relevant.unwrap_or_default().into_iter().map(|h| h.memory));
+        let mut used = 0;
+        for m in found {
+            if !seen.insert(m.id) {
+                continue;
+            }
+            let date = jiff::Timestamp::from_millisecond(m.created_ms)
+                .map(|t| t.strftime("%Y-%m-%d").to_string())
+                .unwrap_or_default();
+            let line = format!("- [{}{}, {date}] {}", m.id, if m.pinned { ", pinned" } else { "" }, m.text);
+            used += line.len();
+            if used > cfg.recall_max_chars {
+                break;
+            }
+            lines.push(line);
+        }
+        if lines.is_empty() {
+            String::new()
+        } else {
+            format!("\n\n## From your long-term memory\n{}", lines.join("\n"))
         }
     }
 

@@ -45,11 +45,49 @@ pub enum Request {
     Usage {
         days: usize,
     },
+    MemoryAdd {
+        text: String,
+        tags: Vec<String>,
+        pinned: bool,
+    },
+    MemorySearch {
+        query: String,
+        limit: usize,
+    },
+    MemoryList,
+    MemoryForget {
+        id: u64,
+    },
+    MemoryPin {
+        id: u64,
+        pinned: bool,
+    },
+    MemoryExport,
+    MemoryImport {
+        jsonl: String,
+    },
     /// One chat turn; the daemon streams `Reply::Event` lines before the reply.
     Chat {
         session: String,
         text: String,
     },
+}
+
+impl Request {
+    /// Whether answering needs the skills folder loaded (a CLI without a
+    /// daemon skips compiling skills otherwise).
+    pub fn needs_skills(&self) -> bool {
+        matches!(
+            self,
+            Request::Status
+                | Request::SkillsList
+                | Request::SkillsInspect { .. }
+                | Request::Grant { .. }
+                | Request::Revoke { .. }
+                | Request::Tool { .. }
+                | Request::Chat { .. }
+        )
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -86,6 +124,21 @@ pub async fn dispatch(rt: &Runtime, agent: Option<&Agent>, request: Request, dae
             Request::Audit { skill, limit } => serde_json::to_value(rt.audit(skill.as_deref(), limit)?)?,
             Request::Notifications { limit } => serde_json::to_value(rt.notifications(limit)?)?,
             Request::Usage { days } => serde_json::to_value(rt.db.usage(days)?)?,
+            Request::MemoryAdd { text, tags, pinned } => {
+                if text.trim().is_empty() {
+                    return Err(RuntimeError::Invalid("a memory needs some text".into()));
+                }
+                serde_json::to_value(rt.memories().save(&text, tags, "cli", pinned).await?)?
+            }
+            Request::MemorySearch { query, limit } => serde_json::to_value(rt.memories().search(&query, limit).await?)?,
+            Request::MemoryList => serde_json::to_value(rt.db.memory_all()?)?,
+            Request::MemoryForget { id } => found(id, rt.db.memory_forget(id)?)?,
+            Request::MemoryPin { id, pinned } => found(id, rt.db.memory_pin(id, pinned)?)?,
+            Request::MemoryExport => json!(rt.memories().export()?),
+            Request::MemoryImport { jsonl } => {
+                let (imported, skipped) = rt.memories().import(&jsonl).await.map_err(RuntimeError::Invalid)?;
+                json!({ "imported": imported, "skipped": skipped })
+            }
             Request::Chat { session, text } => {
                 let agent = agent.ok_or_else(|| RuntimeError::Invalid("chat needs the agent".into()))?;
                 let reply =
@@ -99,6 +152,13 @@ pub async fn dispatch(rt: &Runtime, agent: Option<&Agent>, request: Request, dae
         Ok(v) => Reply::Ok(v),
         Err(e) => Reply::Err(e.to_string()),
     }
+}
+
+fn found(id: u64, found: bool) -> Result<Value, RuntimeError> {
+    if !found {
+        return Err(RuntimeError::Invalid(format!("no memory with id {id}; `wasiclaw memory list` shows them")));
+    }
+    Ok(json!({ "id": id }))
 }
 
 /// Serve the local API until the task is dropped.

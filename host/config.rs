@@ -24,6 +24,37 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     #[serde(default)]
     pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub memory: MemoryConfig,
+}
+
+/// Long-term memory.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Memories recalled into the context for each message.
+    pub recall: usize,
+    /// Cap on the recalled (and pinned) text, in characters.
+    pub recall_max_chars: usize,
+    /// Optional embeddings for hybrid search; keywords alone without it.
+    pub embeddings: Option<EmbeddingsConfig>,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig { recall: 3, recall_max_chars: 2000, embeddings: None }
+    }
+}
+
+/// An OpenAI-compatible embeddings endpoint (`POST {base_url}/embeddings`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsConfig {
+    /// e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1
+    pub base_url: String,
+    pub model: String,
+    #[serde(default)]
+    pub api_key_secret: Option<String>,
 }
 
 /// How the agent loop behaves.

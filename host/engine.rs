@@ -32,7 +32,8 @@ pub mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",
         world: "wasiclaw:plugin/skill",
-        imports: { default: trappable },
+        // Memory may call the embeddings endpoint, so it is async.
+        imports: { "wasiclaw:plugin/memory": async | trappable, default: trappable },
         exports: { default: async },
         with: {
             "wasi:http": wasmtime_wasi_http::p2::bindings::http,
@@ -60,6 +61,7 @@ pub struct HostCtx {
     pub db: Arc<Db>,
     pub secrets: Secrets,
     pub settings: Option<toml::Table>,
+    pub embedder: Option<Arc<crate::memory::Embedder>>,
     /// Denials during this call, in words, for the caller to show.
     pub denials: Arc<Mutex<Vec<String>>>,
 }
@@ -191,6 +193,7 @@ impl SkillEngine {
         p::config::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
         p::notify::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
         p::crypto::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
+        p::memory::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
         p::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
         // The ticker ends with the engine: it holds only a weak reference.
         let weak = engine.weak();

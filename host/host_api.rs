@@ -5,7 +5,8 @@
 //! says how to grant it, and every use is audited.
 
 use crate::engine::SkillState;
-use crate::engine::bindings::wasiclaw::plugin::{config, crypto, kv, log, notify, types};
+use crate::engine::bindings::wasiclaw::plugin::{config, crypto, kv, log, memory, notify, types};
+use crate::memory::Memories;
 use hmac::{Hmac, Mac};
 use types::Error;
 
@@ -125,5 +126,45 @@ impl crypto::Host for SkillState {
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(value.as_bytes()).expect("HMAC takes any key length");
         mac.update(&data);
         Ok(Ok(mac.finalize().into_bytes().to_vec()))
+    }
+}
+
+const MAX_MEMORY: usize = 16 * 1024;
+
+impl memory::Host for SkillState {
+    async fn search(&mut self, query: String, limit: u32) -> HostResult<Vec<memory::MemoryHit>> {
+        if let Err(e) = self.check(self.host.effective.memory_read, "memory", "memory-read", &format!("search {query}"))
+        {
+            return Ok(Err(e));
+        }
+        let memories = Memories { db: &self.host.db, embedder: self.host.embedder.as_deref() };
+        Ok(memories.search(&query, limit.min(50) as usize).await.map_err(failed).map(|hits| {
+            hits.into_iter()
+                .map(|h| memory::MemoryHit {
+                    id: h.memory.id,
+                    text: h.memory.text,
+                    tags: h.memory.tags,
+                    created: jiff::Timestamp::from_millisecond(h.memory.created_ms)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default(),
+                    score: h.score,
+                })
+                .collect()
+        }))
+    }
+
+    async fn save(&mut self, text: String, tags: Vec<String>) -> HostResult<u64> {
+        if text.trim().is_empty() || text.len() > MAX_MEMORY {
+            return Ok(Err(Error::InvalidInput(format!("a memory is 1 to {MAX_MEMORY} bytes of text"))));
+        }
+        let preview = crate::text::truncate(&text, 80);
+        if let Err(e) =
+            self.check(self.host.effective.memory_write, "memory", "memory-write", &format!("save {preview}"))
+        {
+            return Ok(Err(e));
+        }
+        let memories = Memories { db: &self.host.db, embedder: self.host.embedder.as_deref() };
+        let source = format!("skill:{}", self.host.skill);
+        Ok(memories.save(&text, tags, &source, false).await.map(|m| m.id).map_err(failed))
     }
 }

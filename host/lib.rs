@@ -13,6 +13,7 @@ pub mod grants;
 pub mod host_api;
 pub mod knowledge;
 pub mod llm;
+pub mod memory;
 pub mod runtime;
 pub mod secrets;
 pub mod store;

@@ -14,6 +14,7 @@ use wasiclaw::agent::{Agent, Event};
 use wasiclaw::api::{self, Reply, Request};
 use wasiclaw::config::{Paths, ProviderConfig, ProviderKind};
 use wasiclaw::grants::{GrantChange, GrantSet, parse_granted_rule};
+use wasiclaw::memory::{Hit, Memory};
 use wasiclaw::runtime::{Runtime, RuntimeError, SkillInfo, ToolOutcome};
 use wasiclaw::secrets::Secrets;
 use wasiclaw::store::{AuditRecord, Notification, StoreError, Totals};
@@ -57,6 +58,9 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Long-term memory: what the agent remembers across sessions.
+    #[command(subcommand)]
+    Memory(MemoryCommand),
     /// Tokens and cost per day.
     Usage {
         #[arg(long, default_value_t = 14)]
@@ -204,6 +208,53 @@ struct Rights {
 }
 
 #[derive(Subcommand)]
+enum MemoryCommand {
+    /// Remember something: `wasiclaw memory add "Ada prefers tea" --tag people`.
+    Add {
+        #[arg(required = true)]
+        text: Vec<String>,
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Always keep it in the model's context.
+        #[arg(long)]
+        pin: bool,
+    },
+    /// Search by keywords (and meaning, with embeddings configured).
+    Search {
+        #[arg(required = true)]
+        query: Vec<String>,
+        #[arg(long, default_value_t = 5)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every memory, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a memory by id.
+    Forget {
+        id: u64,
+    },
+    /// Keep a memory in the model's context always.
+    Pin {
+        id: u64,
+    },
+    Unpin {
+        id: u64,
+    },
+    /// Write all memories as JSON Lines (to FILE, or stdout).
+    Export {
+        file: Option<PathBuf>,
+    },
+    /// Read memories from JSON Lines (FILE, or `-` for stdin); ids already present are skipped.
+    Import {
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum SecretsCommand {
     /// Store a secret; the value is read from stdin (or a hidden prompt), never from arguments.
     Set { name: String },
@@ -256,6 +307,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Chat { session, model } => return chat(paths, &session, model.provider()).await,
         Command::Usage { days, json } => (Request::Usage { days }, json),
+        Command::Memory(cmd) => match cmd {
+            MemoryCommand::Add { text, tag, pin } => {
+                (Request::MemoryAdd { text: text.join(" "), tags: tag, pinned: pin }, false)
+            }
+            MemoryCommand::Search { query, limit, json } => {
+                (Request::MemorySearch { query: query.join(" "), limit }, json)
+            }
+            MemoryCommand::List { json } => (Request::MemoryList, json),
+            MemoryCommand::Forget { id } => (Request::MemoryForget { id }, false),
+            MemoryCommand::Pin { id } => (Request::MemoryPin { id, pinned: true }, false),
+            MemoryCommand::Unpin { id } => (Request::MemoryPin { id, pinned: false }, false),
+            MemoryCommand::Export { file } => {
+                let Reply::Ok(v) = execute(paths, &Request::MemoryExport).await? else { bail!("export failed") };
+                let jsonl = v.as_str().unwrap_or_default();
+                match file {
+                    Some(f) => std::fs::write(&f, jsonl).with_context(|| format!("cannot write {}", f.display()))?,
+                    None => print!("{jsonl}"),
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            MemoryCommand::Import { file } => {
+                let jsonl = if file.as_os_str() == "-" {
+                    let mut s = String::new();
+                    std::io::stdin().read_to_string(&mut s)?;
+                    s
+                } else {
+                    std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
+                };
+                (Request::MemoryImport { jsonl }, false)
+            }
+        },
         Command::Secrets(cmd) => return secrets(&paths, cmd),
         Command::Status { json } => (Request::Status, json),
         Command::Skills(SkillsCommand::List { json }) => (Request::SkillsList, json),
@@ -304,7 +386,7 @@ async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
         }
         match Runtime::open(paths.clone()) {
             Ok(rt) => {
-                if !matches!(request, Request::Audit { .. } | Request::Notifications { .. }) {
+                if request.needs_skills() {
                     rt.rescan().await;
                 }
                 return Ok(api::dispatch(&rt, None, request.clone(), false, &|_| {}).await);
@@ -493,6 +575,26 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
                 println!("{day:<12} {:>10} {:>10} {:>10.4} {:>6}", t.input, t.output, t.cost, t.calls);
             }
         }
+        Request::MemoryAdd { .. } => println!("remembered as {}", value["id"]),
+        Request::MemorySearch { .. } if !json => {
+            let hits: Vec<Hit> = serde_json::from_value(value)?;
+            if hits.is_empty() {
+                println!("nothing found");
+            }
+            for h in hits {
+                println!("{}", memory_line(&h.memory));
+            }
+        }
+        Request::MemoryList if !json => {
+            for m in serde_json::from_value::<Vec<Memory>>(value)? {
+                println!("{}", memory_line(&m));
+            }
+        }
+        Request::MemoryForget { id } => println!("forgot {id}"),
+        Request::MemoryPin { id, pinned } => println!("{} {id}", if *pinned { "pinned" } else { "unpinned" }),
+        Request::MemoryImport { .. } => {
+            println!("imported {}, skipped {} already present", value["imported"], value["skipped"])
+        }
         Request::Status if !json => {
             println!(
                 "{}\nstate dir: {}\nskills: {}\naudit records: {}",
@@ -509,6 +611,13 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
         _ => println!("{}", serde_json::to_string_pretty(&value)?),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn memory_line(m: &Memory) -> String {
+    let date =
+        jiff::Timestamp::from_millisecond(m.created_ms).map(|t| t.strftime("%Y-%m-%d").to_string()).unwrap_or_default();
+    let tags = if m.tags.is_empty() { String::new() } else { format!(" #{}", m.tags.join(" #")) };
+    format!("{:>5}  {date}  {}{}{tags}  ({})", m.id, if m.pinned { "📌 " } else { "" }, m.text, m.source)
 }
 
 /// One line on what a skill may do or still asks for.

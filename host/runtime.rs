@@ -10,6 +10,7 @@ use crate::component::{Entry, Manifest, Registry, ScanReport, ToolSpec};
 use crate::config::{Config, ConfigError, Paths};
 use crate::engine::{CallError, EngineError, HostCtx, SkillEngine, ToolError};
 use crate::grants::{self, Capabilities, Effective, GrantChange, GrantSet, UrlPattern};
+use crate::memory::{Embedder, Memories};
 use crate::secrets::Secrets;
 use crate::store::{AuditRecord, Notification, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -89,6 +90,7 @@ pub struct Runtime {
     pub secrets: Secrets,
     pub engine: SkillEngine,
     pub registry: Registry,
+    pub embedder: Option<Arc<Embedder>>,
 }
 
 impl Runtime {
@@ -105,7 +107,8 @@ impl Runtime {
         let db = Arc::new(Store::open(&paths.database())?);
         let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone())?;
         let secrets = Secrets::new(paths.secrets());
-        Ok(Runtime { paths, config, db, secrets, engine, registry: Registry::default() })
+        let embedder = config.memory.embeddings.clone().map(|c| Arc::new(Embedder::new(c, secrets.clone())));
+        Ok(Runtime { paths, config, db, secrets, engine, registry: Registry::default(), embedder })
     }
 
     /// `open`, waiting up to `patience` while another process (a starting
@@ -122,6 +125,11 @@ impl Runtime {
         }
     }
 
+    /// Long-term memory with the configured embedder, if any.
+    pub fn memories(&self) -> Memories<'_> {
+        Memories { db: &self.db, embedder: self.embedder.as_deref() }
+    }
+
     fn ctx(&self, skill: &str, sha256: &str, effective: Effective) -> HostCtx {
         HostCtx {
             skill: skill.into(),
@@ -130,6 +138,7 @@ impl Runtime {
             db: self.db.clone(),
             secrets: self.secrets.clone(),
             settings: self.config.skills.get(skill).cloned(),
+            embedder: self.embedder.clone(),
             denials: Arc::new(Mutex::new(Vec::new())),
         }
     }

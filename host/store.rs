@@ -98,7 +98,8 @@ pub fn today() -> String {
 }
 
 pub struct Store {
-    db: Database,
+    /// Other modules keep their own tables in the same file (see memory.rs).
+    pub(crate) db: Database,
 }
 
 pub fn now_ms() -> i64 {
@@ -118,6 +119,7 @@ impl Store {
         txn.open_table(OUTBOX)?;
         txn.open_table(SESSIONS)?;
         txn.open_table(USAGE)?;
+        crate::memory::create_tables(&txn)?;
         txn.commit()?;
         Ok(Store { db })
     }

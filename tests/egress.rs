@@ -139,6 +139,7 @@ async fn hook_decisions() {
         db: Arc::new(Store::open(&dir.path().join("db")).unwrap()),
         secrets,
         settings: None,
+        embedder: None,
         denials: Arc::new(Mutex::new(vec![])),
     };
     let check = |method: &'static str, url: &'static str| {

@@ -105,6 +105,14 @@ fn halves(s: &str) -> (&str, &str) {
 
 async fn respond(State(shared): State<Shared>, req: Request) -> Response {
     let path = req.uri().path().to_string();
+    if path.ends_with("/embeddings") {
+        let bytes = axum::body::to_bytes(req.into_body(), 1 << 24).await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let v = embed(body["input"].as_str().unwrap_or_default());
+        return Response::builder()
+            .body(Body::from(json!({"data": [{"embedding": v, "index": 0}]}).to_string()))
+            .unwrap();
+    }
     if path == "/api/tags" {
         return Response::builder()
             .body(Body::from(json!({"models": [{"name": "fake-llama:latest"}]}).to_string()))
@@ -203,4 +211,20 @@ fn anthropic_stream(reply: Reply, input: u64, output: u64) -> Response {
     events.push((Some("message_delta"), json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": output}})));
     events.push((Some("message_stop"), json!({"type": "message_stop"})));
     sse(events, false)
+}
+
+/// A toy embedding: hashed words over 32 dimensions, with a few synonyms
+/// sharing a dimension, so meaning can match where keywords do not.
+fn embed(text: &str) -> Vec<f32> {
+    let mut v = vec![0f32; 32];
+    for word in text.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() > 2) {
+        let word = match word {
+            "feline" | "kitty" | "cats" => "cat",
+            "automobile" | "vehicle" => "car",
+            w => w,
+        };
+        let h = word.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+        v[(h % 32) as usize] += 1.0;
+    }
+    v
 }

@@ -20,6 +20,7 @@ fn setup(limits: Limits) -> (Env, SkillEngine, HostCtx) {
         db: Arc::new(Store::open(&env.path().join("db.redb")).unwrap()),
         secrets: Secrets::new(env.path().join("secrets.json")),
         settings: None,
+        embedder: None,
         denials: Arc::new(Mutex::new(vec![])),
     };
     (env, engine, ctx)

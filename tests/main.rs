@@ -12,6 +12,7 @@ mod egress;
 mod grants;
 mod hostile;
 mod limits;
+mod memory;
 mod python;
 mod reload;
 mod secrets;

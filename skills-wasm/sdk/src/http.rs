@@ -43,9 +43,7 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
     };
     let fields = Fields::new();
     for (k, v) in headers {
-        fields
-            .append(k, v.as_bytes())
-            .map_err(|e| Error::InvalidInput(format!("header {k}: {e:?}")))?;
+        fields.append(k, v.as_bytes()).map_err(|e| Error::InvalidInput(format!("header {k}: {e:?}")))?;
     }
     let req = OutgoingRequest::new(fields);
     let method = match method.to_ascii_uppercase().as_str() {

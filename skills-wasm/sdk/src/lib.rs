@@ -28,7 +28,7 @@ pub use bindings::export;
 pub use bindings::exports::wasiclaw::plugin::tool_api::Guest as Skill;
 use bindings::wasiclaw::plugin::log::{Level, log as host_log};
 pub use bindings::wasiclaw::plugin::types::{Capabilities, Error, HttpRule, Manifest, Tool};
-pub use bindings::wasiclaw::plugin::{config, crypto, kv, notify};
+pub use bindings::wasiclaw::plugin::{config, crypto, kv, memory, notify};
 
 pub fn log_info(msg: &str) {
     host_log(Level::Info, msg)
