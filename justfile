@@ -19,6 +19,10 @@ lint:
     cargo clippy --all-targets -- -D warnings
     cd skills-wasm && CARGO_TARGET_DIR=../target/wasm cargo clippy --target wasm32-wasip2 -- -D warnings
 
+# Benchmarks (figures go in BENCHMARKS.md).
+bench:
+    cargo bench --bench memory
+
 # Everything CI does, from a fresh machine.
 ci:
     bash .ci/run

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod api;
 pub mod component;
 pub mod config;
+pub mod cron;
 pub mod daemon;
 pub mod egress;
 pub mod engine;

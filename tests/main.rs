@@ -8,6 +8,7 @@ mod support;
 mod agent;
 mod chat;
 mod cli;
+mod cron;
 mod egress;
 mod grants;
 mod hostile;
