@@ -190,6 +190,24 @@ impl Agent {
             description: "Delete a memory by id.".into(),
             parameters: object(serde_json::json!({"id": {"type": "integer"}}), &["id"]),
         });
+        defs.push(ToolDef {
+            name: "schedule_task".into(),
+            description: "Schedule work for later; the result comes back to this chat. `when`: \"every 30m\", \"at 2026-12-01T08:00\", or a cron expression like \"0 8 * * mon-fri\". `check`: optional SKILL.TOOL that must report something before you are woken.".into(),
+            parameters: object(
+                serde_json::json!({"when": {"type": "string"}, "tz": {"type": "string", "description": "IANA time zone"}, "prompt": {"type": "string", "description": "what to do then"}, "check": {"type": "string"}}),
+                &["when", "prompt"],
+            ),
+        });
+        defs.push(ToolDef {
+            name: "list_tasks".into(),
+            description: "List scheduled tasks with their next run.".into(),
+            parameters: object(serde_json::json!({}), &[]),
+        });
+        defs.push(ToolDef {
+            name: "cancel_task".into(),
+            description: "Cancel a scheduled task by id.".into(),
+            parameters: object(serde_json::json!({"id": {"type": "integer"}}), &["id"]),
+        });
         if !knowledge::scan(&self.rt.paths.skills_dir()).is_empty() {
             defs.push(ToolDef {
                 name: "read_skill".into(),
@@ -251,7 +269,7 @@ impl Agent {
         let mut spent = Totals::default();
         // Only what the model said enters the conversation; host replies
         // (budget spent, model unreachable) are shown but not replayed.
-        let reply = self.run(llm, &mut session, &mut spent, emit).await;
+        let reply = self.run(key, llm, &mut session, &mut spent, emit).await;
         session.usage.add(&spent);
         db.save_session(key, &session, &spent)?;
         Ok(reply)
@@ -272,7 +290,7 @@ impl Agent {
     }
 
     /// The model/tool loop. Appends assistant and tool messages to the session.
-    async fn run(&self, llm: &Llm, session: &mut Session, spent: &mut Totals, emit: Emit<'_>) -> String {
+    async fn run(&self, key: &str, llm: &Llm, session: &mut Session, spent: &mut Totals, emit: Emit<'_>) -> String {
         let (tools, map) = self.tools();
         let latest = match session.messages.last() {
             Some(Message::User { text }) => text.clone(),
@@ -317,7 +335,7 @@ impl Agent {
             }
             // Parallel tool calls: run together, answer each in order.
             let results =
-                futures_util::future::join_all(response.tool_calls.iter().map(|c| self.call(c, &map, emit))).await;
+                futures_util::future::join_all(response.tool_calls.iter().map(|c| self.call(key, c, &map, emit))).await;
             for (call, (content, is_error)) in response.tool_calls.iter().zip(results) {
                 session.messages.push(Message::Tool {
                     call_id: call.id.clone(),
@@ -343,15 +361,21 @@ impl Agent {
     }
 
     /// Run one tool call from the model; returns (content, is_error).
-    async fn call(&self, call: &ToolCall, map: &HashMap<String, (String, String)>, emit: Emit<'_>) -> (String, bool) {
+    async fn call(
+        &self,
+        key: &str,
+        call: &ToolCall,
+        map: &HashMap<String, (String, String)>,
+        emit: Emit<'_>,
+    ) -> (String, bool) {
         emit(Event::ToolCall { name: call.name.replace("__", "."), arguments: call.arguments.clone() });
-        let (content, ok) = self.call_inner(call, map).await;
+        let (content, ok) = self.call_inner(key, call, map).await;
         let content = truncate_chars(&content, self.cfg.tool_result_max_chars);
         emit(Event::ToolResult { name: call.name.replace("__", "."), ok, preview: truncate_chars(&content, 200) });
         (content, !ok)
     }
 
-    async fn call_inner(&self, call: &ToolCall, map: &HashMap<String, (String, String)>) -> (String, bool) {
+    async fn call_inner(&self, key: &str, call: &ToolCall, map: &HashMap<String, (String, String)>) -> (String, bool) {
         let args = if call.arguments.trim().is_empty() { "{}" } else { call.arguments.as_str() };
         if !matches!(serde_json::from_str::<serde_json::Value>(args), Ok(serde_json::Value::Object(_))) {
             return (
@@ -361,6 +385,9 @@ impl Agent {
         }
         let parsed: serde_json::Value = serde_json::from_str(args).unwrap_or_default();
         if let Some(result) = self.memory_tool(&call.name, &parsed).await {
+            return result;
+        }
+        if let Some(result) = self.schedule_tool(key, &call.name, &parsed) {
             return result;
         }
         if call.name == "read_skill" {
@@ -413,6 +440,41 @@ impl Agent {
             }
             "memory_forget" => match args["id"].as_u64() {
                 Some(id) => self.rt.db.memory_forget(id).map(|found| serde_json::json!({"forgotten": found})),
+                None => return Some(("error: `id` is required".into(), false)),
+            },
+            _ => return None,
+        };
+        Some(match result {
+            Ok(v) => (v.to_string(), true),
+            Err(e) => (format!("error: {e}"), false),
+        })
+    }
+
+    /// The scheduling host tools; jobs report back to the session `key`.
+    fn schedule_tool(&self, key: &str, name: &str, args: &serde_json::Value) -> Option<(String, bool)> {
+        let db = &self.rt.db;
+        let result = match name {
+            "schedule_task" => {
+                let s = |k: &str| args[k].as_str().map(String::from);
+                let job = crate::scheduler::NewJob {
+                    when: s("when").unwrap_or_default(),
+                    tz: s("tz").unwrap_or_else(|| "UTC".into()),
+                    prompt: s("prompt"),
+                    chat: key.to_string(),
+                    check: s("check"),
+                    ..Default::default()
+                };
+                self.rt.schedule(job, jiff::Timestamp::now().as_millisecond()).map(|j| {
+                    serde_json::json!({"id": j.id, "schedule": j.when.describe(), "next_run_ms": j.next_ms})
+                })
+            }
+            "list_tasks" => db.jobs().map(|jobs| {
+                serde_json::json!(jobs.iter().map(|j| serde_json::json!({
+                    "id": j.id, "name": j.name, "schedule": j.when.describe(), "next_run_ms": j.next_ms, "chat": j.target,
+                })).collect::<Vec<_>>())
+            }),
+            "cancel_task" => match args["id"].as_u64() {
+                Some(id) => db.job_remove(id).map(|found| serde_json::json!({"cancelled": found})),
                 None => return Some(("error: `id` is required".into(), false)),
             },
             _ => return None,

@@ -6,6 +6,8 @@
 use crate::agent::{Agent, Emit};
 use crate::grants::GrantChange;
 use crate::runtime::{Runtime, RuntimeError};
+use crate::scheduler::Scheduler;
+use crate::store::now_ms;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -66,6 +68,20 @@ pub enum Request {
     MemoryImport {
         jsonl: String,
     },
+    CronAdd {
+        job: crate::scheduler::NewJob,
+    },
+    CronList,
+    CronRm {
+        id: u64,
+    },
+    CronRunNow {
+        id: u64,
+    },
+    CronHistory {
+        id: Option<u64>,
+        limit: usize,
+    },
     /// One chat turn; the daemon streams `Reply::Event` lines before the reply.
     Chat {
         session: String,
@@ -86,7 +102,14 @@ impl Request {
                 | Request::Revoke { .. }
                 | Request::Tool { .. }
                 | Request::Chat { .. }
+                | Request::CronAdd { .. }
+                | Request::CronRunNow { .. }
         )
+    }
+
+    /// Whether answering needs the agent (and so a model connection).
+    pub fn needs_agent(&self) -> bool {
+        matches!(self, Request::Chat { .. } | Request::CronRunNow { .. })
     }
 }
 
@@ -135,6 +158,27 @@ pub async fn dispatch(rt: &Runtime, agent: Option<&Agent>, request: Request, dae
             Request::MemoryForget { id } => found(id, rt.db.memory_forget(id)?)?,
             Request::MemoryPin { id, pinned } => found(id, rt.db.memory_pin(id, pinned)?)?,
             Request::MemoryExport => json!(rt.memories().export()?),
+            Request::CronAdd { job } => serde_json::to_value(rt.schedule(job, now_ms()).map_err(sched)?)?,
+            Request::CronList => serde_json::to_value(rt.db.jobs().map_err(sched)?)?,
+            Request::CronRm { id } => {
+                if !rt.db.job_remove(id).map_err(sched)? {
+                    return Err(RuntimeError::Invalid(format!("no job {id}; `wasiclaw cron list` shows them")));
+                }
+                json!({ "id": id })
+            }
+            Request::CronRunNow { id } => {
+                let agent = agent.ok_or_else(|| RuntimeError::Invalid("running a job needs the agent".into()))?;
+                let now = now_ms();
+                if !rt.db.job_due_now(id, now).map_err(sched)? {
+                    return Err(RuntimeError::Invalid(format!("no job {id}; `wasiclaw cron list` shows them")));
+                }
+                let ran = Scheduler { agent }
+                    .tick(jiff::Timestamp::from_millisecond(now).expect("now"))
+                    .await
+                    .map_err(sched)?;
+                serde_json::to_value(ran.into_iter().find(|r| r.job == id))?
+            }
+            Request::CronHistory { id, limit } => serde_json::to_value(rt.db.runs(id, limit).map_err(sched)?)?,
             Request::MemoryImport { jsonl } => {
                 let (imported, skipped) = rt.memories().import(&jsonl).await.map_err(RuntimeError::Invalid)?;
                 json!({ "imported": imported, "skipped": skipped })
@@ -152,6 +196,10 @@ pub async fn dispatch(rt: &Runtime, agent: Option<&Agent>, request: Request, dae
         Ok(v) => Reply::Ok(v),
         Err(e) => Reply::Err(e.to_string()),
     }
+}
+
+fn sched(e: crate::scheduler::ScheduleError) -> RuntimeError {
+    RuntimeError::Invalid(e.to_string())
 }
 
 fn found(id: u64, found: bool) -> Result<Value, RuntimeError> {

@@ -207,7 +207,10 @@ mod tests {
 
     #[test]
     fn fields_and_errors() {
-        assert_eq!(next("0 9 * * mon-fri", "UTC", "2026-11-27T10:00:00Z", 2), ["2026-11-30T09:00+00:00", "2026-12-01T09:00+00:00"]);
+        assert_eq!(
+            next("0 9 * * mon-fri", "UTC", "2026-11-27T10:00:00Z", 2),
+            ["2026-11-30T09:00+00:00", "2026-12-01T09:00+00:00"]
+        );
         assert_eq!(next("@monthly", "UTC", "2026-01-31T00:00:00Z", 1), ["2026-02-01T00:00+00:00"]);
         assert!(matches!("0 9 * *".parse::<Cron>(), Err(CronError::Fields(_))));
         assert!(matches!("61 * * * *".parse::<Cron>(), Err(CronError::Field { name: "minute", .. })));

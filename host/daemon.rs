@@ -6,6 +6,7 @@
 use crate::agent::Agent;
 use crate::config::{Paths, ProviderConfig};
 use crate::runtime::Runtime;
+use crate::scheduler::Scheduler;
 use crate::{api, gateway};
 use anyhow::Context;
 use notify::{RecursiveMode, Watcher};
@@ -46,6 +47,8 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
     } else {
         None
     };
+    let scheduling = agent.clone();
+    let scheduler = tokio::spawn(async move { Scheduler { agent: &scheduling }.run().await });
     let server = tokio::spawn(api::serve(agent, listener));
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -77,6 +80,7 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
     }
     tracing::info!("shutting down");
     server.abort();
+    scheduler.abort();
     if let Some(gateway) = gateway {
         gateway.abort();
     }

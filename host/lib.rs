@@ -16,6 +16,7 @@ pub mod knowledge;
 pub mod llm;
 pub mod memory;
 pub mod runtime;
+pub mod scheduler;
 pub mod secrets;
 pub mod store;
 pub mod text;

@@ -16,6 +16,7 @@ use wasiclaw::config::{Paths, ProviderConfig, ProviderKind};
 use wasiclaw::grants::{GrantChange, GrantSet, parse_granted_rule};
 use wasiclaw::memory::{Hit, Memory};
 use wasiclaw::runtime::{Runtime, RuntimeError, SkillInfo, ToolOutcome};
+use wasiclaw::scheduler::{Action, Job, Missed, NewJob, Run, When};
 use wasiclaw::secrets::Secrets;
 use wasiclaw::store::{AuditRecord, Notification, StoreError, Totals};
 
@@ -58,6 +59,9 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Scheduled work: prompts or tool calls on a cron, interval or one-shot schedule.
+    #[command(subcommand)]
+    Cron(CronCommand),
     /// Long-term memory: what the agent remembers across sessions.
     #[command(subcommand)]
     Memory(MemoryCommand),
@@ -208,6 +212,61 @@ struct Rights {
 }
 
 #[derive(Subcommand)]
+enum CronCommand {
+    /// Add a job. WHEN is `every 10m` (s, m, h, d), `at 2026-12-01T08:00`, or a cron expression.
+    #[command(after_help = "Examples:\n  \
+        wasiclaw cron add '0 8 * * mon-fri' --tz Europe/Berlin --prompt 'Send me the weather for Berlin'\n  \
+        wasiclaw cron add 'every 15m' --check mail.any-new --prompt 'Summarize my new mail'\n  \
+        wasiclaw cron add 'at 2026-12-24T09:00' --prompt 'Remind me to call grandma'\n  \
+        wasiclaw cron add 'every 1h' --tool notes.list")]
+    Add {
+        when: String,
+        /// What the agent should do.
+        #[arg(long, conflicts_with = "tool")]
+        prompt: Option<String>,
+        /// SKILL.TOOL to call directly instead (no model).
+        #[arg(long)]
+        tool: Option<String>,
+        /// JSON arguments for --tool.
+        #[arg(long)]
+        args: Option<String>,
+        /// Time zone for cron expressions and local `at` times (default: this machine's).
+        #[arg(long)]
+        tz: Option<String>,
+        /// The chat that gets the result.
+        #[arg(long, default_value = "terminal:default")]
+        chat: String,
+        /// A cheap SKILL.TOOL that runs first; the model wakes only if it reports something.
+        #[arg(long)]
+        check: Option<String>,
+        #[arg(long)]
+        check_args: Option<String>,
+        /// After downtime: skip missed fires, or run once (default: run-once for `at`, skip otherwise).
+        #[arg(long, value_parser = ["skip", "run-once"])]
+        missed: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Jobs and their next fire times.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a job.
+    Rm { id: u64 },
+    /// Run a job now (an extra run; its schedule is unchanged otherwise).
+    RunNow { id: u64 },
+    /// Past runs, newest first.
+    History {
+        id: Option<u64>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum MemoryCommand {
     /// Remember something: `wasiclaw memory add "Ada prefers tea" --tag people`.
     Add {
@@ -307,6 +366,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Chat { session, model } => return chat(paths, &session, model.provider()).await,
         Command::Usage { days, json } => (Request::Usage { days }, json),
+        Command::Cron(cmd) => match cmd {
+            CronCommand::Add { when, prompt, tool, args, tz, chat, check, check_args, missed, name } => {
+                let tz = tz.unwrap_or_else(|| jiff::tz::TimeZone::system().iana_name().unwrap_or("UTC").to_string());
+                let missed = missed.map(|m| if m == "skip" { Missed::Skip } else { Missed::RunOnce });
+                let job = NewJob { when, tz, prompt, tool, args, chat, check, check_args, missed, name };
+                (Request::CronAdd { job }, false)
+            }
+            CronCommand::List { json } => (Request::CronList, json),
+            CronCommand::Rm { id } => (Request::CronRm { id }, false),
+            CronCommand::RunNow { id } => (Request::CronRunNow { id }, false),
+            CronCommand::History { id, limit, json } => (Request::CronHistory { id, limit }, json),
+        },
         Command::Memory(cmd) => match cmd {
             MemoryCommand::Add { text, tag, pin } => {
                 (Request::MemoryAdd { text: text.join(" "), tags: tag, pinned: pin }, false)
@@ -389,7 +460,9 @@ async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
                 if request.needs_skills() {
                     rt.rescan().await;
                 }
-                return Ok(api::dispatch(&rt, None, request.clone(), false, &|_| {}).await);
+                let rt = Arc::new(rt);
+                let agent = if request.needs_agent() { Some(Agent::new(rt.clone(), None).await) } else { None };
+                return Ok(api::dispatch(&rt, agent.as_ref(), request.clone(), false, &|_| {}).await);
             }
             Err(RuntimeError::Store(StoreError::Locked(_))) if start.elapsed() < Duration::from_secs(15) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -576,6 +649,44 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
             }
         }
         Request::MemoryAdd { .. } => println!("remembered as {}", value["id"]),
+        Request::CronAdd { .. } => {
+            let job: Job = serde_json::from_value(value)?;
+            println!(
+                "added job {}: {}; next run {}",
+                job.id,
+                job.when.describe(),
+                time_of(job.next_ms, Some(&job.when))
+            );
+        }
+        Request::CronList if !json => {
+            for j in serde_json::from_value::<Vec<Job>>(value)? {
+                let what = match &j.action {
+                    Action::Prompt { text } => format!("prompt {text:?}"),
+                    Action::Tool { skill, tool, args } => format!("tool {skill}.{tool} {args}"),
+                };
+                let check = j.check.as_ref().map(|c| format!(" if {}.{}", c.skill, c.tool)).unwrap_or_default();
+                let next = time_of(j.next_ms, Some(&j.when));
+                println!("{:>4}  next {next}  {}  {what}{check} → {}", j.id, j.when.describe(), j.target);
+            }
+        }
+        Request::CronRm { id } => println!("removed job {id}"),
+        Request::CronRunNow { .. } | Request::CronHistory { .. } if !json => {
+            let runs: Vec<Run> = match value {
+                Value::Array(_) => serde_json::from_value(value)?,
+                Value::Null => vec![],
+                one => vec![serde_json::from_value(one)?],
+            };
+            for r in runs {
+                let tokens = if r.tokens == 0 { "0 tokens".to_string() } else { format!("{} tokens", r.tokens) };
+                println!(
+                    "job {:>3}  {}  {:<11} {tokens:<12} {}",
+                    r.job,
+                    time_of(Some(r.fire_ms), None),
+                    r.status,
+                    r.output.replace('\n', " ")
+                );
+            }
+        }
         Request::MemorySearch { .. } if !json => {
             let hits: Vec<Hit> = serde_json::from_value(value)?;
             if hits.is_empty() {
@@ -611,6 +722,18 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
         _ => println!("{}", serde_json::to_string_pretty(&value)?),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A time in the job's own zone (cron jobs) or this machine's.
+fn time_of(ms: Option<i64>, when: Option<&When>) -> String {
+    let tz = match when {
+        Some(When::Cron { tz, .. }) => jiff::tz::TimeZone::get(tz).unwrap_or_else(|_| jiff::tz::TimeZone::system()),
+        _ => jiff::tz::TimeZone::system(),
+    };
+    match ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()) {
+        Some(t) => t.to_zoned(tz).strftime("%Y-%m-%d %H:%M %Z").to_string(),
+        None => "never (done)".into(),
+    }
 }
 
 fn memory_line(m: &Memory) -> String {

@@ -91,6 +91,8 @@ pub struct Runtime {
     pub engine: SkillEngine,
     pub registry: Registry,
     pub embedder: Option<Arc<Embedder>>,
+    /// Wakes the scheduler when jobs change.
+    pub schedule_changed: Arc<tokio::sync::Notify>,
 }
 
 impl Runtime {
@@ -108,7 +110,16 @@ impl Runtime {
         let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone())?;
         let secrets = Secrets::new(paths.secrets());
         let embedder = config.memory.embeddings.clone().map(|c| Arc::new(Embedder::new(c, secrets.clone())));
-        Ok(Runtime { paths, config, db, secrets, engine, registry: Registry::default(), embedder })
+        Ok(Runtime {
+            paths,
+            config,
+            db,
+            secrets,
+            engine,
+            registry: Registry::default(),
+            embedder,
+            schedule_changed: Arc::default(),
+        })
     }
 
     /// `open`, waiting up to `patience` while another process (a starting

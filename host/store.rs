@@ -120,6 +120,7 @@ impl Store {
         txn.open_table(SESSIONS)?;
         txn.open_table(USAGE)?;
         crate::memory::create_tables(&txn)?;
+        crate::scheduler::create_tables(&txn)?;
         txn.commit()?;
         Ok(Store { db })
     }

@@ -30,7 +30,8 @@ const CASES: &[(&str, &str, &str, usize)] = &[
 ];
 
 fn oracle(cases: &[(&str, &str, &str, usize)]) -> Vec<Vec<String>> {
-    let input: Vec<_> = cases.iter().map(|(e, tz, from, n)| json!({"expr": e, "tz": tz, "from": from, "n": n})).collect();
+    let input: Vec<_> =
+        cases.iter().map(|(e, tz, from, n)| json!({"expr": e, "tz": tz, "from": from, "n": n})).collect();
     let mut child = Command::new("python3")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cron_oracle.py"))
         .stdin(Stdio::piped())

@@ -25,6 +25,8 @@ pub enum Reply {
     Empty,
     /// An HTTP error with an optional Retry-After in seconds.
     Status(u16, Option<u64>),
+    /// Never answers (a model call in progress when the process dies).
+    Hang,
 }
 
 #[derive(Clone, Default)]
@@ -126,6 +128,9 @@ async fn respond(State(shared): State<Shared>, req: Request) -> Response {
     } else {
         shared.script.lock().unwrap().pop_front().unwrap_or(Reply::Text("(script exhausted)"))
     };
+    if let Reply::Hang = reply {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
     let (input, output) = *shared.usage.lock().unwrap();
     let anthropic = path.ends_with("/messages");
     match reply {

@@ -16,5 +16,6 @@ mod limits;
 mod memory;
 mod python;
 mod reload;
+mod scheduler;
 mod secrets;
 mod skills;

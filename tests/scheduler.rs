@@ -1,0 +1,208 @@
+//! The scheduler on a controllable clock (`tick(now)`), and the daemon
+//! killed with SIGKILL mid-job and mid-write.
+
+use crate::fake_llm::{FakeLlm, Reply};
+use crate::support::{Env, stdout, wait_for};
+use jiff::{Timestamp, ToSpan};
+use std::sync::Arc;
+use std::time::Duration;
+use wasiclaw::agent::Agent;
+use wasiclaw::grants::{GrantChange, GrantSet};
+use wasiclaw::scheduler::{NewJob, Scheduler};
+
+fn t(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn tool_job(when: &str, tool: &str, args: &str) -> NewJob {
+    NewJob {
+        when: when.into(),
+        tz: "UTC".into(),
+        tool: Some(tool.into()),
+        args: Some(args.into()),
+        ..Default::default()
+    }
+}
+
+async fn setup(config: &str, skills: &[&str]) -> (Env, Arc<Agent>) {
+    let env = Env::new();
+    for s in skills {
+        env.install(s);
+    }
+    env.config(config);
+    let rt = Arc::new(env.runtime().await);
+    let agent = Arc::new(Agent::new(rt, None).await);
+    (env, agent)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_occurrence_runs_once_even_when_ticks_race() {
+    let (_env, agent) = setup("[agent]\nollama_url = \"http://127.0.0.1:1\"", &["clock"]).await;
+    let start = t("2026-11-25T10:00:00Z");
+    let job = agent.rt.schedule(tool_job("every 1m", "clock.now", "{}"), start.as_millisecond()).unwrap();
+    assert_eq!(job.next_ms, Some(start.checked_add(1.minute()).unwrap().as_millisecond()));
+    let s = Scheduler { agent: &agent };
+    let due = t("2026-11-25T10:01:05Z");
+    let (a, b) = tokio::join!(s.tick(due), s.tick(due));
+    assert_eq!(a.unwrap().len() + b.unwrap().len(), 1, "two racing ticks ran one occurrence twice");
+    assert!(s.tick(due).await.unwrap().is_empty());
+    let later = s.tick(t("2026-11-25T10:02:00Z")).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].status, "ok");
+    assert_eq!(agent.rt.db.runs(Some(job.id), 10).unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missed_runs_follow_the_policy() {
+    let (_env, agent) = setup("[agent]\nollama_url = \"http://127.0.0.1:1\"", &["clock"]).await;
+    let start = t("2026-11-25T10:00:00Z").as_millisecond();
+    let every = agent.rt.schedule(tool_job("every 10m", "clock.now", "{}"), start).unwrap();
+    let once = agent.rt.schedule(tool_job("at 2026-11-25T10:05", "clock.now", "{}"), start).unwrap();
+    let s = Scheduler { agent: &agent };
+    // The daemon was down from 10:00 to 11:00.
+    let runs = s.tick(t("2026-11-25T11:00:30Z")).await.unwrap();
+    let status = |id| runs.iter().filter(|r| r.job == id).map(|r| r.status.clone()).collect::<Vec<_>>();
+    assert_eq!(status(every.id), ["skipped"], "recurring jobs skip what they missed, once");
+    assert_eq!(status(once.id), ["ok"], "one-shot jobs run once after downtime");
+    let jobs = agent.rt.db.jobs().unwrap();
+    assert_eq!(
+        jobs[0].next_ms,
+        Some(t("2026-11-25T11:10:00Z").as_millisecond()),
+        "next fire is after now, on the grid"
+    );
+    assert_eq!(jobs[1].next_ms, None, "a one-shot job is done");
+    assert!(s.tick(t("2026-11-25T12:00:00Z")).await.unwrap().iter().all(|r| r.job != once.id));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_heartbeat_costs_no_tokens() {
+    let llm = FakeLlm::start(vec![Reply::Text("You have an urgent note: call the bank.")]).await;
+    let config = format!("[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"m\"", llm.base);
+    let (_env, agent) = setup(&config, &["notes"]).await;
+    let all = GrantChange { rights: GrantSet::default(), all: true };
+    agent.rt.change_grant("notes", &all, false).unwrap();
+    let start = t("2026-11-25T10:00:00Z");
+    let job = NewJob {
+        when: "every 15m".into(),
+        tz: "UTC".into(),
+        prompt: Some("Tell me about urgent notes".into()),
+        check: Some("notes.search".into()),
+        check_args: Some(r#"{"query":"urgent"}"#.into()),
+        chat: "terminal:me".into(),
+        ..Default::default()
+    };
+    let job = agent.rt.schedule(job, start.as_millisecond()).unwrap();
+    let s = Scheduler { agent: &agent };
+    let idle = s.tick(t("2026-11-25T10:15:00Z")).await.unwrap();
+    assert_eq!((idle[0].status.as_str(), idle[0].tokens), ("idle", 0));
+    assert!(llm.requests().is_empty(), "the model was woken for nothing");
+
+    agent.rt.call_tool("notes", "add", r#"{"text":"urgent: call the bank"}"#).await.unwrap();
+    let woke = s.tick(t("2026-11-25T10:30:00Z")).await.unwrap();
+    assert_eq!(woke[0].status, "ok");
+    assert_eq!(woke[0].tokens, 50, "the fake reports 40 + 10 tokens");
+    assert!(woke[0].delivered);
+    let prompt = llm.requests()[0]["messages"].to_string();
+    assert!(prompt.contains("urgent: call the bank"), "the check's output reaches the model: {prompt}");
+    let delivered = agent.rt.notifications(5).unwrap();
+    assert!(delivered.iter().any(|n| n.text.contains("call the bank") && n.skill == format!("job:{}", job.id)));
+    let session = agent.rt.db.session("terminal:me").unwrap();
+    assert!(session.messages.len() >= 2, "the result went to the target chat");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_model_schedules_lists_and_cancels_tasks() {
+    let llm = FakeLlm::start(vec![
+        Reply::Tools(vec![(
+            "schedule_task",
+            r#"{"when":"0 8 * * mon-fri","tz":"Europe/Berlin","prompt":"send me the weather"}"#,
+        )]),
+        Reply::Text("Scheduled."),
+        Reply::Tools(vec![("list_tasks", "{}")]),
+        Reply::Tools(vec![("cancel_task", r#"{"id":1}"#)]),
+        Reply::Text("Cancelled."),
+    ])
+    .await;
+    let config = format!("[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"m\"", llm.base);
+    let (_env, agent) = setup(&config, &[]).await;
+    assert_eq!(agent.turn("web:abc", "every weekday at 8 send me the weather", &|_| {}).await.unwrap(), "Scheduled.");
+    let jobs = agent.rt.db.jobs().unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].target, "web:abc", "results go to the chat that asked");
+    let next = Timestamp::from_millisecond(jobs[0].next_ms.unwrap())
+        .unwrap()
+        .to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").unwrap());
+    assert_eq!((next.hour(), next.minute()), (8, 0));
+    assert_eq!(agent.turn("web:abc", "cancel it", &|_| {}).await.unwrap(), "Cancelled.");
+    assert!(llm.requests()[3]["messages"].to_string().contains("send me the weather"), "list_tasks showed the job");
+    assert!(agent.rt.db.jobs().unwrap().is_empty());
+}
+
+#[test]
+fn the_cron_cli() {
+    let env = Env::new();
+    env.install("clock");
+    let added = env.ok(&["cron", "add", "0 8 * * mon-fri", "--tz", "Europe/Berlin", "--tool", "clock.now"]);
+    assert!(added.contains("added job 1") && added.contains("08:00"), "{added}");
+    assert!(env.ok(&["cron", "list"]).contains("tool clock.now"));
+    let bad = env.cli(&["cron", "add", "0 25 * * *", "--prompt", "x"]);
+    assert!(!bad.status.success() && crate::support::stderr(&bad).contains("hour field"));
+    let ran = env.ok(&["cron", "run-now", "1"]);
+    assert!(ran.contains("ok") && ran.contains("\"tz\":\"UTC\""), "{ran}");
+    assert!(env.ok(&["cron", "history"]).contains("job   1"));
+    env.ok(&["cron", "rm", "1"]);
+    assert!(env.ok(&["cron", "list"]).trim().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_killed_mid_run_is_never_repeated() {
+    let llm = FakeLlm::start(vec![Reply::Hang, Reply::Text("should never be asked")]).await;
+    let env = Env::new();
+    env.config(&format!("[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"m\"", llm.base));
+    let at = Timestamp::now().checked_add(2.seconds()).unwrap().to_string();
+    env.ok(&["cron", "add", &format!("at {at}"), "--prompt", "do the thing"]);
+    let mut daemon = tokio::task::block_in_place(|| env.daemon());
+    tokio::task::block_in_place(|| {
+        wait_for("the job to call the model", Duration::from_secs(30), || !llm.requests().is_empty())
+    });
+    daemon.child.kill().unwrap(); // SIGKILL, mid-run
+    daemon.child.wait().unwrap();
+    let _again = tokio::task::block_in_place(|| env.daemon());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(llm.requests().len(), 1, "the interrupted run was repeated");
+    let history = tokio::task::block_in_place(|| env.ok(&["cron", "history"]));
+    assert!(history.contains("interrupted"), "{history}");
+}
+
+#[test]
+fn nothing_acknowledged_is_lost_when_the_daemon_is_killed() {
+    let env = Env::new();
+    env.install("notes");
+    env.ok(&["skills", "grant", "notes", "--kv"]);
+    env.ok(&["cron", "add", "every 1s", "--tool", "notes.add", "--args", r#"{"text":"tick"}"#]);
+    let mut daemon = env.daemon();
+    let mut acknowledged = Vec::new();
+    for i in 0..40 {
+        if i == 20 {
+            daemon.child.kill().unwrap(); // SIGKILL, between and during writes
+        }
+        let out = env.cli(&["memory", "add", &format!("fact {i}")]);
+        if out.status.success() {
+            acknowledged.push(format!("fact {i}"));
+        }
+    }
+    daemon.child.wait().unwrap();
+    let _again = env.daemon();
+    let memories = env.ok(&["memory", "list"]);
+    for fact in &acknowledged {
+        assert!(memories.contains(&format!("{fact}  ")), "{fact} was acknowledged but is gone");
+    }
+    assert!(acknowledged.len() >= 39, "the CLI falls back to the database when the daemon is gone");
+    // Every occurrence ran at most once: one note per finished run.
+    let runs: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["cron", "history", "--json", "--limit", "1000"])).unwrap();
+    let ok = runs.iter().filter(|r| r["status"] == "ok").count();
+    let notes: Vec<serde_json::Value> = serde_json::from_str(&stdout(&env.cli(&["tool", "notes.list"]))).unwrap();
+    assert!(ok >= 1);
+    assert!(notes.len() == ok || notes.len() == ok + 1, "{} notes for {ok} finished runs", notes.len());
+}
