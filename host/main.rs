@@ -212,6 +212,7 @@ struct Rights {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum CronCommand {
     /// Add a job. WHEN is `every 10m` (s, m, h, d), `at 2026-12-01T08:00`, or a cron expression.
     #[command(after_help = "Examples:\n  \
