@@ -31,10 +31,13 @@ fn main() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.redb");
-    let store = Store::open(&path).unwrap();
+    let mut store = Store::open(&path).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     println!("memory_search benchmark (BM25 keywords, no embeddings), 500 queries per size");
-    println!("{:>9} {:>10} {:>10} {:>10} {:>14}", "memories", "p50 ms", "p99 ms", "max ms", "file MiB/10k");
+    println!(
+        "{:>9} {:>10} {:>10} {:>10} {:>14} {:>16}",
+        "memories", "p50 ms", "p99 ms", "max ms", "file MiB/10k", "compacted/10k"
+    );
     let mut total = 0;
     for target in [10_000usize, 100_000] {
         while total < target {
@@ -59,14 +62,18 @@ fn main() {
             })
             .collect();
         times.sort_by(f64::total_cmp);
-        let size = std::fs::metadata(&path).unwrap().len() as f64 / (1 << 20) as f64;
+        let per_10k = |bytes: u64| bytes as f64 / (1 << 20) as f64 / (total as f64 / 10_000.0);
+        let size = std::fs::metadata(&path).unwrap().len();
+        store.compact().unwrap();
+        let compacted = std::fs::metadata(&path).unwrap().len();
         println!(
-            "{:>9} {:>10.2} {:>10.2} {:>10.2} {:>14.2}",
+            "{:>9} {:>10.2} {:>10.2} {:>10.2} {:>14.2} {:>16.2}",
             total,
             times[times.len() / 2],
             times[times.len() * 99 / 100],
             times[times.len() - 1],
-            size / (total as f64 / 10_000.0)
+            per_10k(size),
+            per_10k(compacted)
         );
     }
 }

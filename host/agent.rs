@@ -458,7 +458,7 @@ impl Agent {
                 let s = |k: &str| args[k].as_str().map(String::from);
                 let job = crate::scheduler::NewJob {
                     when: s("when").unwrap_or_default(),
-                    tz: s("tz").unwrap_or_else(|| "UTC".into()),
+                    tz: s("tz").unwrap_or_else(|| jiff::tz::TimeZone::system().iana_name().unwrap_or("UTC").to_string()),
                     prompt: s("prompt"),
                     chat: key.to_string(),
                     check: s("check"),

@@ -125,6 +125,11 @@ impl Store {
         Ok(Store { db })
     }
 
+    /// Reclaim free pages (the file never shrinks on its own).
+    pub fn compact(&mut self) -> Result<bool, StoreError> {
+        self.db.compact().map_err(|e| StoreError::Db(e.into()))
+    }
+
     pub fn grant(&self, skill: &str) -> Result<Option<GrantRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(GRANTS)?;
