@@ -203,22 +203,7 @@ impl Store {
 
     /// Set or clear the pinned flag; false if there is no such memory.
     pub fn memory_pin(&self, id: u64, pinned: bool) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write()?;
-        let found = {
-            let mut memories = txn.open_table(MEMORIES)?;
-            let current = memories.get(id)?.map(|v| v.value().to_vec());
-            match current {
-                None => false,
-                Some(bytes) => {
-                    let mut m: Memory = serde_json::from_slice(&bytes)?;
-                    m.pinned = pinned;
-                    memories.insert(id, serde_json::to_vec(&m)?.as_slice())?;
-                    true
-                }
-            }
-        };
-        txn.commit()?;
-        Ok(found)
+        self.update_record(MEMORIES, id, |m: &mut Memory| m.pinned = pinned)
     }
 
     /// All memories in id order (oldest first).

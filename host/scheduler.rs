@@ -483,24 +483,7 @@ mod tests {
 impl Store {
     /// Make a job due now (for `cron run-now`); false if there is no such job.
     pub fn job_due_now(&self, id: u64, now_ms: i64) -> Result<bool, ScheduleError> {
-        let txn = self.db.begin_write()?;
-        let found = {
-            let mut jobs = txn.open_table(JOBS)?;
-            let job: Option<Job> = match jobs.get(id)? {
-                Some(v) => Some(serde_json::from_slice(v.value())?),
-                None => None,
-            };
-            match job {
-                Some(mut job) => {
-                    job.next_ms = Some(now_ms);
-                    jobs.insert(id, serde_json::to_vec(&job)?.as_slice())?;
-                    true
-                }
-                None => false,
-            }
-        };
-        txn.commit()?;
-        Ok(found)
+        Ok(self.update_record(JOBS, id, |job: &mut Job| job.next_ms = Some(now_ms))?)
     }
 }
 

@@ -125,6 +125,32 @@ impl Store {
         Ok(Store { db })
     }
 
+    /// Read-modify-write one JSON record keyed by id, in one transaction;
+    /// false if there is no such record.
+    pub(crate) fn update_record<T: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+        id: u64,
+        f: impl FnOnce(&mut T),
+    ) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let found = {
+            let mut table = txn.open_table(table)?;
+            let current = table.get(id)?.map(|v| v.value().to_vec());
+            match current {
+                None => false,
+                Some(bytes) => {
+                    let mut record: T = serde_json::from_slice(&bytes)?;
+                    f(&mut record);
+                    table.insert(id, serde_json::to_vec(&record)?.as_slice())?;
+                    true
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(found)
+    }
+
     /// Reclaim free pages (the file never shrinks on its own).
     pub fn compact(&mut self) -> Result<bool, StoreError> {
         self.db.compact().map_err(|e| StoreError::Db(e.into()))

@@ -90,8 +90,13 @@ fn export_and_import_round_trip_exactly() {
     env.ok(&["memory", "forget", "3"]);
     let forget = env.cli(&["memory", "forget", "3"]);
     assert!(!forget.status.success() && stderr(&forget).contains("no memory with id 3"));
+    env.ok(&["memory", "pin", "1"]);
+    env.ok(&["memory", "unpin", "2"]);
+    env.ok(&["memory", "pin", "2"]);
+    assert!(!env.cli(&["memory", "pin", "9"]).status.success());
     let exported = env.ok(&["memory", "export"]);
     assert_eq!(exported.lines().count(), 2);
+    assert!(exported.lines().all(|l| l.contains("\"pinned\":true")), "{exported}");
 
     let other = Env::new();
     let file = other.path().join("mem.jsonl");
