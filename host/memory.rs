@@ -208,13 +208,7 @@ impl Store {
 
     /// All memories in id order (oldest first).
     pub fn memory_all(&self) -> Result<Vec<Memory>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(MEMORIES)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            out.push(serde_json::from_slice(entry?.1.value())?);
-        }
-        Ok(out)
+        self.all_records(MEMORIES)
     }
 
     pub fn memory_get(&self, ids: &[u64]) -> Result<Vec<Memory>, StoreError> {

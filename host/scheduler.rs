@@ -206,13 +206,7 @@ impl Store {
     }
 
     pub fn jobs(&self) -> Result<Vec<Job>, ScheduleError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(JOBS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            out.push(serde_json::from_slice(entry?.1.value())?);
-        }
-        Ok(out)
+        Ok(self.all_records(JOBS)?)
     }
 
     pub fn job_remove(&self, id: u64) -> Result<bool, ScheduleError> {

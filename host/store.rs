@@ -151,6 +151,20 @@ impl Store {
         Ok(found)
     }
 
+    /// Every JSON record of an id-keyed table, in id order.
+    pub(crate) fn all_records<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<u64, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(table)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            out.push(serde_json::from_slice(entry?.1.value())?);
+        }
+        Ok(out)
+    }
+
     /// Reclaim free pages (the file never shrinks on its own).
     pub fn compact(&mut self) -> Result<bool, StoreError> {
         self.db.compact().map_err(|e| StoreError::Db(e.into()))
