@@ -185,7 +185,7 @@ async fn the_web_chat_streams_a_reply_in_a_real_browser() {
     let send = browser.element("#send").await;
     browser.call(reqwest::Method::POST, &format!("/element/{send}/click"), json!({})).await;
     let mut reply = Value::Null;
-    for _ in 0..100 {
+    for _ in 0..300 {
         reply = browser.script("const b = document.querySelector('.bot[data-done]'); return b && b.textContent;").await;
         if !reply.is_null() {
             break;
