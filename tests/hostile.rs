@@ -75,3 +75,22 @@ fn the_daemon_survives_every_attack() {
     assert!(now.status.success() && stdout(&now).contains("\"tz\":\"UTC\""), "{}", stderr(&now));
     assert!(env.ok(&["status"]).contains("daemon running"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_files_grant_opens_one_private_directory_and_nothing_else() {
+    let (env, rt) = hostile("http://127.0.0.1:9", "").await;
+    let write = |path: &str| serde_json::json!({"path": path, "text": "hello"}).to_string();
+    assert!(!call(&rt, "hostile.write-file", &write("/data/note.txt")).await.ok, "no grant, no directory");
+    let files = wasiclaw::grants::GrantSet { files: true, ..Default::default() };
+    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false }, false).unwrap();
+    let out = call(&rt, "hostile.write-file", &write("/data/note.txt")).await;
+    assert!(out.ok, "{}", out.output);
+    assert_eq!(std::fs::read_to_string(env.path().join("files/hostile/note.txt")).unwrap(), "hello");
+    let back = call(&rt, "hostile.read-file", r#"{"path":"/data/note.txt"}"#).await;
+    assert_eq!(back.output, "hello");
+    for escape in ["/data/../secrets.json", "/etc/passwd", "/data/../../secrets.json"] {
+        let out = call(&rt, "hostile.read-file", &serde_json::json!({"path": escape}).to_string()).await;
+        assert!(!out.ok, "read {escape}: {}", out.output);
+    }
+    assert!(!call(&rt, "hostile.write-file", &write("/tmp/x")).await.ok);
+}
