@@ -489,7 +489,7 @@ impl Agent {
     async fn recall(&self, input: &str) -> String {
         let cfg = &self.rt.config.memory;
         let mut lines: Vec<String> = Vec::new();
-        let pinned = self.rt.db.memory_all().map(|all| all.into_iter().filter(|m| m.pinned).collect::<Vec<_>>());
+        let pinned = self.rt.db.memory_pinned();
         let relevant = self.rt.memories().search(input, cfg.recall).await;
         let mut seen = std::collections::BTreeSet::new();
         let found =

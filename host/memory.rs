@@ -18,6 +18,8 @@ const POSTINGS: TableDefinition<(&str, u64), u32> = TableDefinition::new("memory
 const LENGTHS: TableDefinition<u64, u32> = TableDefinition::new("memory_lengths");
 /// memory id → embedding as little-endian f32s.
 const VECTORS: TableDefinition<u64, &[u8]> = TableDefinition::new("memory_vectors");
+/// Ids of pinned memories, so recall never scans every memory.
+const PINNED: TableDefinition<u64, ()> = TableDefinition::new("memory_pinned");
 /// "next_id", "docs", "total_len".
 const META: TableDefinition<&str, u64> = TableDefinition::new("memory_meta");
 
@@ -26,6 +28,7 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableErr
     txn.open_table(POSTINGS)?;
     txn.open_table(LENGTHS)?;
     txn.open_table(VECTORS)?;
+    txn.open_table(PINNED)?;
     txn.open_table(META)?;
     Ok(())
 }
@@ -122,6 +125,7 @@ impl Store {
             let mut postings = txn.open_table(POSTINGS)?;
             let mut lengths = txn.open_table(LENGTHS)?;
             let mut vectors = txn.open_table(VECTORS)?;
+            let mut pinned = txn.open_table(PINNED)?;
             let mut meta = txn.open_table(META)?;
             let get = |meta: &redb::Table<&str, u64>, k: &str| -> Result<u64, StoreError> {
                 Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0))
@@ -146,6 +150,9 @@ impl Store {
                 lengths.insert(m.id, words.len() as u32)?;
                 if let Some(v) = vector {
                     vectors.insert(m.id, to_bytes(&v).as_slice())?;
+                }
+                if m.pinned {
+                    pinned.insert(m.id, ())?;
                 }
                 memories.insert(m.id, serde_json::to_vec(&m)?.as_slice())?;
                 docs += 1;
@@ -188,6 +195,7 @@ impl Store {
                     }
                     let len = txn.open_table(LENGTHS)?.remove(id)?.map(|v| v.value()).unwrap_or(0);
                     txn.open_table(VECTORS)?.remove(id)?;
+                    txn.open_table(PINNED)?.remove(id)?;
                     let mut meta = txn.open_table(META)?;
                     let docs = meta.get("docs")?.map(|v| v.value()).unwrap_or(1);
                     let total = meta.get("total_len")?.map(|v| v.value()).unwrap_or(0);
@@ -202,8 +210,39 @@ impl Store {
     }
 
     /// Set or clear the pinned flag; false if there is no such memory.
-    pub fn memory_pin(&self, id: u64, pinned: bool) -> Result<bool, StoreError> {
-        self.update_record(MEMORIES, id, |m: &mut Memory| m.pinned = pinned)
+    pub fn memory_pin(&self, id: u64, pin: bool) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let found = {
+            let mut memories = txn.open_table(MEMORIES)?;
+            let current = memories.get(id)?.map(|v| v.value().to_vec());
+            match current {
+                None => false,
+                Some(bytes) => {
+                    let mut m: Memory = serde_json::from_slice(&bytes)?;
+                    m.pinned = pin;
+                    memories.insert(id, serde_json::to_vec(&m)?.as_slice())?;
+                    let mut pinned = txn.open_table(PINNED)?;
+                    if pin {
+                        pinned.insert(id, ())?;
+                    } else {
+                        pinned.remove(id)?;
+                    }
+                    true
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(found)
+    }
+
+    /// The pinned memories, without reading any other.
+    pub fn memory_pinned(&self) -> Result<Vec<Memory>, StoreError> {
+        let ids: Vec<u64> = {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(PINNED)?;
+            table.iter()?.map(|e| e.map(|(k, _)| k.value())).collect::<Result<_, _>>()?
+        };
+        self.memory_get(&ids)
     }
 
     /// All memories in id order (oldest first).
@@ -382,6 +421,23 @@ mod tests {
     fn terms_fold_plurals_and_drop_stopwords() {
         assert_eq!(terms("The dentist's Appointments, and batteries!"), vec!["dentist", "appointment", "battery"]);
         assert_eq!(terms("glass"), vec!["glass"]);
+    }
+
+    #[test]
+    fn pinned_set_follows_pin_unpin_and_forget() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::open(&dir.path().join("db")).unwrap();
+        let a = db.memory_add("always english", vec![], "t", true, None).unwrap();
+        let b = db.memory_add("plain", vec![], "t", false, None).unwrap();
+        let ids = |db: &Store| db.memory_pinned().unwrap().iter().map(|m| m.id).collect::<Vec<_>>();
+        assert_eq!(ids(&db), [a.id]);
+        assert!(db.memory_pin(b.id, true).unwrap());
+        assert!(db.memory_pin(a.id, false).unwrap());
+        assert_eq!(ids(&db), [b.id]);
+        assert!(db.memory_pinned().unwrap()[0].pinned);
+        assert!(db.memory_forget(b.id).unwrap());
+        assert!(ids(&db).is_empty());
+        assert!(!db.memory_pin(99, true).unwrap());
     }
 
     #[test]
