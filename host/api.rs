@@ -4,6 +4,7 @@
 //! same `Request` it would otherwise run itself.
 
 use crate::agent::{Agent, Emit};
+use crate::channels::ChannelStatus;
 use crate::grants::GrantChange;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::scheduler::Scheduler;
@@ -87,6 +88,17 @@ pub enum Request {
         session: String,
         text: String,
     },
+    PairingList,
+    PairingApprove {
+        code: String,
+        admin: bool,
+    },
+    PairingRevoke {
+        channel: String,
+        sender: String,
+    },
+    /// Messages waiting to be sent through channels.
+    Outbox,
 }
 
 impl Request {
@@ -126,13 +138,47 @@ pub enum Reply {
 pub async fn dispatch(rt: &Runtime, agent: Option<&Agent>, request: Request, daemon: bool, emit: Emit<'_>) -> Reply {
     let value = async {
         Ok::<Value, crate::runtime::RuntimeError>(match request {
-            Request::Status => json!({
-                "daemon": daemon,
-                "pid": std::process::id(),
-                "state_dir": rt.paths.state_dir,
-                "skills": rt.skills()?.len(),
-                "audit_records": rt.db.audit_count()?,
-            }),
+            Request::Status => {
+                let skills = rt.skills()?;
+                let mut channels: Vec<ChannelStatus> = rt.channel_status.lock().unwrap().values().cloned().collect();
+                let outbox = rt.db.outbox(None)?;
+                for c in &mut channels {
+                    c.outbox_pending = outbox.iter().filter(|o| o.channel == c.name).count();
+                    c.pending_rights =
+                        skills.iter().find(|s| s.name == c.name).map(|s| s.pending.clone()).unwrap_or_default();
+                }
+                json!({
+                    "daemon": daemon,
+                    "pid": std::process::id(),
+                    "state_dir": rt.paths.state_dir,
+                    "skills": skills.iter().filter(|s| s.channel.is_none()).count(),
+                    "channels": channels,
+                    "outbox_pending": outbox.len(),
+                    "audit_records": rt.db.audit_count()?,
+                })
+            }
+            Request::PairingList => serde_json::to_value(rt.db.pairings()?)?,
+            Request::PairingApprove { code, admin } => match rt.db.pairing_approve(&code, admin)? {
+                Some(p) => {
+                    let welcome = "You're paired. Say hello!";
+                    rt.db.outbox_enqueue(&p.channel, &p.chat_id, welcome)?;
+                    serde_json::to_value(p)?
+                }
+                None => {
+                    return Err(RuntimeError::Invalid(format!(
+                        "no pending pairing has the code {code} (codes expire after an hour); `wasiclaw pairing list` shows requests"
+                    )));
+                }
+            },
+            Request::PairingRevoke { channel, sender } => {
+                if !rt.db.pairing_revoke(&channel, &sender)? {
+                    return Err(RuntimeError::Invalid(format!(
+                        "{channel} has no pairing for sender {sender}; `wasiclaw pairing list` shows them"
+                    )));
+                }
+                json!({ "channel": channel, "sender": sender })
+            }
+            Request::Outbox => serde_json::to_value(rt.db.outbox(None)?)?,
             Request::SkillsList => serde_json::to_value(rt.skills()?)?,
             Request::SkillsInspect { name } => serde_json::to_value(rt.inspect(&name)?)?,
             Request::Grant { name, change } => {

@@ -6,7 +6,7 @@
 //! reason and never runs; a replaced file is reloaded by sha256; a removed
 //! file is unloaded; two files may not claim one skill name.
 
-use crate::engine::{CallError, HostCtx, SkillEngine, SkillPre, SkillState};
+use crate::engine::{CallError, ChannelPre, HostCtx, SkillEngine, SkillPre, SkillState};
 use crate::grants::{Capabilities, HttpRule, UrlPattern, valid_secret_name};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -52,9 +52,9 @@ pub enum LoadError {
         "built for contract {CONTRACT_PACKAGE}@{found}, but this wasiclaw speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}; rebuild the skill against {CONTRACT_VERSION} or use a wasiclaw that speaks {found}"
     )]
     Version { found: String },
-    #[error("this is a channel component; channels are not run by this version of wasiclaw yet")]
-    Channel,
-    #[error("not a wasiclaw skill: it does not export {CONTRACT_PACKAGE}/tool-api@{CONTRACT_VERSION}")]
+    #[error(
+        "not a wasiclaw skill or channel: it exports neither {CONTRACT_PACKAGE}/tool-api@{CONTRACT_VERSION} nor {CONTRACT_PACKAGE}/channel-api@{CONTRACT_VERSION}"
+    )]
     NotASkill,
     #[error("cannot link: {0}")]
     Link(String),
@@ -64,10 +64,52 @@ pub enum LoadError {
     Manifest(String),
 }
 
-/// A skill ready to be called.
+/// How the host reaches a channel's platform (WIT `transport`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    Poll { interval_ms: u32 },
+    Webhook,
+    Websocket { url: String },
+}
+
+/// The markup a platform renders (WIT `markup`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Markup {
+    Plain,
+    Markdown,
+    TelegramHtml,
+    SlackMrkdwn,
+    Whatsapp,
+}
+
+/// What a channel component declares besides its manifest.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ChannelSpec {
+    pub transport: Transport,
+    pub markup: Markup,
+    pub max_length: usize,
+}
+
+/// A component ready to be called: a skill (tools) or a chat channel.
+pub enum Kind {
+    Skill(SkillPre<SkillState>),
+    Channel(ChannelPre<SkillState>, ChannelSpec),
+}
+
 pub struct Loaded {
     pub manifest: Manifest,
-    pub pre: SkillPre<SkillState>,
+    pub kind: Kind,
+}
+
+impl Loaded {
+    pub fn channel(&self) -> Option<(&ChannelPre<SkillState>, &ChannelSpec)> {
+        match &self.kind {
+            Kind::Channel(pre, spec) => Some((pre, spec)),
+            Kind::Skill(_) => None,
+        }
+    }
 }
 
 /// One `.wasm` file in the skills folder.
@@ -107,7 +149,8 @@ fn compatible(found: &str) -> bool {
 }
 
 /// Check the contract version named in the component's imports and exports.
-fn check_contract(engine: &SkillEngine, component: &wasmtime::component::Component) -> Result<(), LoadError> {
+/// Returns whether it is a channel.
+fn check_contract(engine: &SkillEngine, component: &wasmtime::component::Component) -> Result<bool, LoadError> {
     let ty = component.component_type();
     let names: Vec<String> = ty
         .imports(&engine.engine)
@@ -130,8 +173,8 @@ fn check_contract(engine: &SkillEngine, component: &wasmtime::component::Compone
     exports_tool_api &= exported("tool-api");
     exports_channel &= exported("channel-api");
     match (exports_tool_api, exports_channel) {
-        (true, _) => Ok(()),
-        (false, true) => Err(LoadError::Channel),
+        (true, _) => Ok(false),
+        (false, true) => Ok(true),
         (false, false) => Err(LoadError::NotASkill),
     }
 }
@@ -198,8 +241,8 @@ fn to_manifest(m: crate::engine::bindings::wasiclaw::plugin::types::Manifest) ->
     Ok(manifest)
 }
 
-/// Call `describe()` in a fresh sandbox with no rights.
-pub async fn describe(engine: &SkillEngine, pre: &SkillPre<SkillState>, ctx: HostCtx) -> Result<Manifest, LoadError> {
+/// Call a skill's `describe()` in a fresh sandbox with no rights.
+async fn describe_skill(engine: &SkillEngine, pre: &SkillPre<SkillState>, ctx: HostCtx) -> Result<Manifest, LoadError> {
     let mut store = engine.store(ctx, None).map_err(LoadError::Describe)?;
     let pre = pre.clone();
     let raw = engine
@@ -214,8 +257,54 @@ pub async fn describe(engine: &SkillEngine, pre: &SkillPre<SkillState>, ctx: Hos
     to_manifest(raw).map_err(LoadError::Manifest)
 }
 
+/// Call a channel's `describe()` in a fresh sandbox with no rights.
+async fn describe_channel(
+    engine: &SkillEngine,
+    pre: &ChannelPre<SkillState>,
+    ctx: HostCtx,
+) -> Result<(Manifest, ChannelSpec), LoadError> {
+    use crate::engine::channel_bindings::exports::wasiclaw::plugin::channel_api as api;
+    let mut store = engine.store(ctx, None).map_err(LoadError::Describe)?;
+    let pre = pre.clone();
+    let raw = engine
+        .guarded(&mut store, move |store| {
+            Box::pin(async move {
+                let channel = pre.instantiate_async(&mut *store).await?;
+                channel.wasiclaw_plugin_channel_api().call_describe(&mut *store).await
+            })
+        })
+        .await
+        .map_err(LoadError::Describe)?;
+    let manifest = to_manifest(raw.manifest).map_err(LoadError::Manifest)?;
+    if !manifest.tools.is_empty() {
+        return Err(LoadError::Manifest("a channel has no tools; make the tools a separate skill".into()));
+    }
+    let transport = match raw.transport {
+        api::Transport::Poll(ms) => Transport::Poll { interval_ms: ms },
+        api::Transport::Webhook => Transport::Webhook,
+        api::Transport::Websocket(url) => {
+            let pattern = UrlPattern::parse(&url).map_err(|e| LoadError::Manifest(format!("websocket: {e}")))?;
+            if !matches!(pattern.scheme.as_str(), "ws" | "wss") {
+                return Err(LoadError::Manifest(format!("websocket URL `{url}` must start with wss:// or ws://")));
+            }
+            Transport::Websocket { url }
+        }
+    };
+    let markup = match raw.markup {
+        api::Markup::Plain => Markup::Plain,
+        api::Markup::Markdown => Markup::Markdown,
+        api::Markup::TelegramHtml => Markup::TelegramHtml,
+        api::Markup::SlackMrkdwn => Markup::SlackMrkdwn,
+        api::Markup::Whatsapp => Markup::Whatsapp,
+    };
+    if raw.max_length < 64 {
+        return Err(LoadError::Manifest(format!("max-length {} is below the 64 characters a reply needs", raw.max_length)));
+    }
+    Ok((manifest, ChannelSpec { transport, markup, max_length: raw.max_length as usize }))
+}
+
 /// Compile and check a component file. `ctx_for` gives the describe-time
-/// context for a skill name (its config settings, no rights).
+/// context for a component name (its config settings, no rights).
 pub async fn load(
     engine: &SkillEngine,
     file: &Path,
@@ -230,15 +319,24 @@ pub async fn load(
         return Err(LoadError::CoreModule);
     }
     let component = engine.compile(file, bytes, sha256).map_err(|e| LoadError::Compile(e.to_string()))?;
-    check_contract(engine, &component)?;
+    let is_channel = check_contract(engine, &component)?;
     let instance_pre = engine.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
-    let pre = SkillPre::new(instance_pre).map_err(|e| LoadError::Link(format!("{e:#}")))?;
-    // Describe once to learn the name, then again with that skill's
+    let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
+    // Describe once to learn the name, then again with that component's
     // settings, since what it requests may depend on them.
-    let first = describe(engine, &pre, ctx_for("")).await?;
+    if is_channel {
+        let pre = ChannelPre::new(instance_pre).map_err(link)?;
+        let (first, spec) = describe_channel(engine, &pre, ctx_for("")).await?;
+        let ctx = ctx_for(&first.name);
+        let (manifest, spec) =
+            if ctx.settings.is_some() { describe_channel(engine, &pre, ctx).await? } else { (first, spec) };
+        return Ok(Loaded { manifest, kind: Kind::Channel(pre, spec) });
+    }
+    let pre = SkillPre::new(instance_pre).map_err(link)?;
+    let first = describe_skill(engine, &pre, ctx_for("")).await?;
     let ctx = ctx_for(&first.name);
-    let manifest = if ctx.settings.is_some() { describe(engine, &pre, ctx).await? } else { first };
-    Ok(Loaded { manifest, pre })
+    let manifest = if ctx.settings.is_some() { describe_skill(engine, &pre, ctx).await? } else { first };
+    Ok(Loaded { manifest, kind: Kind::Skill(pre) })
 }
 
 /// The loaded skills folder.

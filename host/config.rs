@@ -26,6 +26,26 @@ pub struct Config {
     pub gateway: GatewayConfig,
     #[serde(default)]
     pub memory: MemoryConfig,
+    /// `[channels.NAME]` tables: who a chat channel serves.
+    #[serde(default)]
+    pub channels: BTreeMap<String, ChannelConfig>,
+}
+
+/// Who one chat channel serves, besides senders paired with a code.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelConfig {
+    /// Sender ids served without pairing (the platform's user ids).
+    pub allow: Vec<String>,
+    /// Answer unknown senders with a pairing code; with `false` they are
+    /// ignored and only `allow` is served.
+    pub pairing: bool,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig { allow: Vec::new(), pairing: true }
+    }
 }
 
 /// Long-term memory.
@@ -75,6 +95,9 @@ pub struct AgentConfig {
     pub retries: u32,
     /// Probed when no provider is configured.
     pub ollama_url: String,
+    /// Where `notify` messages and results of jobs without a chat go, as
+    /// `CHANNEL:CHAT-ID` (e.g. `telegram:12345`). Unset: the first admin's chat.
+    pub owner_chat: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -87,6 +110,7 @@ impl Default for AgentConfig {
             daily_token_budget: 0,
             retries: 3,
             ollama_url: "http://127.0.0.1:11434".into(),
+            owner_chat: None,
         }
     }
 }

@@ -1,9 +1,11 @@
 //! `wasiclaw run`: the always-on process. It owns the database, serves the
-//! local API on the unix socket and the gateway (web chat), and keeps the skills folder loaded with a
+//! local API on the unix socket, the gateway (web chat, channel webhooks)
+//! and the chat channels, and keeps the skills folder loaded with a
 //! file watcher plus a periodic rescan (a watcher can miss events on some
 //! filesystems; the rescan is the backstop). Stops cleanly on SIGINT/SIGTERM.
 
 use crate::agent::Agent;
+use crate::channels::Channels;
 use crate::config::{Paths, ProviderConfig};
 use crate::runtime::Runtime;
 use crate::scheduler::Scheduler;
@@ -40,10 +42,12 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
     let listener = UnixListener::bind(&socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     let agent = Arc::new(Agent::new(rt.clone(), provider).await);
+    let channels = Channels::new(agent.clone());
+    channels.reconcile();
     let gateway = if rt.config.gateway.enabled {
         let listener = gateway::bind(&rt, gateway_bind.as_deref()).await?;
-        tracing::info!("web chat on http://{}/", listener.local_addr()?);
-        Some(tokio::spawn(gateway::serve(agent.clone(), listener)))
+        tracing::info!("web chat on http://{}/, channel webhooks under /hooks/", listener.local_addr()?);
+        Some(tokio::spawn(gateway::serve(agent.clone(), channels.clone(), listener)))
     } else {
         None
     };
@@ -72,8 +76,12 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
                 tokio::time::sleep(SETTLE).await;
                 while rx.try_recv().is_ok() {}
                 rescan(&rt).await;
+                channels.reconcile();
             }
-            _ = tick.tick() => { rescan(&rt).await; }
+            _ = tick.tick() => {
+                rescan(&rt).await;
+                channels.reconcile();
+            }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
         }

@@ -91,7 +91,7 @@ pub async fn authorize(host: &HostCtx, method: &str, uri: &Uri) -> Result<Author
     }
     let port = request.port.unwrap_or_default();
     let authority = match addr {
-        Some(ip) if scheme == "http" => match ip {
+        Some(ip) if scheme == "http" || scheme == "ws" => match ip {
             IpAddr::V6(v6) => format!("[{v6}]:{port}"),
             IpAddr::V4(v4) => format!("{v4}:{port}"),
         },

@@ -43,7 +43,29 @@ pub mod bindings {
     });
 }
 
+/// The `channel` world. Its imports are the skill world's, so the same
+/// host implementations (and linker) serve both.
+pub mod channel_bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "wasiclaw:plugin/channel",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: {
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+            "wasiclaw:plugin/types": super::bindings::wasiclaw::plugin::types,
+            "wasiclaw:plugin/kv": super::bindings::wasiclaw::plugin::kv,
+            "wasiclaw:plugin/log": super::bindings::wasiclaw::plugin::log,
+            "wasiclaw:plugin/config": super::bindings::wasiclaw::plugin::config,
+            "wasiclaw:plugin/crypto": super::bindings::wasiclaw::plugin::crypto,
+        },
+    });
+}
+
 pub use bindings::wasiclaw::plugin::types::Error as ToolError;
+pub use channel_bindings::{Channel, ChannelPre};
 pub use bindings::{Skill, SkillPre};
 
 /// A call into a guest, borrowing its store.
@@ -64,6 +86,8 @@ pub struct HostCtx {
     pub embedder: Option<Arc<crate::memory::Embedder>>,
     /// Denials during this call, in words, for the caller to show.
     pub denials: Arc<Mutex<Vec<String>>>,
+    /// `CHANNEL:CHAT` that `notify` messages are also sent to.
+    pub owner_chat: Option<String>,
 }
 
 impl HostCtx {

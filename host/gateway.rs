@@ -1,12 +1,17 @@
-//! The HTTP gateway of `wasiclaw run`: the web chat page and its streaming
-//! chat API.
+//! The HTTP gateway of `wasiclaw run`: the web chat page, its streaming
+//! chat API, and the webhook routes of chat channels (`/hooks/<channel>/...`).
 //!
 //! Invariants: it binds to loopback unless a bearer token is configured,
 //! and with a token every request must carry it (`Authorization: Bearer`,
 //! or `?token=` for the page itself); a POST whose Origin is not this
 //! gateway is refused, so other web pages cannot drive the agent.
+//! Webhooks are the exception: platforms cannot send our token, so each
+//! channel component authenticates its own requests (signatures, verify
+//! tokens) and the host only routes them.
 
 use crate::agent::{Agent, Event};
+use crate::channels::Channels;
+use crate::engine::channel_bindings::exports::wasiclaw::plugin::channel_api::HttpRequest;
 use crate::runtime::Runtime;
 use anyhow::Context;
 use axum::extract::{Query, Request, State};
@@ -14,7 +19,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -24,6 +31,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 const INDEX: &str = include_str!("web/index.html");
+const MAX_HOOK_BODY: usize = 1 << 20;
 
 #[derive(Clone)]
 struct Gate {
@@ -54,7 +62,7 @@ fn token(rt: &Runtime) -> anyhow::Result<Option<String>> {
     }
 }
 
-pub async fn serve(agent: Arc<Agent>, listener: TcpListener) {
+pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: TcpListener) {
     let gate = match token(&agent.rt) {
         Ok(token) => Gate { agent, token },
         Err(e) => {
@@ -66,7 +74,11 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener) {
         .route("/", get(|| async { Html(INDEX) }))
         .route("/api/chat", post(chat))
         .layer(middleware::from_fn_with_state(gate.clone(), guard))
-        .with_state(gate);
+        .with_state(gate)
+        .route("/hooks/{channel}", any(hook))
+        .route("/hooks/{channel}/{*rest}", any(hook))
+        .layer(DefaultBodyLimit::max(MAX_HOOK_BODY))
+        .with_state(channels);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("gateway stopped: {e}");
     }
@@ -131,4 +143,35 @@ async fn chat(State(gate): State<Gate>, Json(input): Json<ChatIn>) -> impl IntoR
     let stream =
         futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// A platform's request to a channel's webhook route, answered by the channel.
+async fn hook(
+    State(channels): State<Arc<Channels>>,
+    Path(params): Path<HashMap<String, String>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let channel = params.get("channel").cloned().unwrap_or_default();
+    let request = HttpRequest {
+        method: method.to_string(),
+        path: params.get("rest").map(|r| format!("/{r}")).unwrap_or_default(),
+        query: uri.query().unwrap_or_default().to_string(),
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body: body.to_vec(),
+    };
+    let reply = channels.webhook(&channel, request).await;
+    let mut response = Response::builder().status(reply.status);
+    for (k, v) in &reply.headers {
+        response = response.header(k, v);
+    }
+    response.body(axum::body::Body::from(reply.body)).unwrap_or_else(|e| {
+        tracing::warn!("channel {channel}: bad webhook response: {e}");
+        (StatusCode::INTERNAL_SERVER_ERROR, "the channel built a bad response\n").into_response()
+    })
 }

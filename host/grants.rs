@@ -82,7 +82,7 @@ pub struct GrantChange {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PatternError {
-    #[error("`{0}`: URL must start with https:// or http://")]
+    #[error("`{0}`: URL must start with https:// or http:// (wss:// or ws:// for a channel websocket)")]
     Scheme(String),
     #[error("`{0}`: URL has no host")]
     NoHost(String),
@@ -108,8 +108,8 @@ impl UrlPattern {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| PatternError::Scheme(url.into()))?;
         let scheme = scheme.to_ascii_lowercase();
         let default_port = match scheme.as_str() {
-            "https" => 443,
-            "http" => 80,
+            "https" | "wss" => 443,
+            "http" | "ws" => 80,
             _ => return Err(PatternError::Scheme(url.into())),
         };
         let (authority, path) = match rest.find(['/', '?']) {

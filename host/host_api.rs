@@ -100,32 +100,61 @@ impl notify::Host for SkillState {
         let preview = crate::text::truncate(&text, 80);
         Ok(self
             .check(self.host.effective.notify, "notify", "notify", &preview)
-            .and_then(|_| self.host.db.notify(&self.host.skill, &text).map(drop).map_err(failed)))
+            .and_then(|_| self.host.db.notify(&self.host.skill, &text).map_err(failed))
+            .and_then(|_| match self.host.owner_chat.as_deref().and_then(|t| t.split_once(':')) {
+                Some((channel, chat)) => {
+                    let message = format!("[{}] {text}", self.host.skill);
+                    self.host.db.outbox_enqueue(channel, chat, &message).map(drop).map_err(failed)
+                }
+                None => Ok(()),
+            }))
+    }
+}
+
+impl SkillState {
+    /// A granted, set secret's value, auditing the use either way.
+    fn secret_for(&self, secret: &str, purpose: &str) -> Result<String, Error> {
+        let host = &self.host;
+        let denied = |reason: String| {
+            host.audit("secret", secret, false, &reason);
+            Error::Denied(reason)
+        };
+        if !host.effective.secrets.contains(secret) {
+            return Err(denied(format!(
+                "secret {secret} not granted; run `wasiclaw skills grant {} --secret {secret}`",
+                host.skill
+            )));
+        }
+        match host.secrets.get(secret) {
+            Ok(Some(v)) => {
+                host.audit("secret", secret, true, purpose);
+                Ok(v)
+            }
+            Ok(None) => Err(denied(format!("secret {secret} is not set; run `wasiclaw secrets set {secret}`"))),
+            Err(e) => Err(failed(e)),
+        }
     }
 }
 
 impl crypto::Host for SkillState {
     fn hmac_sha256(&mut self, secret: String, data: Vec<u8>) -> HostResult<Vec<u8>> {
-        let host = &self.host;
-        if !host.effective.secrets.contains(&secret) {
-            let reason =
-                format!("secret {secret} not granted; run `wasiclaw skills grant {} --secret {secret}`", host.skill);
-            host.audit("secret", &secret, false, &reason);
-            return Ok(Err(Error::Denied(reason)));
-        }
-        let value = match host.secrets.get(&secret) {
-            Ok(Some(v)) => v,
-            Ok(None) => {
-                let reason = format!("secret {secret} is not set; run `wasiclaw secrets set {secret}`");
-                host.audit("secret", &secret, false, &reason);
-                return Ok(Err(Error::Denied(reason)));
-            }
-            Err(e) => return Ok(Err(failed(e))),
-        };
-        host.audit("secret", &secret, true, "hmac-sha256");
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(value.as_bytes()).expect("HMAC takes any key length");
-        mac.update(&data);
-        Ok(Ok(mac.finalize().into_bytes().to_vec()))
+        Ok(self.secret_for(&secret, "hmac-sha256").map(|value| {
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(value.as_bytes()).expect("HMAC takes any key length");
+            mac.update(&data);
+            mac.finalize().into_bytes().to_vec()
+        }))
+    }
+
+    fn secret_equals(&mut self, secret: String, candidate: Vec<u8>) -> HostResult<bool> {
+        // Compare MACs of both sides: constant time without a new dependency.
+        Ok(self.secret_for(&secret, "secret-equals").map(|value| {
+            let mac = |bytes: &[u8]| {
+                let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"wasiclaw secret-equals").expect("any key");
+                m.update(bytes);
+                m
+            };
+            mac(&candidate).verify(&mac(value.as_bytes()).finalize().into_bytes()).is_ok()
+        }))
     }
 }
 

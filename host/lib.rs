@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod channels;
 pub mod component;
 pub mod config;
 pub mod cron;
@@ -14,7 +15,9 @@ pub mod grants;
 pub mod host_api;
 pub mod knowledge;
 pub mod llm;
+pub mod markup;
 pub mod memory;
+pub mod pairing;
 pub mod runtime;
 pub mod scheduler;
 pub mod secrets;

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasiclaw::agent::{Agent, Event};
 use wasiclaw::api::{self, Reply, Request};
+use wasiclaw::channels::{ChannelStatus, OutboxItem};
+use wasiclaw::pairing::Pairing;
 use wasiclaw::config::{Paths, ProviderConfig, ProviderKind};
 use wasiclaw::grants::{GrantChange, GrantSet, parse_granted_rule};
 use wasiclaw::memory::{Hit, Memory};
@@ -102,6 +104,14 @@ enum Command {
         /// How many of the newest records.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Who may talk to the agent through chat channels.
+    #[command(subcommand)]
+    Pairing(PairingCommand),
+    /// Messages waiting to be sent through chat channels (retried until they go).
+    Outbox {
         #[arg(long)]
         json: bool,
     },
@@ -315,6 +325,29 @@ enum MemoryCommand {
 }
 
 #[derive(Subcommand)]
+#[command(after_help = "An unknown sender who writes to a channel gets a pairing code and is otherwise ignored:\n\
+    their messages are neither answered nor stored. Approve them with the code they show you:\n  \
+    wasiclaw pairing approve K7M2QX9P\n\
+    The first sender you approve becomes an admin, who can approve others from chat with `/approve CODE`.\n\
+    Senders listed in `[channels.NAME] allow = [\"ID\"]` in config.toml are served without pairing.")]
+enum PairingCommand {
+    /// Paired senders and pending requests.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve the sender who was given CODE.
+    Approve {
+        code: String,
+        /// Let them approve others from their chat with `/approve CODE`.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Forget a sender (paired or pending): `wasiclaw pairing revoke telegram 12345`.
+    Revoke { channel: String, sender: String },
+}
+
+#[derive(Subcommand)]
 enum SecretsCommand {
     /// Store a secret; the value is read from stdin (or a hidden prompt), never from arguments.
     Set { name: String },
@@ -438,6 +471,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Audit { skill, limit, json } => (Request::Audit { skill, limit }, json),
         Command::Notifications { limit, json } => (Request::Notifications { limit }, json),
+        Command::Pairing(PairingCommand::List { json }) => (Request::PairingList, json),
+        Command::Pairing(PairingCommand::Approve { code, admin }) => (Request::PairingApprove { code, admin }, false),
+        Command::Pairing(PairingCommand::Revoke { channel, sender }) => {
+            (Request::PairingRevoke { channel, sender }, false)
+        }
+        Command::Outbox { json } => (Request::Outbox, json),
     };
     let reply = execute(paths, &request).await?;
     let value = match reply {
@@ -707,22 +746,93 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
         Request::MemoryImport { .. } => {
             println!("imported {}, skipped {} already present", value["imported"], value["skipped"])
         }
-        Request::Status if !json => {
+        Request::Status if !json => print_status(&value),
+        Request::PairingList if !json => {
+            let pairings: Vec<Pairing> = serde_json::from_value(value)?;
+            if pairings.is_empty() {
+                println!("nobody is paired yet; senders who write to a channel get a code to approve here");
+            }
+            for p in pairings {
+                let state = match (&p.code, p.approved, p.admin) {
+                    (_, true, true) => "paired (admin)".to_string(),
+                    (_, true, false) => "paired".to_string(),
+                    (Some(code), false, _) => format!("pending: wasiclaw pairing approve {code}"),
+                    (None, false, _) => "pending".to_string(),
+                };
+                println!("{}:{}  {}  chat {}  {state}", p.channel, p.sender_id, p.sender_name, p.chat_id);
+            }
+        }
+        Request::PairingApprove { .. } => {
+            let p: Pairing = serde_json::from_value(value)?;
             println!(
-                "{}\nstate dir: {}\nskills: {}\naudit records: {}",
-                if value["daemon"].as_bool() == Some(true) {
-                    format!("daemon running (pid {})", value["pid"])
-                } else {
-                    "no daemon running (start one with `wasiclaw run`)".into()
-                },
-                value["state_dir"].as_str().unwrap_or_default(),
-                value["skills"],
-                value["audit_records"]
+                "approved {} ({}:{}){}",
+                p.sender_name,
+                p.channel,
+                p.sender_id,
+                if p.admin { " as an admin" } else { "" }
             );
+        }
+        Request::PairingRevoke { channel, sender } => println!("forgot {channel}:{sender}"),
+        Request::Outbox if !json => {
+            let items: Vec<OutboxItem> = serde_json::from_value(value)?;
+            if items.is_empty() {
+                println!("nothing waiting to be sent");
+            }
+            for o in items {
+                let error = o.last_error.map(|e| format!("  last error: {e}")).unwrap_or_default();
+                println!(
+                    "{:>5}  {}:{}  {} attempt(s)  {}{error}",
+                    o.id,
+                    o.channel,
+                    o.chat_id,
+                    o.attempts,
+                    wasiclaw::text::truncate(&o.text, 60)
+                );
+            }
         }
         _ => println!("{}", serde_json::to_string_pretty(&value)?),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(value: &Value) {
+    println!(
+        "{}\nstate dir: {}\nskills: {}\naudit records: {}",
+        if value["daemon"].as_bool() == Some(true) {
+            format!("daemon running (pid {})", value["pid"])
+        } else {
+            "no daemon running (start one with `wasiclaw run`)".into()
+        },
+        value["state_dir"].as_str().unwrap_or_default(),
+        value["skills"],
+        value["audit_records"]
+    );
+    let channels: Vec<ChannelStatus> = serde_json::from_value(value["channels"].clone()).unwrap_or_default();
+    if channels.is_empty() {
+        return;
+    }
+    println!("channels:");
+    for c in channels {
+        let mut line = format!("  {}: {} ({})", c.name, c.state, c.transport);
+        line.push_str(&format!(", {} received, {} sent", c.received, c.sent));
+        if c.outbox_pending > 0 {
+            line.push_str(&format!(", {} waiting to send (`wasiclaw outbox`)", c.outbox_pending));
+        }
+        if c.restarts > 0 {
+            line.push_str(&format!(", restarted {} time(s)", c.restarts));
+        }
+        println!("{line}");
+        if let Some(e) = &c.last_error {
+            println!("    last error: {e}");
+        }
+        if !c.pending_rights.is_empty() {
+            println!(
+                "    not granted: {} (see `wasiclaw skills inspect {}`)",
+                c.pending_rights.join("; "),
+                c.name
+            );
+        }
+    }
 }
 
 /// A time in the job's own zone (cron jobs) or this machine's.

@@ -6,7 +6,7 @@
 //! the component's current sha256 on every call, so a grant, a revoke or a
 //! replaced file takes effect at the next call.
 
-use crate::component::{Entry, Manifest, Registry, ScanReport, ToolSpec};
+use crate::component::{ChannelSpec, Entry, Kind, Manifest, Registry, ScanReport, ToolSpec};
 use crate::config::{Config, ConfigError, Paths};
 use crate::engine::{CallError, EngineError, HostCtx, SkillEngine, ToolError};
 use crate::grants::{self, Capabilities, Effective, GrantChange, GrantSet, UrlPattern};
@@ -58,6 +58,9 @@ pub struct SkillInfo {
     pub granted: Option<GrantSet>,
     /// The component version the grants were last approved for.
     pub granted_sha256: Option<String>,
+    /// Set for a chat channel: how it reaches its platform.
+    #[serde(default)]
+    pub channel: Option<ChannelSpec>,
 }
 
 /// The result of a tool call, with any denials the host made meanwhile.
@@ -93,6 +96,8 @@ pub struct Runtime {
     pub embedder: Option<Arc<Embedder>>,
     /// Wakes the scheduler when jobs change.
     pub schedule_changed: Arc<tokio::sync::Notify>,
+    /// The daemon's running channels, for `wasiclaw status`.
+    pub channel_status: Mutex<std::collections::BTreeMap<String, crate::channels::ChannelStatus>>,
 }
 
 impl Runtime {
@@ -119,6 +124,7 @@ impl Runtime {
             registry: Registry::default(),
             embedder,
             schedule_changed: Arc::default(),
+            channel_status: Mutex::default(),
         })
     }
 
@@ -142,6 +148,7 @@ impl Runtime {
     }
 
     fn ctx(&self, skill: &str, sha256: &str, effective: Effective) -> HostCtx {
+        let effective_notify = effective.notify;
         HostCtx {
             skill: skill.into(),
             sha256: sha256.into(),
@@ -151,7 +158,15 @@ impl Runtime {
             settings: self.config.skills.get(skill).cloned(),
             embedder: self.embedder.clone(),
             denials: Arc::new(Mutex::new(Vec::new())),
+            owner_chat: effective_notify.then(|| crate::channels::owner_chat(self)).flatten(),
         }
+    }
+
+    /// The context of one call of component `name` (build `sha256`) that
+    /// requests `requested`: its effective rights under the stored grant.
+    pub fn rights(&self, name: &str, sha256: &str, requested: &Capabilities) -> Result<HostCtx, StoreError> {
+        let grant = self.db.grant(name)?;
+        Ok(self.ctx(name, sha256, grants::effective(requested, sha256, grant.as_ref())))
     }
 
     pub async fn rescan(&self) -> ScanReport {
@@ -182,6 +197,7 @@ impl Runtime {
             requested: None,
             granted: grant.as_ref().map(|g| g.granted.clone()),
             granted_sha256: grant.as_ref().map(|g| g.sha256.clone()),
+            channel: None,
         };
         match &entry.loaded {
             Err(reason) => info.reason = Some(reason.clone()),
@@ -194,6 +210,7 @@ impl Runtime {
                 info.description = Some(m.description.clone());
                 info.tools = m.tools.clone();
                 info.requested = Some(m.capabilities.clone());
+                info.channel = loaded.channel().map(|(_, spec)| spec.clone());
             }
         }
         Ok(info)
@@ -266,21 +283,15 @@ impl Runtime {
 
     /// The grant of a skill whose file is gone.
     fn removed_info(&self, name: &str) -> Result<SkillInfo, RuntimeError> {
+        let gone = Entry { file: PathBuf::new(), sha256: String::new(), loaded: Err(String::new()) };
+        let mut info = self.info(&gone)?;
+        info.name = name.into();
         let grant = self.db.grant(name)?;
-        Ok(SkillInfo {
-            name: name.into(),
-            version: None,
-            description: None,
-            file: PathBuf::new(),
-            sha256: String::new(),
-            status: "removed".into(),
-            reason: None,
-            pending: vec![],
-            tools: vec![],
-            requested: None,
-            granted: grant.as_ref().map(|g| g.granted.clone()),
-            granted_sha256: grant.map(|g| g.sha256),
-        })
+        info.granted = grant.as_ref().map(|g| g.granted.clone());
+        info.granted_sha256 = grant.map(|g| g.sha256);
+        info.status = "removed".into();
+        info.reason = None;
+        Ok(info)
     }
 
     /// Call one tool of one skill in a fresh sandbox with its effective rights.
@@ -297,6 +308,9 @@ impl Runtime {
             Ok(_) => return Err(RuntimeError::Invalid("arguments must be a JSON object, e.g. '{}'".into())),
             Err(e) => return Err(RuntimeError::Invalid(format!("arguments are not valid JSON: {e}"))),
         }
+        let Kind::Skill(pre) = &loaded.kind else {
+            return Err(RuntimeError::Invalid(format!("`{skill}` is a channel; it has no tools")));
+        };
         let grant = self.db.grant(skill)?;
         let eff = grants::effective(&m.capabilities, &entry.sha256, grant.as_ref());
         let files = eff.files.then(|| self.paths.files_dir(skill));
@@ -306,7 +320,7 @@ impl Runtime {
         }
         let result = match self.engine.store(ctx.clone(), files.as_deref()) {
             Ok(mut store) => {
-                let (pre, tool, args) = (loaded.pre.clone(), tool.to_string(), args.to_string());
+                let (pre, tool, args) = (pre.clone(), tool.to_string(), args.to_string());
                 self.engine
                     .guarded(&mut store, move |store| {
                         Box::pin(async move {

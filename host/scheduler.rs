@@ -409,13 +409,25 @@ impl Scheduler<'_> {
         Ok(run)
     }
 
-    /// Deliver a result to the owner: until chat channels exist, the
-    /// notification outbox (`wasiclaw notifications`). Retried, then recorded.
+    /// Deliver a result: to the job's chat when it is a channel chat
+    /// (queued in the channel outbox, which retries), otherwise to the
+    /// notification outbox (`wasiclaw notifications`) and the owner's chat.
     fn deliver(&self, job: &Job, text: &str) -> bool {
+        let rt = &self.agent.rt;
         let message = format!("[{} → {}] {text}", job.name, job.target);
         for attempt in 1..=3 {
-            match self.db().notify(&format!("job:{}", job.id), &message) {
-                Ok(_) => return true,
+            let delivered = crate::channels::deliver(rt, &job.target, text).and_then(|done| {
+                if done {
+                    return Ok(());
+                }
+                rt.db.notify(&format!("job:{}", job.id), &message)?;
+                if let Some(owner) = crate::channels::owner_chat(rt) {
+                    crate::channels::deliver(rt, &owner, &message)?;
+                }
+                Ok(())
+            });
+            match delivered {
+                Ok(()) => return true,
                 Err(e) => tracing::warn!("delivering job {} failed (attempt {attempt}): {e}", job.id),
             }
         }

@@ -100,6 +100,9 @@ pub fn today() -> String {
 pub struct Store {
     /// Other modules keep their own tables in the same file (see memory.rs).
     pub(crate) db: Database,
+    /// Bumped after a commit that queues work for the channel workers
+    /// (inbox, outbox); a `watch` so a wake-up is never missed.
+    pub changes: tokio::sync::watch::Sender<u64>,
 }
 
 pub fn now_ms() -> i64 {
@@ -121,8 +124,10 @@ impl Store {
         txn.open_table(USAGE)?;
         crate::memory::create_tables(&txn)?;
         crate::scheduler::create_tables(&txn)?;
+        crate::pairing::create_tables(&txn)?;
+        crate::channels::create_tables(&txn)?;
         txn.commit()?;
-        Ok(Store { db })
+        Ok(Store { db, changes: tokio::sync::watch::Sender::new(0) })
     }
 
     /// Read-modify-write one JSON record keyed by id, in one transaction;

@@ -1,0 +1,815 @@
+//! Chat channels: the host side of every channel component. The host owns
+//! the transport (poll loop, webhook route, websocket), the inbox and
+//! outbox, pairing, formatting and retries; the component only translates
+//! platform payloads.
+//!
+//! Invariants:
+//! - An inbound message is stored (inbox) and marked seen in one
+//!   transaction before its cursor moves on, so a crash redelivers it and a
+//!   redelivered message is answered once.
+//! - Messages from senders who are not paired or allowed never reach the
+//!   inbox, the agent or a session (see `pairing.rs`).
+//! - A reply is queued in the outbox in the same transaction that retires
+//!   its inbox entry; sending retries with backoff, piece by piece, and
+//!   messages to one chat leave in order. Nothing is dropped on failure.
+//! - A channel that fails (a trap, a denial, a dead connection) is
+//!   restarted with backoff and shown in `wasiclaw status`; other channels
+//!   and the agent are untouched.
+//! - Secrets reach the platform only through the host: egress rules for
+//!   HTTP, `{NAME}` placeholders in websocket frames; values are scrubbed
+//!   from frames before the component sees them.
+
+use crate::agent::Agent;
+use crate::component::{ChannelSpec, Transport};
+use crate::engine::bindings::wasiclaw::plugin::types::{Inbound, Outbound};
+use crate::engine::channel_bindings::exports::wasiclaw::plugin::channel_api as api;
+use crate::engine::{CallError, HostCtx, describe_tool_error};
+use crate::pairing::Verdict;
+use crate::runtime::Runtime;
+use crate::store::{Store, StoreError, now_ms};
+use futures_util::{SinkExt, StreamExt};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+const SEEN: TableDefinition<(&str, &str), i64> = TableDefinition::new("channel_seen");
+const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("channel_inbox");
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("channel_outbox");
+const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("channel_cursors");
+
+/// Seen message ids are kept this long for deduplication.
+const SEEN_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+/// The shortest wait between polls, whatever the component asks.
+const MIN_POLL_GAP: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How often "typing…" is refreshed while the agent works (Telegram's lasts 5 s).
+const TYPING_EVERY: Duration = Duration::from_secs(4);
+const MAX_INBOUND_TEXT: usize = 32 * 1024;
+
+pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(SEEN)?;
+    txn.open_table(INBOX)?;
+    txn.open_table(OUTBOX)?;
+    txn.open_table(CURSORS)?;
+    Ok(())
+}
+
+/// A message waiting for the agent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InboxItem {
+    pub id: u64,
+    pub channel: String,
+    pub chat_id: String,
+    pub sender_id: String,
+    pub text: String,
+    pub message_id: String,
+    pub received_ms: i64,
+}
+
+/// A message waiting to be sent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutboxItem {
+    pub id: u64,
+    pub channel: String,
+    pub chat_id: String,
+    /// Markdown; converted and split when sent.
+    pub text: String,
+    pub reply_to: Option<String>,
+    /// Pieces already delivered (a long reply is several messages).
+    pub parts_sent: usize,
+    pub attempts: u32,
+    pub next_ms: i64,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+}
+
+/// One channel as `wasiclaw status` shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ChannelStatus {
+    pub name: String,
+    pub transport: String,
+    /// `running`, `restarting` or `stopped`.
+    pub state: String,
+    pub last_error: Option<String>,
+    pub restarts: u32,
+    pub retry_at_ms: Option<i64>,
+    pub received: u64,
+    pub sent: u64,
+    pub outbox_pending: usize,
+    /// Rights it asks for that are not granted.
+    pub pending_rights: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("no channel named `{0}` is loaded; `wasiclaw skills list` shows what is installed")]
+    Missing(String),
+    #[error("{0}")]
+    Call(#[from] CallError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("websocket: {0}")]
+    Socket(String),
+}
+
+impl Store {
+    /// Store a served message unless its id was seen; returns whether it is new.
+    pub fn inbox_accept(&self, channel: &str, m: &Inbound) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let new = {
+            let mut seen = txn.open_table(SEEN)?;
+            if seen.get((channel, m.message_id.as_str()))?.is_some() {
+                false
+            } else {
+                seen.insert((channel, m.message_id.as_str()), now_ms())?;
+                let mut inbox = txn.open_table(INBOX)?;
+                let id = inbox.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+                let item = InboxItem {
+                    id,
+                    channel: channel.into(),
+                    chat_id: m.chat_id.clone(),
+                    sender_id: m.sender_id.clone(),
+                    text: m.text.clone(),
+                    message_id: m.message_id.clone(),
+                    received_ms: now_ms(),
+                };
+                inbox.insert(id, serde_json::to_vec(&item)?.as_slice())?;
+                true
+            }
+        };
+        txn.commit()?;
+        if new {
+            self.changes.send_modify(|v| *v += 1);
+        }
+        Ok(new)
+    }
+
+    /// Mark a message id seen without storing it; returns whether it was new.
+    pub fn mark_seen(&self, channel: &str, message_id: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let new = txn.open_table(SEEN)?.insert((channel, message_id), now_ms())?.is_none();
+        txn.commit()?;
+        Ok(new)
+    }
+
+    pub fn seen(&self, channel: &str, message_id: &str) -> Result<bool, StoreError> {
+        Ok(self.db.begin_read()?.open_table(SEEN)?.get((channel, message_id))?.is_some())
+    }
+
+    /// Forget seen ids older than a week.
+    pub fn prune_seen(&self) -> Result<usize, StoreError> {
+        let cutoff = now_ms() - SEEN_TTL_MS;
+        let txn = self.db.begin_write()?;
+        let n = txn.open_table(SEEN)?.extract_if(|_, t| t < cutoff)?.count();
+        txn.commit()?;
+        Ok(n)
+    }
+
+    pub fn inbox(&self, channel: &str) -> Result<Vec<InboxItem>, StoreError> {
+        let items: Vec<InboxItem> = self.all_records(INBOX)?;
+        Ok(items.into_iter().filter(|i| i.channel == channel).collect())
+    }
+
+    /// Retire an inbox entry and queue its reply, atomically.
+    pub fn inbox_done(&self, id: u64, reply: Option<(&str, &str, &str, Option<String>)>) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(INBOX)?.remove(id)?;
+        if let Some((channel, chat, text, reply_to)) = reply {
+            enqueue(&txn, channel, chat, text, reply_to)?;
+        }
+        txn.commit()?;
+        self.changes.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// Queue a message to a chat.
+    pub fn outbox_enqueue(&self, channel: &str, chat: &str, text: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let id = enqueue(&txn, channel, chat, text, None)?;
+        txn.commit()?;
+        self.changes.send_modify(|v| *v += 1);
+        Ok(id)
+    }
+
+    pub fn outbox(&self, channel: Option<&str>) -> Result<Vec<OutboxItem>, StoreError> {
+        let items: Vec<OutboxItem> = self.all_records(OUTBOX)?;
+        Ok(items.into_iter().filter(|i| channel.is_none_or(|c| i.channel == c)).collect())
+    }
+
+    fn outbox_save(&self, item: &OutboxItem) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(OUTBOX)?.insert(item.id, serde_json::to_vec(item)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn outbox_remove(&self, id: u64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(OUTBOX)?.remove(id)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn cursor(&self, channel: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.db.begin_read()?.open_table(CURSORS)?.get(channel)?.map(|v| v.value().to_string()))
+    }
+
+    fn set_cursor(&self, channel: &str, cursor: Option<&str>) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(CURSORS)?;
+            match cursor {
+                Some(c) => table.insert(channel, c)?,
+                None => table.remove(channel)?,
+            };
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn enqueue(
+    txn: &redb::WriteTransaction,
+    channel: &str,
+    chat: &str,
+    text: &str,
+    reply_to: Option<String>,
+) -> Result<u64, StoreError> {
+    let mut table = txn.open_table(OUTBOX)?;
+    let id = table.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+    let item = OutboxItem {
+        id,
+        channel: channel.into(),
+        chat_id: chat.into(),
+        text: text.into(),
+        reply_to,
+        parts_sent: 0,
+        attempts: 0,
+        next_ms: 0,
+        last_error: None,
+        created_ms: now_ms(),
+    };
+    table.insert(id, serde_json::to_vec(&item)?.as_slice())?;
+    Ok(id)
+}
+
+/// One call into a channel component.
+enum Call {
+    Poll(Option<String>),
+    Webhook(api::HttpRequest),
+    Socket(api::SocketEvent, Option<String>),
+    Send(Outbound),
+    Typing(String),
+}
+
+enum Answer {
+    Poll(Vec<Inbound>, Option<String>),
+    Webhook(api::WebhookReply),
+    Socket(api::SocketReply),
+    Sent(String),
+    Typing,
+}
+
+/// Run one call in a fresh sandbox with the channel's effective rights.
+async fn invoke(rt: &Runtime, name: &str, call: Call) -> Result<(Answer, HostCtx), ChannelError> {
+    let entry = rt.registry.find(name).ok_or_else(|| ChannelError::Missing(name.into()))?;
+    let loaded = entry.loaded.as_ref().map_err(|_| ChannelError::Missing(name.into()))?;
+    let (pre, _) = loaded.channel().ok_or_else(|| ChannelError::Missing(name.into()))?;
+    let ctx = rt.rights(name, &entry.sha256, &loaded.manifest.capabilities)?;
+    let mut store = rt.engine.store(ctx.clone(), None)?;
+    let pre = pre.clone();
+    let answer = rt
+        .engine
+        .guarded(&mut store, move |store| {
+            Box::pin(async move {
+                let channel = pre.instantiate_async(&mut *store).await?;
+                let api = channel.wasiclaw_plugin_channel_api();
+                Ok(match call {
+                    Call::Poll(cursor) => {
+                        api.call_poll(&mut *store, cursor.as_deref()).await?.map(|(m, c)| Answer::Poll(m, c))
+                    }
+                    Call::Webhook(req) => api.call_on_webhook(&mut *store, &req).await?.map(Answer::Webhook),
+                    Call::Socket(event, state) => {
+                        api.call_on_socket(&mut *store, &event, state.as_deref()).await?.map(Answer::Socket)
+                    }
+                    Call::Send(msg) => api.call_send(&mut *store, &msg).await?.map(Answer::Sent),
+                    Call::Typing(chat) => api.call_typing(&mut *store, &chat).await?.map(|()| Answer::Typing),
+                })
+            })
+        })
+        .await?
+        .map_err(CallError::Tool)?;
+    Ok((answer, ctx))
+}
+
+fn spec_of(rt: &Runtime, name: &str) -> Option<ChannelSpec> {
+    let entry = rt.registry.find(name)?;
+    entry.loaded.ok()?.channel().map(|(_, spec)| spec.clone())
+}
+
+/// The running channels of a daemon.
+pub struct Channels {
+    agent: Arc<Agent>,
+    running: Mutex<HashMap<String, (String, Vec<JoinHandle<()>>)>>,
+}
+
+impl Channels {
+    pub fn new(agent: Arc<Agent>) -> Arc<Self> {
+        Arc::new(Channels { agent, running: Mutex::default() })
+    }
+
+    fn rt(&self) -> &Arc<Runtime> {
+        &self.agent.rt
+    }
+
+    /// Start channels that appeared or changed, stop those that are gone.
+    pub fn reconcile(self: &Arc<Self>) {
+        let rt = self.rt().clone();
+        let mut wanted: BTreeMap<String, (String, ChannelSpec)> = BTreeMap::new();
+        for entry in rt.registry.entries() {
+            if let Ok(loaded) = &entry.loaded
+                && let Some((_, spec)) = loaded.channel()
+            {
+                wanted.insert(loaded.manifest.name.clone(), (entry.sha256.clone(), spec.clone()));
+            }
+        }
+        let mut running = self.running.lock().unwrap();
+        running.retain(|name, (sha, tasks)| {
+            let keep = wanted.get(name).is_some_and(|(s, _)| s == sha);
+            if !keep {
+                tasks.iter().for_each(JoinHandle::abort);
+                tracing::info!("channel {name} stopped");
+                let mut board = rt.channel_status.lock().unwrap();
+                if !wanted.contains_key(name) {
+                    board.remove(name);
+                }
+            }
+            keep
+        });
+        for (name, (sha, spec)) in wanted {
+            if running.contains_key(&name) {
+                continue;
+            }
+            tracing::info!("channel {name} starting ({})", describe_transport(&name, &spec.transport));
+            rt.channel_status.lock().unwrap().insert(
+                name.clone(),
+                ChannelStatus {
+                    name: name.clone(),
+                    transport: describe_transport(&name, &spec.transport),
+                    state: "running".into(),
+                    ..Default::default()
+                },
+            );
+            let tasks = vec![
+                tokio::spawn(self.clone().supervise(name.clone(), spec.transport.clone())),
+                tokio::spawn(self.clone().inbox_worker(name.clone())),
+                tokio::spawn(self.clone().outbox_worker(name.clone())),
+            ];
+            running.insert(name, (sha, tasks));
+        }
+    }
+
+    fn status(&self, name: &str, f: impl FnOnce(&mut ChannelStatus)) {
+        if let Some(s) = self.rt().channel_status.lock().unwrap().get_mut(name) {
+            f(s);
+        }
+    }
+
+    /// Keep the transport up: restart it with backoff when it fails.
+    async fn supervise(self: Arc<Self>, name: String, transport: Transport) {
+        let mut backoff = Duration::from_secs(1);
+        let mut socket_state = SocketState::default();
+        loop {
+            let started = std::time::Instant::now();
+            let result = match &transport {
+                Transport::Poll { interval_ms } => self.poll_loop(&name, *interval_ms).await,
+                Transport::Webhook => return, // the gateway drives it
+                Transport::Websocket { url } => self.socket_loop(&name, url, &mut socket_state).await,
+            };
+            let Err(e) = result else { return };
+            if started.elapsed() > Duration::from_secs(60) {
+                backoff = Duration::from_secs(1);
+            }
+            tracing::warn!("channel {name} failed, restarting in {backoff:?}: {e}");
+            self.status(&name, |s| {
+                s.state = "restarting".into();
+                s.last_error = Some(e.to_string());
+                s.restarts += 1;
+                s.retry_at_ms = Some(now_ms() + backoff.as_millis() as i64);
+            });
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            self.status(&name, |s| {
+                s.state = "running".into();
+                s.retry_at_ms = None;
+            });
+        }
+    }
+
+    async fn poll_loop(&self, name: &str, interval_ms: u32) -> Result<(), ChannelError> {
+        let rt = self.rt();
+        loop {
+            let cursor = rt.db.cursor(name)?;
+            let (Answer::Poll(messages, next), _) = invoke(rt, name, Call::Poll(cursor.clone())).await? else {
+                unreachable!("poll answers a poll")
+            };
+            let got = !messages.is_empty();
+            self.status(name, |s| s.last_error = None);
+            self.inbound(name, messages)?;
+            if next != cursor {
+                rt.db.set_cursor(name, next.as_deref())?;
+            }
+            if !got {
+                tokio::time::sleep(Duration::from_millis(interval_ms as u64).max(MIN_POLL_GAP)).await;
+            }
+        }
+    }
+
+    /// Admit messages from the platform: dedup, pairing, then the inbox.
+    fn inbound(&self, name: &str, messages: Vec<Inbound>) -> Result<(), ChannelError> {
+        let db = &self.rt().db;
+        let cfg = self.rt().config.channels.get(name).cloned().unwrap_or_default();
+        for m in messages {
+            if m.text.trim().is_empty() || m.text.len() > MAX_INBOUND_TEXT || db.seen(name, &m.message_id)? {
+                continue;
+            }
+            let verdict = db.pairing_check(name, &m.sender_id, &m.sender_name, &m.chat_id, &cfg)?;
+            match verdict {
+                Verdict::Serve { admin } => {
+                    if let Some(code) = m.text.trim().strip_prefix("/approve ").filter(|_| admin) {
+                        db.mark_seen(name, &m.message_id)?;
+                        let reply = match db.pairing_approve(code, false)? {
+                            Some(p) => format!("Approved {} ({}:{}).", p.sender_name, p.channel, p.sender_id),
+                            None => format!("No pending pairing has the code {}.", code.trim()),
+                        };
+                        db.outbox_enqueue(name, &m.chat_id, &reply)?;
+                    } else if db.inbox_accept(name, &m)? {
+                        self.status(name, |s| s.received += 1);
+                    }
+                }
+                Verdict::SendCode(code) => {
+                    db.mark_seen(name, &m.message_id)?;
+                    tracing::info!(
+                        "{name}: {} ({}) asks to pair; approve with `wasiclaw pairing approve {code}`",
+                        m.sender_name,
+                        m.sender_id
+                    );
+                    db.outbox_enqueue(name, &m.chat_id, &crate::pairing::code_message(&code))?;
+                }
+                Verdict::Ignore => {
+                    db.mark_seen(name, &m.message_id)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Answer inbox messages: one task per chat, in order within a chat.
+    async fn inbox_worker(self: Arc<Self>, name: String) {
+        let mut changes = self.rt().db.changes.subscribe();
+        let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
+        if let Err(e) = self.rt().db.prune_seen() {
+            tracing::warn!("pruning seen message ids: {e}");
+        }
+        loop {
+            changes.mark_unchanged();
+            match self.rt().db.inbox(&name) {
+                Ok(items) => {
+                    let chats: HashSet<String> = items.into_iter().map(|i| i.chat_id).collect();
+                    for chat in chats {
+                        if busy.lock().unwrap().insert(chat.clone()) {
+                            tokio::spawn(self.clone().answer_chat(name.clone(), chat, busy.clone()));
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("channel {name}: reading the inbox: {e}"),
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(60), changes.changed()).await;
+        }
+    }
+
+    async fn answer_chat(self: Arc<Self>, name: String, chat: String, busy: Arc<Mutex<HashSet<String>>>) {
+        loop {
+            let next = self.rt().db.inbox(&name).map(|items| items.into_iter().find(|i| i.chat_id == chat));
+            let item = match next {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!("channel {name}: reading the inbox: {e}");
+                    break;
+                }
+            };
+            let typing = tokio::spawn({
+                let (rt, name, chat) = (self.rt().clone(), name.clone(), chat.clone());
+                async move {
+                    loop {
+                        if let Err(e) = invoke(&rt, &name, Call::Typing(chat.clone())).await {
+                            tracing::debug!("{name}: typing indicator: {e}");
+                            break;
+                        }
+                        tokio::time::sleep(TYPING_EVERY).await;
+                    }
+                }
+            });
+            let session = format!("{name}:{}", item.chat_id);
+            let reply = match self.agent.turn(&session, &item.text, &|_| {}).await {
+                Ok(reply) => reply,
+                Err(e) => format!("⚠️ {e}"),
+            };
+            typing.abort();
+            let reply_to = Some(item.message_id.clone());
+            if let Err(e) = self.rt().db.inbox_done(item.id, Some((&name, &chat, &reply, reply_to))) {
+                tracing::error!("channel {name}: saving the reply: {e}");
+                break;
+            }
+        }
+        busy.lock().unwrap().remove(&chat);
+    }
+
+    /// Send queued messages, retrying with backoff; one chat stays in order.
+    async fn outbox_worker(self: Arc<Self>, name: String) {
+        let mut changes = self.rt().db.changes.subscribe();
+        loop {
+            changes.mark_unchanged();
+            let wait = match self.send_due(&name).await {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::error!("channel {name}: outbox: {e}");
+                    Duration::from_secs(5)
+                }
+            };
+            let _ = tokio::time::timeout(wait, changes.changed()).await;
+        }
+    }
+
+    /// One pass over the outbox; returns how long until the next retry.
+    async fn send_due(&self, name: &str) -> Result<Duration, ChannelError> {
+        let rt = self.rt();
+        let mut wait = Duration::from_secs(60);
+        let mut blocked = HashSet::new();
+        let pending = rt.db.outbox(Some(name))?;
+        self.status(name, |s| s.outbox_pending = pending.len());
+        for mut item in pending {
+            if blocked.contains(&item.chat_id) {
+                continue;
+            }
+            let now = now_ms();
+            if item.next_ms > now {
+                wait = wait.min(Duration::from_millis((item.next_ms - now) as u64));
+                blocked.insert(item.chat_id.clone());
+                continue;
+            }
+            let Some(spec) = spec_of(rt, name) else {
+                return Ok(Duration::from_secs(30));
+            };
+            let pieces = crate::markup::render(&item.text, spec.markup, spec.max_length);
+            let mut failed = None;
+            for (i, piece) in pieces.iter().enumerate().skip(item.parts_sent) {
+                let msg = Outbound {
+                    chat_id: item.chat_id.clone(),
+                    text: piece.clone(),
+                    reply_to: if i == 0 { item.reply_to.clone() } else { None },
+                };
+                match invoke(rt, name, Call::Send(msg)).await {
+                    Ok((Answer::Sent(id), _)) => {
+                        tracing::debug!("channel {name}: sent message {id} to {}", item.chat_id);
+                        item.parts_sent = i + 1;
+                        rt.db.outbox_save(&item)?;
+                    }
+                    Ok(_) => unreachable!("send answers a send"),
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => {
+                    rt.db.outbox_remove(item.id)?;
+                    self.status(name, |s| s.sent += 1);
+                }
+                Some(e) => {
+                    item.attempts += 1;
+                    let delay = Duration::from_secs(2u64.saturating_pow(item.attempts.min(16))).min(MAX_BACKOFF);
+                    item.next_ms = now_ms() + delay.as_millis() as i64;
+                    tracing::warn!(
+                        "channel {name}: sending to {} failed (attempt {}), retrying in {delay:?}: {e}",
+                        item.chat_id,
+                        item.attempts
+                    );
+                    item.last_error = Some(e.clone());
+                    rt.db.outbox_save(&item)?;
+                    self.status(name, |s| s.last_error = Some(format!("sending: {e}")));
+                    blocked.insert(item.chat_id.clone());
+                    wait = wait.min(delay);
+                }
+            }
+        }
+        Ok(wait)
+    }
+
+    /// A request to `/hooks/<name>/...`.
+    pub async fn webhook(&self, name: &str, request: api::HttpRequest) -> api::HttpResponse {
+        let text = |status: u16, body: &str| api::HttpResponse {
+            status,
+            headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+            body: format!("{body}\n").into_bytes(),
+        };
+        match spec_of(self.rt(), name) {
+            Some(spec) if spec.transport == Transport::Webhook => {}
+            Some(_) => return text(404, &format!("channel {name} does not take webhooks")),
+            None => return text(404, &format!("no channel named {name}")),
+        }
+        match invoke(self.rt(), name, Call::Webhook(request)).await {
+            Ok((Answer::Webhook(reply), _)) => {
+                if let Err(e) = self.inbound(name, reply.messages) {
+                    tracing::error!("channel {name}: storing inbound messages: {e}");
+                    return text(503, "could not store the message; retry later");
+                }
+                reply.response
+            }
+            Ok(_) => unreachable!("on-webhook answers a webhook"),
+            Err(e) => {
+                tracing::warn!("channel {name}: webhook: {e}");
+                let status = match &e {
+                    ChannelError::Call(CallError::Tool(_)) => 400,
+                    _ => 500,
+                };
+                if status == 500 {
+                    self.status(name, |s| {
+                        s.last_error = Some(e.to_string());
+                        s.restarts += 1;
+                    });
+                }
+                let body = match &e {
+                    ChannelError::Call(CallError::Tool(t)) => describe_tool_error(t),
+                    _ => "the channel failed; see `wasiclaw status`".into(),
+                };
+                text(status, &body)
+            }
+        }
+    }
+
+    /// One websocket connection, until it closes or fails.
+    async fn socket_loop(&self, name: &str, first_url: &str, st: &mut SocketState) -> Result<(), ChannelError> {
+        let rt = self.rt();
+        loop {
+            let url = st.url.clone().unwrap_or_else(|| first_url.to_string());
+            let entry = rt.registry.find(name).ok_or_else(|| ChannelError::Missing(name.into()))?;
+            let loaded = entry.loaded.as_ref().map_err(|_| ChannelError::Missing(name.into()))?;
+            let ctx = rt.rights(name, &entry.sha256, &loaded.manifest.capabilities)?;
+            let uri: http::Uri = url.parse().map_err(|e| ChannelError::Socket(format!("bad URL {url}: {e}")))?;
+            let authorized = match crate::egress::authorize(&ctx, "GET", &uri).await {
+                Ok(a) => {
+                    ctx.audit("http", &format!("websocket {url}"), true, "");
+                    a
+                }
+                Err(reason) => {
+                    ctx.audit("http", &format!("websocket {url}"), false, &reason);
+                    return Err(ChannelError::Call(CallError::Tool(crate::engine::ToolError::Denied(format!(
+                        "websocket {url}: {reason}"
+                    )))));
+                }
+            };
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut request = authorized
+                .uri
+                .to_string()
+                .into_client_request()
+                .map_err(|e| ChannelError::Socket(format!("bad URL {url}: {e}")))?;
+            for (k, v) in authorized.headers {
+                request.headers_mut().insert(k, v);
+            }
+            let connect = tokio_tungstenite::connect_async(request);
+            let (mut ws, _) = tokio::time::timeout(Duration::from_secs(30), connect)
+                .await
+                .map_err(|_| ChannelError::Socket(format!("connecting to {url} timed out")))?
+                .map_err(|e| ChannelError::Socket(format!("cannot connect to {url}: {e}")))?;
+            tracing::info!("channel {name}: connected to {url}");
+            self.status(name, |s| s.last_error = None);
+            let mut ticker: Option<tokio::time::Interval> = None;
+            let mut event = Some(api::SocketEvent::Opened);
+            loop {
+                if let Some(ev) = event.take() {
+                    let (Answer::Socket(reply), ctx) = invoke(rt, name, Call::Socket(ev, st.state.clone())).await?
+                    else {
+                        unreachable!("on-socket answers a socket event")
+                    };
+                    st.state = reply.state;
+                    if let Some(u) = reply.url {
+                        st.url = Some(u);
+                    }
+                    if let Some(ms) = reply.tick_ms {
+                        let every = Duration::from_millis(ms.max(100) as u64);
+                        ticker = Some(tokio::time::interval_at(tokio::time::Instant::now() + every, every));
+                    }
+                    for frame in reply.send {
+                        let frame = fill_secrets(&ctx, &frame);
+                        ws.send(tokio_tungstenite::tungstenite::Message::text(frame))
+                            .await
+                            .map_err(|e| ChannelError::Socket(format!("sending a frame: {e}")))?;
+                    }
+                    self.inbound(name, reply.messages)?;
+                    if reply.reconnect {
+                        let _ = ws.close(None).await;
+                        break;
+                    }
+                }
+                let tick = async {
+                    match ticker.as_mut() {
+                        Some(t) => t.tick().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tick => event = Some(api::SocketEvent::Tick),
+                    frame = ws.next() => {
+                        use tokio_tungstenite::tungstenite::Message;
+                        match frame {
+                            Some(Ok(Message::Text(t))) => {
+                                let secrets = secret_values(&ctx_of(rt, name)?);
+                                let clean = crate::egress::redact(t.as_bytes(), &secrets);
+                                event = Some(api::SocketEvent::Frame(String::from_utf8_lossy(&clean).into_owned()));
+                            }
+                            Some(Ok(Message::Close(_))) | None => {
+                                tracing::info!("channel {name}: {url} closed the connection; reconnecting");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                break;
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => return Err(ChannelError::Socket(format!("{url}: {e}"))),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a websocket channel keeps across reconnects.
+#[derive(Default)]
+struct SocketState {
+    state: Option<String>,
+    url: Option<String>,
+}
+
+fn ctx_of(rt: &Runtime, name: &str) -> Result<HostCtx, ChannelError> {
+    let entry = rt.registry.find(name).ok_or_else(|| ChannelError::Missing(name.into()))?;
+    let loaded = entry.loaded.as_ref().map_err(|_| ChannelError::Missing(name.into()))?;
+    Ok(rt.rights(name, &entry.sha256, &loaded.manifest.capabilities)?)
+}
+
+/// Values of the secrets granted to a channel, to scrub from what it reads.
+fn secret_values(ctx: &HostCtx) -> Vec<String> {
+    ctx.effective.secrets.iter().filter_map(|n| ctx.secrets.get(n).ok().flatten()).collect()
+}
+
+/// Fill `{NAME}` placeholders of granted secrets, JSON-string-escaped
+/// (frames are JSON on every platform we speak).
+fn fill_secrets(ctx: &HostCtx, frame: &str) -> String {
+    let mut out = frame.to_string();
+    for name in crate::grants::placeholders(frame) {
+        if !ctx.effective.secrets.contains(&name) {
+            ctx.audit("secret", &name, false, "websocket frame: not granted");
+            continue;
+        }
+        if let Ok(Some(value)) = ctx.secrets.get(&name) {
+            ctx.audit("secret", &name, true, "websocket frame");
+            let escaped = serde_json::to_string(&value).expect("strings serialize");
+            out = out.replace(&format!("{{{name}}}"), &escaped[1..escaped.len() - 1]);
+        }
+    }
+    out
+}
+
+fn describe_transport(name: &str, t: &Transport) -> String {
+    match t {
+        Transport::Poll { interval_ms: 0 } => "long polling".into(),
+        Transport::Poll { interval_ms } => format!("polling every {interval_ms} ms"),
+        Transport::Webhook => format!("webhook at /hooks/{name}/"),
+        Transport::Websocket { url } => format!("websocket {url}"),
+    }
+}
+
+/// Deliver `text` to a `CHANNEL:CHAT` target if that channel is installed;
+/// false if the target is not a channel chat.
+pub fn deliver(rt: &Runtime, target: &str, text: &str) -> Result<bool, StoreError> {
+    let Some((channel, chat)) = target.split_once(':') else { return Ok(false) };
+    if spec_of(rt, channel).is_none() || chat.is_empty() {
+        return Ok(false);
+    }
+    rt.db.outbox_enqueue(channel, chat, text)?;
+    Ok(true)
+}
+
+/// Where owner notifications go: `[agent] owner_chat`, else the first admin.
+pub fn owner_chat(rt: &Runtime) -> Option<String> {
+    rt.config
+        .agent
+        .owner_chat
+        .clone()
+        .or_else(|| rt.db.admin_chat().ok().flatten().map(|(channel, chat)| format!("{channel}:{chat}")))
+}

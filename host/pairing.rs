@@ -1,0 +1,187 @@
+//! Who a chat channel serves: senders in the channel's `allow` list, and
+//! senders the owner approved with a pairing code.
+//!
+//! Invariants:
+//! - An unknown sender's message is never stored or shown to the agent.
+//!   The first one gets a code; only the sender's id, name and chat are
+//!   kept, so the owner can see who is asking.
+//! - A code is 8 random characters, valid for an hour, single use.
+//! - The first sender ever approved becomes an admin (the owner pairing
+//!   their own chat); later ones only with `--admin`. Admins may approve
+//!   codes from their chat with `/approve CODE`.
+//! - Pending requests are capped per channel so strangers cannot fill the disk.
+
+use crate::config::ChannelConfig;
+use crate::store::{Store, StoreError, now_ms};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::io::Read;
+
+const PAIRINGS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pairings");
+const CODE_TTL_MS: i64 = 60 * 60 * 1000;
+const MAX_PENDING: usize = 50;
+/// No 0/O, 1/I/L: codes are read aloud and typed.
+const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(PAIRINGS)?;
+    Ok(())
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Pairing {
+    pub channel: String,
+    pub sender_id: String,
+    pub sender_name: String,
+    /// The chat the request came from.
+    pub chat_id: String,
+    /// While pending: the code the sender was given.
+    pub code: Option<String>,
+    pub code_expires_ms: i64,
+    pub approved: bool,
+    pub admin: bool,
+    pub created_ms: i64,
+    pub approved_ms: Option<i64>,
+}
+
+/// What to do with a message from a sender.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// Allowed or paired: hand it to the agent.
+    Serve { admin: bool },
+    /// Unknown and already told (or pairing is off): drop it unseen.
+    Ignore,
+    /// First contact: send this code, drop the message.
+    SendCode(String),
+}
+
+fn new_code() -> String {
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).expect("/dev/urandom is readable");
+    bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+}
+
+/// The reply an unknown sender gets.
+pub fn code_message(code: &str) -> String {
+    format!(
+        "Hi! I only talk to people my owner has approved. To pair this chat, ask them to run\n\n\
+         wasiclaw pairing approve {code}\n\nor to send `/approve {code}` from their own chat. The code expires in an hour."
+    )
+}
+
+impl Store {
+    /// Decide on a message from `sender_id` in `chat_id`, recording a
+    /// pairing request for a new sender.
+    pub fn pairing_check(
+        &self,
+        channel: &str,
+        sender_id: &str,
+        sender_name: &str,
+        chat_id: &str,
+        cfg: &ChannelConfig,
+    ) -> Result<Verdict, StoreError> {
+        if cfg.allow.iter().any(|a| a == sender_id) {
+            return Ok(Verdict::Serve { admin: false });
+        }
+        let now = now_ms();
+        let txn = self.db.begin_write()?;
+        let verdict = {
+            let mut table = txn.open_table(PAIRINGS)?;
+            let existing: Option<Pairing> = match table.get((channel, sender_id))? {
+                Some(v) => Some(serde_json::from_slice(v.value())?),
+                None => None,
+            };
+            match existing {
+                Some(p) if p.approved => Verdict::Serve { admin: p.admin },
+                _ if !cfg.pairing => Verdict::Ignore,
+                Some(p) if p.code_expires_ms > now => Verdict::Ignore,
+                existing => {
+                    let pending = table
+                        .range((channel, "")..)?
+                        .filter_map(Result::ok)
+                        .take_while(|(k, _)| k.value().0 == channel)
+                        .filter_map(|(_, v)| serde_json::from_slice::<Pairing>(v.value()).ok())
+                        .filter(|p| !p.approved && p.code_expires_ms > now)
+                        .count();
+                    if pending >= MAX_PENDING {
+                        tracing::warn!("{channel}: {MAX_PENDING} pairing requests pending; ignoring {sender_id}");
+                        Verdict::Ignore
+                    } else {
+                        let code = new_code();
+                        let p = Pairing {
+                            channel: channel.into(),
+                            sender_id: sender_id.into(),
+                            sender_name: sender_name.into(),
+                            chat_id: chat_id.into(),
+                            code: Some(code.clone()),
+                            code_expires_ms: now + CODE_TTL_MS,
+                            approved: false,
+                            admin: false,
+                            created_ms: existing.map(|p| p.created_ms).unwrap_or(now),
+                            approved_ms: None,
+                        };
+                        table.insert((channel, sender_id), serde_json::to_vec(&p)?.as_slice())?;
+                        Verdict::SendCode(code)
+                    }
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(verdict)
+    }
+
+    /// Approve the pending request holding `code`. The first approval
+    /// ever makes an admin.
+    pub fn pairing_approve(&self, code: &str, admin: bool) -> Result<Option<Pairing>, StoreError> {
+        let code = code.trim().to_ascii_uppercase();
+        let now = now_ms();
+        let txn = self.db.begin_write()?;
+        let approved = {
+            let mut table = txn.open_table(PAIRINGS)?;
+            let all: Vec<Pairing> =
+                table.iter()?.filter_map(Result::ok).filter_map(|(_, v)| serde_json::from_slice(v.value()).ok()).collect();
+            let first = !all.iter().any(|p| p.approved);
+            match all.into_iter().find(|p| p.code.as_deref() == Some(&code) && p.code_expires_ms > now) {
+                None => None,
+                Some(mut p) => {
+                    p.approved = true;
+                    p.admin = admin || first;
+                    p.code = None;
+                    p.approved_ms = Some(now);
+                    table.insert((p.channel.as_str(), p.sender_id.as_str()), serde_json::to_vec(&p)?.as_slice())?;
+                    Some(p)
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(approved)
+    }
+
+    pub fn pairings(&self) -> Result<Vec<Pairing>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PAIRINGS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            out.push(serde_json::from_slice(entry?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Forget a sender (approved or pending); false if unknown.
+    pub fn pairing_revoke(&self, channel: &str, sender_id: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let removed = txn.open_table(PAIRINGS)?.remove((channel, sender_id))?.is_some();
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    /// The chat of the first admin, where owner notifications go by default.
+    pub fn admin_chat(&self) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .pairings()?
+            .into_iter()
+            .filter(|p| p.admin)
+            .min_by_key(|p| p.approved_ms)
+            .map(|p| (p.channel, p.chat_id)))
+    }
+}
