@@ -113,6 +113,8 @@ pub enum ChannelError {
     Store(#[from] StoreError),
     #[error("websocket: {0}")]
     Socket(String),
+    #[error("host denied {0}")]
+    Denied(String),
 }
 
 impl Store {
@@ -300,9 +302,15 @@ async fn invoke(rt: &Runtime, name: &str, call: Call) -> Result<(Answer, HostCtx
                 })
             })
         })
-        .await?
-        .map_err(CallError::Tool)?;
-    Ok((answer, ctx))
+        .await;
+    // The host's own denial says what to grant; prefer it to the guest's words.
+    let denied = ctx.denials.lock().unwrap().first().cloned();
+    match (answer, denied) {
+        (Ok(Ok(answer)), _) => Ok((answer, ctx)),
+        (Ok(Err(_)) | Err(_), Some(denial)) => Err(ChannelError::Denied(denial)),
+        (Ok(Err(e)), None) => Err(CallError::Tool(e).into()),
+        (Err(e), None) => Err(e.into()),
+    }
 }
 
 fn spec_of(rt: &Runtime, name: &str) -> Option<ChannelSpec> {

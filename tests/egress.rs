@@ -141,6 +141,7 @@ async fn hook_decisions() {
         settings: None,
         embedder: None,
         denials: Arc::new(Mutex::new(vec![])),
+        owner_chat: None,
     };
     let check = |method: &'static str, url: &'static str| {
         let ctx = ctx.clone();

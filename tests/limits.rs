@@ -22,6 +22,7 @@ fn setup(limits: Limits) -> (Env, SkillEngine, HostCtx) {
         settings: None,
         embedder: None,
         denials: Arc::new(Mutex::new(vec![])),
+        owner_chat: None,
     };
     (env, engine, ctx)
 }

@@ -19,3 +19,4 @@ mod reload;
 mod scheduler;
 mod secrets;
 mod skills;
+mod telegram;

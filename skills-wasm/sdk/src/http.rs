@@ -46,7 +46,8 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
         fields.append(k, v.as_bytes()).map_err(|e| Error::InvalidInput(format!("header {k}: {e:?}")))?;
     }
     let req = OutgoingRequest::new(fields);
-    let method = match method.to_ascii_uppercase().as_str() {
+    let method_name = method.to_ascii_uppercase();
+    let method = match method_name.as_str() {
         "GET" => Method::Get,
         "POST" => Method::Post,
         "PUT" => Method::Put,
@@ -55,7 +56,6 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
         "HEAD" => Method::Head,
         other => Method::Other(other.into()),
     };
-    let method_name = format!("{method:?}");
     let bad = |what: &str| Error::InvalidInput(format!("{what} rejected in {url}"));
     req.set_method(&method).map_err(|_| bad("method"))?;
     let scheme = match scheme {

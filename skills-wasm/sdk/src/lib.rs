@@ -21,9 +21,11 @@ pub mod bindings {
     });
 }
 
+pub mod channel;
 pub mod http;
 
 pub use bindings::export;
+pub use channel::bindings::export_channel;
 
 pub use bindings::exports::wasiclaw::plugin::tool_api::Guest as Skill;
 use bindings::wasiclaw::plugin::log::{Level, log as host_log};

@@ -1,0 +1,140 @@
+//! Writing chat channels: the `channel` world's bindings and helpers.
+//!
+//! A channel shares the skill world's imports (kv, log, config, crypto,
+//! HTTP), so those types are the same ones skills use.
+//!
+//! ```ignore
+//! struct Telegram;
+//! impl wasiclaw_sdk::channel::Channel for Telegram { ... }
+//! wasiclaw_sdk::export_channel!(Telegram);
+//! ```
+
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "wasiclaw:plugin/channel",
+        pub_export_macro: true,
+        export_macro_name: "export_channel",
+        default_bindings_module: "wasiclaw_sdk::channel::bindings",
+        with: {
+            "wasiclaw:plugin/types@0.1.0": crate::bindings::wasiclaw::plugin::types,
+            "wasiclaw:plugin/kv@0.1.0": crate::bindings::wasiclaw::plugin::kv,
+            "wasiclaw:plugin/log@0.1.0": crate::bindings::wasiclaw::plugin::log,
+            "wasiclaw:plugin/config@0.1.0": crate::bindings::wasiclaw::plugin::config,
+            "wasiclaw:plugin/crypto@0.1.0": crate::bindings::wasiclaw::plugin::crypto,
+            "wasi:http/types@0.2.12": crate::bindings::wasi::http::types,
+            "wasi:http/outgoing-handler@0.2.12": crate::bindings::wasi::http::outgoing_handler,
+            "wasi:io/error@0.2.12": crate::bindings::wasi::io::error,
+            "wasi:io/poll@0.2.12": crate::bindings::wasi::io::poll,
+            "wasi:io/streams@0.2.12": crate::bindings::wasi::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": crate::bindings::wasi::clocks::monotonic_clock,
+        },
+    });
+}
+
+pub use bindings::exports::wasiclaw::plugin::channel_api::{
+    ChannelManifest, Guest as Channel, HttpRequest, HttpResponse, Markup, SocketEvent, SocketReply, Transport,
+    WebhookReply,
+};
+pub use crate::bindings::wasiclaw::plugin::types::{Inbound, Outbound};
+use crate::Error;
+
+impl HttpRequest {
+    /// A header by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A query parameter, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| decode(v))
+    }
+}
+
+/// Decode `%XX` and `+` in a query value.
+pub fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Percent-encode a query or path component.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A response with a status and a short text body.
+pub fn respond(status: u16, body: &str) -> HttpResponse {
+    HttpResponse {
+        status,
+        headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+/// A JSON response.
+pub fn respond_json(status: u16, body: &serde_json::Value) -> HttpResponse {
+    HttpResponse {
+        status,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: body.to_string().into_bytes(),
+    }
+}
+
+/// A webhook reply with no messages.
+pub fn reply(response: HttpResponse) -> WebhookReply {
+    WebhookReply { response, messages: vec![] }
+}
+
+/// Send JSON and parse a JSON answer, failing on a non-2xx status.
+pub fn post_json(url: &str, body: &serde_json::Value) -> Result<serde_json::Value, Error> {
+    let resp = crate::http::request("POST", url, &[("content-type", "application/json")], Some(body.to_string().as_bytes()))?;
+    json_of(url, resp)
+}
+
+pub fn get_json(url: &str) -> Result<serde_json::Value, Error> {
+    json_of(url, crate::http::get(url)?)
+}
+
+fn json_of(url: &str, resp: crate::http::Response) -> Result<serde_json::Value, Error> {
+    let path = url.split('?').next().unwrap_or(url);
+    if !(200..300).contains(&resp.status) {
+        return Err(Error::Failed(format!("{path} answered HTTP {}: {}", resp.status, resp.text())));
+    }
+    serde_json::from_slice(&resp.body).map_err(|e| Error::Failed(format!("{path} sent bad JSON: {e}")))
+}
+
+/// Compare two byte strings in constant time.
+pub fn equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A socket reply that only keeps the state.
+pub fn socket_reply(state: Option<String>) -> SocketReply {
+    SocketReply { send: vec![], messages: vec![], tick_ms: None, reconnect: false, url: None, state }
+}

@@ -1,0 +1,197 @@
+//! The Telegram channel end to end against telegram-test-api, a Bot API
+//! server on loopback (tests/platforms, installed by .ci/setup): pairing,
+//! a reply split and escaped for Telegram, a scheduled message, and a
+//! channel denied its host.
+
+use crate::fake_llm::{FakeLlm, Reply};
+use crate::support::{Env, ROOT, free_port, stdout, wait_for};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const TOKEN: &str = "123456:test-bot-token";
+
+/// A telegram-test-api server; killed on drop.
+pub struct TelegramApi {
+    child: Child,
+    pub base: String,
+    client: reqwest::Client,
+}
+
+impl TelegramApi {
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = std::path::Path::new(ROOT).join("tests/platforms");
+        let mut child = Command::new("node")
+            .arg("telegram.js")
+            .arg(port.to_string())
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("node is not installed (.ci/setup installs the test platforms)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "telegram-test-api did not start; run `npm ci --prefix tests/platforms`");
+        TelegramApi { child, base: format!("http://127.0.0.1:{port}"), client: reqwest::Client::new() }
+    }
+
+    /// A user writes to the bot.
+    pub async fn user_says(&self, user: i64, chat: i64, text: &str) {
+        let message = json!({
+            "botToken": TOKEN,
+            "from": {"id": user, "first_name": "Ada", "username": "ada", "is_bot": false},
+            "chat": {"id": chat, "first_name": "Ada", "type": "private"},
+            "date": 1764115200,
+            "text": text,
+        });
+        let r = self.client.post(format!("{}/sendMessage", self.base)).json(&message).send().await.unwrap();
+        assert!(r.status().is_success());
+    }
+
+    /// Bot messages to `chat` not read yet (reading marks them read).
+    pub async fn bot_messages(&self, chat: i64) -> Vec<Value> {
+        let r: Value = self
+            .client
+            .post(format!("{}/getUpdates", self.base))
+            .json(&json!({"token": TOKEN, "chatId": chat}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["result"].as_array().cloned().unwrap_or_default().into_iter().map(|u| u["message"].clone()).collect()
+    }
+
+    /// Wait until at least `n` bot messages arrived in `chat`.
+    pub async fn wait_messages(&self, chat: i64, n: usize, what: &str) -> Vec<Value> {
+        let start = std::time::Instant::now();
+        let mut got = Vec::new();
+        while got.len() < n {
+            assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}; got {got:?}");
+            got.extend(self.bot_messages(chat).await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        got
+    }
+}
+
+impl Drop for TelegramApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn setup(tg: &TelegramApi, llm: &FakeLlm) -> Env {
+    let env = Env::new();
+    env.install("telegram");
+    env.config(&format!(
+        "[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n\n\
+         [skills.telegram]\napi_base = \"{}\"\npoll_timeout = \"1\"\n",
+        llm.base, tg.base
+    ));
+    env.cli_stdin(&["secrets", "set", "TELEGRAM_TOKEN"], &format!("{TOKEN}\n"));
+    env
+}
+
+fn grant(env: &Env, tg: &TelegramApi) {
+    env.ok(&["skills", "grant", "telegram", "--http", &format!("{}/", tg.base), "--secret", "TELEGRAM_TOKEN"]);
+}
+
+fn text(m: &Value) -> String {
+    m["text"].as_str().unwrap_or_default().to_string()
+}
+
+/// A long Markdown reply with characters HTML must escape.
+fn long_reply() -> &'static str {
+    let paragraphs: Vec<String> = (0..60)
+        .map(|i| format!("**Step {i}**: compare a < b && c > d, then keep going with the plan for part {i} of the story."))
+        .collect();
+    Box::leak(paragraphs.join("\n\n").into_boxed_str())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paired_user_is_answered_and_strangers_are_neither_answered_nor_stored() {
+    let llm = FakeLlm::start(vec![Reply::Text(long_reply()), Reply::Text("Time to stretch!")]).await;
+    let tg = TelegramApi::start();
+    let env = setup(&tg, &llm);
+    grant(&env, &tg);
+    let daemon = env.daemon();
+
+    // A stranger gets a pairing code and nothing else.
+    tg.user_says(42, 42, "my secret plan is ZEBRA-7781").await;
+    let code_msg = tg.wait_messages(42, 1, "the pairing code").await;
+    let code_text = text(&code_msg[0]);
+    let code = code_text.split("wasiclaw pairing approve ").nth(1).unwrap().split_whitespace().next().unwrap();
+    assert_eq!(code.len(), 8, "{code_text}");
+    tg.user_says(42, 42, "hello? ZEBRA-7781").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(tg.bot_messages(42).await.is_empty(), "a stranger was answered twice");
+    assert!(llm.requests().is_empty(), "a stranger's message reached the model");
+    let pending = env.ok(&["pairing", "list"]);
+    assert!(pending.contains("telegram:42") && pending.contains(&format!("pairing approve {code}")), "{pending}");
+
+    // The owner approves; the user is welcomed, then answered.
+    let approved = env.ok(&["pairing", "approve", code]);
+    assert!(approved.contains("approved Ada (telegram:42) as an admin"), "{approved}");
+    let welcome = tg.wait_messages(42, 1, "the welcome").await;
+    assert!(text(&welcome[0]).contains("paired"), "{welcome:?}");
+
+    tg.user_says(42, 42, "Tell me the whole story").await;
+    let mut pieces = tg.wait_messages(42, 2, "the long reply").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    pieces.extend(tg.bot_messages(42).await);
+    assert!(pieces.len() >= 2, "a {}-char reply was not split: {pieces:?}", long_reply().len());
+    for p in &pieces {
+        assert!(text(p).encode_utf16().count() <= 4096, "a piece is over Telegram's limit");
+        assert_eq!(p["parse_mode"], "HTML");
+    }
+    let all: String = pieces.iter().map(text).collect::<Vec<_>>().join("\n\n");
+    for i in 0..60 {
+        let expected = format!("<b>Step {i}</b>: compare a &lt; b &amp;&amp; c &gt; d, then keep going");
+        assert!(all.contains(&expected), "step {i} missing or badly escaped");
+    }
+    let sent = llm.requests();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0]["messages"].to_string().contains("Tell me the whole story"));
+    assert!(!sent[0]["messages"].to_string().contains("ZEBRA-7781"), "a stranger's message reached the context");
+
+    // A scheduled job in that chat fires on its own and reaches Telegram.
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
+    env.ok(&["cron", "add", &format!("at {at}"), "--chat", "telegram:42", "--prompt", "remind me to stretch"]);
+    let reminder = tg.wait_messages(42, 1, "the scheduled message").await;
+    assert_eq!(text(&reminder[0]), "Time to stretch!");
+
+    drop(daemon);
+    let db = std::fs::read(env.paths().database()).unwrap();
+    let needle = b"ZEBRA-7781";
+    assert!(!db.windows(needle.len()).any(|w| w == needle), "a stranger's message was stored");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_denied_its_host_shows_in_status_and_the_daemon_lives() {
+    let llm = FakeLlm::start(vec![]).await;
+    let tg = TelegramApi::start();
+    let env = setup(&tg, &llm);
+    env.install("clock");
+    let _daemon = env.daemon();
+    wait_for("the denial in status", Duration::from_secs(20), || {
+        stdout(&env.cli(&["status"])).contains("restarting")
+    });
+    let status = stdout(&env.cli(&["status"]));
+    assert!(status.contains("telegram: restarting (long polling)"), "{status}");
+    assert!(status.contains("has no network access"), "{status}");
+    assert!(status.contains(&format!("wasiclaw skills grant telegram --http {}", tg.base)), "{status}");
+    assert!(status.contains("not granted: secret TELEGRAM_TOKEN; http GET,POST"), "{status}");
+    // Everything else still works.
+    let out = env.ok(&["tool", "clock.now", "{}"]);
+    assert!(out.contains("20"), "{out}");
+    // Granting brings it up without a restart of the daemon.
+    grant(&env, &tg);
+    tg.user_says(7, 7, "hi").await;
+    let code = tg.wait_messages(7, 1, "a pairing code once granted").await;
+    assert!(text(&code[0]).contains("wasiclaw pairing approve"));
+}
