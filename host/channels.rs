@@ -577,6 +577,7 @@ impl Channels {
             let mut failed = None;
             for (i, piece) in pieces.iter().enumerate().skip(item.parts_sent) {
                 let msg = Outbound {
+                    id: format!("wasiclaw-{}-{}-{i}", item.created_ms, item.id),
                     chat_id: item.chat_id.clone(),
                     text: piece.clone(),
                     reply_to: if i == 0 { item.reply_to.clone() } else { None },

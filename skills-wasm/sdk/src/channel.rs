@@ -138,3 +138,15 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn socket_reply(state: Option<String>) -> SocketReply {
     SocketReply { send: vec![], messages: vec![], tick_ms: None, reconnect: false, url: None, state }
 }
+
+/// Seconds since the Unix epoch (the host's wall clock).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Whether `presented` (e.g. `v0=ab12…`) is `prefix` + hex HMAC-SHA256 of
+/// `data` under the secret `secret`, compared in constant time.
+pub fn signature_matches(secret: &str, data: &[u8], prefix: &str, presented: &str) -> Result<bool, Error> {
+    let mac = crate::crypto::hmac_sha256(secret, data)?;
+    Ok(equal(format!("{prefix}{}", hex(&mac)).as_bytes(), presented.as_bytes()))
+}
