@@ -20,3 +20,4 @@ mod scheduler;
 mod secrets;
 mod skills;
 mod telegram;
+mod webhooks;

@@ -308,3 +308,70 @@ pub fn rebuilt(from: &Path, tag: &str) -> PathBuf {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
+
+/// One request a `Recorder` received, with its body.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: serde_json::Value,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A loopback platform API that records every request and answers each
+/// with the same JSON.
+pub struct Recorder {
+    pub base: String,
+    pub seen: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl Recorder {
+    pub async fn start(answer: serde_json::Value) -> Self {
+        let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = (seen.clone(), answer);
+        let app = axum::Router::new()
+            .fallback(|State((seen, answer)): State<(Arc<Mutex<Vec<Recorded>>>, serde_json::Value)>, req: Request| async move {
+                let (parts, body) = req.into_parts();
+                let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+                seen.lock().unwrap().push(Recorded {
+                    method: parts.method.to_string(),
+                    path: parts.uri.path().to_string(),
+                    headers: parts
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                        .collect(),
+                    body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+                });
+                axum::Json(answer)
+            })
+            .with_state(state);
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Recorder { base: format!("http://127.0.0.1:{port}"), seen }
+    }
+
+    pub fn seen(&self) -> Vec<Recorded> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Wait until `n` requests whose path contains `path` arrived.
+    pub async fn wait(&self, path: &str, n: usize) -> Vec<Recorded> {
+        let start = Instant::now();
+        loop {
+            let hits: Vec<Recorded> = self.seen().into_iter().filter(|r| r.path.contains(path)).collect();
+            if hits.len() >= n {
+                return hits;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {n} request(s) to {path}: {hits:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
