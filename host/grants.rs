@@ -202,8 +202,11 @@ pub fn placeholders(template: &str) -> Vec<String> {
         let name = &rest[start + 1..start + 1 + len];
         if valid_secret_name(name) {
             out.push(name.to_string());
+            rest = &rest[start + 1 + len..];
+        } else {
+            // `{` of JSON, say: a placeholder may start inside.
+            rest = &rest[start + 1..];
         }
-        rest = &rest[start + 1 + len..];
     }
     out
 }
@@ -491,5 +494,6 @@ mod tests {
         assert_eq!(intersect(&r, &any).unwrap().methods, vec!["POST"]);
         assert!(parse_granted_rule("https://x/,FETCH").is_err());
         assert_eq!(placeholders("{a} {B_1} {"), vec!["B_1"]);
+        assert_eq!(placeholders(r#"{"op":6,"d":{"token":"{DISCORD_TOKEN}","seq":2}}"#), vec!["DISCORD_TOKEN"]);
     }
 }

@@ -9,6 +9,7 @@ mod agent;
 mod chat;
 mod cli;
 mod cron;
+mod discord;
 mod egress;
 mod grants;
 mod hostile;
