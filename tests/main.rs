@@ -14,6 +14,7 @@ mod egress;
 mod grants;
 mod hostile;
 mod limits;
+mod matrix;
 mod memory;
 mod python;
 mod reload;

@@ -51,6 +51,15 @@ fn whoami(api: &str) -> Result<String, Error> {
     me["user_id"].as_str().map(String::from).ok_or_else(|| Error::Failed("whoami returned no user_id".into()))
 }
 
+/// Accept the invites in a sync response.
+fn join_invites(api: &str, sync: &Value) {
+    for room in sync["rooms"]["invite"].as_object().into_iter().flat_map(|r| r.keys()) {
+        if let Err(e) = post_json(&format!("{api}/rooms/{}/join", encode(room)), &json!({})) {
+            wasiclaw_sdk::log_warn(&format!("cannot join {room}: {e:?}"));
+        }
+    }
+}
+
 impl Channel for Matrix {
     fn describe() -> ChannelManifest {
         let http = homeserver()
@@ -82,16 +91,13 @@ impl Channel for Matrix {
             // First run: learn who we are and where "now" is; answer nothing old.
             let me = whoami(&api)?;
             let sync = get_json(&format!("{api}/sync?timeout=0"))?;
+            join_invites(&api, &sync);
             let since = sync["next_batch"].as_str().unwrap_or_default().to_string();
             return Ok((vec![], Some(serde_json::to_string(&Cursor { since, me }).expect("serializes"))));
         };
         let timeout: u64 = config::get("poll_timeout").and_then(|t| t.parse().ok()).unwrap_or(20);
         let sync = get_json(&format!("{api}/sync?timeout={}&since={}", timeout * 1000, encode(&since)))?;
-        for room in sync["rooms"]["invite"].as_object().into_iter().flat_map(|r| r.keys()) {
-            if let Err(e) = post_json(&format!("{api}/rooms/{}/join", encode(room)), &json!({})) {
-                wasiclaw_sdk::log_warn(&format!("cannot join {room}: {e:?}"));
-            }
-        }
+        join_invites(&api, &sync);
         let mut out = Vec::new();
         for (room, data) in sync["rooms"]["join"].as_object().into_iter().flatten() {
             for ev in data["timeline"]["events"].as_array().into_iter().flatten() {
