@@ -7,6 +7,7 @@ mod support;
 
 mod agent;
 mod chat;
+mod channels;
 mod cli;
 mod cron;
 mod discord;

@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -331,14 +331,21 @@ pub struct Recorder {
     pub seen: Arc<Mutex<Vec<Recorded>>>,
 }
 
+type RecorderState = (Arc<Mutex<Vec<Recorded>>>, serde_json::Value, Arc<Mutex<usize>>);
+
 impl Recorder {
     pub async fn start(answer: serde_json::Value) -> Self {
+        Self::failing(answer, 0).await
+    }
+
+    /// A recorder whose first `failures` requests get HTTP 503.
+    pub async fn failing(answer: serde_json::Value, failures: usize) -> Self {
         let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let state = (seen.clone(), answer);
+        let state = (seen.clone(), answer, Arc::new(Mutex::new(failures)));
         let app = axum::Router::new()
-            .fallback(|State((seen, answer)): State<(Arc<Mutex<Vec<Recorded>>>, serde_json::Value)>, req: Request| async move {
+            .fallback(|State((seen, answer, failures)): State<RecorderState>, req: Request| async move {
                 let (parts, body) = req.into_parts();
                 let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
                 seen.lock().unwrap().push(Recorded {
@@ -351,7 +358,12 @@ impl Recorder {
                         .collect(),
                     body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
                 });
-                axum::Json(answer)
+                let mut failures = failures.lock().unwrap();
+                if *failures > 0 {
+                    *failures -= 1;
+                    return Response::builder().status(503).body(Body::from("try later")).unwrap();
+                }
+                axum::Json(answer).into_response()
             })
             .with_state(state);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
