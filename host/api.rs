@@ -158,12 +158,8 @@ pub async fn dispatch(rt: &Runtime, agent: Option<&Agent>, request: Request, dae
                 })
             }
             Request::PairingList => serde_json::to_value(rt.db.pairings()?)?,
-            Request::PairingApprove { code, admin } => match rt.db.pairing_approve(&code, admin)? {
-                Some(p) => {
-                    let welcome = "You're paired. Say hello!";
-                    rt.db.outbox_enqueue(&p.channel, &p.chat_id, welcome)?;
-                    serde_json::to_value(p)?
-                }
+            Request::PairingApprove { code, admin } => match crate::channels::approve(&rt.db, &code, admin)? {
+                Some(p) => serde_json::to_value(p)?,
                 None => {
                     return Err(RuntimeError::Invalid(format!(
                         "no pending pairing has the code {code} (codes expire after an hour); `wasiclaw pairing list` shows requests"

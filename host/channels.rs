@@ -449,7 +449,7 @@ impl Channels {
                 Verdict::Serve { admin } => {
                     if let Some(code) = m.text.trim().strip_prefix("/approve ").filter(|_| admin) {
                         db.mark_seen(name, &m.message_id)?;
-                        let reply = match db.pairing_approve(code, false)? {
+                        let reply = match approve(db, code, false)? {
                             Some(p) => format!("Approved {} ({}:{}).", p.sender_name, p.channel, p.sender_id),
                             None => format!("No pending pairing has the code {}.", code.trim()),
                         };
@@ -743,10 +743,10 @@ impl Channels {
                                 let clean = crate::egress::redact(t.as_bytes(), &secrets);
                                 event = Some(api::SocketEvent::Frame(String::from_utf8_lossy(&clean).into_owned()));
                             }
+                            // Backed off like a failure: a server that keeps
+                            // closing at once must not be hammered.
                             Some(Ok(Message::Close(_))) | None => {
-                                tracing::info!("channel {name}: {url} closed the connection; reconnecting");
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                                break;
+                                return Err(ChannelError::Socket(format!("{url} closed the connection")));
                             }
                             Some(Ok(_)) => {}
                             Some(Err(e)) => return Err(ChannelError::Socket(format!("{url}: {e}"))),
@@ -801,6 +801,15 @@ fn describe_transport(name: &str, t: &Transport) -> String {
         Transport::Webhook => format!("webhook at /hooks/{name}/"),
         Transport::Websocket { url } => format!("websocket {url}"),
     }
+}
+
+/// Approve a pairing code and welcome the sender in their chat.
+pub fn approve(db: &Store, code: &str, admin: bool) -> Result<Option<crate::pairing::Pairing>, StoreError> {
+    let approved = db.pairing_approve(code, admin)?;
+    if let Some(p) = &approved {
+        db.outbox_enqueue(&p.channel, &p.chat_id, "You're paired: I'll answer you here from now on. Say hello!")?;
+    }
+    Ok(approved)
 }
 
 /// Deliver `text` to a `CHANNEL:CHAT` target if that channel is installed;

@@ -132,6 +132,7 @@ async fn the_gateway_identifies_heartbeats_resumes_and_answers_once() {
     assert_eq!(sent[0].body["content"], "Hi **Nelly**");
     assert_eq!(sent[0].body["message_reference"]["message_id"], "1300");
     assert_eq!(sent[0].header("authorization"), Some(format!("Bot {TOKEN}").as_str()));
+    assert!(!rest.wait("/api/v10/channels/1100/typing", 1).await.is_empty(), "typing… was shown");
 
     // Discord asks for a reconnect: the client resumes at the resume URL.
     conn.send(json!({"op": 7, "d": null}));
@@ -143,9 +144,12 @@ async fn the_gateway_identifies_heartbeats_resumes_and_answers_once() {
     // The replayed dispatch is answered once; a new one is answered.
     conn.send(message(2, "1300", "hello from discord"));
     conn.send(json!({"op": 0, "s": 3, "t": "RESUMED", "d": {}}));
-    conn.send(message(4, "1301", "and again"));
+    conn.send(message(4, "1301", &format!("and again, my token is {TOKEN}")));
     let sent = rest.wait("/api/v10/channels/1100/messages", 2).await;
     assert_eq!(sent[1].body["content"], "Second answer");
+    // A frame that echoes the token reaches the component (and so the model) scrubbed.
+    let asked = llm.requests()[1]["messages"].to_string();
+    assert!(asked.contains("and again") && !asked.contains(TOKEN), "{asked}");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(rest.wait("/messages", 2).await.len(), 2, "the replayed message was answered twice");
     assert_eq!(llm.requests().len(), 2);

@@ -159,6 +159,18 @@ async fn a_paired_user_is_answered_and_strangers_are_neither_answered_nor_stored
     assert!(sent[0]["messages"].to_string().contains("Tell me the whole story"));
     assert!(!sent[0]["messages"].to_string().contains("ZEBRA-7781"), "a stranger's message reached the context");
 
+    // The admin approves a second user from their own chat.
+    tg.user_says(43, 43, "hi, I'm Bob").await;
+    let bob_code = text(&tg.wait_messages(43, 1, "Bob's code").await[0]);
+    let bob_code = bob_code.split("wasiclaw pairing approve ").nth(1).unwrap().split_whitespace().next().unwrap();
+    tg.user_says(43, 43, &format!("/approve {bob_code}")).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(tg.bot_messages(43).await.is_empty(), "a user who is not paired approved himself");
+    tg.user_says(42, 42, &format!("/approve {bob_code}")).await;
+    let done = tg.wait_messages(42, 1, "the approval confirmation").await;
+    assert!(text(&done[0]).contains("Approved Ada (telegram:43)"), "{done:?}");
+    assert!(text(&tg.wait_messages(43, 1, "Bob's welcome").await[0]).contains("paired"));
+
     // A scheduled job in that chat fires on its own and reaches Telegram.
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
     env.ok(&["cron", "add", &format!("at {at}"), "--chat", "telegram:42", "--prompt", "remind me to stretch"]);
