@@ -794,7 +794,8 @@ fn fill_secrets(ctx: &HostCtx, frame: &str) -> String {
     out
 }
 
-fn describe_transport(name: &str, t: &Transport) -> String {
+/// The transport in words, for status and inspect.
+pub fn describe_transport(name: &str, t: &Transport) -> String {
     match t {
         Transport::Poll { interval_ms: 0 } => "long polling".into(),
         Transport::Poll { interval_ms } => format!("polling every {interval_ms} ms"),

@@ -629,8 +629,9 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
             }
             for s in &skills {
                 println!(
-                    "{:<16} {:<9} {:<15} {}  {}",
+                    "{:<16} {:<8} {:<9} {:<15} {}  {}",
                     s.name,
+                    if s.channel.is_some() { "channel" } else { "skill" },
                     s.version.as_deref().unwrap_or("-"),
                     s.status,
                     &s.sha256[..12.min(s.sha256.len())],
@@ -872,6 +873,10 @@ fn print_inspect(s: &SkillInfo) {
     if let Some(reason) = &s.reason {
         println!("reason: {reason}");
         return;
+    }
+    if let Some(c) = &s.channel {
+        let transport = wasiclaw::channels::describe_transport(&s.name, &c.transport);
+        println!("\na chat channel: {transport}; messages up to {} characters", c.max_length);
     }
     println!("\ntools:");
     for t in &s.tools {

@@ -198,6 +198,9 @@ async fn a_channel_denied_its_host_shows_in_status_and_the_daemon_lives() {
     assert!(status.contains("has no network access"), "{status}");
     assert!(status.contains(&format!("wasiclaw skills grant telegram --http {}", tg.base)), "{status}");
     assert!(status.contains("not granted: secret TELEGRAM_TOKEN; http GET,POST"), "{status}");
+    let list = env.ok(&["skills", "list"]);
+    assert!(list.lines().any(|l| l.starts_with("telegram") && l.contains("channel") && l.contains("needs-approval")), "{list}");
+    assert!(env.ok(&["skills", "inspect", "telegram"]).contains("a chat channel: long polling"));
     // Everything else still works.
     let out = env.ok(&["tool", "clock.now", "{}"]);
     assert!(out.contains("20"), "{out}");
@@ -206,4 +209,44 @@ async fn a_channel_denied_its_host_shows_in_status_and_the_daemon_lives() {
     tg.user_says(7, 7, "hi").await;
     let code = tg.wait_messages(7, 1, "a pairing code once granted").await;
     assert!(text(&code[0]).contains("wasiclaw pairing approve"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_mode_checks_the_secret_token_header() {
+    let llm = FakeLlm::start(vec![Reply::Text("Pong & more")]).await;
+    let tg = TelegramApi::start();
+    let env = Env::new();
+    env.install("telegram");
+    let port = free_port();
+    env.config(&format!(
+        "[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n\n[gateway]\nbind = \"127.0.0.1:{port}\"\n\n\
+         [skills.telegram]\napi_base = \"{}\"\nmode = \"webhook\"\n\n[channels.telegram]\nallow = [\"42\"]\n",
+        llm.base, tg.base
+    ));
+    env.cli_stdin(&["secrets", "set", "TELEGRAM_TOKEN"], &format!("{TOKEN}\n"));
+    env.cli_stdin(&["secrets", "set", "TELEGRAM_WEBHOOK_SECRET"], "hook-secret_1\n");
+    env.ok(&["skills", "grant", "telegram", "--all-requested"]);
+    grant(&env, &tg);
+    let _daemon = env.daemon();
+    // An update as the Bot API documents it.
+    let update = json!({"update_id": 10000, "message": {
+        "message_id": 1365, "date": 1441645532, "text": "/ping",
+        "from": {"id": 42, "is_bot": false, "first_name": "Ada", "username": "ada"},
+        "chat": {"id": 42, "first_name": "Ada", "username": "ada", "type": "private"}
+    }});
+    let post = |secret: &'static str| {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/hooks/telegram"))
+            .header("x-telegram-bot-api-secret-token", secret)
+            .json(&update)
+            .send()
+    };
+    assert_eq!(post("guessed").await.unwrap().status(), 401);
+    assert_eq!(post("hook-secret_1").await.unwrap().status(), 200);
+    let reply = tg.wait_messages(42, 1, "the reply to a webhook update").await;
+    assert_eq!(text(&reply[0]), "Pong &amp; more");
+    assert_eq!(reply[0]["reply_parameters"]["message_id"], 1365);
+    assert_eq!(post("hook-secret_1").await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(tg.bot_messages(42).await.is_empty(), "a redelivered update was answered twice");
 }
