@@ -318,10 +318,13 @@ fn spec_of(rt: &Runtime, name: &str) -> Option<ChannelSpec> {
     entry.loaded.ok()?.channel().map(|(_, spec)| spec.clone())
 }
 
+type Running = (String, Vec<JoinHandle<()>>);
+
 /// The running channels of a daemon.
 pub struct Channels {
     agent: Arc<Agent>,
-    running: Mutex<HashMap<String, (String, Vec<JoinHandle<()>>)>>,
+    /// Per channel: the sha256 running and its tasks.
+    running: Mutex<HashMap<String, Running>>,
 }
 
 impl Channels {

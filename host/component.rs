@@ -298,7 +298,10 @@ async fn describe_channel(
         api::Markup::Whatsapp => Markup::Whatsapp,
     };
     if raw.max_length < 64 {
-        return Err(LoadError::Manifest(format!("max-length {} is below the 64 characters a reply needs", raw.max_length)));
+        return Err(LoadError::Manifest(format!(
+            "max-length {} is below the 64 characters a reply needs",
+            raw.max_length
+        )));
     }
     Ok((manifest, ChannelSpec { transport, markup, max_length: raw.max_length as usize }))
 }

@@ -65,8 +65,8 @@ pub mod channel_bindings {
 }
 
 pub use bindings::wasiclaw::plugin::types::Error as ToolError;
-pub use channel_bindings::{Channel, ChannelPre};
 pub use bindings::{Skill, SkillPre};
+pub use channel_bindings::{Channel, ChannelPre};
 
 /// A call into a guest, borrowing its store.
 pub type GuestCall<'a, R> = std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;

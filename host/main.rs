@@ -13,10 +13,10 @@ use std::time::Duration;
 use wasiclaw::agent::{Agent, Event};
 use wasiclaw::api::{self, Reply, Request};
 use wasiclaw::channels::{ChannelStatus, OutboxItem};
-use wasiclaw::pairing::Pairing;
 use wasiclaw::config::{Paths, ProviderConfig, ProviderKind};
 use wasiclaw::grants::{GrantChange, GrantSet, parse_granted_rule};
 use wasiclaw::memory::{Hit, Memory};
+use wasiclaw::pairing::Pairing;
 use wasiclaw::runtime::{Runtime, RuntimeError, SkillInfo, ToolOutcome};
 use wasiclaw::scheduler::{Action, Job, Missed, NewJob, Run, When};
 use wasiclaw::secrets::Secrets;
@@ -827,11 +827,7 @@ fn print_status(value: &Value) {
             println!("    last error: {e}");
         }
         if !c.pending_rights.is_empty() {
-            println!(
-                "    not granted: {} (see `wasiclaw skills inspect {}`)",
-                c.pending_rights.join("; "),
-                c.name
-            );
+            println!("    not granted: {} (see `wasiclaw skills inspect {}`)", c.pending_rights.join("; "), c.name);
         }
     }
 }

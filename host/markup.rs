@@ -238,39 +238,38 @@ fn inline(line: &str, markup: Markup) -> String {
         let c = chars[i];
         let rest_starts = |pat: &str| chars[i..].iter().collect::<String>().starts_with(pat);
         // Inline code: its content is literal.
-        if c == '`' {
-            if let Some(end) = find(i + 1, &['`']) {
-                flush(&mut text, &mut out);
-                let code: String = chars[i + 1..end].iter().collect();
-                out.push_str(&match markup {
-                    Markup::TelegramHtml => format!("<code>{}</code>", html_escape(&code)),
-                    Markup::SlackMrkdwn => format!("`{}`", slack_escape(&code)),
-                    Markup::Whatsapp => format!("```{code}```"),
-                    _ => code,
-                });
-                i = end + 1;
-                continue;
-            }
+        if c == '`'
+            && let Some(end) = find(i + 1, &['`'])
+        {
+            flush(&mut text, &mut out);
+            let code: String = chars[i + 1..end].iter().collect();
+            out.push_str(&match markup {
+                Markup::TelegramHtml => format!("<code>{}</code>", html_escape(&code)),
+                Markup::SlackMrkdwn => format!("`{}`", slack_escape(&code)),
+                Markup::Whatsapp => format!("```{code}```"),
+                _ => code,
+            });
+            i = end + 1;
+            continue;
         }
         // [text](url)
-        if c == '[' {
-            if let Some(close) = find(i + 1, &[']', '(']) {
-                if let Some(end) = find(close + 2, &[')']) {
-                    flush(&mut text, &mut out);
-                    let label: String = chars[i + 1..close].iter().collect();
-                    let url: String = chars[close + 2..end].iter().collect();
-                    out.push_str(&match markup {
-                        Markup::TelegramHtml => {
-                            format!("<a href=\"{}\">{}</a>", html_escape(&url), inline(&label, markup))
-                        }
-                        Markup::SlackMrkdwn => format!("<{}|{}>", slack_escape(&url), slack_escape(&label)),
-                        _ if label == url => url,
-                        _ => format!("{} ({url})", inline(&label, markup)),
-                    });
-                    i = end + 1;
-                    continue;
+        if c == '['
+            && let Some(close) = find(i + 1, &[']', '('])
+            && let Some(end) = find(close + 2, &[')'])
+        {
+            flush(&mut text, &mut out);
+            let label: String = chars[i + 1..close].iter().collect();
+            let url: String = chars[close + 2..end].iter().collect();
+            out.push_str(&match markup {
+                Markup::TelegramHtml => {
+                    format!("<a href=\"{}\">{}</a>", html_escape(&url), inline(&label, markup))
                 }
-            }
+                Markup::SlackMrkdwn => format!("<{}|{}>", slack_escape(&url), slack_escape(&label)),
+                _ if label == url => url,
+                _ => format!("{} ({url})", inline(&label, markup)),
+            });
+            i = end + 1;
+            continue;
         }
         let marker = ["**", "__", "~~"].into_iter().find(|m| rest_starts(m)).or_else(|| {
             // A single `*`/`_` opens italics only before a non-space, and

@@ -138,8 +138,11 @@ impl Store {
         let txn = self.db.begin_write()?;
         let approved = {
             let mut table = txn.open_table(PAIRINGS)?;
-            let all: Vec<Pairing> =
-                table.iter()?.filter_map(Result::ok).filter_map(|(_, v)| serde_json::from_slice(v.value()).ok()).collect();
+            let all: Vec<Pairing> = table
+                .iter()?
+                .filter_map(Result::ok)
+                .filter_map(|(_, v)| serde_json::from_slice(v.value()).ok())
+                .collect();
             let first = !all.iter().any(|p| p.approved);
             match all.into_iter().find(|p| p.code.as_deref() == Some(&code) && p.code_expires_ms > now) {
                 None => None,

@@ -45,8 +45,10 @@ impl Conn {
     }
 }
 
+#[allow(clippy::result_large_err)] // tungstenite's callback signature
 async fn accept(listener: &TcpListener) -> Conn {
-    let (tcp, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept()).await.expect("no connection").unwrap();
+    let (tcp, _) =
+        tokio::time::timeout(Duration::from_secs(20), listener.accept()).await.expect("no connection").unwrap();
     let path = Arc::new(std::sync::Mutex::new(String::new()));
     let seen = path.clone();
     let ws = tokio_tungstenite::accept_hdr_async(tcp, move |req: &http::Request<()>, resp| {

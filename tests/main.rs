@@ -6,8 +6,8 @@ mod fake_llm;
 mod support;
 
 mod agent;
-mod chat;
 mod channels;
+mod chat;
 mod cli;
 mod cron;
 mod discord;

@@ -109,7 +109,12 @@ async fn a_user_invites_the_bot_and_gets_a_reply_in_the_room() {
     let (alice, alice_token) = hs.register("alice").await;
     let alice_token = Some(alice_token.as_str());
     let room = hs
-        .call(reqwest::Method::POST, "createRoom", alice_token, json!({"preset": "private_chat", "invite": [bot], "is_direct": true}))
+        .call(
+            reqwest::Method::POST,
+            "createRoom",
+            alice_token,
+            json!({"preset": "private_chat", "invite": [bot], "is_direct": true}),
+        )
         .await["room_id"]
         .as_str()
         .unwrap()
@@ -123,13 +128,23 @@ async fn a_user_invites_the_bot_and_gets_a_reply_in_the_room() {
         llm.base, hs.base
     ));
     env.cli_stdin(&["secrets", "set", "MATRIX_TOKEN"], &format!("{bot_token}\n"));
-    env.ok(&["skills", "grant", "matrix", "--http", &format!("{}/_matrix/client/v3/", hs.base), "--secret", "MATRIX_TOKEN"]);
+    env.ok(&[
+        "skills",
+        "grant",
+        "matrix",
+        "--http",
+        &format!("{}/_matrix/client/v3/", hs.base),
+        "--secret",
+        "MATRIX_TOKEN",
+    ]);
     let _daemon = env.daemon();
 
     // The bot accepts the invite.
     let start = Instant::now();
     loop {
-        let members = hs.call(reqwest::Method::GET, &format!("rooms/{}/joined_members", enc(&room)), alice_token, json!({})).await;
+        let members = hs
+            .call(reqwest::Method::GET, &format!("rooms/{}/joined_members", enc(&room)), alice_token, json!({}))
+            .await;
         if members["joined"].get(&bot).is_some() {
             break;
         }
@@ -148,7 +163,14 @@ async fn a_user_invites_the_bot_and_gets_a_reply_in_the_room() {
     let asked = sent["event_id"].as_str().unwrap().to_string();
     let start = Instant::now();
     let reply = loop {
-        let page = hs.call(reqwest::Method::GET, &format!("rooms/{}/messages?dir=b&limit=20", enc(&room)), alice_token, json!({})).await;
+        let page = hs
+            .call(
+                reqwest::Method::GET,
+                &format!("rooms/{}/messages?dir=b&limit=20", enc(&room)),
+                alice_token,
+                json!({}),
+            )
+            .await;
         let found = page["chunk"]
             .as_array()
             .unwrap()

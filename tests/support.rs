@@ -382,7 +382,10 @@ impl Recorder {
             if hits.len() >= n {
                 return hits;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {n} request(s) to {path}: {hits:?}");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {n} request(s) to {path}: {hits:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

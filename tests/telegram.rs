@@ -108,7 +108,9 @@ fn text(m: &Value) -> String {
 /// A long Markdown reply with characters HTML must escape.
 fn long_reply() -> &'static str {
     let paragraphs: Vec<String> = (0..60)
-        .map(|i| format!("**Step {i}**: compare a < b && c > d, then keep going with the plan for part {i} of the story."))
+        .map(|i| {
+            format!("**Step {i}**: compare a < b && c > d, then keep going with the plan for part {i} of the story.")
+        })
         .collect();
     Box::leak(paragraphs.join("\n\n").into_boxed_str())
 }
@@ -190,16 +192,17 @@ async fn a_channel_denied_its_host_shows_in_status_and_the_daemon_lives() {
     let env = setup(&tg, &llm);
     env.install("clock");
     let _daemon = env.daemon();
-    wait_for("the denial in status", Duration::from_secs(20), || {
-        stdout(&env.cli(&["status"])).contains("restarting")
-    });
+    wait_for("the denial in status", Duration::from_secs(20), || stdout(&env.cli(&["status"])).contains("restarting"));
     let status = stdout(&env.cli(&["status"]));
     assert!(status.contains("telegram: restarting (long polling)"), "{status}");
     assert!(status.contains("has no network access"), "{status}");
     assert!(status.contains(&format!("wasiclaw skills grant telegram --http {}", tg.base)), "{status}");
     assert!(status.contains("not granted: secret TELEGRAM_TOKEN; http GET,POST"), "{status}");
     let list = env.ok(&["skills", "list"]);
-    assert!(list.lines().any(|l| l.starts_with("telegram") && l.contains("channel") && l.contains("needs-approval")), "{list}");
+    assert!(
+        list.lines().any(|l| l.starts_with("telegram") && l.contains("channel") && l.contains("needs-approval")),
+        "{list}"
+    );
     assert!(env.ok(&["skills", "inspect", "telegram"]).contains("a chat channel: long polling"));
     // Everything else still works.
     let out = env.ok(&["tool", "clock.now", "{}"]);

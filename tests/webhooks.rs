@@ -38,7 +38,12 @@ fn start(channel: &str, llm: &FakeLlm, settings: &str, secrets: &[(&str, &str)],
     args.extend_from_slice(grant);
     env.ok(&args);
     let daemon = env.daemon();
-    Hooked { env, _daemon: daemon, base: format!("http://127.0.0.1:{port}/hooks/{channel}"), http: reqwest::Client::new() }
+    Hooked {
+        env,
+        _daemon: daemon,
+        base: format!("http://127.0.0.1:{port}/hooks/{channel}"),
+        http: reqwest::Client::new(),
+    }
 }
 
 impl Hooked {
@@ -149,7 +154,11 @@ async fn whatsapp_verifies_the_handshake_and_signatures_and_answers_once() {
              [channels.whatsapp]\nallow = [\"16505551234\"]\n",
             api.base
         ),
-        &[("WHATSAPP_APP_SECRET", WA_SECRET), ("WHATSAPP_VERIFY_TOKEN", "meatyhamhock"), ("WHATSAPP_TOKEN", "EAAtoken")],
+        &[
+            ("WHATSAPP_APP_SECRET", WA_SECRET),
+            ("WHATSAPP_VERIFY_TOKEN", "meatyhamhock"),
+            ("WHATSAPP_TOKEN", "EAAtoken"),
+        ],
         &[
             "--http",
             &format!("{}/v21.0/", api.base),
@@ -161,9 +170,8 @@ async fn whatsapp_verifies_the_handshake_and_signatures_and_answers_once() {
             "WHATSAPP_TOKEN",
         ],
     );
-    let verify = |token: &str| {
-        format!("{}?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={token}", hook.base)
-    };
+    let verify =
+        |token: &str| format!("{}?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token={token}", hook.base);
     let ok = hook.http.get(verify("meatyhamhock")).send().await.unwrap();
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.text().await.unwrap(), "1158201444");

@@ -91,7 +91,8 @@ impl Channel for Discord {
 
     fn on_socket(event: SocketEvent, state: Option<String>) -> Result<SocketReply, Error> {
         let mut st: State = state.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
-        let mut out = SocketReply { send: vec![], messages: vec![], tick_ms: None, reconnect: false, url: None, state: None };
+        let mut out =
+            SocketReply { send: vec![], messages: vec![], tick_ms: None, reconnect: false, url: None, state: None };
         match event {
             SocketEvent::Opened => {}
             SocketEvent::Tick => {
@@ -144,10 +145,14 @@ impl Channel for Discord {
                         }
                         Some("MESSAGE_CREATE") if d["author"]["bot"].as_bool() != Some(true) => {
                             let author = &d["author"];
-                            if let (Some(chat), Some(sender), Some(text), Some(id)) =
-                                (d["channel_id"].as_str(), author["id"].as_str(), d["content"].as_str(), d["id"].as_str())
-                            {
-                                let name = author["global_name"].as_str().or(author["username"].as_str()).unwrap_or(sender);
+                            if let (Some(chat), Some(sender), Some(text), Some(id)) = (
+                                d["channel_id"].as_str(),
+                                author["id"].as_str(),
+                                d["content"].as_str(),
+                                d["id"].as_str(),
+                            ) {
+                                let name =
+                                    author["global_name"].as_str().or(author["username"].as_str()).unwrap_or(sender);
                                 out.messages.push(Inbound {
                                     chat_id: chat.into(),
                                     sender_id: sender.into(),
@@ -178,7 +183,11 @@ impl Channel for Discord {
 
     fn typing(chat_id: String) -> Result<(), Error> {
         let resp = http::request("POST", &format!("{}/channels/{chat_id}/typing", api()), &[], Some(b""))?;
-        if (200..300).contains(&resp.status) { Ok(()) } else { Err(Error::Failed(format!("typing: HTTP {}", resp.status))) }
+        if (200..300).contains(&resp.status) {
+            Ok(())
+        } else {
+            Err(Error::Failed(format!("typing: HTTP {}", resp.status)))
+        }
     }
 }
 

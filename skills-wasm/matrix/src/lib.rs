@@ -41,7 +41,12 @@ struct Cursor {
 fn put_json(url: &str, body: &Value) -> Result<Value, Error> {
     let resp = http::request("PUT", url, &[("content-type", "application/json")], Some(body.to_string().as_bytes()))?;
     if !(200..300).contains(&resp.status) {
-        return Err(Error::Failed(format!("{} answered HTTP {}: {}", url.split('?').next().unwrap_or(url), resp.status, resp.text())));
+        return Err(Error::Failed(format!(
+            "{} answered HTTP {}: {}",
+            url.split('?').next().unwrap_or(url),
+            resp.status,
+            resp.text()
+        )));
     }
     serde_json::from_slice(&resp.body).map_err(|e| Error::Failed(format!("bad JSON from the homeserver: {e}")))
 }
@@ -129,12 +134,7 @@ impl Channel for Matrix {
     }
 
     fn send(message: Outbound) -> Result<String, Error> {
-        let url = format!(
-            "{}/rooms/{}/send/m.room.message/{}",
-            api()?,
-            encode(&message.chat_id),
-            encode(&message.id)
-        );
+        let url = format!("{}/rooms/{}/send/m.room.message/{}", api()?, encode(&message.chat_id), encode(&message.id));
         let mut body = json!({"msgtype": "m.text", "body": message.text});
         if let Some(id) = message.reply_to {
             body["m.relates_to"] = json!({"m.in_reply_to": {"event_id": id}});

@@ -32,12 +32,12 @@ pub mod bindings {
     });
 }
 
+use crate::Error;
+pub use crate::bindings::wasiclaw::plugin::types::{Inbound, Outbound};
 pub use bindings::exports::wasiclaw::plugin::channel_api::{
     ChannelManifest, Guest as Channel, HttpRequest, HttpResponse, Markup, SocketEvent, SocketReply, Transport,
     WebhookReply,
 };
-pub use crate::bindings::wasiclaw::plugin::types::{Inbound, Outbound};
-use crate::Error;
 
 impl HttpRequest {
     /// A header by lower-case name.
@@ -108,7 +108,8 @@ pub fn reply(response: HttpResponse) -> WebhookReply {
 
 /// Send JSON and parse a JSON answer, failing on a non-2xx status.
 pub fn post_json(url: &str, body: &serde_json::Value) -> Result<serde_json::Value, Error> {
-    let resp = crate::http::request("POST", url, &[("content-type", "application/json")], Some(body.to_string().as_bytes()))?;
+    let resp =
+        crate::http::request("POST", url, &[("content-type", "application/json")], Some(body.to_string().as_bytes()))?;
     json_of(url, resp)
 }
 

@@ -96,9 +96,10 @@ impl Channel for Slack {
                 let challenge = body["challenge"].as_str().unwrap_or_default();
                 Ok(reply(respond_json(200, &json!({ "challenge": challenge }))))
             }
-            Some("event_callback") => {
-                Ok(WebhookReply { response: respond(200, "ok"), messages: message(&body["event"]).into_iter().collect() })
-            }
+            Some("event_callback") => Ok(WebhookReply {
+                response: respond(200, "ok"),
+                messages: message(&body["event"]).into_iter().collect(),
+            }),
             _ => Ok(reply(respond(200, "ignored"))),
         }
     }

@@ -112,10 +112,7 @@ impl Channel for Telegram {
     fn poll(cursor: Option<String>) -> Result<(Vec<Inbound>, Option<String>), Error> {
         let timeout: u32 = config::get("poll_timeout").and_then(|t| t.parse().ok()).unwrap_or(20);
         let offset = cursor.as_deref().unwrap_or("0");
-        let url = format!(
-            "{}/getUpdates?offset={offset}&timeout={timeout}&allowed_updates=%5B%22message%22%5D",
-            api()
-        );
+        let url = format!("{}/getUpdates?offset={offset}&timeout={timeout}&allowed_updates=%5B%22message%22%5D", api());
         let updates = ok_result(get_json(&url)?, "getUpdates")?;
         let updates = updates.as_array().cloned().unwrap_or_default();
         let next = updates.iter().filter_map(|u| u["update_id"].as_i64()).max().map(|id| (id + 1).to_string());

@@ -62,8 +62,8 @@ impl Channel for Webhook {
         if !crypto::secret_equals(TOKEN, bearer.as_bytes())? {
             return Ok(reply(respond(401, "missing or wrong bearer token")));
         }
-        let body: Value = serde_json::from_slice(&request.body)
-            .map_err(|e| Error::InvalidInput(format!("body is not JSON: {e}")))?;
+        let body: Value =
+            serde_json::from_slice(&request.body).map_err(|e| Error::InvalidInput(format!("body is not JSON: {e}")))?;
         let (chat, sender, text) = (field(&body, "chat")?, field(&body, "sender")?, field(&body, "text")?);
         // Without an id every delivery is new.
         let id = field(&body, "id").unwrap_or_else(|_| {
@@ -83,7 +83,8 @@ impl Channel for Webhook {
             Error::InvalidInput("no callback_url: set it in [skills.webhook] of config.toml to receive replies".into())
         })?;
         let body = json!({"chat": message.chat_id, "text": message.text, "reply_to": message.reply_to});
-        let resp = http::request("POST", &url, &[("content-type", "application/json")], Some(body.to_string().as_bytes()))?;
+        let resp =
+            http::request("POST", &url, &[("content-type", "application/json")], Some(body.to_string().as_bytes()))?;
         if !(200..300).contains(&resp.status) {
             return Err(Error::Failed(format!("callback_url answered HTTP {}: {}", resp.status, resp.text())));
         }

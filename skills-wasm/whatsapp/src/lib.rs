@@ -33,13 +33,17 @@ fn messages_url() -> Option<String> {
 /// Text messages in a notification (`entry[].changes[].value.messages[]`).
 fn messages(body: &Value) -> Vec<Inbound> {
     let mut out = Vec::new();
-    for change in body["entry"].as_array().into_iter().flatten().flat_map(|e| e["changes"].as_array().into_iter().flatten())
+    for change in
+        body["entry"].as_array().into_iter().flatten().flat_map(|e| e["changes"].as_array().into_iter().flatten())
     {
         let value = &change["value"];
         let name_of = |wa_id: &str| {
-            value["contacts"].as_array().into_iter().flatten().find(|c| c["wa_id"] == wa_id).and_then(|c| {
-                c["profile"]["name"].as_str().map(String::from)
-            })
+            value["contacts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["wa_id"] == wa_id)
+                .and_then(|c| c["profile"]["name"].as_str().map(String::from))
         };
         for m in value["messages"].as_array().into_iter().flatten() {
             let (Some("text"), Some(from), Some(id), Some(text)) =
