@@ -42,6 +42,7 @@ const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("channel_curso
 
 /// Seen message ids are kept this long for deduplication.
 const SEEN_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+const PRUNE_EVERY: Duration = Duration::from_secs(6 * 3600);
 /// The shortest wait between polls, whatever the component asks.
 const MIN_POLL_GAP: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -365,12 +366,16 @@ impl Channels {
                 continue;
             }
             tracing::info!("channel {name} starting ({})", describe_transport(&name, &spec.transport));
+            let gateway_off = spec.transport == Transport::Webhook && !rt.config.gateway.enabled;
             rt.channel_status.lock().unwrap().insert(
                 name.clone(),
                 ChannelStatus {
                     name: name.clone(),
                     transport: describe_transport(&name, &spec.transport),
-                    state: "running".into(),
+                    state: if gateway_off { "stopped" } else { "running" }.into(),
+                    last_error: gateway_off.then(|| {
+                        "the gateway is off ([gateway] enabled = false in config.toml), so no webhook can arrive".into()
+                    }),
                     ..Default::default()
                 },
             );
@@ -482,10 +487,14 @@ impl Channels {
     async fn inbox_worker(self: Arc<Self>, name: String) {
         let mut changes = self.rt().db.changes.subscribe();
         let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
-        if let Err(e) = self.rt().db.prune_seen() {
-            tracing::warn!("pruning seen message ids: {e}");
-        }
+        let mut pruned: Option<std::time::Instant> = None;
         loop {
+            if pruned.is_none_or(|t| t.elapsed() > PRUNE_EVERY) {
+                if let Err(e) = self.rt().db.prune_seen() {
+                    tracing::warn!("pruning seen message ids: {e}");
+                }
+                pruned = Some(std::time::Instant::now());
+            }
             changes.mark_unchanged();
             match self.rt().db.inbox(&name) {
                 Ok(items) => {

@@ -19,6 +19,9 @@ use wasiclaw_sdk::channel::{
 };
 use wasiclaw_sdk::{Capabilities, Error, HttpRule, Manifest, config, http};
 
+/// A poll must end inside the host's call timeout (30 s by default).
+const MAX_POLL_S: u64 = 25;
+
 struct Matrix;
 
 fn homeserver() -> Option<String> {
@@ -100,7 +103,7 @@ impl Channel for Matrix {
             let since = sync["next_batch"].as_str().unwrap_or_default().to_string();
             return Ok((vec![], Some(serde_json::to_string(&Cursor { since, me }).expect("serializes"))));
         };
-        let timeout: u64 = config::get("poll_timeout").and_then(|t| t.parse().ok()).unwrap_or(20);
+        let timeout: u64 = config::get("poll_timeout").and_then(|t| t.parse().ok()).unwrap_or(20).min(MAX_POLL_S);
         let sync = get_json(&format!("{api}/sync?timeout={}&since={}", timeout * 1000, encode(&since)))?;
         join_invites(&api, &sync);
         let mut out = Vec::new();

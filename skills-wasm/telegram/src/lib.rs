@@ -17,6 +17,9 @@ use wasiclaw_sdk::channel::{
 };
 use wasiclaw_sdk::{Capabilities, Error, HttpRule, Manifest, config, crypto};
 
+/// A poll must end inside the host's call timeout (30 s by default).
+const MAX_POLL_S: u32 = 25;
+
 struct Telegram;
 
 const WEBHOOK_SECRET: &str = "TELEGRAM_WEBHOOK_SECRET";
@@ -110,7 +113,7 @@ impl Channel for Telegram {
     }
 
     fn poll(cursor: Option<String>) -> Result<(Vec<Inbound>, Option<String>), Error> {
-        let timeout: u32 = config::get("poll_timeout").and_then(|t| t.parse().ok()).unwrap_or(20);
+        let timeout: u32 = config::get("poll_timeout").and_then(|t| t.parse().ok()).unwrap_or(20).min(MAX_POLL_S);
         let offset = cursor.as_deref().unwrap_or("0");
         let url = format!("{}/getUpdates?offset={offset}&timeout={timeout}&allowed_updates=%5B%22message%22%5D", api());
         let updates = ok_result(get_json(&url)?, "getUpdates")?;
