@@ -522,15 +522,27 @@ impl Channels {
                     break;
                 }
             };
+            // "typing…" goes out before the model is asked (so it shows even
+            // for a quick answer), then is refreshed until the reply is ready.
+            let show_typing = |rt: Arc<Runtime>, name: String, chat: String| async move {
+                match tokio::time::timeout(Duration::from_secs(2), invoke(&rt, &name, Call::Typing(chat))).await {
+                    Ok(Ok(_)) => true,
+                    Ok(Err(e)) => {
+                        tracing::debug!("{name}: typing indicator: {e}");
+                        false
+                    }
+                    Err(_) => false,
+                }
+            };
+            let first = show_typing(self.rt().clone(), name.clone(), chat.clone()).await;
             let typing = tokio::spawn({
                 let (rt, name, chat) = (self.rt().clone(), name.clone(), chat.clone());
                 async move {
-                    loop {
-                        if let Err(e) = invoke(&rt, &name, Call::Typing(chat.clone())).await {
-                            tracing::debug!("{name}: typing indicator: {e}");
+                    while first {
+                        tokio::time::sleep(TYPING_EVERY).await;
+                        if !show_typing(rt.clone(), name.clone(), chat.clone()).await {
                             break;
                         }
-                        tokio::time::sleep(TYPING_EVERY).await;
                     }
                 }
             });

@@ -42,15 +42,12 @@ async fn a_trapping_channel_is_restarted_with_backoff_and_nothing_else_stops() {
 async fn a_refused_reply_is_kept_retried_and_delivered_once() {
     let llm = FakeLlm::start(vec![Reply::Text("Done.")]).await;
     let callback = Recorder::failing(json!({"ok": true}), 2).await;
-    let env = Env::new();
-    env.install("webhook");
     let port = free_port();
-    env.config(&format!(
-        "[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n\n[gateway]\nbind = \"127.0.0.1:{port}\"\n\n\
-         [skills.webhook]\ncallback_url = \"{}/reply\"\n\n[channels.webhook]\nallow = [\"cron-script\"]\n",
-        llm.base, callback.base
-    ));
-    env.cli_stdin(&["secrets", "set", "WEBHOOK_TOKEN"], "t0ken\n");
+    let settings = format!(
+        "[skills.webhook]\ncallback_url = \"{}/reply\"\n\n[channels.webhook]\nallow = [\"cron-script\"]\n",
+        callback.base
+    );
+    let env = Env::with_channel("webhook", &llm.base, Some(port), &settings, &[("WEBHOOK_TOKEN", "t0ken")]);
     env.ok(&["skills", "grant", "webhook", "--all-requested"]);
     env.ok(&["skills", "grant", "webhook", "--http", &format!("{}/reply", callback.base)]);
     let _daemon = env.daemon();

@@ -103,15 +103,12 @@ async fn the_gateway_identifies_heartbeats_resumes_and_answers_once() {
     let rest = Recorder::start(json!({"id": "1200", "channel_id": "1100"})).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gw = format!("ws://{}", listener.local_addr().unwrap());
-    let env = Env::new();
-    env.install("discord");
-    env.config(&format!(
-        "[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n\n\
-         [skills.discord]\ngateway_url = \"{gw}/?v=10&encoding=json\"\napi_base = \"{}/api/v10\"\n\n\
+    let settings = format!(
+        "[skills.discord]\ngateway_url = \"{gw}/?v=10&encoding=json\"\napi_base = \"{}/api/v10\"\n\n\
          [channels.discord]\nallow = [\"80351110224678912\"]\n",
-        llm.base, rest.base
-    ));
-    env.cli_stdin(&["secrets", "set", "DISCORD_TOKEN"], &format!("{TOKEN}\n"));
+        rest.base
+    );
+    let env = Env::with_channel("discord", &llm.base, None, &settings, &[("DISCORD_TOKEN", TOKEN)]);
     env.ok(&["skills", "grant", "discord", "--http", &format!("{gw}/"), "--http", &format!("{}/api/v10/", rest.base)]);
     env.ok(&["skills", "grant", "discord", "--secret", "DISCORD_TOKEN"]);
     let _daemon = env.daemon();

@@ -120,14 +120,11 @@ async fn a_user_invites_the_bot_and_gets_a_reply_in_the_room() {
         .unwrap()
         .to_string();
 
-    let env = Env::new();
-    env.install("matrix");
-    env.config(&format!(
-        "[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n\n\
-         [skills.matrix]\nhomeserver = \"{}\"\npoll_timeout = \"2\"\n\n[channels.matrix]\nallow = [\"{alice}\"]\n",
-        llm.base, hs.base
-    ));
-    env.cli_stdin(&["secrets", "set", "MATRIX_TOKEN"], &format!("{bot_token}\n"));
+    let settings = format!(
+        "[skills.matrix]\nhomeserver = \"{}\"\npoll_timeout = \"2\"\n\n[channels.matrix]\nallow = [\"{alice}\"]\n",
+        hs.base
+    );
+    let env = Env::with_channel("matrix", &llm.base, None, &settings, &[("MATRIX_TOKEN", &bot_token)]);
     env.ok(&[
         "skills",
         "grant",

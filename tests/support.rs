@@ -97,6 +97,23 @@ impl Env {
         to
     }
 
+    /// A state dir with channel `name` installed, the model at `llm` as
+    /// provider, the gateway on `gateway` if given, `settings` appended to
+    /// config.toml and `secrets` stored.
+    pub fn with_channel(name: &str, llm: &str, gateway: Option<u16>, settings: &str, secrets: &[(&str, &str)]) -> Env {
+        let env = Env::new();
+        env.install(name);
+        let gateway = gateway.map(|p| format!("[gateway]\nbind = \"127.0.0.1:{p}\"\n\n")).unwrap_or_default();
+        env.config(&format!(
+            "[[providers]]\nkind = \"openai\"\nbase_url = \"{llm}/v1\"\nmodel = \"fake\"\n\n{gateway}{settings}"
+        ));
+        for (secret, value) in secrets {
+            let out = env.cli_stdin(&["secrets", "set", secret], &format!("{value}\n"));
+            assert!(out.status.success(), "secrets set {secret}: {}", stderr(&out));
+        }
+        env
+    }
+
     pub fn config(&self, toml: &str) {
         std::fs::write(self.path().join("config.toml"), toml).unwrap();
     }

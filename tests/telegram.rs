@@ -86,15 +86,8 @@ impl Drop for TelegramApi {
 }
 
 fn setup(tg: &TelegramApi, llm: &FakeLlm) -> Env {
-    let env = Env::new();
-    env.install("telegram");
-    env.config(&format!(
-        "[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n\n\
-         [skills.telegram]\napi_base = \"{}\"\npoll_timeout = \"1\"\n",
-        llm.base, tg.base
-    ));
-    env.cli_stdin(&["secrets", "set", "TELEGRAM_TOKEN"], &format!("{TOKEN}\n"));
-    env
+    let settings = format!("[skills.telegram]\napi_base = \"{}\"\npoll_timeout = \"1\"\n", tg.base);
+    Env::with_channel("telegram", &llm.base, None, &settings, &[("TELEGRAM_TOKEN", TOKEN)])
 }
 
 fn grant(env: &Env, tg: &TelegramApi) {
@@ -218,16 +211,13 @@ async fn a_channel_denied_its_host_shows_in_status_and_the_daemon_lives() {
 async fn webhook_mode_checks_the_secret_token_header() {
     let llm = FakeLlm::start(vec![Reply::Text("Pong & more")]).await;
     let tg = TelegramApi::start();
-    let env = Env::new();
-    env.install("telegram");
     let port = free_port();
-    env.config(&format!(
-        "[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n\n[gateway]\nbind = \"127.0.0.1:{port}\"\n\n\
-         [skills.telegram]\napi_base = \"{}\"\nmode = \"webhook\"\n\n[channels.telegram]\nallow = [\"42\"]\n",
-        llm.base, tg.base
-    ));
-    env.cli_stdin(&["secrets", "set", "TELEGRAM_TOKEN"], &format!("{TOKEN}\n"));
-    env.cli_stdin(&["secrets", "set", "TELEGRAM_WEBHOOK_SECRET"], "hook-secret_1\n");
+    let settings = format!(
+        "[skills.telegram]\napi_base = \"{}\"\nmode = \"webhook\"\n\n[channels.telegram]\nallow = [\"42\"]\n",
+        tg.base
+    );
+    let secrets = [("TELEGRAM_TOKEN", TOKEN), ("TELEGRAM_WEBHOOK_SECRET", "hook-secret_1")];
+    let env = Env::with_channel("telegram", &llm.base, Some(port), &settings, &secrets);
     env.ok(&["skills", "grant", "telegram", "--all-requested"]);
     grant(&env, &tg);
     let _daemon = env.daemon();

@@ -24,16 +24,8 @@ struct Hooked {
 
 /// A daemon with `channel` installed, configured and granted.
 fn start(channel: &str, llm: &FakeLlm, settings: &str, secrets: &[(&str, &str)], grant: &[&str]) -> Hooked {
-    let env = Env::new();
-    env.install(channel);
     let port = free_port();
-    env.config(&format!(
-        "[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n\n[gateway]\nbind = \"127.0.0.1:{port}\"\n\n{settings}",
-        llm.base
-    ));
-    for (name, value) in secrets {
-        env.cli_stdin(&["secrets", "set", name], &format!("{value}\n"));
-    }
+    let env = Env::with_channel(channel, &llm.base, Some(port), settings, secrets);
     let mut args = vec!["skills", "grant", channel];
     args.extend_from_slice(grant);
     env.ok(&args);
