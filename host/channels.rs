@@ -538,10 +538,12 @@ impl Channels {
             let typing = tokio::spawn({
                 let (rt, name, chat) = (self.rt().clone(), name.clone(), chat.clone());
                 async move {
-                    while first {
-                        tokio::time::sleep(TYPING_EVERY).await;
-                        if !show_typing(rt.clone(), name.clone(), chat.clone()).await {
-                            break;
+                    if first {
+                        loop {
+                            tokio::time::sleep(TYPING_EVERY).await;
+                            if !show_typing(rt.clone(), name.clone(), chat.clone()).await {
+                                break;
+                            }
                         }
                     }
                 }
