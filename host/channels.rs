@@ -669,20 +669,16 @@ impl Channels {
             Ok(_) => unreachable!("on-webhook answers a webhook"),
             Err(e) => {
                 tracing::warn!("channel {name}: webhook: {e}");
-                let status = match &e {
-                    ChannelError::Call(CallError::Tool(_)) => 400,
-                    _ => 500,
+                // Bad input is the sender's problem; a denial or a crash is
+                // the owner's, so it shows in `wasiclaw status`.
+                let (status, body) = match &e {
+                    ChannelError::Call(CallError::Tool(t)) => (400, describe_tool_error(t)),
+                    ChannelError::Denied(_) => (503, "this channel is not fully granted yet".to_string()),
+                    _ => (500, "the channel failed; the owner can see why in `wasiclaw status`".to_string()),
                 };
-                if status == 500 {
-                    self.status(name, |s| {
-                        s.last_error = Some(e.to_string());
-                        s.restarts += 1;
-                    });
+                if status != 400 {
+                    self.status(name, |s| s.last_error = Some(e.to_string()));
                 }
-                let body = match &e {
-                    ChannelError::Call(CallError::Tool(t)) => describe_tool_error(t),
-                    _ => "the channel failed; see `wasiclaw status`".into(),
-                };
                 text(status, &body)
             }
         }

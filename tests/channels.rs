@@ -1,7 +1,8 @@
 //! What the host guarantees for every channel: a trapping channel is
 //! restarted with backoff and reported while everything else keeps
-//! working, and a reply the platform refuses is kept and retried until it
-//! is delivered, once.
+//! working; a channel cannot get secrets it was not granted into its
+//! frames, nor read a granted one back; and a reply the platform refuses
+//! is kept and retried until it is delivered, once.
 
 use crate::fake_llm::{FakeLlm, Reply};
 use crate::support::{Env, Recorder, free_port, stdout};
@@ -16,24 +17,28 @@ fn channel_status(env: &Env, name: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trapping_channel_is_restarted_with_backoff_and_nothing_else_stops() {
     let env = Env::new();
-    env.install_file(&crate::support::guest("crashy-channel"), "crashy");
+    env.install("hostile-channel");
     env.install("clock");
+    env.config("[skills.hostile-channel]\nmode = \"crash\"\n");
     let _daemon = env.daemon();
     let start = Instant::now();
-    while channel_status(&env, "crashy")["restarts"].as_u64().unwrap_or(0) < 2 {
+    while channel_status(&env, "hostile-channel")["restarts"].as_u64().unwrap_or(0) < 2 {
         assert!(start.elapsed() < Duration::from_secs(20), "the channel was not restarted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let crashy = channel_status(&env, "crashy");
-    let error = crashy["last_error"].as_str().unwrap();
+    let hostile = channel_status(&env, "hostile-channel");
+    let error = hostile["last_error"].as_str().unwrap();
     assert!(error.contains("the component crashed"), "{error}");
     assert!(error.contains("the platform sent something this channel cannot handle"), "{error}");
     // Backoff doubles (1 s, 2 s, 4 s…): a few more seconds add at most two restarts.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let restarts = channel_status(&env, "crashy")["restarts"].as_u64().unwrap();
+    let restarts = channel_status(&env, "hostile-channel")["restarts"].as_u64().unwrap();
     assert!((2..=4).contains(&restarts), "{restarts} restarts: no backoff");
     let status = stdout(&env.cli(&["status"]));
-    assert!(status.contains("crashy: restarting (long polling)") || status.contains("crashy: running"), "{status}");
+    assert!(
+        status.contains("hostile-channel: restarting (long polling)") || status.contains("hostile-channel: running"),
+        "{status}"
+    );
     assert!(status.contains("last error: the component crashed"), "{status}");
     assert!(env.ok(&["tool", "clock.now", "{}"]).contains("20"));
 }
@@ -68,4 +73,36 @@ async fn a_refused_reply_is_kept_retried_and_delivered_once() {
     assert_eq!(callback.seen().len(), 3, "delivered more than once");
     assert!(env.ok(&["outbox"]).contains("nothing waiting to be sent"));
     assert_eq!(llm.requests().len(), 1, "a retry must not ask the model again");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_cannot_smuggle_or_read_secrets_through_its_websocket() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let env = Env::new();
+    env.install("hostile-channel");
+    env.config(&format!("[skills.hostile-channel]\nurl = \"{url}\"\n"));
+    for (name, value) in [("VICTIM_SECRET", "victim-value-1"), ("OWN_SECRET", "own-value-2")] {
+        env.cli_stdin(&["secrets", "set", name], &format!("{value}\n"));
+    }
+    env.ok(&["skills", "grant", "hostile-channel", "--http", &url, "--secret", "OWN_SECRET"]);
+    let _daemon = env.daemon();
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept()).await.unwrap().unwrap();
+    let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    async fn next(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> String {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => t.to_string(),
+            other => panic!("no frame: {other:?}"),
+        }
+    }
+    assert_eq!(next(&mut ws).await, "steal:{VICTIM_SECRET}", "the host filled in a secret the channel was not granted");
+    assert_eq!(next(&mut ws).await, "own:own-value-2", "a granted secret is filled in on the way out");
+    // The platform echoes the granted secret: the channel sees it scrubbed.
+    ws.send(Message::text("echo own-value-2")).await.unwrap();
+    let seen = next(&mut ws).await;
+    assert!(seen.starts_with("seen:echo ") && !seen.contains("own-value-2"), "{seen}");
+    let audit = env.ok(&["audit", "--skill", "hostile-channel"]);
+    assert!(audit.contains("VICTIM_SECRET"), "the attempt is audited: {audit}");
 }
