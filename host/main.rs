@@ -74,7 +74,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show whether a daemon is running and what it holds.
+    /// Show whether a daemon is running, what it holds, and how each chat channel is doing.
     Status {
         #[arg(long)]
         json: bool,

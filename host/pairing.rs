@@ -188,3 +188,55 @@ impl Store {
             .map(|p| (p.channel, p.chat_id)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        (dir, store)
+    }
+
+    fn code_of(v: Verdict) -> String {
+        match v {
+            Verdict::SendCode(code) => code,
+            other => panic!("expected a code, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn strangers_get_one_code_and_approval_makes_the_first_an_admin() {
+        let (_dir, db) = store();
+        let cfg = ChannelConfig::default();
+        let code = code_of(db.pairing_check("tg", "1", "Ada", "c1", &cfg).unwrap());
+        assert!(code.len() == 8 && code.bytes().all(|b| ALPHABET.contains(&b)), "{code}");
+        assert_eq!(db.pairing_check("tg", "1", "Ada", "c1", &cfg).unwrap(), Verdict::Ignore, "a second code");
+        assert!(db.pairing_approve("WRONG123", false).unwrap().is_none());
+        let ada = db.pairing_approve(&code.to_lowercase(), false).unwrap().unwrap();
+        assert!(ada.approved && ada.admin, "the first approval is the owner's");
+        assert_eq!(db.pairing_check("tg", "1", "Ada", "c1", &cfg).unwrap(), Verdict::Serve { admin: true });
+        assert!(db.pairing_approve(&code, false).unwrap().is_none(), "a code works once");
+        let bob = code_of(db.pairing_check("tg", "2", "Bob", "c2", &cfg).unwrap());
+        assert!(!db.pairing_approve(&bob, false).unwrap().unwrap().admin);
+        assert_eq!(db.admin_chat().unwrap(), Some(("tg".into(), "c1".into())));
+        assert!(db.pairing_revoke("tg", "2").unwrap());
+        assert_ne!(db.pairing_check("tg", "2", "Bob", "c2", &cfg).unwrap(), Verdict::Serve { admin: false });
+    }
+
+    #[test]
+    fn allow_lists_pairing_off_and_the_pending_cap() {
+        let (_dir, db) = store();
+        let closed = ChannelConfig { allow: vec!["7".into()], pairing: false };
+        assert_eq!(db.pairing_check("x", "7", "", "c", &closed).unwrap(), Verdict::Serve { admin: false });
+        assert_eq!(db.pairing_check("x", "8", "", "c", &closed).unwrap(), Verdict::Ignore);
+        assert!(db.pairings().unwrap().is_empty(), "nothing is recorded with pairing off");
+        let open = ChannelConfig::default();
+        for i in 0..MAX_PENDING {
+            code_of(db.pairing_check("x", &format!("s{i}"), "", "c", &open).unwrap());
+        }
+        assert_eq!(db.pairing_check("x", "one-too-many", "", "c", &open).unwrap(), Verdict::Ignore);
+        code_of(db.pairing_check("other-channel", "s0", "", "c", &open).unwrap());
+    }
+}
