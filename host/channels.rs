@@ -326,11 +326,14 @@ pub struct Channels {
     agent: Arc<Agent>,
     /// Per channel: the sha256 running and its tasks.
     running: Mutex<HashMap<String, Running>>,
+    /// (channel, chat) pairs a task is answering. Shared across restarts
+    /// of a channel so a replaced worker never answers a message twice.
+    busy: Mutex<HashSet<(String, String)>>,
 }
 
 impl Channels {
     pub fn new(agent: Arc<Agent>) -> Arc<Self> {
-        Arc::new(Channels { agent, running: Mutex::default() })
+        Arc::new(Channels { agent, running: Mutex::default(), busy: Mutex::default() })
     }
 
     fn rt(&self) -> &Arc<Runtime> {
@@ -486,7 +489,6 @@ impl Channels {
     /// Answer inbox messages: one task per chat, in order within a chat.
     async fn inbox_worker(self: Arc<Self>, name: String) {
         let mut changes = self.rt().db.changes.subscribe();
-        let busy: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut pruned: Option<std::time::Instant> = None;
         loop {
             if pruned.is_none_or(|t| t.elapsed() > PRUNE_EVERY) {
@@ -500,8 +502,8 @@ impl Channels {
                 Ok(items) => {
                     let chats: HashSet<String> = items.into_iter().map(|i| i.chat_id).collect();
                     for chat in chats {
-                        if busy.lock().unwrap().insert(chat.clone()) {
-                            tokio::spawn(self.clone().answer_chat(name.clone(), chat, busy.clone()));
+                        if self.busy.lock().unwrap().insert((name.clone(), chat.clone())) {
+                            tokio::spawn(self.clone().answer_chat(name.clone(), chat));
                         }
                     }
                 }
@@ -511,12 +513,21 @@ impl Channels {
         }
     }
 
-    async fn answer_chat(self: Arc<Self>, name: String, chat: String, busy: Arc<Mutex<HashSet<String>>>) {
+    async fn answer_chat(self: Arc<Self>, name: String, chat: String) {
+        let key = (name.clone(), chat.clone());
         loop {
             let next = self.rt().db.inbox(&name).map(|items| items.into_iter().find(|i| i.chat_id == chat));
             let item = match next {
                 Ok(Some(item)) => item,
-                Ok(None) => break,
+                Ok(None) => {
+                    // Leave, unless a message arrived while the worker saw us busy.
+                    self.busy.lock().unwrap().remove(&key);
+                    let more = self.rt().db.inbox(&name).is_ok_and(|i| i.iter().any(|i| i.chat_id == chat));
+                    if more && self.busy.lock().unwrap().insert(key.clone()) {
+                        continue;
+                    }
+                    return;
+                }
                 Err(e) => {
                     tracing::error!("channel {name}: reading the inbox: {e}");
                     break;
@@ -560,7 +571,7 @@ impl Channels {
                 break;
             }
         }
-        busy.lock().unwrap().remove(&chat);
+        self.busy.lock().unwrap().remove(&key);
     }
 
     /// Send queued messages, retrying with backoff; one chat stays in order.
