@@ -536,7 +536,7 @@ impl Channels {
             // "typing…" goes out before the model is asked (so it shows even
             // for a quick answer), then is refreshed until the reply is ready.
             let show_typing = |rt: Arc<Runtime>, name: String, chat: String| async move {
-                match tokio::time::timeout(Duration::from_secs(2), invoke(&rt, &name, Call::Typing(chat))).await {
+                match tokio::time::timeout(Duration::from_secs(5), invoke(&rt, &name, Call::Typing(chat))).await {
                     Ok(Ok(_)) => true,
                     Ok(Err(e)) => {
                         tracing::debug!("{name}: typing indicator: {e}");
