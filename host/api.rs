@@ -99,6 +99,10 @@ pub enum Request {
     },
     /// Messages waiting to be sent through channels.
     Outbox,
+    /// Give up on a queued message.
+    OutboxDrop {
+        id: u64,
+    },
 }
 
 impl Request {
@@ -175,6 +179,12 @@ pub async fn dispatch(rt: &Runtime, agent: Option<&Agent>, request: Request, dae
                 json!({ "channel": channel, "sender": sender })
             }
             Request::Outbox => serde_json::to_value(rt.db.outbox(None)?)?,
+            Request::OutboxDrop { id } => {
+                if !rt.db.outbox_remove(id)? {
+                    return Err(RuntimeError::Invalid(format!("no queued message {id}; `wasiclaw outbox` lists them")));
+                }
+                json!({ "id": id })
+            }
             Request::SkillsList => serde_json::to_value(rt.skills()?)?,
             Request::SkillsInspect { name } => serde_json::to_value(rt.inspect(&name)?)?,
             Request::Grant { name, change } => {

@@ -209,11 +209,12 @@ impl Store {
         Ok(())
     }
 
-    fn outbox_remove(&self, id: u64) -> Result<(), StoreError> {
+    /// Remove a queued message (sent, or given up on); false if unknown.
+    pub fn outbox_remove(&self, id: u64) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(OUTBOX)?.remove(id)?;
+        let removed = txn.open_table(OUTBOX)?.remove(id)?.is_some();
         txn.commit()?;
-        Ok(())
+        Ok(removed)
     }
 
     pub fn cursor(&self, channel: &str) -> Result<Option<String>, StoreError> {

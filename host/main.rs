@@ -112,6 +112,9 @@ enum Command {
     Pairing(PairingCommand),
     /// Messages waiting to be sent through chat channels (retried until they go).
     Outbox {
+        /// Give up on the queued message with this id (say, to a chat that no longer exists).
+        #[arg(long, value_name = "ID")]
+        drop: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -476,7 +479,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pairing(PairingCommand::Revoke { channel, sender }) => {
             (Request::PairingRevoke { channel, sender }, false)
         }
-        Command::Outbox { json } => (Request::Outbox, json),
+        Command::Outbox { drop: Some(id), .. } => (Request::OutboxDrop { id }, false),
+        Command::Outbox { drop: None, json } => (Request::Outbox, json),
     };
     let reply = execute(paths, &request).await?;
     let value = match reply {
@@ -774,6 +778,7 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
             );
         }
         Request::PairingRevoke { channel, sender } => println!("forgot {channel}:{sender}"),
+        Request::OutboxDrop { id } => println!("dropped queued message {id}; it will not be sent"),
         Request::Outbox if !json => {
             let items: Vec<OutboxItem> = serde_json::from_value(value)?;
             if items.is_empty() {

@@ -45,7 +45,7 @@ async fn a_trapping_channel_is_restarted_with_backoff_and_nothing_else_stops() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_reply_is_kept_retried_and_delivered_once() {
-    let llm = FakeLlm::start(vec![Reply::Text("Done.")]).await;
+    let llm = FakeLlm::start(vec![Reply::Text("Done."), Reply::Text("Again.")]).await;
     let callback = Recorder::failing(json!({"ok": true}), 2).await;
     let port = free_port();
     let settings = format!(
@@ -73,6 +73,43 @@ async fn a_refused_reply_is_kept_retried_and_delivered_once() {
     assert_eq!(callback.seen().len(), 3, "delivered more than once");
     assert!(env.ok(&["outbox"]).contains("nothing waiting to be sent"));
     assert_eq!(llm.requests().len(), 1, "a retry must not ask the model again");
+
+    // A message nobody will ever take can be given up on.
+    env.ok(&["skills", "revoke", "webhook", "--all"]);
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/hooks/webhook"))
+        .bearer_auth("t0ken")
+        .json(&json!({"chat": "c1", "sender": "cron-script", "text": "again", "id": "b-2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503, "a revoked channel cannot check tokens");
+    env.ok(&["skills", "grant", "webhook", "--secret", "WEBHOOK_TOKEN"]);
+    let llm_before = llm.requests().len();
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/hooks/webhook"))
+        .bearer_auth("t0ken")
+        .json(&json!({"chat": "c1", "sender": "cron-script", "text": "again", "id": "b-3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let start = Instant::now();
+    let queued: Vec<Value> = loop {
+        let items: Vec<Value> = serde_json::from_str(&env.ok(&["outbox", "--json"])).unwrap();
+        if items.iter().any(|i| i["attempts"].as_u64() > Some(0)) {
+            break items;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the reply was never attempted: {items:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let error = queued[0]["last_error"].as_str().unwrap();
+    assert!(error.contains("wasiclaw skills grant webhook --http"), "{error}");
+    let id = queued[0]["id"].to_string();
+    assert!(env.ok(&["outbox", "--drop", &id]).contains("will not be sent"));
+    assert!(env.ok(&["outbox"]).contains("nothing waiting to be sent"));
+    assert!(!env.cli(&["outbox", "--drop", &id]).status.success());
+    assert_eq!(llm.requests().len(), llm_before + 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
