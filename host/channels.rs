@@ -23,7 +23,7 @@ use crate::agent::Agent;
 use crate::component::{ChannelSpec, Transport};
 use crate::engine::bindings::wasiclaw::plugin::types::{Inbound, Outbound};
 use crate::engine::channel_bindings::exports::wasiclaw::plugin::channel_api as api;
-use crate::engine::{CallError, HostCtx, describe_tool_error};
+use crate::engine::{CallError, ChannelPre, HostCtx, SkillState, describe_tool_error};
 use crate::pairing::Verdict;
 use crate::runtime::Runtime;
 use crate::store::{Store, StoreError, now_ms};
@@ -150,12 +150,12 @@ impl Store {
         Ok(new)
     }
 
-    /// Mark a message id seen without storing it; returns whether it was new.
-    pub fn mark_seen(&self, channel: &str, message_id: &str) -> Result<bool, StoreError> {
+    /// Mark a message id seen without storing the message.
+    pub fn mark_seen(&self, channel: &str, message_id: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        let new = txn.open_table(SEEN)?.insert((channel, message_id), now_ms())?.is_none();
+        txn.open_table(SEEN)?.insert((channel, message_id), now_ms())?;
         txn.commit()?;
-        Ok(new)
+        Ok(())
     }
 
     pub fn seen(&self, channel: &str, message_id: &str) -> Result<bool, StoreError> {
@@ -279,12 +279,8 @@ enum Answer {
 
 /// Run one call in a fresh sandbox with the channel's effective rights.
 async fn invoke(rt: &Runtime, name: &str, call: Call) -> Result<(Answer, HostCtx), ChannelError> {
-    let entry = rt.registry.find(name).ok_or_else(|| ChannelError::Missing(name.into()))?;
-    let loaded = entry.loaded.as_ref().map_err(|_| ChannelError::Missing(name.into()))?;
-    let (pre, _) = loaded.channel().ok_or_else(|| ChannelError::Missing(name.into()))?;
-    let ctx = rt.rights(name, &entry.sha256, &loaded.manifest.capabilities)?;
+    let (pre, ctx) = loaded_channel(rt, name)?;
     let mut store = rt.engine.store(ctx.clone(), None)?;
-    let pre = pre.clone();
     let answer = rt
         .engine
         .guarded(&mut store, move |store| {
@@ -598,6 +594,7 @@ impl Channels {
         let mut blocked = HashSet::new();
         let pending = rt.db.outbox(Some(name))?;
         self.status(name, |s| s.outbox_pending = pending.len());
+        let spec = spec_of(rt, name);
         for mut item in pending {
             if blocked.contains(&item.chat_id) {
                 continue;
@@ -608,7 +605,7 @@ impl Channels {
                 blocked.insert(item.chat_id.clone());
                 continue;
             }
-            let Some(spec) = spec_of(rt, name) else {
+            let Some(spec) = &spec else {
                 return Ok(Duration::from_secs(30));
             };
             let pieces = crate::markup::render(&item.text, spec.markup, spec.max_length);
@@ -701,9 +698,7 @@ impl Channels {
         let rt = self.rt();
         loop {
             let url = st.url.clone().unwrap_or_else(|| first_url.to_string());
-            let entry = rt.registry.find(name).ok_or_else(|| ChannelError::Missing(name.into()))?;
-            let loaded = entry.loaded.as_ref().map_err(|_| ChannelError::Missing(name.into()))?;
-            let ctx = rt.rights(name, &entry.sha256, &loaded.manifest.capabilities)?;
+            let (_, ctx) = loaded_channel(rt, name)?;
             let uri: http::Uri = url.parse().map_err(|e| ChannelError::Socket(format!("bad URL {url}: {e}")))?;
             let authorized = match crate::egress::authorize(&ctx, "GET", &uri).await {
                 Ok(a) => {
@@ -773,7 +768,7 @@ impl Channels {
                         use tokio_tungstenite::tungstenite::Message;
                         match frame {
                             Some(Ok(Message::Text(t))) => {
-                                let secrets = secret_values(&ctx_of(rt, name)?);
+                                let secrets = secret_values(&loaded_channel(rt, name)?.1);
                                 let clean = crate::egress::redact(t.as_bytes(), &secrets);
                                 event = Some(api::SocketEvent::Frame(String::from_utf8_lossy(&clean).into_owned()));
                             }
@@ -799,10 +794,14 @@ struct SocketState {
     url: Option<String>,
 }
 
-fn ctx_of(rt: &Runtime, name: &str) -> Result<HostCtx, ChannelError> {
-    let entry = rt.registry.find(name).ok_or_else(|| ChannelError::Missing(name.into()))?;
-    let loaded = entry.loaded.as_ref().map_err(|_| ChannelError::Missing(name.into()))?;
-    Ok(rt.rights(name, &entry.sha256, &loaded.manifest.capabilities)?)
+/// A loaded channel's component and the context of a call with its
+/// current rights (recomputed each time, so grants apply at once).
+fn loaded_channel(rt: &Runtime, name: &str) -> Result<(ChannelPre<SkillState>, HostCtx), ChannelError> {
+    let missing = || ChannelError::Missing(name.into());
+    let entry = rt.registry.find(name).ok_or_else(missing)?;
+    let loaded = entry.loaded.as_ref().map_err(|_| missing())?;
+    let (pre, _) = loaded.channel().ok_or_else(missing)?;
+    Ok((pre.clone(), rt.rights(name, &entry.sha256, &loaded.manifest.capabilities)?))
 }
 
 /// Values of the secrets granted to a channel, to scrub from what it reads.
@@ -858,11 +857,10 @@ pub fn deliver(rt: &Runtime, target: &str, text: &str) -> Result<bool, StoreErro
     Ok(true)
 }
 
-/// Where owner notifications go: `[agent] owner_chat`, else the first admin.
-pub fn owner_chat(rt: &Runtime) -> Option<String> {
-    rt.config
-        .agent
-        .owner_chat
-        .clone()
-        .or_else(|| rt.db.admin_chat().ok().flatten().map(|(channel, chat)| format!("{channel}:{chat}")))
+/// Where owner notifications go: `configured` (`[agent] owner_chat`), else
+/// the first admin's chat. Looked up when a message is sent, not per call.
+pub fn owner_chat(configured: Option<&str>, db: &Store) -> Option<String> {
+    configured
+        .map(String::from)
+        .or_else(|| db.admin_chat().ok().flatten().map(|(channel, chat)| format!("{channel}:{chat}")))
 }

@@ -86,7 +86,8 @@ pub struct HostCtx {
     pub embedder: Option<Arc<crate::memory::Embedder>>,
     /// Denials during this call, in words, for the caller to show.
     pub denials: Arc<Mutex<Vec<String>>>,
-    /// `CHANNEL:CHAT` that `notify` messages are also sent to.
+    /// `[agent] owner_chat`: the `CHANNEL:CHAT` that `notify` messages are
+    /// also sent to (without it, the first admin's chat).
     pub owner_chat: Option<String>,
 }
 

@@ -98,16 +98,19 @@ impl notify::Host for SkillState {
             return Ok(Err(Error::InvalidInput(format!("message is longer than {MAX_NOTIFY} bytes"))));
         }
         let preview = crate::text::truncate(&text, 80);
-        Ok(self
-            .check(self.host.effective.notify, "notify", "notify", &preview)
-            .and_then(|_| self.host.db.notify(&self.host.skill, &text).map_err(failed))
-            .and_then(|_| match self.host.owner_chat.as_deref().and_then(|t| t.split_once(':')) {
-                Some((channel, chat)) => {
-                    let message = format!("[{}] {text}", self.host.skill);
-                    self.host.db.outbox_enqueue(channel, chat, &message).map(drop).map_err(failed)
-                }
-                None => Ok(()),
-            }))
+        if let Err(e) = self.check(self.host.effective.notify, "notify", "notify", &preview) {
+            return Ok(Err(e));
+        }
+        let host = &self.host;
+        if let Err(e) = host.db.notify(&host.skill, &text) {
+            return Ok(Err(failed(e)));
+        }
+        let owner = crate::channels::owner_chat(host.owner_chat.as_deref(), &host.db);
+        if let Some((channel, chat)) = owner.as_deref().and_then(|t| t.split_once(':')) {
+            let message = format!("[{}] {text}", host.skill);
+            return Ok(host.db.outbox_enqueue(channel, chat, &message).map(drop).map_err(failed));
+        }
+        Ok(Ok(()))
     }
 }
 

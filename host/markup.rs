@@ -26,8 +26,9 @@ pub fn render(markdown: &str, markup: Markup, max: usize) -> Vec<String> {
         }
         current = String::new();
         for part in split_block(&block, markup, max) {
-            if units(&convert(&part, markup)) <= max {
-                pieces.push(convert(&part, markup));
+            let piece = convert(&part, markup);
+            if units(&piece) <= max {
+                pieces.push(piece);
             }
         }
     }
@@ -139,7 +140,7 @@ pub fn convert(markdown: &str, markup: Markup) -> String {
         return markdown.to_string();
     }
     let mut out = String::new();
-    let mut lines = markdown.lines().peekable();
+    let mut lines = markdown.lines();
     let mut first = true;
     while let Some(line) = lines.next() {
         if !first {

@@ -148,7 +148,6 @@ impl Runtime {
     }
 
     fn ctx(&self, skill: &str, sha256: &str, effective: Effective) -> HostCtx {
-        let effective_notify = effective.notify;
         HostCtx {
             skill: skill.into(),
             sha256: sha256.into(),
@@ -158,7 +157,7 @@ impl Runtime {
             settings: self.config.skills.get(skill).cloned(),
             embedder: self.embedder.clone(),
             denials: Arc::new(Mutex::new(Vec::new())),
-            owner_chat: effective_notify.then(|| crate::channels::owner_chat(self)).flatten(),
+            owner_chat: self.config.agent.owner_chat.clone(),
         }
     }
 
@@ -311,10 +310,8 @@ impl Runtime {
         let Kind::Skill(pre) = &loaded.kind else {
             return Err(RuntimeError::Invalid(format!("`{skill}` is a channel; it has no tools")));
         };
-        let grant = self.db.grant(skill)?;
-        let eff = grants::effective(&m.capabilities, &entry.sha256, grant.as_ref());
-        let files = eff.files.then(|| self.paths.files_dir(skill));
-        let ctx = self.ctx(skill, &entry.sha256, eff);
+        let ctx = self.rights(skill, &entry.sha256, &m.capabilities)?;
+        let files = ctx.effective.files.then(|| self.paths.files_dir(skill));
         if let Some(dir) = &files {
             ctx.audit("files", &dir.display().to_string(), true, "preopened as /data");
         }

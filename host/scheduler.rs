@@ -421,7 +421,7 @@ impl Scheduler<'_> {
                     return Ok(());
                 }
                 rt.db.notify(&format!("job:{}", job.id), &message)?;
-                if let Some(owner) = crate::channels::owner_chat(rt) {
+                if let Some(owner) = crate::channels::owner_chat(rt.config.agent.owner_chat.as_deref(), &rt.db) {
                     crate::channels::deliver(rt, &owner, &message)?;
                 }
                 Ok(())

@@ -43,6 +43,13 @@ async fn a_trapping_channel_is_restarted_with_backoff_and_nothing_else_stops() {
     assert!(env.ok(&["tool", "clock.now", "{}"]).contains("20"));
 }
 
+/// A script's message to the webhook channel; returns the HTTP status.
+async fn hook(port: u16, text: &str, id: &str) -> u16 {
+    let body = json!({"chat": "c1", "sender": "cron-script", "text": text, "id": id});
+    let url = format!("http://127.0.0.1:{port}/hooks/webhook");
+    reqwest::Client::new().post(url).bearer_auth("t0ken").json(&body).send().await.unwrap().status().as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_reply_is_kept_retried_and_delivered_once() {
     let llm = FakeLlm::start(vec![Reply::Text("Done."), Reply::Text("Again.")]).await;
@@ -56,14 +63,7 @@ async fn a_refused_reply_is_kept_retried_and_delivered_once() {
     env.ok(&["skills", "grant", "webhook", "--all-requested"]);
     env.ok(&["skills", "grant", "webhook", "--http", &format!("{}/reply", callback.base)]);
     let _daemon = env.daemon();
-    let resp = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/hooks/webhook"))
-        .bearer_auth("t0ken")
-        .json(&json!({"chat": "c1", "sender": "cron-script", "text": "back up the photos", "id": "b-1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    assert_eq!(hook(port, "back up the photos", "b-1").await, 202);
     callback.wait("/reply", 1).await;
     let waiting = env.ok(&["outbox"]);
     assert!(waiting.contains("webhook:c1") && waiting.contains("HTTP 503"), "{waiting}");
@@ -76,24 +76,10 @@ async fn a_refused_reply_is_kept_retried_and_delivered_once() {
 
     // A message nobody will ever take can be given up on.
     env.ok(&["skills", "revoke", "webhook", "--all"]);
-    let resp = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/hooks/webhook"))
-        .bearer_auth("t0ken")
-        .json(&json!({"chat": "c1", "sender": "cron-script", "text": "again", "id": "b-2"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 503, "a revoked channel cannot check tokens");
+    assert_eq!(hook(port, "again", "b-2").await, 503, "a revoked channel cannot check tokens");
     env.ok(&["skills", "grant", "webhook", "--secret", "WEBHOOK_TOKEN"]);
     let llm_before = llm.requests().len();
-    let resp = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{port}/hooks/webhook"))
-        .bearer_auth("t0ken")
-        .json(&json!({"chat": "c1", "sender": "cron-script", "text": "again", "id": "b-3"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    assert_eq!(hook(port, "again", "b-3").await, 202);
     let start = Instant::now();
     let queued: Vec<Value> = loop {
         let items: Vec<Value> = serde_json::from_str(&env.ok(&["outbox", "--json"])).unwrap();

@@ -34,6 +34,7 @@ pub mod bindings {
 
 use crate::Error;
 pub use crate::bindings::wasiclaw::plugin::types::{Inbound, Outbound};
+pub use crate::http::encode;
 pub use bindings::exports::wasiclaw::plugin::channel_api::{
     ChannelManifest, Guest as Channel, HttpRequest, HttpResponse, Markup, SocketEvent, SocketReply, Transport,
     WebhookReply,
@@ -71,16 +72,6 @@ pub fn decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Percent-encode a query or path component.
-pub fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A response with a status and a short text body.

@@ -111,3 +111,13 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
     let _ = IncomingBody::finish(incoming);
     Ok(Response { status, headers, body })
 }
+
+/// Percent-encode a query or path component (RFC 3986 unreserved characters stay).
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -27,15 +27,6 @@ fn get_json(url: &str) -> Result<Value, Error> {
     serde_json::from_slice(&resp.body).map_err(|e| Error::Failed(format!("weather service sent bad JSON: {e}")))
 }
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// WMO weather interpretation codes, as documented by Open-Meteo.
 fn describe_code(code: i64) -> &'static str {
     match code {
@@ -83,7 +74,7 @@ impl wasiclaw_sdk::Skill for Weather {
         let args = parse_args(&args)?;
         let (lat, lon, place) = match args.get("city").and_then(|c| c.as_str()) {
             Some(city) => {
-                let found = get_json(&format!("{}/v1/search?count=1&name={}", geocoding_base(), encode(city)))?;
+                let found = get_json(&format!("{}/v1/search?count=1&name={}", geocoding_base(), http::encode(city)))?;
                 let hit =
                     found["results"].get(0).ok_or_else(|| Error::NotFound(format!("no place called `{city}`")))?;
                 let label =
