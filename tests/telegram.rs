@@ -166,6 +166,15 @@ async fn a_paired_user_is_answered_and_strangers_are_neither_answered_nor_stored
     assert!(text(&done[0]).contains("Approved Ada (telegram:43)"), "{done:?}");
     assert!(text(&tg.wait_messages(43, 1, "Bob's welcome").await[0]).contains("paired"));
 
+    // A skill's `notify` reaches the owner: the first admin's chat.
+    env.install("hostile");
+    wait_for("hostile to load", Duration::from_secs(20), || {
+        env.cli(&["skills", "grant", "hostile", "--notify"]).status.success()
+    });
+    env.ok(&["tool", "hostile.notify", "{}"]);
+    let notified = tg.wait_messages(42, 1, "the notification").await;
+    assert_eq!(text(&notified[0]), "[hostile] pwned");
+
     // A scheduled job in that chat fires on its own and reaches Telegram.
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
     env.ok(&["cron", "add", &format!("at {at}"), "--chat", "telegram:42", "--prompt", "remind me to stretch"]);
