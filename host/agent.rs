@@ -158,6 +158,10 @@ impl Agent {
         for entry in self.rt.registry.entries() {
             let Ok(loaded) = &entry.loaded else { continue };
             let m = &loaded.manifest;
+            // Only skills the owner approved reach the model.
+            if !self.rt.rights(&m.name, &entry.sha256, &m.capabilities).is_ok_and(|c| c.effective.approved) {
+                continue;
+            }
             for t in &m.tools {
                 let name = format!("{}__{}", m.name, t.name);
                 defs.push(ToolDef {

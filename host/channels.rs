@@ -345,7 +345,21 @@ impl Channels {
             if let Ok(loaded) = &entry.loaded
                 && let Some((_, spec)) = loaded.channel()
             {
-                wanted.insert(loaded.manifest.name.clone(), (entry.sha256.clone(), spec.clone()));
+                let name = loaded.manifest.name.clone();
+                let approved = rt.rights(&name, &entry.sha256, &loaded.manifest.capabilities).is_ok_and(|c| c.effective.approved);
+                if !approved {
+                    let transport = describe_transport(&name, &spec.transport);
+                    let status = ChannelStatus {
+                        name: name.clone(),
+                        transport,
+                        state: "needs-approval".into(),
+                        last_error: Some(unapproved(&name)),
+                        ..Default::default()
+                    };
+                    rt.channel_status.lock().unwrap().insert(name, status);
+                    continue;
+                }
+                wanted.insert(name, (entry.sha256.clone(), spec.clone()));
             }
         }
         let mut running = self.running.lock().unwrap();
@@ -355,7 +369,7 @@ impl Channels {
                 tasks.iter().for_each(JoinHandle::abort);
                 tracing::info!("channel {name} stopped");
                 let mut board = rt.channel_status.lock().unwrap();
-                if !wanted.contains_key(name) {
+                if !wanted.contains_key(name) && board.get(name).is_none_or(|s| s.state != "needs-approval") {
                     board.remove(name);
                 }
             }
@@ -702,10 +716,11 @@ impl Channels {
             let uri: http::Uri = url.parse().map_err(|e| ChannelError::Socket(format!("bad URL {url}: {e}")))?;
             let authorized = match crate::egress::authorize(&ctx, "GET", &uri).await {
                 Ok(a) => {
-                    ctx.audit("http", &format!("websocket {url}"), true, "");
+                    ctx.audit("http", &format!("websocket {url}"), true, &format!("to {}", a.addr));
                     a
                 }
                 Err(reason) => {
+                    let reason = reason.to_string();
                     ctx.audit("http", &format!("websocket {url}"), false, &reason);
                     return Err(ChannelError::Call(CallError::Tool(crate::engine::ToolError::Denied(format!(
                         "websocket {url}: {reason}"
@@ -714,18 +729,29 @@ impl Channels {
             };
             use tokio_tungstenite::tungstenite::client::IntoClientRequest;
             let mut request = authorized
+                .decision
                 .uri
                 .to_string()
                 .into_client_request()
                 .map_err(|e| ChannelError::Socket(format!("bad URL {url}: {e}")))?;
-            for (k, v) in authorized.headers {
-                request.headers_mut().insert(k, v);
+            for (k, v) in &authorized.decision.headers {
+                request.headers_mut().insert(k.clone(), v.clone());
             }
-            let connect = tokio_tungstenite::connect_async(request);
+            // To the vetted address, with TLS checked against the name.
+            let stream = match crate::egress::connect(&authorized).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    ctx.audit("http", &format!("websocket {url}"), false, &format!("cannot connect: {e}"));
+                    return Err(ChannelError::Socket(format!("cannot connect to {url}: {e}")));
+                }
+            };
+            let connect = tokio_tungstenite::client_async(request, stream);
             let (mut ws, _) = tokio::time::timeout(Duration::from_secs(30), connect)
                 .await
                 .map_err(|_| ChannelError::Socket(format!("connecting to {url} timed out")))?
                 .map_err(|e| ChannelError::Socket(format!("cannot connect to {url}: {e}")))?;
+            // Frames may carry only the secrets the socket's own rule names.
+            let frame_secrets = authorized.decision.secrets.clone();
             tracing::info!("channel {name}: connected to {url}");
             self.status(name, |s| s.last_error = None);
             let mut ticker: Option<tokio::time::Interval> = None;
@@ -745,7 +771,7 @@ impl Channels {
                         ticker = Some(tokio::time::interval_at(tokio::time::Instant::now() + every, every));
                     }
                     for frame in reply.send {
-                        let frame = fill_secrets(&ctx, &frame);
+                        let frame = fill_secrets(&ctx, &frame, &frame_secrets);
                         ws.send(tokio_tungstenite::tungstenite::Message::text(frame))
                             .await
                             .map_err(|e| ChannelError::Socket(format!("sending a frame: {e}")))?;
@@ -769,7 +795,7 @@ impl Channels {
                         match frame {
                             Some(Ok(Message::Text(t))) => {
                                 let secrets = secret_values(&loaded_channel(rt, name)?.1);
-                                let clean = crate::egress::redact(t.as_bytes(), &secrets);
+                                let clean = crate::redact::redact(t.as_bytes(), &secrets);
                                 event = Some(api::SocketEvent::Frame(String::from_utf8_lossy(&clean).into_owned()));
                             }
                             // Backed off like a failure: a server that keeps
@@ -801,27 +827,38 @@ fn loaded_channel(rt: &Runtime, name: &str) -> Result<(ChannelPre<SkillState>, H
     let entry = rt.registry.find(name).ok_or_else(missing)?;
     let loaded = entry.loaded.as_ref().map_err(|_| missing())?;
     let (pre, _) = loaded.channel().ok_or_else(missing)?;
-    Ok((pre.clone(), rt.rights(name, &entry.sha256, &loaded.manifest.capabilities)?))
+    let ctx = rt.rights(name, &entry.sha256, &loaded.manifest.capabilities)?;
+    // A changed or unapproved build never sees the channel's cursor,
+    // messages or outbox: they wait for the owner's approval.
+    if !ctx.effective.approved {
+        return Err(ChannelError::Denied(unapproved(name)));
+    }
+    Ok((pre.clone(), ctx))
+}
+
+fn unapproved(name: &str) -> String {
+    format!("this build of channel {name} is not approved; run `wasiclaw skills approve {name}` (see `wasiclaw skills inspect {name}`)")
 }
 
 /// Values of the secrets granted to a channel, to scrub from what it reads.
 fn secret_values(ctx: &HostCtx) -> Vec<String> {
-    ctx.effective.secrets.iter().filter_map(|n| ctx.secrets.get(n).ok().flatten()).collect()
+    let names = ctx.effective.secrets.iter().chain(&ctx.effective.crypto_secrets);
+    names.filter_map(|n| ctx.secrets.get(n).ok().flatten()).collect()
 }
 
-/// Fill `{NAME}` placeholders of granted secrets, JSON-string-escaped
-/// (frames are JSON on every platform we speak).
-fn fill_secrets(ctx: &HostCtx, frame: &str) -> String {
+/// Fill `{NAME}` placeholders of the secrets the socket's rule names
+/// (`allowed`), JSON-string-escaped (frames are JSON on every platform we
+/// speak). Any other placeholder is left as written and audited.
+fn fill_secrets(ctx: &HostCtx, frame: &str, allowed: &[(String, String)]) -> String {
     let mut out = frame.to_string();
     for name in crate::grants::placeholders(frame) {
-        if !ctx.effective.secrets.contains(&name) {
-            ctx.audit("secret", &name, false, "websocket frame: not granted");
-            continue;
-        }
-        if let Ok(Some(value)) = ctx.secrets.get(&name) {
-            ctx.audit("secret", &name, true, "websocket frame");
-            let escaped = serde_json::to_string(&value).expect("strings serialize");
-            out = out.replace(&format!("{{{name}}}"), &escaped[1..escaped.len() - 1]);
+        match allowed.iter().find(|(n, _)| *n == name) {
+            Some((_, value)) => {
+                ctx.audit("secret", &name, true, "websocket frame");
+                let escaped = serde_json::to_string(value).expect("strings serialize");
+                out = out.replace(&format!("{{{name}}}"), &escaped[1..escaped.len() - 1]);
+            }
+            None => ctx.audit("secret", &name, false, "websocket frame: not named by the rule of this socket's URL"),
         }
     }
     out

@@ -179,6 +179,13 @@ fn check_contract(engine: &SkillEngine, component: &wasmtime::component::Compone
     }
 }
 
+/// Bounds on what a manifest may declare: every tool of an approved skill
+/// goes to the model on every turn, so each byte here costs tokens.
+pub const MAX_TOOLS: usize = 64;
+pub const MAX_DESCRIPTION: usize = 1024;
+pub const MAX_SCHEMA: usize = 8 * 1024;
+pub const MAX_RULES: usize = 32;
+
 fn validate(m: &Manifest) -> Result<(), String> {
     let name_ok = |n: &str| {
         !n.is_empty()
@@ -188,8 +195,23 @@ fn validate(m: &Manifest) -> Result<(), String> {
     if !name_ok(&m.name) {
         return Err(format!("skill name `{}` must be 1-64 of a-z, 0-9, - and _", m.name));
     }
+    if m.tools.len() > MAX_TOOLS {
+        return Err(format!("{} tools declared; at most {MAX_TOOLS} are allowed", m.tools.len()));
+    }
+    if m.description.len() > MAX_DESCRIPTION || m.version.len() > 64 {
+        return Err(format!("the description is at most {MAX_DESCRIPTION} bytes and the version at most 64"));
+    }
+    if m.capabilities.http.len() > MAX_RULES || m.capabilities.secrets.len() > MAX_RULES {
+        return Err(format!("at most {MAX_RULES} http rules and {MAX_RULES} secrets are allowed"));
+    }
     let mut seen = std::collections::BTreeSet::new();
     for tool in &m.tools {
+        if tool.description.len() > MAX_DESCRIPTION {
+            return Err(format!("tool `{}`: description over {MAX_DESCRIPTION} bytes", tool.name));
+        }
+        if tool.parameters.to_string().len() > MAX_SCHEMA {
+            return Err(format!("tool `{}`: parameter schema over {MAX_SCHEMA} bytes", tool.name));
+        }
         if !name_ok(&tool.name) {
             return Err(format!("tool name `{}` must be 1-64 of a-z, 0-9, - and _", tool.name));
         }
@@ -212,8 +234,14 @@ fn validate(m: &Manifest) -> Result<(), String> {
 }
 
 fn to_manifest(m: crate::engine::bindings::wasiclaw::plugin::types::Manifest) -> Result<Manifest, String> {
+    if m.tools.len() > MAX_TOOLS {
+        return Err(format!("{} tools declared; at most {MAX_TOOLS} are allowed", m.tools.len()));
+    }
     let mut tools = Vec::new();
     for t in m.tools {
+        if t.parameters.len() > MAX_SCHEMA {
+            return Err(format!("tool `{}`: parameter schema over {MAX_SCHEMA} bytes", t.name));
+        }
         let parameters = serde_json::from_str(&t.parameters)
             .map_err(|e| format!("tool `{}` has parameters that are not JSON: {e}", t.name))?;
         tools.push(ToolSpec { name: t.name, description: t.description, parameters });
@@ -370,8 +398,19 @@ impl Registry {
             .cloned()
     }
 
-    /// Bring the registry in line with the folder.
-    pub async fn rescan(&self, engine: &SkillEngine, dir: &Path, ctx_for: impl Fn(&str) -> HostCtx) -> ScanReport {
+    /// Bring the registry in line with the folder. `approved` gives the
+    /// sha256 the owner approved for a name, if any.
+    ///
+    /// A name belongs to the file that already holds it, else to the build
+    /// the owner approved, else to the first file by name: a new file never
+    /// displaces a loaded component by claiming its name.
+    pub async fn rescan(
+        &self,
+        engine: &SkillEngine,
+        dir: &Path,
+        ctx_for: impl Fn(&str) -> HostCtx,
+        approved: impl Fn(&str) -> Option<String>,
+    ) -> ScanReport {
         let mut report = ScanReport::default();
         let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(rd) => rd
@@ -385,7 +424,7 @@ impl Registry {
         };
         files.sort();
         let old = self.entries.read().unwrap().clone();
-        let mut next: BTreeMap<PathBuf, Entry> = BTreeMap::new();
+        let mut candidates = Vec::new();
         for file in files {
             let bytes = match std::fs::read(&file) {
                 Ok(b) => b,
@@ -395,7 +434,7 @@ impl Registry {
                 }
             };
             let sha256 = sha256_hex(&bytes);
-            let mut entry = match old.get(&file) {
+            let entry = match old.get(&file) {
                 // A name clash is re-checked each scan: the other file may be gone.
                 Some(e) if e.sha256 == sha256 && !e.loaded.as_ref().is_err_and(|r| r.starts_with(CLASH)) => e.clone(),
                 _ => {
@@ -409,6 +448,17 @@ impl Registry {
                     entry
                 }
             };
+            candidates.push((file, entry));
+        }
+        let holds = |file: &PathBuf, entry: &Entry| {
+            old.get(file).is_some_and(|o| o.loaded.is_ok() && o.name() == entry.name())
+        };
+        // Stable sort: holders first, then approved builds, then by file name.
+        candidates.sort_by_key(|(file, entry)| {
+            (!holds(file, entry), approved(&entry.name()).as_deref() != Some(entry.sha256.as_str()))
+        });
+        let mut next: BTreeMap<PathBuf, Entry> = BTreeMap::new();
+        for (file, mut entry) in candidates {
             if let Ok(loaded) = &entry.loaded {
                 let name = &loaded.manifest.name;
                 if let Some(other) = next.values().find(|e| e.loaded.as_ref().is_ok_and(|l| &l.manifest.name == name)) {

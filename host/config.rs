@@ -29,6 +29,24 @@ pub struct Config {
     /// `[channels.NAME]` tables: who a chat channel serves.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelConfig>,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// How long the audit log keeps records.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Records older than this many days are pruned.
+    pub keep_days: u64,
+    /// At most this many records are kept; the oldest go first.
+    pub max_records: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { keep_days: 90, max_records: 200_000 }
+    }
 }
 
 /// Who one chat channel serves, besides senders paired with a code.
@@ -180,11 +198,46 @@ pub struct Limits {
     pub output_kb: u64,
     /// Cap on one HTTP response body a component receives.
     pub http_response_kb: u64,
+    /// Cap on one HTTP request body a component sends.
+    pub http_request_kb: u64,
+    /// Log a component may write per minute, all its calls together;
+    /// beyond it lines are dropped and counted.
+    pub log_kb_per_minute: u64,
+    /// Audit records a component may cause per minute; further denials are
+    /// coalesced into one record per call with a count.
+    pub audit_per_minute: u64,
+    /// `notify` messages a component may send per hour.
+    pub notify_per_hour: u64,
+    /// `crypto.secret-equals` checks a component may make per minute.
+    pub secret_checks_per_minute: u64,
+    /// Total size of a component's kv values and keys.
+    pub kv_mb: u64,
+    /// Number of a component's kv keys.
+    pub kv_keys: u64,
+    /// Size of a component's files directory; beyond it `/data` is read-only.
+    pub files_mb: u64,
+    /// Calls of one component running at once; more wait their turn.
+    pub concurrent_calls: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_mb: 128, cpu_ms: 10_000, timeout_ms: 30_000, output_kb: 1024, http_response_kb: 4096 }
+        Limits {
+            memory_mb: 128,
+            cpu_ms: 10_000,
+            timeout_ms: 30_000,
+            output_kb: 1024,
+            http_response_kb: 4096,
+            http_request_kb: 1024,
+            log_kb_per_minute: 64,
+            audit_per_minute: 120,
+            notify_per_hour: 30,
+            secret_checks_per_minute: 120,
+            kv_mb: 16,
+            kv_keys: 10_000,
+            files_mb: 256,
+            concurrent_calls: 4,
+        }
     }
 }
 
@@ -200,6 +253,9 @@ impl Limits {
     }
     pub fn http_response_bytes(&self) -> usize {
         (self.http_response_kb as usize) << 10
+    }
+    pub fn http_request_bytes(&self) -> usize {
+        (self.http_request_kb as usize) << 10
     }
 }
 
@@ -219,6 +275,15 @@ impl Config {
             Err(source) => return Err(ConfigError::Read { path: path.into(), source }),
         };
         toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    }
+
+    /// Secrets the host itself uses (provider keys, the gateway token, the
+    /// embeddings key): never grantable to a component.
+    pub fn host_secrets(&self) -> std::collections::BTreeSet<String> {
+        let mut names: std::collections::BTreeSet<String> = self.providers.iter().filter_map(|p| p.api_key_secret.clone()).collect();
+        names.extend(self.gateway.token_secret.clone());
+        names.extend(self.memory.embeddings.as_ref().and_then(|e| e.api_key_secret.clone()));
+        names
     }
 
     /// A skill setting as a string: strings verbatim, other values as TOML.

@@ -78,6 +78,7 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
                 rescan(&rt).await;
                 channels.reconcile();
             }
+            _ = rt.grants_changed.notified() => channels.reconcile(),
             _ = tick.tick() => {
                 rescan(&rt).await;
                 channels.reconcile();

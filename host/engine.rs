@@ -14,13 +14,11 @@
 //! - No pooling allocator: it needs more address space than small ARM boards have.
 
 use crate::config::Limits;
+pub use crate::context::HostCtx;
 use crate::egress::EgressHooks;
-use crate::grants::Effective;
-use crate::secrets::Secrets;
-use crate::store::{AuditRecord, Store as Db, now_ms};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
@@ -33,7 +31,14 @@ pub mod bindings {
         path: "wit",
         world: "wasiclaw:plugin/skill",
         // Memory may call the embeddings endpoint, so it is async.
-        imports: { "wasiclaw:plugin/memory": async | trappable, default: trappable },
+        // Imports that touch the database or the network are async: their
+        // work runs off the async workers, so the wall-clock limit holds.
+        imports: {
+            "wasiclaw:plugin/memory": async | trappable,
+            "wasiclaw:plugin/kv": async | trappable,
+            "wasiclaw:plugin/notify": async | trappable,
+            default: trappable,
+        },
         exports: { default: async },
         with: {
             "wasi:http": wasmtime_wasi_http::p2::bindings::http,
@@ -74,66 +79,51 @@ pub type GuestCall<'a, R> = std::pin::Pin<Box<dyn Future<Output = wasmtime::Resu
 /// One epoch tick; the CPU budget is counted in these.
 pub const TICK: Duration = Duration::from_millis(10);
 
-/// What a call may touch, fixed when the call starts.
-#[derive(Clone)]
-pub struct HostCtx {
-    pub skill: String,
-    pub sha256: String,
-    pub effective: Arc<Effective>,
-    pub db: Arc<Db>,
-    pub secrets: Secrets,
-    pub settings: Option<toml::Table>,
-    pub embedder: Option<Arc<crate::memory::Embedder>>,
-    /// Denials during this call, in words, for the caller to show.
-    pub denials: Arc<Mutex<Vec<String>>>,
-    /// `[agent] owner_chat`: the `CHANNEL:CHAT` that `notify` messages are
-    /// also sent to (without it, the first admin's chat).
-    pub owner_chat: Option<String>,
-}
-
-impl HostCtx {
-    /// Record a capability use. An audit write that fails is logged, not
-    /// fatal: refusing the call would turn a full disk into an outage.
-    pub fn audit(&self, capability: &str, target: &str, allowed: bool, detail: &str) {
-        if !allowed {
-            self.denials.lock().unwrap().push(format!("{capability} {target}: {detail}"));
-        }
-        let record = AuditRecord {
-            id: 0,
-            time_ms: now_ms(),
-            skill: self.skill.clone(),
-            sha256: self.sha256.clone(),
-            capability: capability.into(),
-            target: target.into(),
-            allowed,
-            detail: detail.into(),
-        };
-        if let Err(e) = self.db.audit(record) {
-            tracing::error!(skill = %self.skill, "audit write failed: {e}");
-        }
-    }
-}
-
-/// Caps linear memory (all memories of the store together) and tables.
+/// Caps linear memory and tables together: every memory and table of the
+/// store draws on one budget, so tables cannot route around `memory_mb`.
 pub struct MemoryLimiter {
     cap: usize,
     used: usize,
     pub hit: bool,
 }
 
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
-        let grown = self.used + (desired - current);
+/// What one table element costs the host, at most (a function reference
+/// and its type, on 64-bit hosts).
+const TABLE_ELEMENT_BYTES: usize = 16;
+
+impl MemoryLimiter {
+    fn charge(&mut self, bytes: usize) -> bool {
+        let grown = self.used.saturating_add(bytes);
         if grown > self.cap {
             self.hit = true;
-            return Ok(false);
+            return false;
         }
         self.used = grown;
-        Ok(true)
+        true
+    }
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.charge(desired - current))
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+    fn table_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(self.charge((desired - current).saturating_mul(TABLE_ELEMENT_BYTES)))
+    }
+
+    // Each instance, table and memory costs host bookkeeping besides its
+    // contents; real components need a few dozen at most.
+    fn instances(&self) -> usize {
+        100
+    }
+
+    fn tables(&self) -> usize {
+        100
+    }
+
+    fn memories(&self) -> usize {
+        100
     }
 }
 
@@ -269,21 +259,28 @@ impl SkillEngine {
     }
 
     /// A fresh store for one call with the call's rights and limits.
-    pub fn store(&self, host: HostCtx, files_dir: Option<&Path>) -> Result<Store<SkillState>, CallError> {
+    /// `files_dir` is the private directory and whether it may be written.
+    pub fn store(&self, host: HostCtx, files_dir: Option<(&Path, bool)>) -> Result<Store<SkillState>, CallError> {
         let stderr = MemoryOutputPipe::new(16 * 1024);
         let mut wasi = WasiCtxBuilder::new();
-        wasi.stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .socket_addr_check(|_, _| Box::pin(async { false }));
-        if let Some(dir) = files_dir {
+        // TCP and UDP stay "allowed" so that every address a guest tries
+        // reaches the check below, which refuses it and leaves an audit
+        // record. Name lookups have no such hook, so they stay off.
+        let audit = host.clone();
+        wasi.stderr(stderr.clone()).allow_tcp(true).allow_udp(true).allow_ip_name_lookup(false).socket_addr_check(
+            move |addr, usage| {
+                audit.audit("socket", &format!("{usage:?} {addr}"), false, "components get no sockets; use wasi:http");
+                Box::pin(async { false })
+            },
+        );
+        if let Some((dir, writable)) = files_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| CallError::Trap(format!("cannot create {}: {e}", dir.display())))?;
-            wasi.preopened_dir(dir, "/data", FsPerms::ReadWrite)
+            let perms = if writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            wasi.preopened_dir(dir, "/data", perms)
                 .map_err(|e| CallError::Trap(format!("cannot open {}: {e:#}", dir.display())))?;
         }
-        let egress = EgressHooks::new(host.clone(), self.limits.http_response_bytes());
+        let egress = EgressHooks::new(host.clone());
         let state = SkillState {
             wasi: wasi.build(),
             table: ResourceTable::new(),

@@ -69,6 +69,10 @@ pub struct GrantRecord {
     pub sha256: String,
     pub approved: Capabilities,
     pub granted: GrantSet,
+    /// The owner opted in: a changed build keeps the rights its previous
+    /// version also asked for without a new approval.
+    #[serde(default)]
+    pub carry_over: bool,
 }
 
 /// A change asked for by `wasiclaw skills grant|revoke`.
@@ -78,6 +82,9 @@ pub struct GrantChange {
     pub rights: GrantSet,
     /// grant: everything requested; revoke: everything.
     pub all: bool,
+    /// Set or clear automatic carry-over of rights to changed builds.
+    #[serde(default)]
+    pub carry_over: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -262,8 +269,17 @@ impl EffectiveRule {
 /// Effective rights of one loaded component.
 #[derive(Clone, Debug, Default)]
 pub struct Effective {
+    /// The owner approved this build (or opted in to carry-over): only
+    /// then does it run unattended, start as a channel or reach the model.
+    pub approved: bool,
+    /// The build the rights were approved for, when this one differs.
+    pub changed_from: Option<String>,
     pub http: Vec<EffectiveRule>,
+    /// Secrets the host may put into requests by HTTP rules.
     pub secrets: BTreeSet<String>,
+    /// Secrets usable by name through `crypto` (listed in the manifest's
+    /// `secrets`, not merely named by a rule).
+    pub crypto_secrets: BTreeSet<String>,
     pub kv: bool,
     pub notify: bool,
     pub files: bool,
@@ -290,7 +306,19 @@ fn intersect(requested: &HttpRule, granted: &GrantedRule) -> Option<EffectiveRul
 }
 
 /// Compute what a component with `sha256` requesting `requested` may do.
+/// A changed build carries nothing until the owner approves it, unless
+/// they opted in to carry-over for this component.
 pub fn effective(requested: &Capabilities, sha256: &str, grant: Option<&GrantRecord>) -> Effective {
+    let carry = grant.is_some_and(|g| g.carry_over);
+    let mut eff = rights(requested, sha256, grant, carry);
+    eff.approved = grant.is_some_and(|g| g.sha256 == sha256 || g.carry_over);
+    eff.changed_from = grant.filter(|g| g.sha256 != sha256).map(|g| g.sha256.clone());
+    eff
+}
+
+/// Requested ∩ granted; with `carry`, a changed build keeps what its
+/// previous approved version also requested.
+fn rights(requested: &Capabilities, sha256: &str, grant: Option<&GrantRecord>, carry: bool) -> Effective {
     let mut eff = Effective::default();
     let empty = GrantRecord::default();
     let grant = grant.unwrap_or(&empty);
@@ -299,7 +327,7 @@ pub fn effective(requested: &Capabilities, sha256: &str, grant: Option<&GrantRec
         if !asked {
             return false;
         }
-        let ok = granted && (same_version || approved);
+        let ok = granted && (same_version || (carry && approved));
         if !ok {
             eff.pending.push(what.to_string());
         }
@@ -315,11 +343,16 @@ pub fn effective(requested: &Capabilities, sha256: &str, grant: Option<&GrantRec
     let approved_secrets = ap.all_secrets();
     for name in requested.all_secrets() {
         if flag(true, approved_secrets.contains(&name), g.secrets.contains(&name), &format!("secret {name}")) {
-            eff.secrets.insert(name);
+            if requested.secrets.contains(&name) {
+                eff.crypto_secrets.insert(name.clone());
+            }
+            if requested.http.iter().any(|r| r.secrets().contains(&name)) {
+                eff.secrets.insert(name);
+            }
         }
     }
     for rule in &requested.http {
-        let carried = same_version || ap.http.contains(rule);
+        let carried = same_version || (carry && ap.http.contains(rule));
         let hit: Vec<EffectiveRule> = g.http.iter().filter_map(|gr| intersect(rule, gr)).collect();
         if carried && !hit.is_empty() {
             eff.http.extend(hit);
@@ -336,8 +369,8 @@ pub fn effective(requested: &Capabilities, sha256: &str, grant: Option<&GrantRec
 pub fn apply_grant(record: &mut GrantRecord, requested: &Capabilities, sha256: &str, change: &GrantChange) {
     if record.sha256 != sha256 {
         // Keep only what the new version may inherit, then rebase on it.
-        let eff = effective(requested, sha256, Some(record));
-        record.granted.secrets.retain(|s| eff.secrets.contains(s));
+        let eff = rights(requested, sha256, Some(record), true);
+        record.granted.secrets.retain(|s| eff.secrets.contains(s) || eff.crypto_secrets.contains(s));
         record.granted.kv &= eff.kv;
         record.granted.notify &= eff.notify;
         record.granted.files &= eff.files;
@@ -377,6 +410,9 @@ pub fn apply_grant(record: &mut GrantRecord, requested: &Capabilities, sha256: &
     g.memory_write |= c.memory_write;
     record.sha256 = sha256.to_string();
     record.approved = requested.clone();
+    if let Some(carry) = change.carry_over {
+        record.carry_over = carry;
+    }
 }
 
 /// Take rights back. `--http URL` removes every granted rule with that URL.
@@ -438,7 +474,7 @@ mod tests {
             notify: true,
             ..Default::default()
         };
-        apply_grant(&mut record, &requested, "a", &GrantChange { rights, all: false });
+        apply_grant(&mut record, &requested, "a", &GrantChange { rights, all: false, carry_over: None });
         let eff = effective(&requested, "a", Some(&record));
         assert_eq!(eff.http.len(), 1);
         assert_eq!(eff.http[0].pattern.host, "en.wikipedia.org", "the narrower side wins");
@@ -458,7 +494,7 @@ mod tests {
             &mut record,
             &v1,
             "sha1",
-            &GrantChange {
+            &GrantChange { carry_over: None,
                 rights: GrantSet {
                     http: vec![parse_granted_rule("https://*/").unwrap()],
                     kv: true,
@@ -471,6 +507,11 @@ mod tests {
         v2.http.push(HttpRule { url: "https://api.b.com/".into(), methods: vec![], headers: vec![] });
         v2.kv = true;
         let eff = effective(&v2, "sha2", Some(&record));
+        assert!(!eff.approved && eff.http.is_empty(), "a changed build carries nothing until approved");
+        assert_eq!(eff.changed_from.as_deref(), Some("sha1"));
+        record.carry_over = true;
+        let eff = effective(&v2, "sha2", Some(&record));
+        assert!(eff.approved, "the owner opted in to carry-over");
         assert_eq!(eff.http.len(), 1, "only the rule v1 asked for carries over");
         assert_eq!(eff.http[0].pattern.host, "api.a.com");
         assert!(!eff.kv, "kv was granted but v1 never asked for it");

@@ -15,8 +15,20 @@ const MAX_VALUE: usize = 1 << 20;
 const MAX_KEYS_LISTED: usize = 10_000;
 const MAX_LOG: usize = 4096;
 const MAX_NOTIFY: usize = 16 * 1024;
+const MAX_QUERY: usize = 1024;
 
 type HostResult<T> = wasmtime::Result<Result<T, Error>>;
+
+/// Run database work on the blocking pool: the call's wall-clock timeout
+/// can fire meanwhile, and the async workers keep serving others.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(crate::store::StoreError::Quota(why))) => Err(Error::Denied(why)),
+        Ok(Err(e)) => Err(failed(e)),
+        Err(e) => Err(failed(e)),
+    }
+}
 
 impl SkillState {
     /// Check one boolean capability, auditing the use either way.
@@ -46,25 +58,43 @@ fn failed(e: impl std::fmt::Display) -> Error {
 impl types::Host for SkillState {}
 
 impl kv::Host for SkillState {
-    fn get(&mut self, key: String) -> HostResult<Option<Vec<u8>>> {
-        Ok(self.kv_check("get", &key).and_then(|_| self.host.db.kv_get(&self.host.skill, &key).map_err(failed)))
+    async fn get(&mut self, key: String) -> HostResult<Option<Vec<u8>>> {
+        if let Err(e) = self.kv_check("get", &key) {
+            return Ok(Err(e));
+        }
+        let (db, skill) = (self.host.db.clone(), self.host.skill.clone());
+        Ok(blocking(move || db.kv_get(&skill, &key)).await)
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> HostResult<()> {
+    async fn set(&mut self, key: String, value: Vec<u8>) -> HostResult<()> {
         if value.len() > MAX_VALUE {
             return Ok(Err(Error::InvalidInput(format!("value is larger than {MAX_VALUE} bytes"))));
         }
-        Ok(self.kv_check("set", &key).and_then(|_| self.host.db.kv_set(&self.host.skill, &key, &value).map_err(failed)))
+        if let Err(e) = self.kv_check("set", &key) {
+            return Ok(Err(e));
+        }
+        let (db, skill, limits) = (self.host.db.clone(), self.host.skill.clone(), self.host.limits.clone());
+        let result = blocking(move || db.kv_set(&skill, &key, &value, limits.kv_keys, limits.kv_mb << 20)).await;
+        if let Err(Error::Denied(why)) = &result {
+            self.host.audit("kv", "set", false, why);
+        }
+        Ok(result)
     }
 
-    fn delete(&mut self, key: String) -> HostResult<()> {
-        Ok(self.kv_check("delete", &key).and_then(|_| self.host.db.kv_delete(&self.host.skill, &key).map_err(failed)))
+    async fn delete(&mut self, key: String) -> HostResult<()> {
+        if let Err(e) = self.kv_check("delete", &key) {
+            return Ok(Err(e));
+        }
+        let (db, skill) = (self.host.db.clone(), self.host.skill.clone());
+        Ok(blocking(move || db.kv_delete(&skill, &key)).await)
     }
 
-    fn list_keys(&mut self, prefix: String) -> HostResult<Vec<String>> {
-        Ok(self
-            .kv_check("list", &prefix)
-            .and_then(|_| self.host.db.kv_keys(&self.host.skill, &prefix, MAX_KEYS_LISTED).map_err(failed)))
+    async fn list_keys(&mut self, prefix: String) -> HostResult<Vec<String>> {
+        if let Err(e) = self.kv_check("list", &prefix) {
+            return Ok(Err(e));
+        }
+        let (db, skill) = (self.host.db.clone(), self.host.skill.clone());
+        Ok(blocking(move || db.kv_keys(&skill, &prefix, MAX_KEYS_LISTED)).await)
     }
 }
 
@@ -72,6 +102,10 @@ impl log::Host for SkillState {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         let skill = &self.host.skill;
         let message = crate::text::truncate(&message, MAX_LOG);
+        if !self.host.take_log(message.len()) {
+            return Ok(());
+        }
+        let message = crate::text::one_line(&message);
         match level {
             log::Level::Trace => tracing::trace!(skill, "{message}"),
             log::Level::Debug => tracing::debug!(skill, "{message}"),
@@ -93,7 +127,7 @@ impl config::Host for SkillState {
 }
 
 impl notify::Host for SkillState {
-    fn send(&mut self, text: String) -> HostResult<()> {
+    async fn send(&mut self, text: String) -> HostResult<()> {
         if text.len() > MAX_NOTIFY {
             return Ok(Err(Error::InvalidInput(format!("message is longer than {MAX_NOTIFY} bytes"))));
         }
@@ -101,28 +135,41 @@ impl notify::Host for SkillState {
         if let Err(e) = self.check(self.host.effective.notify, "notify", "notify", &preview) {
             return Ok(Err(e));
         }
-        let host = &self.host;
-        if let Err(e) = host.db.notify(&host.skill, &text) {
-            return Ok(Err(failed(e)));
+        if !self.host.budget.take(crate::budget::Spend::Notify, 1) {
+            let why = format!("more than {} messages this hour ([limits] notify_per_hour)", self.host.limits.notify_per_hour);
+            self.host.audit("notify", &preview, false, &why);
+            return Ok(Err(Error::Denied(why)));
         }
-        let owner = crate::channels::owner_chat(host.owner_chat.as_deref(), &host.db);
-        if let Some((channel, chat)) = owner.as_deref().and_then(|t| t.split_once(':')) {
-            let message = format!("[{}] {text}", host.skill);
-            return Ok(host.db.outbox_enqueue(channel, chat, &message).map(drop).map_err(failed));
-        }
-        Ok(Ok(()))
+        let (db, skill, owner_chat) = (self.host.db.clone(), self.host.skill.clone(), self.host.owner_chat.clone());
+        Ok(blocking(move || {
+            db.notify(&skill, &text)?;
+            let owner = crate::channels::owner_chat(owner_chat.as_deref(), &db);
+            if let Some((channel, chat)) = owner.as_deref().and_then(|t| t.split_once(':')) {
+                db.outbox_enqueue(channel, chat, &format!("[{skill}] {text}"))?;
+            }
+            Ok(())
+        })
+        .await)
     }
 }
 
 impl SkillState {
     /// A granted, set secret's value, auditing the use either way.
+    /// Only secrets granted for `crypto` (named in the manifest's
+    /// `secrets`) answer here: one granted for an HTTP rule is not thereby
+    /// an HMAC key or an equality oracle.
     fn secret_for(&self, secret: &str, purpose: &str) -> Result<String, Error> {
         let host = &self.host;
         let denied = |reason: String| {
             host.audit("secret", secret, false, &reason);
             Error::Denied(reason)
         };
-        if !host.effective.secrets.contains(secret) {
+        if !host.effective.crypto_secrets.contains(secret) {
+            if host.effective.secrets.contains(secret) {
+                return Err(denied(format!(
+                    "secret {secret} is granted only for the HTTP rules that name it; to use it with crypto the component must list it in `capabilities.secrets`"
+                )));
+            }
             return Err(denied(format!(
                 "secret {secret} not granted; run `wasiclaw skills grant {} --secret {secret}`",
                 host.skill
@@ -149,6 +196,14 @@ impl crypto::Host for SkillState {
     }
 
     fn secret_equals(&mut self, secret: String, candidate: Vec<u8>) -> HostResult<bool> {
+        if !self.host.budget.take(crate::budget::Spend::SecretChecks, 1) {
+            let why = format!(
+                "more than {} secret checks this minute ([limits] secret_checks_per_minute)",
+                self.host.limits.secret_checks_per_minute
+            );
+            self.host.audit("secret", &secret, false, &why);
+            return Ok(Err(Error::Denied(why)));
+        }
         // Compare MACs of both sides: constant time without a new dependency.
         Ok(self.secret_for(&secret, "secret-equals").map(|value| {
             let mac = |bytes: &[u8]| {
@@ -165,6 +220,9 @@ const MAX_MEMORY: usize = 16 * 1024;
 
 impl memory::Host for SkillState {
     async fn search(&mut self, query: String, limit: u32) -> HostResult<Vec<memory::MemoryHit>> {
+        if query.len() > MAX_QUERY {
+            return Ok(Err(Error::InvalidInput(format!("a memory query is at most {MAX_QUERY} bytes"))));
+        }
         if let Err(e) = self.check(self.host.effective.memory_read, "memory", "memory-read", &format!("search {query}"))
         {
             return Ok(Err(e));

@@ -3,12 +3,15 @@
 
 pub mod agent;
 pub mod api;
+pub mod budget;
 pub mod channels;
 pub mod component;
+pub mod context;
 pub mod config;
 pub mod cron;
 pub mod daemon;
 pub mod egress;
+pub mod files;
 pub mod engine;
 pub mod gateway;
 pub mod grants;
@@ -18,7 +21,9 @@ pub mod llm;
 pub mod markup;
 pub mod memory;
 pub mod pairing;
+pub mod policy;
 pub mod runtime;
+pub mod redact;
 pub mod scheduler;
 pub mod secrets;
 pub mod store;

@@ -21,6 +21,7 @@ use wasiclaw::runtime::{Runtime, RuntimeError, SkillInfo, ToolOutcome};
 use wasiclaw::scheduler::{Action, Job, Missed, NewJob, Run, When};
 use wasiclaw::secrets::Secrets;
 use wasiclaw::store::{AuditRecord, Notification, StoreError, Totals};
+use wasiclaw::text::{one_line, printable};
 
 #[derive(Parser)]
 #[command(
@@ -186,6 +187,23 @@ enum SkillsCommand {
         /// Grant everything the skill asks for.
         #[arg(long)]
         all_requested: bool,
+    },
+    /// Approve this build of a component: a new or changed build runs, reaches the model or
+    /// starts as a channel only after this (or a grant). Keeps the rights its previous version also
+    /// asked for; anything new still needs `grant`.
+    #[command(after_help = "A changed build shows as `needs-approval (changed: OLD → NEW)` in `wasiclaw skills list`\n\
+        and carries no rights, kv, files or channel state until you approve it:\n  \
+        wasiclaw skills approve telegram\n\
+        To let future builds of one component keep their rights without asking (e.g. one you build\n\
+        yourself), add --carry-over; --no-carry-over asks again.")]
+    Approve {
+        name: String,
+        /// Future changed builds keep the rights their previous version also asked for.
+        #[arg(long, conflicts_with = "no_carry_over")]
+        carry_over: bool,
+        /// Ask again for every changed build (the default).
+        #[arg(long)]
+        no_carry_over: bool,
     },
     /// Take rights back.
     Revoke {
@@ -372,7 +390,7 @@ impl Rights {
             memory_read: self.memory_read,
             memory_write: self.memory_write,
         };
-        Ok(GrantChange { rights, all })
+        Ok(GrantChange { rights, all, carry_over: None })
     }
 }
 
@@ -458,6 +476,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             (Request::Grant { name, change }, false)
+        }
+        Command::Skills(SkillsCommand::Approve { name, carry_over, no_carry_over }) => {
+            let carry_over = (carry_over || no_carry_over).then_some(carry_over);
+            (Request::Grant { name, change: GrantChange { carry_over, ..Default::default() } }, false)
         }
         Command::Skills(SkillsCommand::Revoke { name, rights, all }) => {
             let change = rights.change(all)?;
@@ -632,12 +654,16 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
                 println!("no skills yet: copy a .wasm skill into the skills folder (see `wasiclaw status`)");
             }
             for s in &skills {
+                let status = match &s.changed {
+                    Some(change) => format!("{} (changed: {change})", s.status),
+                    None => s.status.clone(),
+                };
                 println!(
                     "{:<16} {:<8} {:<9} {:<15} {}  {}",
                     s.name,
                     if s.channel.is_some() { "channel" } else { "skill" },
-                    s.version.as_deref().unwrap_or("-"),
-                    s.status,
+                    printable(s.version.as_deref().unwrap_or("-")),
+                    status,
                     &s.sha256[..12.min(s.sha256.len())],
                     summary(s)
                 );
@@ -656,13 +682,14 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
             if json {
                 println!("{value}");
             } else if outcome.ok {
-                println!("{}", outcome.output);
+                println!("{}", printable(&outcome.output));
             } else {
-                eprintln!("error ({}): {}", outcome.error_kind.as_deref().unwrap_or("error"), outcome.output);
+                let kind = outcome.error_kind.as_deref().unwrap_or("error");
+                eprintln!("error ({kind}): {}", printable(&outcome.output));
             }
             if !json {
                 for d in &outcome.denials {
-                    eprintln!("host denied {d}");
+                    eprintln!("host denied {}", one_line(d));
                 }
             }
             return Ok(if outcome.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
@@ -673,14 +700,15 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
                 let time = jiff::Timestamp::from_millisecond(r.time_ms).map(|t| t.to_string()).unwrap_or_default();
                 let verdict = if r.allowed { "allowed" } else { "DENIED " };
                 let detail = if r.detail.is_empty() { String::new() } else { format!("  ({})", r.detail) };
-                println!("{time}  {verdict} {:<12} {:<7} {}{detail}", r.skill, r.capability, r.target);
+                let (target, detail) = (one_line(&r.target), one_line(&detail));
+                println!("{time}  {verdict} {:<12} {:<7} {target}{detail}", r.skill, r.capability);
             }
         }
         Request::Notifications { .. } if !json => {
             let list: Vec<Notification> = serde_json::from_value(value)?;
             for n in list {
                 let time = jiff::Timestamp::from_millisecond(n.time_ms).map(|t| t.to_string()).unwrap_or_default();
-                println!("{time}  {}: {}", n.skill, n.text);
+                println!("{time}  {}: {}", n.skill, one_line(&n.text));
             }
         }
         Request::Usage { .. } if !json => {
@@ -785,14 +813,14 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
                 println!("nothing waiting to be sent");
             }
             for o in items {
-                let error = o.last_error.map(|e| format!("  last error: {e}")).unwrap_or_default();
+                let error = o.last_error.map(|e| format!("  last error: {}", one_line(&e))).unwrap_or_default();
                 println!(
                     "{:>5}  {}:{}  {} attempt(s)  {}{error}",
                     o.id,
                     o.channel,
                     o.chat_id,
                     o.attempts,
-                    wasiclaw::text::truncate(&o.text, 60)
+                    one_line(&wasiclaw::text::truncate(&o.text, 60))
                 );
             }
         }
@@ -865,12 +893,19 @@ fn summary(s: &SkillInfo) -> String {
         let granted = s.requested.as_ref().map(|r| r != &Default::default()).unwrap_or(false);
         return if granted { "all requested rights granted".into() } else { "needs no rights".into() };
     }
-    format!("awaiting approval: {} (see `wasiclaw skills inspect {}`)", s.pending.join("; "), s.name)
+    format!("awaiting approval: {} (see `wasiclaw skills inspect {}`)", one_line(&s.pending.join("; ")), s.name)
 }
 
 fn print_inspect(s: &SkillInfo) {
-    println!("{} {} — {}", s.name, s.version.as_deref().unwrap_or("?"), s.description.as_deref().unwrap_or(""));
+    let (version, description) = (s.version.as_deref().unwrap_or("?"), s.description.as_deref().unwrap_or(""));
+    println!("{} {} — {}", s.name, one_line(version), one_line(description));
     println!("file:   {}\nsha256: {}\nstatus: {}", s.file.display(), s.sha256, s.status);
+    if let Some(change) = &s.changed {
+        println!("changed: {change}; it carries nothing until you run `wasiclaw skills approve {}`", s.name);
+    }
+    if let Some((keys, bytes)) = s.kv_usage {
+        println!("kv:     {keys} keys, {bytes} bytes");
+    }
     if let Some(reason) = &s.reason {
         println!("reason: {reason}");
         return;
@@ -881,7 +916,7 @@ fn print_inspect(s: &SkillInfo) {
     }
     println!("\ntools:");
     for t in &s.tools {
-        println!("  {}.{} — {}\n    parameters: {}", s.name, t.name, t.description, t.parameters);
+        println!("  {}.{} — {}\n    parameters: {}", s.name, t.name, one_line(&t.description), one_line(&t.parameters.to_string()));
     }
     let r = s.requested.clone().unwrap_or_default();
     println!("\nasks for:");

@@ -7,7 +7,9 @@
 //! replaced file takes effect at the next call.
 
 use crate::component::{ChannelSpec, Entry, Kind, Manifest, Registry, ScanReport, ToolSpec};
+use crate::budget::Budgets;
 use crate::config::{Config, ConfigError, Paths};
+use crate::context::{Resolver, system_resolver};
 use crate::engine::{CallError, EngineError, HostCtx, SkillEngine, ToolError};
 use crate::grants::{self, Capabilities, Effective, GrantChange, GrantSet, UrlPattern};
 use crate::memory::{Embedder, Memories};
@@ -58,6 +60,12 @@ pub struct SkillInfo {
     pub granted: Option<GrantSet>,
     /// The component version the grants were last approved for.
     pub granted_sha256: Option<String>,
+    /// `OLD → NEW` (sha256 prefixes) when this build is not the approved one.
+    #[serde(default)]
+    pub changed: Option<String>,
+    /// Keys and bytes in its kv namespace, for a component that asks for kv.
+    #[serde(default)]
+    pub kv_usage: Option<(u64, u64)>,
     /// Set for a chat channel: how it reaches its platform.
     #[serde(default)]
     pub channel: Option<ChannelSpec>,
@@ -98,6 +106,13 @@ pub struct Runtime {
     pub schedule_changed: Arc<tokio::sync::Notify>,
     /// The daemon's running channels, for `wasiclaw status`.
     pub channel_status: Mutex<std::collections::BTreeMap<String, crate::channels::ChannelStatus>>,
+    /// Wakes the daemon to start or stop channels when grants change.
+    pub grants_changed: Arc<tokio::sync::Notify>,
+    /// What each component may make the host spend, across its calls.
+    pub budgets: Budgets,
+    /// Name resolution for egress; tests replace it.
+    pub resolver: Resolver,
+    limits: Arc<crate::config::Limits>,
 }
 
 impl Runtime {
@@ -112,12 +127,12 @@ impl Runtime {
             .map_err(|e| RuntimeError::Io(paths.state_dir.clone(), e))?;
         let config = Config::load(&paths.config())?;
         let db = Arc::new(Store::open(&paths.database())?);
+        *db.audit_retention.lock().unwrap() = config.audit.clone();
         let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone())?;
         let secrets = Secrets::new(paths.secrets());
         let embedder = config.memory.embeddings.clone().map(|c| Arc::new(Embedder::new(c, secrets.clone())));
         Ok(Runtime {
             paths,
-            config,
             db,
             secrets,
             engine,
@@ -125,6 +140,11 @@ impl Runtime {
             embedder,
             schedule_changed: Arc::default(),
             channel_status: Mutex::default(),
+            grants_changed: Arc::default(),
+            budgets: Budgets::default(),
+            resolver: system_resolver(),
+            limits: Arc::new(config.limits.clone()),
+            config,
         })
     }
 
@@ -148,29 +168,48 @@ impl Runtime {
     }
 
     fn ctx(&self, skill: &str, sha256: &str, effective: Effective) -> HostCtx {
-        HostCtx {
-            skill: skill.into(),
-            sha256: sha256.into(),
-            effective: Arc::new(effective),
-            db: self.db.clone(),
-            secrets: self.secrets.clone(),
-            settings: self.config.skills.get(skill).cloned(),
-            embedder: self.embedder.clone(),
-            denials: Arc::new(Mutex::new(Vec::new())),
-            owner_chat: self.config.agent.owner_chat.clone(),
+        let budget = self.budgets.of(skill, &self.limits);
+        let mut ctx = HostCtx::new(
+            skill,
+            sha256,
+            effective,
+            self.db.clone(),
+            self.secrets.clone(),
+            self.limits.clone(),
+            budget,
+            self.resolver.clone(),
+        );
+        ctx.settings = self.config.skills.get(skill).cloned();
+        ctx.embedder = self.embedder.clone();
+        ctx.owner_chat = self.config.agent.owner_chat.clone();
+        ctx
+    }
+
+    /// Requested ∩ granted, less the host's own secrets, which no grant
+    /// can hand to a component.
+    fn effective(&self, requested: &Capabilities, sha256: &str, grant: Option<&grants::GrantRecord>) -> Effective {
+        let mut eff = grants::effective(requested, sha256, grant);
+        let host = self.config.host_secrets();
+        for name in requested.all_secrets().intersection(&host) {
+            eff.secrets.remove(name);
+            eff.crypto_secrets.remove(name);
+            eff.pending.retain(|p| p != &format!("secret {name}"));
+            eff.pending.push(format!("secret {name} (the host's own secret; never granted to a component)"));
         }
+        eff
     }
 
     /// The context of one call of component `name` (build `sha256`) that
     /// requests `requested`: its effective rights under the stored grant.
     pub fn rights(&self, name: &str, sha256: &str, requested: &Capabilities) -> Result<HostCtx, StoreError> {
         let grant = self.db.grant(name)?;
-        Ok(self.ctx(name, sha256, grants::effective(requested, sha256, grant.as_ref())))
+        Ok(self.ctx(name, sha256, self.effective(requested, sha256, grant.as_ref())))
     }
 
     pub async fn rescan(&self) -> ScanReport {
+        let approved = |name: &str| self.db.grant(name).ok().flatten().map(|g| g.sha256);
         self.registry
-            .rescan(&self.engine, &self.paths.skills_dir(), |name| self.ctx(name, "", Effective::default()))
+            .rescan(&self.engine, &self.paths.skills_dir(), |name| self.ctx(name, "", Effective::default()), approved)
             .await
     }
 
@@ -196,15 +235,27 @@ impl Runtime {
             requested: None,
             granted: grant.as_ref().map(|g| g.granted.clone()),
             granted_sha256: grant.as_ref().map(|g| g.sha256.clone()),
+            changed: None,
+            kv_usage: None,
             channel: None,
         };
         match &entry.loaded {
             Err(reason) => info.reason = Some(reason.clone()),
             Ok(loaded) => {
                 let m: &Manifest = &loaded.manifest;
-                let eff = grants::effective(&m.capabilities, &entry.sha256, grant.as_ref());
-                info.status = if eff.pending.is_empty() { "active" } else { "needs-approval" }.into();
+                let eff = self.effective(&m.capabilities, &entry.sha256, grant.as_ref());
+                let active = eff.approved && eff.pending.is_empty();
+                info.status = if active { "active" } else { "needs-approval" }.into();
                 info.pending = eff.pending;
+                if !eff.approved {
+                    let short = |s: &str| s[..12.min(s.len())].to_string();
+                    info.changed = eff.changed_from.map(|old| format!("{} → {}", short(&old), short(&entry.sha256)));
+                    let hint = format!("approval of this build: run `wasiclaw skills approve {}`", m.name);
+                    info.pending.insert(0, hint);
+                }
+                if m.capabilities.kv {
+                    info.kv_usage = Some(self.db.kv_usage(&m.name)?);
+                }
                 info.version = Some(m.version.clone());
                 info.description = Some(m.description.clone());
                 info.tools = m.tools.clone();
@@ -237,6 +288,22 @@ impl Runtime {
         }
         if let Some(bad) = rights.secrets.iter().find(|s| !grants::valid_secret_name(s)) {
             return Err(RuntimeError::Invalid(format!("`{bad}` is not a valid secret name")));
+        }
+        let host_secrets = self.config.host_secrets();
+        if let Some(own) = rights.secrets.iter().find(|s| host_secrets.contains(*s)) {
+            return Err(RuntimeError::Invalid(format!(
+                "`{own}` is one of the host's own secrets (a provider key, the gateway token or the embeddings key in config.toml); it is never granted to a component"
+            )));
+        }
+        for rule in &rights.http {
+            let pattern = UrlPattern::parse(&rule.url).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+            if let Ok(ip) = pattern.host.parse()
+                && crate::policy::never_reachable(ip)
+            {
+                return Err(RuntimeError::Invalid(format!(
+                    "{ip} is a link-local or cloud-metadata address; components can never reach it"
+                )));
+            }
         }
         let mut notes = Vec::new();
         if revoke {
@@ -271,8 +338,12 @@ impl Runtime {
                     .any(|r| r.covers(&g) || g.covers(&r));
                 unasked(!meets, false, &format!("http {}", rule.url), &mut notes);
             }
-            self.db.update_grant(name, |record| grants::apply_grant(record, asked, &entry.sha256, change))?;
+            self.db.update_grant(name, |record| {
+                grants::apply_grant(record, asked, &entry.sha256, change);
+                record.granted.secrets.retain(|s| !host_secrets.contains(s));
+            })?;
         }
+        self.grants_changed.notify_one();
         let info = match self.registry.find(name) {
             Some(entry) => self.info(&entry)?,
             None => self.removed_info(name)?,
@@ -311,11 +382,14 @@ impl Runtime {
             return Err(RuntimeError::Invalid(format!("`{skill}` is a channel; it has no tools")));
         };
         let ctx = self.rights(skill, &entry.sha256, &m.capabilities)?;
+        // Calls of one component beyond the cap wait their turn.
+        let _permit = ctx.budget.running.clone().acquire_owned().await.expect("the semaphore is never closed");
         let files = ctx.effective.files.then(|| self.paths.files_dir(skill));
+        let writable = files.as_deref().is_none_or(|dir| crate::files::within_quota(&ctx, dir));
         if let Some(dir) = &files {
             ctx.audit("files", &dir.display().to_string(), true, "preopened as /data");
         }
-        let result = match self.engine.store(ctx.clone(), files.as_deref()) {
+        let result = match self.engine.store(ctx.clone(), files.as_deref().map(|d| (d, writable))) {
             Ok(mut store) => {
                 let (pre, tool, args) = (pre.clone(), tool.to_string(), args.to_string());
                 self.engine
@@ -329,6 +403,9 @@ impl Runtime {
             }
             Err(e) => Err(e),
         };
+        if let Some(dir) = &files {
+            crate::files::after_call(&ctx, dir);
+        }
         let cap = self.engine.limits().output_bytes();
         let result = match result {
             Ok(Ok(out)) if out.len() > cap => Err(CallError::Output(out.len(), cap)),

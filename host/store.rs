@@ -6,6 +6,7 @@
 //! can never address another's keys; redb locks the file to one process,
 //! which is why the CLI goes through the daemon while it runs.
 
+use crate::config::AuditConfig;
 use crate::grants::GrantRecord;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,9 @@ const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
+/// Per component: (keys, bytes) in its kv namespace, kept in the same
+/// transaction as every kv write so the quota holds exactly.
+const KV_USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("kv_usage");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -26,6 +30,8 @@ pub enum StoreError {
     Db(#[from] redb::Error),
     #[error("corrupt record in the database: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("{0}")]
+    Quota(String),
 }
 
 macro_rules! redb_errors {
@@ -103,6 +109,8 @@ pub struct Store {
     /// Bumped after a commit that queues work for the channel workers
     /// (inbox, outbox); a `watch` so a wake-up is never missed.
     pub changes: tokio::sync::watch::Sender<u64>,
+    /// `[audit]`: how long, and how many, audit records are kept.
+    pub audit_retention: std::sync::Mutex<AuditConfig>,
 }
 
 pub fn now_ms() -> i64 {
@@ -122,12 +130,13 @@ impl Store {
         txn.open_table(OUTBOX)?;
         txn.open_table(SESSIONS)?;
         txn.open_table(USAGE)?;
+        txn.open_table(KV_USAGE)?;
         crate::memory::create_tables(&txn)?;
         crate::scheduler::create_tables(&txn)?;
         crate::pairing::create_tables(&txn)?;
         crate::channels::create_tables(&txn)?;
         txn.commit()?;
-        Ok(Store { db, changes: tokio::sync::watch::Sender::new(0) })
+        Ok(Store { db, changes: tokio::sync::watch::Sender::new(0), audit_retention: std::sync::Mutex::new(AuditConfig::default()) })
     }
 
     /// Read-modify-write one JSON record keyed by id, in one transaction;
@@ -207,16 +216,54 @@ impl Store {
         Ok(table.get((skill, key))?.map(|v| v.value().to_vec()))
     }
 
-    pub fn kv_set(&self, skill: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    /// Keys and bytes (keys plus values) in `skill`'s namespace.
+    pub fn kv_usage(&self, skill: &str) -> Result<(u64, u64), StoreError> {
+        let txn = self.db.begin_read()?;
+        if let Some(usage) = txn.open_table(KV_USAGE)?.get(skill)? {
+            return Ok(usage.value());
+        }
+        let table = txn.open_table(KV)?;
+        let mut usage = (0, 0);
+        for entry in table.range((skill, "")..)? {
+            let (k, v) = entry?;
+            let (owner, key) = k.value();
+            if owner != skill {
+                break;
+            }
+            usage = (usage.0 + 1, usage.1 + (key.len() + v.value().len()) as u64);
+        }
+        Ok(usage)
+    }
+
+    /// Store a value unless it would take `skill` past `max_keys` keys or
+    /// `max_bytes` bytes.
+    pub fn kv_set(&self, skill: &str, key: &str, value: &[u8], max_keys: u64, max_bytes: u64) -> Result<(), StoreError> {
+        let (keys, bytes) = self.kv_usage(skill)?;
         let txn = self.db.begin_write()?;
-        txn.open_table(KV)?.insert((skill, key), value)?;
+        {
+            let mut table = txn.open_table(KV)?;
+            let old = table.get((skill, key))?.map(|v| (key.len() + v.value().len()) as u64);
+            let keys = keys + u64::from(old.is_none());
+            let bytes = bytes - old.unwrap_or(0) + (key.len() + value.len()) as u64;
+            if keys > max_keys || bytes > max_bytes {
+                return Err(StoreError::Quota(format!(
+                    "kv quota: this would make {keys} keys and {bytes} bytes; the limits are {max_keys} keys and {max_bytes} bytes ([limits] kv_keys, kv_mb)"
+                )));
+            }
+            table.insert((skill, key), value)?;
+            txn.open_table(KV_USAGE)?.insert(skill, (keys, bytes))?;
+        }
         txn.commit()?;
         Ok(())
     }
 
     pub fn kv_delete(&self, skill: &str, key: &str) -> Result<(), StoreError> {
+        let (keys, bytes) = self.kv_usage(skill)?;
         let txn = self.db.begin_write()?;
-        txn.open_table(KV)?.remove((skill, key))?;
+        if let Some(old) = txn.open_table(KV)?.remove((skill, key))? {
+            let freed = (key.len() + old.value().len()) as u64;
+            txn.open_table(KV_USAGE)?.insert(skill, (keys.saturating_sub(1), bytes.saturating_sub(freed)))?;
+        }
         txn.commit()?;
         Ok(())
     }
@@ -243,6 +290,20 @@ impl Store {
             let id = table.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
             record.id = id;
             table.insert(id, serde_json::to_vec(&record)?.as_slice())?;
+            // Prune now and then rather than on every write.
+            if id % 256 == 0 {
+                let AuditConfig { keep_days, max_records } = self.audit_retention.lock().unwrap().clone();
+                let cutoff = record.time_ms - (keep_days as i64) * 86_400_000;
+                let keep_from = id.saturating_sub(max_records.saturating_sub(1));
+                loop {
+                    let first = table.first()?.map(|(k, v)| (k.value(), serde_json::from_slice::<AuditRecord>(v.value())));
+                    let Some((k, old)) = first else { break };
+                    if k >= keep_from && old?.time_ms >= cutoff {
+                        break;
+                    }
+                    table.remove(k)?;
+                }
+            }
             id
         };
         txn.commit()?;

@@ -24,6 +24,11 @@ async fn agent(env: &Env, config: &str) -> Agent {
     agent
 }
 
+/// The owner approves a skill's build, as `wasiclaw skills approve` does.
+fn approve(agent: &Agent, skill: &str) {
+    agent.rt.change_grant(skill, &wasiclaw::grants::GrantChange::default(), false).unwrap();
+}
+
 /// Run one turn, collecting its events.
 async fn turn(agent: &Agent, session: &str, text: &str) -> (String, Vec<Event>) {
     let events = Mutex::new(Vec::new());
@@ -75,6 +80,7 @@ async fn parallel_tool_calls_each_get_their_result() {
     let env = Env::new();
     env.install("clock");
     let agent = agent(&env, &provider("anthropic", &llm.base)).await;
+    approve(&agent, "clock");
     let (reply, _) = turn(&agent, "t:1", "time in Tokyo and Kolkata?").await;
     assert_eq!(reply, "Tokyo and Kolkata, done.");
     let second = &llm.requests()[1];
@@ -257,4 +263,20 @@ async fn knowledge_skills_load_on_demand_and_the_persona_is_the_owners() {
     turn(&agent, "t:1", "after new").await;
     let last = texts(&llm.requests().pop().unwrap());
     assert!(last.contains("after new") && !last.contains("help me pack"), "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_approved_skills_reach_the_model() {
+    let llm = FakeLlm::start(vec![Reply::Text("one"), Reply::Text("two")]).await;
+    let env = Env::new();
+    env.install("clock");
+    let agent = agent(&env, &provider("openai", &llm.base)).await;
+    let tools = |request: &Value| -> Vec<String> {
+        request["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap().into()).collect()
+    };
+    turn(&agent, "t:1", "what time is it?").await;
+    assert!(!tools(&llm.requests()[0]).contains(&"clock__now".to_string()), "an unapproved skill reached the model");
+    approve(&agent, "clock");
+    turn(&agent, "t:1", "and now?").await;
+    assert!(tools(&llm.requests()[1]).contains(&"clock__now".to_string()));
 }

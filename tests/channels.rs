@@ -20,6 +20,7 @@ async fn a_trapping_channel_is_restarted_with_backoff_and_nothing_else_stops() {
     env.install("hostile-channel");
     env.install("clock");
     env.config("[skills.hostile-channel]\nmode = \"crash\"\n");
+    env.ok(&["skills", "approve", "hostile-channel"]);
     let _daemon = env.daemon();
     let start = Instant::now();
     while channel_status(&env, "hostile-channel")["restarts"].as_u64().unwrap_or(0) < 2 {
@@ -107,11 +108,12 @@ async fn a_channel_cannot_smuggle_or_read_secrets_through_its_websocket() {
     let env = Env::new();
     env.install("hostile-channel");
     env.config(&format!("[skills.hostile-channel]\nurl = \"{url}\"\n"));
-    for (name, value) in [("VICTIM_SECRET", "victim-value-1"), ("OWN_SECRET", "own-value-2")] {
+    let secrets = [("VICTIM_SECRET", "victim-value-1"), ("OWN_SECRET", "own-value-2"), ("FRAME_SECRET", "frame-value-3")];
+    for (name, value) in secrets {
         env.cli_stdin(&["secrets", "set", name], &format!("{value}\n"));
     }
-    env.ok(&["skills", "grant", "hostile-channel", "--http", &url, "--secret", "OWN_SECRET"]);
-    let _daemon = env.daemon();
+    env.ok(&["skills", "grant", "hostile-channel", "--all-requested", "--http", &url]);
+    let daemon = env.daemon();
     let (tcp, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept()).await.unwrap().unwrap();
     let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
     async fn next(ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>) -> String {
@@ -121,11 +123,27 @@ async fn a_channel_cannot_smuggle_or_read_secrets_through_its_websocket() {
         }
     }
     assert_eq!(next(&mut ws).await, "steal:{VICTIM_SECRET}", "the host filled in a secret the channel was not granted");
-    assert_eq!(next(&mut ws).await, "own:own-value-2", "a granted secret is filled in on the way out");
-    // The platform echoes the granted secret: the channel sees it scrubbed.
-    ws.send(Message::text("echo own-value-2")).await.unwrap();
+    assert_eq!(next(&mut ws).await, "crypto:{OWN_SECRET}", "a crypto-only secret went out in a frame");
+    assert_eq!(next(&mut ws).await, "frame:frame-value-3", "the socket rule's own secret is filled in");
+    // The platform echoes granted secrets: the channel sees them scrubbed.
+    ws.send(Message::text("echo own-value-2 FRAME-VALUE-3")).await.unwrap();
     let seen = next(&mut ws).await;
-    assert!(seen.starts_with("seen:echo ") && !seen.contains("own-value-2"), "{seen}");
+    assert!(seen.starts_with("seen:echo ") && !seen.to_lowercase().contains("value-"), "{seen}");
     let audit = env.ok(&["audit", "--skill", "hostile-channel"]);
-    assert!(audit.contains("VICTIM_SECRET"), "the attempt is audited: {audit}");
+    assert!(audit.contains("VICTIM_SECRET") && audit.contains("OWN_SECRET"), "the attempts are audited: {audit}");
+
+    // A changed build is held: no connection, no frames, until approved.
+    let v2 = crate::support::rebuilt(&crate::support::guest("hostile-channel"), "swapped");
+    std::fs::copy(&v2, env.skills().join("hostile-channel.wasm")).unwrap();
+    crate::support::wait_for("the swapped build to be held", Duration::from_secs(30), || {
+        channel_status(&env, "hostile-channel")["state"] == "needs-approval"
+    });
+    drop(ws);
+    let held = tokio::time::timeout(Duration::from_secs(3), listener.accept()).await;
+    assert!(held.is_err(), "a swapped build connected before approval");
+    env.ok(&["skills", "approve", "hostile-channel"]);
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept()).await.unwrap().unwrap();
+    let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+    assert_eq!(next(&mut ws).await, "steal:{VICTIM_SECRET}");
+    drop(daemon);
 }

@@ -3,13 +3,11 @@
 //! and responses are capped. Hook decisions are also tested directly.
 
 use crate::support::{Env, Server, call};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use wasiclaw::egress::authorize;
-use wasiclaw::engine::HostCtx;
 use wasiclaw::grants::{self, Capabilities, GrantChange, GrantRecord, GrantSet, HttpRule, parse_granted_rule};
+use wasiclaw::policy::{self, Denial, SecretSource};
 use wasiclaw::runtime::Runtime;
-use wasiclaw::secrets::Secrets;
-use wasiclaw::store::Store;
 
 /// The hostile fixture, its rule pointed at `base`, the secret it names set.
 pub async fn hostile(base: &str, limits: &str) -> (Env, Runtime) {
@@ -27,7 +25,7 @@ pub fn grant(rt: &Runtime, skill: &str, http: &[&str], secrets: &[&str]) {
         secrets: secrets.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
-    let change = GrantChange { rights, all: false };
+    let change = GrantChange { rights, all: false, carry_over: None };
     rt.change_grant(skill, &change, false).unwrap();
 }
 
@@ -88,6 +86,7 @@ async fn a_host_name_resolving_to_loopback_is_refused() {
     let out = call(&rt, "hostile.fetch", &fetch_args(&format!("{named}/echo/{{API_TOKEN}}/a"))).await;
     assert_eq!(out.error_kind.as_deref(), Some("denied"), "{}", out.output);
     assert!(out.denials[0].contains("non-public address"), "{:?}", out.denials);
+    assert!(out.denials[0].contains("grant it by literal address"), "{:?}", out.denials);
     assert!(server.seen().is_empty());
 }
 
@@ -104,61 +103,250 @@ async fn responses_are_capped_and_hung_servers_time_out() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
-/// The hook's decision alone, without a guest (Spin style).
-#[tokio::test(flavor = "multi_thread")]
-async fn hook_decisions() {
-    let dir = tempfile::tempdir().unwrap();
-    let requested = Capabilities {
-        http: vec![
-            HttpRule { url: "http://*:*/".into(), methods: vec![], headers: vec![] },
-            HttpRule {
-                url: "https://93.184.216.34/bot{TOKEN}/".into(),
-                methods: vec!["POST".into()],
-                headers: vec![("authorization".into(), "Bearer {TOKEN}".into())],
-            },
-        ],
-        ..Default::default()
-    };
+/// Secrets for a decision, without a file or a database.
+struct Fixed(Vec<(&'static str, &'static str)>);
+
+impl SecretSource for Fixed {
+    fn secret(&self, name: &str) -> Result<Option<String>, String> {
+        Ok(self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string()))
+    }
+}
+
+/// Effective rights for `requested` with everything in `granted` granted.
+fn rights(requested: Vec<HttpRule>, granted: &[&str], secrets: &[&str]) -> wasiclaw::grants::Effective {
+    let requested = Capabilities { http: requested, ..Default::default() };
     let mut record = GrantRecord::default();
     let rights = GrantSet {
-        http: ["http://*:*/", "http://127.0.0.1:8080/", "https://93.184.216.34/"]
-            .iter()
-            .map(|u| parse_granted_rule(u).unwrap())
-            .collect(),
-        secrets: ["TOKEN".to_string()].into(),
+        http: granted.iter().map(|u| parse_granted_rule(u).unwrap()).collect(),
+        secrets: secrets.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
-    let change = GrantChange { rights, all: false };
-    grants::apply_grant(&mut record, &requested, "sha", &change);
-    let secrets = Secrets::new(dir.path().join("s.json"));
-    secrets.set("TOKEN", "a b/c").unwrap();
-    let ctx = HostCtx {
-        skill: "t".into(),
-        sha256: "sha".into(),
-        effective: Arc::new(grants::effective(&requested, "sha", Some(&record))),
-        db: Arc::new(Store::open(&dir.path().join("db")).unwrap()),
-        secrets,
-        settings: None,
-        embedder: None,
-        denials: Arc::new(Mutex::new(vec![])),
-        owner_chat: None,
-    };
-    let check = |method: &'static str, url: &'static str| {
-        let ctx = ctx.clone();
-        async move { authorize(&ctx, method, &url.parse().unwrap()).await }
+    grants::apply_grant(&mut record, &requested, "sha", &GrantChange { rights, all: false, carry_over: None });
+    grants::effective(&requested, "sha", Some(&record))
+}
+
+fn rule(url: &str, methods: &[&str], headers: &[(&str, &str)]) -> HttpRule {
+    HttpRule {
+        url: url.into(),
+        methods: methods.iter().map(|m| m.to_string()).collect(),
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    }
+}
+
+/// The policy's decision alone: no guest, no database, no network (Spin style).
+#[test]
+fn policy_decisions() {
+    let eff = rights(
+        vec![
+            rule("http://*:*/", &[], &[]),
+            rule("https://93.184.216.34/bot{TOKEN}/", &["POST"], &[("authorization", "Bearer {TOKEN}")]),
+        ],
+        &["http://*:*/", "http://127.0.0.1:8080/", "https://93.184.216.34/"],
+        &["TOKEN"],
+    );
+    let secrets = Fixed(vec![("TOKEN", "a b/c")]);
+    let decide = |method: &str, url: &str| policy::decide("t", &eff, &secrets, method, &url.parse().unwrap());
+    let address = |url: &str| {
+        let d = decide("GET", url).unwrap();
+        policy::check_address(&d, d.host.parse().unwrap())
     };
     // A wildcard grant never reaches private addresses; a literal one does.
-    assert!(check("GET", "http://10.0.0.1/").await.unwrap_err().contains("private"));
-    assert!(check("GET", "http://169.254.169.254/latest/meta-data").await.is_err());
-    assert!(check("GET", "http://127.0.0.1:8080/x").await.is_ok());
-    assert!(check("GET", "http://127.0.0.1:8081/x").await.is_err());
-    assert!(check("GET", "http://user@127.0.0.1:8080/x").await.unwrap_err().contains("credentials"));
-    // Secrets go into the URL percent-encoded, and into the rule's headers.
-    let ok = check("POST", "https://93.184.216.34/bot%7BTOKEN%7D/send").await.unwrap();
+    assert!(matches!(address("http://10.0.0.1/"), Err(Denial::NonPublicAddress(_))));
+    assert!(address("http://127.0.0.1:8080/x").is_ok());
+    assert!(matches!(address("http://127.0.0.1:8081/x"), Err(Denial::NonPublicAddress(_))));
+    assert_eq!(decide("GET", "http://user@127.0.0.1:8080/x").unwrap_err(), Denial::Credentials);
+    // Secrets go into the rule's place percent-encoded, and into its headers.
+    let ok = decide("POST", "https://93.184.216.34/bot%7BTOKEN%7D/send").unwrap();
     assert_eq!(ok.uri.to_string(), "https://93.184.216.34/bota%20b%2Fc/send");
     assert_eq!(ok.headers[0].1, "Bearer a b/c");
-    assert_eq!(ok.injected, vec!["a b/c".to_string()]);
-    assert!(
-        check("GET", "https://93.184.216.34/bot{TOKEN}/send").await.unwrap_err().contains("method GET not granted")
+    assert_eq!(ok.injected(), vec!["a b/c".to_string()]);
+    let method = decide("GET", "https://93.184.216.34/bot{TOKEN}/send").unwrap_err();
+    assert!(matches!(method, Denial::MethodNotGranted { .. }), "{method:?}");
+    assert!(method.to_string().contains("wasiclaw skills grant t --http https://93.184.216.34/,GET"), "{method}");
+}
+
+#[test]
+fn a_secret_goes_only_where_its_rule_puts_it() {
+    let eff = rights(
+        vec![
+            rule("https://api.telegram.org/bot{TELEGRAM_TOKEN}/", &["POST"], &[]),
+            rule("https://api.example.com/v1/", &["GET"], &[("x-api-key", "{KEY}")]),
+        ],
+        &["https://api.telegram.org/", "https://api.example.com/"],
+        &["TELEGRAM_TOKEN", "KEY"],
     );
+    let secrets = Fixed(vec![("TELEGRAM_TOKEN", "123:abc"), ("KEY", "k-9")]);
+    let decide = |method: &str, url: &str| policy::decide("t", &eff, &secrets, method, &url.parse().unwrap());
+    let ok = decide("POST", "https://api.telegram.org/bot{TELEGRAM_TOKEN}/sendMessage?chat_id=1&text=hi").unwrap();
+    assert_eq!(ok.uri.to_string(), "https://api.telegram.org/bot123%3Aabc/sendMessage?chat_id=1&text=hi");
+    for (method, url) in [
+        ("POST", "https://api.telegram.org/bot{TELEGRAM_TOKEN}/sendMessage?chat_id=X&text={TELEGRAM_TOKEN}"),
+        ("POST", "https://api.telegram.org/bot{TELEGRAM_TOKEN}/sendMessage?text=%7BTELEGRAM_TOKEN%7D"),
+        ("POST", "https://api.telegram.org/bot{TELEGRAM_TOKEN}/sendMessage?text=%257BTELEGRAM_TOKEN%257D"),
+        ("POST", "https://api.telegram.org/bot{TELEGRAM_TOKEN}/{TELEGRAM_TOKEN}/sendMessage"),
+        ("GET", "https://api.example.com/v1/search?q={KEY}"),
+        ("GET", "https://api.example.com/v1/{KEY}"),
+    ] {
+        match decide(method, url) {
+            Err(Denial::SecretMisplaced { name, .. }) => assert!(name == "TELEGRAM_TOKEN" || name == "KEY"),
+            other => panic!("{url} was not refused as a misplaced secret: {other:?}"),
+        }
+    }
+    // A name that is not a granted secret is just text.
+    assert!(decide("GET", "https://api.example.com/v1/search?q={NOT_MINE}").is_ok());
+}
+
+#[test]
+fn every_address_form_of_loopback_is_refused_under_a_wildcard() {
+    let eff = rights(vec![rule("http://*:*/", &[], &[])], &["http://*:*/"], &[]);
+    let secrets = Fixed(vec![]);
+    for url in [
+        "http://[::7f00:1]:8080/",
+        "http://[::ffff:0:7f00:1]:8080/",
+        "http://[::ffff:127.0.0.1]:8080/",
+        "http://[2002:7f00:1::]:8080/",
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]:8080/",
+        "http://[64:ff9b::7f00:1]:8080/",
+        "http://[fd00::1]:8080/",
+    ] {
+        let d = policy::decide("t", &eff, &secrets, "GET", &url.parse().unwrap()).unwrap();
+        let verdict = policy::check_address(&d, d.host.parse().unwrap());
+        assert!(matches!(verdict, Err(Denial::NonPublicAddress(_))), "{url}: {verdict:?}");
+    }
+    for path in ["/api/..;/admin", "/api/.;x/admin", "/api/%2e%2e;/admin"] {
+        let url = format!("http://example.com:8080{path}");
+        let verdict = policy::decide("t", &eff, &secrets, "GET", &url.parse().unwrap());
+        assert_eq!(verdict.unwrap_err(), Denial::DotSegments, "{path}");
+    }
+}
+
+#[test]
+fn metadata_addresses_are_never_offered_for_granting() {
+    let eff = rights(
+        vec![rule("http://*:*/", &[], &[]), rule("http://169.254.169.254/", &[], &[])],
+        &["http://*:*/", "http://169.254.169.254/"],
+        &[],
+    );
+    for url in ["http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/", "http://[fd00:ec2::254]/"] {
+        let d = policy::decide("t", &eff, &Fixed(vec![]), "GET", &url.parse().unwrap()).unwrap();
+        let denial = policy::check_address(&d, d.host.parse().unwrap()).unwrap_err();
+        let text = denial.to_string();
+        assert!(text.contains("never reachable") && !text.contains("--http"), "{url}: {text}");
+    }
+}
+
+/// The name is resolved once, and the connection goes to that answer: a
+/// rebinding name cannot hand out a second, private address.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_is_resolved_once_and_pinned() {
+    let server = Server::start().await;
+    let (_env, mut rt) = hostile(&format!("http://rebind.test:{}", server.port), "").await;
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    // First answer public, every later one loopback: what a rebinding
+    // attacker's DNS server does.
+    rt.resolver = Arc::new(move |_, _| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move { Ok(vec![if n == 0 { "203.0.113.9".parse().unwrap() } else { "127.0.0.1".parse().unwrap() }]) })
+    });
+    grant(&rt, "hostile", &[&format!("http://rebind.test:{}/", server.port)], &["API_TOKEN"]);
+    let entry = rt.registry.find("hostile").unwrap();
+    let caps = entry.loaded.as_ref().unwrap().manifest.capabilities.clone();
+    let ctx = rt.rights("hostile", &entry.sha256, &caps).unwrap();
+    let url: http::Uri = format!("http://rebind.test:{}/echo/{{API_TOKEN}}/x", server.port).parse().unwrap();
+    let verdict = authorize(&ctx, "GET", &url).await;
+    // 203.0.113.0/24 is documentation space, so not public either: the
+    // first answer is refused outright and nothing is connected.
+    assert!(matches!(verdict, Err(Denial::NonPublicAddress(_))), "{verdict:?}");
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1, "one lookup per request");
+    let out = call(&rt, "hostile.fetch", &fetch_args(url.to_string().as_str())).await;
+    assert_eq!(out.error_kind.as_deref(), Some("denied"), "{}", out.output);
+    assert!(server.seen().is_empty(), "the second, loopback answer was used");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_moved_into_the_query_never_leaves() {
+    let server = Server::start().await;
+    let (_env, rt) = hostile(&server.base, "").await;
+    grant(&rt, "hostile", &[&format!("{}/echo/", server.base)], &["API_TOKEN"]);
+    let base = &server.base;
+    for url in [
+        format!("{base}/echo/{{API_TOKEN}}/send?text={{API_TOKEN}}"),
+        format!("{base}/echo/{{API_TOKEN}}/send?text=%7BAPI_TOKEN%7D"),
+        format!("{base}/echo/{{API_TOKEN}}/{{API_TOKEN}}"),
+    ] {
+        let out = call(&rt, "hostile.fetch", &fetch_args(&url)).await;
+        assert_eq!(out.error_kind.as_deref(), Some("denied"), "{url}: {}", out.output);
+        assert!(out.denials[0].contains("may only go where its rule puts it"), "{:?}", out.denials);
+    }
+    // The guest cannot take over the header the rule's template sets.
+    let args = serde_json::json!({"url": format!("{base}/echo/{{API_TOKEN}}/h"), "x-api-key": "attacker"});
+    let out = call(&rt, "hostile.fetch", &args.to_string()).await;
+    assert!(out.ok, "{}", out.output);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1, "only the well-placed request arrived: {seen:?}");
+    assert!(!seen[0].uri.contains("tok-3f9a1c77/h?") && seen[0].uri.ends_with("/echo/tok-3f9a1c77/h"), "{:?}", seen[0]);
+    let header = |name: &str| seen[0].headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    assert_eq!(header("x-api-key").as_deref(), Some("tok-3f9a1c77"), "the rule's header, not the guest's");
+    assert_eq!(header("x-guest").as_deref(), Some("{API_TOKEN}"), "a guest's own header is never filled in");
+    let audit = rt.audit(Some("hostile"), 20).unwrap();
+    assert!(audit.iter().filter(|r| r.capability == "http" && !r.allowed).count() >= 3, "{audit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_echoed_spelling_of_a_secret_is_scrubbed() {
+    let server = Server::start().await;
+    let (_env, rt) = hostile(&server.base, "").await;
+    let secret = "tok:3f9a/Z c+1";
+    rt.secrets.set("API_TOKEN", secret).unwrap();
+    grant(&rt, "hostile", &[&format!("{}/echo/", server.base)], &["API_TOKEN"]);
+    for how in LEAKS {
+        let url = format!("{}/echo/{{API_TOKEN}}/leak?how={how}", server.base);
+        let out = call(&rt, "hostile.fetch", &fetch_args(&url)).await;
+        assert!(out.ok, "{how}: {}", out.output);
+        let seen: serde_json::Value = serde_json::from_str(&out.output).unwrap();
+        let headers = seen["headers"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string());
+        let text = std::iter::once(seen["body"].as_str().unwrap().to_string()).chain(headers).collect::<Vec<_>>().join("\n");
+        for spelled in spellings(secret) {
+            assert!(!text.contains(&spelled), "{how}: the guest read {spelled} in {text}");
+        }
+        if *how != "header-name" && *how != "split" {
+            assert!(text.contains("[REDACTED]"), "{how}: {text}");
+        }
+    }
+}
+
+/// How `/echo/.../leak?how=` sends the secret back.
+pub const LEAKS: &[&str] =
+    &["raw", "upper", "percent", "percent-lower", "form", "json", "base64", "base64url", "base64-1", "base64-2", "hex", "header", "header-name", "split"];
+
+/// The spellings a leak test must not find in what the guest read.
+pub fn spellings(secret: &str) -> Vec<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    let pct = percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).to_string();
+    vec![
+        secret.to_string(),
+        secret.to_uppercase(),
+        pct.clone(),
+        pct.to_lowercase(),
+        serde_json::to_string(secret).unwrap().trim_matches('"').replace('/', "\\/"),
+        STANDARD.encode(secret),
+        URL_SAFE.encode(secret),
+        hex::encode(secret),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_tls_handshake_is_audited() {
+    let server = Server::start().await;
+    // The rule names the literal loopback address, over https, but the
+    // server speaks plain HTTP: the handshake fails.
+    let tls = format!("https://127.0.0.1:{}", server.port);
+    let (_env, rt) = hostile(&tls, "").await;
+    grant(&rt, "hostile", &[&format!("{tls}/")], &["API_TOKEN"]);
+    let out = call(&rt, "hostile.fetch", &fetch_args(&format!("{tls}/echo/{{API_TOKEN}}/x"))).await;
+    assert!(!out.ok, "{}", out.output);
+    let audit = rt.audit(Some("hostile"), 10).unwrap();
+    assert!(audit.iter().any(|r| !r.allowed && r.detail.contains("TLS handshake failed")), "{audit:?}");
 }

@@ -31,25 +31,93 @@ async fn a_changed_component_keeps_old_rights_but_inherits_nothing_new() {
     assert_ne!(s["sha256"], s["granted_sha256"]);
     let pending: Vec<String> = serde_json::from_value(s["pending"].clone()).unwrap();
     assert!(pending.iter().any(|p| p.contains("/v2/echo/{API_TOKEN}/")), "{pending:?}");
+    assert_eq!(s["changed"].as_str().unwrap().split(" → ").count(), 2, "{s}");
     let denied = fetch("/v2/echo/{API_TOKEN}/x");
     assert!(!denied.status.success(), "the new request was inherited from the broad grant");
     assert!(stderr(&denied).contains("denied"), "{}", stderr(&denied));
 
+    // Approving the build keeps what v1 also asked for, nothing new.
+    env.ok(&["skills", "approve", "hostile"]);
+    let s = status(&env, "hostile");
+    assert_eq!(s["status"], "needs-approval", "the new rule still waits: {s}");
+    assert!(s["changed"].is_null(), "{s}");
+    assert!(!fetch("/v2/echo/{API_TOKEN}/x").status.success());
     env.ok(&["skills", "grant", "hostile", "--all-requested"]);
     assert!(fetch("/v2/echo/{API_TOKEN}/x").status.success());
     assert_eq!(server.seen().len(), 2);
 }
 
 #[test]
-fn unchanged_requests_carry_over_to_a_new_build() {
+fn a_changed_build_carries_nothing_until_the_owner_approves_it() {
     let env = Env::new();
     env.install("notes");
     env.ok(&["skills", "grant", "notes", "--kv"]);
     env.ok(&["tool", "notes.add", r#"{"text":"before"}"#]);
     std::fs::copy(rebuilt(&guest("notes"), "n2"), env.skills().join("notes.wasm")).unwrap();
     let s = status(&env, "notes");
-    assert_eq!(s["status"], "active", "{s}");
-    assert!(env.ok(&["tool", "notes.list"]).contains("before"), "kv survives the upgrade");
+    assert_eq!(s["status"], "needs-approval", "{s}");
+    let listed = env.ok(&["skills", "list"]);
+    assert!(listed.contains("needs-approval (changed: "), "{listed}");
+    let denied = env.cli(&["tool", "notes.list"]);
+    assert!(!denied.status.success(), "a swapped build read the old build's kv");
+    env.ok(&["skills", "approve", "notes"]);
+    assert_eq!(status(&env, "notes")["status"], "active");
+    assert!(env.ok(&["tool", "notes.list"]).contains("before"), "kv survives the approved upgrade");
+
+    // Opting in: later builds keep their rights without asking.
+    env.ok(&["skills", "approve", "notes", "--carry-over"]);
+    std::fs::copy(rebuilt(&guest("notes"), "n3"), env.skills().join("notes.wasm")).unwrap();
+    assert_eq!(status(&env, "notes")["status"], "active");
+    assert!(env.ok(&["tool", "notes.list"]).contains("before"));
+}
+
+#[test]
+fn a_second_file_claiming_an_installed_name_is_refused() {
+    let env = Env::new();
+    env.install("notes");
+    env.ok(&["skills", "grant", "notes", "--kv"]);
+    env.ok(&["tool", "notes.add", r#"{"text":"mine"}"#]);
+    // Sorted before notes.wasm, so the first file read on a fresh start.
+    std::fs::copy(rebuilt(&guest("notes"), "impostor"), env.skills().join("aaa-notes.wasm")).unwrap();
+    let list = env.list();
+    let by_file = |f: &str| list.iter().find(|s| s["file"].as_str().unwrap().ends_with(f)).unwrap().clone();
+    let impostor = by_file("aaa-notes.wasm");
+    assert_eq!(impostor["status"], "rejected", "{impostor}");
+    assert!(impostor["reason"].as_str().unwrap().contains("already used by"), "{impostor}");
+    assert_eq!(by_file("/notes.wasm")["status"], "active");
+    assert!(env.ok(&["tool", "notes.list"]).contains("mine"), "the approved build still answers");
+}
+
+#[test]
+fn a_running_daemon_never_lets_a_new_file_take_a_loaded_name() {
+    let env = Env::new();
+    env.install("clock");
+    let _daemon = env.daemon();
+    std::fs::copy(rebuilt(&guest("clock"), "squat"), env.skills().join("a-clock.wasm")).unwrap();
+    crate::support::wait_for("the squatter to be scanned", std::time::Duration::from_secs(20), || {
+        env.list().iter().any(|s| s["file"].as_str().unwrap().ends_with("a-clock.wasm"))
+    });
+    let list = env.list();
+    let squatter = list.iter().find(|s| s["file"].as_str().unwrap().ends_with("a-clock.wasm")).unwrap();
+    assert_eq!(squatter["status"], "rejected", "{squatter}");
+    let held = list.iter().find(|s| s["file"].as_str().unwrap().ends_with("/clock.wasm")).unwrap();
+    assert_eq!(held["name"], "clock");
+}
+
+#[test]
+fn the_hosts_own_secrets_are_never_granted() {
+    let env = Env::new();
+    env.install("hostile");
+    env.config("[[providers]]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\napi_key_secret = \"SIGNING_KEY\"\n");
+    let refused = env.cli(&["skills", "grant", "hostile", "--secret", "SIGNING_KEY"]);
+    assert!(!refused.status.success() && stderr(&refused).contains("host's own secrets"), "{}", stderr(&refused));
+    env.ok(&["skills", "grant", "hostile", "--all-requested"]);
+    let s = status(&env, "hostile");
+    let granted: Vec<String> = serde_json::from_value(s["granted"]["secrets"].clone()).unwrap();
+    assert!(!granted.contains(&"SIGNING_KEY".to_string()), "{granted:?}");
+    assert!(s["pending"].to_string().contains("the host's own secret"), "{s}");
+    let hmac = env.cli(&["tool", "hostile.hmac", r#"{"secret":"SIGNING_KEY"}"#]);
+    assert!(!hmac.status.success(), "a provider key answered an HMAC");
 }
 
 #[test]

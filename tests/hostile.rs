@@ -82,7 +82,7 @@ async fn the_files_grant_opens_one_private_directory_and_nothing_else() {
     let write = |path: &str| serde_json::json!({"path": path, "text": "hello"}).to_string();
     assert!(!call(&rt, "hostile.write-file", &write("/data/note.txt")).await.ok, "no grant, no directory");
     let files = wasiclaw::grants::GrantSet { files: true, ..Default::default() };
-    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false }, false).unwrap();
+    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false, carry_over: None }, false).unwrap();
     let out = call(&rt, "hostile.write-file", &write("/data/note.txt")).await;
     assert!(out.ok, "{}", out.output);
     assert_eq!(std::fs::read_to_string(env.path().join("files/hostile/note.txt")).unwrap(), "hello");
@@ -93,4 +93,141 @@ async fn the_files_grant_opens_one_private_directory_and_nothing_else() {
         assert!(!out.ok, "read {escape}: {}", out.output);
     }
     assert!(!call(&rt, "hostile.write-file", &write("/tmp/x")).await.ok);
+}
+
+/// Size of the database file, for "bytes on disk bounded" checks.
+fn db_bytes(env: &Env) -> u64 {
+    std::fs::metadata(env.path().join("wasiclaw.redb")).unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_floods_are_coalesced_and_bounded() {
+    let (env, rt) = hostile("http://127.0.0.1:9", "[limits]\naudit_per_minute = 20").await;
+    let before = rt.db.audit_count().unwrap();
+    let out = call(&rt, "hostile.audit-flood", r#"{"n": 5000}"#).await;
+    assert_eq!(out.output, "denied 5000", "every attempt is still refused");
+    assert!(out.denials.len() <= 16, "denial texts kept per call are capped: {}", out.denials.len());
+    let records = rt.audit(Some("hostile"), 1000).unwrap();
+    let written = rt.db.audit_count().unwrap() - before;
+    assert!(written <= 21, "{written} audit records for one flood");
+    let coalesced = records.iter().find(|r| r.capability == "audit").expect("one coalescing record");
+    assert!(coalesced.detail.contains("kv denied ×4980"), "{coalesced:?}");
+    assert!(records.iter().all(|r| r.target.len() <= 300 && r.detail.len() <= 300), "fields are truncated");
+    assert!(db_bytes(&env) < 8 << 20, "database grew to {} bytes", db_bytes(&env));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_quota_holds_across_calls() {
+    let (_env, rt) = hostile("http://127.0.0.1:9", "[limits]\nkv_mb = 1\nkv_keys = 100").await;
+    let kv = wasiclaw::grants::GrantSet { kv: true, ..Default::default() };
+    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: kv, all: false, carry_over: None }, false)
+        .unwrap();
+    let out = call(&rt, "hostile.kv-flood", r#"{"n": 1000}"#).await;
+    assert_eq!(out.error_kind.as_deref(), Some("denied"), "{}", out.output);
+    // 64 KiB values: the 16th would pass 1 MiB.
+    assert!(out.output.contains("after 15 keys") && out.output.contains("kv quota"), "{}", out.output);
+    let again = call(&rt, "hostile.kv-flood", r#"{"n": 1}"#).await;
+    assert!(again.ok, "overwriting an existing key fits: {}", again.output);
+    let info = rt.inspect("hostile").unwrap();
+    let (keys, bytes) = info.kv_usage.unwrap();
+    assert_eq!(keys, 15);
+    assert!(bytes <= 1 << 20, "{bytes}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notify_and_secret_checks_are_rate_limited() {
+    let limits = "[limits]\nnotify_per_hour = 3\nsecret_checks_per_minute = 5";
+    let (_env, rt) = hostile("http://127.0.0.1:9", limits).await;
+    rt.secrets.set("SIGNING_KEY", "sign-me").unwrap();
+    let rights = wasiclaw::grants::GrantSet {
+        notify: true,
+        secrets: ["SIGNING_KEY".to_string()].into(),
+        ..Default::default()
+    };
+    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights, all: false, carry_over: None }, false).unwrap();
+    let out = call(&rt, "hostile.notify", r#"{"n": 10}"#).await;
+    assert!(!out.ok && out.output.contains("notify_per_hour"), "{}", out.output);
+    assert_eq!(rt.notifications(100).unwrap().len(), 3);
+    let guess = call(&rt, "hostile.guess", r#"{"secret": "SIGNING_KEY", "n": 100}"#).await;
+    assert!(guess.output.contains("after 5 guesses"), "{}", guess.output);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_granted_for_a_rule_is_not_an_hmac_key() {
+    let (_env, rt) = hostile("http://127.0.0.1:9", "").await;
+    rt.secrets.set("SIGNING_KEY", "sign-me").unwrap();
+    crate::egress::grant(&rt, "hostile", &["http://127.0.0.1:9/"], &["API_TOKEN", "SIGNING_KEY"]);
+    let rule_secret = call(&rt, "hostile.hmac", r#"{"secret": "API_TOKEN"}"#).await;
+    assert_eq!(rule_secret.error_kind.as_deref(), Some("denied"), "{}", rule_secret.output);
+    assert!(rule_secret.denials[0].contains("only for the HTTP rules"), "{:?}", rule_secret.denials);
+    let crypto = call(&rt, "hostile.hmac", r#"{"secret": "SIGNING_KEY"}"#).await;
+    assert!(crypto.ok && crypto.output.len() == 64, "{}", crypto.output);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_inputs_are_refused_before_use() {
+    let (_env, rt) = hostile("http://127.0.0.1:9", "").await;
+    let rights = wasiclaw::grants::GrantSet { memory_read: true, ..Default::default() };
+    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights, all: false, carry_over: None }, false).unwrap();
+    let query = "q ".repeat(4 << 20);
+    let out = call(&rt, "hostile.recall", &serde_json::json!({"query": query}).to_string()).await;
+    assert_eq!(out.error_kind.as_deref(), Some("invalid-input"), "{}", out.output);
+    assert!(out.output.contains("at most 1024 bytes"), "{}", out.output);
+}
+
+#[test]
+fn an_oversized_manifest_is_rejected_naming_the_limit() {
+    let env = Env::new();
+    env.install("hostile");
+    env.config("[skills.hostile]\nextra_tools = 2000\n");
+    let s = env.list().into_iter().find(|s| s["name"] == "hostile").unwrap();
+    assert_eq!(s["status"], "rejected");
+    assert!(s["reason"].as_str().unwrap().contains("at most 64 are allowed"), "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_floods_are_dropped_past_the_budget() {
+    let (_env, rt) = hostile("http://127.0.0.1:9", "[limits]\nlog_kb_per_minute = 10").await;
+    let budget = rt.budgets.of("hostile", &rt.config.limits);
+    let out = call(&rt, "hostile.log-flood", r#"{"n": 1000}"#).await;
+    assert!(out.ok, "{}", out.output);
+    // 1000 lines of 1000 bytes were written; at most 10 KiB passed, so the
+    // budget is spent and the next line is refused too.
+    assert!(!budget.take(wasiclaw::budget::Spend::LogBytes, 1000), "the flood was not counted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn socket_attempts_and_planted_symlinks_are_audited() {
+    let (env, rt) = hostile("http://127.0.0.1:9", "").await;
+    let connect = call(&rt, "hostile.connect", r#"{"addr": "127.0.0.1:22"}"#).await;
+    assert!(!connect.ok);
+    let audit = rt.audit(Some("hostile"), 50).unwrap();
+    assert!(
+        audit.iter().any(|r| r.capability == "socket" && !r.allowed && r.target.contains("127.0.0.1:22")),
+        "{audit:?}"
+    );
+    let files = wasiclaw::grants::GrantSet { files: true, ..Default::default() };
+    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false, carry_over: None }, false)
+        .unwrap();
+    let planted = call(&rt, "hostile.symlink", r#"{"target": "../../secrets.json"}"#).await;
+    // Whether or not WASI let it be made, none may remain on the host.
+    let link = env.path().join("files/hostile/link");
+    assert!(std::fs::symlink_metadata(&link).is_err(), "a symlink survived the call ({})", planted.output);
+    if planted.ok {
+        let audit = rt.audit(Some("hostile"), 50).unwrap();
+        assert!(audit.iter().any(|r| r.capability == "files" && r.detail.contains("symlink")), "{audit:?}");
+    }
+}
+
+#[test]
+fn control_characters_from_a_component_reach_the_terminal_escaped() {
+    let env = Env::new();
+    env.install("hostile");
+    env.ok(&["skills", "grant", "hostile", "--notify"]);
+    let evil = "\u{1b}]0;owned\u{7}\u{1b}[2Jcleared";
+    env.ok(&["tool", "hostile.notify", &serde_json::json!({"text": evil}).to_string()]);
+    let shown = env.ok(&["notifications"]);
+    assert!(!shown.contains('\u{1b}') && shown.contains("\\u{1b}]0;owned"), "{shown:?}");
+    let audit = env.ok(&["audit"]);
+    assert!(!audit.contains('\u{1b}'), "{audit:?}");
 }

@@ -2,8 +2,10 @@
 //! exercised by exactly the code that should trip it.
 
 use crate::support::Env;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use wasiclaw::budget::Budget;
 use wasiclaw::config::Limits;
+use wasiclaw::context::system_resolver;
 use wasiclaw::engine::{CallError, HostCtx, SkillEngine};
 use wasiclaw::grants::Effective;
 use wasiclaw::secrets::Secrets;
@@ -12,18 +14,17 @@ use wasmtime::component::Component;
 
 fn setup(limits: Limits) -> (Env, SkillEngine, HostCtx) {
     let env = Env::new();
-    let engine = SkillEngine::new(env.path().join("cache"), limits).unwrap();
-    let ctx = HostCtx {
-        skill: "wat".into(),
-        sha256: "0".into(),
-        effective: Arc::new(Effective::default()),
-        db: Arc::new(Store::open(&env.path().join("db.redb")).unwrap()),
-        secrets: Secrets::new(env.path().join("secrets.json")),
-        settings: None,
-        embedder: None,
-        denials: Arc::new(Mutex::new(vec![])),
-        owner_chat: None,
-    };
+    let engine = SkillEngine::new(env.path().join("cache"), limits.clone()).unwrap();
+    let ctx = HostCtx::new(
+        "wat",
+        "0",
+        Effective::default(),
+        Arc::new(Store::open(&env.path().join("db.redb")).unwrap()),
+        Secrets::new(env.path().join("secrets.json")),
+        Arc::new(limits.clone()),
+        Arc::new(Budget::new(&limits)),
+        system_resolver(),
+    );
     (env, engine, ctx)
 }
 
@@ -54,6 +55,17 @@ const GROW: &str = r#"(component
     (func (export "grow") (result i32)
       (loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
       (memory.size)))
+  (core instance $i (instantiate $m))
+  (func (export "grow") (result u32) (canon lift (core func $i "grow"))))"#;
+
+/// Grows a table by a million elements at a time until refused; returns
+/// the table's size.
+const TABLE: &str = r#"(component
+  (core module $m
+    (table $t 1 funcref)
+    (func (export "grow") (result i32)
+      (loop $l (br_if $l (i32.ne (table.grow $t (ref.null func) (i32.const 1000000)) (i32.const -1))))
+      (table.size $t)))
   (core instance $i (instantiate $m))
   (func (export "grow") (result u32) (canon lift (core func $i "grow"))))"#;
 
@@ -88,4 +100,13 @@ async fn every_call_gets_a_fresh_store() {
     let (_env, engine, ctx) = setup(Limits::default());
     assert_eq!(call_u32(&engine, &ctx, BUMP, "bump").await.unwrap(), 1);
     assert_eq!(call_u32(&engine, &ctx, BUMP, "bump").await.unwrap(), 1, "state leaked between calls");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_draw_on_the_memory_budget() {
+    let (_env, engine, ctx) = setup(Limits { memory_mb: 32, ..Limits::default() });
+    let elements = call_u32(&engine, &ctx, TABLE, "grow").await.unwrap() as usize;
+    // 16 bytes an element on the host: 32 MiB is about two million.
+    assert!(elements * 16 <= 32 << 20, "the table grew to {elements} elements, past the 32 MiB cap");
+    assert!(elements >= 1_000_000, "growth stopped before the cap ({elements} elements)");
 }

@@ -79,7 +79,7 @@ async fn an_idle_heartbeat_costs_no_tokens() {
     let llm = FakeLlm::start(vec![Reply::Text("You have an urgent note: call the bank.")]).await;
     let config = format!("[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"m\"", llm.base);
     let (_env, agent) = setup(&config, &["notes"]).await;
-    let all = GrantChange { rights: GrantSet::default(), all: true };
+    let all = GrantChange { rights: GrantSet::default(), all: true, carry_over: None };
     agent.rt.change_grant("notes", &all, false).unwrap();
     let start = t("2026-11-25T10:00:00Z");
     let job = NewJob {

@@ -280,6 +280,9 @@ async fn respond(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request) -> Res
     let json = |v: serde_json::Value| {
         Response::builder().header("content-type", "application/json").body(Body::from(v.to_string())).unwrap()
     };
+    if path.starts_with("/echo/") && path.ends_with("/leak") {
+        return leak(&record);
+    }
     if path.starts_with("/echo/") {
         let headers: serde_json::Map<String, serde_json::Value> =
             record.headers.into_iter().map(|(k, v)| (k, v.into())).collect();
@@ -304,6 +307,37 @@ async fn respond(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request) -> Res
             .unwrap(),
         _ => Response::builder().status(404).body(Body::from("not found")).unwrap(),
     }
+}
+
+/// A hostile server: sends the secret the host put in `x-api-key` back in
+/// the spelling `?how=` names (see `egress::LEAKS`).
+fn leak(record: &Seen) -> Response {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    let secret = record.headers.iter().find(|(k, _)| k == "x-api-key").map(|(_, v)| v.clone()).unwrap_or_default();
+    let how = record.uri.split("how=").nth(1).unwrap_or("raw");
+    let pct = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let response = Response::builder();
+    let (response, body) = match how {
+        "upper" => (response, secret.to_uppercase()),
+        "percent" => (response, pct(&secret)),
+        "percent-lower" => (response, pct(&secret).to_lowercase()),
+        "form" => (response, secret.replace(' ', "+").replace(':', "%3a").replace('/', "%2F")),
+        "json" => (response, serde_json::json!({ "echo": secret }).to_string().replace('/', "\\/")),
+        "base64" => (response, STANDARD.encode(&secret)),
+        "base64url" => (response, URL_SAFE.encode(&secret)),
+        "base64-1" => (response, STANDARD.encode(format!("x{secret}"))),
+        "base64-2" => (response, URL_SAFE.encode(format!("xy{secret}!"))),
+        "hex" => (response, hex::encode(&secret).to_uppercase()),
+        "header" => (response.header("x-leak", &secret), String::new()),
+        "header-name" => (response.header(format!("x-{}", hex::encode(&secret)), "1"), String::new()),
+        "split" => {
+            let (a, b) = secret.split_at(secret.len() / 2);
+            (response.header("x-part-1", a).header("x-part-2", b), String::new())
+        }
+        _ => (response, format!("<{secret}>")),
+    };
+    response.body(Body::from(body)).unwrap()
 }
 
 /// A copy of a component with a custom section appended: same code, new sha256.

@@ -34,6 +34,10 @@ fn api() -> String {
 }
 
 /// The URL without its query, as an egress rule.
+fn auth() -> (String, String) {
+    ("authorization".into(), "Bot {DISCORD_TOKEN}".into())
+}
+
 fn origin_rule(url: &str) -> String {
     let base = url.split('?').next().unwrap_or(url);
     if base.matches('/').count() < 3 { format!("{base}/") } else { base.to_string() }
@@ -56,16 +60,18 @@ impl Channel for Discord {
     fn describe() -> ChannelManifest {
         let gateway = gateway_url();
         let mut http = vec![
-            HttpRule { url: origin_rule(&gateway), methods: vec!["GET".into()], headers: vec![] },
+            // The identify and resume frames carry the token: a socket's
+            // frames may hold only the secrets its own rule names.
+            HttpRule { url: origin_rule(&gateway), methods: vec!["GET".into()], headers: vec![auth()] },
             HttpRule {
                 url: format!("{}/channels/", api()),
                 methods: vec!["POST".into()],
-                headers: vec![("authorization".into(), "Bot {DISCORD_TOKEN}".into())],
+                headers: vec![auth()],
             },
         ];
         // Discord hands out regional resume URLs.
         if gateway.starts_with("wss://gateway.discord.gg") {
-            http.push(HttpRule { url: "wss://*.discord.gg/".into(), methods: vec!["GET".into()], headers: vec![] });
+            http.push(HttpRule { url: "wss://*.discord.gg/".into(), methods: vec!["GET".into()], headers: vec![auth()] });
         }
         ChannelManifest {
             manifest: Manifest {
