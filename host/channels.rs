@@ -280,6 +280,8 @@ enum Answer {
 /// Run one call in a fresh sandbox with the channel's effective rights.
 async fn invoke(rt: &Runtime, name: &str, call: Call) -> Result<(Answer, HostCtx), ChannelError> {
     let (pre, ctx) = loaded_channel(rt, name)?;
+    // Calls of one component beyond the cap wait their turn.
+    let _permit = ctx.budget.running.clone().acquire_owned().await.expect("the semaphore is never closed");
     let mut store = rt.engine.store(ctx.clone(), None)?;
     let answer = rt
         .engine
@@ -346,7 +348,8 @@ impl Channels {
                 && let Some((_, spec)) = loaded.channel()
             {
                 let name = loaded.manifest.name.clone();
-                let approved = rt.rights(&name, &entry.sha256, &loaded.manifest.capabilities).is_ok_and(|c| c.effective.approved);
+                let approved =
+                    rt.rights(&name, &entry.sha256, &loaded.manifest.capabilities).is_ok_and(|c| c.effective.approved);
                 if !approved {
                     let transport = describe_transport(&name, &spec.transport);
                     let status = ChannelStatus {
@@ -837,7 +840,9 @@ fn loaded_channel(rt: &Runtime, name: &str) -> Result<(ChannelPre<SkillState>, H
 }
 
 fn unapproved(name: &str) -> String {
-    format!("this build of channel {name} is not approved; run `wasiclaw skills approve {name}` (see `wasiclaw skills inspect {name}`)")
+    format!(
+        "this build of channel {name} is not approved; run `wasiclaw skills approve {name}` (see `wasiclaw skills inspect {name}`)"
+    )
 }
 
 /// Values of the secrets granted to a channel, to scrub from what it reads.

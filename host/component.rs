@@ -450,9 +450,8 @@ impl Registry {
             };
             candidates.push((file, entry));
         }
-        let holds = |file: &PathBuf, entry: &Entry| {
-            old.get(file).is_some_and(|o| o.loaded.is_ok() && o.name() == entry.name())
-        };
+        let holds =
+            |file: &PathBuf, entry: &Entry| old.get(file).is_some_and(|o| o.loaded.is_ok() && o.name() == entry.name());
         // Stable sort: holders first, then approved builds, then by file name.
         candidates.sort_by_key(|(file, entry)| {
             (!holds(file, entry), approved(&entry.name()).as_deref() != Some(entry.sha256.as_str()))

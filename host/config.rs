@@ -280,7 +280,8 @@ impl Config {
     /// Secrets the host itself uses (provider keys, the gateway token, the
     /// embeddings key): never grantable to a component.
     pub fn host_secrets(&self) -> std::collections::BTreeSet<String> {
-        let mut names: std::collections::BTreeSet<String> = self.providers.iter().filter_map(|p| p.api_key_secret.clone()).collect();
+        let mut names: std::collections::BTreeSet<String> =
+            self.providers.iter().filter_map(|p| p.api_key_secret.clone()).collect();
         names.extend(self.gateway.token_secret.clone());
         names.extend(self.memory.embeddings.as_ref().and_then(|e| e.api_key_secret.clone()));
         names

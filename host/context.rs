@@ -26,9 +26,8 @@ pub const AUDIT_FIELD: usize = 256;
 const DENIALS_KEPT: usize = 16;
 
 /// Name resolution, replaceable so tests can answer for names on loopback.
-pub type Resolver = Arc<
-    dyn Fn(String, u16) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> + Send + Sync,
->;
+pub type Resolver =
+    Arc<dyn Fn(String, u16) -> Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>> + Send + Sync>;
 
 /// The system resolver.
 pub fn system_resolver() -> Resolver {

@@ -89,7 +89,9 @@ pub async fn connect(authorized: &Authorized) -> Result<Box<dyn Stream>, HttpErr
     let host = &authorized.decision.host;
     let name = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => rustls::pki_types::ServerName::from(ip),
-        Err(_) => rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| HttpError::HttpRequestUriInvalid)?,
+        Err(_) => {
+            rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| HttpError::HttpRequestUriInvalid)?
+        }
     };
     let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream))
         .await
@@ -160,7 +162,12 @@ async fn send(
 }
 
 impl WasiHttpHooks for EgressHooks {
-    fn send_request(&mut self, request: Request<WasiBody>, options: Option<RequestOptions>, _fut: IoFuture) -> SendFuture {
+    fn send_request(
+        &mut self,
+        request: Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: IoFuture,
+    ) -> SendFuture {
         let host = self.host.clone();
         Box::new(async move {
             let method = request.method().as_str().to_string();

@@ -18,7 +18,15 @@ fn size(dir: &Path) -> u64 {
     entries
         .filter_map(Result::ok)
         .filter_map(|e| Some((e.path(), e.file_type().ok()?, e.metadata().ok()?)))
-        .map(|(path, kind, meta)| if kind.is_dir() { size(&path) } else if kind.is_file() { meta.len() } else { 0 })
+        .map(|(path, kind, meta)| {
+            if kind.is_dir() {
+                size(&path)
+            } else if kind.is_file() {
+                meta.len()
+            } else {
+                0
+            }
+        })
         .sum()
 }
 
@@ -33,7 +41,10 @@ pub fn within_quota(ctx: &HostCtx, dir: &Path) -> bool {
         "files",
         &dir.display().to_string(),
         false,
-        &format!("{used} bytes, at or over the {} MiB quota ([limits] files_mb): /data is read-only", ctx.limits.files_mb),
+        &format!(
+            "{used} bytes, at or over the {} MiB quota ([limits] files_mb): /data is read-only",
+            ctx.limits.files_mb
+        ),
     );
     false
 }

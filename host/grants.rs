@@ -494,7 +494,8 @@ mod tests {
             &mut record,
             &v1,
             "sha1",
-            &GrantChange { carry_over: None,
+            &GrantChange {
+                carry_over: None,
                 rights: GrantSet {
                     http: vec![parse_granted_rule("https://*/").unwrap()],
                     kv: true,

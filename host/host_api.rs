@@ -21,7 +21,9 @@ type HostResult<T> = wasmtime::Result<Result<T, Error>>;
 
 /// Run database work on the blocking pool: the call's wall-clock timeout
 /// can fire meanwhile, and the async workers keep serving others.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static) -> Result<T, Error> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, Error> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(crate::store::StoreError::Quota(why))) => Err(Error::Denied(why)),
@@ -136,7 +138,8 @@ impl notify::Host for SkillState {
             return Ok(Err(e));
         }
         if !self.host.budget.take(crate::budget::Spend::Notify, 1) {
-            let why = format!("more than {} messages this hour ([limits] notify_per_hour)", self.host.limits.notify_per_hour);
+            let why =
+                format!("more than {} messages this hour ([limits] notify_per_hour)", self.host.limits.notify_per_hour);
             self.host.audit("notify", &preview, false, &why);
             return Ok(Err(Error::Denied(why)));
         }
@@ -227,8 +230,13 @@ impl memory::Host for SkillState {
         {
             return Ok(Err(e));
         }
-        let memories = Memories { db: &self.host.db, embedder: self.host.embedder.as_deref() };
-        Ok(memories.search(&query, limit.min(50) as usize).await.map_err(failed).map(|hits| {
+        let (db, embedder, handle) =
+            (self.host.db.clone(), self.host.embedder.clone(), tokio::runtime::Handle::current());
+        let search = move || {
+            let memories = Memories { db: &db, embedder: embedder.as_deref() };
+            handle.block_on(memories.search(&query, limit.min(50) as usize))
+        };
+        Ok(blocking(search).await.map(|hits| {
             hits.into_iter()
                 .map(|h| memory::MemoryHit {
                     id: h.memory.id,
@@ -247,14 +255,22 @@ impl memory::Host for SkillState {
         if text.trim().is_empty() || text.len() > MAX_MEMORY {
             return Ok(Err(Error::InvalidInput(format!("a memory is 1 to {MAX_MEMORY} bytes of text"))));
         }
+        if tags.len() > 16 || tags.iter().any(|t| t.len() > 64) {
+            return Ok(Err(Error::InvalidInput("at most 16 tags of at most 64 bytes each".into())));
+        }
         let preview = crate::text::truncate(&text, 80);
         if let Err(e) =
             self.check(self.host.effective.memory_write, "memory", "memory-write", &format!("save {preview}"))
         {
             return Ok(Err(e));
         }
-        let memories = Memories { db: &self.host.db, embedder: self.host.embedder.as_deref() };
+        let (db, embedder, handle) =
+            (self.host.db.clone(), self.host.embedder.clone(), tokio::runtime::Handle::current());
         let source = format!("skill:{}", self.host.skill);
-        Ok(memories.save(&text, tags, &source, false).await.map(|m| m.id).map_err(failed))
+        let save = move || {
+            let memories = Memories { db: &db, embedder: embedder.as_deref() };
+            handle.block_on(memories.save(&text, tags, &source, false)).map(|m| m.id)
+        };
+        Ok(blocking(save).await)
     }
 }

@@ -191,11 +191,13 @@ enum SkillsCommand {
     /// Approve this build of a component: a new or changed build runs, reaches the model or
     /// starts as a channel only after this (or a grant). Keeps the rights its previous version also
     /// asked for; anything new still needs `grant`.
-    #[command(after_help = "A changed build shows as `needs-approval (changed: OLD → NEW)` in `wasiclaw skills list`\n\
+    #[command(
+        after_help = "A changed build shows as `needs-approval (changed: OLD → NEW)` in `wasiclaw skills list`\n\
         and carries no rights, kv, files or channel state until you approve it:\n  \
         wasiclaw skills approve telegram\n\
         To let future builds of one component keep their rights without asking (e.g. one you build\n\
-        yourself), add --carry-over; --no-carry-over asks again.")]
+        yourself), add --carry-over; --no-carry-over asks again."
+    )]
     Approve {
         name: String,
         /// Future changed builds keep the rights their previous version also asked for.
@@ -766,12 +768,12 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
                 println!("nothing found");
             }
             for h in hits {
-                println!("{}", memory_line(&h.memory));
+                println!("{}", printable(&memory_line(&h.memory)));
             }
         }
         Request::MemoryList if !json => {
             for m in serde_json::from_value::<Vec<Memory>>(value)? {
-                println!("{}", memory_line(&m));
+                println!("{}", printable(&memory_line(&m)));
             }
         }
         Request::MemoryForget { id } => println!("forgot {id}"),
@@ -857,7 +859,7 @@ fn print_status(value: &Value) {
         }
         println!("{line}");
         if let Some(e) = &c.last_error {
-            println!("    last error: {e}");
+            println!("    last error: {}", printable(e));
         }
         if !c.pending_rights.is_empty() {
             println!("    not granted: {} (see `wasiclaw skills inspect {}`)", c.pending_rights.join("; "), c.name);
@@ -916,7 +918,13 @@ fn print_inspect(s: &SkillInfo) {
     }
     println!("\ntools:");
     for t in &s.tools {
-        println!("  {}.{} — {}\n    parameters: {}", s.name, t.name, one_line(&t.description), one_line(&t.parameters.to_string()));
+        println!(
+            "  {}.{} — {}\n    parameters: {}",
+            s.name,
+            t.name,
+            one_line(&t.description),
+            one_line(&t.parameters.to_string())
+        );
     }
     let r = s.requested.clone().unwrap_or_default();
     println!("\nasks for:");

@@ -40,7 +40,9 @@ pub enum Denial {
     BadUrl,
     #[error("credentials in the URL are not allowed; the host injects secrets")]
     Credentials,
-    #[error("path contains `.`/`..` segments (also before `;`) or encoded slashes, which could escape a granted prefix")]
+    #[error(
+        "path contains `.`/`..` segments (also before `;`) or encoded slashes, which could escape a granted prefix"
+    )]
     DotSegments,
     #[error("{0}")]
     Pattern(String),
@@ -293,7 +295,9 @@ pub fn has_dot_segments(path: &str) -> bool {
 /// grant says.
 pub fn never_reachable(ip: IpAddr) -> bool {
     match embedded_v4(ip) {
-        Some(v4) => v4.is_link_local() || v4 == Ipv4Addr::new(100, 100, 100, 200) || v4 == Ipv4Addr::new(192, 0, 0, 192),
+        Some(v4) => {
+            v4.is_link_local() || v4 == Ipv4Addr::new(100, 100, 100, 200) || v4 == Ipv4Addr::new(192, 0, 0, 192)
+        }
         None => {
             let IpAddr::V6(v6) = ip else { unreachable!("v4 addresses are embedded in themselves") };
             (v6.segments()[0] & 0xffc0) == 0xfe80 || v6 == "fd00:ec2::254".parse::<Ipv6Addr>().expect("literal")
@@ -332,7 +336,10 @@ pub fn is_public(ip: IpAddr) -> bool {
         if let IpAddr::V6(v6) = ip {
             // Teredo also names its server; both must be public.
             let s = v6.segments();
-            if s[0] == 0x2001 && s[1] == 0 && !is_public(IpAddr::V4(Ipv4Addr::from(((s[2] as u32) << 16) | s[3] as u32))) {
+            if s[0] == 0x2001
+                && s[1] == 0
+                && !is_public(IpAddr::V4(Ipv4Addr::from(((s[2] as u32) << 16) | s[3] as u32)))
+            {
                 return false;
             }
         }
@@ -355,9 +362,7 @@ pub fn is_public(ip: IpAddr) -> bool {
     let s = v6.segments();
     // 2000::/3 only, without documentation (2001:db8::/32, 3fff::/20) and
     // the IETF protocol block 2001::/23 (Teredo is handled above).
-    (s[0] & 0xe000) == 0x2000
-        && !(s[0] == 0x2001 && (s[1] < 0x200 || s[1] == 0xdb8))
-        && (s[0] & 0xfff0) != 0x3ff0
+    (s[0] & 0xe000) == 0x2000 && !(s[0] == 0x2001 && (s[1] < 0x200 || s[1] == 0xdb8)) && (s[0] & 0xfff0) != 0x3ff0
 }
 
 #[cfg(test)]

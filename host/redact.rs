@@ -32,7 +32,8 @@ fn match_at(hay: &[u8], secret: &[u8]) -> Option<usize> {
         options[0] = Some(1);
     }
     if first == b'%'
-        && let Some(b) = hay.get(1..3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok())
+        && let Some(b) =
+            hay.get(1..3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok())
         && b.eq_ignore_ascii_case(&want)
     {
         options[1] = Some(3);

@@ -6,8 +6,8 @@
 //! the component's current sha256 on every call, so a grant, a revoke or a
 //! replaced file takes effect at the next call.
 
-use crate::component::{ChannelSpec, Entry, Kind, Manifest, Registry, ScanReport, ToolSpec};
 use crate::budget::Budgets;
+use crate::component::{ChannelSpec, Entry, Kind, Manifest, Registry, ScanReport, ToolSpec};
 use crate::config::{Config, ConfigError, Paths};
 use crate::context::{Resolver, system_resolver};
 use crate::engine::{CallError, EngineError, HostCtx, SkillEngine, ToolError};

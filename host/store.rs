@@ -136,7 +136,11 @@ impl Store {
         crate::pairing::create_tables(&txn)?;
         crate::channels::create_tables(&txn)?;
         txn.commit()?;
-        Ok(Store { db, changes: tokio::sync::watch::Sender::new(0), audit_retention: std::sync::Mutex::new(AuditConfig::default()) })
+        Ok(Store {
+            db,
+            changes: tokio::sync::watch::Sender::new(0),
+            audit_retention: std::sync::Mutex::new(AuditConfig::default()),
+        })
     }
 
     /// Read-modify-write one JSON record keyed by id, in one transaction;
@@ -237,7 +241,14 @@ impl Store {
 
     /// Store a value unless it would take `skill` past `max_keys` keys or
     /// `max_bytes` bytes.
-    pub fn kv_set(&self, skill: &str, key: &str, value: &[u8], max_keys: u64, max_bytes: u64) -> Result<(), StoreError> {
+    pub fn kv_set(
+        &self,
+        skill: &str,
+        key: &str,
+        value: &[u8],
+        max_keys: u64,
+        max_bytes: u64,
+    ) -> Result<(), StoreError> {
         let (keys, bytes) = self.kv_usage(skill)?;
         let txn = self.db.begin_write()?;
         {
@@ -296,7 +307,8 @@ impl Store {
                 let cutoff = record.time_ms - (keep_days as i64) * 86_400_000;
                 let keep_from = id.saturating_sub(max_records.saturating_sub(1));
                 loop {
-                    let first = table.first()?.map(|(k, v)| (k.value(), serde_json::from_slice::<AuditRecord>(v.value())));
+                    let first =
+                        table.first()?.map(|(k, v)| (k.value(), serde_json::from_slice::<AuditRecord>(v.value())));
                     let Some((k, old)) = first else { break };
                     if k >= keep_from && old?.time_ms >= cutoff {
                         break;

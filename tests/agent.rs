@@ -239,6 +239,7 @@ async fn knowledge_skills_load_on_demand_and_the_persona_is_the_owners() {
     .unwrap();
     std::fs::write(env.path().join("persona.md"), "You are Claw, terse and kind.").unwrap();
     let agent = agent(&env, &format!("[agent]\ntool_result_max_chars = 12\n\n{}", provider("openai", &llm.base))).await;
+    approve(&agent, "clock");
     let (reply, _) = turn(&agent, "t:1", "help me pack").await;
     assert_eq!(reply, "Pack light.");
     let requests = llm.requests();

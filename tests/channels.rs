@@ -108,7 +108,8 @@ async fn a_channel_cannot_smuggle_or_read_secrets_through_its_websocket() {
     let env = Env::new();
     env.install("hostile-channel");
     env.config(&format!("[skills.hostile-channel]\nurl = \"{url}\"\n"));
-    let secrets = [("VICTIM_SECRET", "victim-value-1"), ("OWN_SECRET", "own-value-2"), ("FRAME_SECRET", "frame-value-3")];
+    let secrets =
+        [("VICTIM_SECRET", "victim-value-1"), ("OWN_SECRET", "own-value-2"), ("FRAME_SECRET", "frame-value-3")];
     for (name, value) in secrets {
         env.cli_stdin(&["secrets", "set", name], &format!("{value}\n"));
     }

@@ -27,6 +27,7 @@ async fn terminal_chat_streams_shows_tools_and_resumes_after_a_restart() {
     .await;
     let env = Env::new();
     env.install("clock");
+    env.ok(&["skills", "approve", "clock"]);
     let first = tokio::task::block_in_place(|| chat(&env, &llm, "my name is Ada\n/usage\n"));
     let out = stdout(&first);
     assert!(first.status.success(), "{}", stderr(&first));

@@ -93,10 +93,16 @@ async fn a_host_name_resolving_to_loopback_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn responses_are_capped_and_hung_servers_time_out() {
     let server = Server::start().await;
-    let (_env, rt) = hostile(&server.base, "[limits]\nhttp_response_kb = 64\ntimeout_ms = 1500").await;
+    let limits = "[limits]\nhttp_response_kb = 64\nhttp_request_kb = 1024\ntimeout_ms = 1500";
+    let (_env, rt) = hostile(&server.base, limits).await;
     grant(&rt, "hostile", &[&format!("{}/echo/", server.base)], &["API_TOKEN"]);
     let big = call(&rt, "hostile.fetch", &fetch_args(&format!("{}/echo/{{API_TOKEN}}/big", server.base))).await;
     assert!(!big.ok && big.output.contains("HttpResponseBodySize"), "{big:?}");
+    let body =
+        serde_json::json!({"url": format!("{}/echo/{{API_TOKEN}}/up", server.base), "method": "POST", "body_kb": 2048});
+    let up = call(&rt, "hostile.fetch", &body.to_string()).await;
+    assert!(!up.ok && up.output.contains("HttpRequestBodySize"), "{up:?}");
+    assert!(!server.seen().iter().any(|s| s.uri.ends_with("/up")), "an oversized body was sent");
     let started = std::time::Instant::now();
     let hang = call(&rt, "hostile.fetch", &fetch_args(&format!("{}/echo/{{API_TOKEN}}/hang", server.base))).await;
     assert_eq!(hang.error_kind.as_deref(), Some("timeout"), "{hang:?}");
@@ -247,7 +253,9 @@ async fn a_name_is_resolved_once_and_pinned() {
     // attacker's DNS server does.
     rt.resolver = Arc::new(move |_, _| {
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Box::pin(async move { Ok(vec![if n == 0 { "203.0.113.9".parse().unwrap() } else { "127.0.0.1".parse().unwrap() }]) })
+        Box::pin(
+            async move { Ok(vec![if n == 0 { "203.0.113.9".parse().unwrap() } else { "127.0.0.1".parse().unwrap() }]) },
+        )
     });
     grant(&rt, "hostile", &[&format!("http://rebind.test:{}/", server.port)], &["API_TOKEN"]);
     let entry = rt.registry.find("hostile").unwrap();
@@ -306,7 +314,8 @@ async fn every_echoed_spelling_of_a_secret_is_scrubbed() {
         assert!(out.ok, "{how}: {}", out.output);
         let seen: serde_json::Value = serde_json::from_str(&out.output).unwrap();
         let headers = seen["headers"].as_array().unwrap().iter().map(|h| h.as_str().unwrap().to_string());
-        let text = std::iter::once(seen["body"].as_str().unwrap().to_string()).chain(headers).collect::<Vec<_>>().join("\n");
+        let text =
+            std::iter::once(seen["body"].as_str().unwrap().to_string()).chain(headers).collect::<Vec<_>>().join("\n");
         for spelled in spellings(secret) {
             assert!(!text.contains(&spelled), "{how}: the guest read {spelled} in {text}");
         }
@@ -317,8 +326,22 @@ async fn every_echoed_spelling_of_a_secret_is_scrubbed() {
 }
 
 /// How `/echo/.../leak?how=` sends the secret back.
-pub const LEAKS: &[&str] =
-    &["raw", "upper", "percent", "percent-lower", "form", "json", "base64", "base64url", "base64-1", "base64-2", "hex", "header", "header-name", "split"];
+pub const LEAKS: &[&str] = &[
+    "raw",
+    "upper",
+    "percent",
+    "percent-lower",
+    "form",
+    "json",
+    "base64",
+    "base64url",
+    "base64-1",
+    "base64-2",
+    "hex",
+    "header",
+    "header-name",
+    "split",
+];
 
 /// The spellings a leak test must not find in what the guest read.
 pub fn spellings(secret: &str) -> Vec<String> {

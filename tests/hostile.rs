@@ -55,7 +55,9 @@ fn bad_components_are_rejected_with_reasons() {
     assert!(future.contains("wasiclaw:plugin@2.0.0") && future.contains("wasiclaw:plugin@0.1.0"), "{future}");
     assert!(reason("core").contains("core WebAssembly module, not a component"));
     assert!(reason("junk").contains("not a WebAssembly file"));
-    assert_eq!(list.iter().find(|s| s["name"] == "clock").unwrap()["status"], "active");
+    let clock = list.iter().find(|s| s["name"] == "clock").unwrap();
+    assert_eq!(clock["status"], "needs-approval", "a good component loads and waits for the owner: {clock}");
+    assert!(clock["pending"][0].as_str().unwrap().contains("wasiclaw skills approve clock"), "{clock}");
     let run = env.cli(&["tool", "future-skill.describe"]);
     assert!(!run.status.success() && stderr(&run).contains("rejected"), "{}", stderr(&run));
 }
@@ -82,7 +84,8 @@ async fn the_files_grant_opens_one_private_directory_and_nothing_else() {
     let write = |path: &str| serde_json::json!({"path": path, "text": "hello"}).to_string();
     assert!(!call(&rt, "hostile.write-file", &write("/data/note.txt")).await.ok, "no grant, no directory");
     let files = wasiclaw::grants::GrantSet { files: true, ..Default::default() };
-    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false, carry_over: None }, false).unwrap();
+    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false, carry_over: None }, false)
+        .unwrap();
     let out = call(&rt, "hostile.write-file", &write("/data/note.txt")).await;
     assert!(out.ok, "{}", out.output);
     assert_eq!(std::fs::read_to_string(env.path().join("files/hostile/note.txt")).unwrap(), "hello");
@@ -139,11 +142,8 @@ async fn notify_and_secret_checks_are_rate_limited() {
     let limits = "[limits]\nnotify_per_hour = 3\nsecret_checks_per_minute = 5";
     let (_env, rt) = hostile("http://127.0.0.1:9", limits).await;
     rt.secrets.set("SIGNING_KEY", "sign-me").unwrap();
-    let rights = wasiclaw::grants::GrantSet {
-        notify: true,
-        secrets: ["SIGNING_KEY".to_string()].into(),
-        ..Default::default()
-    };
+    let rights =
+        wasiclaw::grants::GrantSet { notify: true, secrets: ["SIGNING_KEY".to_string()].into(), ..Default::default() };
     rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights, all: false, carry_over: None }, false).unwrap();
     let out = call(&rt, "hostile.notify", r#"{"n": 10}"#).await;
     assert!(!out.ok && out.output.contains("notify_per_hour"), "{}", out.output);
@@ -202,21 +202,22 @@ async fn socket_attempts_and_planted_symlinks_are_audited() {
     let connect = call(&rt, "hostile.connect", r#"{"addr": "127.0.0.1:22"}"#).await;
     assert!(!connect.ok);
     let audit = rt.audit(Some("hostile"), 50).unwrap();
-    assert!(
-        audit.iter().any(|r| r.capability == "socket" && !r.allowed && r.target.contains("127.0.0.1:22")),
-        "{audit:?}"
-    );
+    // wasi-libc binds before it connects; the first address it tries is refused.
+    assert!(audit.iter().any(|r| r.capability == "socket" && !r.allowed && r.target.starts_with("Tcp")), "{audit:?}");
     let files = wasiclaw::grants::GrantSet { files: true, ..Default::default() };
     rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false, carry_over: None }, false)
         .unwrap();
     let planted = call(&rt, "hostile.symlink", r#"{"target": "../../secrets.json"}"#).await;
-    // Whether or not WASI let it be made, none may remain on the host.
+    // WASI lets a guest make a link inside its directory; none may remain
+    // on the host, where the owner's tools would follow it out.
+    assert!(planted.ok, "{}", planted.output);
     let link = env.path().join("files/hostile/link");
-    assert!(std::fs::symlink_metadata(&link).is_err(), "a symlink survived the call ({})", planted.output);
-    if planted.ok {
-        let audit = rt.audit(Some("hostile"), 50).unwrap();
-        assert!(audit.iter().any(|r| r.capability == "files" && r.detail.contains("symlink")), "{audit:?}");
-    }
+    assert!(std::fs::symlink_metadata(&link).is_err(), "a symlink survived the call");
+    let audit = rt.audit(Some("hostile"), 50).unwrap();
+    assert!(
+        audit.iter().any(|r| r.capability == "files" && r.detail.contains("symlink to ../../secrets.json removed")),
+        "{audit:?}"
+    );
 }
 
 #[test]
@@ -230,4 +231,33 @@ fn control_characters_from_a_component_reach_the_terminal_escaped() {
     assert!(!shown.contains('\u{1b}') && shown.contains("\\u{1b}]0;owned"), "{shown:?}");
     let audit = env.ok(&["audit"]);
     assert!(!audit.contains('\u{1b}'), "{audit:?}");
+}
+
+#[test]
+fn the_audit_log_is_rotated() {
+    let env = Env::new();
+    let db = wasiclaw::store::Store::open(&env.path().join("db.redb")).unwrap();
+    *db.audit_retention.lock().unwrap() = wasiclaw::config::AuditConfig { keep_days: 1, max_records: 300 };
+    let record = |time_ms: i64| wasiclaw::store::AuditRecord {
+        id: 0,
+        time_ms,
+        skill: "s".into(),
+        sha256: "0".into(),
+        capability: "kv".into(),
+        target: "t".into(),
+        allowed: false,
+        detail: String::new(),
+    };
+    let now = wasiclaw::store::now_ms();
+    // 100 records from two days ago, then 1,000 fresh ones.
+    for _ in 0..100 {
+        db.audit(record(now - 2 * 86_400_000)).unwrap();
+    }
+    for _ in 0..1000 {
+        db.audit(record(now)).unwrap();
+    }
+    let kept = db.audit_count().unwrap();
+    assert!(kept <= 300 + 256, "{kept} records kept with max_records = 300");
+    let oldest = db.audit_tail(None, 10_000).unwrap();
+    assert!(oldest.iter().all(|r| r.time_ms == now), "records older than keep_days survived");
 }

@@ -122,7 +122,9 @@ async fn skills_reach_memory_only_through_grants() {
     assert!(recall.denials[0].contains("--memory-read"), "{recall:?}");
     let remember = call(&rt, "hostile.remember", r#"{"text":"planted"}"#).await;
     assert_eq!(remember.error_kind.as_deref(), Some("denied"));
-    let grant = |rights: GrantSet| rt.change_grant("hostile", &GrantChange { rights, all: false, carry_over: None }, false).unwrap();
+    let grant = |rights: GrantSet| {
+        rt.change_grant("hostile", &GrantChange { rights, all: false, carry_over: None }, false).unwrap()
+    };
     grant(GrantSet { memory_write: true, ..Default::default() });
     assert!(call(&rt, "hostile.remember", r#"{"text":"Ada likes jazz"}"#).await.ok);
     assert_eq!(call(&rt, "hostile.recall", r#"{"query":"jazz"}"#).await.error_kind.as_deref(), Some("denied"));

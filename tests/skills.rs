@@ -24,8 +24,12 @@ async fn notes_keeps_notes() {
     let env = Env::new();
     env.install("notes");
     let rt = env.runtime().await;
-    rt.change_grant("notes", &GrantChange { rights: GrantSet { kv: true, ..Default::default() }, all: false, carry_over: None }, false)
-        .unwrap();
+    rt.change_grant(
+        "notes",
+        &GrantChange { rights: GrantSet { kv: true, ..Default::default() }, all: false, carry_over: None },
+        false,
+    )
+    .unwrap();
     for text in ["Buy oat milk", "Call the plumber", "milk the cows"] {
         assert!(call(&rt, "notes.add", &serde_json::json!({"text": text}).to_string()).await.ok);
     }

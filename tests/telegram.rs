@@ -193,6 +193,8 @@ async fn a_channel_denied_its_host_shows_in_status_and_the_daemon_lives() {
     let tg = TelegramApi::start();
     let env = setup(&tg, &llm);
     env.install("clock");
+    // Approved, but granted no host.
+    env.ok(&["skills", "approve", "telegram"]);
     let _daemon = env.daemon();
     wait_for("the denial in status", Duration::from_secs(20), || stdout(&env.cli(&["status"])).contains("restarting"));
     let status = stdout(&env.cli(&["status"]));

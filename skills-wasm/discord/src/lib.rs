@@ -63,15 +63,15 @@ impl Channel for Discord {
             // The identify and resume frames carry the token: a socket's
             // frames may hold only the secrets its own rule names.
             HttpRule { url: origin_rule(&gateway), methods: vec!["GET".into()], headers: vec![auth()] },
-            HttpRule {
-                url: format!("{}/channels/", api()),
-                methods: vec!["POST".into()],
-                headers: vec![auth()],
-            },
+            HttpRule { url: format!("{}/channels/", api()), methods: vec!["POST".into()], headers: vec![auth()] },
         ];
         // Discord hands out regional resume URLs.
         if gateway.starts_with("wss://gateway.discord.gg") {
-            http.push(HttpRule { url: "wss://*.discord.gg/".into(), methods: vec!["GET".into()], headers: vec![auth()] });
+            http.push(HttpRule {
+                url: "wss://*.discord.gg/".into(),
+                methods: vec!["GET".into()],
+                headers: vec![auth()],
+            });
         }
         ChannelManifest {
             manifest: Manifest {

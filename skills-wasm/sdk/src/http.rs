@@ -77,21 +77,31 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
     // chunk or so before the request is on its way.
     let out = req.body().map_err(|_| Error::Failed("request body taken twice".into()))?;
     let pending = outgoing_handler::handle(req, None).map_err(describe)?;
+    let mut write_error = None;
     if let Some(body) = body {
         let stream = out.write().map_err(|_| Error::Failed("request body stream".into()))?;
         for chunk in body.chunks(4096) {
-            stream
-                .blocking_write_and_flush(chunk)
-                .map_err(|e| Error::Failed(format!("writing request body: {e:?}")))?;
+            if let Err(e) = stream.blocking_write_and_flush(chunk) {
+                write_error = Some(e);
+                break;
+            }
         }
     }
-    OutgoingBody::finish(out, None).map_err(describe)?;
+    // When the host stopped reading the body, its reason (a size cap, a
+    // denial) arrives as the response's error: report that one.
+    match write_error {
+        None => OutgoingBody::finish(out, None).map_err(describe)?,
+        Some(_) => drop(out),
+    }
     pending.subscribe().block();
     let resp = pending
         .get()
         .ok_or_else(|| Error::Failed("response not ready".into()))?
         .map_err(|_| Error::Failed("response taken twice".into()))?
         .map_err(describe)?;
+    if let Some(e) = write_error {
+        return Err(Error::Failed(format!("http {method_name} {url}: writing the request body: {e:?}")));
+    }
 
     let status = resp.status();
     let headers = resp.headers().entries();
