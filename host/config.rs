@@ -173,14 +173,28 @@ fn default_provider_timeout() -> u64 {
 pub struct GatewayConfig {
     /// Loopback by default; any other address needs `token_secret`.
     pub bind: String,
-    /// Name of the secret holding the bearer token clients must present.
+    /// Name of the secret holding the token clients must present; without
+    /// it the host creates `WASICLAW_GATEWAY_TOKEN` on first start.
     pub token_secret: Option<String>,
     pub enabled: bool,
+    /// Host names the gateway also answers to (e.g. the name a reverse
+    /// proxy forwards), besides its bind address, 127.0.0.1, [::1] and
+    /// localhost.
+    pub hosts: Vec<String>,
+}
+
+/// The gateway token's secret name when the owner names none.
+pub const DEFAULT_GATEWAY_TOKEN: &str = "WASICLAW_GATEWAY_TOKEN";
+
+impl GatewayConfig {
+    pub fn token_name(&self) -> &str {
+        self.token_secret.as_deref().unwrap_or(DEFAULT_GATEWAY_TOKEN)
+    }
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        GatewayConfig { bind: "127.0.0.1:8787".into(), token_secret: None, enabled: true }
+        GatewayConfig { bind: "127.0.0.1:8787".into(), token_secret: None, enabled: true, hosts: Vec::new() }
     }
 }
 
@@ -282,7 +296,7 @@ impl Config {
     pub fn host_secrets(&self) -> std::collections::BTreeSet<String> {
         let mut names: std::collections::BTreeSet<String> =
             self.providers.iter().filter_map(|p| p.api_key_secret.clone()).collect();
-        names.extend(self.gateway.token_secret.clone());
+        names.insert(self.gateway.token_name().to_string());
         names.extend(self.memory.embeddings.as_ref().and_then(|e| e.api_key_secret.clone()));
         names
     }

@@ -1,13 +1,21 @@
 //! The HTTP gateway of `wasiclaw run`: the web chat page, its streaming
 //! chat API, and the webhook routes of chat channels (`/hooks/<channel>/...`).
 //!
-//! Invariants: it binds to loopback unless a bearer token is configured,
-//! and with a token every request must carry it (`Authorization: Bearer`,
-//! or `?token=` for the page itself); a POST whose Origin is not this
-//! gateway is refused, so other web pages cannot drive the agent.
-//! Webhooks are the exception: platforms cannot send our token, so each
-//! channel component authenticates its own requests (signatures, verify
-//! tokens) and the host only routes them.
+//! Invariants, in the order the guard checks them:
+//! - It answers only to its own names: a `Host` that is not its bind
+//!   address, 127.0.0.1, [::1], localhost (with its port) or a name in
+//!   `[gateway] hosts` gets 421 before routing, so a DNS-rebinding page
+//!   cannot reach it under the attacker's name.
+//! - Every request but a webhook carries the token, even on loopback
+//!   (another local user is not the owner): a bearer header, or the cookie
+//!   that `GET /?token=` sets. `?token=` is accepted on `GET /` only, and
+//!   comparison is constant-time. The token lives in the host's own secret
+//!   namespace and is never grantable to a component.
+//! - A state-changing request needs an `Origin` naming this gateway, or no
+//!   `Origin` and a bearer header (a non-browser client).
+//! - Webhooks are authenticated by each platform's signature, checked by
+//!   the channel component; their responses cannot act as pages (a sandbox
+//!   CSP, nosniff, no cookies, only JSON or plain text).
 
 use crate::agent::{Agent, Event};
 use crate::channels::Channels;
@@ -17,7 +25,7 @@ use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path};
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -36,15 +44,21 @@ const MAX_HOOK_BODY: usize = 1 << 20;
 #[derive(Clone)]
 struct Gate {
     agent: Arc<Agent>,
-    token: Option<String>,
+    token: Arc<String>,
+    /// `Host` values this gateway answers to, lower-case.
+    hosts: Arc<Vec<String>>,
+    /// Configured names, answered on any port.
+    names: Arc<Vec<String>>,
 }
+
+const COOKIE: &str = "wasiclaw_token";
 
 /// Bind the configured address (or `over`), refusing a non-loopback one
 /// without a token.
 pub async fn bind(rt: &Runtime, over: Option<&str>) -> anyhow::Result<TcpListener> {
     let bind = over.unwrap_or(&rt.config.gateway.bind);
     let addr: SocketAddr = bind.parse().with_context(|| format!("gateway address {bind:?} is not IP:PORT"))?;
-    if !addr.ip().is_loopback() && token(rt)?.is_none() {
+    if !addr.ip().is_loopback() && rt.config.gateway.token_secret.is_none() {
         anyhow::bail!(
             "refusing to serve the gateway on {addr} without an auth token: set [gateway] token_secret = \"GATEWAY_TOKEN\" \
              and run `wasiclaw secrets set GATEWAY_TOKEN`, or bind to 127.0.0.1"
@@ -53,38 +67,76 @@ pub async fn bind(rt: &Runtime, over: Option<&str>) -> anyhow::Result<TcpListene
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (is another wasiclaw running?)"))
 }
 
-fn token(rt: &Runtime) -> anyhow::Result<Option<String>> {
-    match &rt.config.gateway.token_secret {
-        None => Ok(None),
-        Some(name) => Ok(Some(rt.secrets.get(name)?.with_context(|| {
-            format!("[gateway] token_secret {name} is not set; run `wasiclaw secrets set {name}`")
-        })?)),
+/// The gateway token: the owner's `[gateway] token_secret`, or the host's
+/// own, created with 256 random bits the first time it is needed.
+pub fn token(config: &crate::config::Config, secrets: &crate::secrets::Secrets) -> anyhow::Result<String> {
+    let name = config.gateway.token_name();
+    if let Some(token) = secrets.get(name)? {
+        return Ok(token);
     }
+    if config.gateway.token_secret.is_some() {
+        anyhow::bail!("[gateway] token_secret {name} is not set; run `wasiclaw secrets set {name}`");
+    }
+    let token = crate::secrets::random_token().context("cannot make a gateway token")?;
+    secrets.set(name, &token)?;
+    Ok(token)
+}
+
+/// The web chat's address with the token, for `wasiclaw open`.
+pub fn open_url(config: &crate::config::Config, secrets: &crate::secrets::Secrets) -> anyhow::Result<String> {
+    let token = token(config, secrets)?;
+    let bind: SocketAddr = config.gateway.bind.parse().with_context(|| "[gateway] bind is not IP:PORT")?;
+    let host = if bind.ip().is_unspecified() { "127.0.0.1".to_string() } else { bind.ip().to_string() };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    Ok(format!("http://{host}:{}/?token={token}", bind.port()))
 }
 
 pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: TcpListener) {
-    let gate = match token(&agent.rt) {
-        Ok(token) => Gate { agent, token },
+    let token = match token(&agent.rt.config, &agent.rt.secrets) {
+        Ok(token) => token,
         Err(e) => {
             tracing::error!("gateway: {e:#}");
             return;
         }
     };
-    let app = Router::new()
-        .route("/", get(|| async { Html(INDEX) }))
-        .route("/api/chat", post(chat))
-        .layer(middleware::from_fn_with_state(gate.clone(), guard))
-        .with_state(gate)
+    let Ok(local) = listener.local_addr() else { return };
+    let port = local.port();
+    let mut hosts = vec![format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")];
+    hosts.push(if local.is_ipv6() { format!("[{}]:{port}", local.ip()) } else { local.to_string() });
+    let names = agent.rt.config.gateway.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let gate = Gate { agent, token: Arc::new(token), hosts: Arc::new(hosts), names: Arc::new(names) };
+    let api = Router::new().route("/", get(index)).route("/api/chat", post(chat)).with_state(gate.clone());
+    let hooks = Router::new()
         .route("/hooks/{channel}", any(hook))
+        .route("/hooks/{channel}/", any(hook))
         .route("/hooks/{channel}/{*rest}", any(hook))
         .layer(DefaultBodyLimit::max(MAX_HOOK_BODY))
         .with_state(channels);
+    let app = api.merge(hooks).layer(middleware::from_fn_with_state(gate, guard));
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("gateway stopped: {e}");
     }
 }
 
-/// Token and Origin checks for every request.
+/// The web chat page, with headers that keep it from being framed or
+/// leaking its URL.
+async fn index() -> Response {
+    let mut response = Html(INDEX).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Host, token and Origin checks for every request (see the module doc).
 async fn guard(
     State(gate): State<Gate>,
     Query(query): Query<HashMap<String, String>>,
@@ -92,21 +144,63 @@ async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = &gate.token {
-        let bearer =
-            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        let presented = bearer.or(query.get("token").map(String::as_str));
-        if presented != Some(token.as_str()) {
-            return (StatusCode::UNAUTHORIZED, "missing or wrong token\n").into_response();
-        }
+    let refuse = |status: StatusCode, why: &str| (status, format!("{why}\n")).into_response();
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default().to_ascii_lowercase();
+    let name = host.rsplit_once(':').filter(|(_, port)| port.parse::<u16>().is_ok()).map_or(host.as_str(), |(n, _)| n);
+    if !gate.hosts.contains(&host) && !gate.names.iter().any(|n| n == name) {
+        return refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            &format!(
+                "this gateway does not answer to {host:?}; add the name to [gateway] hosts in config.toml if it is yours"
+            ),
+        );
     }
-    if request.method() == axum::http::Method::POST {
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-            let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
-            if origin_host != host {
-                return (StatusCode::FORBIDDEN, "cross-origin request refused\n").into_response();
+    if request.uri().path().starts_with("/hooks/") {
+        return next.run(request).await;
+    }
+    let matches = |presented: &str| crate::secrets::constant_time_eq(presented.as_bytes(), gate.token.as_bytes());
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(COOKIE).and_then(|c| c.strip_prefix('=')));
+    // The page itself may be opened with `?token=`: it becomes a cookie
+    // and the token leaves the address bar.
+    if request.method() == Method::GET
+        && request.uri().path() == "/"
+        && let Some(presented) = query.get("token")
+    {
+        if !matches(presented) {
+            return refuse(StatusCode::UNAUTHORIZED, "wrong token; `wasiclaw open` prints the right address");
+        }
+        let cookie = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", gate.token);
+        return Response::builder()
+            .status(StatusCode::SEE_OTHER)
+            .header(header::LOCATION, "/")
+            .header(header::SET_COOKIE, cookie)
+            .header(header::REFERRER_POLICY, "no-referrer")
+            .body(axum::body::Body::empty())
+            .expect("a valid redirect");
+    }
+    let by_bearer = bearer.is_some_and(matches);
+    if !by_bearer && !cookie.is_some_and(matches) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token: open the address `wasiclaw open` prints, or send `Authorization: Bearer TOKEN`",
+        );
+    }
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+            Some(origin) if origin.to_ascii_lowercase() != format!("http://{host}") => {
+                return refuse(StatusCode::FORBIDDEN, "cross-origin request refused");
             }
+            None if !by_bearer => {
+                return refuse(StatusCode::FORBIDDEN, "a request without Origin must carry the bearer token");
+            }
+            _ => {}
         }
     }
     next.run(request).await
@@ -167,9 +261,24 @@ async fn hook(
     };
     let reply = channels.webhook(&channel, request).await;
     let mut response = Response::builder().status(reply.status);
+    // A component's response must not act as a page on this origin: only
+    // JSON or plain text, sandboxed, never sniffed, and no cookies or CORS.
+    let json = reply.headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("content-type") && v.trim_start().to_ascii_lowercase().starts_with("application/json")
+    });
+    let content_type = if json { "application/json" } else { "text/plain; charset=utf-8" };
     for (k, v) in &reply.headers {
-        response = response.header(k, v);
+        let k = k.to_ascii_lowercase();
+        let kept = matches!(k.as_str(), "cache-control" | "retry-after")
+            || (k.starts_with("x-") && k != "x-content-type-options");
+        if kept {
+            response = response.header(k, v);
+        }
     }
+    response = response
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_SECURITY_POLICY, "sandbox; default-src 'none'")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     response.body(axum::body::Body::from(reply.body)).unwrap_or_else(|e| {
         tracing::warn!("channel {channel}: bad webhook response: {e}");
         (StatusCode::INTERNAL_SERVER_ERROR, "the channel built a bad response\n").into_response()

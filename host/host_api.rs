@@ -207,15 +207,9 @@ impl crypto::Host for SkillState {
             self.host.audit("secret", &secret, false, &why);
             return Ok(Err(Error::Denied(why)));
         }
-        // Compare MACs of both sides: constant time without a new dependency.
-        Ok(self.secret_for(&secret, "secret-equals").map(|value| {
-            let mac = |bytes: &[u8]| {
-                let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"wasiclaw secret-equals").expect("any key");
-                m.update(bytes);
-                m
-            };
-            mac(&candidate).verify(&mac(value.as_bytes()).finalize().into_bytes()).is_ok()
-        }))
+        Ok(self
+            .secret_for(&secret, "secret-equals")
+            .map(|value| crate::secrets::constant_time_eq(&candidate, value.as_bytes())))
     }
 }
 

@@ -54,6 +54,9 @@ enum Command {
         #[arg(long, env = "WASICLAW_GATEWAY_BIND", value_name = "IP:PORT")]
         gateway_bind: Option<String>,
     },
+    /// Print the web chat's address with its token. Only a user who can read the state
+    /// directory can get it; opening it once sets a cookie, so bookmark the plain address.
+    Open,
     /// Chat with the agent in the terminal (through the daemon when it runs).
     Chat {
         /// A named conversation; each keeps its own history.
@@ -420,6 +423,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (request, json) = match cli.command {
         Command::Run { model, gateway_bind } => {
             return wasiclaw::daemon::run(paths, model.provider(), gateway_bind).await.map(|_| ExitCode::SUCCESS);
+        }
+        Command::Open => {
+            std::fs::create_dir_all(&paths.state_dir)
+                .with_context(|| format!("cannot create {}", paths.state_dir.display()))?;
+            let config = wasiclaw::config::Config::load(&paths.config())?;
+            println!("{}", wasiclaw::gateway::open_url(&config, &Secrets::new(paths.secrets()))?);
+            return Ok(ExitCode::SUCCESS);
         }
         Command::Chat { session, model } => return chat(paths, &session, model.provider()).await,
         Command::Usage { days, json } => (Request::Usage { days }, json),

@@ -26,6 +26,26 @@ pub enum SecretsError {
     Corrupt { path: PathBuf, source: serde_json::Error },
 }
 
+/// Whether two byte strings are equal, in time that does not depend on
+/// where they differ: MACs of both sides are compared, so no new
+/// dependency is needed.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use hmac::{Hmac, Mac};
+    let mac = |bytes: &[u8]| {
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"wasiclaw constant-time compare").expect("any key length");
+        m.update(bytes);
+        m
+    };
+    mac(a).verify(&mac(b).finalize().into_bytes()).is_ok()
+}
+
+/// A fresh random token: 32 bytes from the OS, hex-encoded.
+pub fn random_token() -> Result<String, std::io::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
+    Ok(hex::encode(bytes))
+}
+
 #[derive(Clone, Debug)]
 pub struct Secrets {
     path: PathBuf,

@@ -62,12 +62,18 @@ async fn the_gateway_streams_replies_and_refuses_other_origins() {
     let port = free_port();
     env.config(&gateway_config(port, &llm));
     let _daemon = tokio::task::block_in_place(|| env.daemon());
+    let token = env.ok(&["open"]).trim().split("?token=").nth(1).unwrap().to_string();
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}");
-    let page = client.get(&url).send().await.unwrap().text().await.unwrap();
+    let page = client.get(&url).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("<title>wasiclaw</title>"));
-    let resp =
-        client.post(format!("{url}/api/chat")).json(&json!({"session": "s1", "text": "hi"})).send().await.unwrap();
+    let resp = client
+        .post(format!("{url}/api/chat"))
+        .bearer_auth(&token)
+        .json(&json!({"session": "s1", "text": "hi"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let body = resp.text().await.unwrap();
     assert_eq!(body.matches("event: text").count(), 2, "{body}");
@@ -75,6 +81,7 @@ async fn the_gateway_streams_replies_and_refuses_other_origins() {
     let evil = client
         .post(format!("{url}/api/chat"))
         .header("origin", "http://evil.example")
+        .bearer_auth(&token)
         .json(&json!({"session": "s1", "text": "hi"}))
         .send()
         .await
@@ -101,11 +108,11 @@ async fn a_public_gateway_requires_a_token() {
     env.config(&config);
     env.cli_stdin(&["secrets", "set", "GATEWAY_TOKEN"], "t0ken");
     let _daemon = tokio::task::block_in_place(|| env.daemon());
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let url = format!("http://127.0.0.1:{port}");
     assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
     assert_eq!(client.get(format!("{url}/?token=wrong")).send().await.unwrap().status(), 401);
-    assert_eq!(client.get(format!("{url}/?token=t0ken")).send().await.unwrap().status(), 200);
+    assert_eq!(client.get(format!("{url}/?token=t0ken")).send().await.unwrap().status(), 303);
     let chat = client.post(format!("{url}/api/chat")).bearer_auth("t0ken").json(&json!({"session": "a", "text": "hi"}));
     assert!(chat.send().await.unwrap().text().await.unwrap().contains("authorized"));
 }
@@ -180,7 +187,11 @@ async fn the_web_chat_streams_a_reply_in_a_real_browser() {
     env.config(&gateway_config(port, &llm));
     let _daemon = tokio::task::block_in_place(|| env.daemon());
     let browser = Browser::start().await;
-    browser.call(reqwest::Method::POST, "/url", json!({"url": format!("http://127.0.0.1:{port}/")})).await;
+    // The owner opens the address `wasiclaw open` prints; the token becomes a cookie.
+    let open = env.ok(&["open"]).trim().to_string();
+    browser.call(reqwest::Method::POST, "/url", json!({"url": open})).await;
+    let address = browser.script("return location.href;").await;
+    assert_eq!(address, format!("http://127.0.0.1:{port}/"), "the token left the address bar");
     let input = browser.element("#input").await;
     browser.call(reqwest::Method::POST, &format!("/element/{input}/value"), json!({"text": "hello there"})).await;
     let send = browser.element("#send").await;
@@ -196,4 +207,27 @@ async fn the_web_chat_streams_a_reply_in_a_real_browser() {
     assert_eq!(reply, "Streaming into the page works.");
     let user = browser.script("return document.querySelector('.user').textContent;").await;
     assert_eq!(user, "hello there");
+
+    // A page on another origin, in the same browser (with the owner's
+    // cookie), tries to drive the agent and read the reply.
+    let evil = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let evil_url = format!("http://{}/", evil.local_addr().unwrap());
+    let script = format!(
+        "<html><body><script>fetch('http://127.0.0.1:{port}/api/chat', {{method: 'POST', credentials: 'include', \
+         headers: {{'content-type': 'text/plain'}}, body: JSON.stringify({{session: 'x', text: 'list my notes'}})}})\
+         .then(r => r.text()).then(t => document.title = 'READ ' + t, e => document.title = 'BLOCKED');</script></body></html>"
+    );
+    let app = axum::Router::new().route("/", axum::routing::get(move || async move { axum::response::Html(script) }));
+    tokio::spawn(async move { axum::serve(evil, app).await.unwrap() });
+    browser.call(reqwest::Method::POST, "/url", json!({"url": evil_url})).await;
+    let mut title = Value::Null;
+    for _ in 0..100 {
+        title = browser.script("return document.title;").await;
+        if title.as_str().is_some_and(|t| !t.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(title, "BLOCKED", "another origin read a reply");
+    assert_eq!(llm.requests().len(), 1, "another origin drove the agent");
 }

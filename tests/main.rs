@@ -12,6 +12,7 @@ mod cli;
 mod cron;
 mod discord;
 mod egress;
+mod gateway;
 mod grants;
 mod hostile;
 mod limits;

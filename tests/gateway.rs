@@ -1,0 +1,172 @@
+//! The gateway against hostile web pages and other local users: it answers
+//! only to its own names, wants its token on every request (even on
+//! loopback), refuses cross-origin writes, and serves webhook answers that
+//! cannot act as pages.
+
+use crate::fake_llm::{FakeLlm, Reply};
+use crate::support::{Env, free_port};
+use reqwest::{StatusCode, redirect};
+use serde_json::json;
+
+/// A daemon with the gateway on a free port; returns it with the gateway's
+/// address and its token (read as the owner would, with `wasiclaw open`).
+fn gateway(env: &Env, llm: &FakeLlm, extra: &str) -> (crate::support::Daemon, String, String) {
+    let port = free_port();
+    env.config(&format!(
+        "[gateway]\nbind = \"127.0.0.1:{port}\"\n{extra}\n[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n",
+        llm.base
+    ));
+    let daemon = tokio::task::block_in_place(|| env.daemon());
+    let open = env.ok(&["open"]);
+    let token = open.trim().split("?token=").nth(1).expect("open prints the address with its token").to_string();
+    (daemon, format!("http://127.0.0.1:{port}"), token)
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(redirect::Policy::none()).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_host_is_refused_before_routing() {
+    let llm = FakeLlm::start(vec![]).await;
+    let env = Env::new();
+    let (_daemon, url, token) = gateway(&env, &llm, "");
+    let port = url.rsplit(':').next().unwrap();
+    // What a DNS-rebinding page sends: its own name, in Host and Origin alike.
+    let rebound = client()
+        .post(format!("{url}/api/chat"))
+        .header("host", format!("evil.example:{port}"))
+        .header("origin", format!("http://evil.example:{port}"))
+        .bearer_auth(&token)
+        .json(&json!({"session": "s", "text": "/tool notes.list {}"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), StatusCode::MISDIRECTED_REQUEST);
+    let hook = client().get(format!("{url}/hooks/x/")).header("host", "evil.example").send().await.unwrap();
+    assert_eq!(hook.status(), StatusCode::MISDIRECTED_REQUEST, "webhook routes too");
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let ok = client().get(&url).header("host", &host).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK, "{host}");
+    }
+    assert!(llm.requests().is_empty(), "the agent was driven");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configured_name_is_answered() {
+    let llm = FakeLlm::start(vec![]).await;
+    let env = Env::new();
+    let (_daemon, url, token) = gateway(&env, &llm, "hosts = [\"claw.example.org\"]\n");
+    let ok = client().get(&url).header("host", "claw.example.org").bearer_auth(&token).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_request_needs_the_token_even_on_loopback() {
+    let llm = FakeLlm::start(vec![Reply::Text("by bearer"), Reply::Text("by cookie")]).await;
+    let env = Env::new();
+    let (_daemon, url, token) = gateway(&env, &llm, "");
+    let chat = || client().post(format!("{url}/api/chat")).json(&json!({"session": "s", "text": "hi"}));
+    assert_eq!(client().get(&url).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(chat().send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(client().get(format!("{url}/?token=wrong")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let on_api = client().post(format!("{url}/api/chat?token={token}")).json(&json!({"session": "s", "text": "hi"}));
+    assert_eq!(on_api.send().await.unwrap().status(), StatusCode::UNAUTHORIZED, "?token= is for GET / only");
+
+    // A non-browser client: the bearer header, no Origin.
+    let body = chat().bearer_auth(&token).send().await.unwrap().text().await.unwrap();
+    assert!(body.contains("by bearer"), "{body}");
+
+    // The browser: `?token=` once, then a cookie the page's scripts cannot read.
+    let opened = client().get(format!("{url}/?token={token}")).send().await.unwrap();
+    assert_eq!(opened.status(), StatusCode::SEE_OTHER);
+    assert_eq!(opened.headers()["location"], "/");
+    let set = opened.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = client().get(&url).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("connect-src 'self'"), "{csp}");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    let same_origin = chat().header("cookie", &cookie).header("origin", &url).send().await.unwrap();
+    assert!(same_origin.text().await.unwrap().contains("by cookie"));
+    // A cookie alone, without the page's Origin, is not enough to write.
+    assert_eq!(chat().header("cookie", &cookie).send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    let other_origin = chat().header("cookie", &cookie).header("origin", "http://evil.example").send().await.unwrap();
+    assert_eq!(other_origin.status(), StatusCode::FORBIDDEN);
+    assert_eq!(llm.requests().len(), 2, "only the two authorized chats reached the model");
+}
+
+/// Another account on the same machine can neither read the token nor
+/// use the gateway without it.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_local_user_is_not_the_owner() {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc_getuid() } != 0 {
+        // Dropping to another uid needs root; CI runs as root.
+        eprintln!("skipped: another_local_user_is_not_the_owner needs root to run a process as `nobody`");
+        return;
+    }
+    let llm = FakeLlm::start(vec![]).await;
+    let env = Env::new();
+    let (_daemon, url, _token) = gateway(&env, &llm, "");
+    // The temp dir itself is private to root: let `nobody` reach the state dir, as on a real home.
+    let mut dir = env.path().to_path_buf();
+    while let Some(parent) = dir.parent() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        if dir != env.path() {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o001)).unwrap();
+        }
+        dir = parent.to_path_buf();
+    }
+    let script = format!(
+        r#"
+import urllib.request, urllib.error, sys
+try:
+    open({secrets:?}).read(); print("READ-SECRETS")
+except OSError: print("no-secrets")
+for req in [urllib.request.Request("{url}/"), urllib.request.Request("{url}/api/chat", data=b'{{"session":"x","text":"/tool notes.list {{}}"}}', headers={{"content-type": "application/json"}})]:
+    try:
+        urllib.request.urlopen(req); print("SERVED")
+    except urllib.error.HTTPError as e: print(e.code)
+"#,
+        secrets = env.path().join("secrets.json").display().to_string(),
+    );
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", &script])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(said.split_whitespace().collect::<Vec<_>>(), ["no-secrets", "401", "401"], "{said}");
+    assert!(llm.requests().is_empty());
+}
+
+unsafe extern "C" {
+    #[link_name = "getuid"]
+    fn libc_getuid() -> u32;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_answers_cannot_act_as_pages() {
+    let llm = FakeLlm::start(vec![]).await;
+    let env = Env::new();
+    env.install("hostile-channel");
+    let (daemon, url, _token) = gateway(&env, &llm, "\n[skills.hostile-channel]\nmode = \"page\"\n");
+    // Asked for nothing, but not approved: it does not answer.
+    let held = client().get(format!("{url}/hooks/hostile-channel/")).send().await.unwrap();
+    assert_eq!(held.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(!held.text().await.unwrap().contains("<script>"));
+    env.ok(&["skills", "approve", "hostile-channel"]);
+    let page = client().get(format!("{url}/hooks/hostile-channel/")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK, "the documented trailing-slash route");
+    let h = page.headers().clone();
+    assert_eq!(h["content-security-policy"], "sandbox; default-src 'none'");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["content-type"], "text/plain; charset=utf-8");
+    assert!(h.get("set-cookie").is_none() && h.get("access-control-allow-origin").is_none(), "{h:?}");
+    assert_eq!(h["x-request-id"], "42", "harmless headers pass");
+    drop(daemon);
+}
