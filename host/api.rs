@@ -103,6 +103,22 @@ pub enum Request {
     OutboxDrop {
         id: u64,
     },
+    /// What a paired non-admin may use.
+    PairingGrant {
+        channel: String,
+        sender: String,
+        scope: crate::pairing::Scope,
+    },
+    /// The owner's answer to a tool call waiting for approval.
+    Answer {
+        id: u64,
+        answer: crate::approvals::Answer,
+    },
+    /// Tools the owner answered "always" for.
+    ApprovalsList,
+    ApprovalsRevoke {
+        tool: String,
+    },
 }
 
 impl Request {
@@ -170,6 +186,24 @@ pub async fn dispatch(rt: &Runtime, agent: Option<&Agent>, request: Request, dae
                     )));
                 }
             },
+            Request::PairingGrant { channel, sender, scope } => match rt.db.pairing_grant(&channel, &sender, scope)? {
+                Some(p) => serde_json::to_value(p)?,
+                None => {
+                    return Err(RuntimeError::Invalid(format!(
+                        "{channel} has no approved pairing for sender {sender}; `wasiclaw pairing list` shows them"
+                    )));
+                }
+            },
+            Request::Answer { id, answer } => json!({ "answered": rt.questions.answer(id, answer) }),
+            Request::ApprovalsList => json!(rt.db.approvals()?),
+            Request::ApprovalsRevoke { tool } => {
+                if !rt.db.approval_revoke(&tool)? {
+                    return Err(RuntimeError::Invalid(format!(
+                        "no \"always\" answer for {tool}; `wasiclaw approvals list` shows them"
+                    )));
+                }
+                json!({ "revoked": tool })
+            }
             Request::PairingRevoke { channel, sender } => {
                 if !rt.db.pairing_revoke(&channel, &sender)? {
                     return Err(RuntimeError::Invalid(format!(

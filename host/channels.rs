@@ -19,7 +19,7 @@
 //!   HTTP, `{NAME}` placeholders in websocket frames; values are scrubbed
 //!   from frames before the component sees them.
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Event, Who};
 use crate::component::{ChannelSpec, Transport};
 use crate::engine::bindings::wasiclaw::plugin::types::{Inbound, Outbound};
 use crate::engine::channel_bindings::exports::wasiclaw::plugin::channel_api as api;
@@ -471,8 +471,15 @@ impl Channels {
             }
             let verdict = db.pairing_check(name, &m.sender_id, &m.sender_name, &m.chat_id, &cfg)?;
             match verdict {
-                Verdict::Serve { admin } => {
-                    if let Some(code) = m.text.trim().strip_prefix("/approve ").filter(|_| admin) {
+                Verdict::Serve { admin, .. } => {
+                    // An admin's answer to a waiting tool call is taken at
+                    // once: the turn that asked holds this chat's worker.
+                    if let Some((answer, id)) = approval_answer(&m.text).filter(|_| admin) {
+                        db.mark_seen(name, &m.message_id)?;
+                        if !self.rt().questions.answer(id, answer) {
+                            db.outbox_enqueue(name, &m.chat_id, &format!("No tool call is waiting for answer {id}."))?;
+                        }
+                    } else if let Some(code) = m.text.trim().strip_prefix("/approve ").filter(|_| admin) {
                         db.mark_seen(name, &m.message_id)?;
                         let reply = match approve(db, code, false)? {
                             Some(p) => format!("Approved {} ({}:{}).", p.sender_name, p.channel, p.sender_id),
@@ -573,9 +580,26 @@ impl Channels {
                     }
                 }
             });
-            let session = format!("{name}:{}", item.chat_id);
-            let reply = match self.agent.turn(&session, &item.text, &|_| {}).await {
-                Ok(reply) => reply,
+            let who = self.who(&name, &item.sender_id);
+            // Everyone but an admin talks in a session of their own.
+            let session = match &who {
+                Who::Person { admin: false, .. } => format!("{name}:{}:{}", item.chat_id, item.sender_id),
+                _ => format!("{name}:{}", item.chat_id),
+            };
+            // A question for the owner goes to this (admin's) chat at once.
+            let ask = |e: Event| {
+                if let Event::Approval { id, tool, arguments, reason } = e {
+                    let text = format!(
+                        "Allow {tool} {}? ({reason})\nReply /allow {id}, /always {id} or /deny {id}.",
+                        crate::text::truncate(&arguments, 300)
+                    );
+                    if let Err(e) = self.rt().db.outbox_enqueue(&name, &chat, &text) {
+                        tracing::error!("channel {name}: queueing an approval question: {e}");
+                    }
+                }
+            };
+            let reply = match self.agent.turn_as(&session, &item.text, &who, &ask).await {
+                Ok(reply) => reply.text,
                 Err(e) => format!("⚠️ {e}"),
             };
             typing.abort();
@@ -821,6 +845,28 @@ impl Channels {
 struct SocketState {
     state: Option<String>,
     url: Option<String>,
+}
+
+/// `/allow 3`, `/always 3`, `/deny 3`: an answer to a waiting tool call.
+fn approval_answer(text: &str) -> Option<(crate::approvals::Answer, u64)> {
+    let mut words = text.split_whitespace();
+    let answer = words.next().filter(|w| w.starts_with('/')).and_then(crate::approvals::Answer::parse)?;
+    let id = words.next()?.parse().ok()?;
+    words.next().is_none().then_some((answer, id))
+}
+
+impl Channels {
+    /// Who a sender is to the agent: an admin, or a person with a scope.
+    fn who(&self, channel: &str, sender: &str) -> Who {
+        let cfg = self.rt().config.channels.get(channel).cloned().unwrap_or_default();
+        if cfg.admins.iter().any(|a| a == sender) {
+            return Who::Person { admin: true, scope: Default::default() };
+        }
+        match self.rt().db.pairing(channel, sender) {
+            Ok(Some(p)) if p.approved => Who::Person { admin: p.admin, scope: p.scope },
+            _ => Who::Person { admin: false, scope: Default::default() },
+        }
+    }
 }
 
 /// A loaded channel's component and the context of a call with its

@@ -31,6 +31,10 @@ pub struct Config {
     pub channels: BTreeMap<String, ChannelConfig>,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// `[tools."SKILL.TOOL"]` (or a host tool's name): the owner's policy
+    /// for one tool.
+    #[serde(default)]
+    pub tools: BTreeMap<String, crate::approvals::ToolConfig>,
 }
 
 /// How long the audit log keeps records.
@@ -53,8 +57,11 @@ impl Default for AuditConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelConfig {
-    /// Sender ids served without pairing (the platform's user ids).
+    /// Sender ids served without pairing (the platform's user ids), with a
+    /// paired non-admin's scope.
     pub allow: Vec<String>,
+    /// Sender ids served as admins without pairing (the owner's own ids).
+    pub admins: Vec<String>,
     /// Answer unknown senders with a pairing code; with `false` they are
     /// ignored and only `allow` is served.
     pub pairing: bool,
@@ -62,7 +69,7 @@ pub struct ChannelConfig {
 
 impl Default for ChannelConfig {
     fn default() -> Self {
-        ChannelConfig { allow: Vec::new(), pairing: true }
+        ChannelConfig { allow: Vec::new(), admins: Vec::new(), pairing: true }
     }
 }
 
@@ -116,6 +123,9 @@ pub struct AgentConfig {
     /// Where `notify` messages and results of jobs without a chat go, as
     /// `CHANNEL:CHAT-ID` (e.g. `telegram:12345`). Unset: the first admin's chat.
     pub owner_chat: Option<String>,
+    /// How long a tool call waits for the owner's answer before it counts
+    /// as denied.
+    pub approval_timeout_s: u64,
 }
 
 impl Default for AgentConfig {
@@ -129,6 +139,7 @@ impl Default for AgentConfig {
             retries: 3,
             ollama_url: "http://127.0.0.1:11434".into(),
             owner_chat: None,
+            approval_timeout_s: 300,
         }
     }
 }

@@ -105,7 +105,11 @@ pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: TcpList
     hosts.push(if local.is_ipv6() { format!("[{}]:{port}", local.ip()) } else { local.to_string() });
     let names = agent.rt.config.gateway.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
     let gate = Gate { agent, token: Arc::new(token), hosts: Arc::new(hosts), names: Arc::new(names) };
-    let api = Router::new().route("/", get(index)).route("/api/chat", post(chat)).with_state(gate.clone());
+    let api = Router::new()
+        .route("/", get(index))
+        .route("/api/chat", post(chat))
+        .route("/api/answer", post(answer))
+        .with_state(gate.clone());
     let hooks = Router::new()
         .route("/hooks/{channel}", any(hook))
         .route("/hooks/{channel}/", any(hook))
@@ -225,6 +229,7 @@ async fn chat(State(gate): State<Gate>, Json(input): Json<ChatIn>) -> impl IntoR
                 Event::ToolCall { .. } => "tool-call",
                 Event::ToolResult { .. } => "tool-result",
                 Event::Notice { .. } => "notice",
+                Event::Approval { .. } => "approval",
             };
             let _ = events.send(SseEvent::default().event(name).json_data(&e).expect("events serialize"));
         };
@@ -237,6 +242,18 @@ async fn chat(State(gate): State<Gate>, Json(input): Json<ChatIn>) -> impl IntoR
     let stream =
         futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[derive(Deserialize)]
+struct AnswerIn {
+    id: u64,
+    answer: crate::approvals::Answer,
+}
+
+/// The owner's answer to a tool call waiting for approval.
+async fn answer(State(gate): State<Gate>, Json(input): Json<AnswerIn>) -> impl IntoResponse {
+    let answered = gate.agent.rt.questions.answer(input.id, input.answer);
+    Json(serde_json::json!({ "answered": answered }))
 }
 
 /// A platform's request to a channel's webhook route, answered by the channel.

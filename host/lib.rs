@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod approvals;
 pub mod budget;
 pub mod channels;
 pub mod component;

@@ -114,6 +114,9 @@ enum Command {
     /// Who may talk to the agent through chat channels.
     #[command(subcommand)]
     Pairing(PairingCommand),
+    /// Tool calls that wait for your word, and the tools you said "always" to.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
     /// Messages waiting to be sent through chat channels (retried until they go).
     Outbox {
         /// Give up on the queued message with this id (say, to a chat that no longer exists).
@@ -371,6 +374,53 @@ enum PairingCommand {
     },
     /// Forget a sender (paired or pending): `wasiclaw pairing revoke telegram 12345`.
     Revoke { channel: String, sender: String },
+    /// Set what a paired non-admin may use. By default they get their own session and
+    /// read-only tools, and no memory, `/tool` or anything that writes, sends or spends.
+    #[command(after_help = "Examples:\n  wasiclaw pairing grant telegram 12345 --memory\n  \
+        wasiclaw pairing grant telegram 12345 --tools write\n  wasiclaw pairing grant telegram 12345   # back to the defaults")]
+    Grant {
+        channel: String,
+        sender: String,
+        /// Your long-term memory: recall, search and save.
+        #[arg(long)]
+        memory: bool,
+        /// The riskiest tools they may cause: read, write, send or spend.
+        #[arg(long, value_name = "RISK", value_parser = parse_risk)]
+        tools: Option<wasiclaw::approvals::Risk>,
+        /// `/tool SKILL.TOOL {json}` in their chat.
+        #[arg(long)]
+        direct_tools: bool,
+    },
+}
+
+fn parse_risk(s: &str) -> Result<wasiclaw::approvals::Risk, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
+        .map_err(|_| format!("`{s}` is not a risk: use read, write, send or spend"))
+}
+
+fn parse_answer(s: &str) -> Result<wasiclaw::approvals::Answer, String> {
+    wasiclaw::approvals::Answer::parse(s).ok_or_else(|| format!("`{s}` is not an answer: use allow, always or deny"))
+}
+
+#[derive(Subcommand)]
+#[command(after_help = "Each tool has a risk: read, write, send or spend (a skill declares it; raise it with\n\
+    [tools.\"SKILL.TOOL\"] risk = \"send\" in config.toml). Tools set to ask (policy = \"ask\"; send and spend by\n\
+    default), and any tool above read once the conversation holds untrusted content, wait for your answer\n\
+    in the chat you are using: /allow ID, /always ID or /deny ID.")]
+enum ApprovalsCommand {
+    /// Tools you answered "always" for.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask again before TOOL runs (e.g. `notes.add`).
+    Revoke { tool: String },
+    /// Answer a waiting tool call: allow, always or deny.
+    Answer {
+        id: u64,
+        #[arg(value_parser = parse_answer)]
+        answer: wasiclaw::approvals::Answer,
+    },
 }
 
 #[derive(Subcommand)]
@@ -513,6 +563,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pairing(PairingCommand::Revoke { channel, sender }) => {
             (Request::PairingRevoke { channel, sender }, false)
         }
+        Command::Pairing(PairingCommand::Grant { channel, sender, memory, tools, direct_tools }) => {
+            let scope = wasiclaw::pairing::Scope { memory, max_risk: tools, direct_tools };
+            (Request::PairingGrant { channel, sender, scope }, false)
+        }
+        Command::Approvals(ApprovalsCommand::List { json }) => (Request::ApprovalsList, json),
+        Command::Approvals(ApprovalsCommand::Revoke { tool }) => (Request::ApprovalsRevoke { tool }, false),
+        Command::Approvals(ApprovalsCommand::Answer { id, answer }) => (Request::Answer { id, answer }, false),
         Command::Outbox { drop: Some(id), .. } => (Request::OutboxDrop { id }, false),
         Command::Outbox { drop: None, json } => (Request::Outbox, json),
     };
@@ -575,6 +632,8 @@ async fn chat(paths: Paths, session: &str, provider: Option<ProviderConfig>) -> 
         );
     }
     let streamed = AtomicBool::new(false);
+    // The id of the tool call waiting for an answer typed during the turn.
+    let waiting = std::sync::atomic::AtomicU64::new(0);
     let show = |e: Event| {
         let mut out = std::io::stdout().lock();
         let _ = match e {
@@ -587,16 +646,34 @@ async fn chat(paths: Paths, session: &str, provider: Option<ProviderConfig>) -> 
                 writeln!(out, "  ↳ {name} {}: {}", if ok { "ok" } else { "error" }, preview.replace('\n', " "))
             }
             Event::Notice { text } => writeln!(out, "  ({text})"),
+            Event::Approval { id, tool, arguments, reason } => {
+                waiting.store(id, Ordering::Relaxed);
+                writeln!(
+                    out,
+                    "\n  ? allow {tool} {}\n    ({reason})\n    y = once, a = always, n = deny: ",
+                    one_line(&arguments)
+                )
+            }
         };
         let _ = out.flush();
     };
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    // Lines typed while a turn runs that are not answers wait their turn.
+    let mut typed: std::collections::VecDeque<String> = Default::default();
+    let mut stdin_open = true;
     loop {
         if tty {
             print!("› ");
             std::io::stdout().flush()?;
         }
-        let Some(line) = lines.next_line().await? else { break };
+        let line = match typed.pop_front() {
+            Some(line) => line,
+            None if !stdin_open => break,
+            None => match lines.next_line().await? {
+                Some(line) => line,
+                None => break,
+            },
+        };
         let text = line.trim();
         if text.is_empty() {
             continue;
@@ -606,10 +683,39 @@ async fn chat(paths: Paths, session: &str, provider: Option<ProviderConfig>) -> 
         }
         streamed.store(false, Ordering::Relaxed);
         let request = Request::Chat { session: key.clone(), text: text.to_string() };
-        let reply = match &agent {
-            Some(agent) => api::dispatch(&agent.rt, Some(agent), request, false, &show).await,
-            None => {
-                api::call_daemon(&paths.socket(), &request, &mut |e| show(e)).await?.context("the daemon stopped")?
+        let turn = async {
+            anyhow::Ok(match &agent {
+                Some(agent) => api::dispatch(&agent.rt, Some(agent), request, false, &show).await,
+                None => api::call_daemon(&paths.socket(), &request, &mut |e| show(e))
+                    .await?
+                    .context("the daemon stopped")?,
+            })
+        };
+        tokio::pin!(turn);
+        let reply = loop {
+            tokio::select! {
+                reply = &mut turn => break reply?,
+                line = lines.next_line(), if stdin_open => match line? {
+                    None => stdin_open = false,
+                    Some(line) => {
+                        let id = waiting.load(Ordering::Relaxed);
+                        match wasiclaw::approvals::Answer::parse(line.trim()) {
+                            Some(answer) if id != 0 => {
+                                waiting.store(0, Ordering::Relaxed);
+                                let request = Request::Answer { id, answer };
+                                match &agent {
+                                    Some(agent) => {
+                                        agent.rt.questions.answer(id, answer);
+                                    }
+                                    None => {
+                                        api::call_daemon(&paths.socket(), &request, &mut |_| {}).await?;
+                                    }
+                                }
+                            }
+                            _ => typed.push_back(line),
+                        }
+                    }
+                },
             }
         };
         match reply {
@@ -818,6 +924,20 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
             );
         }
         Request::PairingRevoke { channel, sender } => println!("forgot {channel}:{sender}"),
+        Request::PairingGrant { channel, sender, scope } => println!("{channel}:{sender} may now use: {scope:?}"),
+        Request::Answer { id, .. } if value["answered"] != true => bail!("no tool call is waiting for answer {id}"),
+        Request::Answer { .. } => println!("answered"),
+        Request::ApprovalsList if !json => {
+            let list: Vec<(String, i64)> = serde_json::from_value(value)?;
+            if list.is_empty() {
+                println!("no tool runs without asking beyond its policy");
+            }
+            for (tool, ms) in list {
+                let since = jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default();
+                println!("{tool:<30} always allowed since {since}  (revoke: wasiclaw approvals revoke {tool})");
+            }
+        }
+        Request::ApprovalsRevoke { tool } => println!("{tool} will ask again"),
         Request::OutboxDrop { id } => println!("dropped queued message {id}; it will not be sent"),
         Request::Outbox if !json => {
             let items: Vec<OutboxItem> = serde_json::from_value(value)?;

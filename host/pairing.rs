@@ -42,13 +42,31 @@ pub struct Pairing {
     pub admin: bool,
     pub created_ms: i64,
     pub approved_ms: Option<i64>,
+    /// What a non-admin may use (`wasiclaw pairing grant`).
+    #[serde(default)]
+    pub scope: Scope,
+}
+
+/// What a paired non-admin may use besides read-only tools in their own
+/// session. Admins act as the owner and need none of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    /// The owner's long-term memory: recall, search and save.
+    #[serde(default)]
+    pub memory: bool,
+    /// The riskiest tools they may cause to run; read-only when unset.
+    #[serde(default)]
+    pub max_risk: Option<crate::approvals::Risk>,
+    /// `/tool SKILL.TOOL {json}` in their chat.
+    #[serde(default)]
+    pub direct_tools: bool,
 }
 
 /// What to do with a message from a sender.
 #[derive(Debug, PartialEq)]
 pub enum Verdict {
     /// Allowed or paired: hand it to the agent.
-    Serve { admin: bool },
+    Serve { admin: bool, scope: Scope },
     /// Unknown and already told (or pairing is off): drop it unseen.
     Ignore,
     /// First contact: send this code, drop the message.
@@ -80,8 +98,11 @@ impl Store {
         chat_id: &str,
         cfg: &ChannelConfig,
     ) -> Result<Verdict, StoreError> {
+        if cfg.admins.iter().any(|a| a == sender_id) {
+            return Ok(Verdict::Serve { admin: true, scope: Scope::default() });
+        }
         if cfg.allow.iter().any(|a| a == sender_id) {
-            return Ok(Verdict::Serve { admin: false });
+            return Ok(Verdict::Serve { admin: false, scope: Scope::default() });
         }
         let now = now_ms();
         let txn = self.db.begin_write()?;
@@ -92,7 +113,7 @@ impl Store {
                 None => None,
             };
             match existing {
-                Some(p) if p.approved => Verdict::Serve { admin: p.admin },
+                Some(p) if p.approved => Verdict::Serve { admin: p.admin, scope: p.scope },
                 _ if !cfg.pairing => Verdict::Ignore,
                 Some(p) if p.code_expires_ms > now => Verdict::Ignore,
                 existing => {
@@ -119,6 +140,7 @@ impl Store {
                             admin: false,
                             created_ms: existing.map(|p| p.created_ms).unwrap_or(now),
                             approved_ms: None,
+                            scope: Scope::default(),
                         };
                         table.insert((channel, sender_id), serde_json::to_vec(&p)?.as_slice())?;
                         Verdict::SendCode(code)
@@ -128,6 +150,38 @@ impl Store {
         };
         txn.commit()?;
         Ok(verdict)
+    }
+
+    /// The pairing of one sender, approved or pending.
+    pub fn pairing(&self, channel: &str, sender_id: &str) -> Result<Option<Pairing>, StoreError> {
+        let txn = self.db.begin_read()?;
+        match txn.open_table(PAIRINGS)?.get((channel, sender_id))? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Set what paired sender `sender_id` of `channel` may use; None if
+    /// there is no such pairing.
+    pub fn pairing_grant(&self, channel: &str, sender_id: &str, scope: Scope) -> Result<Option<Pairing>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let updated = {
+            let mut table = txn.open_table(PAIRINGS)?;
+            let existing: Option<Pairing> = match table.get((channel, sender_id))? {
+                Some(v) => Some(serde_json::from_slice(v.value())?),
+                None => None,
+            };
+            match existing.filter(|p| p.approved) {
+                Some(mut p) => {
+                    p.scope = scope;
+                    table.insert((channel, sender_id), serde_json::to_vec(&p)?.as_slice())?;
+                    Some(p)
+                }
+                None => None,
+            }
+        };
+        txn.commit()?;
+        Ok(updated)
     }
 
     /// Approve the pending request holding `code`. The first approval
@@ -216,20 +270,29 @@ mod tests {
         assert!(db.pairing_approve("WRONG123", false).unwrap().is_none());
         let ada = db.pairing_approve(&code.to_lowercase(), false).unwrap().unwrap();
         assert!(ada.approved && ada.admin, "the first approval is the owner's");
-        assert_eq!(db.pairing_check("tg", "1", "Ada", "c1", &cfg).unwrap(), Verdict::Serve { admin: true });
+        assert_eq!(
+            db.pairing_check("tg", "1", "Ada", "c1", &cfg).unwrap(),
+            Verdict::Serve { admin: true, scope: Scope::default() }
+        );
         assert!(db.pairing_approve(&code, false).unwrap().is_none(), "a code works once");
         let bob = code_of(db.pairing_check("tg", "2", "Bob", "c2", &cfg).unwrap());
         assert!(!db.pairing_approve(&bob, false).unwrap().unwrap().admin);
         assert_eq!(db.admin_chat().unwrap(), Some(("tg".into(), "c1".into())));
         assert!(db.pairing_revoke("tg", "2").unwrap());
-        assert_ne!(db.pairing_check("tg", "2", "Bob", "c2", &cfg).unwrap(), Verdict::Serve { admin: false });
+        assert_ne!(
+            db.pairing_check("tg", "2", "Bob", "c2", &cfg).unwrap(),
+            Verdict::Serve { admin: false, scope: Scope::default() }
+        );
     }
 
     #[test]
     fn allow_lists_pairing_off_and_the_pending_cap() {
         let (_dir, db) = store();
-        let closed = ChannelConfig { allow: vec!["7".into()], pairing: false };
-        assert_eq!(db.pairing_check("x", "7", "", "c", &closed).unwrap(), Verdict::Serve { admin: false });
+        let closed = ChannelConfig { allow: vec!["7".into()], pairing: false, ..Default::default() };
+        assert_eq!(
+            db.pairing_check("x", "7", "", "c", &closed).unwrap(),
+            Verdict::Serve { admin: false, scope: Scope::default() }
+        );
         assert_eq!(db.pairing_check("x", "8", "", "c", &closed).unwrap(), Verdict::Ignore);
         assert!(db.pairings().unwrap().is_empty(), "nothing is recorded with pairing off");
         let open = ChannelConfig::default();

@@ -112,6 +112,8 @@ pub struct Runtime {
     pub budgets: Budgets,
     /// Name resolution for egress; tests replace it.
     pub resolver: Resolver,
+    /// Tool calls waiting for the owner's answer.
+    pub questions: crate::approvals::Pending,
     limits: Arc<crate::config::Limits>,
 }
 
@@ -143,6 +145,7 @@ impl Runtime {
             grants_changed: Arc::default(),
             budgets: Budgets::default(),
             resolver: system_resolver(),
+            questions: Default::default(),
             limits: Arc::new(config.limits.clone()),
             config,
         })

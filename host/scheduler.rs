@@ -380,8 +380,15 @@ impl Scheduler<'_> {
                 Action::Prompt { text } => {
                     let before = rt.db.session(&job.target)?.usage.tokens();
                     let prompt = format!("[scheduled task #{} \"{}\"] {text}{prompt_extra}", job.id, job.name);
-                    match self.agent.turn(&job.target, &prompt, &|_| {}).await {
-                        Ok(reply) => run.output = reply,
+                    // Nobody is there to answer a question: a call that needs
+                    // one stops the run, and the record says why.
+                    match self.agent.turn_as(&job.target, &prompt, &crate::agent::Who::Unattended, &|_| {}).await {
+                        Ok(reply) => {
+                            if reply.stopped.is_some() {
+                                run.status = "stopped".into();
+                            }
+                            run.output = reply.text;
+                        }
                         Err(e) => {
                             run.status = "failed".into();
                             run.output = e.to_string();

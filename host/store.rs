@@ -135,6 +135,7 @@ impl Store {
         crate::scheduler::create_tables(&txn)?;
         crate::pairing::create_tables(&txn)?;
         crate::channels::create_tables(&txn)?;
+        crate::approvals::create_tables(&txn)?;
         txn.commit()?;
         Ok(Store {
             db,

@@ -6,6 +6,7 @@ mod fake_llm;
 mod support;
 
 mod agent;
+mod approvals;
 mod channels;
 mod chat;
 mod cli;

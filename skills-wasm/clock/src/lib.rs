@@ -3,7 +3,7 @@
 
 use jiff::{Timestamp, civil::DateTime, tz::TimeZone};
 use serde_json::json;
-use wasiclaw_sdk::{Capabilities, Error, Manifest, arg_str, parse_args, tool, unknown_tool};
+use wasiclaw_sdk::{Capabilities, Error, Manifest, arg_str, parse_args, read_tool, unknown_tool};
 
 struct Clock;
 
@@ -19,7 +19,7 @@ impl wasiclaw_sdk::Skill for Clock {
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Current time and time-zone conversion".into(),
             tools: vec![
-                tool(
+                read_tool(
                     "now",
                     "The current date and time in a time zone (default UTC).",
                     json!({
@@ -27,7 +27,7 @@ impl wasiclaw_sdk::Skill for Clock {
                         "properties": {"tz": {"type": "string", "description": "IANA time zone, e.g. Europe/Berlin"}}
                     }),
                 ),
-                tool(
+                read_tool(
                     "convert",
                     "Convert a local date-time from one time zone to another.",
                     json!({

@@ -2,7 +2,7 @@
 //! Keys are `note:<id>`; `next-id` holds the id counter.
 
 use serde_json::json;
-use wasiclaw_sdk::{Capabilities, Error, Manifest, arg_str, kv, parse_args, tool, unknown_tool};
+use wasiclaw_sdk::{Capabilities, Error, Manifest, arg_str, kv, parse_args, read_tool, tool, unknown_tool};
 
 struct Notes;
 
@@ -38,8 +38,8 @@ impl wasiclaw_sdk::Skill for Notes {
                         "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]
                     }),
                 ),
-                tool("list", "List all notes, oldest first.", json!({"type": "object", "properties": {}})),
-                tool(
+                read_tool("list", "List all notes, oldest first.", json!({"type": "object", "properties": {}})),
+                read_tool(
                     "search",
                     "Notes containing a word or phrase (case-insensitive).",
                     json!({

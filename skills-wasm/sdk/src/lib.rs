@@ -40,9 +40,27 @@ pub fn log_warn(msg: &str) {
     host_log(Level::Warn, msg)
 }
 
-/// A tool description; `parameters` is a JSON Schema object.
+/// A tool description; `parameters` is a JSON Schema object. Its risk is
+/// `write` unless declared: see `read_tool` and `with_risk`.
 pub fn tool(name: &str, description: &str, parameters: serde_json::Value) -> Tool {
     Tool { name: name.into(), description: description.into(), parameters: parameters.to_string() }
+}
+
+/// A tool that only reads: it runs without asking even after the
+/// conversation has read untrusted content.
+pub fn read_tool(name: &str, description: &str, parameters: serde_json::Value) -> Tool {
+    with_risk(tool(name, description, parameters), "read")
+}
+
+/// Declare a tool's risk: `read`, `write`, `send` (messages others) or
+/// `spend` (money). The owner may raise it, never lower it.
+pub fn with_risk(mut tool: Tool, risk: &str) -> Tool {
+    let mut schema: serde_json::Value = serde_json::from_str(&tool.parameters).unwrap_or_default();
+    if let Some(object) = schema.as_object_mut() {
+        object.insert("x-risk".into(), risk.into());
+    }
+    tool.parameters = schema.to_string();
+    tool
 }
 
 /// A GET-only HTTP rule without injected headers.

@@ -4,7 +4,9 @@
 //! HTTP rules follow them.
 
 use serde_json::{Value, json};
-use wasiclaw_sdk::{Capabilities, Error, Manifest, arg_f64, config, http, http_get, parse_args, tool, unknown_tool};
+use wasiclaw_sdk::{
+    Capabilities, Error, Manifest, arg_f64, config, http, http_get, parse_args, read_tool, unknown_tool,
+};
 
 struct Weather;
 
@@ -49,7 +51,7 @@ impl wasiclaw_sdk::Skill for Weather {
             name: "weather".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Current weather and forecast for a place (Open-Meteo)".into(),
-            tools: vec![tool(
+            tools: vec![read_tool(
                 "current",
                 "Current weather and today's range for a city or coordinates.",
                 json!({

@@ -4,7 +4,7 @@
 //! hosts they choose, e.g. `wasiclaw skills grant web-fetch --http https://en.wikipedia.org/`.
 
 use serde_json::json;
-use wasiclaw_sdk::{Capabilities, Error, Manifest, arg_str, http, http_get, parse_args, tool, unknown_tool};
+use wasiclaw_sdk::{Capabilities, Error, Manifest, arg_str, http, http_get, parse_args, read_tool, unknown_tool};
 
 struct WebFetch;
 
@@ -64,7 +64,7 @@ impl wasiclaw_sdk::Skill for WebFetch {
             name: "web-fetch".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Fetches a web page as readable text".into(),
-            tools: vec![tool(
+            tools: vec![read_tool(
                 "fetch",
                 "Fetch a URL and return its readable text.",
                 json!({

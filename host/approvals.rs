@@ -1,0 +1,178 @@
+//! Tool approvals: each tool's risk and the owner's policy for it, the
+//! questions waiting for the owner's answer, and the "always" answers kept
+//! in the database.
+//!
+//! Invariants:
+//! - A skill declares a tool's risk as `"x-risk"` in its parameter schema
+//!   (none means `write`); the owner may raise it in `[tools."SKILL.TOOL"]`,
+//!   never lower it. Host tools have fixed risks.
+//! - A tool set to `ask`, or any tool above `read` in a turn whose context
+//!   holds untrusted content (a skill's output, a non-admin's message),
+//!   runs only after the owner allows it, unless they answered "always" for
+//!   it or opted out of the untrusted-content question for it.
+//! - Only the owner answers: the terminal, the authenticated web page, or
+//!   an admin in their own chat. An unanswered question is a denial after
+//!   `[agent] approval_timeout_s`; unattended runs cannot ask at all.
+
+use crate::store::{Store, StoreError, now_ms};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::oneshot;
+
+/// Tool name (`SKILL.TOOL`, or a host tool's) → when "always" was answered.
+const ALWAYS: TableDefinition<&str, i64> = TableDefinition::new("approvals");
+
+pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(ALWAYS)?;
+    Ok(())
+}
+
+/// What a tool can do, lowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    Read,
+    Write,
+    Send,
+    Spend,
+}
+
+/// The owner's standing policy for one tool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    Allow,
+    Ask,
+    Deny,
+}
+
+/// The owner's answer to one question.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Answer {
+    /// Allow this call.
+    Once,
+    /// Allow this call and every later one of this tool.
+    Always,
+    Deny,
+}
+
+impl Answer {
+    /// `/allow`, `/always`, `/deny` (and y/a/n at the terminal).
+    pub fn parse(word: &str) -> Option<Answer> {
+        match word.trim_start_matches('/').to_ascii_lowercase().as_str() {
+            "allow" | "once" | "y" | "yes" => Some(Answer::Once),
+            "always" | "a" => Some(Answer::Always),
+            "deny" | "n" | "no" => Some(Answer::Deny),
+            _ => None,
+        }
+    }
+}
+
+/// `[tools."SKILL.TOOL"]` in config.toml.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolConfig {
+    /// allow (the default for read and write), ask (for send and spend) or deny.
+    pub policy: Option<Policy>,
+    /// Raise the risk the skill declared; a lower value is ignored.
+    pub risk: Option<Risk>,
+    /// Run without asking even after untrusted content was read.
+    pub trust_after_untrusted: bool,
+}
+
+/// The risk a skill declares for a tool in its schema; `write` if none.
+pub fn declared_risk(parameters: &serde_json::Value) -> Risk {
+    parameters.get("x-risk").and_then(|r| serde_json::from_value(r.clone()).ok()).unwrap_or(Risk::Write)
+}
+
+/// The effective risk and policy of a tool.
+pub fn rule(tools: &std::collections::BTreeMap<String, ToolConfig>, name: &str, declared: Risk) -> (Risk, Policy) {
+    let cfg = tools.get(name).cloned().unwrap_or_default();
+    let risk = cfg.risk.map_or(declared, |r| r.max(declared));
+    let default = if risk >= Risk::Send { Policy::Ask } else { Policy::Allow };
+    (risk, cfg.policy.unwrap_or(default))
+}
+
+/// Questions waiting for the owner, by id.
+#[derive(Default)]
+pub struct Pending {
+    next: AtomicU64,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+}
+
+impl Pending {
+    /// A new question; the receiver gets the answer.
+    pub fn open(&self) -> (u64, oneshot::Receiver<Answer>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let (tx, rx) = oneshot::channel();
+        self.waiting.lock().unwrap().insert(id, tx);
+        (id, rx)
+    }
+
+    /// Answer question `id`; false if nobody waits for it (any more).
+    pub fn answer(&self, id: u64, answer: Answer) -> bool {
+        self.waiting.lock().unwrap().remove(&id).is_some_and(|tx| tx.send(answer).is_ok())
+    }
+
+    pub fn forget(&self, id: u64) {
+        self.waiting.lock().unwrap().remove(&id);
+    }
+}
+
+impl Store {
+    pub fn approved_always(&self, tool: &str) -> Result<bool, StoreError> {
+        Ok(self.db.begin_read()?.open_table(ALWAYS)?.get(tool)?.is_some())
+    }
+
+    pub fn approve_always(&self, tool: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(ALWAYS)?.insert(tool, now_ms())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every "always" answer: tool and when it was given.
+    pub fn approvals(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ALWAYS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value().to_string(), v.value()));
+        }
+        Ok(out)
+    }
+
+    pub fn approval_revoke(&self, tool: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let found = txn.open_table(ALWAYS)?.remove(tool)?.is_some();
+        txn.commit()?;
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skill_declares_the_risk_and_the_owner_can_only_raise_it() {
+        let declared = declared_risk(&serde_json::json!({"type": "object", "x-risk": "read"}));
+        assert_eq!(declared, Risk::Read);
+        assert_eq!(declared_risk(&serde_json::json!({"type": "object"})), Risk::Write, "undeclared is write");
+        let mut tools = std::collections::BTreeMap::new();
+        assert_eq!(rule(&tools, "a.b", Risk::Read), (Risk::Read, Policy::Allow));
+        assert_eq!(rule(&tools, "a.b", Risk::Send), (Risk::Send, Policy::Ask));
+        tools.insert("a.b".to_string(), ToolConfig { risk: Some(Risk::Read), ..Default::default() });
+        assert_eq!(rule(&tools, "a.b", Risk::Spend).0, Risk::Spend, "never lowered");
+        tools.insert(
+            "a.b".to_string(),
+            ToolConfig { risk: Some(Risk::Spend), policy: Some(Policy::Allow), ..Default::default() },
+        );
+        assert_eq!(rule(&tools, "a.b", Risk::Read), (Risk::Spend, Policy::Allow));
+    }
+}
