@@ -186,7 +186,9 @@ pub const MAX_DESCRIPTION: usize = 1024;
 pub const MAX_SCHEMA: usize = 8 * 1024;
 pub const MAX_RULES: usize = 32;
 
-fn validate(m: &Manifest) -> Result<(), String> {
+/// Check a manifest against the naming rules and the bounds above; the
+/// error names the rule or limit broken.
+pub fn validate(m: &Manifest) -> Result<(), String> {
     let name_ok = |n: &str| {
         !n.is_empty()
             && n.len() <= 64

@@ -19,6 +19,7 @@ mod hostile;
 mod limits;
 mod matrix;
 mod memory;
+mod properties;
 mod python;
 mod reload;
 mod scheduler;
