@@ -22,6 +22,7 @@ lint:
 # Benchmarks (figures go in BENCHMARKS.md).
 bench:
     cargo bench --bench memory
+    bash benches/idle.sh 60
 
 # Everything CI does, from a fresh machine.
 ci:

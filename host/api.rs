@@ -175,6 +175,7 @@ pub async fn dispatch(rt: &Runtime, agent: Option<&Agent>, request: Request, dae
                     "channels": channels,
                     "outbox_pending": outbox.len(),
                     "audit_records": rt.db.audit_count()?,
+                    "rescans": rt.rescans.load(std::sync::atomic::Ordering::Relaxed),
                 })
             }
             Request::PairingList => serde_json::to_value(rt.db.pairings()?)?,

@@ -118,6 +118,15 @@ pub struct Entry {
     pub file: PathBuf,
     pub sha256: String,
     pub loaded: Result<Arc<Loaded>, String>,
+    /// Size, mtime and inode when read: an unchanged file is not read again.
+    pub stamp: Option<(u64, std::time::SystemTime, u64)>,
+}
+
+/// What identifies a file's content cheaply, without reading it.
+fn stamp(file: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(file).ok()?;
+    Some((meta.len(), meta.modified().ok()?, meta.ino()))
 }
 
 impl Entry {
@@ -428,6 +437,14 @@ impl Registry {
         let old = self.entries.read().unwrap().clone();
         let mut candidates = Vec::new();
         for file in files {
+            let stamp = stamp(&file);
+            // Unchanged on disk: no read, no hash. A file refused for a name
+            // clash is read again: the other file may be gone.
+            let clashed = |e: &Entry| e.loaded.as_ref().is_err_and(|r| r.starts_with(CLASH));
+            if let Some(e) = old.get(&file).filter(|e| stamp.is_some() && e.stamp == stamp && !clashed(e)) {
+                candidates.push((file, e.clone()));
+                continue;
+            }
             let bytes = match std::fs::read(&file) {
                 Ok(b) => b,
                 Err(e) => {
@@ -438,11 +455,13 @@ impl Registry {
             let sha256 = sha256_hex(&bytes);
             let entry = match old.get(&file) {
                 // A name clash is re-checked each scan: the other file may be gone.
-                Some(e) if e.sha256 == sha256 && !e.loaded.as_ref().is_err_and(|r| r.starts_with(CLASH)) => e.clone(),
+                Some(e) if e.sha256 == sha256 && !e.loaded.as_ref().is_err_and(|r| r.starts_with(CLASH)) => {
+                    Entry { stamp, ..e.clone() }
+                }
                 _ => {
                     let loaded = load(engine, &file, &bytes, &sha256, &ctx_for).await;
-                    let entry =
-                        Entry { file: file.clone(), sha256, loaded: loaded.map(Arc::new).map_err(|e| e.to_string()) };
+                    let loaded = loaded.map(Arc::new).map_err(|e| e.to_string());
+                    let entry = Entry { file: file.clone(), sha256, loaded, stamp };
                     match &entry.loaded {
                         Ok(_) => report.loaded.push(entry.name()),
                         Err(reason) => report.rejected.push((entry.name(), reason.clone())),

@@ -1,8 +1,12 @@
 //! `wasiclaw run`: the always-on process. It owns the database, serves the
 //! local API on the unix socket, the gateway (web chat, channel webhooks)
 //! and the chat channels, and keeps the skills folder loaded with a
-//! file watcher plus a periodic rescan (a watcher can miss events on some
+//! file watcher plus a rare rescan (a watcher can miss events on some
 //! filesystems; the rescan is the backstop). Stops cleanly on SIGINT/SIGTERM.
+//!
+//! Idle means idle: only events that change the folder (create, write,
+//! rename, remove) wake it, never reads (a rescan reads files, and reacting
+//! to that would loop forever), and a rescan only stats unchanged files.
 
 use crate::agent::Agent;
 use crate::channels::Channels;
@@ -19,7 +23,7 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// How often the folder is rescanned even without watcher events.
-const RESCAN_EVERY: Duration = Duration::from_secs(30);
+const RESCAN_EVERY: Duration = Duration::from_secs(600);
 /// Coalesce bursts of events (a copy writes a file in many chunks).
 const SETTLE: Duration = Duration::from_millis(250);
 
@@ -57,7 +61,14 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        use notify::EventKind::{Any, Create, Modify, Remove};
+        use notify::event::ModifyKind;
+        let changes = |kind: &notify::EventKind| match kind {
+            Create(_) | Remove(_) | Any => true,
+            Modify(m) => !matches!(m, ModifyKind::Metadata(_)),
+            _ => false,
+        };
+        if event.is_ok_and(|e| changes(&e.kind)) {
             let _ = tx.send(());
         }
     })?;

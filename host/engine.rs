@@ -11,6 +11,7 @@
 //! - Every call runs under a memory cap (ResourceLimiter), a CPU budget
 //!   (epoch ticks spent in guest code) and a wall-clock timeout (which also
 //!   covers a guest blocked in a host call, where epochs cannot reach).
+//! - The epoch ticker runs only while a call is in flight.
 //! - No pooling allocator: it needs more address space than small ARM boards have.
 
 use crate::config::Limits;
@@ -19,6 +20,7 @@ use crate::egress::EgressHooks;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
@@ -191,6 +193,31 @@ pub struct SkillEngine {
     pub linker: Arc<Linker<SkillState>>,
     cache_dir: PathBuf,
     limits: Limits,
+    ticker: Arc<Ticker>,
+}
+
+/// The epoch ticker thread and the calls it ticks for.
+struct Ticker {
+    in_flight: Arc<AtomicUsize>,
+    thread: std::thread::Thread,
+}
+
+/// One call in flight: the ticker runs until the last one ends.
+struct Flight<'a>(&'a Ticker);
+
+impl<'a> Flight<'a> {
+    fn start(ticker: &'a Ticker) -> Self {
+        if ticker.in_flight.fetch_add(1, Ordering::AcqRel) == 0 {
+            ticker.thread.unpark();
+        }
+        Flight(ticker)
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl SkillEngine {
@@ -210,19 +237,28 @@ impl SkillEngine {
         p::crypto::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
         p::memory::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
         p::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
-        // The ticker ends with the engine: it holds only a weak reference.
+        // The ticker ends with the engine (it holds only a weak reference)
+        // and sleeps while no call is in flight, so an idle host is idle.
         let weak = engine.weak();
-        std::thread::Builder::new()
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let flying = in_flight.clone();
+        let ticker = std::thread::Builder::new()
             .name("wasiclaw-epoch".into())
             .spawn(move || {
                 while let Some(engine) = weak.upgrade() {
+                    if flying.load(Ordering::Acquire) == 0 {
+                        drop(engine);
+                        std::thread::park_timeout(Duration::from_secs(10));
+                        continue;
+                    }
                     engine.increment_epoch();
                     drop(engine);
                     std::thread::sleep(TICK);
                 }
             })
             .map_err(|e| EngineError::Setup(e.to_string()))?;
-        Ok(SkillEngine { engine, linker: Arc::new(linker), cache_dir, limits })
+        let ticker = Arc::new(Ticker { in_flight, thread: ticker.thread().clone() });
+        Ok(SkillEngine { engine, linker: Arc::new(linker), cache_dir, limits, ticker })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -317,6 +353,7 @@ impl SkillEngine {
         call: impl for<'a> FnOnce(&'a mut Store<SkillState>) -> GuestCall<'a, R>,
     ) -> Result<R, CallError> {
         let timeout = self.limits.timeout();
+        let _flight = Flight::start(&self.ticker);
         let outcome = tokio::time::timeout(timeout, call(store)).await;
         let state = store.data();
         match outcome {

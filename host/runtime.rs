@@ -114,6 +114,9 @@ pub struct Runtime {
     pub resolver: Resolver,
     /// Tool calls waiting for the owner's answer.
     pub questions: crate::approvals::Pending,
+    /// Rescans of the skills folder since start, for `status` (a settled
+    /// daemon does none).
+    pub rescans: std::sync::atomic::AtomicU64,
     limits: Arc<crate::config::Limits>,
 }
 
@@ -146,6 +149,7 @@ impl Runtime {
             budgets: Budgets::default(),
             resolver: system_resolver(),
             questions: Default::default(),
+            rescans: Default::default(),
             limits: Arc::new(config.limits.clone()),
             config,
         })
@@ -210,6 +214,7 @@ impl Runtime {
     }
 
     pub async fn rescan(&self) -> ScanReport {
+        self.rescans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let approved = |name: &str| self.db.grant(name).ok().flatten().map(|g| g.sha256);
         self.registry
             .rescan(&self.engine, &self.paths.skills_dir(), |name| self.ctx(name, "", Effective::default()), approved)
@@ -356,7 +361,7 @@ impl Runtime {
 
     /// The grant of a skill whose file is gone.
     fn removed_info(&self, name: &str) -> Result<SkillInfo, RuntimeError> {
-        let gone = Entry { file: PathBuf::new(), sha256: String::new(), loaded: Err(String::new()) };
+        let gone = Entry { file: PathBuf::new(), sha256: String::new(), loaded: Err(String::new()), stamp: None };
         let mut info = self.info(&gone)?;
         info.name = name.into();
         let grant = self.db.grant(name)?;

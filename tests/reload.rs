@@ -23,3 +23,26 @@ fn the_daemon_follows_the_skills_folder() {
     wait_for("clock to unload", Duration::from_secs(20), || sha(&env).is_none());
     assert!(!env.cli(&["tool", "clock.now"]).status.success());
 }
+
+#[test]
+fn a_settled_daemon_does_not_rescan() {
+    let env = Env::new();
+    env.install("clock");
+    env.install("notes");
+    let _daemon = env.daemon();
+    let rescans = || -> u64 {
+        let status: serde_json::Value = serde_json::from_str(&env.ok(&["status", "--json"])).unwrap();
+        status["rescans"].as_u64().unwrap()
+    };
+    // A change wakes it: the rescan then reads every file in the folder,
+    // and reading must not wake another rescan.
+    let start = rescans();
+    std::fs::copy(crate::support::guest("web-fetch"), env.skills().join("web-fetch.wasm")).unwrap();
+    wait_for("the new skill to load", Duration::from_secs(20), || env.list().iter().any(|s| s["name"] == "web-fetch"));
+    assert!(rescans() > start);
+    std::thread::sleep(Duration::from_secs(1));
+    let settled = rescans();
+    std::thread::sleep(Duration::from_secs(3));
+    env.ok(&["tool", "clock.now"]);
+    assert_eq!(rescans(), settled, "the daemon rescanned with nothing changed");
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Idle cost of a settled daemon: CPU share and context switches (wakeups)
+# over a window, with the bundled skills and channels in its folder.
+# Usage: bash benches/idle.sh [SECONDS] (default 60); prints figures only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+window="${1:-60}"
+cargo build --release --quiet
+(cd skills-wasm && CARGO_TARGET_DIR=../target/wasm cargo build --release --quiet --target wasm32-wasip2)
+state="$(mktemp -d)"
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$state"' EXIT
+mkdir -p "$state/skills"
+for c in clock notes web_fetch weather hostile future_skill telegram slack whatsapp webhook discord matrix; do
+  cp "target/wasm/wasm32-wasip2/release/$c.wasm" "$state/skills/" 2>/dev/null || true
+done
+printf '[gateway]\nbind = "127.0.0.1:0"\n[agent]\nollama_url = "http://127.0.0.1:1"\n' > "$state/config.toml"
+WASICLAW_LOG=warn target/release/wasiclaw --state-dir "$state" run >/dev/null 2>&1 &
+pid=$!
+# Settle: compile and load everything, then let the first minute pass.
+for _ in $(seq 1 120); do [ -S "$state/wasiclaw.sock" ] && break; sleep 0.5; done
+sleep 35
+ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+switches() { awk '/ctxt_switches/ {s += $2} END {print s}' /proc/"$pid"/task/*/status; }
+t0=$(ticks); c0=$(switches)
+sleep "$window"
+t1=$(ticks); c1=$(switches)
+hz=$(getconf CLK_TCK)
+rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+echo "idle over ${window}s: cpu $(echo "scale=3; 100 * ($t1 - $t0) / $hz / $window" | bc) %," \
+  "$(echo "scale=2; ($c1 - $c0) / $window" | bc) context switches/s, rss $((rss / 1024)) MiB," \
+  "$(ls "$state/skills" | wc -l) components"
