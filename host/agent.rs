@@ -233,6 +233,16 @@ impl Agent {
         self.llm.as_mut()
     }
 
+    /// Whether a model is configured (or a local Ollama answered).
+    pub fn has_model(&self) -> bool {
+        self.llm.is_some()
+    }
+
+    /// Why there is no model, and how to configure one.
+    pub fn no_model(&self) -> &str {
+        &self.no_model
+    }
+
     fn persona(&self) -> String {
         let path = self.rt.paths.persona();
         match std::fs::read_to_string(&path) {
@@ -455,7 +465,19 @@ impl Agent {
                 Ok(r) => r,
                 Err(e) => return done(self.unreachable(llm, e)),
             };
-            Self::account(spent, response.usage, provider.cost(response.usage));
+            // A server that reports no usage still spends tokens: count an
+            // estimate (characters / 4) so the daily budget holds.
+            let usage = if response.usage == Usage::default() {
+                let out: usize = response.text.len()
+                    + response.tool_calls.iter().map(|c| c.name.len() + c.arguments.len()).sum::<usize>();
+                Usage {
+                    input: Self::estimate(&system, &session.messages, &tools) as u64,
+                    output: out.div_ceil(4) as u64,
+                }
+            } else {
+                response.usage
+            };
+            Self::account(spent, usage, provider.cost(usage));
             if response.text.trim().is_empty() && response.tool_calls.is_empty() {
                 empty_retries += 1;
                 if empty_retries > 1 {

@@ -13,7 +13,9 @@
 //! - a job with a wildcard or stepped hour runs at every real hour (skipped
 //!   hours do not exist; a repeated hour runs twice).
 //!
-//! "Fixed-time" means the hour field has no `*` and no `/`.
+//! "Fixed-time" means the hour field has no `*` and no `/` and does not
+//! cover all 24 hours (`0-23` counts as `*`). Weekday 7 is Sunday, alone or
+//! ending a range (`5-7`).
 
 use jiff::civil::{Date, DateTime};
 use jiff::tz::{AmbiguousOffset, TimeZone};
@@ -51,9 +53,9 @@ fn field(text: &str, name: &'static str, min: u32, max: u32, names: &[&str]) -> 
             return Ok(i as u32 + if name == "month" { 1 } else { 0 });
         }
         let v: u32 = s.parse().map_err(|_| bad())?;
-        // 7 is Sunday too.
-        let v = if name == "weekday" && v == 7 { 0 } else { v };
-        if v < min || v > max { Err(bad()) } else { Ok(v) }
+        // 7 is Sunday too, also at the end of a range (`5-7`).
+        let top = if name == "weekday" { 7 } else { max };
+        if v < min || v > top { Err(bad()) } else { Ok(v) }
     };
     let mut bits = 0u64;
     for part in text.split(',') {
@@ -74,7 +76,7 @@ fn field(text: &str, name: &'static str, min: u32, max: u32, names: &[&str]) -> 
             return Err(bad());
         }
         for v in (lo..=hi).step_by(step as usize) {
-            bits |= 1 << v;
+            bits |= 1 << if name == "weekday" && v == 7 { 0 } else { v };
         }
     }
     Ok(bits)
@@ -104,7 +106,8 @@ impl std::str::FromStr for Cron {
             weekdays: field(f[4], "weekday", 0, 6, &WEEKDAYS)? as u8,
             days_star: matches!(f[2], "*" | "?"),
             weekdays_star: matches!(f[4], "*" | "?"),
-            fixed_hour: !f[1].contains(['*', '/']),
+            // A range covering every hour is `*` for daylight saving too.
+            fixed_hour: !f[1].contains(['*', '/']) && field(f[1], "hour", 0, 23, &[])? != (1 << 24) - 1,
         })
     }
 }

@@ -377,6 +377,10 @@ impl Scheduler<'_> {
         }
         if run.status == "ok" {
             match &job.action {
+                Action::Prompt { .. } if !self.agent.has_model() => {
+                    run.status = "skipped".into();
+                    run.output = format!("no model to ask: {}", self.agent.no_model());
+                }
                 Action::Prompt { text } => {
                     let before = rt.db.session(&job.target)?.usage.tokens();
                     let prompt = format!("[scheduled task #{} \"{}\"] {text}{prompt_extra}", job.id, job.name);
@@ -538,17 +542,35 @@ impl crate::runtime::Runtime {
                 _ => Err(ScheduleError::Invalid(format!("arguments must be a JSON object: {a}"))),
             }
         };
+        // A job that names a tool nobody installed would fail at every run.
+        let exists = |spec: &str| -> Result<(String, String), ScheduleError> {
+            let (skill, tool) = tool_ref(spec)?;
+            let loaded = self.registry.find(&skill).and_then(|e| e.loaded.ok());
+            match loaded {
+                Some(l) if l.manifest.tools.iter().any(|t| t.name == tool) => Ok((skill, tool)),
+                Some(l) => {
+                    let has: Vec<&str> = l.manifest.tools.iter().map(|t| t.name.as_str()).collect();
+                    Err(ScheduleError::Invalid(format!(
+                        "skill `{skill}` has no tool `{tool}`; it has: {}",
+                        has.join(", ")
+                    )))
+                }
+                None => Err(ScheduleError::Invalid(format!(
+                    "no skill `{skill}` is loaded; install it first (`wasiclaw skills list` shows what is)"
+                ))),
+            }
+        };
         let action = match (&new.prompt, &new.tool) {
             (Some(text), None) if !text.trim().is_empty() => Action::Prompt { text: text.clone() },
             (None, Some(spec)) => {
-                let (skill, tool) = tool_ref(spec)?;
+                let (skill, tool) = exists(spec)?;
                 Action::Tool { skill, tool, args: args(&new.args)? }
             }
             _ => return Err(ScheduleError::Invalid("give a job either a prompt or a tool (SKILL.TOOL)".into())),
         };
         let check = match &new.check {
             Some(spec) => {
-                let (skill, tool) = tool_ref(spec)?;
+                let (skill, tool) = exists(spec)?;
                 Some(Check { skill, tool, args: args(&new.check_args)? })
             }
             None => None,

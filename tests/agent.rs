@@ -281,3 +281,17 @@ async fn only_approved_skills_reach_the_model() {
     turn(&agent, "t:1", "and now?").await;
     assert!(tools(&llm.requests()[1]).contains(&"clock__now".to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_that_reports_no_usage_still_counts_against_the_budget() {
+    let llm = FakeLlm::start(vec![Reply::Text("a reply of some length"), Reply::Text("never sent")]).await;
+    llm.set_usage(0, 0);
+    let env = Env::new();
+    let agent = agent(&env, &format!("[agent]\ndaily_token_budget = 50\n\n{}", provider("openai", &llm.base))).await;
+    turn(&agent, "t:1", "hello").await;
+    let today = agent.rt.db.usage_today().unwrap();
+    assert!(today.input > 0 && today.output > 0, "no usage was counted: {today:?}");
+    let (reply, _) = turn(&agent, "t:1", "and again").await;
+    assert!(reply.contains("token budget"), "{reply}");
+    assert_eq!(llm.requests().len(), 1, "the estimate did not stop the second call");
+}

@@ -27,6 +27,10 @@ const CASES: &[(&str, &str, &str, usize)] = &[
     ("0 0 1 */2 *", "America/Sao_Paulo", "2026-02-15T00:00:00Z", 6),
     ("5 4 * * sun", "Europe/Berlin", "2026-12-20T00:00:00Z", 4),
     ("@monthly", "Asia/Tokyo", "2026-11-25T00:00:00Z", 3),
+    ("0 9 * * 5-7", "UTC", "2026-11-25T00:00:00Z", 6),
+    ("30 7 * * 1-7", "Europe/Berlin", "2026-11-25T00:00:00Z", 8),
+    ("0 0-23 * * *", "Europe/Berlin", "2026-03-28T23:30:00Z", 6),
+    ("15 0-23/1 * * *", "America/New_York", "2026-03-08T05:00:00Z", 5),
 ];
 
 fn oracle(cases: &[(&str, &str, &str, usize)]) -> Vec<Vec<String>> {

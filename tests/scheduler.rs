@@ -219,3 +219,30 @@ fn nothing_acknowledged_is_lost_when_the_daemon_is_killed() {
         notes.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_name_only_tools_that_exist_and_a_prompt_without_a_model_is_skipped() {
+    let (env, agent) = setup("[agent]\nollama_url = \"http://127.0.0.1:1\"", &["clock"]).await;
+    let job = |tool: Option<&str>, check: Option<&str>| NewJob {
+        when: "every 1m".into(),
+        tz: "UTC".into(),
+        tool: tool.map(String::from),
+        prompt: tool.is_none().then(|| "summarize my mail".to_string()),
+        check: check.map(String::from),
+        ..Default::default()
+    };
+    let start = t("2026-11-25T10:00:00Z");
+    for (tool, check, says) in [
+        (None, Some("mail.any-new"), "no skill `mail` is loaded"),
+        (None, Some("clock.nope"), "skill `clock` has no tool `nope`; it has: now, convert"),
+        (Some("mail.send"), None, "no skill `mail` is loaded"),
+    ] {
+        let err = agent.rt.schedule(job(tool, check), start.as_millisecond()).unwrap_err().to_string();
+        assert!(err.contains(says), "{err}");
+    }
+    agent.rt.schedule(job(None, None), start.as_millisecond()).unwrap();
+    let runs = Scheduler { agent: &agent }.tick(t("2026-11-25T10:01:05Z")).await.unwrap();
+    assert_eq!(runs[0].status, "skipped", "{:?}", runs[0]);
+    assert!(runs[0].output.contains("No model is configured"), "{}", runs[0].output);
+    drop(env);
+}
