@@ -38,6 +38,7 @@ const HELP: &str = "\
 /new                   start a fresh session (the old turns are forgotten)
 /tools                 the tools the model can call
 /usage                 tokens and cost of this session and today
+/context               what the next request carries, in tokens
 /tool SKILL.TOOL {json}  call a tool directly, without the model";
 
 /// Said to the model by the host on every turn, whatever the persona says.
@@ -100,15 +101,46 @@ struct Offered {
     risk: Risk,
 }
 
-/// Host tools and their fixed risks.
-const HOST_TOOLS: [(&str, Risk); 7] = [
-    ("memory_save", Risk::Write),
-    ("memory_search", Risk::Read),
-    ("memory_forget", Risk::Write),
-    ("schedule_task", Risk::Write),
-    ("list_tasks", Risk::Read),
-    ("cancel_task", Risk::Write),
-    ("read_skill", Risk::Read),
+/// Host tools: name, fixed risk, description and JSON Schema, worded
+/// tersely because they travel with every request.
+const HOST_TOOLS: [(&str, Risk, &str, &str); 7] = [
+    (
+        "memory_save",
+        Risk::Write,
+        "Remember a fact across conversations.",
+        r#"{"type":"object","properties":{"text":{"type":"string"},"tags":{"type":"array","items":{"type":"string"}},"pinned":{"type":"boolean","description":"keep in every context"}},"required":["text"]}"#,
+    ),
+    (
+        "memory_search",
+        Risk::Read,
+        "Search long-term memory.",
+        r#"{"type":"object","properties":{"query":{"type":"string"},"limit":{"type":"integer"}},"required":["query"]}"#,
+    ),
+    (
+        "memory_forget",
+        Risk::Write,
+        "Forget a memory by id.",
+        r#"{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}"#,
+    ),
+    (
+        "schedule_task",
+        Risk::Write,
+        "Run a prompt later; the result comes to this chat. when: `every 30m`, `at 2026-12-01T08:00` or cron `0 8 * * mon-fri`.",
+        r#"{"type":"object","properties":{"when":{"type":"string"},"tz":{"type":"string","description":"IANA zone"},"prompt":{"type":"string"},"check":{"type":"string","description":"SKILL.TOOL that must report something first"}},"required":["when","prompt"]}"#,
+    ),
+    ("list_tasks", Risk::Read, "List scheduled tasks.", r#"{"type":"object","properties":{}}"#),
+    (
+        "cancel_task",
+        Risk::Write,
+        "Cancel a task by id.",
+        r#"{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}"#,
+    ),
+    (
+        "read_skill",
+        Risk::Read,
+        "Load a knowledge skill's instructions.",
+        r#"{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}"#,
+    ),
 ];
 
 /// Turns kept verbatim when older ones are compacted.
@@ -272,7 +304,7 @@ impl Agent {
     fn all_tools(&self) -> (Vec<ToolDef>, HashMap<String, Offered>) {
         let mut defs = Vec::new();
         let mut map: HashMap<String, Offered> =
-            HOST_TOOLS.iter().map(|(n, risk)| (n.to_string(), Offered { target: None, risk: *risk })).collect();
+            HOST_TOOLS.iter().map(|(n, risk, ..)| (n.to_string(), Offered { target: None, risk: *risk })).collect();
         for entry in self.rt.registry.entries() {
             let Ok(loaded) = &entry.loaded else { continue };
             let m = &loaded.manifest;
@@ -282,61 +314,23 @@ impl Agent {
             }
             for t in &m.tools {
                 let name = format!("{}__{}", m.name, t.name);
-                defs.push(ToolDef {
-                    name: name.clone(),
-                    description: format!("[{}] {}", m.name, t.description),
-                    parameters: t.parameters.clone(),
-                });
+                // The risk is the host's business, not the model's.
+                let mut parameters = t.parameters.clone();
+                if let Some(schema) = parameters.as_object_mut() {
+                    schema.remove("x-risk");
+                }
+                defs.push(ToolDef { name: name.clone(), description: t.description.clone(), parameters });
                 let target = Some((m.name.clone(), t.name.clone()));
                 map.insert(name, Offered { target, risk: approvals::declared_risk(&t.parameters) });
             }
         }
-        let object = |props: serde_json::Value, required: &[&str]| serde_json::json!({"type": "object", "properties": props, "required": required});
-        defs.push(ToolDef {
-            name: "memory_save".into(),
-            description: "Save something worth remembering across conversations (facts about the owner, decisions, preferences).".into(),
-            parameters: object(
-                serde_json::json!({"text": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}, "pinned": {"type": "boolean", "description": "always keep in context"}}),
-                &["text"],
-            ),
-        });
-        defs.push(ToolDef {
-            name: "memory_search".into(),
-            description: "Search long-term memory; returns ids, dates, sources and texts, best first.".into(),
-            parameters: object(
-                serde_json::json!({"query": {"type": "string"}, "limit": {"type": "integer"}}),
-                &["query"],
-            ),
-        });
-        defs.push(ToolDef {
-            name: "memory_forget".into(),
-            description: "Delete a memory by id.".into(),
-            parameters: object(serde_json::json!({"id": {"type": "integer"}}), &["id"]),
-        });
-        defs.push(ToolDef {
-            name: "schedule_task".into(),
-            description: "Schedule work for later; the result comes back to this chat. `when`: \"every 30m\", \"at 2026-12-01T08:00\", or a cron expression like \"0 8 * * mon-fri\". `check`: optional SKILL.TOOL that must report something before you are woken.".into(),
-            parameters: object(
-                serde_json::json!({"when": {"type": "string"}, "tz": {"type": "string", "description": "IANA time zone"}, "prompt": {"type": "string", "description": "what to do then"}, "check": {"type": "string"}}),
-                &["when", "prompt"],
-            ),
-        });
-        defs.push(ToolDef {
-            name: "list_tasks".into(),
-            description: "List scheduled tasks with their next run.".into(),
-            parameters: object(serde_json::json!({}), &[]),
-        });
-        defs.push(ToolDef {
-            name: "cancel_task".into(),
-            description: "Cancel a scheduled task by id.".into(),
-            parameters: object(serde_json::json!({"id": {"type": "integer"}}), &["id"]),
-        });
-        if !knowledge::scan(&self.rt.paths.skills_dir()).is_empty() {
-            defs.push(ToolDef {
-                name: "read_skill".into(),
-                description: "Load the instructions of a knowledge skill listed in the system prompt.".into(),
-                parameters: serde_json::json!({"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}),
-            });
+        let knowledge = !knowledge::scan(&self.rt.paths.skills_dir()).is_empty();
+        for (name, _, description, schema) in HOST_TOOLS {
+            if name == "read_skill" && !knowledge {
+                continue;
+            }
+            let parameters = serde_json::from_str(schema).expect("host tool schemas are valid JSON");
+            defs.push(ToolDef { name: name.into(), description: description.into(), parameters });
         }
         (defs, map)
     }
@@ -344,7 +338,9 @@ impl Agent {
     fn system_prompt(&self, session: &Session) -> String {
         let mut system = self.persona();
         system.push_str(TRUST_RULES);
-        system.push_str(&format!("\n\nCurrent time: {} (UTC).", jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M")));
+        // The date, not the minute: a prompt that stays the same all day
+        // lets providers cache it (the clock skill tells the time).
+        system.push_str(&format!("\n\nToday is {} (UTC).", jiff::Timestamp::now().strftime("%A %Y-%m-%d")));
         let knowledge = knowledge::scan(&self.rt.paths.skills_dir());
         if !knowledge.is_empty() {
             system.push_str("\n\n## Knowledge skills\nLoad one with the read_skill tool before following it:\n");
@@ -395,6 +391,7 @@ impl Agent {
                 });
             }
             "/usage" => return done(self.usage_text(&session)?),
+            "/context" => return done(self.context_text(&session, who)),
             "/tool" if !who.direct_tools() => {
                 return done("Only the owner can call tools directly here.".into());
             }
@@ -807,6 +804,33 @@ impl Agent {
         session.messages.drain(..cut);
         emit(Event::Notice { text: format!("(compacted {cut} older messages into a summary)") });
         Ok(())
+    }
+
+    /// `/context`: what the next request carries, in estimated tokens.
+    fn context_text(&self, session: &Session, who: &Who) -> String {
+        let tokens = |chars: usize| chars.div_ceil(4);
+        let persona = self.persona().len() + TRUST_RULES.len();
+        let system = self.system_prompt(session).len();
+        let (tools, _) = self.tools(who);
+        let mut per_skill: std::collections::BTreeMap<String, usize> = Default::default();
+        for t in &tools {
+            let owner = t.name.split_once("__").map_or("host tools", |(skill, _)| skill).to_string();
+            *per_skill.entry(owner).or_default() += t.name.len() + t.description.len() + t.parameters.to_string().len();
+        }
+        let history: usize = session.messages.iter().map(|m| m.chars() + 16).sum();
+        let mut lines = vec![
+            format!("persona and rules   {:>6}", tokens(persona)),
+            format!("rest of the system  {:>6}  (date, knowledge skills, summary)", tokens(system - persona)),
+        ];
+        lines.extend(per_skill.iter().map(|(skill, chars)| format!("tools: {skill:<12} {:>6}", tokens(*chars))));
+        lines.push(format!("history             {:>6}  ({} messages)", tokens(history), session.messages.len()));
+        lines.push("recall              varies with each message (up to [memory] recall_max_chars / 4)".into());
+        let total = tokens(system) + per_skill.values().map(|c| tokens(*c)).sum::<usize>() + tokens(history);
+        lines.push(format!(
+            "total               {total:>6}  estimated tokens (characters / 4) of {}",
+            self.cfg.context_window
+        ));
+        lines.join("\n")
     }
 
     fn usage_text(&self, session: &Session) -> Result<String, StoreError> {

@@ -295,3 +295,37 @@ async fn a_provider_that_reports_no_usage_still_counts_against_the_budget() {
     assert!(reply.contains("token budget"), "{reply}");
     assert_eq!(llm.requests().len(), 1, "the estimate did not stop the second call");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_stays_lean_and_context_shows_its_parts() {
+    let llm = FakeLlm::start(vec![Reply::Text("one")]).await;
+    let env = Env::new();
+    env.install("clock");
+    env.install("notes");
+    let agent = agent(&env, &provider("openai", &llm.base)).await;
+    approve(&agent, "clock");
+    approve(&agent, "notes");
+    turn(&agent, "t:1", "hi").await;
+    let request = &llm.requests()[0];
+    let system = request["messages"][0]["content"].as_str().unwrap().to_string();
+    // Only the date: the prompt is the same all day, so providers can cache it.
+    assert!(system.contains("Today is"), "{system}");
+    assert!(!has_time_of_day(&system), "the system prompt carries the time of day: {system}");
+    for tool in request["tools"].as_array().unwrap() {
+        let description = tool["function"]["description"].as_str().unwrap();
+        assert!(!description.starts_with('['), "the skill name is repeated: {description}");
+        assert!(tool["function"]["parameters"].get("x-risk").is_none(), "the host's risk went to the model");
+    }
+    let (context, _) = turn(&agent, "t:1", "/context").await;
+    for part in ["persona and rules", "tools: clock", "tools: notes", "tools: host tools", "history", "total"] {
+        assert!(context.contains(part), "{part} missing from /context: {context}");
+    }
+    assert_eq!(llm.requests().len(), 1, "/context asks no model");
+}
+
+/// Whether `s` holds a time of day like `12:34`.
+fn has_time_of_day(s: &str) -> bool {
+    s.as_bytes().windows(5).any(|w| {
+        w[0].is_ascii_digit() && w[1].is_ascii_digit() && w[2] == b':' && w[3].is_ascii_digit() && w[4].is_ascii_digit()
+    })
+}
