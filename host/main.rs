@@ -641,9 +641,9 @@ async fn chat(paths: Paths, session: &str, provider: Option<ProviderConfig>) -> 
                 streamed.store(true, Ordering::Relaxed);
                 write!(out, "{text}")
             }
-            Event::ToolCall { name, arguments } => writeln!(out, "\n  ⚙ {name} {arguments}"),
+            Event::ToolCall { name, arguments } => writeln!(out, "\n  ⚙ {name} {}", one_line(&arguments)),
             Event::ToolResult { name, ok, preview } => {
-                writeln!(out, "  ↳ {name} {}: {}", if ok { "ok" } else { "error" }, preview.replace('\n', " "))
+                writeln!(out, "  ↳ {name} {}: {}", if ok { "ok" } else { "error" }, one_line(&preview))
             }
             Event::Notice { text } => writeln!(out, "  ({text})"),
             Event::Approval { id, tool, arguments, reason } => {
@@ -874,7 +874,7 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
                     r.job,
                     time_of(Some(r.fire_ms), None),
                     r.status,
-                    r.output.replace('\n', " ")
+                    one_line(&r.output)
                 );
             }
         }
@@ -910,7 +910,8 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
                     (Some(code), false, _) => format!("pending: wasiclaw pairing approve {code}"),
                     (None, false, _) => "pending".to_string(),
                 };
-                println!("{}:{}  {}  chat {}  {state}", p.channel, p.sender_id, p.sender_name, p.chat_id);
+                let (sender, name, chat) = (one_line(&p.sender_id), one_line(&p.sender_name), one_line(&p.chat_id));
+                println!("{}:{sender}  {name}  chat {chat}  {state}", p.channel);
             }
         }
         Request::PairingApprove { .. } => {
