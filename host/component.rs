@@ -282,6 +282,7 @@ fn to_manifest(m: crate::engine::bindings::wasiclaw::plugin::types::Manifest) ->
 
 /// Call a skill's `describe()` in a fresh sandbox with no rights.
 async fn describe_skill(engine: &SkillEngine, pre: &SkillPre<SkillState>, ctx: HostCtx) -> Result<Manifest, LoadError> {
+    engine.describes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut store = engine.store(ctx, None).map_err(LoadError::Describe)?;
     let pre = pre.clone();
     let raw = engine
@@ -302,6 +303,7 @@ async fn describe_channel(
     pre: &ChannelPre<SkillState>,
     ctx: HostCtx,
 ) -> Result<(Manifest, ChannelSpec), LoadError> {
+    engine.describes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     use crate::engine::channel_bindings::exports::wasiclaw::plugin::channel_api as api;
     let mut store = engine.store(ctx, None).map_err(LoadError::Describe)?;
     let pre = pre.clone();
@@ -364,8 +366,51 @@ pub async fn load(
     let is_channel = check_contract(engine, &component)?;
     let instance_pre = engine.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
     let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
-    // Describe once to learn the name, then again with that component's
-    // settings, since what it requests may depend on them.
+    // What an unchanged component said last time, under the same settings,
+    // is what it says now: describing runs guest code at every start.
+    let settings = |name: &str| ctx_for(name).settings.map(|t| t.to_string()).unwrap_or_default();
+    let cache = engine.artifact(sha256, "describe.json");
+    let cached: Option<Described> = std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(d) = cached.filter(|d| d.settings == settings(&d.manifest.name) && validate(&d.manifest).is_ok()) {
+        let kind = match d.channel {
+            Some(spec) if is_channel => Kind::Channel(ChannelPre::new(instance_pre).map_err(link)?, spec),
+            None if !is_channel => Kind::Skill(SkillPre::new(instance_pre).map_err(link)?),
+            _ => return Err(LoadError::Manifest("the cached description does not match the component".into())),
+        };
+        return Ok(Loaded { manifest: d.manifest, kind });
+    }
+    let loaded = describe(engine, instance_pre, is_channel, &ctx_for).await?;
+    let described = Described {
+        settings: settings(&loaded.manifest.name),
+        manifest: loaded.manifest.clone(),
+        channel: loaded.channel().map(|(_, spec)| spec.clone()),
+    };
+    if let Err(e) =
+        serde_json::to_vec(&described).map_err(std::io::Error::other).and_then(|b| std::fs::write(&cache, b))
+    {
+        tracing::warn!("cannot cache what {} describes: {e}", file.display());
+    }
+    Ok(loaded)
+}
+
+/// A component's `describe()` answer as cached next to its compiled code,
+/// with the settings it was given.
+#[derive(Serialize, Deserialize)]
+struct Described {
+    manifest: Manifest,
+    channel: Option<ChannelSpec>,
+    settings: String,
+}
+
+/// Call `describe()`: once to learn the name, then again with that
+/// component's settings, since what it requests may depend on them.
+async fn describe(
+    engine: &SkillEngine,
+    instance_pre: wasmtime::component::InstancePre<SkillState>,
+    is_channel: bool,
+    ctx_for: &impl Fn(&str) -> HostCtx,
+) -> Result<Loaded, LoadError> {
+    let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
     if is_channel {
         let pre = ChannelPre::new(instance_pre).map_err(link)?;
         let (first, spec) = describe_channel(engine, &pre, ctx_for("")).await?;

@@ -194,6 +194,8 @@ pub struct SkillEngine {
     cache_dir: PathBuf,
     limits: Limits,
     ticker: Arc<Ticker>,
+    /// Guest `describe()` calls made, for tests of the manifest cache.
+    pub describes: Arc<AtomicUsize>,
 }
 
 /// The epoch ticker thread and the calls it ticks for.
@@ -258,19 +260,25 @@ impl SkillEngine {
             })
             .map_err(|e| EngineError::Setup(e.to_string()))?;
         let ticker = Arc::new(Ticker { in_flight, thread: ticker.thread().clone() });
-        Ok(SkillEngine { engine, linker: Arc::new(linker), cache_dir, limits, ticker })
+        Ok(SkillEngine { engine, linker: Arc::new(linker), cache_dir, limits, ticker, describes: Arc::default() })
     }
 
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
 
+    /// Where something derived from component `sha256` by this engine
+    /// configuration is cached (the compiled code, what `describe` said).
+    pub fn artifact(&self, sha256: &str, ext: &str) -> PathBuf {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        self.cache_dir.join(format!("{sha256}-{:016x}.{ext}", h.finish()))
+    }
+
     /// Compile a component, through the on-disk cache keyed by its sha256
     /// and the engine's compatibility hash.
     pub fn compile(&self, path: &Path, bytes: &[u8], sha256: &str) -> Result<Component, EngineError> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
-        let cached = self.cache_dir.join(format!("{sha256}-{:016x}.cwasm", h.finish()));
+        let cached = self.artifact(sha256, "cwasm");
         if cached.exists() {
             // SAFETY: the cache lives in the owner's state dir and is only
             // written below, by this engine configuration.

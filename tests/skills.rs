@@ -78,3 +78,25 @@ async fn weather_calls_its_api_through_a_granted_rule() {
     assert!(seen[0].uri.starts_with("/v1/search?count=1&name=Berlin"), "{seen:?}");
     assert!(seen[1].uri.contains("latitude=52.52437&longitude=13.41053"), "{seen:?}");
 }
+
+/// An unchanged component is not described again at the next start; a
+/// change of its settings describes it anew.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_component_describes_is_cached_with_its_settings() {
+    let env = Env::new();
+    env.install("clock");
+    env.install("weather");
+    let describes = |rt: &wasiclaw::runtime::Runtime| rt.engine.describes.load(std::sync::atomic::Ordering::Relaxed);
+    let first = env.runtime().await;
+    assert!(describes(&first) >= 2, "the first start describes every component");
+    drop(first);
+    let again = env.runtime().await;
+    assert_eq!(describes(&again), 0, "an unchanged component was described again");
+    assert_eq!(again.inspect("clock").unwrap().tools.len(), 2);
+    drop(again);
+    env.config("[skills.weather]\napi_base = \"http://127.0.0.1:9\"\n");
+    let changed = env.runtime().await;
+    assert!(describes(&changed) >= 1, "new settings were not described");
+    let rules = changed.inspect("weather").unwrap().requested.unwrap().http;
+    assert!(rules.iter().any(|r| r.url.starts_with("http://127.0.0.1:9")), "{rules:?}");
+}
