@@ -11,6 +11,7 @@ pub mod config;
 pub mod context;
 pub mod cron;
 pub mod daemon;
+pub mod doctor;
 pub mod egress;
 pub mod engine;
 pub mod files;

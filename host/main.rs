@@ -34,7 +34,10 @@ use wasiclaw::text::{one_line, printable};
         `wasiclaw skills grant NAME ...`. Every command works the same whether or not `wasiclaw run` is running.",
     after_help = "Getting started:\n  wasiclaw run                              # the daemon (keep it running)\n  \
         cp notes.wasm ~/.local/share/wasiclaw/skills/\n  wasiclaw skills list\n  \
-        wasiclaw skills grant notes --all-requested\n  wasiclaw tool notes.add '{\"text\":\"buy milk\"}'"
+        wasiclaw skills grant notes --all-requested  # or `skills approve NAME` for one that asks for nothing\n  \
+        wasiclaw tool notes.add '{\"text\":\"buy milk\"}'\n  \
+        wasiclaw open                             # the web chat's address, with its token\n  \
+        wasiclaw doctor                           # when something does not work"
 )]
 struct Cli {
     /// Where the database, skills, secrets and config live.
@@ -53,6 +56,12 @@ enum Command {
         /// Serve the gateway (web chat) here instead of [gateway] bind; port 0 picks a free one.
         #[arg(long, env = "WASICLAW_GATEWAY_BIND", value_name = "IP:PORT")]
         gateway_bind: Option<String>,
+    },
+    /// Check the setup (state dir, config, secrets, clock, disk, database, skills, channels,
+    /// the model) and say for each problem what to run. Exits non-zero if anything needs you.
+    Doctor {
+        #[arg(long)]
+        json: bool,
     },
     /// Print the web chat's address with its token. Only a user who can read the state
     /// directory can get it; opening it once sets a cookie, so bookmark the plain address.
@@ -473,6 +482,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (request, json) = match cli.command {
         Command::Run { model, gateway_bind } => {
             return wasiclaw::daemon::run(paths, model.provider(), gateway_bind).await.map(|_| ExitCode::SUCCESS);
+        }
+        Command::Doctor { json } => {
+            let findings = wasiclaw::doctor::run(&paths).await;
+            for f in &findings {
+                if json {
+                    println!("{}", serde_json::to_string(f)?);
+                } else if f.ok {
+                    println!("ok       {:<9} {}", f.check, f.said);
+                } else {
+                    println!("PROBLEM  {:<9} {}\n         → {}", f.check, f.said, f.fix.as_deref().unwrap_or_default());
+                }
+            }
+            let problems = findings.iter().filter(|f| !f.ok).count();
+            if !json {
+                println!("{}", if problems == 0 { "all good".to_string() } else { format!("{problems} problem(s)") });
+            }
+            return Ok(if problems == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         Command::Open => {
             std::fs::create_dir_all(&paths.state_dir)

@@ -81,3 +81,44 @@ fn every_command_works_the_same_with_a_daemon() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["allowed"], false);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_names_each_problem_and_what_to_run() {
+    let llm = crate::fake_llm::FakeLlm::start(vec![crate::fake_llm::Reply::Text("OK")]).await;
+    let env = Env::new();
+    env.install("clock");
+    std::fs::write(env.skills().join("junk.wasm"), b"not wasm").unwrap();
+    let dead = crate::support::free_port();
+    env.config(&format!(
+        "[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n\n\
+         [[providers]]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{dead}/v1\"\nmodel = \"gone\"\napi_key_secret = \"GONE_KEY\"\n",
+        llm.base
+    ));
+    env.cli_stdin(&["secrets", "set", "OTHER"], "x");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(env.path().join("secrets.json"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = tokio::task::block_in_place(|| env.cli(&["doctor"]));
+    let said = stdout(&out);
+    assert!(!out.status.success(), "{said}");
+    for expected in [
+        "chmod 600",
+        "GONE_KEY (a provider key) is not set",
+        "wasiclaw secrets set GONE_KEY",
+        "junk is rejected",
+        "clock waits",
+        "wasiclaw skills approve clock",
+        "fake at ",
+        "answers",
+        &format!("gone at http://127.0.0.1:{dead}/v1"),
+    ] {
+        assert!(said.contains(expected), "{expected:?} missing:\n{said}");
+    }
+    // Fixed, it is content.
+    std::fs::set_permissions(env.path().join("secrets.json"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(env.skills().join("junk.wasm")).unwrap();
+    env.ok(&["skills", "approve", "clock"]);
+    env.config(&format!("[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n", llm.base));
+    let out = tokio::task::block_in_place(|| env.cli(&["doctor"]));
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("all good"));
+}

@@ -1,0 +1,210 @@
+//! `wasiclaw doctor`: checks a setup the way an owner would debug it, and
+//! says for each problem what to run. It reads and probes; it changes
+//! nothing (a model is asked for one tiny completion).
+//!
+//! Order: the state directory and its files first (later checks need
+//! them), then the database or the running daemon, then the model, then
+//! what the daemon reports about skills and channels.
+
+use crate::api::{self, Reply, Request};
+use crate::config::{Config, Paths};
+use crate::llm::{ChatRequest, Llm, Message};
+use crate::runtime::{Runtime, RuntimeError, SkillInfo};
+use crate::store::StoreError;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+/// One thing checked.
+#[derive(Debug, serde::Serialize)]
+pub struct Finding {
+    pub ok: bool,
+    pub check: String,
+    pub said: String,
+    /// What to run or change, for a problem.
+    pub fix: Option<String>,
+}
+
+fn ok(check: &str, said: impl Into<String>) -> Finding {
+    Finding { ok: true, check: check.into(), said: said.into(), fix: None }
+}
+
+fn problem(check: &str, said: impl Into<String>, fix: impl Into<String>) -> Finding {
+    Finding { ok: false, check: check.into(), said: said.into(), fix: Some(fix.into()) }
+}
+
+/// Free bytes on the filesystem holding `path`.
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `s` a valid out-pointer.
+    (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+pub async fn run(paths: &Paths) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let dir = &paths.state_dir;
+    match std::fs::metadata(dir) {
+        Err(_) => out.push(problem(
+            "state dir",
+            format!("{} does not exist", dir.display()),
+            "run `wasiclaw run` once to create it",
+        )),
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => out.push(problem(
+            "state dir",
+            format!("{} is readable by others (mode {:o})", dir.display(), m.permissions().mode() & 0o777),
+            format!("chmod 700 {}", dir.display()),
+        )),
+        Ok(_) => out.push(ok("state dir", format!("{} (owner only)", dir.display()))),
+    }
+    let config = match Config::load(&paths.config()) {
+        Ok(c) => {
+            out.push(ok("config", format!("{} parses", paths.config().display())));
+            c
+        }
+        Err(e) => {
+            out.push(problem(
+                "config",
+                e.to_string(),
+                "fix the line it names; examples/config.toml shows every setting",
+            ));
+            Config::default()
+        }
+    };
+    let secrets = paths.secrets();
+    match std::fs::metadata(&secrets) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => out.push(problem(
+            "secrets",
+            format!("{} is readable by others (mode {:o})", secrets.display(), m.permissions().mode() & 0o777),
+            format!("chmod 600 {}", secrets.display()),
+        )),
+        Ok(_) => match crate::secrets::Secrets::new(secrets.clone()).names() {
+            Ok(names) => out.push(ok("secrets", format!("{} secret(s), owner only", names.len()))),
+            Err(e) => out.push(problem(
+                "secrets",
+                e.to_string(),
+                "restore it from a backup, or remove it and set the secrets again",
+            )),
+        },
+        Err(_) => out.push(ok("secrets", "none stored yet")),
+    }
+    for name in config.providers.iter().filter_map(|p| p.api_key_secret.as_deref()) {
+        if crate::secrets::Secrets::new(secrets.clone()).get(name).ok().flatten().is_none() {
+            out.push(problem(
+                "secrets",
+                format!("{name} (a provider key) is not set"),
+                format!("wasiclaw secrets set {name}"),
+            ));
+        }
+    }
+    let now = jiff::Timestamp::now();
+    if now < jiff::Timestamp::from_second(1_767_225_600).expect("a valid time") {
+        out.push(problem(
+            "clock",
+            format!("the system clock says {now}"),
+            "enable time sync (e.g. `timedatectl set-ntp true`); TLS and schedules need a correct clock",
+        ));
+    } else {
+        out.push(ok("clock", now.strftime("%Y-%m-%d %H:%M UTC").to_string()));
+    }
+    match free_bytes(if dir.exists() { dir } else { std::path::Path::new("/") }) {
+        Some(free) if free < 200 << 20 => out.push(problem(
+            "disk",
+            format!("{} MiB free", free >> 20),
+            "free some space: the database and compiled skills need room to grow",
+        )),
+        Some(free) => out.push(ok("disk", format!("{} MiB free", free >> 20))),
+        None => {}
+    }
+
+    // The database, through the daemon when one runs.
+    let skills: Option<Vec<SkillInfo>> = match api::call_daemon(&paths.socket(), &Request::Status, &mut |_| {}).await {
+        Ok(Some(Reply::Ok(status))) => {
+            out.push(ok("daemon", format!("running (pid {}), database open", status["pid"])));
+            let channels: Vec<crate::channels::ChannelStatus> =
+                serde_json::from_value(status["channels"].clone()).unwrap_or_default();
+            for c in channels.iter().filter(|c| c.restarts > 0 || c.state == "needs-approval") {
+                let why = c.last_error.clone().unwrap_or_else(|| c.state.clone());
+                out.push(problem(
+                    "channel",
+                    format!("{} ({} restarts): {}", c.name, c.restarts, crate::text::one_line(&why)),
+                    format!("`wasiclaw status` and `wasiclaw skills inspect {}` show what it needs", c.name),
+                ));
+            }
+            match api::call_daemon(&paths.socket(), &Request::SkillsList, &mut |_| {}).await {
+                Ok(Some(Reply::Ok(list))) => serde_json::from_value(list).ok(),
+                _ => None,
+            }
+        }
+        Ok(_) | Err(_) => match Runtime::open(paths.clone()) {
+            Ok(rt) => {
+                out.push(ok("database", format!("{} opens (no daemon running)", paths.database().display())));
+                rt.rescan().await;
+                rt.skills().ok()
+            }
+            Err(RuntimeError::Store(StoreError::Locked(_))) => {
+                out.push(problem(
+                    "database",
+                    "locked by another process, but no daemon answers on the socket",
+                    "a daemon may be starting (wait a moment); otherwise find the process with `fuser wasiclaw.redb` in the state dir",
+                ));
+                None
+            }
+            Err(e) => {
+                out.push(problem(
+                    "database",
+                    e.to_string(),
+                    "restore the state dir from a backup; keep the broken file for a bug report",
+                ));
+                None
+            }
+        },
+    };
+    for s in skills.iter().flatten() {
+        match s.status.as_str() {
+            "rejected" => out.push(problem(
+                "skill",
+                format!("{} is rejected: {}", s.name, crate::text::one_line(s.reason.as_deref().unwrap_or_default())),
+                format!("replace or remove {}", s.file.display()),
+            )),
+            "needs-approval" => out.push(problem(
+                "skill",
+                format!("{} waits: {}", s.name, crate::text::one_line(&s.pending.join("; "))),
+                format!("wasiclaw skills inspect {0}, then `wasiclaw skills approve {0}` or `grant`", s.name),
+            )),
+            _ => {}
+        }
+    }
+    if let Some(list) = &skills {
+        let active = list.iter().filter(|s| s.status == "active").count();
+        out.push(ok("skills", format!("{active} of {} active", list.len())));
+    }
+
+    // The model: one tiny completion from each configured provider.
+    if config.providers.is_empty() {
+        out.push(problem(
+            "model",
+            "no provider in config.toml (a local Ollama is tried when the agent starts)",
+            "add a [[providers]] table; see examples/config.toml",
+        ));
+    }
+    for provider in &config.providers {
+        let llm = Llm::new(vec![provider.clone()], crate::secrets::Secrets::new(secrets.clone()), 0);
+        let messages = [Message::User { text: "Reply with the word OK.".into() }];
+        let req = ChatRequest { system: "You are a health check.", messages: &messages, tools: &[], max_tokens: 5 };
+        let what = format!("{} at {}", provider.model, provider.base_url);
+        match tokio::time::timeout(Duration::from_secs(30), llm.chat(&req, &mut |_| {})).await {
+            Ok(Ok(_)) => out.push(ok("model", format!("{what} answers"))),
+            Ok(Err(e)) => out.push(problem(
+                "model",
+                format!("{what}: {e}"),
+                "check base_url and model in config.toml, and the key with `wasiclaw secrets set`",
+            )),
+            Err(_) => out.push(problem(
+                "model",
+                format!("{what} did not answer in 30 s"),
+                "check that the server runs and is reachable from here",
+            )),
+        }
+    }
+    out
+}
