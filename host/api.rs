@@ -167,12 +167,34 @@ pub async fn dispatch(rt: &Runtime, agent: Option<&Agent>, request: Request, dae
                     c.pending_rights =
                         skills.iter().find(|s| s.name == c.name).map(|s| s.pending.clone()).unwrap_or_default();
                 }
+                let mut by_state: std::collections::BTreeMap<&str, usize> = Default::default();
+                for s in &skills {
+                    *by_state.entry(s.status.as_str()).or_default() += 1;
+                }
+                let jobs = rt.db.jobs().map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+                let next_run = jobs.iter().filter_map(|j| j.next_ms).min();
+                let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                let cache: u64 = std::fs::read_dir(rt.paths.cache_dir())
+                    .map(|d| d.filter_map(Result::ok).map(|e| size(&e.path())).sum())
+                    .unwrap_or(0);
+                let models: Vec<String> =
+                    rt.config.providers.iter().map(|p| format!("{} ({:?}, {})", p.model, p.kind, p.base_url)).collect();
                 json!({
                     "daemon": daemon,
+                    "version": env!("CARGO_PKG_VERSION"),
                     "pid": std::process::id(),
+                    "uptime_s": (now_ms() - rt.started_ms) / 1000,
                     "state_dir": rt.paths.state_dir,
+                    "models": models,
                     "skills": skills.iter().filter(|s| s.channel.is_none()).count(),
+                    "components_by_state": by_state,
                     "channels": channels,
+                    "jobs": jobs.len(),
+                    "next_run_ms": next_run,
+                    "tokens_today": rt.db.usage_today()?.tokens(),
+                    "daily_token_budget": rt.config.agent.daily_token_budget,
+                    "database_bytes": size(&rt.paths.database()),
+                    "cache_bytes": cache,
                     "outbox_pending": outbox.len(),
                     "audit_records": rt.db.audit_count()?,
                     "rescans": rt.rescans.load(std::sync::atomic::Ordering::Relaxed),

@@ -105,11 +105,19 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// A new question; the receiver gets the answer.
+    /// A new question; the receiver gets the answer. Ids are random (six
+    /// digits, unique among those waiting), so a stale `/allow N` from
+    /// before a restart cannot answer a new question.
     pub fn open(&self) -> (u64, oneshot::Receiver<Answer>) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut bytes = [0u8; 4];
+        let random = getrandom::fill(&mut bytes).map(|_| u32::from_le_bytes(bytes) as u64);
+        let mut id = 100_000 + random.unwrap_or_else(|_| self.next.fetch_add(7919, Ordering::Relaxed)) % 900_000;
+        let mut waiting = self.waiting.lock().unwrap();
+        while waiting.contains_key(&id) {
+            id = 100_000 + (id + 1) % 900_000;
+        }
         let (tx, rx) = oneshot::channel();
-        self.waiting.lock().unwrap().insert(id, tx);
+        waiting.insert(id, tx);
         (id, rx)
     }
 

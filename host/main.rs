@@ -989,15 +989,42 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
 }
 
 fn print_status(value: &Value) {
+    let mib = |v: &Value| format!("{:.1} MiB", v.as_u64().unwrap_or(0) as f64 / (1 << 20) as f64);
+    let daemon = if value["daemon"].as_bool() == Some(true) {
+        let up = value["uptime_s"].as_i64().unwrap_or(0);
+        format!("daemon running (pid {}, up {}h{:02}m)", value["pid"], up / 3600, up / 60 % 60)
+    } else {
+        "no daemon running (start one with `wasiclaw run`)".into()
+    };
     println!(
-        "{}\nstate dir: {}\nskills: {}\naudit records: {}",
-        if value["daemon"].as_bool() == Some(true) {
-            format!("daemon running (pid {})", value["pid"])
+        "wasiclaw {}: {daemon}\nstate dir: {}",
+        value["version"].as_str().unwrap_or("?"),
+        value["state_dir"].as_str().unwrap_or_default()
+    );
+    let models: Vec<String> = serde_json::from_value(value["models"].clone()).unwrap_or_default();
+    println!(
+        "model: {}",
+        if models.is_empty() {
+            "none configured (a local Ollama is tried)".to_string()
         } else {
-            "no daemon running (start one with `wasiclaw run`)".into()
-        },
-        value["state_dir"].as_str().unwrap_or_default(),
-        value["skills"],
+            models.join(", then ")
+        }
+    );
+    let states: std::collections::BTreeMap<String, usize> =
+        serde_json::from_value(value["components_by_state"].clone()).unwrap_or_default();
+    let states: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    println!("skills and channels: {}", if states.is_empty() { "none".to_string() } else { states.join(", ") });
+    let next = value["next_run_ms"].as_i64().map(|ms| time_of(Some(ms), None)).unwrap_or_else(|| "none".into());
+    println!("jobs: {} (next run {next})", value["jobs"]);
+    let budget = match value["daily_token_budget"].as_u64() {
+        Some(0) | None => "no daily budget".to_string(),
+        Some(b) => format!("of a {b} budget"),
+    };
+    println!("tokens today: {} {budget}", value["tokens_today"]);
+    println!(
+        "database: {}, compiled cache: {}, audit records: {}",
+        mib(&value["database_bytes"]),
+        mib(&value["cache_bytes"]),
         value["audit_records"]
     );
     let channels: Vec<ChannelStatus> = serde_json::from_value(value["channels"].clone()).unwrap_or_default();

@@ -114,6 +114,8 @@ pub struct Runtime {
     pub resolver: Resolver,
     /// Tool calls waiting for the owner's answer.
     pub questions: crate::approvals::Pending,
+    /// When this process opened the state dir, for `status`'s uptime.
+    pub started_ms: i64,
     /// Rescans of the skills folder since start, for `status` (a settled
     /// daemon does none).
     pub rescans: std::sync::atomic::AtomicU64,
@@ -150,6 +152,7 @@ impl Runtime {
             resolver: system_resolver(),
             questions: Default::default(),
             rescans: Default::default(),
+            started_ms: crate::store::now_ms(),
             limits: Arc::new(config.limits.clone()),
             config,
         })
@@ -216,9 +219,31 @@ impl Runtime {
     pub async fn rescan(&self) -> ScanReport {
         self.rescans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let approved = |name: &str| self.db.grant(name).ok().flatten().map(|g| g.sha256);
-        self.registry
+        let report = self
+            .registry
             .rescan(&self.engine, &self.paths.skills_dir(), |name| self.ctx(name, "", Effective::default()), approved)
-            .await
+            .await;
+        if !report.removed.is_empty() || !report.loaded.is_empty() {
+            self.prune_cache();
+        }
+        report
+    }
+
+    /// Drop compiled code and descriptions of components no longer in the
+    /// folder (an upgrade leaves the old build's behind).
+    fn prune_cache(&self) {
+        let live: std::collections::HashSet<String> = self.registry.entries().into_iter().map(|e| e.sha256).collect();
+        let Ok(dir) = std::fs::read_dir(self.paths.cache_dir()) else { return };
+        for file in dir.filter_map(Result::ok).map(|e| e.path()) {
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let sha = name.split('-').next().unwrap_or_default();
+            if sha.len() == 64
+                && !live.contains(sha)
+                && let Err(e) = std::fs::remove_file(&file)
+            {
+                tracing::warn!("cannot remove stale {}: {e}", file.display());
+            }
+        }
     }
 
     fn entry(&self, name: &str) -> Result<Entry, RuntimeError> {

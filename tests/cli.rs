@@ -122,3 +122,22 @@ async fn doctor_names_each_problem_and_what_to_run() {
     assert!(out.status.success(), "{}", stdout(&out));
     assert!(stdout(&out).contains("all good"));
 }
+
+#[test]
+fn status_tells_the_whole_story() {
+    let env = Env::new();
+    env.install("clock");
+    env.config("[agent]\ndaily_token_budget = 5000\n\n[[providers]]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"tiny\"\n");
+    env.ok(&["cron", "add", "every 1h", "--tool", "clock.now"]);
+    let status = env.ok(&["status"]);
+    for part in [
+        &format!("wasiclaw {}", env!("CARGO_PKG_VERSION")),
+        "model: tiny (Openai, http://127.0.0.1:9/v1)",
+        "skills and channels: 1 needs-approval",
+        "jobs: 1 (next run ",
+        "tokens today: 0 of a 5000 budget",
+        "database: ",
+    ] {
+        assert!(status.contains(part), "{part:?} missing:\n{status}");
+    }
+}

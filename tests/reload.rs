@@ -16,8 +16,17 @@ fn the_daemon_follows_the_skills_folder() {
     assert!(env.ok(&["tool", "clock.now", r#"{"tz":"Asia/Tokyo"}"#]).contains("+09:00"));
     let first = sha(&env).unwrap();
 
+    let cached = |sha: &str| {
+        std::fs::read_dir(env.path().join("cache"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(sha))
+            .count()
+    };
+    assert!(cached(&first) > 0, "the first build is compiled into the cache");
     std::fs::copy(rebuilt(&guest("clock"), "reload"), &file).unwrap();
     wait_for("clock to reload", Duration::from_secs(20), || sha(&env).is_some_and(|s| s != first));
+    assert_eq!(cached(&first), 0, "the replaced build's compiled code stayed in the cache");
 
     std::fs::remove_file(&file).unwrap();
     wait_for("clock to unload", Duration::from_secs(20), || sha(&env).is_none());
