@@ -15,7 +15,6 @@ use crate::config::ChannelConfig;
 use crate::store::{Store, StoreError, now_ms};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use std::io::Read;
 
 const PAIRINGS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pairings");
 const CODE_TTL_MS: i64 = 60 * 60 * 1000;
@@ -75,7 +74,7 @@ pub enum Verdict {
 
 fn new_code() -> String {
     let mut bytes = [0u8; 8];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).expect("/dev/urandom is readable");
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
     bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
 }
 
