@@ -267,6 +267,11 @@ impl SkillEngine {
         &self.limits
     }
 
+    /// A file of the compile cache.
+    pub fn cache_file(&self, name: &str) -> PathBuf {
+        self.cache_dir.join(name)
+    }
+
     /// Where something derived from component `sha256` by this engine
     /// configuration is cached (the compiled code, what `describe` said).
     pub fn artifact(&self, sha256: &str, ext: &str) -> PathBuf {
@@ -277,7 +282,9 @@ impl SkillEngine {
 
     /// Compile a component, through the on-disk cache keyed by its sha256
     /// and the engine's compatibility hash.
-    pub fn compile(&self, path: &Path, bytes: &[u8], sha256: &str) -> Result<Component, EngineError> {
+    /// Without `bytes` only the cache can answer (the caller knows the
+    /// file is unchanged since it was compiled).
+    pub fn compile(&self, path: &Path, bytes: Option<&[u8]>, sha256: &str) -> Result<Component, EngineError> {
         let cached = self.artifact(sha256, "cwasm");
         if cached.exists() {
             // SAFETY: the cache lives in the owner's state dir and is only
@@ -287,6 +294,9 @@ impl SkillEngine {
                 Err(e) => tracing::warn!("ignoring bad compile cache {}: {e}", cached.display()),
             }
         }
+        let Some(bytes) = bytes else {
+            return Err(EngineError::Compile { path: path.into(), message: "no compiled copy is cached".into() });
+        };
         tracing::info!("compiling {} (once; the result is cached)", path.display());
         let component = Component::from_binary(&self.engine, bytes)
             .map_err(|e| EngineError::Compile { path: path.into(), message: format!("{e:#}") })?;

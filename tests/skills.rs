@@ -79,8 +79,8 @@ async fn weather_calls_its_api_through_a_granted_rule() {
     assert!(seen[1].uri.contains("latitude=52.52437&longitude=13.41053"), "{seen:?}");
 }
 
-/// An unchanged component is not described again at the next start; a
-/// change of its settings describes it anew.
+/// An unchanged component is neither read, hashed nor described again at
+/// the next start; a change of its settings describes it anew.
 #[tokio::test(flavor = "multi_thread")]
 async fn what_a_component_describes_is_cached_with_its_settings() {
     let env = Env::new();
@@ -92,6 +92,8 @@ async fn what_a_component_describes_is_cached_with_its_settings() {
     drop(first);
     let again = env.runtime().await;
     assert_eq!(describes(&again), 0, "an unchanged component was described again");
+    let reads = again.registry.reads.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(reads, 0, "an unchanged file was read and hashed again");
     assert_eq!(again.inspect("clock").unwrap().tools.len(), 2);
     drop(again);
     env.config("[skills.weather]\napi_base = \"http://127.0.0.1:9\"\n");
