@@ -23,6 +23,7 @@ lint:
 bench:
     cargo bench --bench memory
     bash benches/idle.sh 60
+    bash benches/ready.sh
 
 # Everything CI does, from a fresh machine.
 ci:
