@@ -216,6 +216,13 @@ impl Runtime {
         Ok(self.ctx(name, sha256, self.effective(requested, sha256, grant.as_ref())))
     }
 
+    /// Whether the loaded build of `name` is one the owner approved.
+    pub fn approved(&self, name: &str) -> bool {
+        let Some(entry) = self.registry.find(name) else { return false };
+        let Ok(loaded) = &entry.loaded else { return false };
+        self.rights(name, &entry.sha256, &loaded.manifest.capabilities).is_ok_and(|c| c.effective.approved)
+    }
+
     pub async fn rescan(&self) -> ScanReport {
         self.rescans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let approved = |name: &str| self.db.grant(name).ok().flatten().map(|g| g.sha256);

@@ -355,7 +355,22 @@ impl Scheduler<'_> {
             delivered: false,
         };
         let mut prompt_extra = String::new();
-        if let Some(check) = &job.check {
+        // Unattended runs use only builds the owner approved: a swapped
+        // component waits for `skills approve` instead of running on a schedule.
+        let unapproved = job
+            .check
+            .iter()
+            .map(|c| &c.skill)
+            .chain(match &job.action {
+                Action::Tool { skill, .. } => Some(skill),
+                Action::Prompt { .. } => None,
+            })
+            .find(|skill| !rt.approved(skill));
+        if let Some(skill) = unapproved {
+            run.status = "skipped".into();
+            run.output = format!("{skill} is not an approved build; run `wasiclaw skills approve {skill}`");
+        }
+        if let Some(check) = job.check.as_ref().filter(|_| run.status == "ok") {
             let out = rt.call_tool(&check.skill, &check.tool, &check.args).await;
             match out {
                 Ok(o) if o.ok && !check_says_wake(&o.output) => {

@@ -31,6 +31,10 @@ async fn setup(config: &str, skills: &[&str]) -> (Env, Arc<Agent>) {
     }
     env.config(config);
     let rt = Arc::new(env.runtime().await);
+    // The owner approved these builds: unattended runs use no other.
+    for s in skills {
+        rt.change_grant(s, &GrantChange::default(), false).unwrap();
+    }
     let agent = Arc::new(Agent::new(rt, None).await);
     (env, agent)
 }
@@ -147,6 +151,10 @@ fn the_cron_cli() {
     assert!(env.ok(&["cron", "list"]).contains("tool clock.now"));
     let bad = env.cli(&["cron", "add", "0 25 * * *", "--prompt", "x"]);
     assert!(!bad.status.success() && crate::support::stderr(&bad).contains("hour field"));
+    // An unattended run uses only builds the owner approved.
+    let held = env.ok(&["cron", "run-now", "1"]);
+    assert!(held.contains("skipped") && held.contains("wasiclaw skills approve clock"), "{held}");
+    env.ok(&["skills", "approve", "clock"]);
     let ran = env.ok(&["cron", "run-now", "1"]);
     assert!(ran.contains("ok") && ran.contains("\"tz\":\"UTC\""), "{ran}");
     assert!(env.ok(&["cron", "history"]).contains("job   1"));
