@@ -31,10 +31,27 @@ pub struct Config {
     pub channels: BTreeMap<String, ChannelConfig>,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// `[tools."SKILL.TOOL"]` (or a host tool's name): the owner's policy
     /// for one tool.
     #[serde(default)]
     pub tools: BTreeMap<String, crate::approvals::ToolConfig>,
+}
+
+/// The database file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// redb's page cache, in MiB: more is faster for large memories, less
+    /// keeps a board's RSS down.
+    pub cache_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { cache_mb: 64 }
+    }
 }
 
 /// How long the audit log keeps records.

@@ -133,7 +133,7 @@ impl Runtime {
         std::fs::set_permissions(&paths.state_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| RuntimeError::Io(paths.state_dir.clone(), e))?;
         let config = Config::load(&paths.config())?;
-        let db = Arc::new(Store::open(&paths.database())?);
+        let db = Arc::new(Store::open_with_cache(&paths.database(), config.storage.cache_mb)?);
         *db.audit_retention.lock().unwrap() = config.audit.clone();
         let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone())?;
         let secrets = Secrets::new(paths.secrets());

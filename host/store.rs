@@ -119,7 +119,13 @@ pub fn now_ms() -> i64 {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(|e| match e {
+        Self::open_with_cache(path, crate::config::StorageConfig::default().cache_mb)
+    }
+
+    /// Open with redb's page cache bounded to `cache_mb` (its own default
+    /// is 1 GiB, which a long-running daemon on a board would grow into).
+    pub fn open_with_cache(path: &Path, cache_mb: u64) -> Result<Self, StoreError> {
+        let db = redb::Builder::new().set_cache_size((cache_mb as usize) << 20).create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.display().to_string()),
             other => StoreError::Db(other.into()),
         })?;
