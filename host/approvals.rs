@@ -13,22 +13,16 @@
 //! - Only the owner answers: the terminal, the authenticated web page, or
 //!   an admin in their own chat. An unanswered question is a denial after
 //!   `[agent] approval_timeout_s`; unattended runs cannot ask at all.
+//!
+//! Pure types and an in-memory registry only, so config and pairing can
+//! name a risk without importing upwards; the "always" answers are a table
+//! of `store.rs`, the asking is the agent's.
 
-use crate::store::{Store, StoreError, now_ms};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::oneshot;
-
-/// Tool name (`SKILL.TOOL`, or a host tool's) → when "always" was answered.
-const ALWAYS: TableDefinition<&str, i64> = TableDefinition::new("approvals");
-
-pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(ALWAYS)?;
-    Ok(())
-}
 
 /// What a tool can do, lowest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -128,38 +122,6 @@ impl Pending {
 
     pub fn forget(&self, id: u64) {
         self.waiting.lock().unwrap().remove(&id);
-    }
-}
-
-impl Store {
-    pub fn approved_always(&self, tool: &str) -> Result<bool, StoreError> {
-        Ok(self.db.begin_read()?.open_table(ALWAYS)?.get(tool)?.is_some())
-    }
-
-    pub fn approve_always(&self, tool: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(ALWAYS)?.insert(tool, now_ms())?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Every "always" answer: tool and when it was given.
-    pub fn approvals(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(ALWAYS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (k, v) = entry?;
-            out.push((k.value().to_string(), v.value()));
-        }
-        Ok(out)
-    }
-
-    pub fn approval_revoke(&self, tool: &str) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write()?;
-        let found = txn.open_table(ALWAYS)?.remove(tool)?.is_some();
-        txn.commit()?;
-        Ok(found)
     }
 }
 

@@ -21,6 +21,9 @@ const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
 /// Per component: (keys, bytes) in its kv namespace, kept in the same
 /// transaction as every kv write so the quota holds exactly.
 const KV_USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("kv_usage");
+/// Tool name (`SKILL.TOOL`, or a host tool's) → when the owner answered
+/// "always" to it (see `approvals`).
+const ALWAYS: TableDefinition<&str, i64> = TableDefinition::new("approvals");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -141,7 +144,7 @@ impl Store {
         crate::scheduler::create_tables(&txn)?;
         crate::pairing::create_tables(&txn)?;
         crate::channels::create_tables(&txn)?;
-        crate::approvals::create_tables(&txn)?;
+        txn.open_table(ALWAYS)?;
         txn.commit()?;
         Ok(Store {
             db,
@@ -421,5 +424,37 @@ impl Store {
             Some(v) => serde_json::from_slice(v.value())?,
             None => Totals::default(),
         })
+    }
+}
+
+impl Store {
+    pub fn approved_always(&self, tool: &str) -> Result<bool, StoreError> {
+        Ok(self.db.begin_read()?.open_table(ALWAYS)?.get(tool)?.is_some())
+    }
+
+    pub fn approve_always(&self, tool: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(ALWAYS)?.insert(tool, now_ms())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every "always" answer: tool and when it was given.
+    pub fn approvals(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ALWAYS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            out.push((k.value().to_string(), v.value()));
+        }
+        Ok(out)
+    }
+
+    pub fn approval_revoke(&self, tool: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let found = txn.open_table(ALWAYS)?.remove(tool)?.is_some();
+        txn.commit()?;
+        Ok(found)
     }
 }
