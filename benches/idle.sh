@@ -5,15 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 window="${1:-60}"
-cargo build --release --quiet
-(cd skills-wasm && CARGO_TARGET_DIR=../target/wasm cargo build --release --quiet --target wasm32-wasip2)
-state="$(mktemp -d)"
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$state"' EXIT
-mkdir -p "$state/skills"
-for c in clock notes web_fetch weather hostile future_skill telegram slack whatsapp webhook discord matrix; do
-  cp "target/wasm/wasm32-wasip2/release/$c.wasm" "$state/skills/" 2>/dev/null || true
-done
-printf '[gateway]\nbind = "127.0.0.1:0"\n[agent]\nollama_url = "http://127.0.0.1:1"\n' > "$state/config.toml"
+source benches/state.sh
+trap 'kill "${pid:-}" 2>/dev/null || true; rm -rf "$state"' EXIT
 WASICLAW_LOG=warn target/release/wasiclaw --state-dir "$state" run >/dev/null 2>&1 &
 pid=$!
 # Settle: compile and load everything, then let the first minute pass.

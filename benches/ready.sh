@@ -4,15 +4,8 @@
 # channels and two fixtures in the folder. Prints figures only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-(cd skills-wasm && CARGO_TARGET_DIR=../target/wasm cargo build --release --quiet --target wasm32-wasip2)
-state="$(mktemp -d)"
+source benches/state.sh
 trap 'rm -rf "$state"' EXIT
-mkdir -p "$state/skills"
-for c in clock notes web_fetch weather hostile future_skill telegram slack whatsapp webhook discord matrix; do
-  cp "target/wasm/wasm32-wasip2/release/$c.wasm" "$state/skills/" 2>/dev/null || true
-done
-printf '[gateway]\nbind = "127.0.0.1:0"\n[agent]\nollama_url = "http://127.0.0.1:1"\n' > "$state/config.toml"
 ready() {
   python3 - "$state" <<'PY'
 import json, os, socket, subprocess, sys, time
