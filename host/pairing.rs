@@ -17,6 +17,18 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 const PAIRINGS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pairings");
+
+/// The pairing of `sender_id` in `channel`, from a read or write table.
+fn read(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    channel: &str,
+    sender_id: &str,
+) -> Result<Option<Pairing>, StoreError> {
+    match table.get((channel, sender_id))? {
+        Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+        None => Ok(None),
+    }
+}
 const CODE_TTL_MS: i64 = 60 * 60 * 1000;
 const MAX_PENDING: usize = 50;
 /// No 0/O, 1/I/L: codes are read aloud and typed.
@@ -107,10 +119,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         let verdict = {
             let mut table = txn.open_table(PAIRINGS)?;
-            let existing: Option<Pairing> = match table.get((channel, sender_id))? {
-                Some(v) => Some(serde_json::from_slice(v.value())?),
-                None => None,
-            };
+            let existing = read(&table, channel, sender_id)?;
             match existing {
                 Some(p) if p.approved => Verdict::Serve { admin: p.admin, scope: p.scope },
                 _ if !cfg.pairing => Verdict::Ignore,
@@ -154,10 +163,7 @@ impl Store {
     /// The pairing of one sender, approved or pending.
     pub fn pairing(&self, channel: &str, sender_id: &str) -> Result<Option<Pairing>, StoreError> {
         let txn = self.db.begin_read()?;
-        match txn.open_table(PAIRINGS)?.get((channel, sender_id))? {
-            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
-            None => Ok(None),
-        }
+        read(&txn.open_table(PAIRINGS)?, channel, sender_id)
     }
 
     /// Set what paired sender `sender_id` of `channel` may use; None if
@@ -166,10 +172,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         let updated = {
             let mut table = txn.open_table(PAIRINGS)?;
-            let existing: Option<Pairing> = match table.get((channel, sender_id))? {
-                Some(v) => Some(serde_json::from_slice(v.value())?),
-                None => None,
-            };
+            let existing = read(&table, channel, sender_id)?;
             match existing.filter(|p| p.approved) {
                 Some(mut p) => {
                     p.scope = scope;
