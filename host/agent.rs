@@ -309,7 +309,7 @@ impl Agent {
             let Ok(loaded) = &entry.loaded else { continue };
             let m = &loaded.manifest;
             // Only skills the owner approved reach the model.
-            if !self.rt.rights(&m.name, &entry.sha256, &m.capabilities).is_ok_and(|c| c.effective.approved) {
+            if !self.rt.approved(&m.name) {
                 continue;
             }
             for t in &m.tools {

@@ -348,9 +348,7 @@ impl Channels {
                 && let Some((_, spec)) = loaded.channel()
             {
                 let name = loaded.manifest.name.clone();
-                let approved =
-                    rt.rights(&name, &entry.sha256, &loaded.manifest.capabilities).is_ok_and(|c| c.effective.approved);
-                if !approved {
+                if !rt.approved(&name) {
                     let transport = describe_transport(&name, &spec.transport);
                     let status = ChannelStatus {
                         name: name.clone(),
