@@ -21,9 +21,9 @@
 
 use crate::agent::{Agent, Event, Who};
 use crate::component::{ChannelSpec, Transport};
-use crate::engine::bindings::wasiclaw::plugin::types::{Inbound, Outbound};
-use crate::engine::channel_bindings::exports::wasiclaw::plugin::channel_api as api;
-use crate::engine::{CallError, ChannelPre, HostCtx, SkillState, describe_tool_error};
+use crate::contract::{self as api, ChannelAnswer as Answer, ChannelCall as Call, ChannelGuest, Inbound, Outbound};
+use crate::engine::{CallError, HostCtx, describe_tool_error};
+use crate::config::Groups;
 use crate::pairing::Verdict;
 use crate::runtime::Runtime;
 use crate::store::{Store, StoreError, now_ms};
@@ -64,6 +64,9 @@ pub struct InboxItem {
     pub id: u64,
     pub channel: String,
     pub chat_id: String,
+    /// The chat is a group: the sender's pairing is for this chat only.
+    #[serde(default)]
+    pub group: bool,
     pub sender_id: String,
     pub text: String,
     pub message_id: String,
@@ -134,6 +137,7 @@ impl Store {
                     id,
                     channel: channel.into(),
                     chat_id: m.chat_id.clone(),
+                    group: m.group,
                     sender_id: m.sender_id.clone(),
                     text: m.text.clone(),
                     message_id: m.message_id.clone(),
@@ -260,49 +264,13 @@ fn enqueue(
     Ok(id)
 }
 
-/// One call into a channel component.
-enum Call {
-    Poll(Option<String>),
-    Webhook(api::HttpRequest),
-    Socket(api::SocketEvent, Option<String>),
-    Send(Outbound),
-    Typing(String),
-}
-
-enum Answer {
-    Poll(Vec<Inbound>, Option<String>),
-    Webhook(api::WebhookReply),
-    Socket(api::SocketReply),
-    Sent(String),
-    Typing,
-}
-
 /// Run one call in a fresh sandbox with the channel's effective rights.
 async fn invoke(rt: &Runtime, name: &str, call: Call) -> Result<(Answer, HostCtx), ChannelError> {
     let (pre, ctx) = loaded_channel(rt, name)?;
     // Calls of one component beyond the cap wait their turn.
     let _permit = ctx.budget.running.clone().acquire_owned().await.expect("the semaphore is never closed");
     let mut store = rt.engine.store(ctx.clone(), None)?;
-    let answer = rt
-        .engine
-        .guarded(&mut store, move |store| {
-            Box::pin(async move {
-                let channel = pre.instantiate_async(&mut *store).await?;
-                let api = channel.wasiclaw_plugin_channel_api();
-                Ok(match call {
-                    Call::Poll(cursor) => {
-                        api.call_poll(&mut *store, cursor.as_deref()).await?.map(|(m, c)| Answer::Poll(m, c))
-                    }
-                    Call::Webhook(req) => api.call_on_webhook(&mut *store, &req).await?.map(Answer::Webhook),
-                    Call::Socket(event, state) => {
-                        api.call_on_socket(&mut *store, &event, state.as_deref()).await?.map(Answer::Socket)
-                    }
-                    Call::Send(msg) => api.call_send(&mut *store, &msg).await?.map(Answer::Sent),
-                    Call::Typing(chat) => api.call_typing(&mut *store, &chat).await?.map(|()| Answer::Typing),
-                })
-            })
-        })
-        .await;
+    let answer = rt.engine.guarded(&mut store, move |store| Box::pin(async move { pre.call(store, call).await })).await;
     // The host's own denial says what to grant; prefer it to the guest's words.
     let denied = ctx.denials.lock().unwrap().first().cloned();
     match (answer, denied) {
@@ -467,7 +435,19 @@ impl Channels {
             if m.text.trim().is_empty() || m.text.len() > MAX_INBOUND_TEXT || db.seen(name, &m.message_id)? {
                 continue;
             }
-            let verdict = db.pairing_check(name, &m.sender_id, &m.sender_name, &m.chat_id, &cfg)?;
+            // Group chatter not meant for the bot is neither stored nor
+            // answered, not even with a pairing code; nor marked seen, since
+            // a platform may deliver the same message again as a mention.
+            let heard = match cfg.groups {
+                _ if !m.group => true,
+                Groups::Mentioned => m.addressed,
+                Groups::All => true,
+                Groups::Off => false,
+            };
+            if !heard {
+                continue;
+            }
+            let verdict = db.pairing_check(name, &m.sender_id, &m.sender_name, &m.chat_id, m.group, &cfg)?;
             match verdict {
                 Verdict::Serve { admin, .. } => {
                     // An admin's answer to a waiting tool call is taken at
@@ -578,7 +558,7 @@ impl Channels {
                     }
                 }
             });
-            let who = self.who(&name, &item.sender_id);
+            let who = self.who(&name, &item);
             // Everyone but an admin talks in a session of their own.
             let session = match &who {
                 Who::Person { admin: false, .. } => format!("{name}:{}:{}", item.chat_id, item.sender_id),
@@ -854,13 +834,15 @@ fn approval_answer(text: &str) -> Option<(crate::approvals::Answer, u64)> {
 }
 
 impl Channels {
-    /// Who a sender is to the agent: an admin, or a person with a scope.
-    fn who(&self, channel: &str, sender: &str) -> Who {
+    /// Who a message's sender is to the agent: an admin, or a person with
+    /// a scope (in a group, the scope of their pairing for that chat).
+    fn who(&self, channel: &str, item: &InboxItem) -> Who {
         let cfg = self.rt().config.channels.get(channel).cloned().unwrap_or_default();
-        if cfg.admins.iter().any(|a| a == sender) {
+        if cfg.admins.iter().any(|a| *a == item.sender_id) {
             return Who::Person { admin: true, scope: Default::default() };
         }
-        match self.rt().db.pairing(channel, sender) {
+        let key = crate::pairing::key(&item.sender_id, item.group.then_some(item.chat_id.as_str()));
+        match self.rt().db.pairing(channel, &key) {
             Ok(Some(p)) if p.approved => Who::Person { admin: p.admin, scope: p.scope },
             _ => Who::Person { admin: false, scope: Default::default() },
         }
@@ -869,7 +851,7 @@ impl Channels {
 
 /// A loaded channel's component and the context of a call with its
 /// current rights (recomputed each time, so grants apply at once).
-fn loaded_channel(rt: &Runtime, name: &str) -> Result<(ChannelPre<SkillState>, HostCtx), ChannelError> {
+fn loaded_channel(rt: &Runtime, name: &str) -> Result<(ChannelGuest, HostCtx), ChannelError> {
     let missing = || ChannelError::Missing(name.into());
     let entry = rt.registry.find(name).ok_or_else(missing)?;
     let loaded = entry.loaded.as_ref().map_err(|_| missing())?;

@@ -6,8 +6,9 @@
 //! reason and never runs; a replaced file is reloaded by sha256; a removed
 //! file is unloaded; two files may not claim one skill name.
 
-use crate::engine::{CallError, ChannelPre, HostCtx, SkillEngine, SkillPre, SkillState};
-use crate::grants::{Capabilities, HttpRule, UrlPattern, valid_secret_name};
+use crate::contract::{self, ChannelAnswer, ChannelCall, ChannelGuest, SkillGuest};
+use crate::engine::{CallError, HostCtx, SkillEngine};
+use crate::grants::{Capabilities, HttpRule, Rights, UrlPattern, valid_secret_name};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ use std::sync::{Arc, RwLock};
 
 /// The contract this host speaks (`wit/plugin.wit`).
 pub const CONTRACT_PACKAGE: &str = "wasiclaw:plugin";
-pub const CONTRACT_VERSION: &str = "0.1.0";
+pub const CONTRACT_VERSION: &str = contract::CURRENT;
 const CLASH: &str = "skill name ";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -49,7 +50,8 @@ pub enum LoadError {
     #[error("{0}")]
     Compile(String),
     #[error(
-        "built for contract {CONTRACT_PACKAGE}@{found}, but this wasiclaw speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION}; rebuild the skill against {CONTRACT_VERSION} or use a wasiclaw that speaks {found}"
+        "built for contract {CONTRACT_PACKAGE}@{found}, but this wasiclaw speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION} (and still loads {}); rebuild the skill against {CONTRACT_VERSION} or use a wasiclaw that speaks {found}",
+        contract::OLDER.join(", ")
     )]
     Version { found: String },
     #[error(
@@ -94,8 +96,8 @@ pub struct ChannelSpec {
 
 /// A component ready to be called: a skill (tools) or a chat channel.
 pub enum Kind {
-    Skill(SkillPre<SkillState>),
-    Channel(ChannelPre<SkillState>, ChannelSpec),
+    Skill(SkillGuest),
+    Channel(ChannelGuest, ChannelSpec),
 }
 
 pub struct Loaded {
@@ -104,7 +106,7 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    pub fn channel(&self) -> Option<(&ChannelPre<SkillState>, &ChannelSpec)> {
+    pub fn channel(&self) -> Option<(&ChannelGuest, &ChannelSpec)> {
         match &self.kind {
             Kind::Channel(pre, spec) => Some((pre, spec)),
             Kind::Skill(_) => None,
@@ -143,23 +145,27 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Major compatibility under semver: 0.x versions are compatible only
-/// within the same minor.
-fn compatible(found: &str) -> bool {
+/// The contract version (current or older) that `found` is compatible
+/// with under semver: 0.x versions only within the same minor.
+fn compatible(found: &str) -> Option<&'static str> {
     let parse = |v: &str| -> Option<(u64, u64)> {
         let mut parts = v.split(['.', '-', '+']);
         Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
     };
-    match (parse(found), parse(CONTRACT_VERSION)) {
+    let same = |ours: &str| match (parse(found), parse(ours)) {
         (Some((0, a)), Some((0, b))) => a == b,
         (Some((a, _)), Some((b, _))) => a == b,
         _ => false,
-    }
+    };
+    std::iter::once(contract::CURRENT).chain(contract::OLDER.iter().copied()).find(|ours| same(ours))
 }
 
 /// Check the contract version named in the component's imports and exports.
-/// Returns whether it is a channel.
-fn check_contract(engine: &SkillEngine, component: &wasmtime::component::Component) -> Result<bool, LoadError> {
+/// Returns whether it is a channel, and the version it speaks.
+fn check_contract(
+    engine: &SkillEngine,
+    component: &wasmtime::component::Component,
+) -> Result<(bool, &'static str), LoadError> {
     let ty = component.component_type();
     let names: Vec<String> = ty
         .imports(&engine.engine)
@@ -168,10 +174,13 @@ fn check_contract(engine: &SkillEngine, component: &wasmtime::component::Compone
         .collect();
     let mut exports_tool_api = false;
     let mut exports_channel = false;
+    let mut speaks = None;
     for name in &names {
         let Some(rest) = name.strip_prefix(CONTRACT_PACKAGE).and_then(|r| r.strip_prefix('/')) else { continue };
         let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
-        if !compatible(version) {
+        let ours = compatible(version).ok_or_else(|| LoadError::Version { found: version.to_string() })?;
+        // One component, one contract: mixing versions is not a build any toolchain makes.
+        if speaks.replace(ours).is_some_and(|v| v != ours) {
             return Err(LoadError::Version { found: version.to_string() });
         }
         exports_tool_api |= interface == "tool-api";
@@ -181,9 +190,10 @@ fn check_contract(engine: &SkillEngine, component: &wasmtime::component::Compone
         |iface: &str| ty.exports(&engine.engine).any(|(n, _)| n.starts_with(&format!("{CONTRACT_PACKAGE}/{iface}@")));
     exports_tool_api &= exported("tool-api");
     exports_channel &= exported("channel-api");
+    let version = speaks.unwrap_or(CONTRACT_VERSION);
     match (exports_tool_api, exports_channel) {
-        (true, _) => Ok(false),
-        (false, true) => Ok(true),
+        (true, _) => Ok((false, version)),
+        (false, true) => Ok((true, version)),
         (false, false) => Err(LoadError::NotASkill),
     }
 }
@@ -244,7 +254,7 @@ pub fn validate(m: &Manifest) -> Result<(), String> {
     Ok(())
 }
 
-fn to_manifest(m: crate::engine::bindings::wasiclaw::plugin::types::Manifest) -> Result<Manifest, String> {
+fn to_manifest(m: contract::Manifest) -> Result<Manifest, String> {
     if m.tools.len() > MAX_TOOLS {
         return Err(format!("{} tools declared; at most {MAX_TOOLS} are allowed", m.tools.len()));
     }
@@ -269,11 +279,17 @@ fn to_manifest(m: crate::engine::bindings::wasiclaw::plugin::types::Manifest) ->
             })
             .collect(),
         secrets: c.secrets,
-        kv: c.kv,
-        notify: c.notify,
-        files: c.files,
-        memory_read: c.memory_read,
-        memory_write: c.memory_write,
+        rights: {
+            use contract::bindings::wasiclaw::plugin::types::Rights as Wit;
+            let pairs = [
+                (Wit::KV, Rights::KV),
+                (Wit::NOTIFY, Rights::NOTIFY),
+                (Wit::FILES, Rights::FILES),
+                (Wit::MEMORY_READ, Rights::MEMORY_READ),
+                (Wit::MEMORY_WRITE, Rights::MEMORY_WRITE),
+            ];
+            pairs.into_iter().filter(|(wit, _)| c.rights.contains(*wit)).fold(Rights::default(), |set, (_, r)| set | r)
+        },
     };
     let manifest = Manifest { name: m.name, version: m.version, description: m.description, tools, capabilities };
     validate(&manifest)?;
@@ -281,17 +297,12 @@ fn to_manifest(m: crate::engine::bindings::wasiclaw::plugin::types::Manifest) ->
 }
 
 /// Call a skill's `describe()` in a fresh sandbox with no rights.
-async fn describe_skill(engine: &SkillEngine, pre: &SkillPre<SkillState>, ctx: HostCtx) -> Result<Manifest, LoadError> {
+async fn describe_skill(engine: &SkillEngine, guest: &SkillGuest, ctx: HostCtx) -> Result<Manifest, LoadError> {
     engine.describes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut store = engine.store(ctx, None).map_err(LoadError::Describe)?;
-    let pre = pre.clone();
+    let guest = guest.clone();
     let raw = engine
-        .guarded(&mut store, move |store| {
-            Box::pin(async move {
-                let skill = pre.instantiate_async(&mut *store).await?;
-                skill.wasiclaw_plugin_tool_api().call_describe(&mut *store).await
-            })
-        })
+        .guarded(&mut store, move |store| Box::pin(async move { guest.describe(store).await }))
         .await
         .map_err(LoadError::Describe)?;
     to_manifest(raw).map_err(LoadError::Manifest)
@@ -300,30 +311,25 @@ async fn describe_skill(engine: &SkillEngine, pre: &SkillPre<SkillState>, ctx: H
 /// Call a channel's `describe()` in a fresh sandbox with no rights.
 async fn describe_channel(
     engine: &SkillEngine,
-    pre: &ChannelPre<SkillState>,
+    guest: &ChannelGuest,
     ctx: HostCtx,
 ) -> Result<(Manifest, ChannelSpec), LoadError> {
     engine.describes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    use crate::engine::channel_bindings::exports::wasiclaw::plugin::channel_api as api;
     let mut store = engine.store(ctx, None).map_err(LoadError::Describe)?;
-    let pre = pre.clone();
-    let raw = engine
-        .guarded(&mut store, move |store| {
-            Box::pin(async move {
-                let channel = pre.instantiate_async(&mut *store).await?;
-                channel.wasiclaw_plugin_channel_api().call_describe(&mut *store).await
-            })
-        })
+    let guest = guest.clone();
+    let answer = engine
+        .guarded(&mut store, move |store| Box::pin(async move { guest.call(store, ChannelCall::Describe).await }))
         .await
         .map_err(LoadError::Describe)?;
+    let Ok(ChannelAnswer::Described(raw)) = answer else { unreachable!("describe answers with a manifest") };
     let manifest = to_manifest(raw.manifest).map_err(LoadError::Manifest)?;
     if !manifest.tools.is_empty() {
         return Err(LoadError::Manifest("a channel has no tools; make the tools a separate skill".into()));
     }
     let transport = match raw.transport {
-        api::Transport::Poll(ms) => Transport::Poll { interval_ms: ms },
-        api::Transport::Webhook => Transport::Webhook,
-        api::Transport::Websocket(url) => {
+        contract::Transport::Poll(ms) => Transport::Poll { interval_ms: ms },
+        contract::Transport::Webhook => Transport::Webhook,
+        contract::Transport::Websocket(url) => {
             let pattern = UrlPattern::parse(&url).map_err(|e| LoadError::Manifest(format!("websocket: {e}")))?;
             if !matches!(pattern.scheme.as_str(), "ws" | "wss") {
                 return Err(LoadError::Manifest(format!("websocket URL `{url}` must start with wss:// or ws://")));
@@ -332,11 +338,11 @@ async fn describe_channel(
         }
     };
     let markup = match raw.markup {
-        api::Markup::Plain => Markup::Plain,
-        api::Markup::Markdown => Markup::Markdown,
-        api::Markup::TelegramHtml => Markup::TelegramHtml,
-        api::Markup::SlackMrkdwn => Markup::SlackMrkdwn,
-        api::Markup::Whatsapp => Markup::Whatsapp,
+        contract::Markup::Plain => Markup::Plain,
+        contract::Markup::Markdown => Markup::Markdown,
+        contract::Markup::TelegramHtml => Markup::TelegramHtml,
+        contract::Markup::SlackMrkdwn => Markup::SlackMrkdwn,
+        contract::Markup::Whatsapp => Markup::Whatsapp,
     };
     if raw.max_length < 64 {
         return Err(LoadError::Manifest(format!(
@@ -366,7 +372,7 @@ pub async fn load(
         }
     }
     let component = engine.compile(file, bytes, sha256).map_err(|e| LoadError::Compile(e.to_string()))?;
-    let is_channel = check_contract(engine, &component)?;
+    let (is_channel, version) = check_contract(engine, &component)?;
     let instance_pre = engine.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
     let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
     // What an unchanged component said last time, under the same settings,
@@ -376,13 +382,13 @@ pub async fn load(
     let cached: Option<Described> = std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice(&b).ok());
     if let Some(d) = cached.filter(|d| d.settings == settings(&d.manifest.name) && validate(&d.manifest).is_ok()) {
         let kind = match d.channel {
-            Some(spec) if is_channel => Kind::Channel(ChannelPre::new(instance_pre).map_err(link)?, spec),
-            None if !is_channel => Kind::Skill(SkillPre::new(instance_pre).map_err(link)?),
+            Some(spec) if is_channel => Kind::Channel(ChannelGuest::new(instance_pre, version).map_err(link)?, spec),
+            None if !is_channel => Kind::Skill(SkillGuest::new(instance_pre, version).map_err(link)?),
             _ => return Err(LoadError::Manifest("the cached description does not match the component".into())),
         };
         return Ok(Loaded { manifest: d.manifest, kind });
     }
-    let loaded = describe(engine, instance_pre, is_channel, &ctx_for).await?;
+    let loaded = describe(engine, instance_pre, is_channel, version, &ctx_for).await?;
     let described = Described {
         settings: settings(&loaded.manifest.name),
         manifest: loaded.manifest.clone(),
@@ -409,20 +415,21 @@ struct Described {
 /// component's settings, since what it requests may depend on them.
 async fn describe(
     engine: &SkillEngine,
-    instance_pre: wasmtime::component::InstancePre<SkillState>,
+    instance_pre: wasmtime::component::InstancePre<crate::engine::SkillState>,
     is_channel: bool,
+    version: &str,
     ctx_for: &impl Fn(&str) -> HostCtx,
 ) -> Result<Loaded, LoadError> {
     let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
     if is_channel {
-        let pre = ChannelPre::new(instance_pre).map_err(link)?;
+        let pre = ChannelGuest::new(instance_pre, version).map_err(link)?;
         let (first, spec) = describe_channel(engine, &pre, ctx_for("")).await?;
         let ctx = ctx_for(&first.name);
         let (manifest, spec) =
             if ctx.settings.is_some() { describe_channel(engine, &pre, ctx).await? } else { (first, spec) };
         return Ok(Loaded { manifest, kind: Kind::Channel(pre, spec) });
     }
-    let pre = SkillPre::new(instance_pre).map_err(link)?;
+    let pre = SkillGuest::new(instance_pre, version).map_err(link)?;
     let first = describe_skill(engine, &pre, ctx_for("")).await?;
     let ctx = ctx_for(&first.name);
     let manifest = if ctx.settings.is_some() { describe_skill(engine, &pre, ctx).await? } else { first };

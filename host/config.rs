@@ -82,11 +82,26 @@ pub struct ChannelConfig {
     /// Answer unknown senders with a pairing code; with `false` they are
     /// ignored and only `allow` is served.
     pub pairing: bool,
+    /// Which group-chat messages are answered (direct chats always are).
+    pub groups: Groups,
+}
+
+/// Which messages in a group chat the bot answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Groups {
+    /// Only those that mention the bot or reply to it.
+    #[default]
+    Mentioned,
+    /// Every message from a paired or allowed sender.
+    All,
+    /// None: the bot is silent in groups.
+    Off,
 }
 
 impl Default for ChannelConfig {
     fn default() -> Self {
-        ChannelConfig { allow: Vec::new(), admins: Vec::new(), pairing: true }
+        ChannelConfig { allow: Vec::new(), admins: Vec::new(), pairing: true, groups: Groups::default() }
     }
 }
 

@@ -22,58 +22,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-pub mod bindings {
-    wasmtime::component::bindgen!({
-        path: "wit",
-        world: "wasiclaw:plugin/skill",
-        // Memory may call the embeddings endpoint, so it is async.
-        // Imports that touch the database or the network are async: their
-        // work runs off the async workers, so the wall-clock limit holds.
-        imports: {
-            "wasiclaw:plugin/memory": async | trappable,
-            "wasiclaw:plugin/kv": async | trappable,
-            "wasiclaw:plugin/notify": async | trappable,
-            default: trappable,
-        },
-        exports: { default: async },
-        with: {
-            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-        },
-    });
-}
-
-/// The `channel` world. Its imports are the skill world's, so the same
-/// host implementations (and linker) serve both.
-pub mod channel_bindings {
-    wasmtime::component::bindgen!({
-        path: "wit",
-        world: "wasiclaw:plugin/channel",
-        imports: { default: trappable },
-        exports: { default: async },
-        with: {
-            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-            "wasiclaw:plugin/types": super::bindings::wasiclaw::plugin::types,
-            "wasiclaw:plugin/kv": super::bindings::wasiclaw::plugin::kv,
-            "wasiclaw:plugin/log": super::bindings::wasiclaw::plugin::log,
-            "wasiclaw:plugin/config": super::bindings::wasiclaw::plugin::config,
-            "wasiclaw:plugin/crypto": super::bindings::wasiclaw::plugin::crypto,
-        },
-    });
-}
-
-pub use bindings::wasiclaw::plugin::types::Error as ToolError;
-pub use bindings::{Skill, SkillPre};
-pub use channel_bindings::{Channel, ChannelPre};
+pub use crate::contract::Error as ToolError;
 
 /// A call into a guest, borrowing its store.
 pub type GuestCall<'a, R> = std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
@@ -231,14 +186,7 @@ impl SkillEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(setup)?;
-        use bindings::wasiclaw::plugin as p;
-        p::kv::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
-        p::log::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
-        p::config::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
-        p::notify::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
-        p::crypto::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
-        p::memory::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
-        p::types::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(setup)?;
+        crate::contract::add_to_linker(&mut linker).map_err(setup)?;
         // The ticker ends with the engine (it holds only a weak reference)
         // and sleeps while no call is in flight, so an idle host is idle.
         let weak = engine.weak();

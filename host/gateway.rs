@@ -19,7 +19,7 @@
 
 use crate::agent::{Agent, Event};
 use crate::channels::Channels;
-use crate::engine::channel_bindings::exports::wasiclaw::plugin::channel_api::HttpRequest;
+use crate::contract::HttpRequest;
 use crate::runtime::Runtime;
 use anyhow::Context;
 use axum::body::Bytes;

@@ -31,16 +31,110 @@ pub struct Capabilities {
     pub http: Vec<HttpRule>,
     #[serde(default)]
     pub secrets: Vec<String>,
-    #[serde(default)]
-    pub kv: bool,
-    #[serde(default)]
-    pub notify: bool,
-    #[serde(default)]
-    pub files: bool,
-    #[serde(default)]
-    pub memory_read: bool,
-    #[serde(default)]
-    pub memory_write: bool,
+    #[serde(flatten)]
+    pub rights: Rights,
+}
+
+/// The rights that are held or not (the WIT `rights` flags), as a set.
+/// Stored and shown as one boolean per right (`"kv": true`), the shape
+/// grant records have always had.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rights(u8);
+
+impl Rights {
+    pub const KV: Rights = Rights(1);
+    pub const NOTIFY: Rights = Rights(2);
+    pub const FILES: Rights = Rights(4);
+    pub const MEMORY_READ: Rights = Rights(8);
+    pub const MEMORY_WRITE: Rights = Rights(16);
+    /// Every right: its command-line flag and what it lets a component do.
+    pub const ALL: [(Rights, &'static str, &'static str); 5] = [
+        (Rights::KV, "kv", "Its own key-value store"),
+        (Rights::NOTIFY, "notify", "Sending you messages"),
+        (Rights::FILES, "files", "A private directory, seen by the component as /data"),
+        (Rights::MEMORY_READ, "memory-read", "Searching your long-term memory"),
+        (Rights::MEMORY_WRITE, "memory-write", "Saving to your long-term memory"),
+    ];
+
+    /// Whether every right in `other` is held.
+    pub fn contains(self, other: Rights) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The names of the rights held, in table order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Rights::ALL.into_iter().filter(move |(r, ..)| self.contains(*r)).map(|(_, name, _)| name)
+    }
+
+    /// The right with this flag name (`memory-read` or `memory_read`).
+    pub fn named(name: &str) -> Option<Rights> {
+        Rights::ALL.into_iter().find(|(_, n, _)| n.replace('-', "_") == name.replace('-', "_")).map(|(r, ..)| r)
+    }
+}
+
+impl std::ops::BitOr for Rights {
+    type Output = Rights;
+    fn bitor(self, other: Rights) -> Rights {
+        Rights(self.0 | other.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Rights {
+    fn bitor_assign(&mut self, other: Rights) {
+        self.0 |= other.0;
+    }
+}
+
+impl std::ops::BitAnd for Rights {
+    type Output = Rights;
+    fn bitand(self, other: Rights) -> Rights {
+        Rights(self.0 & other.0)
+    }
+}
+
+impl std::ops::Sub for Rights {
+    type Output = Rights;
+    fn sub(self, other: Rights) -> Rights {
+        Rights(self.0 & !other.0)
+    }
+}
+
+impl Serialize for Rights {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(Rights::ALL.len()))?;
+        for (right, name, _) in Rights::ALL {
+            map.serialize_entry(&name.replace('-', "_"), &self.contains(right))?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Rights {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Rights;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of rights to booleans")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Rights, A::Error> {
+                let mut rights = Rights::default();
+                // Flattened: the other fields of the record pass by too.
+                while let Some(key) = map.next_key::<String>()? {
+                    match Rights::named(&key) {
+                        Some(right) if map.next_value::<bool>()? => rights |= right,
+                        Some(_) => {}
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(rights)
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 /// An HTTP rule granted by the owner; `methods` holds `*` for any.
@@ -55,11 +149,8 @@ pub struct GrantedRule {
 pub struct GrantSet {
     pub http: Vec<GrantedRule>,
     pub secrets: BTreeSet<String>,
-    pub kv: bool,
-    pub notify: bool,
-    pub files: bool,
-    pub memory_read: bool,
-    pub memory_write: bool,
+    #[serde(flatten)]
+    pub rights: Rights,
 }
 
 /// The stored grant of one skill: the rights, the sha256 of the component
@@ -280,11 +371,7 @@ pub struct Effective {
     /// Secrets usable by name through `crypto` (listed in the manifest's
     /// `secrets`, not merely named by a rule).
     pub crypto_secrets: BTreeSet<String>,
-    pub kv: bool,
-    pub notify: bool,
-    pub files: bool,
-    pub memory_read: bool,
-    pub memory_write: bool,
+    pub rights: Rights,
     /// Requested but not (or no longer) effective, in words.
     pub pending: Vec<String>,
 }
@@ -335,11 +422,13 @@ fn rights(requested: &Capabilities, sha256: &str, grant: Option<&GrantRecord>, c
     };
     let ap = &grant.approved;
     let g = &grant.granted;
-    let kv = flag(requested.kv, ap.kv, g.kv, "kv");
-    let notify = flag(requested.notify, ap.notify, g.notify, "notify");
-    let files = flag(requested.files, ap.files, g.files, "files");
-    let memory_read = flag(requested.memory_read, ap.memory_read, g.memory_read, "memory-read");
-    let memory_write = flag(requested.memory_write, ap.memory_write, g.memory_write, "memory-write");
+    let mut rights = Rights::default();
+    for (right, name, _) in Rights::ALL {
+        let has = |set: Rights| set.contains(right);
+        if flag(has(requested.rights), has(ap.rights), has(g.rights), name) {
+            rights |= right;
+        }
+    }
     let approved_secrets = ap.all_secrets();
     for name in requested.all_secrets() {
         if flag(true, approved_secrets.contains(&name), g.secrets.contains(&name), &format!("secret {name}")) {
@@ -360,7 +449,7 @@ fn rights(requested: &Capabilities, sha256: &str, grant: Option<&GrantRecord>, c
             eff.pending.push(format!("http {} {}", rule.methods().join(","), rule.url));
         }
     }
-    Effective { kv, notify, files, memory_read, memory_write, ..eff }
+    Effective { rights, ..eff }
 }
 
 /// Apply a grant for the component `sha256` that requests `requested`.
@@ -371,11 +460,7 @@ pub fn apply_grant(record: &mut GrantRecord, requested: &Capabilities, sha256: &
         // Keep only what the new version may inherit, then rebase on it.
         let eff = rights(requested, sha256, Some(record), true);
         record.granted.secrets.retain(|s| eff.secrets.contains(s) || eff.crypto_secrets.contains(s));
-        record.granted.kv &= eff.kv;
-        record.granted.notify &= eff.notify;
-        record.granted.files &= eff.files;
-        record.granted.memory_read &= eff.memory_read;
-        record.granted.memory_write &= eff.memory_write;
+        record.granted.rights = record.granted.rights & eff.rights;
         record
             .granted
             .http
@@ -390,11 +475,7 @@ pub fn apply_grant(record: &mut GrantRecord, requested: &Capabilities, sha256: &
             }
         }
         g.secrets.extend(requested.all_secrets());
-        g.kv |= requested.kv;
-        g.notify |= requested.notify;
-        g.files |= requested.files;
-        g.memory_read |= requested.memory_read;
-        g.memory_write |= requested.memory_write;
+        g.rights |= requested.rights;
     }
     let c = &change.rights;
     for rule in &c.http {
@@ -403,11 +484,7 @@ pub fn apply_grant(record: &mut GrantRecord, requested: &Capabilities, sha256: &
         }
     }
     g.secrets.extend(c.secrets.iter().cloned());
-    g.kv |= c.kv;
-    g.notify |= c.notify;
-    g.files |= c.files;
-    g.memory_read |= c.memory_read;
-    g.memory_write |= c.memory_write;
+    g.rights |= c.rights;
     record.sha256 = sha256.to_string();
     record.approved = requested.clone();
     if let Some(carry) = change.carry_over {
@@ -424,11 +501,7 @@ pub fn apply_revoke(record: &mut GrantRecord, change: &GrantChange) {
     let (g, c) = (&mut record.granted, &change.rights);
     g.http.retain(|rule| !c.http.iter().any(|r| r.url == rule.url));
     g.secrets.retain(|s| !c.secrets.contains(s));
-    g.kv &= !c.kv;
-    g.notify &= !c.notify;
-    g.files &= !c.files;
-    g.memory_read &= !c.memory_read;
-    g.memory_write &= !c.memory_write;
+    g.rights = g.rights - c.rights;
 }
 
 #[cfg(test)]
@@ -464,14 +537,14 @@ mod tests {
     fn effective_is_requested_intersect_granted() {
         let requested = Capabilities {
             http: vec![HttpRule { url: "https://*/".into(), methods: vec![], headers: vec![] }],
-            kv: true,
+            rights: Rights::KV,
             ..Default::default()
         };
         let mut record = GrantRecord::default();
         assert!(effective(&requested, "a", None).http.is_empty(), "empty means deny");
         let rights = GrantSet {
             http: vec![parse_granted_rule("https://en.wikipedia.org/").unwrap()],
-            notify: true,
+            rights: Rights::NOTIFY,
             ..Default::default()
         };
         apply_grant(&mut record, &requested, "a", &GrantChange { rights, all: false, carry_over: None });
@@ -479,8 +552,8 @@ mod tests {
         assert_eq!(eff.http.len(), 1);
         assert_eq!(eff.http[0].pattern.host, "en.wikipedia.org", "the narrower side wins");
         assert_eq!(eff.http[0].methods, vec!["GET"]);
-        assert!(!eff.notify, "granted but never requested");
-        assert!(!eff.kv && eff.pending == vec!["kv"]);
+        assert!(!eff.rights.contains(Rights::NOTIFY), "granted but never requested");
+        assert!(!eff.rights.contains(Rights::KV) && eff.pending == vec!["kv"]);
     }
 
     #[test]
@@ -498,7 +571,7 @@ mod tests {
                 carry_over: None,
                 rights: GrantSet {
                     http: vec![parse_granted_rule("https://*/").unwrap()],
-                    kv: true,
+                    rights: Rights::KV,
                     ..Default::default()
                 },
                 all: false,
@@ -506,7 +579,7 @@ mod tests {
         );
         let mut v2 = v1.clone();
         v2.http.push(HttpRule { url: "https://api.b.com/".into(), methods: vec![], headers: vec![] });
-        v2.kv = true;
+        v2.rights = Rights::KV;
         let eff = effective(&v2, "sha2", Some(&record));
         assert!(!eff.approved && eff.http.is_empty(), "a changed build carries nothing until approved");
         assert_eq!(eff.changed_from.as_deref(), Some("sha1"));
@@ -515,11 +588,28 @@ mod tests {
         assert!(eff.approved, "the owner opted in to carry-over");
         assert_eq!(eff.http.len(), 1, "only the rule v1 asked for carries over");
         assert_eq!(eff.http[0].pattern.host, "api.a.com");
-        assert!(!eff.kv, "kv was granted but v1 never asked for it");
+        assert!(!eff.rights.contains(Rights::KV), "kv was granted but v1 never asked for it");
         assert_eq!(eff.pending, vec!["kv".to_string(), "http GET https://api.b.com/".to_string()]);
         // The same sha gets everything granted that it asks for.
         let eff = effective(&v2, "sha1", Some(&record));
-        assert!(eff.kv && eff.http.len() == 2);
+        assert!(eff.rights.contains(Rights::KV) && eff.http.len() == 2);
+    }
+
+    #[test]
+    fn rights_are_a_set_stored_as_booleans() {
+        let caps = Capabilities { rights: Rights::KV | Rights::MEMORY_READ, ..Default::default() };
+        let json = serde_json::to_value(&caps).unwrap();
+        assert_eq!(json["kv"], true);
+        assert_eq!(json["memory_read"], true);
+        assert_eq!(json["notify"], false);
+        // The shape grant records had before rights were a set still reads.
+        let old = r#"{"http":[],"secrets":["K"],"kv":false,"notify":true,"files":false,"memory_read":false,"memory_write":true}"#;
+        let back: GrantSet = serde_json::from_str(old).unwrap();
+        assert_eq!(back.rights, Rights::NOTIFY | Rights::MEMORY_WRITE);
+        assert!(back.secrets.contains("K"));
+        assert_eq!(serde_json::from_value::<Capabilities>(json).unwrap(), caps);
+        assert_eq!((back.rights - Rights::NOTIFY).names().collect::<Vec<_>>(), vec!["memory-write"]);
+        assert_eq!(Rights::named("memory_write"), Some(Rights::MEMORY_WRITE));
     }
 
     #[test]

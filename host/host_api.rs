@@ -5,7 +5,8 @@
 //! says how to grant it, and every use is audited.
 
 use crate::engine::SkillState;
-use crate::engine::bindings::wasiclaw::plugin::{config, crypto, kv, log, memory, notify, types};
+use crate::contract::bindings::wasiclaw::plugin::{config, crypto, kv, log, memory, notify, types};
+use crate::grants::Rights;
 use crate::memory::Memories;
 use hmac::{Hmac, Mac};
 use types::Error;
@@ -33,13 +34,14 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl SkillState {
-    /// Check one boolean capability, auditing the use either way.
-    fn check(&self, granted: bool, capability: &str, flag: &str, target: &str) -> Result<(), Error> {
+    /// Check one right, auditing the use either way.
+    fn check(&self, right: Rights, capability: &str, target: &str) -> Result<(), Error> {
         let host = &self.host;
-        if granted {
+        if host.effective.rights.contains(right) {
             host.audit(capability, target, true, "");
             return Ok(());
         }
+        let flag = right.names().next().unwrap_or_default();
         let reason = format!("{capability} not granted; run `wasiclaw skills grant {} --{flag}`", host.skill);
         host.audit(capability, target, false, &reason);
         Err(Error::Denied(reason))
@@ -49,7 +51,7 @@ impl SkillState {
         if key.len() > MAX_KEY {
             return Err(Error::InvalidInput(format!("key is longer than {MAX_KEY} bytes")));
         }
-        self.check(self.host.effective.kv, "kv", "kv", &format!("{op} {key}"))
+        self.check(Rights::KV, "kv", &format!("{op} {key}"))
     }
 }
 
@@ -134,7 +136,7 @@ impl notify::Host for SkillState {
             return Ok(Err(Error::InvalidInput(format!("message is longer than {MAX_NOTIFY} bytes"))));
         }
         let preview = crate::text::truncate(&text, 80);
-        if let Err(e) = self.check(self.host.effective.notify, "notify", "notify", &preview) {
+        if let Err(e) = self.check(Rights::NOTIFY, "notify", &preview) {
             return Ok(Err(e));
         }
         if !self.host.budget.take(crate::budget::Spend::Notify, 1) {
@@ -220,7 +222,7 @@ impl memory::Host for SkillState {
         if query.len() > MAX_QUERY {
             return Ok(Err(Error::InvalidInput(format!("a memory query is at most {MAX_QUERY} bytes"))));
         }
-        if let Err(e) = self.check(self.host.effective.memory_read, "memory", "memory-read", &format!("search {query}"))
+        if let Err(e) = self.check(Rights::MEMORY_READ, "memory", &format!("search {query}"))
         {
             return Ok(Err(e));
         }
@@ -253,9 +255,7 @@ impl memory::Host for SkillState {
             return Ok(Err(Error::InvalidInput("at most 16 tags of at most 64 bytes each".into())));
         }
         let preview = crate::text::truncate(&text, 80);
-        if let Err(e) =
-            self.check(self.host.effective.memory_write, "memory", "memory-write", &format!("save {preview}"))
-        {
+        if let Err(e) = self.check(Rights::MEMORY_WRITE, "memory", &format!("save {preview}")) {
             return Ok(Err(e));
         }
         let (db, embedder, handle) =

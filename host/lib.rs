@@ -9,6 +9,7 @@ pub mod channels;
 pub mod component;
 pub mod config;
 pub mod context;
+pub mod contract;
 pub mod cron;
 pub mod daemon;
 pub mod doctor;

@@ -14,7 +14,7 @@ use wasiclaw::agent::{Agent, Event};
 use wasiclaw::api::{self, Reply, Request};
 use wasiclaw::channels::{ChannelStatus, OutboxItem};
 use wasiclaw::config::{Paths, ProviderConfig, ProviderKind};
-use wasiclaw::grants::{GrantChange, GrantSet, parse_granted_rule};
+use wasiclaw::grants::{self, GrantChange, GrantSet, parse_granted_rule};
 use wasiclaw::memory::{Hit, Memory};
 use wasiclaw::pairing::Pairing;
 use wasiclaw::runtime::{Runtime, RuntimeError, SkillInfo, ToolOutcome};
@@ -242,21 +242,36 @@ struct Rights {
     /// A secret the host may inject into this skill's requests or use for its HMACs.
     #[arg(long, value_name = "NAME")]
     secret: Vec<String>,
-    /// Its own key-value store.
-    #[arg(long)]
-    kv: bool,
-    /// Sending you messages.
-    #[arg(long)]
-    notify: bool,
-    /// A private directory, seen by the skill as /data.
-    #[arg(long)]
-    files: bool,
-    /// Reading your long-term memory.
-    #[arg(long)]
-    memory_read: bool,
-    /// Writing your long-term memory.
-    #[arg(long)]
-    memory_write: bool,
+    #[command(flatten)]
+    flags: RightFlags,
+}
+
+/// One `--NAME` switch per right of `grants::Rights::ALL`.
+#[derive(Clone, Default)]
+struct RightFlags(grants::Rights);
+
+impl clap::FromArgMatches for RightFlags {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let held = grants::Rights::ALL.into_iter().filter(|(_, name, _)| m.get_flag(name));
+        Ok(RightFlags(held.fold(grants::Rights::default(), |set, (right, ..)| set | right)))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl Args for RightFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        grants::Rights::ALL.into_iter().fold(cmd, |cmd, (_, name, help)| {
+            cmd.arg(clap::Arg::new(name).long(name).action(clap::ArgAction::SetTrue).help(format!("{help}.")))
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 #[derive(Subcommand)]
@@ -367,6 +382,8 @@ enum MemoryCommand {
     their messages are neither answered nor stored. Approve them with the code they show you:\n  \
     wasiclaw pairing approve K7M2QX9P\n\
     The first sender you approve becomes an admin, who can approve others from chat with `/approve CODE`.\n\
+    In a group chat the bot answers only messages that mention it or reply to it, and a sender is\n\
+    paired for that group only (`[channels.NAME] groups = \"mentioned\" | \"all\" | \"off\"`).\n\
     Senders listed in `[channels.NAME] allow = [\"ID\"]` in config.toml are served without pairing.")]
 enum PairingCommand {
     /// Paired senders and pending requests.
@@ -382,7 +399,13 @@ enum PairingCommand {
         admin: bool,
     },
     /// Forget a sender (paired or pending): `wasiclaw pairing revoke telegram 12345`.
-    Revoke { channel: String, sender: String },
+    Revoke {
+        channel: String,
+        sender: String,
+        /// The group chat of a pairing made there (`pairing list` shows it).
+        #[arg(long, value_name = "CHAT")]
+        group: Option<String>,
+    },
     /// Set what a paired non-admin may use. By default they get their own session and
     /// read-only tools, and no memory, `/tool` or anything that writes, sends or spends.
     #[command(after_help = "Examples:\n  wasiclaw pairing grant telegram 12345 --memory\n  \
@@ -390,6 +413,9 @@ enum PairingCommand {
     Grant {
         channel: String,
         sender: String,
+        /// The group chat of a pairing made there (`pairing list` shows it).
+        #[arg(long, value_name = "CHAT")]
+        group: Option<String>,
         /// Your long-term memory: recall, search and save.
         #[arg(long)]
         memory: bool,
@@ -448,11 +474,7 @@ impl Rights {
         let rights = GrantSet {
             http,
             secrets: self.secret.into_iter().collect(),
-            kv: self.kv,
-            notify: self.notify,
-            files: self.files,
-            memory_read: self.memory_read,
-            memory_write: self.memory_write,
+            rights: self.flags.0,
         };
         Ok(GrantChange { rights, all, carry_over: None })
     }
@@ -586,10 +608,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Notifications { limit, json } => (Request::Notifications { limit }, json),
         Command::Pairing(PairingCommand::List { json }) => (Request::PairingList, json),
         Command::Pairing(PairingCommand::Approve { code, admin }) => (Request::PairingApprove { code, admin }, false),
-        Command::Pairing(PairingCommand::Revoke { channel, sender }) => {
+        Command::Pairing(PairingCommand::Revoke { channel, sender, group }) => {
+            let sender = wasiclaw::pairing::key(&sender, group.as_deref());
             (Request::PairingRevoke { channel, sender }, false)
         }
-        Command::Pairing(PairingCommand::Grant { channel, sender, memory, tools, direct_tools }) => {
+        Command::Pairing(PairingCommand::Grant { channel, sender, group, memory, tools, direct_tools }) => {
+            let sender = wasiclaw::pairing::key(&sender, group.as_deref());
             let scope = wasiclaw::pairing::Scope { memory, max_risk: tools, direct_tools };
             (Request::PairingGrant { channel, sender, scope }, false)
         }
@@ -937,7 +961,8 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
                     (None, false, _) => "pending".to_string(),
                 };
                 let (sender, name, chat) = (one_line(&p.sender_id), one_line(&p.sender_name), one_line(&p.chat_id));
-                println!("{}:{sender}  {name}  chat {chat}  {state}", p.channel);
+                let chat = if p.group { format!("in group {chat} only (--group {chat})") } else { format!("chat {chat}") };
+                println!("{}:{sender}  {name}  {chat}  {state}", p.channel);
             }
         }
         Request::PairingApprove { .. } => {
@@ -1122,17 +1147,7 @@ fn print_inspect(s: &SkillInfo) {
         })
         .collect();
     asks.extend(r.all_secrets().into_iter().map(|n| format!("secret {n}")));
-    for (flag, name) in [
-        (r.kv, "kv"),
-        (r.notify, "notify"),
-        (r.files, "files"),
-        (r.memory_read, "memory-read"),
-        (r.memory_write, "memory-write"),
-    ] {
-        if flag {
-            asks.push(name.into());
-        }
-    }
+    asks.extend(r.rights.names().map(String::from));
     if asks.is_empty() {
         println!("  nothing");
     }

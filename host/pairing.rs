@@ -10,6 +10,9 @@
 //!   their own chat); later ones only with `--admin`. Admins may approve
 //!   codes from their chat with `/approve CODE`.
 //! - Pending requests are capped per channel so strangers cannot fill the disk.
+//! - In a group chat a sender is paired for that chat only, never as an
+//!   admin by default: being served in one chat says nothing of another,
+//!   where other people read the answers.
 
 use crate::config::ChannelConfig;
 use crate::store::{Store, StoreError, now_ms};
@@ -18,13 +21,22 @@ use serde::{Deserialize, Serialize};
 
 const PAIRINGS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pairings");
 
-/// The pairing of `sender_id` in `channel`, from a read or write table.
+/// The record key of a sender: their id for direct chats; in a group,
+/// their id and the group's (`SENDER@CHAT`).
+pub fn key(sender_id: &str, group_chat: Option<&str>) -> String {
+    match group_chat {
+        Some(chat) => format!("{sender_id}@{chat}"),
+        None => sender_id.to_string(),
+    }
+}
+
+/// The pairing under `key` in `channel`, from a read or write table.
 fn read(
     table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     channel: &str,
-    sender_id: &str,
+    key: &str,
 ) -> Result<Option<Pairing>, StoreError> {
-    match table.get((channel, sender_id))? {
+    match table.get((channel, key))? {
         Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
         None => Ok(None),
     }
@@ -56,6 +68,16 @@ pub struct Pairing {
     /// What a non-admin may use (`wasiclaw pairing grant`).
     #[serde(default)]
     pub scope: Scope,
+    /// Paired for the group chat `chat_id` only.
+    #[serde(default)]
+    pub group: bool,
+}
+
+impl Pairing {
+    /// Its record key (see [`key`]).
+    pub fn key(&self) -> String {
+        key(&self.sender_id, self.group.then_some(self.chat_id.as_str()))
+    }
 }
 
 /// What a paired non-admin may use besides read-only tools in their own
@@ -99,14 +121,15 @@ pub fn code_message(code: &str) -> String {
 }
 
 impl Store {
-    /// Decide on a message from `sender_id` in `chat_id`, recording a
-    /// pairing request for a new sender.
+    /// Decide on a message from `sender_id` in `chat_id` (a group chat if
+    /// `group`), recording a pairing request for a new sender.
     pub fn pairing_check(
         &self,
         channel: &str,
         sender_id: &str,
         sender_name: &str,
         chat_id: &str,
+        group: bool,
         cfg: &ChannelConfig,
     ) -> Result<Verdict, StoreError> {
         if cfg.admins.iter().any(|a| a == sender_id) {
@@ -116,10 +139,11 @@ impl Store {
             return Ok(Verdict::Serve { admin: false, scope: Scope::default() });
         }
         let now = now_ms();
+        let key = key(sender_id, group.then_some(chat_id));
         let txn = self.db.begin_write()?;
         let verdict = {
             let mut table = txn.open_table(PAIRINGS)?;
-            let existing = read(&table, channel, sender_id)?;
+            let existing = read(&table, channel, &key)?;
             match existing {
                 Some(p) if p.approved => Verdict::Serve { admin: p.admin, scope: p.scope },
                 _ if !cfg.pairing => Verdict::Ignore,
@@ -133,7 +157,7 @@ impl Store {
                         .filter(|p| !p.approved && p.code_expires_ms > now)
                         .count();
                     if pending >= MAX_PENDING {
-                        tracing::warn!("{channel}: {MAX_PENDING} pairing requests pending; ignoring {sender_id}");
+                        tracing::warn!("{channel}: {MAX_PENDING} pairing requests pending; ignoring {key}");
                         Verdict::Ignore
                     } else {
                         let code = new_code();
@@ -149,8 +173,9 @@ impl Store {
                             created_ms: existing.map(|p| p.created_ms).unwrap_or(now),
                             approved_ms: None,
                             scope: Scope::default(),
+                            group,
                         };
-                        table.insert((channel, sender_id), serde_json::to_vec(&p)?.as_slice())?;
+                        table.insert((channel, key.as_str()), serde_json::to_vec(&p)?.as_slice())?;
                         Verdict::SendCode(code)
                     }
                 }
@@ -160,23 +185,23 @@ impl Store {
         Ok(verdict)
     }
 
-    /// The pairing of one sender, approved or pending.
-    pub fn pairing(&self, channel: &str, sender_id: &str) -> Result<Option<Pairing>, StoreError> {
+    /// The pairing under `key` (see [`key`]), approved or pending.
+    pub fn pairing(&self, channel: &str, key: &str) -> Result<Option<Pairing>, StoreError> {
         let txn = self.db.begin_read()?;
-        read(&txn.open_table(PAIRINGS)?, channel, sender_id)
+        read(&txn.open_table(PAIRINGS)?, channel, key)
     }
 
-    /// Set what paired sender `sender_id` of `channel` may use; None if
-    /// there is no such pairing.
-    pub fn pairing_grant(&self, channel: &str, sender_id: &str, scope: Scope) -> Result<Option<Pairing>, StoreError> {
+    /// Set what the paired sender under `key` of `channel` may use; None
+    /// if there is no such pairing.
+    pub fn pairing_grant(&self, channel: &str, key: &str, scope: Scope) -> Result<Option<Pairing>, StoreError> {
         let txn = self.db.begin_write()?;
         let updated = {
             let mut table = txn.open_table(PAIRINGS)?;
-            let existing = read(&table, channel, sender_id)?;
+            let existing = read(&table, channel, key)?;
             match existing.filter(|p| p.approved) {
                 Some(mut p) => {
                     p.scope = scope;
-                    table.insert((channel, sender_id), serde_json::to_vec(&p)?.as_slice())?;
+                    table.insert((channel, key), serde_json::to_vec(&p)?.as_slice())?;
                     Some(p)
                 }
                 None => None,
@@ -187,7 +212,7 @@ impl Store {
     }
 
     /// Approve the pending request holding `code`. The first approval
-    /// ever makes an admin.
+    /// ever of a direct chat makes an admin.
     pub fn pairing_approve(&self, code: &str, admin: bool) -> Result<Option<Pairing>, StoreError> {
         let code = code.trim().to_ascii_uppercase();
         let now = now_ms();
@@ -199,15 +224,15 @@ impl Store {
                 .filter_map(Result::ok)
                 .filter_map(|(_, v)| serde_json::from_slice(v.value()).ok())
                 .collect();
-            let first = !all.iter().any(|p| p.approved);
+            let first = !all.iter().any(|p| p.approved && !p.group);
             match all.into_iter().find(|p| p.code.as_deref() == Some(&code) && p.code_expires_ms > now) {
                 None => None,
                 Some(mut p) => {
                     p.approved = true;
-                    p.admin = admin || first;
+                    p.admin = admin || (first && !p.group);
                     p.code = None;
                     p.approved_ms = Some(now);
-                    table.insert((p.channel.as_str(), p.sender_id.as_str()), serde_json::to_vec(&p)?.as_slice())?;
+                    table.insert((p.channel.as_str(), p.key().as_str()), serde_json::to_vec(&p)?.as_slice())?;
                     Some(p)
                 }
             }
@@ -226,10 +251,10 @@ impl Store {
         Ok(out)
     }
 
-    /// Forget a sender (approved or pending); false if unknown.
-    pub fn pairing_revoke(&self, channel: &str, sender_id: &str) -> Result<bool, StoreError> {
+    /// Forget a sender under `key` (approved or pending); false if unknown.
+    pub fn pairing_revoke(&self, channel: &str, key: &str) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
-        let removed = txn.open_table(PAIRINGS)?.remove((channel, sender_id))?.is_some();
+        let removed = txn.open_table(PAIRINGS)?.remove((channel, key))?.is_some();
         txn.commit()?;
         Ok(removed)
     }
@@ -239,7 +264,7 @@ impl Store {
         Ok(self
             .pairings()?
             .into_iter()
-            .filter(|p| p.admin)
+            .filter(|p| p.admin && !p.group)
             .min_by_key(|p| p.approved_ms)
             .map(|p| (p.channel, p.chat_id)))
     }
@@ -266,23 +291,23 @@ mod tests {
     fn strangers_get_one_code_and_approval_makes_the_first_an_admin() {
         let (_dir, db) = store();
         let cfg = ChannelConfig::default();
-        let code = code_of(db.pairing_check("tg", "1", "Ada", "c1", &cfg).unwrap());
+        let code = code_of(db.pairing_check("tg", "1", "Ada", "c1", false, &cfg).unwrap());
         assert!(code.len() == 8 && code.bytes().all(|b| ALPHABET.contains(&b)), "{code}");
-        assert_eq!(db.pairing_check("tg", "1", "Ada", "c1", &cfg).unwrap(), Verdict::Ignore, "a second code");
+        assert_eq!(db.pairing_check("tg", "1", "Ada", "c1", false, &cfg).unwrap(), Verdict::Ignore, "a second code");
         assert!(db.pairing_approve("WRONG123", false).unwrap().is_none());
         let ada = db.pairing_approve(&code.to_lowercase(), false).unwrap().unwrap();
         assert!(ada.approved && ada.admin, "the first approval is the owner's");
         assert_eq!(
-            db.pairing_check("tg", "1", "Ada", "c1", &cfg).unwrap(),
+            db.pairing_check("tg", "1", "Ada", "c1", false, &cfg).unwrap(),
             Verdict::Serve { admin: true, scope: Scope::default() }
         );
         assert!(db.pairing_approve(&code, false).unwrap().is_none(), "a code works once");
-        let bob = code_of(db.pairing_check("tg", "2", "Bob", "c2", &cfg).unwrap());
+        let bob = code_of(db.pairing_check("tg", "2", "Bob", "c2", false, &cfg).unwrap());
         assert!(!db.pairing_approve(&bob, false).unwrap().unwrap().admin);
         assert_eq!(db.admin_chat().unwrap(), Some(("tg".into(), "c1".into())));
         assert!(db.pairing_revoke("tg", "2").unwrap());
         assert_ne!(
-            db.pairing_check("tg", "2", "Bob", "c2", &cfg).unwrap(),
+            db.pairing_check("tg", "2", "Bob", "c2", false, &cfg).unwrap(),
             Verdict::Serve { admin: false, scope: Scope::default() }
         );
     }
@@ -292,16 +317,33 @@ mod tests {
         let (_dir, db) = store();
         let closed = ChannelConfig { allow: vec!["7".into()], pairing: false, ..Default::default() };
         assert_eq!(
-            db.pairing_check("x", "7", "", "c", &closed).unwrap(),
+            db.pairing_check("x", "7", "", "c", false, &closed).unwrap(),
             Verdict::Serve { admin: false, scope: Scope::default() }
         );
-        assert_eq!(db.pairing_check("x", "8", "", "c", &closed).unwrap(), Verdict::Ignore);
+        assert_eq!(db.pairing_check("x", "8", "", "c", false, &closed).unwrap(), Verdict::Ignore);
         assert!(db.pairings().unwrap().is_empty(), "nothing is recorded with pairing off");
         let open = ChannelConfig::default();
         for i in 0..MAX_PENDING {
-            code_of(db.pairing_check("x", &format!("s{i}"), "", "c", &open).unwrap());
+            code_of(db.pairing_check("x", &format!("s{i}"), "", "c", false, &open).unwrap());
         }
-        assert_eq!(db.pairing_check("x", "one-too-many", "", "c", &open).unwrap(), Verdict::Ignore);
-        code_of(db.pairing_check("other-channel", "s0", "", "c", &open).unwrap());
+        assert_eq!(db.pairing_check("x", "one-too-many", "", "c", false, &open).unwrap(), Verdict::Ignore);
+        code_of(db.pairing_check("other-channel", "s0", "", "c", false, &open).unwrap());
+    }
+
+    #[test]
+    fn in_a_group_a_sender_is_paired_for_that_chat_only_and_never_first_admin() {
+        let (_dir, db) = store();
+        let cfg = ChannelConfig::default();
+        let code = code_of(db.pairing_check("tg", "1", "Ada", "g1", true, &cfg).unwrap());
+        let p = db.pairing_approve(&code, false).unwrap().unwrap();
+        assert!(p.group && !p.admin, "a group pairing is not the owner's, even the first");
+        assert_eq!(p.key(), "1@g1");
+        let served = Verdict::Serve { admin: false, scope: Scope::default() };
+        assert_eq!(db.pairing_check("tg", "1", "Ada", "g1", true, &cfg).unwrap(), served);
+        // Neither another group nor a direct chat is served by it.
+        code_of(db.pairing_check("tg", "1", "Ada", "g2", true, &cfg).unwrap());
+        code_of(db.pairing_check("tg", "1", "Ada", "1", false, &cfg).unwrap());
+        assert_eq!(db.admin_chat().unwrap(), None, "owner notifications never go to a group");
+        assert!(db.pairing_revoke("tg", &key("1", Some("g1"))).unwrap());
     }
 }

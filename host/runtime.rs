@@ -293,7 +293,7 @@ impl Runtime {
                     let hint = format!("approval of this build: run `wasiclaw skills approve {}`", m.name);
                     info.pending.insert(0, hint);
                 }
-                if m.capabilities.kv {
+                if m.capabilities.rights.contains(grants::Rights::KV) {
                     info.kv_usage = Some(self.db.kv_usage(&m.name)?);
                 }
                 info.version = Some(m.version.clone());
@@ -360,11 +360,9 @@ impl Runtime {
                     notes.push(format!("{name} does not ask for {what}; the grant has no effect until it does"));
                 }
             };
-            unasked(rights.kv, asked.kv, "kv", &mut notes);
-            unasked(rights.notify, asked.notify, "notify", &mut notes);
-            unasked(rights.files, asked.files, "files", &mut notes);
-            unasked(rights.memory_read, asked.memory_read, "memory-read", &mut notes);
-            unasked(rights.memory_write, asked.memory_write, "memory-write", &mut notes);
+            for name in (rights.rights - asked.rights).names() {
+                unasked(true, false, name, &mut notes);
+            }
             let secrets = asked.all_secrets();
             for s in rights.secrets.iter().filter(|s| !secrets.contains(*s)) {
                 unasked(true, false, &format!("secret {s}"), &mut notes);
@@ -424,21 +422,16 @@ impl Runtime {
         let ctx = self.rights(skill, &entry.sha256, &m.capabilities)?;
         // Calls of one component beyond the cap wait their turn.
         let _permit = ctx.budget.running.clone().acquire_owned().await.expect("the semaphore is never closed");
-        let files = ctx.effective.files.then(|| self.paths.files_dir(skill));
+        let files = ctx.effective.rights.contains(grants::Rights::FILES).then(|| self.paths.files_dir(skill));
         let writable = files.as_deref().is_none_or(|dir| crate::files::within_quota(&ctx, dir));
         if let Some(dir) = &files {
             ctx.audit("files", &dir.display().to_string(), true, "preopened as /data");
         }
         let result = match self.engine.store(ctx.clone(), files.as_deref().map(|d| (d, writable))) {
             Ok(mut store) => {
-                let (pre, tool, args) = (pre.clone(), tool.to_string(), args.to_string());
+                let (guest, tool, args) = (pre.clone(), tool.to_string(), args.to_string());
                 self.engine
-                    .guarded(&mut store, move |store| {
-                        Box::pin(async move {
-                            let instance = pre.instantiate_async(&mut *store).await?;
-                            instance.wasiclaw_plugin_tool_api().call_invoke(&mut *store, &tool, &args).await
-                        })
-                    })
+                    .guarded(&mut store, move |store| Box::pin(async move { guest.invoke(store, &tool, &args).await }))
                     .await
             }
             Err(e) => Err(e),

@@ -52,7 +52,8 @@ fn bad_components_are_rejected_with_reasons() {
         s["reason"].as_str().unwrap().to_string()
     };
     let future = reason("future-skill");
-    assert!(future.contains("wasiclaw:plugin@2.0.0") && future.contains("wasiclaw:plugin@0.1.0"), "{future}");
+    assert!(future.contains("wasiclaw:plugin@2.0.0") && future.contains("wasiclaw:plugin@0.2.0"), "{future}");
+    assert!(future.contains("still loads 0.1.0"), "{future}");
     assert!(reason("core").contains("core WebAssembly module, not a component"));
     assert!(reason("junk").contains("not a WebAssembly file"));
     let clock = list.iter().find(|s| s["name"] == "clock").unwrap();
@@ -83,7 +84,7 @@ async fn the_files_grant_opens_one_private_directory_and_nothing_else() {
     let (env, rt) = hostile("http://127.0.0.1:9", "").await;
     let write = |path: &str| serde_json::json!({"path": path, "text": "hello"}).to_string();
     assert!(!call(&rt, "hostile.write-file", &write("/data/note.txt")).await.ok, "no grant, no directory");
-    let files = wasiclaw::grants::GrantSet { files: true, ..Default::default() };
+    let files = wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::FILES, ..Default::default() };
     rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false, carry_over: None }, false)
         .unwrap();
     let out = call(&rt, "hostile.write-file", &write("/data/note.txt")).await;
@@ -122,7 +123,7 @@ async fn audit_floods_are_coalesced_and_bounded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kv_quota_holds_across_calls() {
     let (_env, rt) = hostile("http://127.0.0.1:9", "[limits]\nkv_mb = 1\nkv_keys = 100").await;
-    let kv = wasiclaw::grants::GrantSet { kv: true, ..Default::default() };
+    let kv = wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::KV, ..Default::default() };
     rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: kv, all: false, carry_over: None }, false)
         .unwrap();
     let out = call(&rt, "hostile.kv-flood", r#"{"n": 1000}"#).await;
@@ -143,7 +144,7 @@ async fn notify_and_secret_checks_are_rate_limited() {
     let (_env, rt) = hostile("http://127.0.0.1:9", limits).await;
     rt.secrets.set("SIGNING_KEY", "sign-me").unwrap();
     let rights =
-        wasiclaw::grants::GrantSet { notify: true, secrets: ["SIGNING_KEY".to_string()].into(), ..Default::default() };
+        wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::NOTIFY, secrets: ["SIGNING_KEY".to_string()].into(), ..Default::default() };
     rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights, all: false, carry_over: None }, false).unwrap();
     let out = call(&rt, "hostile.notify", r#"{"n": 10}"#).await;
     assert!(!out.ok && out.output.contains("notify_per_hour"), "{}", out.output);
@@ -167,7 +168,7 @@ async fn a_secret_granted_for_a_rule_is_not_an_hmac_key() {
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_inputs_are_refused_before_use() {
     let (_env, rt) = hostile("http://127.0.0.1:9", "").await;
-    let rights = wasiclaw::grants::GrantSet { memory_read: true, ..Default::default() };
+    let rights = wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::MEMORY_READ, ..Default::default() };
     rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights, all: false, carry_over: None }, false).unwrap();
     let query = "q ".repeat(4 << 20);
     let out = call(&rt, "hostile.recall", &serde_json::json!({"query": query}).to_string()).await;
@@ -204,7 +205,7 @@ async fn socket_attempts_and_planted_symlinks_are_audited() {
     let audit = rt.audit(Some("hostile"), 50).unwrap();
     // wasi-libc binds before it connects; the first address it tries is refused.
     assert!(audit.iter().any(|r| r.capability == "socket" && !r.allowed && r.target.starts_with("Tcp")), "{audit:?}");
-    let files = wasiclaw::grants::GrantSet { files: true, ..Default::default() };
+    let files = wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::FILES, ..Default::default() };
     rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false, carry_over: None }, false)
         .unwrap();
     let planted = call(&rt, "hostile.symlink", r#"{"target": "../../secrets.json"}"#).await;

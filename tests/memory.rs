@@ -125,10 +125,10 @@ async fn skills_reach_memory_only_through_grants() {
     let grant = |rights: GrantSet| {
         rt.change_grant("hostile", &GrantChange { rights, all: false, carry_over: None }, false).unwrap()
     };
-    grant(GrantSet { memory_write: true, ..Default::default() });
+    grant(GrantSet { rights: wasiclaw::grants::Rights::MEMORY_WRITE, ..Default::default() });
     assert!(call(&rt, "hostile.remember", r#"{"text":"Ada likes jazz"}"#).await.ok);
     assert_eq!(call(&rt, "hostile.recall", r#"{"query":"jazz"}"#).await.error_kind.as_deref(), Some("denied"));
-    grant(GrantSet { memory_read: true, ..Default::default() });
+    grant(GrantSet { rights: wasiclaw::grants::Rights::MEMORY_READ, ..Default::default() });
     let found = call(&rt, "hostile.recall", r#"{"query":"jazz"}"#).await;
     assert!(found.ok && found.output.contains("Ada likes jazz"), "{found:?}");
     let saved = rt.db.memory_all().unwrap().into_iter().find(|m| m.text == "Ada likes jazz").unwrap();

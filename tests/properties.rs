@@ -244,8 +244,8 @@ fn request(
     query: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
-) -> wasiclaw::engine::channel_bindings::exports::wasiclaw::plugin::channel_api::HttpRequest {
-    wasiclaw::engine::channel_bindings::exports::wasiclaw::plugin::channel_api::HttpRequest {
+) -> wasiclaw::contract::HttpRequest {
+    wasiclaw::contract::HttpRequest {
         method: method.into(),
         path: String::new(),
         query,

@@ -93,13 +93,19 @@ async fn slack_events_are_verified_answered_once_and_replied_in_mrkdwn() {
     assert_eq!(status, 200);
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["challenge"], challenge["challenge"]);
 
-    let event = json!({
-        "token": "XXYYZZ", "team_id": "T061EG9R6", "api_app_id": "A0PNCHHK2",
-        "event": {"type": "message", "channel": "C024BE91L", "user": "U061F7AUR",
-                  "text": "How many cats did we herd yesterday?", "ts": "1525215129.000001",
-                  "event_ts": "1525215129.000001", "channel_type": "channel"},
-        "type": "event_callback", "authed_teams": ["T061EG9R6"], "event_id": "Ev0PV52K25", "event_time": 1525215129
-    });
+    // In a channel, a message that does not mention the app is not for it.
+    let event = |text: &str, ts: &str| {
+        json!({
+            "token": "XXYYZZ", "team_id": "T061EG9R6", "api_app_id": "A0PNCHHK2",
+            "event": {"type": "message", "channel": "C024BE91L", "user": "U061F7AUR",
+                      "text": text, "ts": ts, "event_ts": ts, "channel_type": "channel"},
+            "type": "event_callback", "authed_teams": ["T061EG9R6"], "event_id": format!("Ev{ts}"),
+            "event_time": 1525215129, "authorizations": [{"user_id": "U0APPBOT", "is_bot": true}]
+        })
+    };
+    let chatter = event("lunch anyone?", "1525215128.000001").to_string().into_bytes();
+    assert_eq!(hook.post("/events", &slack_headers(now(), &chatter), &chatter).await.0, 200);
+    let event = event("<@U0APPBOT> How many cats did we herd yesterday?", "1525215129.000001");
     let body = event.to_string().into_bytes();
     let mut forged = slack_headers(now(), &body);
     forged[1].1 = format!("v0={}", sign("not-the-secret", &body));
@@ -119,6 +125,7 @@ async fn slack_events_are_verified_answered_once_and_replied_in_mrkdwn() {
     assert_eq!(api.seen().len(), 1, "a retried event was answered twice");
     assert_eq!(llm.requests().len(), 1);
     assert!(llm.requests()[0]["messages"].to_string().contains("How many cats did we herd yesterday?"));
+    assert!(!llm.requests()[0]["messages"].to_string().contains("lunch"), "group chatter reached the model");
 }
 
 const WA_SECRET: &str = "whatsapp-app-secret";

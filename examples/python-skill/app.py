@@ -15,6 +15,7 @@ from wit_world import exports
 from wit_world.imports import kv, config
 from wit_world.imports.wasiclaw_plugin_types import (
     Capabilities,
+    Rights,
     Error_InvalidInput,
     Error_NotFound,
     Manifest,
@@ -49,10 +50,7 @@ class ToolApi(exports.ToolApi):
                 Tool("count", "Count words, characters and lines of a text.", text_schema),
                 Tool("tally", "Add a text's words to a running total kept across calls.", text_schema),
             ],
-            capabilities=Capabilities(
-                http=[], secrets=[], kv=True, notify=False, files=False,
-                memory_read=False, memory_write=False,
-            ),
+            capabilities=Capabilities(http=[], secrets=[], rights=Rights.KV),
         )
 
     def invoke(self, tool: str, args_json: str) -> str:

@@ -50,6 +50,9 @@ struct State {
     resume_url: Option<String>,
     /// Whether the last heartbeat was acknowledged.
     acked: bool,
+    /// The bot's user id (from READY), to tell when a message mentions it.
+    #[serde(default)]
+    me: Option<String>,
 }
 
 fn with_query(url: &str) -> String {
@@ -145,6 +148,7 @@ impl Channel for Discord {
                     }
                     Some(0) => match frame["t"].as_str() {
                         Some("READY") => {
+                            st.me = d["user"]["id"].as_str().map(String::from);
                             st.session_id = d["session_id"].as_str().map(String::from);
                             st.resume_url = d["resume_gateway_url"].as_str().map(String::from);
                             out.url = st.resume_url.as_deref().map(with_query);
@@ -159,12 +163,19 @@ impl Channel for Discord {
                             ) {
                                 let name =
                                     author["global_name"].as_str().or(author["username"].as_str()).unwrap_or(sender);
+                                // Server channels have a guild; direct messages do not.
+                                let group = d.get("guild_id").is_some_and(|g| !g.is_null());
+                                let me = st.me.as_deref().unwrap_or_default();
+                                let mentioned = d["mentions"].as_array().into_iter().flatten().any(|u| u["id"] == me)
+                                    || d["referenced_message"]["author"]["id"] == me;
                                 out.messages.push(Inbound {
                                     chat_id: chat.into(),
                                     sender_id: sender.into(),
                                     sender_name: name.into(),
                                     text: text.into(),
                                     message_id: id.into(),
+                                    group,
+                                    addressed: !group || (!me.is_empty() && mentioned),
                                 });
                             }
                         }

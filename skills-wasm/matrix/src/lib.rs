@@ -34,11 +34,38 @@ fn api() -> Result<String, Error> {
         .ok_or_else(|| Error::InvalidInput("set homeserver in [skills.matrix] of config.toml".into()))
 }
 
-/// The cursor: the sync token and who we are.
+/// The cursor: the sync token, who we are, and how many joined each room
+/// (a room of two is a direct chat; a bigger one is a group).
 #[derive(Serialize, Deserialize)]
 struct Cursor {
     since: String,
     me: String,
+    #[serde(default)]
+    members: std::collections::BTreeMap<String, u64>,
+}
+
+/// Member counts from the sync's room summaries (sent when they change);
+/// a room seen for the first time without one is asked directly.
+fn count_members(api: &str, sync: &Value, members: &mut std::collections::BTreeMap<String, u64>) {
+    for (room, data) in sync["rooms"]["join"].as_object().into_iter().flatten() {
+        if let Some(n) = data["summary"]["m.joined_member_count"].as_u64() {
+            members.insert(room.clone(), n);
+        } else if !members.contains_key(room)
+            && let Ok(joined) = get_json(&format!("{api}/rooms/{}/joined_members", encode(room)))
+        {
+            members.insert(room.clone(), joined["joined"].as_object().map_or(0, |j| j.len() as u64));
+        }
+    }
+}
+
+/// Whether a message names the bot: in `m.mentions`, or its id or local
+/// part in the text (how clients write a mention and a reply's fallback).
+fn mentions(content: &Value, me: &str) -> bool {
+    let local = me.trim_start_matches('@').split(':').next().unwrap_or(me).to_lowercase();
+    let body = content["body"].as_str().unwrap_or_default().to_lowercase();
+    content["m.mentions"]["user_ids"].as_array().into_iter().flatten().any(|u| u == me)
+        || body.contains(&me.to_lowercase())
+        || (!local.is_empty() && body.contains(&local))
 }
 
 fn put_json(url: &str, body: &Value) -> Result<Value, Error> {
@@ -95,19 +122,23 @@ impl Channel for Matrix {
     fn poll(cursor: Option<String>) -> Result<(Vec<Inbound>, Option<String>), Error> {
         let api = api()?;
         let cursor: Option<Cursor> = cursor.and_then(|c| serde_json::from_str(&c).ok());
-        let Some(Cursor { since, me }) = cursor else {
+        let Some(Cursor { since, me, mut members }) = cursor else {
             // First run: learn who we are and where "now" is; answer nothing old.
             let me = whoami(&api)?;
             let sync = get_json(&format!("{api}/sync?timeout=0"))?;
             join_invites(&api, &sync);
+            let mut members = Default::default();
+            count_members(&api, &sync, &mut members);
             let since = sync["next_batch"].as_str().unwrap_or_default().to_string();
-            return Ok((vec![], Some(serde_json::to_string(&Cursor { since, me }).expect("serializes"))));
+            return Ok((vec![], Some(serde_json::to_string(&Cursor { since, me, members }).expect("serializes"))));
         };
         let timeout: u64 = config::get("poll_timeout").and_then(|t| t.parse().ok()).unwrap_or(20).min(MAX_POLL_S);
         let sync = get_json(&format!("{api}/sync?timeout={}&since={}", timeout * 1000, encode(&since)))?;
         join_invites(&api, &sync);
+        count_members(&api, &sync, &mut members);
         let mut out = Vec::new();
         for (room, data) in sync["rooms"]["join"].as_object().into_iter().flatten() {
+            let group = members.get(room).is_none_or(|n| *n > 2);
             for ev in data["timeline"]["events"].as_array().into_iter().flatten() {
                 let content = &ev["content"];
                 let sender = ev["sender"].as_str().unwrap_or_default();
@@ -121,11 +152,13 @@ impl Channel for Matrix {
                     sender_name: sender.into(),
                     text: text.into(),
                     message_id: id.into(),
+                    group,
+                    addressed: !group || mentions(content, &me),
                 });
             }
         }
         let since = sync["next_batch"].as_str().map(String::from).unwrap_or(since);
-        Ok((out, Some(serde_json::to_string(&Cursor { since, me }).expect("serializes"))))
+        Ok((out, Some(serde_json::to_string(&Cursor { since, me, members }).expect("serializes"))))
     }
 
     fn on_webhook(_: HttpRequest) -> Result<WebhookReply, Error> {

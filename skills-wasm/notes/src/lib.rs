@@ -48,7 +48,7 @@ impl wasiclaw_sdk::Skill for Notes {
                 ),
                 tool("delete", "Delete a note by id.", id),
             ],
-            capabilities: Capabilities { kv: true, ..Default::default() },
+            capabilities: Capabilities { rights: wasiclaw_sdk::Rights::KV, ..Default::default() },
         }
     }
 

@@ -29,7 +29,7 @@ pub use channel::bindings::export_channel;
 
 pub use bindings::exports::wasiclaw::plugin::tool_api::Guest as Skill;
 use bindings::wasiclaw::plugin::log::{Level, log as host_log};
-pub use bindings::wasiclaw::plugin::types::{Capabilities, Error, HttpRule, Manifest, Tool};
+pub use bindings::wasiclaw::plugin::types::{Capabilities, Error, HttpRule, Manifest, Rights, Tool};
 pub use bindings::wasiclaw::plugin::{config, crypto, kv, memory, notify};
 
 pub fn log_info(msg: &str) {
@@ -74,11 +74,7 @@ impl Default for Capabilities {
         Capabilities {
             http: vec![],
             secrets: vec![],
-            kv: false,
-            notify: false,
-            files: false,
-            memory_read: false,
-            memory_write: false,
+            rights: Rights::empty(),
         }
     }
 }

@@ -27,8 +27,9 @@ fn api() -> String {
     config::get("api_base").unwrap_or_else(|| "https://slack.com/api".into()).trim_end_matches('/').into()
 }
 
-/// A user's message in the event, if it is one we answer.
-fn message(event: &Value) -> Option<Inbound> {
+/// A user's message in the event, if it is one we answer. `me` is the
+/// app's bot user, from the envelope's `authorizations`.
+fn message(event: &Value, me: Option<&str>) -> Option<Inbound> {
     let kind = event["type"].as_str()?;
     // Bots (including this app) and edits/joins carry a subtype or bot_id.
     if !(kind == "message" || kind == "app_mention") || event.get("subtype").is_some() || event.get("bot_id").is_some()
@@ -37,12 +38,21 @@ fn message(event: &Value) -> Option<Inbound> {
     }
     let channel = event["channel"].as_str()?;
     let user = event["user"].as_str()?;
+    let text = event["text"].as_str()?;
+    // Direct-message channel ids start with D.
+    let group = match event["channel_type"].as_str() {
+        Some(kind) => kind != "im",
+        None => !channel.starts_with('D'),
+    };
+    let mentioned = kind == "app_mention" || me.is_some_and(|me| text.contains(&format!("<@{me}>")));
     Some(Inbound {
         chat_id: channel.into(),
         sender_id: user.into(),
         sender_name: user.into(),
-        text: event["text"].as_str()?.into(),
+        text: text.into(),
         message_id: format!("{channel}:{}", event["ts"].as_str()?),
+        group,
+        addressed: !group || mentioned,
     })
 }
 
@@ -98,7 +108,7 @@ impl Channel for Slack {
             }
             Some("event_callback") => Ok(WebhookReply {
                 response: respond(200, "ok"),
-                messages: message(&body["event"]).into_iter().collect(),
+                messages: message(&body["event"], body["authorizations"][0]["user_id"].as_str()).into_iter().collect(),
             }),
             _ => Ok(reply(respond(200, "ignored"))),
         }

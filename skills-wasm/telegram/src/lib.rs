@@ -33,13 +33,29 @@ fn webhook_mode() -> bool {
     config::get("mode").as_deref() == Some("webhook")
 }
 
+/// The bot's own username, asked of `getMe` only when a group message
+/// needs it: a group message addresses the bot by `@username` or by
+/// replying to it.
+fn username() -> Result<String, Error> {
+    let me = ok_result(get_json(&format!("{}/getMe", api()))?, "getMe")?;
+    me["username"].as_str().map(String::from).ok_or_else(|| Error::Failed("getMe returned no username".into()))
+}
+
 /// Messages of the updates, as inbound messages. Ids are `CHAT:MESSAGE`
 /// because Telegram numbers messages per chat.
-fn messages(updates: &[Value]) -> Vec<Inbound> {
-    updates
+fn messages(updates: &[Value]) -> Result<Vec<Inbound>, Error> {
+    let in_group = |u: &Value| u["message"]["chat"]["type"].as_str().is_some_and(|t| t != "private");
+    let me = if updates.iter().any(in_group) { username()?.to_lowercase() } else { String::new() };
+    let addressed = |m: &Value| {
+        let text = m["text"].as_str().unwrap_or_default().to_lowercase();
+        let replied = &m["reply_to_message"]["from"];
+        text.contains(&format!("@{me}")) || replied["username"].as_str().is_some_and(|u| u.to_lowercase() == me)
+    };
+    Ok(updates
         .iter()
         .filter_map(|u| {
             let m = u.get("message")?;
+            let group = in_group(u);
             let chat = m["chat"]["id"].as_i64()?;
             let from = &m["from"];
             let name = [from["first_name"].as_str(), from["last_name"].as_str()]
@@ -53,9 +69,11 @@ fn messages(updates: &[Value]) -> Vec<Inbound> {
                 sender_name: if name.is_empty() { from["username"].as_str().unwrap_or("?").to_string() } else { name },
                 text: m["text"].as_str()?.to_string(),
                 message_id: format!("{chat}:{}", m["message_id"].as_i64()?),
+                group,
+                addressed: !group || addressed(m),
             })
         })
-        .collect()
+        .collect())
 }
 
 fn chat_value(chat: &str) -> Value {
@@ -119,7 +137,7 @@ impl Channel for Telegram {
         let updates = ok_result(get_json(&url)?, "getUpdates")?;
         let updates = updates.as_array().cloned().unwrap_or_default();
         let next = updates.iter().filter_map(|u| u["update_id"].as_i64()).max().map(|id| (id + 1).to_string());
-        Ok((messages(&updates), next.or(cursor)))
+        Ok((messages(&updates)?, next.or(cursor)))
     }
 
     fn on_webhook(request: HttpRequest) -> Result<WebhookReply, Error> {
@@ -132,7 +150,7 @@ impl Channel for Telegram {
         }
         let update: Value = serde_json::from_slice(&request.body)
             .map_err(|e| Error::InvalidInput(format!("update is not JSON: {e}")))?;
-        Ok(WebhookReply { response: respond(200, "ok"), messages: messages(&[update]) })
+        Ok(WebhookReply { response: respond(200, "ok"), messages: messages(&[update])? })
     }
 
     fn on_socket(_: SocketEvent, _: Option<String>) -> Result<SocketReply, Error> {

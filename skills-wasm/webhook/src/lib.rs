@@ -2,7 +2,9 @@
 //!
 //! In: `POST /hooks/webhook/` with `Authorization: Bearer <WEBHOOK_TOKEN>`
 //! and a body `{"chat": "...", "sender": "...", "text": "...", "id": "..."}`
-//! (`id` optional but lets a retried delivery be answered once). Answered
+//! (`id` optional but lets a retried delivery be answered once; `"group":
+//! true` marks a chat others read, where the host answers only messages
+//! with `"addressed": true`, the default). Answered
 //! `202 {"accepted": n}`; the agent's reply arrives later at `callback_url`
 //! as `POST {"chat": "...", "text": "...", "reply_to": "..."}`.
 //! Senders are paired or allowed like any channel's: list your scripts in
@@ -70,7 +72,16 @@ impl Channel for Webhook {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             format!("unnamed-{}", now.as_nanos())
         });
-        let message = Inbound { chat_id: chat, sender_id: sender.clone(), sender_name: sender, text, message_id: id };
+        let flag = |name: &str, default: bool| body[name].as_bool().unwrap_or(default);
+        let message = Inbound {
+            chat_id: chat,
+            sender_id: sender.clone(),
+            sender_name: sender,
+            text,
+            message_id: id,
+            group: flag("group", false),
+            addressed: flag("addressed", true),
+        };
         Ok(WebhookReply { response: respond_json(202, &json!({"accepted": 1})), messages: vec![message] })
     }
 

@@ -57,6 +57,9 @@ fn messages(body: &Value) -> Vec<Inbound> {
                 sender_name: name_of(from).unwrap_or_else(|| from.into()),
                 text: text.into(),
                 message_id: id.into(),
+                // The Cloud API delivers one-to-one chats only.
+                group: false,
+                addressed: true,
             });
         }
     }
