@@ -21,9 +21,9 @@
 
 use crate::agent::{Agent, Event, Who};
 use crate::component::{ChannelSpec, Transport};
+use crate::config::Groups;
 use crate::contract::{self as api, ChannelAnswer as Answer, ChannelCall as Call, ChannelGuest, Inbound, Outbound};
 use crate::engine::{CallError, HostCtx, describe_tool_error};
-use crate::config::Groups;
 use crate::pairing::Verdict;
 use crate::runtime::Runtime;
 use crate::store::{Store, StoreError, now_ms};
@@ -838,7 +838,7 @@ impl Channels {
     /// a scope (in a group, the scope of their pairing for that chat).
     fn who(&self, channel: &str, item: &InboxItem) -> Who {
         let cfg = self.rt().config.channels.get(channel).cloned().unwrap_or_default();
-        if cfg.admins.iter().any(|a| *a == item.sender_id) {
+        if cfg.admins.contains(&item.sender_id) {
             return Who::Person { admin: true, scope: Default::default() };
         }
         let key = crate::pairing::key(&item.sender_id, item.group.then_some(item.chat_id.as_str()));

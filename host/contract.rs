@@ -110,8 +110,8 @@ use channel_bindings::exports::wasiclaw::plugin::channel_api as api;
 use v0_1::channel::exports::wasiclaw::plugin::channel_api as old_api;
 use v0_1::skill::wasiclaw::plugin as old;
 
-pub use now::types::{Error, Inbound, Manifest, Outbound};
 pub use api::{ChannelManifest, HttpRequest, HttpResponse, Markup, SocketEvent, SocketReply, Transport, WebhookReply};
+pub use now::types::{Error, Inbound, Manifest, Outbound};
 
 /// Link the host side of every contract version's imports.
 pub fn add_to_linker(linker: &mut Linker<SkillState>) -> wasmtime::Result<()> {
@@ -418,8 +418,8 @@ impl old::kv::Host for SkillState {
 
 impl old::log::Host for SkillState {
     fn log(&mut self, level: old::log::Level, message: String) -> wasmtime::Result<()> {
-        use old::log::Level as L;
         use now::log::Level as N;
+        use old::log::Level as L;
         let level = match level {
             L::Trace => N::Trace,
             L::Debug => N::Debug,

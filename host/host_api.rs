@@ -4,8 +4,8 @@
 //! effective rights; a missing grant is an `error::denied` value whose text
 //! says how to grant it, and every use is audited.
 
-use crate::engine::SkillState;
 use crate::contract::bindings::wasiclaw::plugin::{config, crypto, kv, log, memory, notify, types};
+use crate::engine::SkillState;
 use crate::grants::Rights;
 use crate::memory::Memories;
 use hmac::{Hmac, Mac};
@@ -222,8 +222,7 @@ impl memory::Host for SkillState {
         if query.len() > MAX_QUERY {
             return Ok(Err(Error::InvalidInput(format!("a memory query is at most {MAX_QUERY} bytes"))));
         }
-        if let Err(e) = self.check(Rights::MEMORY_READ, "memory", &format!("search {query}"))
-        {
+        if let Err(e) = self.check(Rights::MEMORY_READ, "memory", &format!("search {query}")) {
             return Ok(Err(e));
         }
         let (db, embedder, handle) =

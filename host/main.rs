@@ -471,11 +471,7 @@ enum SecretsCommand {
 impl Rights {
     fn change(self, all: bool) -> anyhow::Result<GrantChange> {
         let http = self.http.iter().map(|s| parse_granted_rule(s)).collect::<Result<Vec<_>, _>>()?;
-        let rights = GrantSet {
-            http,
-            secrets: self.secret.into_iter().collect(),
-            rights: self.flags.0,
-        };
+        let rights = GrantSet { http, secrets: self.secret.into_iter().collect(), rights: self.flags.0 };
         Ok(GrantChange { rights, all, carry_over: None })
     }
 }
@@ -961,7 +957,8 @@ fn render(request: &Request, value: Value, json: bool) -> anyhow::Result<ExitCod
                     (None, false, _) => "pending".to_string(),
                 };
                 let (sender, name, chat) = (one_line(&p.sender_id), one_line(&p.sender_name), one_line(&p.chat_id));
-                let chat = if p.group { format!("in group {chat} only (--group {chat})") } else { format!("chat {chat}") };
+                let chat =
+                    if p.group { format!("in group {chat} only (--group {chat})") } else { format!("chat {chat}") };
                 println!("{}:{sender}  {name}  {chat}  {state}", p.channel);
             }
         }

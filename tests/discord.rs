@@ -99,7 +99,9 @@ fn message(seq: u64, id: &str, text: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_identifies_heartbeats_resumes_and_answers_once() {
-    let llm = FakeLlm::start(vec![Reply::Text("Hi **Nelly**"), Reply::Text("Second answer")]).await;
+    let llm =
+        FakeLlm::start(vec![Reply::Text("Hi **Nelly**"), Reply::Text("Second answer"), Reply::Text("Third answer")])
+            .await;
     let rest = Recorder::start(json!({"id": "1200", "channel_id": "1100"})).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gw = format!("ws://{}", listener.local_addr().unwrap());
@@ -153,9 +155,25 @@ async fn the_gateway_identifies_heartbeats_resumes_and_answers_once() {
     assert_eq!(rest.wait("/messages", 2).await.len(), 2, "the replayed message was answered twice");
     assert_eq!(llm.requests().len(), 2);
 
+    // In a server channel only a mention of the bot (known from READY,
+    // kept across the resume) is answered.
+    let in_guild = |mut m: Value| {
+        m["d"]["guild_id"] = json!("4000");
+        m
+    };
+    conn.send(in_guild(message(5, "1302", "anyone up for lunch?")));
+    let mut mention = in_guild(message(6, "1303", "<@999> and you?"));
+    mention["d"]["mentions"] = json!([{"id": "999", "username": "wasiclaw", "bot": true}]);
+    conn.send(mention);
+    let sent = rest.wait("/api/v10/channels/1100/messages", 3).await;
+    assert_eq!(sent[2].body["content"], "Third answer");
+    let asked = llm.requests();
+    assert_eq!(asked.len(), 3);
+    assert!(!asked[2]["messages"].to_string().contains("lunch"), "server chatter reached the model");
+
     // Heartbeats stop being acknowledged: the connection is a zombie and is replaced.
     conn.ack.store(false, Ordering::SeqCst);
     let mut conn = accept(&listener).await;
     conn.send(hello());
-    assert_eq!(conn.expect_op(6).await["d"]["seq"], 4);
+    assert_eq!(conn.expect_op(6).await["d"]["seq"], 6);
 }

@@ -143,8 +143,11 @@ async fn notify_and_secret_checks_are_rate_limited() {
     let limits = "[limits]\nnotify_per_hour = 3\nsecret_checks_per_minute = 5";
     let (_env, rt) = hostile("http://127.0.0.1:9", limits).await;
     rt.secrets.set("SIGNING_KEY", "sign-me").unwrap();
-    let rights =
-        wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::NOTIFY, secrets: ["SIGNING_KEY".to_string()].into(), ..Default::default() };
+    let rights = wasiclaw::grants::GrantSet {
+        rights: wasiclaw::grants::Rights::NOTIFY,
+        secrets: ["SIGNING_KEY".to_string()].into(),
+        ..Default::default()
+    };
     rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights, all: false, carry_over: None }, false).unwrap();
     let out = call(&rt, "hostile.notify", r#"{"n": 10}"#).await;
     assert!(!out.ok && out.output.contains("notify_per_hour"), "{}", out.output);

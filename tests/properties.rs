@@ -245,13 +245,7 @@ fn request(
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 ) -> wasiclaw::contract::HttpRequest {
-    wasiclaw::contract::HttpRequest {
-        method: method.into(),
-        path: String::new(),
-        query,
-        headers,
-        body,
-    }
+    wasiclaw::contract::HttpRequest { method: method.into(), path: String::new(), query, headers, body }
 }
 
 proptest! {

@@ -26,7 +26,11 @@ async fn notes_keeps_notes() {
     let rt = env.runtime().await;
     rt.change_grant(
         "notes",
-        &GrantChange { rights: GrantSet { rights: wasiclaw::grants::Rights::KV, ..Default::default() }, all: false, carry_over: None },
+        &GrantChange {
+            rights: GrantSet { rights: wasiclaw::grants::Rights::KV, ..Default::default() },
+            all: false,
+            carry_over: None,
+        },
         false,
     )
     .unwrap();

@@ -39,13 +39,21 @@ impl TelegramApi {
 
     /// A user writes to the bot.
     pub async fn user_says(&self, user: i64, chat: i64, text: &str) {
-        let message = json!({
+        self.user_says_in(user, json!({"id": chat, "first_name": "Ada", "type": "private"}), text, None).await
+    }
+
+    /// A user writes in `chat` (a Telegram Chat object), maybe replying to a message.
+    pub async fn user_says_in(&self, user: i64, chat: Value, text: &str, reply_to: Option<Value>) {
+        let mut message = json!({
             "botToken": TOKEN,
             "from": {"id": user, "first_name": "Ada", "username": "ada", "is_bot": false},
-            "chat": {"id": chat, "first_name": "Ada", "type": "private"},
+            "chat": chat,
             "date": 1764115200,
             "text": text,
         });
+        if let Some(original) = reply_to {
+            message["reply_to_message"] = original;
+        }
         let r = self.client.post(format!("{}/sendMessage", self.base)).json(&message).send().await.unwrap();
         assert!(r.status().is_success());
     }
@@ -253,4 +261,31 @@ async fn webhook_mode_checks_the_secret_token_header() {
     assert_eq!(post("hook-secret_1").await.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(tg.bot_messages(42).await.is_empty(), "a redelivered update was answered twice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_group_the_bot_answers_mentions_and_replies_only() {
+    let llm = FakeLlm::start(vec![Reply::Text("Here I am."), Reply::Text("Still here.")]).await;
+    let tg = TelegramApi::start();
+    let settings = format!(
+        "[skills.telegram]\napi_base = \"{}\"\npoll_timeout = \"1\"\n\n[channels.telegram]\nallow = [\"7\"]\n",
+        tg.base
+    );
+    let env = Env::with_channel("telegram", &llm.base, None, &settings, &[("TELEGRAM_TOKEN", TOKEN)]);
+    grant(&env, &tg);
+    let _daemon = env.daemon();
+    let group = json!({"id": -1001, "title": "Family", "type": "supergroup"});
+    tg.user_says_in(7, group.clone(), "who is bringing the cake?", None).await;
+    // telegram-test-api's getMe names the bot TestNameBot.
+    tg.user_says_in(7, group.clone(), "@TestNameBot are you there?", None).await;
+    let got = tg.wait_messages(-1001, 1, "an answer to the mention").await;
+    assert_eq!(text(&got[0]), "Here I am.");
+    let bot_said = json!({"message_id": 1, "text": "Here I am.", "chat": group,
+        "from": {"id": 666, "is_bot": true, "first_name": "Test", "username": "TestNameBot"}});
+    tg.user_says_in(7, group.clone(), "good, thanks", Some(bot_said)).await;
+    let got = tg.wait_messages(-1001, 1, "an answer to the reply").await;
+    assert_eq!(text(&got[0]), "Still here.");
+    let asked = llm.requests();
+    assert_eq!(asked.len(), 2);
+    assert!(!asked.iter().any(|r| r["messages"].to_string().contains("cake")), "chatter reached the model");
 }

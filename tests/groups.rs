@@ -1,0 +1,117 @@
+//! Group chats: the bot answers only messages addressed to it (mentions
+//! and replies), a sender is paired for one group at a time and never as
+//! the owner, and `[channels.X] groups` turns groups off or fully on.
+//! Driven through the generic webhook channel, which passes `group` and
+//! `addressed` as the sender set them; the Telegram test covers a real
+//! platform's mentions.
+
+use crate::fake_llm::{FakeLlm, Reply};
+use crate::support::{Daemon, Env, Recorder, free_port};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+struct Hook {
+    env: Env,
+    _daemon: Daemon,
+    url: String,
+    callback: Recorder,
+}
+
+async fn start(llm: &FakeLlm, channel_settings: &str) -> Hook {
+    let callback = Recorder::start(json!({"ok": true})).await;
+    let port = free_port();
+    let settings = format!(
+        "[skills.webhook]\ncallback_url = \"{}/reply\"\n\n[channels.webhook]\n{channel_settings}\n",
+        callback.base
+    );
+    let env = Env::with_channel("webhook", &llm.base, Some(port), &settings, &[("WEBHOOK_TOKEN", "t")]);
+    env.ok(&["skills", "grant", "webhook", "--http", &format!("{}/reply", callback.base), "--secret", "WEBHOOK_TOKEN"]);
+    let daemon = env.daemon();
+    Hook { env, _daemon: daemon, url: format!("http://127.0.0.1:{port}/hooks/webhook/"), callback }
+}
+
+impl Hook {
+    async fn say(&self, message: Value) {
+        let resp =
+            reqwest::Client::new().post(&self.url).bearer_auth("t").body(message.to_string()).send().await.unwrap();
+        assert_eq!(resp.status(), 202, "{message}");
+    }
+
+    /// Replies so far, as (chat, text).
+    fn replies(&self) -> Vec<(String, String)> {
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        self.callback.seen().iter().map(|r| (text(&r.body["chat"]), text(&r.body["text"]))).collect()
+    }
+
+    async fn wait_replies(&self, n: usize) -> Vec<(String, String)> {
+        self.callback.wait("/reply", n).await;
+        self.replies()
+    }
+}
+
+fn msg(id: &str, sender: &str, chat: &str, group: bool, addressed: bool, text: &str) -> Value {
+    json!({"id": id, "sender": sender, "chat": chat, "group": group, "addressed": addressed, "text": text})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_groups_only_mentions_are_heard_and_pairing_is_per_chat() {
+    let llm = FakeLlm::start(vec![Reply::Text("It is sunny.")]).await;
+    let hook = start(&llm, "").await;
+
+    // Chatter in a group is not for the bot: no code, no record, no model.
+    hook.say(msg("1", "bob", "g1", true, false, "lunch anyone?")).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(hook.replies().is_empty(), "{:?}", hook.replies());
+    assert!(hook.env.ok(&["pairing", "list"]).contains("nobody is paired yet"));
+
+    // Mentioned, a stranger gets a code for this group.
+    hook.say(msg("2", "bob", "g1", true, true, "@bot weather?")).await;
+    let replies = hook.wait_replies(1).await;
+    assert_eq!(replies[0].0, "g1");
+    let code = replies[0].1.split("pairing approve ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let list = hook.env.ok(&["pairing", "list"]);
+    assert!(list.contains("in group g1 only"), "{list}");
+    let approved = hook.env.ok(&["pairing", "approve", &code]);
+    assert!(!approved.contains("admin"), "a group pairing is never the owner's: {approved}");
+    hook.wait_replies(2).await;
+
+    // Paired for g1: answered when addressed, silent otherwise.
+    hook.say(msg("3", "bob", "g1", true, false, "anyway, lunch")).await;
+    hook.say(msg("4", "bob", "g1", true, true, "@bot weather?")).await;
+    let replies = hook.wait_replies(3).await;
+    assert_eq!(replies[2], ("g1".to_string(), "It is sunny.".to_string()));
+    let asked = llm.requests();
+    assert_eq!(asked.len(), 1);
+    assert!(!asked[0]["messages"].to_string().contains("lunch"), "chatter reached the model");
+
+    // The g1 pairing serves neither another group nor a direct chat.
+    hook.say(msg("5", "bob", "g2", true, true, "@bot hi")).await;
+    hook.say(msg("6", "bob", "bob", false, false, "hi")).await;
+    let replies = hook.wait_replies(5).await;
+    for (chat, text) in &replies[3..] {
+        assert!(text.contains("pairing approve"), "{chat} was served: {text}");
+    }
+    assert_eq!(llm.requests().len(), 1);
+
+    // The owner sets what bob may do in that group, and can forget him there.
+    hook.env.ok(&["pairing", "grant", "webhook", "bob", "--group", "g1", "--memory"]);
+    hook.env.ok(&["pairing", "revoke", "webhook", "bob", "--group", "g1"]);
+    assert!(!hook.env.ok(&["pairing", "list"]).contains("paired"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_can_be_turned_off_or_fully_on() {
+    let llm = FakeLlm::start(vec![Reply::Text("direct answer")]).await;
+    let hook = start(&llm, "allow = [\"ada\"]\ngroups = \"off\"").await;
+    hook.say(msg("1", "ada", "g1", true, true, "@bot are you there?")).await;
+    hook.say(msg("2", "ada", "ada", false, false, "are you there?")).await;
+    let replies = hook.wait_replies(1).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(hook.replies(), vec![("ada".to_string(), "direct answer".to_string())], "{replies:?}");
+    drop(hook);
+
+    let llm = FakeLlm::start(vec![Reply::Text("heard it")]).await;
+    let hook = start(&llm, "allow = [\"ada\"]\ngroups = \"all\"").await;
+    hook.say(msg("1", "ada", "g1", true, false, "no mention here")).await;
+    assert_eq!(hook.wait_replies(1).await[0], ("g1".to_string(), "heard it".to_string()));
+}
