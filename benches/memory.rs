@@ -31,7 +31,7 @@ fn main() {
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.redb");
-    let mut store = Store::open(&path).unwrap();
+    let mut store = Store::open(&path, &wasiclaw::runtime::TABLES).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     println!("memory_search benchmark (BM25 keywords, no embeddings), 500 queries per size");
     println!(

@@ -22,7 +22,8 @@ use crate::knowledge;
 use crate::llm::{ChatRequest, Llm, LlmError, Message, ToolCall, ToolDef, Usage};
 use crate::pairing::Scope;
 use crate::runtime::Runtime;
-use crate::store::{Session, StoreError, Totals};
+use crate::session::{Session, Totals};
+use crate::store::StoreError;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -691,7 +692,7 @@ impl Agent {
         let result = match name {
             "schedule_task" => {
                 let s = |k: &str| args[k].as_str().map(String::from);
-                let job = crate::scheduler::NewJob {
+                let job = crate::jobs::NewJob {
                     when: s("when").unwrap_or_default(),
                     tz: s("tz").unwrap_or_else(|| jiff::tz::TimeZone::system().iana_name().unwrap_or("UTC").to_string()),
                     prompt: s("prompt"),

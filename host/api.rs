@@ -4,7 +4,7 @@
 //! same `Request` it would otherwise run itself.
 
 use crate::agent::{Agent, Emit};
-use crate::channels::ChannelStatus;
+use crate::channels::{ChannelStatus, Channels};
 use crate::grants::GrantChange;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::scheduler::Scheduler;
@@ -70,7 +70,7 @@ pub enum Request {
         jsonl: String,
     },
     CronAdd {
-        job: crate::scheduler::NewJob,
+        job: crate::jobs::NewJob,
     },
     CronList,
     CronRm {
@@ -155,12 +155,20 @@ pub enum Reply {
 }
 
 /// Run one request. Chat needs the agent; `emit` receives its events.
-pub async fn dispatch(rt: &Runtime, agent: Option<&Agent>, request: Request, daemon: bool, emit: Emit<'_>) -> Reply {
+/// `channels` are the daemon's running channels (none outside it).
+pub async fn dispatch(
+    rt: &Runtime,
+    agent: Option<&Agent>,
+    channels: Option<&Channels>,
+    request: Request,
+    emit: Emit<'_>,
+) -> Reply {
+    let daemon = channels.is_some();
     let value = async {
         Ok::<Value, crate::runtime::RuntimeError>(match request {
             Request::Status => {
                 let skills = rt.skills()?;
-                let mut channels: Vec<ChannelStatus> = rt.channel_status.lock().unwrap().values().cloned().collect();
+                let mut channels: Vec<ChannelStatus> = channels.map(Channels::board).unwrap_or_default();
                 let outbox = rt.db.outbox(None)?;
                 for c in &mut channels {
                     c.outbox_pending = outbox.iter().filter(|o| o.channel == c.name).count();
@@ -201,7 +209,7 @@ pub async fn dispatch(rt: &Runtime, agent: Option<&Agent>, request: Request, dae
                 })
             }
             Request::PairingList => serde_json::to_value(rt.db.pairings()?)?,
-            Request::PairingApprove { code, admin } => match crate::channels::approve(&rt.db, &code, admin)? {
+            Request::PairingApprove { code, admin } => match crate::queue::approve(&rt.db, &code, admin)? {
                 Some(p) => serde_json::to_value(p)?,
                 None => {
                     return Err(RuntimeError::Invalid(format!(
@@ -307,7 +315,7 @@ pub async fn dispatch(rt: &Runtime, agent: Option<&Agent>, request: Request, dae
     }
 }
 
-fn sched(e: crate::scheduler::ScheduleError) -> RuntimeError {
+fn sched(e: crate::jobs::ScheduleError) -> RuntimeError {
     RuntimeError::Invalid(e.to_string())
 }
 
@@ -319,7 +327,7 @@ fn found(id: u64, found: bool) -> Result<Value, RuntimeError> {
 }
 
 /// Serve the local API until the task is dropped.
-pub async fn serve(agent: Arc<Agent>, listener: UnixListener) {
+pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: UnixListener) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
@@ -328,7 +336,7 @@ pub async fn serve(agent: Arc<Agent>, listener: UnixListener) {
                 continue;
             }
         };
-        let agent = agent.clone();
+        let (agent, channels) = (agent.clone(), channels.clone());
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -352,7 +360,7 @@ pub async fn serve(agent: Arc<Agent>, listener: UnixListener) {
                 let _ = emit_tx.send(Reply::Event(e));
             };
             let reply = match serde_json::from_str::<Request>(&line) {
-                Ok(request) => dispatch(&agent.rt, Some(&agent), request, true, &emit).await,
+                Ok(request) => dispatch(&agent.rt, Some(&agent), Some(&channels), request, &emit).await,
                 Err(e) => Reply::Err(format!("bad request (is the CLI the same version as the daemon?): {e}")),
             };
             let _ = tx.send(reply);

@@ -25,69 +25,43 @@ use crate::config::Groups;
 use crate::contract::{self as api, ChannelAnswer as Answer, ChannelCall as Call, ChannelGuest, Inbound, Outbound};
 use crate::engine::{CallError, HostCtx, describe_tool_error};
 use crate::pairing::Verdict;
+use crate::queue::InboxItem;
 use crate::runtime::Runtime;
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{StoreError, now_ms};
 use futures_util::{SinkExt, StreamExt};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-const SEEN: TableDefinition<(&str, &str), i64> = TableDefinition::new("channel_seen");
-const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("channel_inbox");
-const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("channel_outbox");
-const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("channel_cursors");
-
-/// Seen message ids are kept this long for deduplication.
-const SEEN_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
-const PRUNE_EVERY: Duration = Duration::from_secs(6 * 3600);
 /// The shortest wait between polls, whatever the component asks.
 const MIN_POLL_GAP: Duration = Duration::from_millis(200);
+const PRUNE_EVERY: Duration = Duration::from_secs(6 * 3600);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How often "typing…" is refreshed while the agent works (Telegram's lasts 5 s).
 const TYPING_EVERY: Duration = Duration::from_secs(4);
 const MAX_INBOUND_TEXT: usize = 32 * 1024;
 
-pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(SEEN)?;
-    txn.open_table(INBOX)?;
-    txn.open_table(OUTBOX)?;
-    txn.open_table(CURSORS)?;
-    Ok(())
+/// Where a channel is in its life, as `wasiclaw status` shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelState {
+    #[default]
+    Running,
+    /// Failed; waiting out its backoff before the next start.
+    Restarting,
+    /// Not started (its transport cannot work, e.g. a webhook with the gateway off).
+    Stopped,
+    /// This build is not approved; it does not start until it is.
+    NeedsApproval,
 }
 
-/// A message waiting for the agent.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct InboxItem {
-    pub id: u64,
-    pub channel: String,
-    pub chat_id: String,
-    /// The chat is a group: the sender's pairing is for this chat only.
-    #[serde(default)]
-    pub group: bool,
-    pub sender_id: String,
-    pub text: String,
-    pub message_id: String,
-    pub received_ms: i64,
-}
-
-/// A message waiting to be sent.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct OutboxItem {
-    pub id: u64,
-    pub channel: String,
-    pub chat_id: String,
-    /// Markdown; converted and split when sent.
-    pub text: String,
-    pub reply_to: Option<String>,
-    /// Pieces already delivered (a long reply is several messages).
-    pub parts_sent: usize,
-    pub attempts: u32,
-    pub next_ms: i64,
-    pub last_error: Option<String>,
-    pub created_ms: i64,
+impl std::fmt::Display for ChannelState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let word = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        f.write_str(&word)
+    }
 }
 
 /// One channel as `wasiclaw status` shows it.
@@ -95,8 +69,7 @@ pub struct OutboxItem {
 pub struct ChannelStatus {
     pub name: String,
     pub transport: String,
-    /// `running`, `restarting` or `stopped`.
-    pub state: String,
+    pub state: ChannelState,
     pub last_error: Option<String>,
     pub restarts: u32,
     pub retry_at_ms: Option<i64>,
@@ -121,149 +94,6 @@ pub enum ChannelError {
     Denied(String),
 }
 
-impl Store {
-    /// Store a served message unless its id was seen; returns whether it is new.
-    pub fn inbox_accept(&self, channel: &str, m: &Inbound) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write()?;
-        let new = {
-            let mut seen = txn.open_table(SEEN)?;
-            if seen.get((channel, m.message_id.as_str()))?.is_some() {
-                false
-            } else {
-                seen.insert((channel, m.message_id.as_str()), now_ms())?;
-                let mut inbox = txn.open_table(INBOX)?;
-                let id = inbox.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
-                let item = InboxItem {
-                    id,
-                    channel: channel.into(),
-                    chat_id: m.chat_id.clone(),
-                    group: m.group,
-                    sender_id: m.sender_id.clone(),
-                    text: m.text.clone(),
-                    message_id: m.message_id.clone(),
-                    received_ms: now_ms(),
-                };
-                inbox.insert(id, serde_json::to_vec(&item)?.as_slice())?;
-                true
-            }
-        };
-        txn.commit()?;
-        if new {
-            self.changes.send_modify(|v| *v += 1);
-        }
-        Ok(new)
-    }
-
-    /// Mark a message id seen without storing the message.
-    pub fn mark_seen(&self, channel: &str, message_id: &str) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(SEEN)?.insert((channel, message_id), now_ms())?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    pub fn seen(&self, channel: &str, message_id: &str) -> Result<bool, StoreError> {
-        Ok(self.db.begin_read()?.open_table(SEEN)?.get((channel, message_id))?.is_some())
-    }
-
-    /// Forget seen ids older than a week.
-    pub fn prune_seen(&self) -> Result<usize, StoreError> {
-        let cutoff = now_ms() - SEEN_TTL_MS;
-        let txn = self.db.begin_write()?;
-        let n = txn.open_table(SEEN)?.extract_if(|_, t| t < cutoff)?.count();
-        txn.commit()?;
-        Ok(n)
-    }
-
-    pub fn inbox(&self, channel: &str) -> Result<Vec<InboxItem>, StoreError> {
-        let items: Vec<InboxItem> = self.all_records(INBOX)?;
-        Ok(items.into_iter().filter(|i| i.channel == channel).collect())
-    }
-
-    /// Retire an inbox entry and queue its reply, atomically.
-    pub fn inbox_done(&self, id: u64, reply: Option<(&str, &str, &str, Option<String>)>) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(INBOX)?.remove(id)?;
-        if let Some((channel, chat, text, reply_to)) = reply {
-            enqueue(&txn, channel, chat, text, reply_to)?;
-        }
-        txn.commit()?;
-        self.changes.send_modify(|v| *v += 1);
-        Ok(())
-    }
-
-    /// Queue a message to a chat.
-    pub fn outbox_enqueue(&self, channel: &str, chat: &str, text: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write()?;
-        let id = enqueue(&txn, channel, chat, text, None)?;
-        txn.commit()?;
-        self.changes.send_modify(|v| *v += 1);
-        Ok(id)
-    }
-
-    pub fn outbox(&self, channel: Option<&str>) -> Result<Vec<OutboxItem>, StoreError> {
-        let items: Vec<OutboxItem> = self.all_records(OUTBOX)?;
-        Ok(items.into_iter().filter(|i| channel.is_none_or(|c| i.channel == c)).collect())
-    }
-
-    fn outbox_save(&self, item: &OutboxItem) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(OUTBOX)?.insert(item.id, serde_json::to_vec(item)?.as_slice())?;
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Remove a queued message (sent, or given up on); false if unknown.
-    pub fn outbox_remove(&self, id: u64) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write()?;
-        let removed = txn.open_table(OUTBOX)?.remove(id)?.is_some();
-        txn.commit()?;
-        Ok(removed)
-    }
-
-    pub fn cursor(&self, channel: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.db.begin_read()?.open_table(CURSORS)?.get(channel)?.map(|v| v.value().to_string()))
-    }
-
-    fn set_cursor(&self, channel: &str, cursor: Option<&str>) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(CURSORS)?;
-            match cursor {
-                Some(c) => table.insert(channel, c)?,
-                None => table.remove(channel)?,
-            };
-        }
-        txn.commit()?;
-        Ok(())
-    }
-}
-
-fn enqueue(
-    txn: &redb::WriteTransaction,
-    channel: &str,
-    chat: &str,
-    text: &str,
-    reply_to: Option<String>,
-) -> Result<u64, StoreError> {
-    let mut table = txn.open_table(OUTBOX)?;
-    let id = table.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
-    let item = OutboxItem {
-        id,
-        channel: channel.into(),
-        chat_id: chat.into(),
-        text: text.into(),
-        reply_to,
-        parts_sent: 0,
-        attempts: 0,
-        next_ms: 0,
-        last_error: None,
-        created_ms: now_ms(),
-    };
-    table.insert(id, serde_json::to_vec(&item)?.as_slice())?;
-    Ok(id)
-}
-
 /// Run one call in a fresh sandbox with the channel's effective rights.
 async fn invoke(rt: &Runtime, name: &str, call: Call) -> Result<(Answer, HostCtx), ChannelError> {
     let (pre, ctx) = loaded_channel(rt, name)?;
@@ -282,8 +112,7 @@ async fn invoke(rt: &Runtime, name: &str, call: Call) -> Result<(Answer, HostCtx
 }
 
 fn spec_of(rt: &Runtime, name: &str) -> Option<ChannelSpec> {
-    let entry = rt.registry.find(name)?;
-    entry.loaded.ok()?.channel().map(|(_, spec)| spec.clone())
+    rt.channel_spec(name)
 }
 
 type Running = (String, Vec<JoinHandle<()>>);
@@ -296,11 +125,18 @@ pub struct Channels {
     /// (channel, chat) pairs a task is answering. Shared across restarts
     /// of a channel so a replaced worker never answers a message twice.
     busy: Mutex<HashSet<(String, String)>>,
+    /// What `wasiclaw status` shows of each channel.
+    board: Mutex<BTreeMap<String, ChannelStatus>>,
 }
 
 impl Channels {
     pub fn new(agent: Arc<Agent>) -> Arc<Self> {
-        Arc::new(Channels { agent, running: Mutex::default(), busy: Mutex::default() })
+        Arc::new(Channels { agent, running: Mutex::default(), busy: Mutex::default(), board: Mutex::default() })
+    }
+
+    /// Every channel's status, by name.
+    pub fn board(&self) -> Vec<ChannelStatus> {
+        self.board.lock().unwrap().values().cloned().collect()
     }
 
     fn rt(&self) -> &Arc<Runtime> {
@@ -321,11 +157,11 @@ impl Channels {
                     let status = ChannelStatus {
                         name: name.clone(),
                         transport,
-                        state: "needs-approval".into(),
+                        state: ChannelState::NeedsApproval,
                         last_error: Some(unapproved(&name)),
                         ..Default::default()
                     };
-                    rt.channel_status.lock().unwrap().insert(name, status);
+                    self.board.lock().unwrap().insert(name, status);
                     continue;
                 }
                 wanted.insert(name, (entry.sha256.clone(), spec.clone()));
@@ -337,8 +173,9 @@ impl Channels {
             if !keep {
                 tasks.iter().for_each(JoinHandle::abort);
                 tracing::info!("channel {name} stopped");
-                let mut board = rt.channel_status.lock().unwrap();
-                if !wanted.contains_key(name) && board.get(name).is_none_or(|s| s.state != "needs-approval") {
+                let mut board = self.board.lock().unwrap();
+                if !wanted.contains_key(name) && board.get(name).is_none_or(|s| s.state != ChannelState::NeedsApproval)
+                {
                     board.remove(name);
                 }
             }
@@ -350,12 +187,12 @@ impl Channels {
             }
             tracing::info!("channel {name} starting ({})", describe_transport(&name, &spec.transport));
             let gateway_off = spec.transport == Transport::Webhook && !rt.config.gateway.enabled;
-            rt.channel_status.lock().unwrap().insert(
+            self.board.lock().unwrap().insert(
                 name.clone(),
                 ChannelStatus {
                     name: name.clone(),
                     transport: describe_transport(&name, &spec.transport),
-                    state: if gateway_off { "stopped" } else { "running" }.into(),
+                    state: if gateway_off { ChannelState::Stopped } else { ChannelState::Running },
                     last_error: gateway_off.then(|| {
                         "the gateway is off ([gateway] enabled = false in config.toml), so no webhook can arrive".into()
                     }),
@@ -372,7 +209,7 @@ impl Channels {
     }
 
     fn status(&self, name: &str, f: impl FnOnce(&mut ChannelStatus)) {
-        if let Some(s) = self.rt().channel_status.lock().unwrap().get_mut(name) {
+        if let Some(s) = self.board.lock().unwrap().get_mut(name) {
             f(s);
         }
     }
@@ -394,7 +231,7 @@ impl Channels {
             }
             tracing::warn!("channel {name} failed, restarting in {backoff:?}: {e}");
             self.status(&name, |s| {
-                s.state = "restarting".into();
+                s.state = ChannelState::Restarting;
                 s.last_error = Some(e.to_string());
                 s.restarts += 1;
                 s.retry_at_ms = Some(now_ms() + backoff.as_millis() as i64);
@@ -402,7 +239,7 @@ impl Channels {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
             self.status(&name, |s| {
-                s.state = "running".into();
+                s.state = ChannelState::Running;
                 s.retry_at_ms = None;
             });
         }
@@ -459,12 +296,21 @@ impl Channels {
                         }
                     } else if let Some(code) = m.text.trim().strip_prefix("/approve ").filter(|_| admin) {
                         db.mark_seen(name, &m.message_id)?;
-                        let reply = match approve(db, code, false)? {
+                        let reply = match crate::queue::approve(db, code, false)? {
                             Some(p) => format!("Approved {} ({}:{}).", p.sender_name, p.channel, p.sender_id),
                             None => format!("No pending pairing has the code {}.", code.trim()),
                         };
                         db.outbox_enqueue(name, &m.chat_id, &reply)?;
-                    } else if db.inbox_accept(name, &m)? {
+                    } else if db.inbox_accept(InboxItem {
+                        id: 0,
+                        channel: name.into(),
+                        chat_id: m.chat_id,
+                        group: m.group,
+                        sender_id: m.sender_id,
+                        text: m.text,
+                        message_id: m.message_id,
+                        received_ms: now_ms(),
+                    })? {
                         self.status(name, |s| s.received += 1);
                     }
                 }
@@ -903,32 +749,4 @@ pub fn describe_transport(name: &str, t: &Transport) -> String {
         Transport::Webhook => format!("webhook at /hooks/{name}/"),
         Transport::Websocket { url } => format!("websocket {url}"),
     }
-}
-
-/// Approve a pairing code and welcome the sender in their chat.
-pub fn approve(db: &Store, code: &str, admin: bool) -> Result<Option<crate::pairing::Pairing>, StoreError> {
-    let approved = db.pairing_approve(code, admin)?;
-    if let Some(p) = &approved {
-        db.outbox_enqueue(&p.channel, &p.chat_id, "You're paired: I'll answer you here from now on. Say hello!")?;
-    }
-    Ok(approved)
-}
-
-/// Deliver `text` to a `CHANNEL:CHAT` target if that channel is installed;
-/// false if the target is not a channel chat.
-pub fn deliver(rt: &Runtime, target: &str, text: &str) -> Result<bool, StoreError> {
-    let Some((channel, chat)) = target.split_once(':') else { return Ok(false) };
-    if spec_of(rt, channel).is_none() || chat.is_empty() {
-        return Ok(false);
-    }
-    rt.db.outbox_enqueue(channel, chat, text)?;
-    Ok(true)
-}
-
-/// Where owner notifications go: `configured` (`[agent] owner_chat`), else
-/// the first admin's chat. Looked up when a message is sent, not per call.
-pub fn owner_chat(configured: Option<&str>, db: &Store) -> Option<String> {
-    configured
-        .map(String::from)
-        .or_else(|| db.admin_chat().ok().flatten().map(|(channel, chat)| format!("{channel}:{chat}")))
 }

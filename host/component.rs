@@ -9,6 +9,7 @@
 use crate::contract::{self, ChannelAnswer, ChannelCall, ChannelGuest, SkillGuest};
 use crate::engine::{CallError, HostCtx, SkillEngine};
 use crate::grants::{Capabilities, HttpRule, Rights, UrlPattern, valid_secret_name};
+use crate::markup::Markup;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -73,17 +74,6 @@ pub enum Transport {
     Poll { interval_ms: u32 },
     Webhook,
     Websocket { url: String },
-}
-
-/// The markup a platform renders (WIT `markup`).
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Markup {
-    Plain,
-    Markdown,
-    TelegramHtml,
-    SlackMrkdwn,
-    Whatsapp,
 }
 
 /// What a channel component declares besides its manifest.

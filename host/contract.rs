@@ -13,7 +13,7 @@
 //!   `addressed: true`): that contract could not say otherwise, and it is
 //!   how the host treated them before.
 
-use crate::engine::SkillState;
+use crate::state::SkillState;
 use wasmtime::Store;
 use wasmtime::component::{HasSelf, InstancePre, Linker};
 

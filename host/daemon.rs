@@ -57,7 +57,7 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
     };
     let scheduling = agent.clone();
     let scheduler = tokio::spawn(async move { Scheduler { agent: &scheduling }.run().await });
-    let server = tokio::spawn(api::serve(agent, listener));
+    let server = tokio::spawn(api::serve(agent, channels.clone(), listener));
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {

@@ -122,8 +122,10 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
             out.push(ok("daemon", format!("running (pid {}), database open", status["pid"])));
             let channels: Vec<crate::channels::ChannelStatus> =
                 serde_json::from_value(status["channels"].clone()).unwrap_or_default();
-            for c in channels.iter().filter(|c| c.restarts > 0 || c.state == "needs-approval") {
-                let why = c.last_error.clone().unwrap_or_else(|| c.state.clone());
+            for c in
+                channels.iter().filter(|c| c.restarts > 0 || c.state == crate::channels::ChannelState::NeedsApproval)
+            {
+                let why = c.last_error.clone().unwrap_or_else(|| c.state.to_string());
                 out.push(problem(
                     "channel",
                     format!("{} ({} restarts): {}", c.name, c.restarts, crate::text::one_line(&why)),

@@ -17,16 +17,17 @@
 use crate::config::Limits;
 pub use crate::context::HostCtx;
 use crate::egress::EgressHooks;
+pub use crate::state::{MemoryLimiter, SkillState};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime::{Config, Engine, Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime_wasi_http::WasiHttpCtx;
 
 pub use crate::contract::Error as ToolError;
 
@@ -35,78 +36,6 @@ pub type GuestCall<'a, R> = std::pin::Pin<Box<dyn Future<Output = wasmtime::Resu
 
 /// One epoch tick; the CPU budget is counted in these.
 pub const TICK: Duration = Duration::from_millis(10);
-
-/// Caps linear memory and tables together: every memory and table of the
-/// store draws on one budget, so tables cannot route around `memory_mb`.
-pub struct MemoryLimiter {
-    cap: usize,
-    used: usize,
-    pub hit: bool,
-}
-
-/// What one table element costs the host, at most (a function reference
-/// and its type, on 64-bit hosts).
-const TABLE_ELEMENT_BYTES: usize = 16;
-
-impl MemoryLimiter {
-    fn charge(&mut self, bytes: usize) -> bool {
-        let grown = self.used.saturating_add(bytes);
-        if grown > self.cap {
-            self.hit = true;
-            return false;
-        }
-        self.used = grown;
-        true
-    }
-}
-
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(self.charge(desired - current))
-    }
-
-    fn table_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(self.charge((desired - current).saturating_mul(TABLE_ELEMENT_BYTES)))
-    }
-
-    // Each instance, table and memory costs host bookkeeping besides its
-    // contents; real components need a few dozen at most.
-    fn instances(&self) -> usize {
-        100
-    }
-
-    fn tables(&self) -> usize {
-        100
-    }
-
-    fn memories(&self) -> usize {
-        100
-    }
-}
-
-pub struct SkillState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    http: WasiHttpCtx,
-    egress: EgressHooks,
-    pub limiter: MemoryLimiter,
-    pub host: HostCtx,
-    cpu_ticks: u64,
-    cpu_exhausted: bool,
-    stderr: MemoryOutputPipe,
-}
-
-impl WasiView for SkillState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl WasiHttpView for SkillState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.egress }
-    }
-}
 
 /// Why a call did not return a value.
 #[derive(Debug, thiserror::Error)]

@@ -148,7 +148,7 @@ impl notify::Host for SkillState {
         let (db, skill, owner_chat) = (self.host.db.clone(), self.host.skill.clone(), self.host.owner_chat.clone());
         Ok(blocking(move || {
             db.notify(&skill, &text)?;
-            let owner = crate::channels::owner_chat(owner_chat.as_deref(), &db);
+            let owner = crate::queue::owner_chat(owner_chat.as_deref(), &db);
             if let Some((channel, chat)) = owner.as_deref().and_then(|t| t.split_once(':')) {
                 db.outbox_enqueue(channel, chat, &format!("[{skill}] {text}"))?;
             }

@@ -12,15 +12,18 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasiclaw::agent::{Agent, Event};
 use wasiclaw::api::{self, Reply, Request};
-use wasiclaw::channels::{ChannelStatus, OutboxItem};
+use wasiclaw::channels::ChannelStatus;
 use wasiclaw::config::{Paths, ProviderConfig, ProviderKind};
 use wasiclaw::grants::{self, GrantChange, GrantSet, parse_granted_rule};
+use wasiclaw::jobs::{Action, Job, Missed, NewJob, Run, When};
 use wasiclaw::memory::{Hit, Memory};
 use wasiclaw::pairing::Pairing;
+use wasiclaw::queue::Notification;
+use wasiclaw::queue::OutboxItem;
 use wasiclaw::runtime::{Runtime, RuntimeError, SkillInfo, ToolOutcome};
-use wasiclaw::scheduler::{Action, Job, Missed, NewJob, Run, When};
 use wasiclaw::secrets::Secrets;
-use wasiclaw::store::{AuditRecord, Notification, StoreError, Totals};
+use wasiclaw::session::Totals;
+use wasiclaw::store::{AuditRecord, StoreError};
 use wasiclaw::text::{one_line, printable};
 
 #[derive(Parser)]
@@ -643,7 +646,7 @@ async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
                 }
                 let rt = Arc::new(rt);
                 let agent = if request.needs_agent() { Some(Agent::new(rt.clone(), None).await) } else { None };
-                return Ok(api::dispatch(&rt, agent.as_ref(), request.clone(), false, &|_| {}).await);
+                return Ok(api::dispatch(&rt, agent.as_ref(), None, request.clone(), &|_| {}).await);
             }
             Err(RuntimeError::Store(StoreError::Locked(_))) if start.elapsed() < Duration::from_secs(15) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -731,7 +734,7 @@ async fn chat(paths: Paths, session: &str, provider: Option<ProviderConfig>) -> 
         let request = Request::Chat { session: key.clone(), text: text.to_string() };
         let turn = async {
             anyhow::Ok(match &agent {
-                Some(agent) => api::dispatch(&agent.rt, Some(agent), request, false, &show).await,
+                Some(agent) => api::dispatch(&agent.rt, Some(agent), None, request, &show).await,
                 None => api::call_daemon(&paths.socket(), &request, &mut |e| show(e))
                     .await?
                     .context("the daemon stopped")?,

@@ -9,7 +9,16 @@
 //! between paragraphs, then lines, then words, and a code block cut in two
 //! is closed and reopened so each piece renders on its own.
 
-use crate::component::Markup;
+/// The markup a platform renders (WIT `markup`).
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Markup {
+    Plain,
+    Markdown,
+    TelegramHtml,
+    SlackMrkdwn,
+    Whatsapp,
+}
 
 /// Convert `markdown` and split it into pieces of at most `max` UTF-16 units.
 pub fn render(markdown: &str, markup: Markup, max: usize) -> Vec<String> {

@@ -23,7 +23,7 @@ const PINNED: TableDefinition<u64, ()> = TableDefinition::new("memory_pinned");
 /// "next_id", "docs", "total_len".
 const META: TableDefinition<&str, u64> = TableDefinition::new("memory_meta");
 
-pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), redb::TableError> {
+pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(MEMORIES)?;
     txn.open_table(POSTINGS)?;
     txn.open_table(LENGTHS)?;
@@ -426,7 +426,7 @@ mod tests {
     #[test]
     fn pinned_set_follows_pin_unpin_and_forget() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Store::open(&dir.path().join("db")).unwrap();
+        let db = Store::open(&dir.path().join("db"), &[create_tables]).unwrap();
         let a = db.memory_add("always english", vec![], "t", true, None).unwrap();
         let b = db.memory_add("plain", vec![], "t", false, None).unwrap();
         let ids = |db: &Store| db.memory_pinned().unwrap().iter().map(|m| m.id).collect::<Vec<_>>();

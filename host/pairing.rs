@@ -276,7 +276,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let store = Store::open(&dir.path().join("db.redb"), &[create_tables]).unwrap();
         (dir, store)
     }
 

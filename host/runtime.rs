@@ -12,12 +12,14 @@ use crate::config::{Config, ConfigError, Paths};
 use crate::context::{Resolver, system_resolver};
 use crate::engine::{CallError, EngineError, HostCtx, SkillEngine, ToolError};
 use crate::grants::{self, Capabilities, Effective, GrantChange, GrantSet, UrlPattern};
+use crate::jobs::{Action, Check, Job, Missed, NewJob, ScheduleError, When, parse_when, tool_ref};
 use crate::memory::{Embedder, Memories};
+use crate::queue::Notification;
 use crate::secrets::Secrets;
-use crate::store::{AuditRecord, Notification, Store, StoreError};
+use crate::store::{AuditRecord, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -40,6 +42,15 @@ pub enum RuntimeError {
     #[error("cannot encode the reply: {0}")]
     Encode(#[from] serde_json::Error),
 }
+
+/// Every feature's tables, created when the database opens.
+pub const TABLES: [crate::store::Tables; 5] = [
+    crate::session::create_tables,
+    crate::memory::create_tables,
+    crate::jobs::create_tables,
+    crate::pairing::create_tables,
+    crate::queue::create_tables,
+];
 
 /// One skill as `wasiclaw skills list --json` prints it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -104,8 +115,6 @@ pub struct Runtime {
     pub embedder: Option<Arc<Embedder>>,
     /// Wakes the scheduler when jobs change.
     pub schedule_changed: Arc<tokio::sync::Notify>,
-    /// The daemon's running channels, for `wasiclaw status`.
-    pub channel_status: Mutex<std::collections::BTreeMap<String, crate::channels::ChannelStatus>>,
     /// Wakes the daemon to start or stop channels when grants change.
     pub grants_changed: Arc<tokio::sync::Notify>,
     /// What each component may make the host spend, across its calls.
@@ -133,7 +142,7 @@ impl Runtime {
         std::fs::set_permissions(&paths.state_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| RuntimeError::Io(paths.state_dir.clone(), e))?;
         let config = Config::load(&paths.config())?;
-        let db = Arc::new(Store::open_with_cache(&paths.database(), config.storage.cache_mb)?);
+        let db = Arc::new(Store::open_with_cache(&paths.database(), config.storage.cache_mb, &TABLES)?);
         *db.audit_retention.lock().unwrap() = config.audit.clone();
         let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone())?;
         let secrets = Secrets::new(paths.secrets());
@@ -146,7 +155,6 @@ impl Runtime {
             registry: Registry::default(),
             embedder,
             schedule_changed: Arc::default(),
-            channel_status: Mutex::default(),
             grants_changed: Arc::default(),
             budgets: Budgets::default(),
             resolver: system_resolver(),
@@ -304,6 +312,78 @@ impl Runtime {
             }
         }
         Ok(info)
+    }
+
+    /// Validate and store a job; the scheduler picks it up at once.
+    pub fn schedule(&self, new: NewJob, now_ms: i64) -> Result<Job, ScheduleError> {
+        let tz = if new.tz.is_empty() { "UTC".to_string() } else { new.tz.clone() };
+        let when = parse_when(&new.when, &tz)?;
+        let args = |a: &Option<String>| -> Result<String, ScheduleError> {
+            let a = a.clone().unwrap_or_else(|| "{}".into());
+            match serde_json::from_str::<serde_json::Value>(&a) {
+                Ok(serde_json::Value::Object(_)) => Ok(a),
+                _ => Err(ScheduleError::Invalid(format!("arguments must be a JSON object: {a}"))),
+            }
+        };
+        // A job that names a tool nobody installed would fail at every run.
+        let exists = |spec: &str| -> Result<(String, String), ScheduleError> {
+            let (skill, tool) = tool_ref(spec)?;
+            let loaded = self.registry.find(&skill).and_then(|e| e.loaded.ok());
+            match loaded {
+                Some(l) if l.manifest.tools.iter().any(|t| t.name == tool) => Ok((skill, tool)),
+                Some(l) => {
+                    let has: Vec<&str> = l.manifest.tools.iter().map(|t| t.name.as_str()).collect();
+                    Err(ScheduleError::Invalid(format!(
+                        "skill `{skill}` has no tool `{tool}`; it has: {}",
+                        has.join(", ")
+                    )))
+                }
+                None => Err(ScheduleError::Invalid(format!(
+                    "no skill `{skill}` is loaded; install it first (`wasiclaw skills list` shows what is)"
+                ))),
+            }
+        };
+        let action = match (&new.prompt, &new.tool) {
+            (Some(text), None) if !text.trim().is_empty() => Action::Prompt { text: text.clone() },
+            (None, Some(spec)) => {
+                let (skill, tool) = exists(spec)?;
+                Action::Tool { skill, tool, args: args(&new.args)? }
+            }
+            _ => return Err(ScheduleError::Invalid("give a job either a prompt or a tool (SKILL.TOOL)".into())),
+        };
+        let check = match &new.check {
+            Some(spec) => {
+                let (skill, tool) = exists(spec)?;
+                Some(Check { skill, tool, args: args(&new.check_args)? })
+            }
+            None => None,
+        };
+        let next_ms = when.next_after(now_ms, now_ms);
+        if next_ms.is_none() {
+            return Err(ScheduleError::Invalid(format!("{} never fires after now", when.describe())));
+        }
+        let missed = new.missed.unwrap_or(if matches!(when, When::At { .. }) { Missed::RunOnce } else { Missed::Skip });
+        let name = new.name.clone().unwrap_or_else(|| match &action {
+            Action::Prompt { text } => crate::text::truncate(text, 40),
+            Action::Tool { skill, tool, .. } => format!("{skill}.{tool}"),
+        });
+        let chat = if new.chat.is_empty() { "terminal:default".to_string() } else { new.chat.clone() };
+        let job = Job { id: 0, name, when, action, target: chat, check, missed, next_ms, created_ms: now_ms };
+        let job = self.db.job_add(job)?;
+        self.schedule_changed.notify_one();
+        Ok(job)
+    }
+
+    /// What an installed channel declares, if `name` is one.
+    pub fn channel_spec(&self, name: &str) -> Option<ChannelSpec> {
+        let entry = self.registry.find(name)?;
+        entry.loaded.ok()?.channel().map(|(_, spec)| spec.clone())
+    }
+
+    /// A `CHANNEL:CHAT` target split, if its channel is installed.
+    pub fn channel_chat<'t>(&self, target: &'t str) -> Option<(&'t str, &'t str)> {
+        let (channel, chat) = target.split_once(':')?;
+        (self.channel_spec(channel).is_some() && !chat.is_empty()).then_some((channel, chat))
     }
 
     pub fn skills(&self) -> Result<Vec<SkillInfo>, RuntimeError> {

@@ -1,5 +1,7 @@
-//! The one redb database: grants, per-skill kv, the audit log and the
-//! notification outbox.
+//! The one redb database file and its own tables: grants (and "always"
+//! answers), per-skill kv with its usage, and the audit log. Every other
+//! feature keeps its tables in the same file, in its own module (session,
+//! memory, jobs, pairing, queue), and brings them at open (`Tables`).
 //!
 //! Invariants: every write is one committed transaction before the caller
 //! is told it succeeded; kv keys are namespaced by skill name so one skill
@@ -15,9 +17,6 @@ use std::path::Path;
 const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
 const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
-const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
-const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
-const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
 /// Per component: (keys, bytes) in its kv namespace, kept in the same
 /// transaction as every kv write so the quota holds exactly.
 const KV_USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("kv_usage");
@@ -60,50 +59,13 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
-/// A message a skill sent to the owner through `notify`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Notification {
-    pub id: u64,
-    pub time_ms: i64,
-    pub skill: String,
-    pub text: String,
-}
+/// Creates a feature's tables in the database file (in one transaction
+/// with every other's at open, so a read never meets a missing table).
+pub type Tables = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
-/// Token and cost totals, per session and per UTC day.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Totals {
-    pub input: u64,
-    pub output: u64,
-    pub cost: f64,
-    /// Model calls.
-    pub calls: u64,
-}
-
-impl Totals {
-    pub fn tokens(&self) -> u64 {
-        self.input + self.output
-    }
-
-    pub fn add(&mut self, other: &Totals) {
-        self.input += other.input;
-        self.output += other.output;
-        self.cost += other.cost;
-        self.calls += other.calls;
-    }
-}
-
-/// A conversation of one (channel, chat).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Session {
-    pub messages: Vec<crate::llm::Message>,
-    /// The model's summary of turns compacted away.
-    pub summary: Option<String>,
-    pub usage: Totals,
-}
-
-/// Today's date in UTC, the key of the usage table.
-pub fn today() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%d").to_string()
+/// The next id of an id-keyed table: one more than the last.
+pub(crate) fn next_id<V: redb::Value + 'static>(table: &impl ReadableTable<u64, V>) -> Result<u64, StoreError> {
+    Ok(table.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1))
 }
 
 pub struct Store {
@@ -121,13 +83,15 @@ pub fn now_ms() -> i64 {
 }
 
 impl Store {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::open_with_cache(path, crate::config::StorageConfig::default().cache_mb)
+    /// Open (or create) the database with its own tables and those that
+    /// `tables` create (each feature's, see `runtime::TABLES`).
+    pub fn open(path: &Path, tables: &[Tables]) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, crate::config::StorageConfig::default().cache_mb, tables)
     }
 
     /// Open with redb's page cache bounded to `cache_mb` (its own default
     /// is 1 GiB, which a long-running daemon on a board would grow into).
-    pub fn open_with_cache(path: &Path, cache_mb: u64) -> Result<Self, StoreError> {
+    pub fn open_with_cache(path: &Path, cache_mb: u64, tables: &[Tables]) -> Result<Self, StoreError> {
         let db = redb::Builder::new().set_cache_size((cache_mb as usize) << 20).create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.display().to_string()),
             other => StoreError::Db(other.into()),
@@ -136,15 +100,11 @@ impl Store {
         txn.open_table(GRANTS)?;
         txn.open_table(KV)?;
         txn.open_table(AUDIT)?;
-        txn.open_table(OUTBOX)?;
-        txn.open_table(SESSIONS)?;
-        txn.open_table(USAGE)?;
         txn.open_table(KV_USAGE)?;
-        crate::memory::create_tables(&txn)?;
-        crate::scheduler::create_tables(&txn)?;
-        crate::pairing::create_tables(&txn)?;
-        crate::channels::create_tables(&txn)?;
         txn.open_table(ALWAYS)?;
+        for create in tables {
+            create(&txn)?;
+        }
         txn.commit()?;
         Ok(Store {
             db,
@@ -352,78 +312,6 @@ impl Store {
 
     pub fn audit_count(&self) -> Result<u64, StoreError> {
         Ok(self.db.begin_read()?.open_table(AUDIT)?.len()?)
-    }
-
-    pub fn notify(&self, skill: &str, text: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write()?;
-        let id = {
-            let mut table = txn.open_table(OUTBOX)?;
-            let id = table.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
-            let n = Notification { id, time_ms: now_ms(), skill: skill.into(), text: text.into() };
-            table.insert(id, serde_json::to_vec(&n)?.as_slice())?;
-            id
-        };
-        txn.commit()?;
-        Ok(id)
-    }
-
-    pub fn notifications(&self, limit: usize) -> Result<Vec<Notification>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(OUTBOX)?;
-        let mut out = Vec::new();
-        for entry in table.iter()?.rev().take(limit) {
-            out.push(serde_json::from_slice(entry?.1.value())?);
-        }
-        out.reverse();
-        Ok(out)
-    }
-
-    pub fn session(&self, key: &str) -> Result<Session, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(SESSIONS)?;
-        Ok(match table.get(key)? {
-            Some(v) => serde_json::from_slice(v.value())?,
-            None => Session::default(),
-        })
-    }
-
-    /// Save a session and add this turn's usage to today's totals, atomically.
-    pub fn save_session(&self, key: &str, session: &Session, spent: &Totals) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        {
-            txn.open_table(SESSIONS)?.insert(key, serde_json::to_vec(session)?.as_slice())?;
-            let mut usage = txn.open_table(USAGE)?;
-            let day = today();
-            let mut totals: Totals = match usage.get(day.as_str())? {
-                Some(v) => serde_json::from_slice(v.value())?,
-                None => Totals::default(),
-            };
-            totals.add(spent);
-            usage.insert(day.as_str(), serde_json::to_vec(&totals)?.as_slice())?;
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Usage per day, newest first.
-    pub fn usage(&self, days: usize) -> Result<Vec<(String, Totals)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(USAGE)?;
-        let mut out = Vec::new();
-        for entry in table.iter()?.rev().take(days) {
-            let (k, v) = entry?;
-            out.push((k.value().to_string(), serde_json::from_slice(v.value())?));
-        }
-        Ok(out)
-    }
-
-    pub fn usage_today(&self) -> Result<Totals, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(USAGE)?;
-        Ok(match table.get(today().as_str())? {
-            Some(v) => serde_json::from_slice(v.value())?,
-            None => Totals::default(),
-        })
     }
 }
 

@@ -138,7 +138,7 @@ async fn an_unattended_run_that_needs_a_question_stops_with_a_record() {
     let env = Env::new();
     let config = format!("{}[tools.\"notes.add\"]\npolicy = \"ask\"\n", provider(&llm));
     let agent = Arc::new(notes_agent(&env, &config).await);
-    let job = wasiclaw::scheduler::NewJob {
+    let job = wasiclaw::jobs::NewJob {
         when: "every 1m".into(),
         tz: "UTC".into(),
         prompt: Some("save a note".into()),

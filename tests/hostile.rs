@@ -240,7 +240,7 @@ fn control_characters_from_a_component_reach_the_terminal_escaped() {
 #[test]
 fn the_audit_log_is_rotated() {
     let env = Env::new();
-    let db = wasiclaw::store::Store::open(&env.path().join("db.redb")).unwrap();
+    let db = wasiclaw::store::Store::open(&env.path().join("db.redb"), &wasiclaw::runtime::TABLES).unwrap();
     *db.audit_retention.lock().unwrap() = wasiclaw::config::AuditConfig { keep_days: 1, max_records: 300 };
     let record = |time_ms: i64| wasiclaw::store::AuditRecord {
         id: 0,

@@ -19,7 +19,7 @@ fn setup(limits: Limits) -> (Env, SkillEngine, HostCtx) {
         "wat",
         "0",
         Effective::default(),
-        Arc::new(Store::open(&env.path().join("db.redb")).unwrap()),
+        Arc::new(Store::open(&env.path().join("db.redb"), &wasiclaw::runtime::TABLES).unwrap()),
         Secrets::new(env.path().join("secrets.json")),
         Arc::new(limits.clone()),
         Arc::new(Budget::new(&limits)),

@@ -18,6 +18,7 @@ mod gateway;
 mod grants;
 mod groups;
 mod hostile;
+mod layers;
 mod limits;
 mod matrix;
 mod memory;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasiclaw::agent::Agent;
 use wasiclaw::grants::{GrantChange, GrantSet};
-use wasiclaw::scheduler::{NewJob, Scheduler};
+use wasiclaw::jobs::NewJob;
+use wasiclaw::scheduler::Scheduler;
 
 fn t(s: &str) -> Timestamp {
     s.parse().unwrap()

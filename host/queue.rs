@@ -1,0 +1,252 @@
+//! Messages waiting to move: the channels' inbox (received, waiting for
+//! the agent), outbox (replies and notices, waiting to be sent), seen
+//! message ids and poll cursors, and the record of `notify` messages.
+//!
+//! Invariants:
+//! - A received message is stored and marked seen in one transaction, so
+//!   a redelivered one is answered once.
+//! - A reply is queued in the transaction that retires its inbox entry:
+//!   a crash loses neither.
+//! - Every commit that queues work bumps `Store::changes`, so a worker
+//!   waiting on it never misses a wake-up.
+
+use crate::store::{Store, StoreError, next_id, now_ms};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const SEEN: TableDefinition<(&str, &str), i64> = TableDefinition::new("channel_seen");
+const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("channel_inbox");
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("channel_outbox");
+const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("channel_cursors");
+
+/// Seen message ids are kept this long for deduplication.
+const SEEN_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Messages components sent the owner (`notify`), for `wasiclaw notifications`.
+const NOTIFICATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+
+pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(SEEN)?;
+    txn.open_table(INBOX)?;
+    txn.open_table(OUTBOX)?;
+    txn.open_table(CURSORS)?;
+    txn.open_table(NOTIFICATIONS)?;
+    Ok(())
+}
+
+/// A message waiting for the agent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InboxItem {
+    pub id: u64,
+    pub channel: String,
+    pub chat_id: String,
+    /// The chat is a group: the sender's pairing is for this chat only.
+    #[serde(default)]
+    pub group: bool,
+    pub sender_id: String,
+    pub text: String,
+    pub message_id: String,
+    pub received_ms: i64,
+}
+
+/// A message waiting to be sent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutboxItem {
+    pub id: u64,
+    pub channel: String,
+    pub chat_id: String,
+    /// Markdown; converted and split when sent.
+    pub text: String,
+    pub reply_to: Option<String>,
+    /// Pieces already delivered (a long reply is several messages).
+    pub parts_sent: usize,
+    pub attempts: u32,
+    pub next_ms: i64,
+    pub last_error: Option<String>,
+    pub created_ms: i64,
+}
+
+/// A message a skill sent to the owner through `notify`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Notification {
+    pub id: u64,
+    pub time_ms: i64,
+    pub skill: String,
+    pub text: String,
+}
+
+impl Store {
+    /// Record a component's message to the owner (`notify`).
+    pub fn notify(&self, skill: &str, text: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let id = {
+            let mut table = txn.open_table(NOTIFICATIONS)?;
+            let id = next_id(&table)?;
+            let n = Notification { id, time_ms: now_ms(), skill: skill.into(), text: text.into() };
+            table.insert(id, serde_json::to_vec(&n)?.as_slice())?;
+            id
+        };
+        txn.commit()?;
+        Ok(id)
+    }
+
+    pub fn notifications(&self, limit: usize) -> Result<Vec<Notification>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(NOTIFICATIONS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()?.rev().take(limit) {
+            out.push(serde_json::from_slice(entry?.1.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Store a served message unless its id was seen; returns whether it
+    /// is new. The item's id is assigned here.
+    pub fn inbox_accept(&self, mut item: InboxItem) -> Result<bool, StoreError> {
+        let (channel, message_id) = (item.channel.clone(), item.message_id.clone());
+        let txn = self.db.begin_write()?;
+        let new = {
+            let mut seen = txn.open_table(SEEN)?;
+            if seen.get((channel.as_str(), message_id.as_str()))?.is_some() {
+                false
+            } else {
+                seen.insert((channel.as_str(), message_id.as_str()), now_ms())?;
+                let mut inbox = txn.open_table(INBOX)?;
+                item.id = next_id(&inbox)?;
+                inbox.insert(item.id, serde_json::to_vec(&item)?.as_slice())?;
+                true
+            }
+        };
+        txn.commit()?;
+        if new {
+            self.changes.send_modify(|v| *v += 1);
+        }
+        Ok(new)
+    }
+
+    /// Mark a message id seen without storing the message.
+    pub fn mark_seen(&self, channel: &str, message_id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(SEEN)?.insert((channel, message_id), now_ms())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn seen(&self, channel: &str, message_id: &str) -> Result<bool, StoreError> {
+        Ok(self.db.begin_read()?.open_table(SEEN)?.get((channel, message_id))?.is_some())
+    }
+
+    /// Forget seen ids older than a week.
+    pub fn prune_seen(&self) -> Result<usize, StoreError> {
+        let cutoff = now_ms() - SEEN_TTL_MS;
+        let txn = self.db.begin_write()?;
+        let n = txn.open_table(SEEN)?.extract_if(|_, t| t < cutoff)?.count();
+        txn.commit()?;
+        Ok(n)
+    }
+
+    pub fn inbox(&self, channel: &str) -> Result<Vec<InboxItem>, StoreError> {
+        let items: Vec<InboxItem> = self.all_records(INBOX)?;
+        Ok(items.into_iter().filter(|i| i.channel == channel).collect())
+    }
+
+    /// Retire an inbox entry and queue its reply, atomically.
+    pub fn inbox_done(&self, id: u64, reply: Option<(&str, &str, &str, Option<String>)>) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(INBOX)?.remove(id)?;
+        if let Some((channel, chat, text, reply_to)) = reply {
+            enqueue(&txn, channel, chat, text, reply_to)?;
+        }
+        txn.commit()?;
+        self.changes.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    /// Queue a message to a chat.
+    pub fn outbox_enqueue(&self, channel: &str, chat: &str, text: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let id = enqueue(&txn, channel, chat, text, None)?;
+        txn.commit()?;
+        self.changes.send_modify(|v| *v += 1);
+        Ok(id)
+    }
+
+    pub fn outbox(&self, channel: Option<&str>) -> Result<Vec<OutboxItem>, StoreError> {
+        let items: Vec<OutboxItem> = self.all_records(OUTBOX)?;
+        Ok(items.into_iter().filter(|i| channel.is_none_or(|c| i.channel == c)).collect())
+    }
+
+    pub(crate) fn outbox_save(&self, item: &OutboxItem) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(OUTBOX)?.insert(item.id, serde_json::to_vec(item)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Remove a queued message (sent, or given up on); false if unknown.
+    pub fn outbox_remove(&self, id: u64) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let removed = txn.open_table(OUTBOX)?.remove(id)?.is_some();
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    pub fn cursor(&self, channel: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.db.begin_read()?.open_table(CURSORS)?.get(channel)?.map(|v| v.value().to_string()))
+    }
+
+    pub(crate) fn set_cursor(&self, channel: &str, cursor: Option<&str>) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(CURSORS)?;
+            match cursor {
+                Some(c) => table.insert(channel, c)?,
+                None => table.remove(channel)?,
+            };
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+fn enqueue(
+    txn: &redb::WriteTransaction,
+    channel: &str,
+    chat: &str,
+    text: &str,
+    reply_to: Option<String>,
+) -> Result<u64, StoreError> {
+    let mut table = txn.open_table(OUTBOX)?;
+    let id = next_id(&table)?;
+    let item = OutboxItem {
+        id,
+        channel: channel.into(),
+        chat_id: chat.into(),
+        text: text.into(),
+        reply_to,
+        parts_sent: 0,
+        attempts: 0,
+        next_ms: 0,
+        last_error: None,
+        created_ms: now_ms(),
+    };
+    table.insert(id, serde_json::to_vec(&item)?.as_slice())?;
+    Ok(id)
+}
+
+/// Where owner notifications go: `configured` (`[agent] owner_chat`), else
+/// the first admin's chat. Looked up when a message is sent, not per call.
+pub fn owner_chat(configured: Option<&str>, db: &Store) -> Option<String> {
+    configured
+        .map(String::from)
+        .or_else(|| db.admin_chat().ok().flatten().map(|(channel, chat)| format!("{channel}:{chat}")))
+}
+
+/// Approve a pairing code and welcome the sender in their chat.
+pub fn approve(db: &Store, code: &str, admin: bool) -> Result<Option<crate::pairing::Pairing>, StoreError> {
+    let approved = db.pairing_approve(code, admin)?;
+    if let Some(p) = &approved {
+        db.outbox_enqueue(&p.channel, &p.chat_id, "You're paired: I'll answer you here from now on. Say hello!")?;
+    }
+    Ok(approved)
+}
