@@ -6,11 +6,17 @@
 use crate::agent::{Agent, Emit};
 use crate::channels::{ChannelStatus, Channels};
 use crate::grants::GrantChange;
-use crate::runtime::{Runtime, RuntimeError};
+use crate::jobs::{Job, Run};
+use crate::memory::{Hit, Memory};
+use crate::pairing::Pairing;
+use crate::queue::{Notification, OutboxItem};
+use crate::runtime::{ErrorKind, Runtime, RuntimeError, SkillInfo, SkillState, ToolOutcome};
 use crate::scheduler::Scheduler;
-use crate::store::now_ms;
+use crate::session::Totals;
+use crate::store::{AuditRecord, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -145,11 +151,97 @@ impl Request {
     }
 }
 
+/// What a request returns. `--json` prints the value inside the variant.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Response {
+    Status(Box<Status>),
+    Skills(Vec<SkillInfo>),
+    Skill(Box<SkillInfo>),
+    /// A grant changed: the new state, and notes on grants with no effect.
+    Granted {
+        skill: Box<SkillInfo>,
+        notes: Vec<String>,
+    },
+    Tool(ToolOutcome),
+    Audit(Vec<AuditRecord>),
+    Notifications(Vec<Notification>),
+    /// Per UTC day, newest first.
+    Usage(Vec<(String, Totals)>),
+    Remembered(Memory),
+    Hits(Vec<Hit>),
+    Memories(Vec<Memory>),
+    /// Memories as JSON lines.
+    Exported(String),
+    Imported {
+        imported: usize,
+        skipped: usize,
+    },
+    Job(Job),
+    Jobs(Vec<Job>),
+    Runs(Vec<Run>),
+    Pairings(Vec<Pairing>),
+    Pairing(Pairing),
+    Outbox(Vec<OutboxItem>),
+    /// Tools answered "always", with when (Unix ms).
+    Approvals(Vec<(String, i64)>),
+    /// Whether a tool call was waiting for that answer.
+    Answered(bool),
+    Chat {
+        reply: String,
+    },
+    /// Done, and nothing to show but what was asked (a removal, a pin).
+    Done,
+}
+
+impl Response {
+    /// The response as `--json` prints it: the value inside the variant.
+    pub fn to_json(&self) -> Value {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(map)) if map.len() == 1 => map.into_iter().next().map(|(_, v)| v).unwrap_or_default(),
+            Ok(other) => other,
+            Err(e) => json!({ "error": e.to_string() }),
+        }
+    }
+}
+
+/// What `wasiclaw status` shows.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// Answered by a running daemon (else by the CLI itself).
+    pub daemon: bool,
+    pub version: String,
+    pub pid: u32,
+    pub uptime_s: i64,
+    pub state_dir: std::path::PathBuf,
+    /// Each configured model, in the order they are tried.
+    pub models: Vec<String>,
+    /// Skills (not channels) installed.
+    pub skills: usize,
+    pub components_by_state: BTreeMap<SkillState, usize>,
+    pub channels: Vec<ChannelStatus>,
+    pub jobs: usize,
+    pub next_run_ms: Option<i64>,
+    pub tokens_today: u64,
+    /// 0 for none.
+    pub daily_token_budget: u64,
+    pub database_bytes: u64,
+    pub cache_bytes: u64,
+    pub outbox_pending: usize,
+    pub audit_records: u64,
+    /// Full rescans of the skills folder since start.
+    pub rescans: u64,
+}
+
+/// One line of the local API's answer.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reply {
-    Ok(Value),
-    Err(String),
+    Ok(Response),
+    Err {
+        kind: ErrorKind,
+        message: String,
+    },
     /// Progress of a chat turn, streamed before the final reply.
     Event(crate::agent::Event),
 }
@@ -163,167 +255,161 @@ pub async fn dispatch(
     request: Request,
     emit: Emit<'_>,
 ) -> Reply {
-    let daemon = channels.is_some();
-    let value = async {
-        Ok::<Value, crate::runtime::RuntimeError>(match request {
-            Request::Status => {
-                let skills = rt.skills()?;
-                let mut channels: Vec<ChannelStatus> = channels.map(Channels::board).unwrap_or_default();
-                let outbox = rt.db.outbox(None)?;
-                for c in &mut channels {
-                    c.outbox_pending = outbox.iter().filter(|o| o.channel == c.name).count();
-                    c.pending_rights =
-                        skills.iter().find(|s| s.name == c.name).map(|s| s.pending.clone()).unwrap_or_default();
-                }
-                let mut by_state: std::collections::BTreeMap<&str, usize> = Default::default();
-                for s in &skills {
-                    *by_state.entry(s.status.as_str()).or_default() += 1;
-                }
-                let jobs = rt.db.jobs().map_err(|e| RuntimeError::Invalid(e.to_string()))?;
-                let next_run = jobs.iter().filter_map(|j| j.next_ms).min();
-                let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-                let cache: u64 = std::fs::read_dir(rt.paths.cache_dir())
-                    .map(|d| d.filter_map(Result::ok).map(|e| size(&e.path())).sum())
-                    .unwrap_or(0);
-                let models: Vec<String> =
-                    rt.config.providers.iter().map(|p| format!("{} ({:?}, {})", p.model, p.kind, p.base_url)).collect();
-                json!({
-                    "daemon": daemon,
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "pid": std::process::id(),
-                    "uptime_s": (now_ms() - rt.started_ms) / 1000,
-                    "state_dir": rt.paths.state_dir,
-                    "models": models,
-                    "skills": skills.iter().filter(|s| s.channel.is_none()).count(),
-                    "components_by_state": by_state,
-                    "channels": channels,
-                    "jobs": jobs.len(),
-                    "next_run_ms": next_run,
-                    "tokens_today": rt.db.usage_today()?.tokens(),
-                    "daily_token_budget": rt.config.agent.daily_token_budget,
-                    "database_bytes": size(&rt.paths.database()),
-                    "cache_bytes": cache,
-                    "outbox_pending": outbox.len(),
-                    "audit_records": rt.db.audit_count()?,
-                    "rescans": rt.rescans.load(std::sync::atomic::Ordering::Relaxed),
-                })
-            }
-            Request::PairingList => serde_json::to_value(rt.db.pairings()?)?,
-            Request::PairingApprove { code, admin } => match crate::queue::approve(&rt.db, &code, admin)? {
-                Some(p) => serde_json::to_value(p)?,
-                None => {
-                    return Err(RuntimeError::Invalid(format!(
-                        "no pending pairing has the code {code} (codes expire after an hour); `wasiclaw pairing list` shows requests"
-                    )));
-                }
-            },
-            Request::PairingGrant { channel, sender, scope } => match rt.db.pairing_grant(&channel, &sender, scope)? {
-                Some(p) => serde_json::to_value(p)?,
-                None => {
-                    return Err(RuntimeError::Invalid(format!(
-                        "{channel} has no approved pairing for sender {sender}; `wasiclaw pairing list` shows them"
-                    )));
-                }
-            },
-            Request::Answer { id, answer } => json!({ "answered": rt.questions.answer(id, answer) }),
-            Request::ApprovalsList => json!(rt.db.approvals()?),
-            Request::ApprovalsRevoke { tool } => {
-                if !rt.db.approval_revoke(&tool)? {
-                    return Err(RuntimeError::Invalid(format!(
-                        "no \"always\" answer for {tool}; `wasiclaw approvals list` shows them"
-                    )));
-                }
-                json!({ "revoked": tool })
-            }
-            Request::PairingRevoke { channel, sender } => {
-                if !rt.db.pairing_revoke(&channel, &sender)? {
-                    return Err(RuntimeError::Invalid(format!(
-                        "{channel} has no pairing for sender {sender}; `wasiclaw pairing list` shows them"
-                    )));
-                }
-                json!({ "channel": channel, "sender": sender })
-            }
-            Request::Outbox => serde_json::to_value(rt.db.outbox(None)?)?,
-            Request::OutboxDrop { id } => {
-                if !rt.db.outbox_remove(id)? {
-                    return Err(RuntimeError::Invalid(format!("no queued message {id}; `wasiclaw outbox` lists them")));
-                }
-                json!({ "id": id })
-            }
-            Request::SkillsList => serde_json::to_value(rt.skills()?)?,
-            Request::SkillsInspect { name } => serde_json::to_value(rt.inspect(&name)?)?,
-            Request::Grant { name, change } => {
-                let (info, notes) = rt.change_grant(&name, &change, false)?;
-                json!({"skill": info, "notes": notes})
-            }
-            Request::Revoke { name, change } => {
-                let (info, notes) = rt.change_grant(&name, &change, true)?;
-                json!({"skill": info, "notes": notes})
-            }
-            Request::Tool { skill, tool, args } => serde_json::to_value(rt.call_tool(&skill, &tool, &args).await?)?,
-            Request::Audit { skill, limit } => serde_json::to_value(rt.audit(skill.as_deref(), limit)?)?,
-            Request::Notifications { limit } => serde_json::to_value(rt.notifications(limit)?)?,
-            Request::Usage { days } => serde_json::to_value(rt.db.usage(days)?)?,
-            Request::MemoryAdd { text, tags, pinned } => {
-                if text.trim().is_empty() {
-                    return Err(RuntimeError::Invalid("a memory needs some text".into()));
-                }
-                serde_json::to_value(rt.memories().save(&text, tags, "cli", pinned).await?)?
-            }
-            Request::MemorySearch { query, limit } => serde_json::to_value(rt.memories().search(&query, limit).await?)?,
-            Request::MemoryList => serde_json::to_value(rt.db.memory_all()?)?,
-            Request::MemoryForget { id } => found(id, rt.db.memory_forget(id)?)?,
-            Request::MemoryPin { id, pinned } => found(id, rt.db.memory_pin(id, pinned)?)?,
-            Request::MemoryExport => json!(rt.memories().export()?),
-            Request::CronAdd { job } => serde_json::to_value(rt.schedule(job, now_ms()).map_err(sched)?)?,
-            Request::CronList => serde_json::to_value(rt.db.jobs().map_err(sched)?)?,
-            Request::CronRm { id } => {
-                if !rt.db.job_remove(id).map_err(sched)? {
-                    return Err(RuntimeError::Invalid(format!("no job {id}; `wasiclaw cron list` shows them")));
-                }
-                json!({ "id": id })
-            }
-            Request::CronRunNow { id } => {
-                let agent = agent.ok_or_else(|| RuntimeError::Invalid("running a job needs the agent".into()))?;
-                let now = now_ms();
-                if !rt.db.job_due_now(id, now).map_err(sched)? {
-                    return Err(RuntimeError::Invalid(format!("no job {id}; `wasiclaw cron list` shows them")));
-                }
-                let ran = Scheduler { agent }
-                    .tick(jiff::Timestamp::from_millisecond(now).expect("now"))
-                    .await
-                    .map_err(sched)?;
-                serde_json::to_value(ran.into_iter().find(|r| r.job == id))?
-            }
-            Request::CronHistory { id, limit } => serde_json::to_value(rt.db.runs(id, limit).map_err(sched)?)?,
-            Request::MemoryImport { jsonl } => {
-                let (imported, skipped) = rt.memories().import(&jsonl).await.map_err(RuntimeError::Invalid)?;
-                json!({ "imported": imported, "skipped": skipped })
-            }
-            Request::Chat { session, text } => {
-                let agent = agent.ok_or_else(|| RuntimeError::Invalid("chat needs the agent".into()))?;
-                let reply =
-                    agent.turn(&session, &text, emit).await.map_err(|e| RuntimeError::Invalid(e.to_string()))?;
-                json!({ "reply": reply })
-            }
-        })
-    }
-    .await;
-    match value {
-        Ok(v) => Reply::Ok(v),
-        Err(e) => Reply::Err(e.to_string()),
+    match answer(rt, agent, channels, request, emit).await {
+        Ok(response) => Reply::Ok(response),
+        Err(e) => Reply::Err { kind: e.kind(), message: e.to_string() },
     }
 }
 
-fn sched(e: crate::jobs::ScheduleError) -> RuntimeError {
-    RuntimeError::Invalid(e.to_string())
+async fn answer(
+    rt: &Runtime,
+    agent: Option<&Agent>,
+    channels: Option<&Channels>,
+    request: Request,
+    emit: Emit<'_>,
+) -> Result<Response, RuntimeError> {
+    let missing = |what: String| Err(RuntimeError::NotFound(what));
+    Ok(match request {
+        Request::Status => Response::Status(Box::new(status(rt, channels)?)),
+        Request::PairingList => Response::Pairings(rt.db.pairings()?),
+        Request::PairingApprove { code, admin } => match crate::queue::approve(&rt.db, &code, admin)? {
+            Some(p) => Response::Pairing(p),
+            None => {
+                return missing(format!(
+                    "no pending pairing has the code {code} (codes expire after an hour); `wasiclaw pairing list` shows requests"
+                ));
+            }
+        },
+        Request::PairingGrant { channel, sender, scope } => match rt.db.pairing_grant(&channel, &sender, scope)? {
+            Some(p) => Response::Pairing(p),
+            None => {
+                return missing(format!(
+                    "{channel} has no approved pairing for sender {sender}; `wasiclaw pairing list` shows them"
+                ));
+            }
+        },
+        Request::Answer { id, answer } => Response::Answered(rt.questions.answer(id, answer)),
+        Request::ApprovalsList => Response::Approvals(rt.db.approvals()?),
+        Request::ApprovalsRevoke { tool } => {
+            if !rt.db.approval_revoke(&tool)? {
+                return missing(format!("no \"always\" answer for {tool}; `wasiclaw approvals list` shows them"));
+            }
+            Response::Done
+        }
+        Request::PairingRevoke { channel, sender } => {
+            if !rt.db.pairing_revoke(&channel, &sender)? {
+                return missing(format!(
+                    "{channel} has no pairing for sender {sender}; `wasiclaw pairing list` shows them"
+                ));
+            }
+            Response::Done
+        }
+        Request::Outbox => Response::Outbox(rt.db.outbox(None)?),
+        Request::OutboxDrop { id } => {
+            if !rt.db.outbox_remove(id)? {
+                return missing(format!("no queued message {id}; `wasiclaw outbox` lists them"));
+            }
+            Response::Done
+        }
+        Request::SkillsList => Response::Skills(rt.skills()?),
+        Request::SkillsInspect { name } => Response::Skill(Box::new(rt.inspect(&name)?)),
+        Request::Grant { name, change } => {
+            let (info, notes) = rt.change_grant(&name, &change, false)?;
+            Response::Granted { skill: Box::new(info), notes }
+        }
+        Request::Revoke { name, change } => {
+            let (info, notes) = rt.change_grant(&name, &change, true)?;
+            Response::Granted { skill: Box::new(info), notes }
+        }
+        Request::Tool { skill, tool, args } => Response::Tool(rt.call_tool(&skill, &tool, &args).await?),
+        Request::Audit { skill, limit } => Response::Audit(rt.audit(skill.as_deref(), limit)?),
+        Request::Notifications { limit } => Response::Notifications(rt.notifications(limit)?),
+        Request::Usage { days } => Response::Usage(rt.db.usage(days)?),
+        Request::MemoryAdd { text, tags, pinned } => {
+            if text.trim().is_empty() {
+                return Err(RuntimeError::Invalid("a memory needs some text".into()));
+            }
+            Response::Remembered(rt.memories().save(&text, tags, "cli", pinned).await?)
+        }
+        Request::MemorySearch { query, limit } => Response::Hits(rt.memories().search(&query, limit).await?),
+        Request::MemoryList => Response::Memories(rt.db.memory_all()?),
+        Request::MemoryForget { id } => memory_found(id, rt.db.memory_forget(id)?)?,
+        Request::MemoryPin { id, pinned } => memory_found(id, rt.db.memory_pin(id, pinned)?)?,
+        Request::MemoryExport => Response::Exported(rt.memories().export()?),
+        Request::MemoryImport { jsonl } => {
+            let (imported, skipped) = rt.memories().import(&jsonl).await.map_err(RuntimeError::Invalid)?;
+            Response::Imported { imported, skipped }
+        }
+        Request::CronAdd { job } => Response::Job(rt.schedule(job, now_ms())?),
+        Request::CronList => Response::Jobs(rt.db.jobs()?),
+        Request::CronRm { id } => {
+            if !rt.db.job_remove(id)? {
+                return missing(format!("no job {id}; `wasiclaw cron list` shows them"));
+            }
+            Response::Done
+        }
+        Request::CronRunNow { id } => {
+            let agent = agent.ok_or_else(|| RuntimeError::Failed("running a job needs the agent".into()))?;
+            let now = now_ms();
+            if !rt.db.job_due_now(id, now)? {
+                return missing(format!("no job {id}; `wasiclaw cron list` shows them"));
+            }
+            let ran = Scheduler { agent }.tick(jiff::Timestamp::from_millisecond(now).expect("now")).await?;
+            Response::Runs(ran.into_iter().filter(|r| r.job == id).collect())
+        }
+        Request::CronHistory { id, limit } => Response::Runs(rt.db.runs(id, limit)?),
+        Request::Chat { session, text } => {
+            let agent = agent.ok_or_else(|| RuntimeError::Failed("chat needs the agent".into()))?;
+            let reply = agent.turn(&session, &text, emit).await.map_err(|e| RuntimeError::Failed(e.to_string()))?;
+            Response::Chat { reply }
+        }
+    })
 }
 
-fn found(id: u64, found: bool) -> Result<Value, RuntimeError> {
+fn status(rt: &Runtime, channels: Option<&Channels>) -> Result<Status, RuntimeError> {
+    let skills = rt.skills()?;
+    let mut board: Vec<ChannelStatus> = channels.map(Channels::board).unwrap_or_default();
+    let outbox = rt.db.outbox(None)?;
+    for c in &mut board {
+        c.outbox_pending = outbox.iter().filter(|o| o.channel == c.name).count();
+        c.pending_rights = skills.iter().find(|s| s.name == c.name).map(|s| s.pending.clone()).unwrap_or_default();
+    }
+    let mut components_by_state = BTreeMap::new();
+    for s in &skills {
+        *components_by_state.entry(s.status).or_default() += 1;
+    }
+    let jobs = rt.db.jobs()?;
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let cache_bytes = std::fs::read_dir(rt.paths.cache_dir())
+        .map(|d| d.filter_map(Result::ok).map(|e| size(&e.path())).sum())
+        .unwrap_or(0);
+    Ok(Status {
+        daemon: channels.is_some(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        uptime_s: (now_ms() - rt.started_ms) / 1000,
+        state_dir: rt.paths.state_dir.clone(),
+        models: rt.config.providers.iter().map(|p| format!("{} ({:?}, {})", p.model, p.kind, p.base_url)).collect(),
+        skills: skills.iter().filter(|s| s.channel.is_none()).count(),
+        components_by_state,
+        channels: board,
+        jobs: jobs.len(),
+        next_run_ms: jobs.iter().filter_map(|j| j.next_ms).min(),
+        tokens_today: rt.db.usage_today()?.tokens(),
+        daily_token_budget: rt.config.agent.daily_token_budget,
+        database_bytes: size(&rt.paths.database()),
+        cache_bytes,
+        outbox_pending: outbox.len(),
+        audit_records: rt.db.audit_count()?,
+        rescans: rt.rescans.load(std::sync::atomic::Ordering::Relaxed),
+    })
+}
+
+fn memory_found(id: u64, found: bool) -> Result<Response, RuntimeError> {
     if !found {
-        return Err(RuntimeError::Invalid(format!("no memory with id {id}; `wasiclaw memory list` shows them")));
+        return Err(RuntimeError::NotFound(format!("no memory with id {id}; `wasiclaw memory list` shows them")));
     }
-    Ok(json!({ "id": id }))
+    Ok(Response::Done)
 }
 
 /// Serve the local API until the task is dropped.
@@ -361,7 +447,10 @@ pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: UnixLis
             };
             let reply = match serde_json::from_str::<Request>(&line) {
                 Ok(request) => dispatch(&agent.rt, Some(&agent), Some(&channels), request, &emit).await,
-                Err(e) => Reply::Err(format!("bad request (is the CLI the same version as the daemon?): {e}")),
+                Err(e) => Reply::Err {
+                    kind: ErrorKind::Invalid,
+                    message: format!("bad request (is the CLI the same version as the daemon?): {e}"),
+                },
             };
             let _ = tx.send(reply);
             drop((tx, emit));

@@ -59,8 +59,7 @@ pub enum ChannelState {
 
 impl std::fmt::Display for ChannelState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let word = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-        f.write_str(&word)
+        f.write_str(&crate::text::variant_name(self))
     }
 }
 

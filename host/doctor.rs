@@ -6,10 +6,10 @@
 //! them), then the database or the running daemon, then the model, then
 //! what the daemon reports about skills and channels.
 
-use crate::api::{self, Reply, Request};
+use crate::api::{self, Reply, Request, Response};
 use crate::config::{Config, Paths};
 use crate::llm::{ChatRequest, Llm, Message};
-use crate::runtime::{Runtime, RuntimeError, SkillInfo};
+use crate::runtime::{Runtime, RuntimeError, SkillInfo, SkillState};
 use crate::store::StoreError;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -118,13 +118,12 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
 
     // The database, through the daemon when one runs.
     let skills: Option<Vec<SkillInfo>> = match api::call_daemon(&paths.socket(), &Request::Status, &mut |_| {}).await {
-        Ok(Some(Reply::Ok(status))) => {
-            out.push(ok("daemon", format!("running (pid {}), database open", status["pid"])));
-            let channels: Vec<crate::channels::ChannelStatus> =
-                serde_json::from_value(status["channels"].clone()).unwrap_or_default();
-            for c in
-                channels.iter().filter(|c| c.restarts > 0 || c.state == crate::channels::ChannelState::NeedsApproval)
-            {
+        Ok(Some(Reply::Ok(Response::Status(status)))) => {
+            out.push(ok("daemon", format!("running (pid {}), database open", status.pid)));
+            let stuck = |c: &&crate::channels::ChannelStatus| {
+                c.restarts > 0 || c.state == crate::channels::ChannelState::NeedsApproval
+            };
+            for c in status.channels.iter().filter(stuck) {
                 let why = c.last_error.clone().unwrap_or_else(|| c.state.to_string());
                 out.push(problem(
                     "channel",
@@ -133,7 +132,7 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
                 ));
             }
             match api::call_daemon(&paths.socket(), &Request::SkillsList, &mut |_| {}).await {
-                Ok(Some(Reply::Ok(list))) => serde_json::from_value(list).ok(),
+                Ok(Some(Reply::Ok(Response::Skills(list)))) => Some(list),
                 _ => None,
             }
         }
@@ -162,13 +161,13 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
         },
     };
     for s in skills.iter().flatten() {
-        match s.status.as_str() {
-            "rejected" => out.push(problem(
+        match s.status {
+            SkillState::Rejected => out.push(problem(
                 "skill",
                 format!("{} is rejected: {}", s.name, crate::text::one_line(s.reason.as_deref().unwrap_or_default())),
                 format!("replace or remove {}", s.file.display()),
             )),
-            "needs-approval" => out.push(problem(
+            SkillState::NeedsApproval => out.push(problem(
                 "skill",
                 format!("{} waits: {}", s.name, crate::text::one_line(&s.pending.join("; "))),
                 format!("wasiclaw skills inspect {0}, then `wasiclaw skills approve {0}` or `grant`", s.name),
@@ -177,7 +176,7 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
         }
     }
     if let Some(list) = &skills {
-        let active = list.iter().filter(|s| s.status == "active").count();
+        let active = list.iter().filter(|s| s.status == SkillState::Active).count();
         out.push(ok("skills", format!("{active} of {} active", list.len())));
     }
 

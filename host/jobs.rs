@@ -83,13 +83,35 @@ pub struct Run {
     pub fire_ms: i64,
     pub started_ms: i64,
     pub finished_ms: Option<i64>,
-    /// running, ok, failed, idle (the check said nothing to do), skipped,
-    /// interrupted.
-    pub status: String,
+    pub status: RunStatus,
     pub output: String,
     /// Model tokens this run used (0 when the check kept the model asleep).
     pub tokens: u64,
     pub delivered: bool,
+}
+
+/// How a run went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// Claimed and under way (or the process died during it).
+    Running,
+    Ok,
+    Failed,
+    /// The check said there was nothing to do; the model slept.
+    Idle,
+    /// Missed while the host was down, or its tool's build is not approved.
+    Skipped,
+    /// The process died while it ran; it is never re-run.
+    Interrupted,
+    /// It needed a question to the owner, which an unattended run cannot ask.
+    Stopped,
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::text::variant_name(self))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +252,13 @@ impl Store {
 
     /// Claim one occurrence: insert its run record and advance the job, in
     /// one transaction. None if it was already claimed or the job changed.
-    pub fn claim(&self, job_id: u64, fire_ms: i64, now_ms: i64, status: &str) -> Result<Option<Job>, ScheduleError> {
+    pub fn claim(
+        &self,
+        job_id: u64,
+        fire_ms: i64,
+        now_ms: i64,
+        status: RunStatus,
+    ) -> Result<Option<Job>, ScheduleError> {
         let txn = self.db.begin_write()?;
         let claimed = {
             let mut jobs = txn.open_table(JOBS)?;
@@ -246,7 +274,7 @@ impl Store {
                         fire_ms,
                         started_ms: now_ms,
                         finished_ms: None,
-                        status: status.into(),
+                        status,
                         output: String::new(),
                         tokens: 0,
                         delivered: false,
@@ -273,9 +301,10 @@ impl Store {
 
     /// At start-up: runs left `running` by a crash become `interrupted`.
     pub fn interrupt_stale_runs(&self) -> Result<usize, ScheduleError> {
-        let stale: Vec<Run> = self.runs(None, usize::MAX)?.into_iter().filter(|r| r.status == "running").collect();
+        let stale: Vec<Run> =
+            self.runs(None, usize::MAX)?.into_iter().filter(|r| r.status == RunStatus::Running).collect();
         for mut run in stale.iter().cloned() {
-            run.status = "interrupted".into();
+            run.status = RunStatus::Interrupted;
             run.output = "the process stopped during this run; it is not repeated".into();
             self.finish_run(&run)?;
         }

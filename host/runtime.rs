@@ -39,8 +39,16 @@ pub enum RuntimeError {
     NoTool { skill: String, tool: String, available: String },
     #[error("{0}")]
     Invalid(String),
+    /// Something the request names (a job, a memory, a pairing) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The work itself failed (a model turn, a schedule run).
+    #[error("{0}")]
+    Failed(String),
     #[error("cannot encode the reply: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Schedule(#[from] crate::jobs::ScheduleError),
 }
 
 /// Every feature's tables, created when the database opens.
@@ -52,6 +60,89 @@ pub const TABLES: [crate::store::Tables; 5] = [
     crate::queue::create_tables,
 ];
 
+/// Whether a component may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SkillState {
+    /// Approved, with everything it asks for granted.
+    Active,
+    /// Waiting for the owner: this build's approval, or rights it asks for.
+    NeedsApproval,
+    /// It cannot load (the reason says why) and never runs.
+    Rejected,
+    /// Its file is gone; its grant is still stored.
+    Removed,
+}
+
+/// Why a tool call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Failure {
+    /// The host refused a capability (the output says how to grant it).
+    Denied,
+    InvalidInput,
+    NotFound,
+    /// The component reported a failure.
+    Failed,
+    /// Over the wall-clock limit.
+    Timeout,
+    /// Over the CPU budget.
+    Cpu,
+    /// Over the memory cap.
+    Memory,
+    /// The result was over the output cap.
+    Output,
+    /// The component trapped.
+    Crashed,
+}
+
+/// What kind of error a request met; the CLI's exit code says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// The request itself is wrong (exit code 2).
+    Invalid,
+    /// What it names does not exist (exit code 3).
+    NotFound,
+    /// A component is rejected or a tool call failed (exit code 4).
+    Refused,
+    /// The database is held by another process (exit code 5).
+    Busy,
+    /// Anything else: storage, engine, configuration (exit code 1).
+    Failed,
+}
+
+impl ErrorKind {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Failed => 1,
+            ErrorKind::Invalid => 2,
+            ErrorKind::NotFound => 3,
+            ErrorKind::Refused => 4,
+            ErrorKind::Busy => 5,
+        }
+    }
+}
+
+impl RuntimeError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RuntimeError::Invalid(_) => ErrorKind::Invalid,
+            RuntimeError::NoSkill(..) | RuntimeError::NoTool { .. } | RuntimeError::NotFound(_) => ErrorKind::NotFound,
+            RuntimeError::Rejected(..) => ErrorKind::Refused,
+            RuntimeError::Store(StoreError::Locked(_)) => ErrorKind::Busy,
+            RuntimeError::Config(_)
+            | RuntimeError::Store(_)
+            | RuntimeError::Engine(_)
+            | RuntimeError::Io(..)
+            | RuntimeError::Failed(_)
+            | RuntimeError::Encode(_) => ErrorKind::Failed,
+            RuntimeError::Schedule(crate::jobs::ScheduleError::Invalid(_)) => ErrorKind::Invalid,
+            RuntimeError::Schedule(_) => ErrorKind::Failed,
+        }
+    }
+}
+
 /// One skill as `wasiclaw skills list --json` prints it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SkillInfo {
@@ -60,8 +151,7 @@ pub struct SkillInfo {
     pub description: Option<String>,
     pub file: PathBuf,
     pub sha256: String,
-    /// `active`, `needs-approval` or `rejected`.
-    pub status: String,
+    pub status: SkillState,
     /// Why it was rejected.
     pub reason: Option<String>,
     /// What it asks for but may not use (yet).
@@ -88,9 +178,8 @@ pub struct ToolOutcome {
     pub ok: bool,
     /// The result text, or the error text.
     pub output: String,
-    /// For errors: denied, invalid-input, not-found, failed, timeout, cpu,
-    /// memory, output, crashed.
-    pub error_kind: Option<String>,
+    /// Why it failed.
+    pub error_kind: Option<Failure>,
     pub denials: Vec<String>,
 }
 
@@ -100,7 +189,8 @@ impl std::fmt::Display for ToolOutcome {
         if self.ok {
             return f.write_str(&self.output);
         }
-        write!(f, "error ({}): {}", self.error_kind.as_deref().unwrap_or("error"), self.output)?;
+        let kind = self.error_kind.map(|k| crate::text::variant_name(&k)).unwrap_or_else(|| "error".into());
+        write!(f, "error ({kind}): {}", self.output)?;
         self.denials.iter().try_for_each(|d| write!(f, "\nhost denied {d}"))
     }
 }
@@ -276,7 +366,7 @@ impl Runtime {
             description: None,
             file: entry.file.clone(),
             sha256: entry.sha256.clone(),
-            status: "rejected".into(),
+            status: SkillState::Rejected,
             reason: None,
             pending: vec![],
             tools: vec![],
@@ -293,7 +383,7 @@ impl Runtime {
                 let m: &Manifest = &loaded.manifest;
                 let eff = self.effective(&m.capabilities, &entry.sha256, grant.as_ref());
                 let active = eff.approved && eff.pending.is_empty();
-                info.status = if active { "active" } else { "needs-approval" }.into();
+                info.status = if active { SkillState::Active } else { SkillState::NeedsApproval };
                 info.pending = eff.pending;
                 if !eff.approved {
                     let short = |s: &str| s[..12.min(s.len())].to_string();
@@ -477,7 +567,7 @@ impl Runtime {
         let grant = self.db.grant(name)?;
         info.granted = grant.as_ref().map(|g| g.granted.clone());
         info.granted_sha256 = grant.map(|g| g.sha256);
-        info.status = "removed".into();
+        info.status = SkillState::Removed;
         info.reason = None;
         Ok(info)
     }
@@ -531,17 +621,17 @@ impl Runtime {
             Ok(output) => ToolOutcome { ok: true, output, error_kind: None, denials },
             Err(e) => {
                 let kind = match &e {
-                    CallError::Tool(ToolError::Denied(_)) => "denied",
-                    CallError::Tool(ToolError::InvalidInput(_)) => "invalid-input",
-                    CallError::Tool(ToolError::NotFound(_)) => "not-found",
-                    CallError::Tool(ToolError::Failed(_)) => "failed",
-                    CallError::Timeout(_) => "timeout",
-                    CallError::Cpu(_) => "cpu",
-                    CallError::Memory(_) => "memory",
-                    CallError::Output(..) => "output",
-                    CallError::Trap(_) => "crashed",
+                    CallError::Tool(ToolError::Denied(_)) => Failure::Denied,
+                    CallError::Tool(ToolError::InvalidInput(_)) => Failure::InvalidInput,
+                    CallError::Tool(ToolError::NotFound(_)) => Failure::NotFound,
+                    CallError::Tool(ToolError::Failed(_)) => Failure::Failed,
+                    CallError::Timeout(_) => Failure::Timeout,
+                    CallError::Cpu(_) => Failure::Cpu,
+                    CallError::Memory(_) => Failure::Memory,
+                    CallError::Output(..) => Failure::Output,
+                    CallError::Trap(_) => Failure::Crashed,
                 };
-                ToolOutcome { ok: false, output: e.to_string(), error_kind: Some(kind.into()), denials }
+                ToolOutcome { ok: false, output: e.to_string(), error_kind: Some(kind), denials }
             }
         })
     }

@@ -11,7 +11,7 @@
 //!   (unattended runs never wait for one).
 
 use crate::agent::Agent;
-use crate::jobs::{Action, GRACE_MS, Job, Missed, Run, ScheduleError};
+use crate::jobs::{Action, GRACE_MS, Job, Missed, Run, RunStatus, ScheduleError};
 use crate::store::Store;
 use jiff::Timestamp;
 
@@ -45,13 +45,13 @@ impl Scheduler<'_> {
             let Some(fire) = job.next_ms.filter(|f| *f <= now_ms) else { continue };
             let missed = now_ms - fire > GRACE_MS;
             if missed && job.missed == Missed::Skip {
-                if self.db().claim(job.id, fire, now_ms, "skipped")?.is_some() {
+                if self.db().claim(job.id, fire, now_ms, RunStatus::Skipped)?.is_some() {
                     let run = Run {
                         job: job.id,
                         fire_ms: fire,
                         started_ms: now_ms,
                         finished_ms: Some(now_ms),
-                        status: "skipped".into(),
+                        status: RunStatus::Skipped,
                         output: "missed while wasiclaw was not running (policy: skip)".into(),
                         tokens: 0,
                         delivered: false,
@@ -61,7 +61,7 @@ impl Scheduler<'_> {
                 }
                 continue;
             }
-            if self.db().claim(job.id, fire, now_ms, "running")?.is_none() {
+            if self.db().claim(job.id, fire, now_ms, RunStatus::Running)?.is_none() {
                 continue;
             }
             done.push(self.execute(&job, fire, now_ms).await?);
@@ -77,7 +77,7 @@ impl Scheduler<'_> {
             fire_ms,
             started_ms,
             finished_ms: None,
-            status: "ok".into(),
+            status: RunStatus::Ok,
             output: String::new(),
             tokens: 0,
             delivered: false,
@@ -95,33 +95,33 @@ impl Scheduler<'_> {
             })
             .find(|skill| !rt.approved(skill));
         if let Some(skill) = unapproved {
-            run.status = "skipped".into();
+            run.status = RunStatus::Skipped;
             run.output = format!("{skill} is not an approved build; run `wasiclaw skills approve {skill}`");
         }
-        if let Some(check) = job.check.as_ref().filter(|_| run.status == "ok") {
+        if let Some(check) = job.check.as_ref().filter(|_| run.status == RunStatus::Ok) {
             let out = rt.call_tool(&check.skill, &check.tool, &check.args).await;
             match out {
                 Ok(o) if o.ok && !check_says_wake(&o.output) => {
-                    run.status = "idle".into();
+                    run.status = RunStatus::Idle;
                     run.output = format!("check {}.{}: nothing to do", check.skill, check.tool);
                 }
                 Ok(o) if o.ok => {
                     prompt_extra = format!("\n\nThe check {}.{} reported:\n{}", check.skill, check.tool, o.output)
                 }
                 Ok(o) => {
-                    run.status = "failed".into();
+                    run.status = RunStatus::Failed;
                     run.output = format!("check failed: {o}");
                 }
                 Err(e) => {
-                    run.status = "failed".into();
+                    run.status = RunStatus::Failed;
                     run.output = format!("check failed: {e}");
                 }
             }
         }
-        if run.status == "ok" {
+        if run.status == RunStatus::Ok {
             match &job.action {
                 Action::Prompt { .. } if !self.agent.has_model() => {
-                    run.status = "skipped".into();
+                    run.status = RunStatus::Skipped;
                     run.output = format!("no model to ask: {}", self.agent.no_model());
                 }
                 Action::Prompt { text } => {
@@ -132,12 +132,12 @@ impl Scheduler<'_> {
                     match self.agent.turn_as(&job.target, &prompt, &crate::agent::Who::Unattended, &|_| {}).await {
                         Ok(reply) => {
                             if reply.stopped.is_some() {
-                                run.status = "stopped".into();
+                                run.status = RunStatus::Stopped;
                             }
                             run.output = reply.text;
                         }
                         Err(e) => {
-                            run.status = "failed".into();
+                            run.status = RunStatus::Failed;
                             run.output = e.to_string();
                         }
                     }
@@ -145,17 +145,17 @@ impl Scheduler<'_> {
                 }
                 Action::Tool { skill, tool, args } => match rt.call_tool(skill, tool, args).await {
                     Ok(o) => {
-                        run.status = if o.ok { "ok" } else { "failed" }.into();
+                        run.status = if o.ok { RunStatus::Ok } else { RunStatus::Failed };
                         run.output = o.to_string();
                     }
                     Err(e) => {
-                        run.status = "failed".into();
+                        run.status = RunStatus::Failed;
                         run.output = e.to_string();
                     }
                 },
             }
         }
-        if run.status != "idle" {
+        if run.status != RunStatus::Idle {
             run.delivered = self.deliver(job, &run.output);
         }
         run.finished_ms = Some(jiff::Timestamp::now().as_millisecond());

@@ -40,6 +40,12 @@ fn escape(s: &str, bad: impl Fn(char) -> bool) -> std::borrow::Cow<'_, str> {
     s.chars().map(|c| if bad(c) { c.escape_default().to_string() } else { c.to_string() }).collect::<String>().into()
 }
 
+/// The name a unit enum variant serializes to (`needs-approval`), for
+/// `Display` of the state enums, so text and JSON always agree.
+pub fn variant_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

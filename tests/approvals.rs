@@ -149,7 +149,7 @@ async fn an_unattended_run_that_needs_a_question_stops_with_a_record() {
     let s = wasiclaw::scheduler::Scheduler { agent: &agent };
     let runs = s.tick(start.checked_add(jiff::SignedDuration::from_secs(61)).unwrap()).await.unwrap();
     assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0].status, "stopped", "{:?}", runs[0]);
+    assert_eq!(runs[0].status, wasiclaw::jobs::RunStatus::Stopped, "{:?}", runs[0]);
     assert!(runs[0].output.contains("notes.add needs the owner's approval"), "{}", runs[0].output);
     assert!(!notes(&agent).await.contains("from a job"));
     let told = agent.rt.notifications(10).unwrap();

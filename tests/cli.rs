@@ -42,15 +42,18 @@ fn list_and_inspect_show_what_each_skill_may_do() {
 fn tool_errors_say_what_to_do() {
     let env = Env::new();
     env.install("clock");
-    for (args, expect) in [
-        (vec!["tool", "nope.now"], "no skill named `nope`"),
-        (vec!["tool", "clock.nope"], "has no tool `nope`; it has: now, convert"),
-        (vec!["tool", "clock"], "is not SKILL.TOOL"),
-        (vec!["tool", "clock.now", "{oops"], "not valid JSON"),
-        (vec!["tool", "clock.now", r#"{"tz":"Mars/Olympus"}"#], "unknown time zone"),
+    // The exit code says the kind: 1 failed, 2 invalid input, 3 not found.
+    for (args, expect, code) in [
+        (vec!["tool", "nope.now"], "no skill named `nope`", 3),
+        (vec!["tool", "clock.nope"], "has no tool `nope`; it has: now, convert", 3),
+        (vec!["tool", "clock"], "is not SKILL.TOOL", 1),
+        (vec!["tool", "clock.now", "{oops"], "not valid JSON", 2),
+        (vec!["tool", "clock.now", r#"{"tz":"Mars/Olympus"}"#], "unknown time zone", 1),
+        (vec!["cron", "rm", "42"], "no job 42", 3),
+        (vec!["cron", "add", "every 0s", "--prompt", "hi"], "at least one second", 2),
     ] {
         let out = env.cli(&args);
-        assert!(!out.status.success(), "{args:?} succeeded");
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(expect), "{args:?}: {}", stderr(&out));
     }
 }

@@ -16,7 +16,7 @@ async fn a_skill_built_for_0_1_0_loads_is_denied_then_granted() {
     assert!(inspect.contains("kv") && inspect.contains("count"), "{inspect}");
     let rt = env.runtime().await;
     let denied = call(&rt, "legacy.count", "{}").await;
-    assert_eq!(denied.error_kind.as_deref(), Some("denied"), "{}", denied.output);
+    assert_eq!(denied.error_kind, Some(wasiclaw::runtime::Failure::Denied), "{}", denied.output);
     assert!(denied.output.contains("wasiclaw skills grant legacy --kv"), "{}", denied.output);
     drop(rt);
     env.ok(&["skills", "grant", "legacy", "--kv"]);

@@ -39,7 +39,12 @@ async fn no_grant_means_no_network() {
     let (_env, rt) = hostile(&server.base, "").await;
     let out = call(&rt, "hostile.fetch", &fetch_args(&format!("{}/echo/x", server.base))).await;
     assert!(!out.ok);
-    assert_eq!(out.error_kind.as_deref(), Some("denied"), "the guest sees a denial value, not a crash: {}", out.output);
+    assert_eq!(
+        out.error_kind,
+        Some(wasiclaw::runtime::Failure::Denied),
+        "the guest sees a denial value, not a crash: {}",
+        out.output
+    );
     assert!(out.denials[0].contains("no network access"), "{:?}", out.denials);
     assert!(
         out.denials[0].contains(&format!("wasiclaw skills grant hostile --http {}/", server.base)),
@@ -70,7 +75,12 @@ async fn only_the_granted_prefix_method_and_port_get_through() {
     ] {
         let args = serde_json::json!({"url": url, "method": method}).to_string();
         let out = call(&rt, "hostile.fetch", &args).await;
-        assert_eq!(out.error_kind.as_deref(), Some("denied"), "{method} {url} was not denied: {}", out.output);
+        assert_eq!(
+            out.error_kind,
+            Some(wasiclaw::runtime::Failure::Denied),
+            "{method} {url} was not denied: {}",
+            out.output
+        );
     }
     let seen = server.seen();
     assert_eq!(seen.len(), 1, "only the one granted request may arrive: {seen:?}");
@@ -84,7 +94,7 @@ async fn a_host_name_resolving_to_loopback_is_refused() {
     let (_env, rt) = hostile(&named, "").await;
     grant(&rt, "hostile", &[&format!("{named}/")], &["API_TOKEN"]);
     let out = call(&rt, "hostile.fetch", &fetch_args(&format!("{named}/echo/{{API_TOKEN}}/a"))).await;
-    assert_eq!(out.error_kind.as_deref(), Some("denied"), "{}", out.output);
+    assert_eq!(out.error_kind, Some(wasiclaw::runtime::Failure::Denied), "{}", out.output);
     assert!(out.denials[0].contains("non-public address"), "{:?}", out.denials);
     assert!(out.denials[0].contains("grant it by literal address"), "{:?}", out.denials);
     assert!(server.seen().is_empty());
@@ -105,7 +115,7 @@ async fn responses_are_capped_and_hung_servers_time_out() {
     assert!(!server.seen().iter().any(|s| s.uri.ends_with("/up")), "an oversized body was sent");
     let started = std::time::Instant::now();
     let hang = call(&rt, "hostile.fetch", &fetch_args(&format!("{}/echo/{{API_TOKEN}}/hang", server.base))).await;
-    assert_eq!(hang.error_kind.as_deref(), Some("timeout"), "{hang:?}");
+    assert_eq!(hang.error_kind, Some(wasiclaw::runtime::Failure::Timeout), "{hang:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
@@ -287,7 +297,7 @@ async fn a_secret_moved_into_the_query_never_leaves() {
         format!("{base}/echo/{{API_TOKEN}}/{{API_TOKEN}}"),
     ] {
         let out = call(&rt, "hostile.fetch", &fetch_args(&url)).await;
-        assert_eq!(out.error_kind.as_deref(), Some("denied"), "{url}: {}", out.output);
+        assert_eq!(out.error_kind, Some(wasiclaw::runtime::Failure::Denied), "{url}: {}", out.output);
         assert!(out.denials[0].contains("may only go where its rule puts it"), "{:?}", out.denials);
     }
     // The guest cannot take over the header the rule's template sets.

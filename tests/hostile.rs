@@ -8,11 +8,11 @@ use crate::support::{Env, Server, call, stderr, stdout};
 async fn infinite_loop_and_memory_bomb_are_stopped() {
     let (_env, rt) = hostile("http://127.0.0.1:9", "[limits]\ncpu_ms = 300\nmemory_mb = 32").await;
     let spin = call(&rt, "hostile.spin", "{}").await;
-    assert_eq!(spin.error_kind.as_deref(), Some("cpu"), "{spin:?}");
+    assert_eq!(spin.error_kind, Some(wasiclaw::runtime::Failure::Cpu), "{spin:?}");
     let bomb = call(&rt, "hostile.bomb", "{}").await;
-    assert_eq!(bomb.error_kind.as_deref(), Some("memory"), "{bomb:?}");
+    assert_eq!(bomb.error_kind, Some(wasiclaw::runtime::Failure::Memory), "{bomb:?}");
     let flood = call(&rt, "hostile.flood", "{}").await;
-    assert_eq!(flood.error_kind.as_deref(), Some("output"), "{:?}", flood.error_kind);
+    assert_eq!(flood.error_kind, Some(wasiclaw::runtime::Failure::Output), "{:?}", flood.error_kind);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -34,7 +34,7 @@ async fn host_files_sockets_env_and_ungranted_imports_are_out_of_reach() {
     let kv = call(&rt, "hostile.kv-write", "{}").await;
     assert!(kv.output.contains("kv not granted"), "{}", kv.output);
     let notify = call(&rt, "hostile.notify", "{}").await;
-    assert_eq!(notify.error_kind.as_deref(), Some("denied"));
+    assert_eq!(notify.error_kind, Some(wasiclaw::runtime::Failure::Denied));
     assert!(rt.notifications(10).unwrap().is_empty());
 }
 
@@ -127,7 +127,7 @@ async fn kv_quota_holds_across_calls() {
     rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: kv, all: false, carry_over: None }, false)
         .unwrap();
     let out = call(&rt, "hostile.kv-flood", r#"{"n": 1000}"#).await;
-    assert_eq!(out.error_kind.as_deref(), Some("denied"), "{}", out.output);
+    assert_eq!(out.error_kind, Some(wasiclaw::runtime::Failure::Denied), "{}", out.output);
     // 64 KiB values: the 16th would pass 1 MiB.
     assert!(out.output.contains("after 15 keys") && out.output.contains("kv quota"), "{}", out.output);
     let again = call(&rt, "hostile.kv-flood", r#"{"n": 1}"#).await;
@@ -162,7 +162,7 @@ async fn a_secret_granted_for_a_rule_is_not_an_hmac_key() {
     rt.secrets.set("SIGNING_KEY", "sign-me").unwrap();
     crate::egress::grant(&rt, "hostile", &["http://127.0.0.1:9/"], &["API_TOKEN", "SIGNING_KEY"]);
     let rule_secret = call(&rt, "hostile.hmac", r#"{"secret": "API_TOKEN"}"#).await;
-    assert_eq!(rule_secret.error_kind.as_deref(), Some("denied"), "{}", rule_secret.output);
+    assert_eq!(rule_secret.error_kind, Some(wasiclaw::runtime::Failure::Denied), "{}", rule_secret.output);
     assert!(rule_secret.denials[0].contains("only for the HTTP rules"), "{:?}", rule_secret.denials);
     let crypto = call(&rt, "hostile.hmac", r#"{"secret": "SIGNING_KEY"}"#).await;
     assert!(crypto.ok && crypto.output.len() == 64, "{}", crypto.output);
@@ -175,7 +175,7 @@ async fn oversized_inputs_are_refused_before_use() {
     rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights, all: false, carry_over: None }, false).unwrap();
     let query = "q ".repeat(4 << 20);
     let out = call(&rt, "hostile.recall", &serde_json::json!({"query": query}).to_string()).await;
-    assert_eq!(out.error_kind.as_deref(), Some("invalid-input"), "{}", out.output);
+    assert_eq!(out.error_kind, Some(wasiclaw::runtime::Failure::InvalidInput), "{}", out.output);
     assert!(out.output.contains("at most 1024 bytes"), "{}", out.output);
 }
 

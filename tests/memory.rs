@@ -121,13 +121,16 @@ async fn skills_reach_memory_only_through_grants() {
     let recall = call(&rt, "hostile.recall", r#"{"query":"bank pin"}"#).await;
     assert!(recall.denials[0].contains("--memory-read"), "{recall:?}");
     let remember = call(&rt, "hostile.remember", r#"{"text":"planted"}"#).await;
-    assert_eq!(remember.error_kind.as_deref(), Some("denied"));
+    assert_eq!(remember.error_kind, Some(wasiclaw::runtime::Failure::Denied));
     let grant = |rights: GrantSet| {
         rt.change_grant("hostile", &GrantChange { rights, all: false, carry_over: None }, false).unwrap()
     };
     grant(GrantSet { rights: wasiclaw::grants::Rights::MEMORY_WRITE, ..Default::default() });
     assert!(call(&rt, "hostile.remember", r#"{"text":"Ada likes jazz"}"#).await.ok);
-    assert_eq!(call(&rt, "hostile.recall", r#"{"query":"jazz"}"#).await.error_kind.as_deref(), Some("denied"));
+    assert_eq!(
+        call(&rt, "hostile.recall", r#"{"query":"jazz"}"#).await.error_kind,
+        Some(wasiclaw::runtime::Failure::Denied)
+    );
     grant(GrantSet { rights: wasiclaw::grants::Rights::MEMORY_READ, ..Default::default() });
     let found = call(&rt, "hostile.recall", r#"{"query":"jazz"}"#).await;
     assert!(found.ok && found.output.contains("Ada likes jazz"), "{found:?}");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasiclaw::agent::Agent;
 use wasiclaw::grants::{GrantChange, GrantSet};
-use wasiclaw::jobs::NewJob;
+use wasiclaw::jobs::{NewJob, RunStatus};
 use wasiclaw::scheduler::Scheduler;
 
 fn t(s: &str) -> Timestamp {
@@ -53,7 +53,7 @@ async fn each_occurrence_runs_once_even_when_ticks_race() {
     assert!(s.tick(due).await.unwrap().is_empty());
     let later = s.tick(t("2026-11-25T10:02:00Z")).await.unwrap();
     assert_eq!(later.len(), 1);
-    assert_eq!(later[0].status, "ok");
+    assert_eq!(later[0].status, RunStatus::Ok);
     assert_eq!(agent.rt.db.runs(Some(job.id), 10).unwrap().len(), 2);
 }
 
@@ -66,9 +66,9 @@ async fn missed_runs_follow_the_policy() {
     let s = Scheduler { agent: &agent };
     // The daemon was down from 10:00 to 11:00.
     let runs = s.tick(t("2026-11-25T11:00:30Z")).await.unwrap();
-    let status = |id| runs.iter().filter(|r| r.job == id).map(|r| r.status.clone()).collect::<Vec<_>>();
-    assert_eq!(status(every.id), ["skipped"], "recurring jobs skip what they missed, once");
-    assert_eq!(status(once.id), ["ok"], "one-shot jobs run once after downtime");
+    let status = |id| runs.iter().filter(|r| r.job == id).map(|r| r.status).collect::<Vec<_>>();
+    assert_eq!(status(every.id), [RunStatus::Skipped], "recurring jobs skip what they missed, once");
+    assert_eq!(status(once.id), [RunStatus::Ok], "one-shot jobs run once after downtime");
     let jobs = agent.rt.db.jobs().unwrap();
     assert_eq!(
         jobs[0].next_ms,
@@ -99,12 +99,12 @@ async fn an_idle_heartbeat_costs_no_tokens() {
     let job = agent.rt.schedule(job, start.as_millisecond()).unwrap();
     let s = Scheduler { agent: &agent };
     let idle = s.tick(t("2026-11-25T10:15:00Z")).await.unwrap();
-    assert_eq!((idle[0].status.as_str(), idle[0].tokens), ("idle", 0));
+    assert_eq!((idle[0].status, idle[0].tokens), (RunStatus::Idle, 0));
     assert!(llm.requests().is_empty(), "the model was woken for nothing");
 
     agent.rt.call_tool("notes", "add", r#"{"text":"urgent: call the bank"}"#).await.unwrap();
     let woke = s.tick(t("2026-11-25T10:30:00Z")).await.unwrap();
-    assert_eq!(woke[0].status, "ok");
+    assert_eq!(woke[0].status, RunStatus::Ok);
     assert_eq!(woke[0].tokens, 50, "the fake reports 40 + 10 tokens");
     assert!(woke[0].delivered);
     let prompt = llm.requests()[0]["messages"].to_string();
@@ -251,7 +251,7 @@ async fn jobs_name_only_tools_that_exist_and_a_prompt_without_a_model_is_skipped
     }
     agent.rt.schedule(job(None, None), start.as_millisecond()).unwrap();
     let runs = Scheduler { agent: &agent }.tick(t("2026-11-25T10:01:05Z")).await.unwrap();
-    assert_eq!(runs[0].status, "skipped", "{:?}", runs[0]);
+    assert_eq!(runs[0].status, RunStatus::Skipped, "{:?}", runs[0]);
     assert!(runs[0].output.contains("No model is configured"), "{}", runs[0].output);
     drop(env);
 }

@@ -41,7 +41,7 @@ async fn notes_keeps_notes() {
     assert!(found.contains("oat milk") && found.contains("cows") && !found.contains("plumber"), "{found}");
     assert!(call(&rt, "notes.delete", r#"{"id":2}"#).await.ok);
     let missing = call(&rt, "notes.delete", r#"{"id":2}"#).await;
-    assert_eq!(missing.error_kind.as_deref(), Some("not-found"));
+    assert_eq!(missing.error_kind, Some(wasiclaw::runtime::Failure::NotFound));
     let all = call(&rt, "notes.list", "{}").await.output;
     assert!(!all.contains("plumber") && all.contains("\"id\":3"), "{all}");
 }
@@ -53,7 +53,7 @@ async fn web_fetch_reads_only_hosts_the_owner_chose() {
     env.install("web-fetch");
     let rt = env.runtime().await;
     let page = serde_json::json!({"url": format!("{}/page", server.base)}).to_string();
-    assert_eq!(call(&rt, "web-fetch.fetch", &page).await.error_kind.as_deref(), Some("denied"));
+    assert_eq!(call(&rt, "web-fetch.fetch", &page).await.error_kind, Some(wasiclaw::runtime::Failure::Denied));
     grant(&rt, "web-fetch", &[&format!("{}/", server.base)], &[]);
     let out = call(&rt, "web-fetch.fetch", &page).await;
     assert!(out.ok, "{}", out.output);

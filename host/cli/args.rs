@@ -1,0 +1,571 @@
+//! The command line's schema: every command, flag and its help (clap).
+//! `main.rs` turns a parsed command into an `api::Request`.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use std::io::Read;
+use std::path::PathBuf;
+use wasiclaw::api::Request;
+use wasiclaw::config::{ProviderConfig, ProviderKind};
+use wasiclaw::grants::{self, GrantChange, GrantSet, parse_granted_rule};
+use wasiclaw::jobs::{Missed, NewJob};
+
+#[derive(Parser)]
+#[command(
+    name = "wasiclaw",
+    version,
+    about = "An always-on personal AI agent whose skills are sandboxed WebAssembly components",
+    long_about = "An always-on personal AI agent whose skills are sandboxed WebAssembly components.\n\n\
+        Drop a skill (a .wasm component) into <state-dir>/skills/; it loads at once and asks for what it \
+        needs. Nothing is allowed until you grant it: see `wasiclaw skills inspect NAME`, then \
+        `wasiclaw skills grant NAME ...`. Every command works the same whether or not `wasiclaw run` is running.",
+    after_help = "Getting started:\n  wasiclaw run                              # the daemon (keep it running)\n  \
+        cp notes.wasm ~/.local/share/wasiclaw/skills/\n  wasiclaw skills list\n  \
+        wasiclaw skills grant notes --all-requested  # or `skills approve NAME` for one that asks for nothing\n  \
+        wasiclaw tool notes.add '{\"text\":\"buy milk\"}'\n  \
+        wasiclaw open                             # the web chat's address, with its token\n  \
+        wasiclaw doctor                           # when something does not work\n\n\
+        Exit status: 0 done, 1 failed, 2 invalid input, 3 not found, 4 refused (a rejected skill),\n\
+        5 the database is held by another process (a starting daemon: retry)"
+)]
+pub(crate) struct Cli {
+    /// Where the database, skills, secrets and config live.
+    #[arg(long, global = true, env = "WASICLAW_STATE_DIR", value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the always-on daemon: skills folder, local API, web chat (http://127.0.0.1:8787/).
+    Run {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Serve the gateway (web chat) here instead of [gateway] bind; port 0 picks a free one.
+        #[arg(long, env = "WASICLAW_GATEWAY_BIND", value_name = "IP:PORT")]
+        gateway_bind: Option<String>,
+    },
+    /// Check the setup (state dir, config, secrets, clock, disk, database, skills, channels,
+    /// the model) and say for each problem what to run. Exits non-zero if anything needs you.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the web chat's address with its token. Only a user who can read the state
+    /// directory can get it; opening it once sets a cookie, so bookmark the plain address.
+    Open,
+    /// Chat with the agent in the terminal (through the daemon when it runs).
+    Chat {
+        /// A named conversation; each keeps its own history.
+        #[arg(long, default_value = "default")]
+        session: String,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Scheduled work: prompts or tool calls on a cron, interval or one-shot schedule.
+    #[command(subcommand)]
+    Cron(CronCommand),
+    /// Long-term memory: what the agent remembers across sessions.
+    #[command(subcommand)]
+    Memory(MemoryCommand),
+    /// Tokens and cost per day.
+    Usage {
+        #[arg(long, default_value_t = 14)]
+        days: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show whether a daemon is running, what it holds, and how each chat channel is doing.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, inspect and approve skills.
+    #[command(subcommand)]
+    Skills(SkillsCommand),
+    /// Store secrets that the host injects into a skill's requests (values never reach skills).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Call a skill's tool directly, without a model: `wasiclaw tool notes.add '{"text":"hi"}'`.
+    Tool {
+        /// SKILL.TOOL, e.g. clock.now
+        target: String,
+        /// Arguments as a JSON object.
+        #[arg(default_value = "{}")]
+        args: String,
+        /// Print the full outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the audit log: every capability use, allowed or denied.
+    Audit {
+        /// Only this skill.
+        #[arg(long)]
+        skill: Option<String>,
+        /// How many of the newest records.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Who may talk to the agent through chat channels.
+    #[command(subcommand)]
+    Pairing(PairingCommand),
+    /// Tool calls that wait for your word, and the tools you said "always" to.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// Messages waiting to be sent through chat channels (retried until they go).
+    Outbox {
+        /// Give up on the queued message with this id (say, to a chat that no longer exists).
+        #[arg(long, value_name = "ID")]
+        drop: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show messages skills sent to you with `notify`.
+    Notifications {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A model endpoint given on the command line or in the environment; it is
+/// tried before the `[[providers]]` of config.toml.
+#[derive(Args)]
+pub(crate) struct ModelArgs {
+    /// API family: openai (also OpenRouter, Ollama, llama.cpp, vLLM, LM Studio) or anthropic.
+    #[arg(long, env = "WASICLAW_PROVIDER", default_value = "openai", value_parser = ["openai", "anthropic"])]
+    provider: String,
+    /// e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1
+    #[arg(long, env = "WASICLAW_BASE_URL", requires = "model")]
+    base_url: Option<String>,
+    #[arg(long, env = "WASICLAW_MODEL", requires = "base_url")]
+    model: Option<String>,
+    /// Name of the secret holding the API key (`wasiclaw secrets set NAME`).
+    #[arg(long, env = "WASICLAW_API_KEY_SECRET")]
+    api_key_secret: Option<String>,
+}
+
+impl ModelArgs {
+    pub(crate) fn provider(self) -> Option<ProviderConfig> {
+        let kind = if self.provider == "anthropic" { ProviderKind::Anthropic } else { ProviderKind::Openai };
+        Some(ProviderConfig {
+            kind,
+            base_url: self.base_url?,
+            model: self.model?,
+            api_key_secret: self.api_key_secret,
+            price_input_per_mtok: 0.0,
+            price_output_per_mtok: 0.0,
+            timeout_s: 120,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SkillsCommand {
+    /// Every skill in the skills folder with its status and rights.
+    List {
+        /// One JSON object per line, per skill.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A skill's tools, their JSON schemas, what it asks for and what it was granted.
+    Inspect {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Grant rights. Effective rights are what the skill asks for AND what you grant.
+    #[command(after_help = "Examples:\n  wasiclaw skills grant notes --kv\n  \
+        wasiclaw skills grant web-fetch --http https://en.wikipedia.org/\n  \
+        wasiclaw skills grant weather --http https://api.open-meteo.com/v1/,GET\n  \
+        wasiclaw skills grant telegram --http https://api.telegram.org/ --secret TELEGRAM_TOKEN\n  \
+        wasiclaw skills grant notes --all-requested")]
+    Grant {
+        name: String,
+        #[command(flatten)]
+        rights: Rights,
+        /// Grant everything the skill asks for.
+        #[arg(long)]
+        all_requested: bool,
+    },
+    /// Approve this build of a component: a new or changed build runs, reaches the model or
+    /// starts as a channel only after this (or a grant). Keeps the rights its previous version also
+    /// asked for; anything new still needs `grant`.
+    #[command(
+        after_help = "A changed build shows as `needs-approval (changed: OLD → NEW)` in `wasiclaw skills list`\n\
+        and carries no rights, kv, files or channel state until you approve it:\n  \
+        wasiclaw skills approve telegram\n\
+        To let future builds of one component keep their rights without asking (e.g. one you build\n\
+        yourself), add --carry-over; --no-carry-over asks again."
+    )]
+    Approve {
+        name: String,
+        /// Future changed builds keep the rights their previous version also asked for.
+        #[arg(long, conflicts_with = "no_carry_over")]
+        carry_over: bool,
+        /// Ask again for every changed build (the default).
+        #[arg(long)]
+        no_carry_over: bool,
+    },
+    /// Take rights back.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        rights: Rights,
+        /// Revoke every grant of this skill.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct Rights {
+    /// HTTP access: URL prefix (scheme, host, optional port, path), optionally followed by
+    /// comma-separated methods (default: any method the skill asks for).
+    #[arg(long, value_name = "URL[,METHODS]")]
+    http: Vec<String>,
+    /// A secret the host may inject into this skill's requests or use for its HMACs.
+    #[arg(long, value_name = "NAME")]
+    secret: Vec<String>,
+    #[command(flatten)]
+    flags: RightFlags,
+}
+
+/// One `--NAME` switch per right of `grants::Rights::ALL`.
+#[derive(Clone, Default)]
+pub(crate) struct RightFlags(grants::Rights);
+
+impl clap::FromArgMatches for RightFlags {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let held = grants::Rights::ALL.into_iter().filter(|(_, name, _)| m.get_flag(name));
+        Ok(RightFlags(held.fold(grants::Rights::default(), |set, (right, ..)| set | right)))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl Args for RightFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        grants::Rights::ALL.into_iter().fold(cmd, |cmd, (_, name, help)| {
+            cmd.arg(clap::Arg::new(name).long(name).action(clap::ArgAction::SetTrue).help(format!("{help}.")))
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+#[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
+pub(crate) enum CronCommand {
+    /// Add a job. WHEN is `every 10m` (s, m, h, d), `at 2026-12-01T08:00`, or a cron expression.
+    #[command(after_help = "Examples:\n  \
+        wasiclaw cron add '0 8 * * mon-fri' --tz Europe/Berlin --prompt 'Send me the weather for Berlin'\n  \
+        wasiclaw cron add 'every 15m' --check mail.any-new --prompt 'Summarize my new mail'\n  \
+        wasiclaw cron add 'at 2026-12-24T09:00' --prompt 'Remind me to call grandma'\n  \
+        wasiclaw cron add 'every 1h' --tool notes.list")]
+    Add {
+        when: String,
+        /// What the agent should do.
+        #[arg(long, conflicts_with = "tool")]
+        prompt: Option<String>,
+        /// SKILL.TOOL to call directly instead (no model).
+        #[arg(long)]
+        tool: Option<String>,
+        /// JSON arguments for --tool.
+        #[arg(long)]
+        args: Option<String>,
+        /// Time zone for cron expressions and local `at` times (default: this machine's).
+        #[arg(long)]
+        tz: Option<String>,
+        /// The chat that gets the result.
+        #[arg(long, default_value = "terminal:default")]
+        chat: String,
+        /// A cheap SKILL.TOOL that runs first; the model wakes only if it reports something.
+        #[arg(long)]
+        check: Option<String>,
+        #[arg(long)]
+        check_args: Option<String>,
+        /// After downtime: skip missed fires, or run once (default: run-once for `at`, skip otherwise).
+        #[arg(long, value_parser = ["skip", "run-once"])]
+        missed: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Jobs and their next fire times.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a job.
+    Rm { id: u64 },
+    /// Run a job now (an extra run; its schedule is unchanged otherwise).
+    RunNow { id: u64 },
+    /// Past runs, newest first.
+    History {
+        id: Option<u64>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum MemoryCommand {
+    /// Remember something: `wasiclaw memory add "Ada prefers tea" --tag people`.
+    Add {
+        #[arg(required = true)]
+        text: Vec<String>,
+        #[arg(long)]
+        tag: Vec<String>,
+        /// Always keep it in the model's context.
+        #[arg(long)]
+        pin: bool,
+    },
+    /// Search by keywords (and meaning, with embeddings configured).
+    Search {
+        #[arg(required = true)]
+        query: Vec<String>,
+        #[arg(long, default_value_t = 5)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every memory, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a memory by id.
+    Forget {
+        id: u64,
+    },
+    /// Keep a memory in the model's context always.
+    Pin {
+        id: u64,
+    },
+    Unpin {
+        id: u64,
+    },
+    /// Write all memories as JSON Lines (to FILE, or stdout).
+    Export {
+        file: Option<PathBuf>,
+    },
+    /// Read memories from JSON Lines (FILE, or `-` for stdin); ids already present are skipped.
+    Import {
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+#[command(after_help = "An unknown sender who writes to a channel gets a pairing code and is otherwise ignored:\n\
+    their messages are neither answered nor stored. Approve them with the code they show you:\n  \
+    wasiclaw pairing approve K7M2QX9P\n\
+    The first sender you approve becomes an admin, who can approve others from chat with `/approve CODE`.\n\
+    In a group chat the bot answers only messages that mention it or reply to it, and a sender is\n\
+    paired for that group only (`[channels.NAME] groups = \"mentioned\" | \"all\" | \"off\"`).\n\
+    Senders listed in `[channels.NAME] allow = [\"ID\"]` in config.toml are served without pairing.")]
+pub(crate) enum PairingCommand {
+    /// Paired senders and pending requests.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve the sender who was given CODE.
+    Approve {
+        code: String,
+        /// Let them approve others from their chat with `/approve CODE`.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Forget a sender (paired or pending): `wasiclaw pairing revoke telegram 12345`.
+    Revoke {
+        channel: String,
+        sender: String,
+        /// The group chat of a pairing made there (`pairing list` shows it).
+        #[arg(long, value_name = "CHAT")]
+        group: Option<String>,
+    },
+    /// Set what a paired non-admin may use. By default they get their own session and
+    /// read-only tools, and no memory, `/tool` or anything that writes, sends or spends.
+    #[command(after_help = "Examples:\n  wasiclaw pairing grant telegram 12345 --memory\n  \
+        wasiclaw pairing grant telegram 12345 --tools write\n  wasiclaw pairing grant telegram 12345   # back to the defaults")]
+    Grant {
+        channel: String,
+        sender: String,
+        /// The group chat of a pairing made there (`pairing list` shows it).
+        #[arg(long, value_name = "CHAT")]
+        group: Option<String>,
+        /// Your long-term memory: recall, search and save.
+        #[arg(long)]
+        memory: bool,
+        /// The riskiest tools they may cause: read, write, send or spend.
+        #[arg(long, value_name = "RISK", value_parser = parse_risk)]
+        tools: Option<wasiclaw::approvals::Risk>,
+        /// `/tool SKILL.TOOL {json}` in their chat.
+        #[arg(long)]
+        direct_tools: bool,
+    },
+}
+
+pub(crate) fn parse_risk(s: &str) -> Result<wasiclaw::approvals::Risk, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
+        .map_err(|_| format!("`{s}` is not a risk: use read, write, send or spend"))
+}
+
+pub(crate) fn parse_answer(s: &str) -> Result<wasiclaw::approvals::Answer, String> {
+    wasiclaw::approvals::Answer::parse(s).ok_or_else(|| format!("`{s}` is not an answer: use allow, always or deny"))
+}
+
+#[derive(Subcommand)]
+#[command(after_help = "Each tool has a risk: read, write, send or spend (a skill declares it; raise it with\n\
+    [tools.\"SKILL.TOOL\"] risk = \"send\" in config.toml). Tools set to ask (policy = \"ask\"; send and spend by\n\
+    default), and any tool above read once the conversation holds untrusted content, wait for your answer\n\
+    in the chat you are using: /allow ID, /always ID or /deny ID.")]
+pub(crate) enum ApprovalsCommand {
+    /// Tools you answered "always" for.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask again before TOOL runs (e.g. `notes.add`).
+    Revoke { tool: String },
+    /// Answer a waiting tool call: allow, always or deny.
+    Answer {
+        id: u64,
+        #[arg(value_parser = parse_answer)]
+        answer: wasiclaw::approvals::Answer,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SecretsCommand {
+    /// Store a secret; the value is read from stdin (or a hidden prompt), never from arguments.
+    Set { name: String },
+    /// Secret names (never values).
+    List,
+    /// Delete a secret.
+    Rm { name: String },
+}
+
+impl Rights {
+    pub(crate) fn change(self, all: bool) -> anyhow::Result<GrantChange> {
+        let http = self.http.iter().map(|s| parse_granted_rule(s)).collect::<Result<Vec<_>, _>>()?;
+        let rights = GrantSet { http, secrets: self.secret.into_iter().collect(), rights: self.flags.0 };
+        Ok(GrantChange { rights, all, carry_over: None })
+    }
+}
+
+impl Command {
+    /// The local API request a command makes, and whether `--json` was
+    /// asked for. (Commands that are not requests, such as `run`, are
+    /// handled in main.)
+    pub(crate) fn request(self) -> anyhow::Result<(Request, bool)> {
+        Ok(match self {
+            Command::Usage { days, json } => (Request::Usage { days }, json),
+            Command::Cron(cmd) => match cmd {
+                CronCommand::Add { when, prompt, tool, args, tz, chat, check, check_args, missed, name } => {
+                    let tz =
+                        tz.unwrap_or_else(|| jiff::tz::TimeZone::system().iana_name().unwrap_or("UTC").to_string());
+                    let missed = missed.map(|m| if m == "skip" { Missed::Skip } else { Missed::RunOnce });
+                    let job = NewJob { when, tz, prompt, tool, args, chat, check, check_args, missed, name };
+                    (Request::CronAdd { job }, false)
+                }
+                CronCommand::List { json } => (Request::CronList, json),
+                CronCommand::Rm { id } => (Request::CronRm { id }, false),
+                CronCommand::RunNow { id } => (Request::CronRunNow { id }, false),
+                CronCommand::History { id, limit, json } => (Request::CronHistory { id, limit }, json),
+            },
+            Command::Memory(cmd) => match cmd {
+                MemoryCommand::Add { text, tag, pin } => {
+                    (Request::MemoryAdd { text: text.join(" "), tags: tag, pinned: pin }, false)
+                }
+                MemoryCommand::Search { query, limit, json } => {
+                    (Request::MemorySearch { query: query.join(" "), limit }, json)
+                }
+                MemoryCommand::List { json } => (Request::MemoryList, json),
+                MemoryCommand::Forget { id } => (Request::MemoryForget { id }, false),
+                MemoryCommand::Pin { id } => (Request::MemoryPin { id, pinned: true }, false),
+                MemoryCommand::Unpin { id } => (Request::MemoryPin { id, pinned: false }, false),
+                MemoryCommand::Export { .. } => (Request::MemoryExport, false),
+                MemoryCommand::Import { file } => {
+                    let jsonl = if file.as_os_str() == "-" {
+                        let mut s = String::new();
+                        std::io::stdin().read_to_string(&mut s)?;
+                        s
+                    } else {
+                        std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?
+                    };
+                    (Request::MemoryImport { jsonl }, false)
+                }
+            },
+            Command::Status { json } => (Request::Status, json),
+            Command::Skills(SkillsCommand::List { json }) => (Request::SkillsList, json),
+            Command::Skills(SkillsCommand::Inspect { name, json }) => (Request::SkillsInspect { name }, json),
+            Command::Skills(SkillsCommand::Grant { name, rights, all_requested }) => {
+                let change = rights.change(all_requested)?;
+                if change == GrantChange::default() {
+                    bail!(
+                        "nothing to grant: name rights (--http, --secret, --kv, ...) or --all-requested; see `wasiclaw skills inspect {name}`"
+                    );
+                }
+                (Request::Grant { name, change }, false)
+            }
+            Command::Skills(SkillsCommand::Approve { name, carry_over, no_carry_over }) => {
+                let carry_over = (carry_over || no_carry_over).then_some(carry_over);
+                (Request::Grant { name, change: GrantChange { carry_over, ..Default::default() } }, false)
+            }
+            Command::Skills(SkillsCommand::Revoke { name, rights, all }) => {
+                let change = rights.change(all)?;
+                if change == GrantChange::default() {
+                    bail!("nothing to revoke: name rights (--http URL, --secret, --kv, ...) or --all");
+                }
+                (Request::Revoke { name, change }, false)
+            }
+            Command::Tool { target, args, json } => {
+                let Some((skill, tool)) = target.split_once('.') else {
+                    bail!(
+                        "`{target}` is not SKILL.TOOL, e.g. `clock.now`; `wasiclaw skills inspect SKILL` lists tools"
+                    );
+                };
+                (Request::Tool { skill: skill.into(), tool: tool.into(), args }, json)
+            }
+            Command::Audit { skill, limit, json } => (Request::Audit { skill, limit }, json),
+            Command::Notifications { limit, json } => (Request::Notifications { limit }, json),
+            Command::Pairing(PairingCommand::List { json }) => (Request::PairingList, json),
+            Command::Pairing(PairingCommand::Approve { code, admin }) => {
+                (Request::PairingApprove { code, admin }, false)
+            }
+            Command::Pairing(PairingCommand::Revoke { channel, sender, group }) => {
+                let sender = wasiclaw::pairing::key(&sender, group.as_deref());
+                (Request::PairingRevoke { channel, sender }, false)
+            }
+            Command::Pairing(PairingCommand::Grant { channel, sender, group, memory, tools, direct_tools }) => {
+                let sender = wasiclaw::pairing::key(&sender, group.as_deref());
+                let scope = wasiclaw::pairing::Scope { memory, max_risk: tools, direct_tools };
+                (Request::PairingGrant { channel, sender, scope }, false)
+            }
+            Command::Approvals(ApprovalsCommand::List { json }) => (Request::ApprovalsList, json),
+            Command::Approvals(ApprovalsCommand::Revoke { tool }) => (Request::ApprovalsRevoke { tool }, false),
+            Command::Approvals(ApprovalsCommand::Answer { id, answer }) => (Request::Answer { id, answer }, false),
+            Command::Outbox { drop: Some(id), .. } => (Request::OutboxDrop { id }, false),
+            Command::Outbox { drop: None, json } => (Request::Outbox, json),
+            Command::Run { .. }
+            | Command::Doctor { .. }
+            | Command::Open
+            | Command::Chat { .. }
+            | Command::Secrets(_) => {
+                bail!("this command is not a request")
+            }
+        })
+    }
+}

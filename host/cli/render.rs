@@ -1,0 +1,372 @@
+//! What the command line prints for each response: tables and sentences
+//! for people, or with `--json` the response's value (one JSON document;
+//! `skills list --json` prints one skill per line).
+
+use std::process::ExitCode;
+use wasiclaw::api::{Request, Response, Status};
+use wasiclaw::jobs::{Action, When};
+use wasiclaw::memory::Memory;
+use wasiclaw::runtime::SkillInfo;
+use wasiclaw::text::{one_line, printable};
+
+/// Print `response` to the request that asked for it.
+pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyhow::Result<ExitCode> {
+    let failed = matches!(&response, Response::Tool(o) if !o.ok);
+    match response {
+        Response::Skills(skills) if json => skills.iter().try_for_each(|s| {
+            println!("{}", serde_json::to_string(s)?);
+            anyhow::Ok(())
+        })?,
+        response if json => println!("{}", response.to_json()),
+        Response::Tool(outcome) => {
+            if outcome.ok {
+                println!("{}", printable(&outcome.output));
+            } else {
+                let kind = outcome.error_kind.map(|k| wasiclaw::text::variant_name(&k));
+                eprintln!("error ({}): {}", kind.as_deref().unwrap_or("error"), printable(&outcome.output));
+            }
+            for d in &outcome.denials {
+                eprintln!("host denied {}", one_line(d));
+            }
+        }
+        Response::Skills(skills) => {
+            if skills.is_empty() {
+                println!("no skills yet: copy a .wasm skill into the skills folder (see `wasiclaw status`)");
+            }
+            for s in &skills {
+                let status = match &s.changed {
+                    Some(change) => format!("{} (changed: {change})", variant(&s.status)),
+                    None => variant(&s.status),
+                };
+                println!(
+                    "{:<16} {:<8} {:<9} {:<15} {}  {}",
+                    s.name,
+                    if s.channel.is_some() { "channel" } else { "skill" },
+                    printable(s.version.as_deref().unwrap_or("-")),
+                    status,
+                    &s.sha256[..12.min(s.sha256.len())],
+                    summary(s)
+                );
+            }
+        }
+        Response::Skill(s) => print_inspect(&s),
+        Response::Granted { skill, notes } => {
+            for note in notes {
+                eprintln!("note: {note}");
+            }
+            println!("{}: {}  {}", skill.name, variant(&skill.status), summary(&skill));
+        }
+        Response::Audit(records) => {
+            for r in records {
+                let time = jiff::Timestamp::from_millisecond(r.time_ms).map(|t| t.to_string()).unwrap_or_default();
+                let verdict = if r.allowed { "allowed" } else { "DENIED " };
+                let detail = if r.detail.is_empty() { String::new() } else { format!("  ({})", r.detail) };
+                let (target, detail) = (one_line(&r.target), one_line(&detail));
+                println!("{time}  {verdict} {:<12} {:<7} {target}{detail}", r.skill, r.capability);
+            }
+        }
+        Response::Notifications(list) => {
+            for n in list {
+                let time = jiff::Timestamp::from_millisecond(n.time_ms).map(|t| t.to_string()).unwrap_or_default();
+                println!("{time}  {}: {}", n.skill, one_line(&n.text));
+            }
+        }
+        Response::Usage(days) => {
+            if days.is_empty() {
+                println!("no model use recorded yet");
+            }
+            println!("{:<12} {:>10} {:>10} {:>10} {:>6}", "day (UTC)", "input", "output", "cost $", "calls");
+            for (day, t) in days {
+                println!("{day:<12} {:>10} {:>10} {:>10.4} {:>6}", t.input, t.output, t.cost, t.calls);
+            }
+        }
+        Response::Remembered(m) => println!("remembered as {}", m.id),
+        Response::Job(job) => println!(
+            "added job {}: {}; next run {}",
+            job.id,
+            job.when.describe(),
+            time_of(job.next_ms, Some(&job.when))
+        ),
+        Response::Jobs(jobs) => {
+            for j in jobs {
+                let what = match &j.action {
+                    Action::Prompt { text } => format!("prompt {text:?}"),
+                    Action::Tool { skill, tool, args } => format!("tool {skill}.{tool} {args}"),
+                };
+                let check = j.check.as_ref().map(|c| format!(" if {}.{}", c.skill, c.tool)).unwrap_or_default();
+                let next = time_of(j.next_ms, Some(&j.when));
+                println!("{:>4}  next {next}  {}  {what}{check} → {}", j.id, j.when.describe(), j.target);
+            }
+        }
+        Response::Runs(runs) => {
+            for r in runs {
+                let tokens = if r.tokens == 0 { "0 tokens".to_string() } else { format!("{} tokens", r.tokens) };
+                println!(
+                    "job {:>3}  {}  {:<11} {tokens:<12} {}",
+                    r.job,
+                    time_of(Some(r.fire_ms), None),
+                    r.status.to_string(),
+                    one_line(&r.output)
+                );
+            }
+        }
+        Response::Hits(hits) => {
+            if hits.is_empty() {
+                println!("nothing found");
+            }
+            for h in hits {
+                println!("{}", printable(&memory_line(&h.memory)));
+            }
+        }
+        Response::Memories(list) => {
+            for m in list {
+                println!("{}", printable(&memory_line(&m)));
+            }
+        }
+        Response::Exported(jsonl) => print!("{jsonl}"),
+        Response::Imported { imported, skipped } => println!("imported {imported}, skipped {skipped} already present"),
+        Response::Status(status) => print_status(&status),
+        Response::Pairings(pairings) => {
+            if pairings.is_empty() {
+                println!("nobody is paired yet; senders who write to a channel get a code to approve here");
+            }
+            for p in pairings {
+                let state = match (&p.code, p.approved, p.admin) {
+                    (_, true, true) => "paired (admin)".to_string(),
+                    (_, true, false) => "paired".to_string(),
+                    (Some(code), false, _) => format!("pending: wasiclaw pairing approve {code}"),
+                    (None, false, _) => "pending".to_string(),
+                };
+                let (sender, name, chat) = (one_line(&p.sender_id), one_line(&p.sender_name), one_line(&p.chat_id));
+                let chat =
+                    if p.group { format!("in group {chat} only (--group {chat})") } else { format!("chat {chat}") };
+                println!("{}:{sender}  {name}  {chat}  {state}", p.channel);
+            }
+        }
+        Response::Pairing(p) => match request {
+            Request::PairingGrant { channel, sender, scope, .. } => {
+                println!("{channel}:{sender} may now use: {scope:?}")
+            }
+            _ => println!(
+                "approved {} ({}:{}){}",
+                p.sender_name,
+                p.channel,
+                p.sender_id,
+                if p.admin { " as an admin" } else { "" }
+            ),
+        },
+        Response::Answered(false) => {
+            let id = match request {
+                Request::Answer { id, .. } => *id,
+                _ => 0,
+            };
+            anyhow::bail!("no tool call is waiting for answer {id}")
+        }
+        Response::Answered(true) => println!("answered"),
+        Response::Approvals(list) => {
+            if list.is_empty() {
+                println!("no tool runs without asking beyond its policy");
+            }
+            for (tool, ms) in list {
+                let since = jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default();
+                println!("{tool:<30} always allowed since {since}  (revoke: wasiclaw approvals revoke {tool})");
+            }
+        }
+        Response::Outbox(items) => {
+            if items.is_empty() {
+                println!("nothing waiting to be sent");
+            }
+            for o in items {
+                let error = o.last_error.map(|e| format!("  last error: {}", one_line(&e))).unwrap_or_default();
+                println!(
+                    "{:>5}  {}:{}  {} attempt(s)  {}{error}",
+                    o.id,
+                    o.channel,
+                    o.chat_id,
+                    o.attempts,
+                    one_line(&wasiclaw::text::truncate(&o.text, 60))
+                );
+            }
+        }
+        Response::Chat { reply } => println!("{reply}"),
+        Response::Done => println!("{}", done(request)),
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// What a request that returns nothing did, in words.
+fn done(request: &Request) -> String {
+    match request {
+        Request::CronRm { id } => format!("removed job {id}"),
+        Request::MemoryForget { id } => format!("forgot {id}"),
+        Request::MemoryPin { id, pinned } => format!("{} {id}", if *pinned { "pinned" } else { "unpinned" }),
+        Request::PairingRevoke { channel, sender } => format!("forgot {channel}:{sender}"),
+        Request::ApprovalsRevoke { tool } => format!("{tool} will ask again"),
+        Request::OutboxDrop { id } => format!("dropped queued message {id}; it will not be sent"),
+        _ => "done".into(),
+    }
+}
+
+fn variant<T: serde::Serialize>(value: &T) -> String {
+    wasiclaw::text::variant_name(value)
+}
+
+fn print_status(s: &Status) {
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64);
+    let daemon = if s.daemon {
+        format!("daemon running (pid {}, up {}h{:02}m)", s.pid, s.uptime_s / 3600, s.uptime_s / 60 % 60)
+    } else {
+        "no daemon running (start one with `wasiclaw run`)".into()
+    };
+    println!("wasiclaw {}: {daemon}\nstate dir: {}", s.version, s.state_dir.display());
+    let models = if s.models.is_empty() {
+        "none configured (a local Ollama is tried)".to_string()
+    } else {
+        s.models.join(", then ")
+    };
+    println!("model: {models}");
+    let states: Vec<String> = s.components_by_state.iter().map(|(st, n)| format!("{n} {}", variant(st))).collect();
+    println!("skills and channels: {}", if states.is_empty() { "none".to_string() } else { states.join(", ") });
+    let next = s.next_run_ms.map(|ms| time_of(Some(ms), None)).unwrap_or_else(|| "none".into());
+    println!("jobs: {} (next run {next})", s.jobs);
+    let budget = match s.daily_token_budget {
+        0 => "no daily budget".to_string(),
+        b => format!("of a {b} budget"),
+    };
+    println!("tokens today: {} {budget}", s.tokens_today);
+    println!(
+        "database: {}, compiled cache: {}, audit records: {}",
+        mib(s.database_bytes),
+        mib(s.cache_bytes),
+        s.audit_records
+    );
+    if s.channels.is_empty() {
+        return;
+    }
+    println!("channels:");
+    for c in &s.channels {
+        let mut line = format!("  {}: {} ({})", c.name, c.state, c.transport);
+        line.push_str(&format!(", {} received, {} sent", c.received, c.sent));
+        if c.outbox_pending > 0 {
+            line.push_str(&format!(", {} waiting to send (`wasiclaw outbox`)", c.outbox_pending));
+        }
+        if c.restarts > 0 {
+            line.push_str(&format!(", restarted {} time(s)", c.restarts));
+        }
+        println!("{line}");
+        if let Some(e) = &c.last_error {
+            println!("    last error: {}", printable(e));
+        }
+        if !c.pending_rights.is_empty() {
+            println!("    not granted: {} (see `wasiclaw skills inspect {}`)", c.pending_rights.join("; "), c.name);
+        }
+    }
+}
+
+/// A time in the job's own zone (cron jobs) or this machine's.
+pub(crate) fn time_of(ms: Option<i64>, when: Option<&When>) -> String {
+    let tz = match when {
+        Some(When::Cron { tz, .. }) => jiff::tz::TimeZone::get(tz).unwrap_or_else(|_| jiff::tz::TimeZone::system()),
+        _ => jiff::tz::TimeZone::system(),
+    };
+    match ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()) {
+        Some(t) => t.to_zoned(tz).strftime("%Y-%m-%d %H:%M %Z").to_string(),
+        None => "never (done)".into(),
+    }
+}
+
+fn memory_line(m: &Memory) -> String {
+    let date =
+        jiff::Timestamp::from_millisecond(m.created_ms).map(|t| t.strftime("%Y-%m-%d").to_string()).unwrap_or_default();
+    let tags = if m.tags.is_empty() { String::new() } else { format!(" #{}", m.tags.join(" #")) };
+    format!("{:>5}  {date}  {}{}{tags}  ({})", m.id, if m.pinned { "📌 " } else { "" }, m.text, m.source)
+}
+
+/// One line on what a skill may do or still asks for.
+fn summary(s: &SkillInfo) -> String {
+    if let Some(reason) = &s.reason {
+        return format!("rejected: {reason}");
+    }
+    if s.pending.is_empty() {
+        let granted = s.requested.as_ref().map(|r| r != &Default::default()).unwrap_or(false);
+        return if granted { "all requested rights granted".into() } else { "needs no rights".into() };
+    }
+    format!("awaiting approval: {} (see `wasiclaw skills inspect {}`)", one_line(&s.pending.join("; ")), s.name)
+}
+
+fn print_inspect(s: &SkillInfo) {
+    let (version, description) = (s.version.as_deref().unwrap_or("?"), s.description.as_deref().unwrap_or(""));
+    println!("{} {} — {}", s.name, one_line(version), one_line(description));
+    println!("file:   {}\nsha256: {}\nstatus: {}", s.file.display(), s.sha256, variant(&s.status));
+    if let Some(change) = &s.changed {
+        println!("changed: {change}; it carries nothing until you run `wasiclaw skills approve {}`", s.name);
+    }
+    if let Some((keys, bytes)) = s.kv_usage {
+        println!("kv:     {keys} keys, {bytes} bytes");
+    }
+    if let Some(reason) = &s.reason {
+        println!("reason: {reason}");
+        return;
+    }
+    if let Some(c) = &s.channel {
+        let transport = wasiclaw::channels::describe_transport(&s.name, &c.transport);
+        println!("\na chat channel: {transport}; messages up to {} characters", c.max_length);
+    }
+    println!("\ntools:");
+    for t in &s.tools {
+        println!(
+            "  {}.{} — {}\n    parameters: {}",
+            s.name,
+            t.name,
+            one_line(&t.description),
+            one_line(&t.parameters.to_string())
+        );
+    }
+    let r = s.requested.clone().unwrap_or_default();
+    println!("\nasks for:");
+    let mut asks: Vec<String> = r
+        .http
+        .iter()
+        .map(|h| {
+            let headers = h.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ");
+            let headers = if headers.is_empty() { String::new() } else { format!(" (sets {headers})") };
+            format!("http {} {}{headers}", h.methods().join(","), h.url)
+        })
+        .collect();
+    asks.extend(r.all_secrets().into_iter().map(|n| format!("secret {n}")));
+    asks.extend(r.rights.names().map(String::from));
+    if asks.is_empty() {
+        println!("  nothing");
+    }
+    for a in asks {
+        let pending = s.pending.iter().any(|p| a.starts_with(p.as_str()));
+        println!("  {:<60} {}", a, if pending { "NOT GRANTED" } else { "granted" });
+    }
+    if !s.pending.is_empty() {
+        println!("\nto approve everything it asks for: wasiclaw skills grant {} --all-requested", s.name);
+    }
+    if let Some(sha) = s.granted_sha256.as_ref().filter(|sha| **sha != s.sha256) {
+        println!(
+            "\nnote: grants were approved for an earlier version ({}); new requests need approval",
+            &sha[..12.min(sha.len())]
+        );
+    }
+}
+
+/// Print what `wasiclaw doctor` found; the exit code says whether all is well.
+pub(crate) fn findings(findings: &[wasiclaw::doctor::Finding], json: bool) -> ExitCode {
+    for f in findings {
+        if json {
+            println!("{}", serde_json::to_string(f).expect("findings serialize"));
+        } else if f.ok {
+            println!("ok       {:<9} {}", f.check, f.said);
+        } else {
+            println!("PROBLEM  {:<9} {}\n         → {}", f.check, f.said, f.fix.as_deref().unwrap_or_default());
+        }
+    }
+    let problems = findings.iter().filter(|f| !f.ok).count();
+    if !json {
+        println!("{}", if problems == 0 { "all good".to_string() } else { format!("{problems} problem(s)") });
+    }
+    if problems == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
