@@ -24,6 +24,7 @@ use crate::pairing::Scope;
 use crate::runtime::Runtime;
 use crate::session::{Session, Totals};
 use crate::store::StoreError;
+use crate::tools::HOST_TOOLS;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -101,48 +102,6 @@ struct Offered {
     target: Option<(String, String)>,
     risk: Risk,
 }
-
-/// Host tools: name, fixed risk, description and JSON Schema, worded
-/// tersely because they travel with every request.
-const HOST_TOOLS: [(&str, Risk, &str, &str); 7] = [
-    (
-        "memory_save",
-        Risk::Write,
-        "Remember a fact across conversations.",
-        r#"{"type":"object","properties":{"text":{"type":"string"},"tags":{"type":"array","items":{"type":"string"}},"pinned":{"type":"boolean","description":"keep in every context"}},"required":["text"]}"#,
-    ),
-    (
-        "memory_search",
-        Risk::Read,
-        "Search long-term memory.",
-        r#"{"type":"object","properties":{"query":{"type":"string"},"limit":{"type":"integer"}},"required":["query"]}"#,
-    ),
-    (
-        "memory_forget",
-        Risk::Write,
-        "Forget a memory by id.",
-        r#"{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}"#,
-    ),
-    (
-        "schedule_task",
-        Risk::Write,
-        "Run a prompt later; the result comes to this chat. when: `every 30m`, `at 2026-12-01T08:00` or cron `0 8 * * mon-fri`.",
-        r#"{"type":"object","properties":{"when":{"type":"string"},"tz":{"type":"string","description":"IANA zone"},"prompt":{"type":"string"},"check":{"type":"string","description":"SKILL.TOOL that must report something first"}},"required":["when","prompt"]}"#,
-    ),
-    ("list_tasks", Risk::Read, "List scheduled tasks.", r#"{"type":"object","properties":{}}"#),
-    (
-        "cancel_task",
-        Risk::Write,
-        "Cancel a task by id.",
-        r#"{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}"#,
-    ),
-    (
-        "read_skill",
-        Risk::Read,
-        "Load a knowledge skill's instructions.",
-        r#"{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}"#,
-    ),
-];
 
 /// Turns kept verbatim when older ones are compacted.
 const KEEP_RECENT: usize = 6;
@@ -293,7 +252,7 @@ impl Agent {
     fn tools(&self, who: &Who) -> (Vec<ToolDef>, HashMap<String, Offered>) {
         let (defs, map) = self.all_tools();
         let allowed = |name: &str, offered: &Offered| {
-            let memory_tool = name.starts_with("memory_");
+            let memory_tool = crate::tools::is_memory_tool(name);
             offered.risk <= who.max_risk() && (who.memory() || !memory_tool)
         };
         let defs: Vec<ToolDef> =
@@ -305,7 +264,7 @@ impl Agent {
     fn all_tools(&self) -> (Vec<ToolDef>, HashMap<String, Offered>) {
         let mut defs = Vec::new();
         let mut map: HashMap<String, Offered> =
-            HOST_TOOLS.iter().map(|(n, risk, ..)| (n.to_string(), Offered { target: None, risk: *risk })).collect();
+            HOST_TOOLS.iter().map(|t| (t.name.to_string(), Offered { target: None, risk: t.risk })).collect();
         for entry in self.rt.registry.entries() {
             let Ok(loaded) = &entry.loaded else { continue };
             let m = &loaded.manifest;
@@ -326,12 +285,9 @@ impl Agent {
             }
         }
         let knowledge = !knowledge::scan(&self.rt.paths.skills_dir()).is_empty();
-        for (name, _, description, schema) in HOST_TOOLS {
-            if name == "read_skill" && !knowledge {
-                continue;
-            }
-            let parameters = serde_json::from_str(schema).expect("host tool schemas are valid JSON");
-            defs.push(ToolDef { name: name.into(), description: description.into(), parameters });
+        for t in HOST_TOOLS.iter().filter(|t| knowledge || t.name != "read_skill") {
+            let parameters = serde_json::from_str(t.schema).expect("host tool schemas are valid JSON");
+            defs.push(ToolDef { name: t.name.into(), description: t.description.into(), parameters });
         }
         (defs, map)
     }
@@ -619,20 +575,8 @@ impl Agent {
                 false,
             );
         }
-        let parsed: serde_json::Value = serde_json::from_str(args).unwrap_or_default();
-        if let Some(result) = self.memory_tool(&call.name, &parsed).await {
+        if let Some(result) = crate::tools::call(&self.rt, key, &call.name, args).await {
             return result;
-        }
-        if let Some(result) = self.schedule_tool(key, &call.name, &parsed) {
-            return result;
-        }
-        if call.name == "read_skill" {
-            let name =
-                serde_json::from_str::<serde_json::Value>(args).ok().and_then(|v| v["name"].as_str().map(String::from));
-            return match name.and_then(|n| knowledge::instructions(&self.rt.paths.skills_dir(), &n)) {
-                Some(text) => (text, true),
-                None => ("error: no knowledge skill by that name".into(), false),
-            };
         }
         let Some((skill, tool)) = map.get(&call.name).and_then(|o| o.target.as_ref()) else {
             let mut names: Vec<&String> = map.iter().filter(|(_, o)| o.target.is_some()).map(|(n, _)| n).collect();
@@ -643,82 +587,6 @@ impl Agent {
             Ok(out) => (out.to_string(), out.ok),
             Err(e) => (format!("error: {e}"), false),
         }
-    }
-
-    /// The memory host tools; None if `name` is not one of them.
-    async fn memory_tool(&self, name: &str, args: &serde_json::Value) -> Option<(String, bool)> {
-        let memories = self.rt.memories();
-        let result = match name {
-            "memory_save" => {
-                let Some(text) = args["text"].as_str().filter(|t| !t.trim().is_empty()) else {
-                    return Some(("error: `text` is required".into(), false));
-                };
-                let tags = args["tags"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| t.as_str().map(String::from))
-                    .collect();
-                let pinned = args["pinned"].as_bool().unwrap_or(false);
-                memories.save(text, tags, "agent", pinned).await.map(|m| serde_json::json!({"saved": m.id}))
-            }
-            "memory_search" => {
-                let query = args["query"].as_str().unwrap_or_default();
-                let limit = args["limit"].as_u64().unwrap_or(5).clamp(1, 20) as usize;
-                memories.search(query, limit).await.map(|hits| {
-                    serde_json::json!(hits.iter().map(|h| serde_json::json!({
-                        "id": h.memory.id,
-                        "date": jiff::Timestamp::from_millisecond(h.memory.created_ms).map(|t| t.to_string()).unwrap_or_default(),
-                        "source": h.memory.source,
-                        "text": h.memory.text,
-                    })).collect::<Vec<_>>())
-                })
-            }
-            "memory_forget" => match args["id"].as_u64() {
-                Some(id) => self.rt.db.memory_forget(id).map(|found| serde_json::json!({"forgotten": found})),
-                None => return Some(("error: `id` is required".into(), false)),
-            },
-            _ => return None,
-        };
-        Some(match result {
-            Ok(v) => (v.to_string(), true),
-            Err(e) => (format!("error: {e}"), false),
-        })
-    }
-
-    /// The scheduling host tools; jobs report back to the session `key`.
-    fn schedule_tool(&self, key: &str, name: &str, args: &serde_json::Value) -> Option<(String, bool)> {
-        let db = &self.rt.db;
-        let result = match name {
-            "schedule_task" => {
-                let s = |k: &str| args[k].as_str().map(String::from);
-                let job = crate::jobs::NewJob {
-                    when: s("when").unwrap_or_default(),
-                    tz: s("tz").unwrap_or_else(|| jiff::tz::TimeZone::system().iana_name().unwrap_or("UTC").to_string()),
-                    prompt: s("prompt"),
-                    chat: key.to_string(),
-                    check: s("check"),
-                    ..Default::default()
-                };
-                self.rt.schedule(job, jiff::Timestamp::now().as_millisecond()).map(|j| {
-                    serde_json::json!({"id": j.id, "schedule": j.when.describe(), "next_run_ms": j.next_ms})
-                })
-            }
-            "list_tasks" => db.jobs().map(|jobs| {
-                serde_json::json!(jobs.iter().map(|j| serde_json::json!({
-                    "id": j.id, "name": j.name, "schedule": j.when.describe(), "next_run_ms": j.next_ms, "chat": j.target,
-                })).collect::<Vec<_>>())
-            }),
-            "cancel_task" => match args["id"].as_u64() {
-                Some(id) => db.job_remove(id).map(|found| serde_json::json!({"cancelled": found})),
-                None => return Some(("error: `id` is required".into(), false)),
-            },
-            _ => return None,
-        };
-        Some(match result {
-            Ok(v) => (v.to_string(), true),
-            Err(e) => (format!("error: {e}"), false),
-        })
     }
 
     /// Pinned memories and those most relevant to `input`, within the cap.

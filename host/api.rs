@@ -429,34 +429,45 @@ pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: UnixLis
             if BufReader::new(read).read_line(&mut line).await.is_err() {
                 return;
             }
-            // Events are written by a separate task so a slow reader never
-            // blocks the turn.
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Reply>();
-            let writer = tokio::spawn(async move {
-                while let Some(frame) = rx.recv().await {
-                    let mut out = serde_json::to_vec(&frame).expect("replies serialize");
-                    out.push(b'\n');
-                    if write.write_all(&out).await.is_err() {
-                        break;
-                    }
+            let mut replies = match serde_json::from_str::<Request>(&line) {
+                Ok(request) => streaming(agent, Some(channels), request),
+                Err(e) => {
+                    let message = format!("bad request (is the CLI the same version as the daemon?): {e}");
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    let _ = tx.send(Reply::Err { kind: ErrorKind::Invalid, message });
+                    rx
                 }
-            });
-            let emit_tx = tx.clone();
-            let emit = move |e| {
-                let _ = emit_tx.send(Reply::Event(e));
             };
-            let reply = match serde_json::from_str::<Request>(&line) {
-                Ok(request) => dispatch(&agent.rt, Some(&agent), Some(&channels), request, &emit).await,
-                Err(e) => Reply::Err {
-                    kind: ErrorKind::Invalid,
-                    message: format!("bad request (is the CLI the same version as the daemon?): {e}"),
-                },
-            };
-            let _ = tx.send(reply);
-            drop((tx, emit));
-            let _ = writer.await;
+            while let Some(reply) = replies.recv().await {
+                let mut out = serde_json::to_vec(&reply).expect("replies serialize");
+                out.push(b'\n');
+                if write.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
         });
     }
+}
+
+/// Run `request` in a task of its own: its events as they happen, then
+/// its reply, arrive on the returned channel. The local API and the
+/// gateway's web chat both stream a turn this way, and a slow or vanished
+/// reader never holds the turn up.
+pub fn streaming(
+    agent: Arc<Agent>,
+    channels: Option<Arc<Channels>>,
+    request: Request,
+) -> tokio::sync::mpsc::UnboundedReceiver<Reply> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let events = tx.clone();
+        let emit = move |e| {
+            let _ = events.send(Reply::Event(e));
+        };
+        let reply = dispatch(&agent.rt, Some(&agent), channels.as_deref(), request, &emit).await;
+        let _ = tx.send(reply);
+    });
+    rx
 }
 
 /// Send a request to the daemon, or `None` if no daemon listens. Streamed

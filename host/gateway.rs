@@ -18,6 +18,7 @@
 //!   CSP, nosniff, no cookies, only JSON or plain text).
 
 use crate::agent::{Agent, Event};
+use crate::api::Reply;
 use crate::channels::Channels;
 use crate::contract::HttpRequest;
 use crate::runtime::Runtime;
@@ -219,29 +220,28 @@ struct ChatIn {
 /// One turn, streamed as server-sent events: the agent's events, then
 /// `done` with the reply (or `error`).
 async fn chat(State(gate): State<Gate>, Json(input): Json<ChatIn>) -> impl IntoResponse {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<SseEvent>();
     let session: String = input.session.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(64).collect();
-    tokio::spawn(async move {
-        let events = tx.clone();
-        let emit = move |e: Event| {
-            let name = match &e {
-                Event::Text { .. } => "text",
-                Event::ToolCall { .. } => "tool-call",
-                Event::ToolResult { .. } => "tool-result",
-                Event::Notice { .. } => "notice",
-                Event::Approval { .. } => "approval",
-            };
-            let _ = events.send(SseEvent::default().event(name).json_data(&e).expect("events serialize"));
+    let request = crate::api::Request::Chat { session: format!("web:{session}"), text: input.text };
+    let replies = crate::api::streaming(gate.agent.clone(), None, request);
+    let sse = |reply: Reply| {
+        let event = match &reply {
+            Reply::Event(Event::Text { .. }) => "text",
+            Reply::Event(Event::ToolCall { .. }) => "tool-call",
+            Reply::Event(Event::ToolResult { .. }) => "tool-result",
+            Reply::Event(Event::Notice { .. }) => "notice",
+            Reply::Event(Event::Approval { .. }) => "approval",
+            Reply::Ok(_) => "done",
+            Reply::Err { .. } => "error",
         };
-        let done = match gate.agent.turn(&format!("web:{session}"), &input.text, &emit).await {
-            Ok(reply) => SseEvent::default().event("done").json_data(serde_json::json!({ "reply": reply })),
-            Err(e) => SseEvent::default().event("error").json_data(serde_json::json!({ "error": e.to_string() })),
+        let data = match reply {
+            Reply::Event(e) => serde_json::to_value(e).expect("events serialize"),
+            Reply::Ok(response) => response.to_json(),
+            Reply::Err { message, .. } => serde_json::json!({ "error": message }),
         };
-        let _ = tx.send(done.expect("events serialize"));
-    });
-    let stream =
-        futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx)) });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+        Ok::<_, Infallible>(SseEvent::default().event(event).data(data.to_string()))
+    };
+    let stream = futures_util::stream::unfold(replies, |mut rx| async { rx.recv().await.map(|r| (r, rx)) });
+    Sse::new(futures_util::StreamExt::map(stream, sse)).keep_alive(KeepAlive::default())
 }
 
 #[derive(Deserialize)]

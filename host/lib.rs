@@ -35,3 +35,4 @@ pub mod session;
 pub mod state;
 pub mod store;
 pub mod text;
+pub mod tools;

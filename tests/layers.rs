@@ -26,7 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("L1 storage", &["store", "session", "memory", "jobs", "pairing", "queue"]),
     ("L2 sandbox", &["state", "contract", "engine", "host_api", "context", "egress", "files"]),
     ("L3 runtime", &["component", "runtime"]),
-    ("L4 agent", &["agent"]),
+    ("L4 agent", &["agent", "tools"]),
     ("L5 drivers", &["api", "channels", "cli", "daemon", "doctor", "gateway", "scheduler"]),
 ];
 

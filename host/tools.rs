@@ -1,0 +1,212 @@
+//! The host's own tools the model can call: long-term memory, scheduled
+//! tasks and knowledge skills. One table of {name, risk, description,
+//! schema, handler}; each handler reads its arguments into a struct, so a
+//! missing or mistyped field is an error the model reads and can correct.
+//!
+//! Invariants: the descriptions are terse (they travel with every request);
+//! none of these tools grants rights, approves anything or reads a secret.
+
+use crate::approvals::Risk;
+use crate::runtime::Runtime;
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// One host tool. `run` gets the runtime, the session key (where a
+/// scheduled task reports) and the arguments as JSON.
+pub struct HostTool {
+    pub name: &'static str,
+    pub risk: Risk,
+    pub description: &'static str,
+    /// JSON Schema of the arguments.
+    pub schema: &'static str,
+    run: for<'a> fn(&'a Runtime, &'a str, &'a str) -> BoxFuture<'a, Result<Value, String>>,
+}
+
+pub const HOST_TOOLS: [HostTool; 7] = [
+    HostTool {
+        name: "memory_save",
+        risk: Risk::Write,
+        description: "Remember a fact across conversations.",
+        schema: r#"{"type":"object","properties":{"text":{"type":"string"},"tags":{"type":"array","items":{"type":"string"}},"pinned":{"type":"boolean","description":"keep in every context"}},"required":["text"]}"#,
+        run: memory_save,
+    },
+    HostTool {
+        name: "memory_search",
+        risk: Risk::Read,
+        description: "Search long-term memory.",
+        schema: r#"{"type":"object","properties":{"query":{"type":"string"},"limit":{"type":"integer"}},"required":["query"]}"#,
+        run: memory_search,
+    },
+    HostTool {
+        name: "memory_forget",
+        risk: Risk::Write,
+        description: "Forget a memory by id.",
+        schema: r#"{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}"#,
+        run: memory_forget,
+    },
+    HostTool {
+        name: "schedule_task",
+        risk: Risk::Write,
+        description: "Run a prompt later; the result comes to this chat. when: `every 30m`, `at 2026-12-01T08:00` or cron `0 8 * * mon-fri`.",
+        schema: r#"{"type":"object","properties":{"when":{"type":"string"},"tz":{"type":"string","description":"IANA zone"},"prompt":{"type":"string"},"check":{"type":"string","description":"SKILL.TOOL that must report something first"}},"required":["when","prompt"]}"#,
+        run: schedule_task,
+    },
+    HostTool {
+        name: "list_tasks",
+        risk: Risk::Read,
+        description: "List scheduled tasks.",
+        schema: r#"{"type":"object","properties":{}}"#,
+        run: list_tasks,
+    },
+    HostTool {
+        name: "cancel_task",
+        risk: Risk::Write,
+        description: "Cancel a task by id.",
+        schema: r#"{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}"#,
+        run: cancel_task,
+    },
+    HostTool {
+        name: "read_skill",
+        risk: Risk::Read,
+        description: "Load a knowledge skill's instructions.",
+        schema: r#"{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}"#,
+        run: read_skill,
+    },
+];
+
+/// Whether `name` is a host tool that reads or writes the owner's memory.
+pub fn is_memory_tool(name: &str) -> bool {
+    name.starts_with("memory_")
+}
+
+/// Call host tool `name`; None if there is none. The answer is the text
+/// the model reads and whether the call succeeded.
+pub async fn call(rt: &Runtime, session: &str, name: &str, args: &str) -> Option<(String, bool)> {
+    let tool = HOST_TOOLS.iter().find(|t| t.name == name)?;
+    Some(match (tool.run)(rt, session, args).await {
+        Ok(Value::String(text)) => (text, true),
+        Ok(v) => (v.to_string(), true),
+        Err(e) => (format!("error: {e}"), false),
+    })
+}
+
+fn parse<'de, T: Deserialize<'de>>(args: &'de str) -> Result<T, String> {
+    serde_json::from_str(args).map_err(|e| format!("bad arguments: {e}"))
+}
+
+/// The argument of the tools that take only an id.
+#[derive(Deserialize)]
+struct Id {
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct Save {
+    text: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    pinned: bool,
+}
+
+fn memory_save<'a>(rt: &'a Runtime, _: &'a str, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+    Box::pin(async move {
+        let a: Save = parse(args)?;
+        if a.text.trim().is_empty() {
+            return Err("`text` is empty".into());
+        }
+        let m = rt.memories().save(&a.text, a.tags, "agent", a.pinned).await.map_err(|e| e.to_string())?;
+        Ok(json!({ "saved": m.id }))
+    })
+}
+
+#[derive(Deserialize)]
+struct Search {
+    query: String,
+    limit: Option<u64>,
+}
+
+fn memory_search<'a>(rt: &'a Runtime, _: &'a str, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+    Box::pin(async move {
+        let a: Search = parse(args)?;
+        let limit = a.limit.unwrap_or(5).clamp(1, 20) as usize;
+        let hits = rt.memories().search(&a.query, limit).await.map_err(|e| e.to_string())?;
+        let date = |ms| jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default();
+        let hits: Vec<Value> = hits
+            .iter()
+            .map(|h| {
+                let m = &h.memory;
+                json!({ "id": m.id, "date": date(m.created_ms), "source": m.source, "text": m.text })
+            })
+            .collect();
+        Ok(json!(hits))
+    })
+}
+
+fn memory_forget<'a>(rt: &'a Runtime, _: &'a str, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+    Box::pin(async move {
+        let Id { id } = parse(args)?;
+        Ok(json!({ "forgotten": rt.db.memory_forget(id).map_err(|e| e.to_string())? }))
+    })
+}
+
+#[derive(Deserialize)]
+struct Schedule {
+    when: String,
+    tz: Option<String>,
+    prompt: String,
+    check: Option<String>,
+}
+
+/// A task reports back to the session that scheduled it.
+fn schedule_task<'a>(rt: &'a Runtime, session: &'a str, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+    Box::pin(async move {
+        let a: Schedule = parse(args)?;
+        let system_tz = || jiff::tz::TimeZone::system().iana_name().unwrap_or("UTC").to_string();
+        let job = crate::jobs::NewJob {
+            when: a.when,
+            tz: a.tz.unwrap_or_else(system_tz),
+            prompt: Some(a.prompt),
+            chat: session.to_string(),
+            check: a.check,
+            ..Default::default()
+        };
+        let j = rt.schedule(job, jiff::Timestamp::now().as_millisecond()).map_err(|e| e.to_string())?;
+        Ok(json!({ "id": j.id, "schedule": j.when.describe(), "next_run_ms": j.next_ms }))
+    })
+}
+
+fn list_tasks<'a>(rt: &'a Runtime, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+    Box::pin(async move {
+        let jobs = rt.db.jobs().map_err(|e| e.to_string())?;
+        let jobs: Vec<Value> = jobs
+            .iter()
+            .map(|j| {
+                json!({ "id": j.id, "name": j.name, "schedule": j.when.describe(), "next_run_ms": j.next_ms, "chat": j.target })
+            })
+            .collect();
+        Ok(json!(jobs))
+    })
+}
+
+fn cancel_task<'a>(rt: &'a Runtime, _: &'a str, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+    Box::pin(async move {
+        let Id { id } = parse(args)?;
+        Ok(json!({ "cancelled": rt.db.job_remove(id).map_err(|e| e.to_string())? }))
+    })
+}
+
+#[derive(Deserialize)]
+struct Name {
+    name: String,
+}
+
+fn read_skill<'a>(rt: &'a Runtime, _: &'a str, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+    Box::pin(async move {
+        let Name { name } = parse(args)?;
+        crate::knowledge::instructions(&rt.paths.skills_dir(), &name)
+            .map(Value::String)
+            .ok_or_else(|| format!("no knowledge skill named `{name}`"))
+    })
+}
