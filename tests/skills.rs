@@ -106,3 +106,18 @@ async fn what_a_component_describes_is_cached_with_its_settings() {
     let rules = changed.inspect("weather").unwrap().requested.unwrap().http;
     assert!(rules.iter().any(|r| r.url.starts_with("http://127.0.0.1:9")), "{rules:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_minimal_skill_is_under_20_lines_and_works() {
+    let source =
+        std::fs::read_to_string(format!("{}/skills-wasm/fixtures/minimal/src/lib.rs", crate::support::ROOT)).unwrap();
+    assert!(source.lines().count() < 20, "the minimal skill grew to {} lines", source.lines().count());
+    let env = Env::new();
+    env.install("minimal");
+    let rt = env.runtime().await;
+    assert_eq!(call(&rt, "hello.greet", r#"{"name":"Ada"}"#).await.output, "Hello, Ada!");
+    // A missing argument is the skill's invalid-input error, naming the field.
+    let missing = call(&rt, "hello.greet", "{}").await;
+    assert_eq!(missing.error_kind, Some(wasiclaw::runtime::Failure::InvalidInput), "{}", missing.output);
+    assert!(missing.output.contains("missing field `name`"), "{}", missing.output);
+}

@@ -2,10 +2,23 @@
 //! the time-zone database is compiled in.
 
 use jiff::{Timestamp, civil::DateTime, tz::TimeZone};
+use serde::Deserialize;
 use serde_json::json;
-use wasiclaw_sdk::{Capabilities, Error, Manifest, arg_str, parse_args, read_tool, unknown_tool};
+use wasiclaw_sdk::{Capabilities, Error, Manifest, args, read_tool, unknown_tool};
 
 struct Clock;
+
+#[derive(Deserialize)]
+struct Now {
+    tz: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Convert {
+    time: String,
+    from: String,
+    to: String,
+}
 
 fn zone(name: &str) -> Result<TimeZone, Error> {
     TimeZone::get(name)
@@ -44,21 +57,20 @@ impl wasiclaw_sdk::Skill for Clock {
         }
     }
 
-    fn invoke(name: String, args: String) -> Result<String, Error> {
-        let args = parse_args(&args)?;
+    fn invoke(name: String, json: String) -> Result<String, Error> {
         match name.as_str() {
             "now" => {
-                let tz = args.get("tz").and_then(|v| v.as_str()).unwrap_or("UTC");
+                let Now { tz } = args(&json)?;
+                let tz = tz.as_deref().unwrap_or("UTC");
                 let now = Timestamp::now().to_zoned(zone(tz)?);
                 Ok(json!({"time": now.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(), "tz": tz, "weekday": now.strftime("%A").to_string()}).to_string())
             }
             "convert" => {
-                let time: DateTime = arg_str(&args, "time")?
-                    .parse()
-                    .map_err(|e| Error::InvalidInput(format!("`time` is not a local date-time: {e}")))?;
-                let (from, to) = (arg_str(&args, "from")?, arg_str(&args, "to")?);
-                let zoned = time.to_zoned(zone(from)?).map_err(|e| Error::InvalidInput(e.to_string()))?;
-                let out = zoned.with_time_zone(zone(to)?);
+                let Convert { time, from, to } = args(&json)?;
+                let time: DateTime =
+                    time.parse().map_err(|e| Error::InvalidInput(format!("`time` is not a local date-time: {e}")))?;
+                let zoned = time.to_zoned(zone(&from)?).map_err(|e| Error::InvalidInput(e.to_string()))?;
+                let out = zoned.with_time_zone(zone(&to)?);
                 Ok(json!({"time": out.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(), "tz": to}).to_string())
             }
             other => Err(unknown_tool(other)),

@@ -15,8 +15,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wasiclaw_sdk::channel::{
-    Channel, ChannelManifest, HttpRequest, Inbound, Markup, Outbound, SocketEvent, SocketReply, Transport,
-    WebhookReply, post_json,
+    Channel, ChannelManifest, Inbound, Markup, Outbound, SocketEvent, SocketReply, Transport, post_json,
 };
 use wasiclaw_sdk::{Capabilities, Error, HttpRule, Manifest, config, http};
 
@@ -88,14 +87,6 @@ impl Channel for Discord {
             markup: Markup::Markdown,
             max_length: 2000,
         }
-    }
-
-    fn poll(_: Option<String>) -> Result<(Vec<Inbound>, Option<String>), Error> {
-        Err(Error::InvalidInput("discord uses the gateway websocket".into()))
-    }
-
-    fn on_webhook(_: HttpRequest) -> Result<WebhookReply, Error> {
-        Err(Error::InvalidInput("discord uses the gateway websocket".into()))
     }
 
     fn on_socket(event: SocketEvent, state: Option<String>) -> Result<SocketReply, Error> {

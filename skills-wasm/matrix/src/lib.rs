@@ -14,8 +14,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wasiclaw_sdk::channel::{
-    Channel, ChannelManifest, HttpRequest, Inbound, Markup, Outbound, SocketEvent, SocketReply, Transport,
-    WebhookReply, encode, get_json, post_json,
+    Channel, ChannelManifest, Inbound, Markup, Outbound, Transport, encode, get_json, post_json,
 };
 use wasiclaw_sdk::{Capabilities, Error, HttpRule, Manifest, config, http};
 
@@ -159,14 +158,6 @@ impl Channel for Matrix {
         }
         let since = sync["next_batch"].as_str().map(String::from).unwrap_or(since);
         Ok((out, Some(serde_json::to_string(&Cursor { since, me, members }).expect("serializes"))))
-    }
-
-    fn on_webhook(_: HttpRequest) -> Result<WebhookReply, Error> {
-        Err(Error::InvalidInput("matrix uses /sync long polling".into()))
-    }
-
-    fn on_socket(_: SocketEvent, _: Option<String>) -> Result<SocketReply, Error> {
-        Err(Error::InvalidInput("matrix uses /sync long polling".into()))
     }
 
     fn send(message: Outbound) -> Result<String, Error> {

@@ -1,8 +1,9 @@
 //! `notes`: short notes kept in the skill's own kv namespace.
 //! Keys are `note:<id>`; `next-id` holds the id counter.
 
+use serde::Deserialize;
 use serde_json::json;
-use wasiclaw_sdk::{Capabilities, Error, Manifest, arg_str, kv, parse_args, read_tool, tool, unknown_tool};
+use wasiclaw_sdk::{Capabilities, Error, Manifest, args, kv, read_tool, tool, unknown_tool};
 
 struct Notes;
 
@@ -15,12 +16,27 @@ fn next_id() -> Result<u64, Error> {
     Ok(id)
 }
 
-fn note_id(args: &serde_json::Map<String, serde_json::Value>) -> Result<String, Error> {
-    match args.get("id") {
-        Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
-        Some(serde_json::Value::String(s)) => Ok(s.clone()),
-        _ => Err(Error::InvalidInput("missing `id`".into())),
-    }
+#[derive(Deserialize)]
+struct Text {
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct Query {
+    query: String,
+}
+
+/// A note's id, as a number or (as models sometimes send it) a string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NoteId {
+    Number(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+struct Delete {
+    id: NoteId,
 }
 
 impl wasiclaw_sdk::Skill for Notes {
@@ -52,8 +68,7 @@ impl wasiclaw_sdk::Skill for Notes {
         }
     }
 
-    fn invoke(name: String, args: String) -> Result<String, Error> {
-        let args = parse_args(&args)?;
+    fn invoke(name: String, json: String) -> Result<String, Error> {
         let all = || -> Result<Vec<(u64, String)>, Error> {
             let mut notes = Vec::new();
             for key in kv::list_keys("note:")? {
@@ -69,7 +84,7 @@ impl wasiclaw_sdk::Skill for Notes {
         };
         match name.as_str() {
             "add" => {
-                let text = arg_str(&args, "text")?;
+                let Text { text } = args(&json)?;
                 if text.trim().is_empty() {
                     return Err(Error::InvalidInput("`text` is empty".into()));
                 }
@@ -79,11 +94,14 @@ impl wasiclaw_sdk::Skill for Notes {
             }
             "list" => Ok(render(all()?)),
             "search" => {
-                let q = arg_str(&args, "query")?.to_lowercase();
+                let q = args::<Query>(&json)?.query.to_lowercase();
                 Ok(render(all()?.into_iter().filter(|(_, t)| t.to_lowercase().contains(&q)).collect()))
             }
             "delete" => {
-                let key = format!("note:{}", note_id(&args)?);
+                let key = match args::<Delete>(&json)?.id {
+                    NoteId::Number(n) => format!("note:{n}"),
+                    NoteId::Text(s) => format!("note:{s}"),
+                };
                 if kv::get(&key)?.is_none() {
                     return Err(Error::NotFound(format!("no note {}", &key[5..])));
                 }

@@ -14,7 +14,7 @@ pub mod bindings {
         path: "../../wit",
         world: "wasiclaw:plugin/channel",
         pub_export_macro: true,
-        export_macro_name: "export_channel",
+        export_macro_name: "export_channel_guest",
         default_bindings_module: "wasiclaw_sdk::channel::bindings",
         with: {
             "wasiclaw:plugin/types@0.2.0": crate::bindings::wasiclaw::plugin::types,
@@ -36,9 +36,66 @@ use crate::Error;
 pub use crate::bindings::wasiclaw::plugin::types::{Inbound, Outbound};
 pub use crate::http::encode;
 pub use bindings::exports::wasiclaw::plugin::channel_api::{
-    ChannelManifest, Guest as Channel, HttpRequest, HttpResponse, Markup, SocketEvent, SocketReply, Transport,
-    WebhookReply,
+    ChannelManifest, HttpRequest, HttpResponse, Markup, SocketEvent, SocketReply, Transport, WebhookReply,
 };
+
+/// A chat channel. `describe` and `send` are required; a channel
+/// implements the calls of the transport it declares, and the others answer
+/// that this channel does not use them.
+pub trait Channel {
+    fn describe() -> ChannelManifest;
+    /// Send a message; returns the platform's message id.
+    fn send(message: Outbound) -> Result<String, Error>;
+    /// `Transport::Poll`: fetch new messages and the next cursor.
+    fn poll(_cursor: Option<String>) -> Result<(Vec<Inbound>, Option<String>), Error> {
+        Err(Error::InvalidInput("this channel does not poll".into()))
+    }
+    /// `Transport::Webhook`: answer a request on `/hooks/NAME/`.
+    fn on_webhook(_request: HttpRequest) -> Result<WebhookReply, Error> {
+        Ok(reply(respond(404, "this channel takes no webhooks")))
+    }
+    /// `Transport::Websocket`: handle an event of the host-held socket.
+    fn on_socket(_event: SocketEvent, _state: Option<String>) -> Result<SocketReply, Error> {
+        Err(Error::InvalidInput("this channel uses no websocket".into()))
+    }
+    /// Show "typing…" where the platform can; by default nothing.
+    fn typing(_chat_id: String) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Export a type implementing [`Channel`] as the component's `channel-api`.
+#[macro_export]
+macro_rules! export_channel {
+    ($channel:ident) => {
+        impl $crate::channel::bindings::exports::wasiclaw::plugin::channel_api::Guest for $channel {
+            fn describe() -> $crate::channel::ChannelManifest {
+                <$channel as $crate::channel::Channel>::describe()
+            }
+            fn poll(cursor: Option<String>) -> Result<(Vec<$crate::channel::Inbound>, Option<String>), $crate::Error> {
+                <$channel as $crate::channel::Channel>::poll(cursor)
+            }
+            fn on_webhook(
+                request: $crate::channel::HttpRequest,
+            ) -> Result<$crate::channel::WebhookReply, $crate::Error> {
+                <$channel as $crate::channel::Channel>::on_webhook(request)
+            }
+            fn on_socket(
+                event: $crate::channel::SocketEvent,
+                state: Option<String>,
+            ) -> Result<$crate::channel::SocketReply, $crate::Error> {
+                <$channel as $crate::channel::Channel>::on_socket(event, state)
+            }
+            fn send(message: $crate::channel::Outbound) -> Result<String, $crate::Error> {
+                <$channel as $crate::channel::Channel>::send(message)
+            }
+            fn typing(chat_id: String) -> Result<(), $crate::Error> {
+                <$channel as $crate::channel::Channel>::typing(chat_id)
+            }
+        }
+        $crate::channel::bindings::export_channel_guest!($channel);
+    };
+}
 
 impl HttpRequest {
     /// A header by lower-case name.

@@ -25,7 +25,6 @@ pub mod channel;
 pub mod http;
 
 pub use bindings::export;
-pub use channel::bindings::export_channel;
 
 pub use bindings::exports::wasiclaw::plugin::tool_api::Guest as Skill;
 use bindings::wasiclaw::plugin::log::{Level, log as host_log};
@@ -75,27 +74,22 @@ impl Default for Capabilities {
     }
 }
 
-/// Parse the arguments of a tool call into a JSON object.
-pub fn parse_args(args_json: &str) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
-    match serde_json::from_str(args_json) {
-        Ok(serde_json::Value::Object(map)) => Ok(map),
-        Ok(_) => Err(Error::InvalidInput("arguments must be a JSON object".into())),
-        Err(e) => Err(Error::InvalidInput(format!("arguments are not valid JSON: {e}"))),
+/// Read a tool call's arguments into `T` (a struct deriving `Deserialize`);
+/// a missing or mistyped field is an `invalid-input` error naming it.
+pub fn args<T: serde::de::DeserializeOwned>(args_json: &str) -> Result<T, Error> {
+    serde_json::from_str(args_json).map_err(|e| Error::InvalidInput(format!("bad arguments: {e}")))
+}
+
+/// A manifest with no version and no capabilities; set other fields with
+/// `Manifest { version: ..., ..manifest(...) }`.
+pub fn manifest(name: &str, description: &str, tools: Vec<Tool>) -> Manifest {
+    Manifest {
+        name: name.into(),
+        version: String::new(),
+        description: description.into(),
+        tools,
+        capabilities: Capabilities::default(),
     }
-}
-
-/// A required string argument.
-pub fn arg_str<'a>(args: &'a serde_json::Map<String, serde_json::Value>, key: &str) -> Result<&'a str, Error> {
-    args.get(key)
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| Error::InvalidInput(format!("missing string argument `{key}`")))
-}
-
-/// A required numeric argument.
-pub fn arg_f64(args: &serde_json::Map<String, serde_json::Value>, key: &str) -> Result<f64, Error> {
-    args.get(key)
-        .and_then(|v| v.as_f64())
-        .ok_or_else(|| Error::InvalidInput(format!("missing number argument `{key}`")))
 }
 
 pub fn unknown_tool(tool: &str) -> Error {

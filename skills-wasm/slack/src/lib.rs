@@ -12,8 +12,8 @@
 
 use serde_json::{Value, json};
 use wasiclaw_sdk::channel::{
-    Channel, ChannelManifest, HttpRequest, Inbound, Markup, Outbound, SocketEvent, SocketReply, Transport,
-    WebhookReply, post_json, reply, respond, respond_json, signature_matches, unix_now,
+    Channel, ChannelManifest, HttpRequest, Inbound, Markup, Outbound, Transport, WebhookReply, post_json, reply,
+    respond, respond_json, signature_matches, unix_now,
 };
 use wasiclaw_sdk::{Capabilities, Error, HttpRule, Manifest, config};
 
@@ -80,10 +80,6 @@ impl Channel for Slack {
         }
     }
 
-    fn poll(_: Option<String>) -> Result<(Vec<Inbound>, Option<String>), Error> {
-        Err(Error::InvalidInput("slack is driven by webhooks".into()))
-    }
-
     fn on_webhook(request: HttpRequest) -> Result<WebhookReply, Error> {
         if request.method != "POST" {
             return Ok(reply(respond(405, "POST only")));
@@ -114,10 +110,6 @@ impl Channel for Slack {
         }
     }
 
-    fn on_socket(_: SocketEvent, _: Option<String>) -> Result<SocketReply, Error> {
-        Err(Error::InvalidInput("slack uses no websocket".into()))
-    }
-
     fn send(message: Outbound) -> Result<String, Error> {
         let body = json!({"channel": message.chat_id, "text": message.text, "unfurl_links": false});
         let answer = post_json(&format!("{}/chat.postMessage", api()), &body)?;
@@ -126,11 +118,7 @@ impl Channel for Slack {
         }
         Ok(answer["ts"].as_str().unwrap_or_default().into())
     }
-
-    /// Slack has no typing indicator for apps.
-    fn typing(_: String) -> Result<(), Error> {
-        Ok(())
-    }
+    // Slack has no typing indicator for apps: the default does nothing.
 }
 
 wasiclaw_sdk::export_channel!(Slack);

@@ -12,8 +12,8 @@
 
 use serde_json::{Value, json};
 use wasiclaw_sdk::channel::{
-    Channel, ChannelManifest, HttpRequest, Inbound, Markup, Outbound, SocketEvent, SocketReply, Transport,
-    WebhookReply, get_json, post_json, reply, respond,
+    Channel, ChannelManifest, HttpRequest, Inbound, Markup, Outbound, Transport, WebhookReply, get_json, post_json,
+    reply, respond,
 };
 use wasiclaw_sdk::{Capabilities, Error, HttpRule, Manifest, config, crypto};
 
@@ -151,10 +151,6 @@ impl Channel for Telegram {
         let update: Value = serde_json::from_slice(&request.body)
             .map_err(|e| Error::InvalidInput(format!("update is not JSON: {e}")))?;
         Ok(WebhookReply { response: respond(200, "ok"), messages: messages(&[update])? })
-    }
-
-    fn on_socket(_: SocketEvent, _: Option<String>) -> Result<SocketReply, Error> {
-        Err(Error::InvalidInput("telegram uses no websocket".into()))
     }
 
     fn send(message: Outbound) -> Result<String, Error> {

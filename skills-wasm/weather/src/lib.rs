@@ -4,11 +4,17 @@
 //! HTTP rules follow them.
 
 use serde_json::{Value, json};
-use wasiclaw_sdk::{
-    Capabilities, Error, Manifest, arg_f64, config, http, http_get, parse_args, read_tool, unknown_tool,
-};
+use wasiclaw_sdk::{Capabilities, Error, Manifest, args, config, http, http_get, read_tool, unknown_tool};
 
 struct Weather;
+
+/// Where: a city name, or coordinates.
+#[derive(serde::Deserialize)]
+struct Place {
+    city: Option<String>,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+}
 
 fn api_base() -> String {
     config::get("api_base").unwrap_or_else(|| "https://api.open-meteo.com".into()).trim_end_matches('/').into()
@@ -69,13 +75,13 @@ impl wasiclaw_sdk::Skill for Weather {
         }
     }
 
-    fn invoke(name: String, args: String) -> Result<String, Error> {
+    fn invoke(name: String, json: String) -> Result<String, Error> {
         if name != "current" {
             return Err(unknown_tool(&name));
         }
-        let args = parse_args(&args)?;
-        let (lat, lon, place) = match args.get("city").and_then(|c| c.as_str()) {
-            Some(city) => {
+        let (lat, lon, place) = match args::<Place>(&json)? {
+            Place { city: Some(city), .. } => {
+                let city = city.as_str();
                 let found = get_json(&format!("{}/v1/search?count=1&name={}", geocoding_base(), http::encode(city)))?;
                 let hit =
                     found["results"].get(0).ok_or_else(|| Error::NotFound(format!("no place called `{city}`")))?;
@@ -83,10 +89,8 @@ impl wasiclaw_sdk::Skill for Weather {
                     format!("{}, {}", hit["name"].as_str().unwrap_or(city), hit["country"].as_str().unwrap_or(""));
                 (hit["latitude"].as_f64().unwrap_or(0.0), hit["longitude"].as_f64().unwrap_or(0.0), label)
             }
-            None => {
-                let (lat, lon) = (arg_f64(&args, "latitude")?, arg_f64(&args, "longitude")?);
-                (lat, lon, format!("{lat},{lon}"))
-            }
+            Place { latitude: Some(lat), longitude: Some(lon), .. } => (lat, lon, format!("{lat},{lon}")),
+            _ => return Err(Error::InvalidInput("give a `city`, or `latitude` and `longitude`".into())),
         };
         let data = get_json(&format!(
             "{}/v1/forecast?latitude={lat}&longitude={lon}&current=temperature_2m,wind_speed_10m,weather_code&daily=temperature_2m_max,temperature_2m_min&forecast_days=1&timezone=auto",

@@ -4,9 +4,15 @@
 //! hosts they choose, e.g. `wasiclaw skills grant web-fetch --http https://en.wikipedia.org/`.
 
 use serde_json::json;
-use wasiclaw_sdk::{Capabilities, Error, Manifest, arg_str, http, http_get, parse_args, read_tool, unknown_tool};
+use wasiclaw_sdk::{Capabilities, Error, Manifest, args, http, http_get, read_tool, unknown_tool};
 
 struct WebFetch;
+
+#[derive(serde::Deserialize)]
+struct Fetch {
+    url: String,
+    max_chars: Option<u64>,
+}
 
 /// Strip markup: drop script/style/head contents and tags, decode the common
 /// entities, collapse blank runs. Good enough for a model to read.
@@ -83,14 +89,13 @@ impl wasiclaw_sdk::Skill for WebFetch {
         }
     }
 
-    fn invoke(name: String, args: String) -> Result<String, Error> {
-        let args = parse_args(&args)?;
+    fn invoke(name: String, json: String) -> Result<String, Error> {
         if name != "fetch" {
             return Err(unknown_tool(&name));
         }
-        let url = arg_str(&args, "url")?;
-        let max = args.get("max_chars").and_then(|v| v.as_u64()).unwrap_or(20_000) as usize;
-        let resp = http::get(url)?;
+        let Fetch { url, max_chars } = args(&json)?;
+        let max = max_chars.unwrap_or(20_000) as usize;
+        let resp = http::get(&url)?;
         if resp.status >= 400 {
             return Err(Error::Failed(format!("{url} answered HTTP {}", resp.status)));
         }

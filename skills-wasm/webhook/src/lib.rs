@@ -15,8 +15,8 @@
 
 use serde_json::{Value, json};
 use wasiclaw_sdk::channel::{
-    Channel, ChannelManifest, HttpRequest, Inbound, Markup, Outbound, SocketEvent, SocketReply, Transport,
-    WebhookReply, reply, respond, respond_json,
+    Channel, ChannelManifest, HttpRequest, Inbound, Markup, Outbound, Transport, WebhookReply, reply, respond,
+    respond_json,
 };
 use wasiclaw_sdk::{Capabilities, Error, HttpRule, Manifest, config, crypto, http};
 
@@ -52,10 +52,6 @@ impl Channel for Webhook {
         }
     }
 
-    fn poll(_: Option<String>) -> Result<(Vec<Inbound>, Option<String>), Error> {
-        Err(Error::InvalidInput("the webhook channel is driven by webhooks".into()))
-    }
-
     fn on_webhook(request: HttpRequest) -> Result<WebhookReply, Error> {
         if request.method != "POST" {
             return Ok(reply(respond(405, "POST a JSON message")));
@@ -85,10 +81,6 @@ impl Channel for Webhook {
         Ok(WebhookReply { response: respond_json(202, &json!({"accepted": 1})), messages: vec![message] })
     }
 
-    fn on_socket(_: SocketEvent, _: Option<String>) -> Result<SocketReply, Error> {
-        Err(Error::InvalidInput("the webhook channel uses no websocket".into()))
-    }
-
     fn send(message: Outbound) -> Result<String, Error> {
         let url = config::get("callback_url").ok_or_else(|| {
             Error::InvalidInput("no callback_url: set it in [skills.webhook] of config.toml to receive replies".into())
@@ -100,10 +92,6 @@ impl Channel for Webhook {
             return Err(Error::Failed(format!("callback_url answered HTTP {}: {}", resp.status, resp.text())));
         }
         Ok(message.id)
-    }
-
-    fn typing(_: String) -> Result<(), Error> {
-        Ok(())
     }
 }
 

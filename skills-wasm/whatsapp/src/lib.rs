@@ -14,8 +14,8 @@
 
 use serde_json::{Value, json};
 use wasiclaw_sdk::channel::{
-    Channel, ChannelManifest, HttpRequest, Inbound, Markup, Outbound, SocketEvent, SocketReply, Transport,
-    WebhookReply, post_json, reply, respond, signature_matches,
+    Channel, ChannelManifest, HttpRequest, Inbound, Markup, Outbound, Transport, WebhookReply, post_json, reply,
+    respond, signature_matches,
 };
 use wasiclaw_sdk::{Capabilities, Error, HttpRule, Manifest, config, crypto};
 
@@ -94,10 +94,6 @@ impl Channel for WhatsApp {
         }
     }
 
-    fn poll(_: Option<String>) -> Result<(Vec<Inbound>, Option<String>), Error> {
-        Err(Error::InvalidInput("whatsapp is driven by webhooks".into()))
-    }
-
     fn on_webhook(request: HttpRequest) -> Result<WebhookReply, Error> {
         if request.method == "GET" {
             let token = request.query_param("hub.verify_token").unwrap_or_default();
@@ -114,10 +110,6 @@ impl Channel for WhatsApp {
         let body: Value = serde_json::from_slice(&request.body)
             .map_err(|e| Error::InvalidInput(format!("notification is not JSON: {e}")))?;
         Ok(WebhookReply { response: respond(200, "ok"), messages: messages(&body) })
-    }
-
-    fn on_socket(_: SocketEvent, _: Option<String>) -> Result<SocketReply, Error> {
-        Err(Error::InvalidInput("whatsapp uses no websocket".into()))
     }
 
     fn send(message: Outbound) -> Result<String, Error> {
@@ -137,10 +129,7 @@ impl Channel for WhatsApp {
         Ok(answer["messages"][0]["id"].as_str().unwrap_or_default().into())
     }
 
-    /// The Cloud API has no plain typing indicator.
-    fn typing(_: String) -> Result<(), Error> {
-        Ok(())
-    }
+    // The Cloud API has no plain typing indicator: the default does nothing.
 }
 
 wasiclaw_sdk::export_channel!(WhatsApp);
