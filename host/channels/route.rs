@@ -1,0 +1,299 @@
+//! What happens to a message: admission (dedup, groups, pairing, answers
+//! to questions), the per-chat workers that ask the agent and queue its
+//! reply, and the outbox worker that sends, retries and keeps each chat in
+//! order.
+
+use super::{
+    Answer, Call, ChannelError, Channels, MAX_BACKOFF, MAX_INBOUND_TEXT, PRUNE_EVERY, TYPING_EVERY, invoke, spec_of,
+};
+use crate::agent::{Event, Who};
+use crate::config::Groups;
+use crate::contract::Inbound;
+use crate::contract::Outbound;
+use crate::pairing::Verdict;
+use crate::queue::InboxItem;
+use crate::runtime::Runtime;
+use crate::store::now_ms;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Channels {
+    /// Admit messages from the platform: dedup, pairing, then the inbox.
+    pub(super) fn inbound(&self, name: &str, messages: Vec<Inbound>) -> Result<(), ChannelError> {
+        let db = &self.rt().db;
+        let cfg = self.rt().config.channels.get(name).cloned().unwrap_or_default();
+        for m in messages {
+            if m.text.trim().is_empty() || m.text.len() > MAX_INBOUND_TEXT || db.seen(name, &m.message_id)? {
+                continue;
+            }
+            // Group chatter not meant for the bot is neither stored nor
+            // answered, not even with a pairing code; nor marked seen, since
+            // a platform may deliver the same message again as a mention.
+            let heard = match cfg.groups {
+                _ if !m.group => true,
+                Groups::Mentioned => m.addressed,
+                Groups::All => true,
+                Groups::Off => false,
+            };
+            if !heard {
+                continue;
+            }
+            let verdict = db.pairing_check(name, &m.sender_id, &m.sender_name, &m.chat_id, m.group, &cfg)?;
+            match verdict {
+                Verdict::Serve { admin, .. } => {
+                    // An admin's answer to a waiting tool call is taken at
+                    // once: the turn that asked holds this chat's worker.
+                    if let Some((answer, id)) = approval_answer(&m.text).filter(|_| admin) {
+                        db.mark_seen(name, &m.message_id)?;
+                        if !self.rt().questions.answer(id, answer) {
+                            db.outbox_enqueue(name, &m.chat_id, &format!("No tool call is waiting for answer {id}."))?;
+                        }
+                    } else if let Some(code) = m.text.trim().strip_prefix("/approve ").filter(|_| admin) {
+                        db.mark_seen(name, &m.message_id)?;
+                        let reply = match crate::queue::approve(db, code, false)? {
+                            Some(p) => format!("Approved {} ({}:{}).", p.sender_name, p.channel, p.sender_id),
+                            None => format!("No pending pairing has the code {}.", code.trim()),
+                        };
+                        db.outbox_enqueue(name, &m.chat_id, &reply)?;
+                    } else if db.inbox_accept(InboxItem {
+                        id: 0,
+                        channel: name.into(),
+                        chat_id: m.chat_id,
+                        group: m.group,
+                        sender_id: m.sender_id,
+                        text: m.text,
+                        message_id: m.message_id,
+                        received_ms: now_ms(),
+                    })? {
+                        self.status(name, |s| s.received += 1);
+                    }
+                }
+                Verdict::SendCode(code) => {
+                    db.mark_seen(name, &m.message_id)?;
+                    tracing::info!(
+                        "{name}: {} ({}) asks to pair; approve with `wasiclaw pairing approve {code}`",
+                        m.sender_name,
+                        m.sender_id
+                    );
+                    db.outbox_enqueue(name, &m.chat_id, &crate::pairing::code_message(&code))?;
+                }
+                Verdict::Ignore => {
+                    db.mark_seen(name, &m.message_id)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Answer inbox messages: one task per chat, in order within a chat.
+    pub(super) async fn inbox_worker(self: Arc<Self>, name: String) {
+        let mut changes = self.rt().db.changes.subscribe();
+        let mut pruned: Option<std::time::Instant> = None;
+        loop {
+            if pruned.is_none_or(|t| t.elapsed() > PRUNE_EVERY) {
+                if let Err(e) = self.rt().db.prune_seen() {
+                    tracing::warn!("pruning seen message ids: {e}");
+                }
+                pruned = Some(std::time::Instant::now());
+            }
+            changes.mark_unchanged();
+            match self.rt().db.inbox(&name) {
+                Ok(items) => {
+                    let chats: HashSet<String> = items.into_iter().map(|i| i.chat_id).collect();
+                    for chat in chats {
+                        if self.busy.lock().unwrap().insert((name.clone(), chat.clone())) {
+                            tokio::spawn(self.clone().answer_chat(name.clone(), chat));
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("channel {name}: reading the inbox: {e}"),
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(60), changes.changed()).await;
+        }
+    }
+
+    pub(super) async fn answer_chat(self: Arc<Self>, name: String, chat: String) {
+        let key = (name.clone(), chat.clone());
+        loop {
+            let next = self.rt().db.inbox(&name).map(|items| items.into_iter().find(|i| i.chat_id == chat));
+            let item = match next {
+                Ok(Some(item)) => item,
+                Ok(None) => {
+                    // Leave, unless a message arrived while the worker saw us busy.
+                    self.busy.lock().unwrap().remove(&key);
+                    let more = self.rt().db.inbox(&name).is_ok_and(|i| i.iter().any(|i| i.chat_id == chat));
+                    if more && self.busy.lock().unwrap().insert(key.clone()) {
+                        continue;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!("channel {name}: reading the inbox: {e}");
+                    break;
+                }
+            };
+            // "typing…" goes out before the model is asked (so it shows even
+            // for a quick answer), then is refreshed until the reply is ready.
+            let show_typing = |rt: Arc<Runtime>, name: String, chat: String| async move {
+                match tokio::time::timeout(Duration::from_secs(5), invoke(&rt, &name, Call::Typing(chat))).await {
+                    Ok(Ok(_)) => true,
+                    Ok(Err(e)) => {
+                        tracing::debug!("{name}: typing indicator: {e}");
+                        false
+                    }
+                    Err(_) => false,
+                }
+            };
+            let first = show_typing(self.rt().clone(), name.clone(), chat.clone()).await;
+            let typing = tokio::spawn({
+                let (rt, name, chat) = (self.rt().clone(), name.clone(), chat.clone());
+                async move {
+                    if first {
+                        loop {
+                            tokio::time::sleep(TYPING_EVERY).await;
+                            if !show_typing(rt.clone(), name.clone(), chat.clone()).await {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+            let who = self.who(&name, &item);
+            // Everyone but an admin talks in a session of their own.
+            let session = match &who {
+                Who::Person { admin: false, .. } => format!("{name}:{}:{}", item.chat_id, item.sender_id),
+                _ => format!("{name}:{}", item.chat_id),
+            };
+            // A question for the owner goes to this (admin's) chat at once.
+            let ask = |e: Event| {
+                if let Event::Approval { id, tool, arguments, reason } = e {
+                    let text = format!(
+                        "Allow {tool} {}? ({reason})\nReply /allow {id}, /always {id} or /deny {id}.",
+                        crate::text::truncate(&arguments, 300)
+                    );
+                    if let Err(e) = self.rt().db.outbox_enqueue(&name, &chat, &text) {
+                        tracing::error!("channel {name}: queueing an approval question: {e}");
+                    }
+                }
+            };
+            let reply = match self.agent.turn_as(&session, &item.text, &who, &ask).await {
+                Ok(reply) => reply.text,
+                Err(e) => format!("⚠️ {e}"),
+            };
+            typing.abort();
+            let reply_to = Some(item.message_id.clone());
+            if let Err(e) = self.rt().db.inbox_done(item.id, Some((&name, &chat, &reply, reply_to))) {
+                tracing::error!("channel {name}: saving the reply: {e}");
+                break;
+            }
+        }
+        self.busy.lock().unwrap().remove(&key);
+    }
+
+    /// Send queued messages, retrying with backoff; one chat stays in order.
+    pub(super) async fn outbox_worker(self: Arc<Self>, name: String) {
+        let mut changes = self.rt().db.changes.subscribe();
+        loop {
+            changes.mark_unchanged();
+            let wait = match self.send_due(&name).await {
+                Ok(wait) => wait,
+                Err(e) => {
+                    tracing::error!("channel {name}: outbox: {e}");
+                    Duration::from_secs(5)
+                }
+            };
+            let _ = tokio::time::timeout(wait, changes.changed()).await;
+        }
+    }
+
+    /// One pass over the outbox; returns how long until the next retry.
+    pub(super) async fn send_due(&self, name: &str) -> Result<Duration, ChannelError> {
+        let rt = self.rt();
+        let mut wait = Duration::from_secs(60);
+        let mut blocked = HashSet::new();
+        let pending = rt.db.outbox(Some(name))?;
+        self.status(name, |s| s.outbox_pending = pending.len());
+        let spec = spec_of(rt, name);
+        for mut item in pending {
+            if blocked.contains(&item.chat_id) {
+                continue;
+            }
+            let now = now_ms();
+            if item.next_ms > now {
+                wait = wait.min(Duration::from_millis((item.next_ms - now) as u64));
+                blocked.insert(item.chat_id.clone());
+                continue;
+            }
+            let Some(spec) = &spec else {
+                return Ok(Duration::from_secs(30));
+            };
+            let pieces = crate::markup::render(&item.text, spec.markup, spec.max_length);
+            let mut failed = None;
+            for (i, piece) in pieces.iter().enumerate().skip(item.parts_sent) {
+                let msg = Outbound {
+                    id: format!("wasiclaw-{}-{}-{i}", item.created_ms, item.id),
+                    chat_id: item.chat_id.clone(),
+                    text: piece.clone(),
+                    reply_to: if i == 0 { item.reply_to.clone() } else { None },
+                };
+                match invoke(rt, name, Call::Send(msg)).await {
+                    Ok((Answer::Sent(id), _)) => {
+                        tracing::debug!("channel {name}: sent message {id} to {}", item.chat_id);
+                        item.parts_sent = i + 1;
+                        rt.db.outbox_save(&item)?;
+                    }
+                    Ok(_) => unreachable!("send answers a send"),
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => {
+                    rt.db.outbox_remove(item.id)?;
+                    self.status(name, |s| s.sent += 1);
+                }
+                Some(e) => {
+                    item.attempts += 1;
+                    let delay = Duration::from_secs(2u64.saturating_pow(item.attempts.min(16))).min(MAX_BACKOFF);
+                    item.next_ms = now_ms() + delay.as_millis() as i64;
+                    tracing::warn!(
+                        "channel {name}: sending to {} failed (attempt {}), retrying in {delay:?}: {e}",
+                        item.chat_id,
+                        item.attempts
+                    );
+                    item.last_error = Some(e.clone());
+                    rt.db.outbox_save(&item)?;
+                    self.status(name, |s| s.last_error = Some(format!("sending: {e}")));
+                    blocked.insert(item.chat_id.clone());
+                    wait = wait.min(delay);
+                }
+            }
+        }
+        Ok(wait)
+    }
+
+    /// Who a message's sender is to the agent: an admin, or a person with
+    /// a scope (in a group, the scope of their pairing for that chat).
+    fn who(&self, channel: &str, item: &InboxItem) -> Who {
+        let cfg = self.rt().config.channels.get(channel).cloned().unwrap_or_default();
+        if cfg.admins.contains(&item.sender_id) {
+            return Who::Person { admin: true, scope: Default::default() };
+        }
+        let key = crate::pairing::key(&item.sender_id, item.group.then_some(item.chat_id.as_str()));
+        match self.rt().db.pairing(channel, &key) {
+            Ok(Some(p)) if p.approved => Who::Person { admin: p.admin, scope: p.scope },
+            _ => Who::Person { admin: false, scope: Default::default() },
+        }
+    }
+}
+
+/// `/allow 3`, `/always 3`, `/deny 3`: an answer to a waiting tool call.
+fn approval_answer(text: &str) -> Option<(crate::approvals::Answer, u64)> {
+    let mut words = text.split_whitespace();
+    let answer = words.next().filter(|w| w.starts_with('/')).and_then(crate::approvals::Answer::parse)?;
+    let id = words.next()?.parse().ok()?;
+    words.next().is_none().then_some((answer, id))
+}
