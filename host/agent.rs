@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// The persona written to `persona.md` on first start; the owner edits that file.
 pub const DEFAULT_PERSONA: &str = "\
 You are wasiclaw, the owner's personal assistant. You run on the owner's own hardware.
 Be brief and concrete. Use tools when they help; say plainly when a tool was denied and
@@ -56,7 +57,12 @@ pub enum Who {
     Owner,
     /// Someone in a chat app. An admin acts as the owner and answers
     /// approvals in their own chat; anyone else gets their scope.
-    Person { admin: bool, scope: Scope },
+    Person {
+        /// Acts as the owner.
+        admin: bool,
+        /// What a non-admin may use.
+        scope: Scope,
+    },
     /// A scheduled run: nobody is there to answer a question.
     Unattended,
 }
@@ -89,6 +95,7 @@ impl Who {
 /// The end of a turn: the reply, and why it stopped early if it did.
 #[derive(Debug)]
 pub struct TurnReply {
+    /// The reply.
     pub text: String,
     /// Set when a call needed a question nobody could answer (an
     /// unattended run).
@@ -112,37 +119,53 @@ const KEEP_RECENT: usize = 6;
 pub enum Event {
     /// A piece of the model's reply, as it streams.
     Text {
+        /// Text as the model streams it.
         text: String,
     },
+    /// The model called a tool.
     ToolCall {
+        /// The tool's name as the model sees it.
         name: String,
+        /// The arguments, as JSON.
         arguments: String,
     },
+    /// A tool call finished.
     ToolResult {
+        /// The tool's name as the model sees it.
         name: String,
+        /// Whether it succeeded.
         ok: bool,
+        /// The start of its output.
         preview: String,
     },
     /// Something the host wants the user to know (compaction, retries).
     Notice {
+        /// The notice.
         text: String,
     },
     /// A tool call waits for the owner: answer with `/allow ID`,
     /// `/always ID` or `/deny ID` (or the buttons of the web chat).
     Approval {
+        /// Answer with this id (`wasiclaw approvals answer ID`, `/allow ID`).
         id: u64,
+        /// The tool that waits.
         tool: String,
+        /// Its arguments, as JSON.
         arguments: String,
+        /// Why it asks.
         reason: String,
     },
 }
 
+/// Why a turn could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// The session could not be read or saved.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
+/// Receives a turn's events as they happen.
 pub type Emit<'a> = &'a (dyn Fn(Event) + Send + Sync);
 
 /// One round of tool calls: who asked, whether untrusted content is in
@@ -155,7 +178,9 @@ struct Turn<'a> {
     stopped: Mutex<Option<String>>,
 }
 
+/// The agent: the model loop over a runtime's tools, sessions and memory.
 pub struct Agent {
+    /// The runtime whose tools, memory and sessions it uses.
     pub rt: Arc<Runtime>,
     llm: Option<Llm>,
     /// Why there is no model, for the reply that says how to configure one.
@@ -221,6 +246,7 @@ impl Agent {
         Agent { rt, llm, no_model, cfg, locks: Mutex::default() }
     }
 
+    /// The model connection, for tests that point it elsewhere.
     pub fn llm_mut(&mut self) -> Option<&mut Llm> {
         self.llm.as_mut()
     }

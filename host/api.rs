@@ -26,103 +26,167 @@ use tokio::net::{UnixListener, UnixStream};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
+    /// The daemon's and the database's state (`wasiclaw status`).
     Status,
+    /// Every component in the skills folder.
     SkillsList,
+    /// One component in full.
     SkillsInspect {
+        /// The component's name.
         name: String,
     },
+    /// Grant rights to a component (or approve its build).
     Grant {
+        /// The component's name.
         name: String,
+        /// What to grant.
         change: GrantChange,
     },
+    /// Take rights back.
     Revoke {
+        /// The component's name.
         name: String,
+        /// What to take back.
         change: GrantChange,
     },
+    /// Call one tool.
     Tool {
+        /// The skill's name.
         skill: String,
+        /// The tool's name.
         tool: String,
+        /// The arguments, a JSON object.
         args: String,
     },
+    /// The newest audit records.
     Audit {
+        /// Only this component's.
         skill: Option<String>,
+        /// At most this many.
         limit: usize,
     },
+    /// Messages components sent the owner.
     Notifications {
+        /// At most this many.
         limit: usize,
     },
+    /// Token and cost totals per day.
     Usage {
+        /// The last this many days.
         days: usize,
     },
+    /// Save a memory.
     MemoryAdd {
+        /// The memory.
         text: String,
+        /// Its tags.
         tags: Vec<String>,
+        /// Keep it in every context.
         pinned: bool,
     },
+    /// Search memories.
     MemorySearch {
+        /// Words to look for.
         query: String,
+        /// At most this many hits.
         limit: usize,
     },
+    /// Every memory.
     MemoryList,
+    /// Forget a memory.
     MemoryForget {
+        /// Its id.
         id: u64,
     },
+    /// Pin or unpin a memory.
     MemoryPin {
+        /// Its id.
         id: u64,
+        /// Pin (true) or unpin.
         pinned: bool,
     },
+    /// Every memory as JSON lines.
     MemoryExport,
+    /// Add memories from JSON lines (those already present are skipped).
     MemoryImport {
+        /// The JSON lines.
         jsonl: String,
     },
+    /// Schedule a job.
     CronAdd {
+        /// What, when and where.
         job: crate::jobs::NewJob,
     },
+    /// Every job.
     CronList,
+    /// Remove a job.
     CronRm {
+        /// Its id.
         id: u64,
     },
+    /// Run a job now.
     CronRunNow {
+        /// Its id.
         id: u64,
     },
+    /// Runs of jobs, newest last.
     CronHistory {
+        /// Only this job's.
         id: Option<u64>,
+        /// At most this many.
         limit: usize,
     },
     /// One chat turn; the daemon streams `Reply::Event` lines before the reply.
     Chat {
+        /// The session (`terminal:NAME`, `web:NAME`).
         session: String,
+        /// What the owner said.
         text: String,
     },
+    /// Paired senders and pending requests.
     PairingList,
+    /// Approve the sender who was given a code.
     PairingApprove {
+        /// The code.
         code: String,
+        /// Make them an admin.
         admin: bool,
     },
+    /// Forget a sender.
     PairingRevoke {
+        /// The channel.
         channel: String,
+        /// The sender's pairing key (`pairing::key`).
         sender: String,
     },
     /// Messages waiting to be sent through channels.
     Outbox,
     /// Give up on a queued message.
     OutboxDrop {
+        /// The message's id.
         id: u64,
     },
     /// What a paired non-admin may use.
     PairingGrant {
+        /// The channel.
         channel: String,
+        /// The sender's pairing key (`pairing::key`).
         sender: String,
+        /// What they may use.
         scope: crate::pairing::Scope,
     },
     /// The owner's answer to a tool call waiting for approval.
     Answer {
+        /// The question's id.
         id: u64,
+        /// Once, always, or deny.
         answer: crate::approvals::Answer,
     },
     /// Tools the owner answered "always" for.
     ApprovalsList,
+    /// Make a tool ask again.
     ApprovalsRevoke {
+        /// `SKILL.TOOL` or a host tool's name.
         tool: String,
     },
 }
@@ -155,39 +219,61 @@ impl Request {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Response {
+    /// `wasiclaw status`.
     Status(Box<Status>),
+    /// Every component.
     Skills(Vec<SkillInfo>),
+    /// One component.
     Skill(Box<SkillInfo>),
     /// A grant changed: the new state, and notes on grants with no effect.
     Granted {
+        /// The component's state after the change.
         skill: Box<SkillInfo>,
+        /// Why part of the grant has no effect.
         notes: Vec<String>,
     },
+    /// A tool call's result.
     Tool(ToolOutcome),
+    /// Audit records, oldest first.
     Audit(Vec<AuditRecord>),
+    /// Messages to the owner, oldest first.
     Notifications(Vec<Notification>),
     /// Per UTC day, newest first.
     Usage(Vec<(String, Totals)>),
+    /// The memory saved.
     Remembered(Memory),
+    /// Search hits, best first.
     Hits(Vec<Hit>),
+    /// Memories.
     Memories(Vec<Memory>),
     /// Memories as JSON lines.
     Exported(String),
+    /// Memories imported from JSON lines.
     Imported {
+        /// How many were added.
         imported: usize,
+        /// How many were already present.
         skipped: usize,
     },
+    /// The job added.
     Job(Job),
+    /// Every job.
     Jobs(Vec<Job>),
+    /// Runs.
     Runs(Vec<Run>),
+    /// Pairings.
     Pairings(Vec<Pairing>),
+    /// The pairing changed.
     Pairing(Pairing),
+    /// Messages waiting to be sent.
     Outbox(Vec<OutboxItem>),
     /// Tools answered "always", with when (Unix ms).
     Approvals(Vec<(String, i64)>),
     /// Whether a tool call was waiting for that answer.
     Answered(bool),
+    /// A chat turn's reply.
     Chat {
+        /// The reply.
         reply: String,
     },
     /// Done, and nothing to show but what was asked (a removal, a pin).
@@ -210,24 +296,37 @@ impl Response {
 pub struct Status {
     /// Answered by a running daemon (else by the CLI itself).
     pub daemon: bool,
+    /// This binary's version.
     pub version: String,
+    /// The answering process.
     pub pid: u32,
+    /// Seconds since it started.
     pub uptime_s: i64,
+    /// Where the database, skills, secrets and config live.
     pub state_dir: std::path::PathBuf,
     /// Each configured model, in the order they are tried.
     pub models: Vec<String>,
     /// Skills (not channels) installed.
     pub skills: usize,
+    /// How many components are in each state.
     pub components_by_state: BTreeMap<SkillState, usize>,
+    /// The daemon's channels.
     pub channels: Vec<ChannelStatus>,
+    /// Scheduled jobs.
     pub jobs: usize,
+    /// When the next one fires (Unix ms).
     pub next_run_ms: Option<i64>,
+    /// Model tokens used today (UTC).
     pub tokens_today: u64,
     /// 0 for none.
     pub daily_token_budget: u64,
+    /// The database file's size.
     pub database_bytes: u64,
+    /// The compiled-component cache's size.
     pub cache_bytes: u64,
+    /// Messages waiting to be sent.
     pub outbox_pending: usize,
+    /// Audit records kept.
     pub audit_records: u64,
     /// Full rescans of the skills folder since start.
     pub rescans: u64,
@@ -237,9 +336,13 @@ pub struct Status {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reply {
+    /// The answer.
     Ok(Response),
+    /// The request failed.
     Err {
+        /// What kind of failure (the CLI's exit code).
         kind: ErrorKind,
+        /// What went wrong and what to do.
         message: String,
     },
     /// Progress of a chat turn, streamed before the final reply.

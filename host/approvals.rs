@@ -28,9 +28,13 @@ use tokio::sync::oneshot;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Risk {
+    /// Only reads.
     Read,
+    /// Changes the owner's data.
     Write,
+    /// Sends messages to others.
     Send,
+    /// Spends money.
     Spend,
 }
 
@@ -38,8 +42,11 @@ pub enum Risk {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Policy {
+    /// Runs without asking.
     Allow,
+    /// Asks the owner first.
     Ask,
+    /// Never runs.
     Deny,
 }
 
@@ -51,6 +58,7 @@ pub enum Answer {
     Once,
     /// Allow this call and every later one of this tool.
     Always,
+    /// Do not run it.
     Deny,
 }
 
@@ -120,6 +128,7 @@ impl Pending {
         self.waiting.lock().unwrap().remove(&id).is_some_and(|tx| tx.send(answer).is_ok())
     }
 
+    /// Drop a question nobody will answer now.
     pub fn forget(&self, id: u64) {
         self.waiting.lock().unwrap().remove(&id);
     }

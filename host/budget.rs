@@ -21,9 +21,13 @@ use tokio::sync::Semaphore;
 /// A countable use of host resources.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Spend {
+    /// Bytes of log lines.
     LogBytes,
+    /// Audit records written.
     AuditRecords,
+    /// Messages to the owner.
     Notify,
+    /// Secret comparisons (`crypto::secret-equals`).
     SecretChecks,
 }
 
@@ -54,6 +58,7 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// A budget with the counters of `limits`.
     pub fn new(limits: &Limits) -> Self {
         Budget {
             limits: limits.clone(),
@@ -86,6 +91,7 @@ pub struct Budgets {
 }
 
 impl Budgets {
+    /// The budget of `component`, created on first use.
     pub fn of(&self, component: &str, limits: &Limits) -> Arc<Budget> {
         self.map.lock().unwrap().entry(component.to_string()).or_insert_with(|| Arc::new(Budget::new(limits))).clone()
     }

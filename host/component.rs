@@ -18,51 +18,74 @@ use std::sync::{Arc, RwLock};
 
 /// The contract this host speaks (`wit/plugin.wit`).
 pub const CONTRACT_PACKAGE: &str = "wasiclaw:plugin";
+/// The contract version components are built against by default.
 pub const CONTRACT_VERSION: &str = contract::CURRENT;
 const CLASH: &str = "skill name ";
 
+/// A tool a skill offers.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ToolSpec {
+    /// Its name within the skill.
     pub name: String,
+    /// What it does, for the model.
     pub description: String,
     /// JSON Schema of the arguments.
     pub parameters: serde_json::Value,
 }
 
+/// What a component says about itself (`describe`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
+    /// Its name, which its rights are stored under.
     pub name: String,
+    /// Its own version string.
     pub version: String,
+    /// What it does.
     pub description: String,
+    /// Its tools (none for a channel).
     pub tools: Vec<ToolSpec>,
+    /// What it asks for.
     pub capabilities: Capabilities,
 }
 
+/// Why a file in the skills folder does not load.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file cannot be read.
     #[error("cannot read {0}: {1}")]
     Read(PathBuf, std::io::Error),
+    /// Not WebAssembly at all.
     #[error("not a WebAssembly file (no `\\0asm` header)")]
     NotWasm,
     #[error(
         "this is a core WebAssembly module, not a component; build skills for `wasm32-wasip2` (or wrap the module with `wasm-tools component new`)"
     )]
+    /// A core module instead of a component.
     CoreModule,
+    /// The compiler refused it.
     #[error("{0}")]
     Compile(String),
     #[error(
         "built for contract {CONTRACT_PACKAGE}@{found}, but this wasiclaw speaks {CONTRACT_PACKAGE}@{CONTRACT_VERSION} (and still loads {}); rebuild the skill against {CONTRACT_VERSION} or use a wasiclaw that speaks {found}",
         contract::OLDER.join(", ")
     )]
-    Version { found: String },
+    /// Built for a contract version this host does not speak.
+    Version {
+        /// The version it was built for.
+        found: String,
+    },
     #[error(
         "not a wasiclaw skill or channel: it exports neither {CONTRACT_PACKAGE}/tool-api@{CONTRACT_VERSION} nor {CONTRACT_PACKAGE}/channel-api@{CONTRACT_VERSION}"
     )]
+    /// It exports neither interface of the contract.
     NotASkill,
+    /// Its imports cannot be satisfied.
     #[error("cannot link: {0}")]
     Link(String),
+    /// Its `describe` failed.
     #[error("describe() failed: {0}")]
     Describe(CallError),
+    /// What it describes breaks a rule or a limit.
     #[error("invalid manifest: {0}")]
     Manifest(String),
 }
@@ -71,31 +94,49 @@ pub enum LoadError {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Transport {
-    Poll { interval_ms: u32 },
+    /// The host calls `poll` in a loop.
+    Poll {
+        /// The wait after an empty poll (0 for long polling).
+        interval_ms: u32,
+    },
+    /// Through `/hooks/NAME/` on the gateway.
     Webhook,
-    Websocket { url: String },
+    /// The host holds a websocket to this URL.
+    Websocket {
+        /// The URL, granted like an HTTP rule.
+        url: String,
+    },
 }
 
 /// What a channel component declares besides its manifest.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ChannelSpec {
+    /// How the host reaches the platform.
     pub transport: Transport,
+    /// The markup replies are converted to.
     pub markup: Markup,
+    /// The longest message the platform takes, in characters.
     pub max_length: usize,
 }
 
 /// A component ready to be called: a skill (tools) or a chat channel.
 pub enum Kind {
+    /// A skill: tools.
     Skill(SkillGuest),
+    /// A chat channel, and what it declares.
     Channel(ChannelGuest, ChannelSpec),
 }
 
+/// A loaded component.
 pub struct Loaded {
+    /// What it describes.
     pub manifest: Manifest,
+    /// What it is.
     pub kind: Kind,
 }
 
 impl Loaded {
+    /// The channel and its declaration, if it is one.
     pub fn channel(&self) -> Option<(&ChannelGuest, &ChannelSpec)> {
         match &self.kind {
             Kind::Channel(pre, spec) => Some((pre, spec)),
@@ -107,8 +148,11 @@ impl Loaded {
 /// One `.wasm` file in the skills folder.
 #[derive(Clone)]
 pub struct Entry {
+    /// The file.
     pub file: PathBuf,
+    /// The file's sha256, its identity.
     pub sha256: String,
+    /// The component, or why it did not load.
     pub loaded: Result<Arc<Loaded>, String>,
     /// Size, mtime and inode when read: an unchanged file is not read again.
     pub stamp: Option<(u64, std::time::SystemTime, u64)>,
@@ -131,6 +175,7 @@ impl Entry {
     }
 }
 
+/// Lower-case hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -191,8 +236,11 @@ fn check_contract(
 /// Bounds on what a manifest may declare: every tool of an approved skill
 /// goes to the model on every turn, so each byte here costs tokens.
 pub const MAX_TOOLS: usize = 64;
+/// The longest description of a skill or a tool.
 pub const MAX_DESCRIPTION: usize = 1024;
+/// The largest parameter schema of a tool.
 pub const MAX_SCHEMA: usize = 8 * 1024;
+/// The most HTTP rules (and secrets) a component may ask for.
 pub const MAX_RULES: usize = 32;
 
 /// Check a manifest against the naming rules and the bounds above; the
@@ -442,16 +490,21 @@ const STAMPS: &str = "stamps.json";
 /// What a rescan changed, for logs and progress.
 #[derive(Debug, Default)]
 pub struct ScanReport {
+    /// Components loaded or reloaded.
     pub loaded: Vec<String>,
+    /// Files refused, with the reason.
     pub rejected: Vec<(String, String)>,
+    /// Components whose file is gone.
     pub removed: Vec<String>,
 }
 
 impl Registry {
+    /// Every file's entry.
     pub fn entries(&self) -> Vec<Entry> {
         self.entries.read().unwrap().values().cloned().collect()
     }
 
+    /// The entry of component `name` (a loaded one first).
     pub fn find(&self, name: &str) -> Option<Entry> {
         let entries = self.entries.read().unwrap();
         entries

@@ -9,28 +9,35 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The owner's `config.toml`, with defaults for everything left out.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// Per-call limits of every component.
     #[serde(default)]
     pub limits: Limits,
     /// `[skills.NAME]` tables: non-secret settings a skill reads via `config`.
     #[serde(default)]
     pub skills: BTreeMap<String, toml::Table>,
+    /// The agent loop.
     #[serde(default)]
     pub agent: AgentConfig,
     /// The model chain: the first that answers wins; later ones are fallbacks.
     #[serde(default)]
     pub providers: Vec<ProviderConfig>,
+    /// The web chat and webhook listener.
     #[serde(default)]
     pub gateway: GatewayConfig,
+    /// Long-term memory.
     #[serde(default)]
     pub memory: MemoryConfig,
     /// `[channels.NAME]` tables: who a chat channel serves.
     #[serde(default)]
     pub channels: BTreeMap<String, ChannelConfig>,
+    /// How long audit records are kept.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// The database.
     #[serde(default)]
     pub storage: StorageConfig,
     /// `[tools."SKILL.TOOL"]` (or a host tool's name): the owner's policy
@@ -129,7 +136,9 @@ impl Default for MemoryConfig {
 pub struct EmbeddingsConfig {
     /// e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1
     pub base_url: String,
+    /// The embedding model.
     pub model: String,
+    /// The secret holding its API key, if it needs one.
     #[serde(default)]
     pub api_key_secret: Option<String>,
 }
@@ -176,6 +185,7 @@ impl Default for AgentConfig {
     }
 }
 
+/// The API family a provider speaks.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
@@ -186,12 +196,15 @@ pub enum ProviderKind {
     Anthropic,
 }
 
+/// One model endpoint.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
+    /// Its API family.
     pub kind: ProviderKind,
     /// e.g. https://api.openai.com/v1, http://127.0.0.1:11434/v1, https://api.anthropic.com
     pub base_url: String,
+    /// The model's name.
     pub model: String,
     /// Name of the secret (see `wasiclaw secrets set`) holding the API key.
     #[serde(default)]
@@ -199,6 +212,7 @@ pub struct ProviderConfig {
     /// USD per million input / output tokens, for cost accounting.
     #[serde(default)]
     pub price_input_per_mtok: f64,
+    /// US dollars per million output tokens, for the cost in `usage`.
     #[serde(default)]
     pub price_output_per_mtok: f64,
     /// Seconds before a request without progress counts as timed out.
@@ -219,6 +233,7 @@ pub struct GatewayConfig {
     /// Name of the secret holding the token clients must present; without
     /// it the host creates `WASICLAW_GATEWAY_TOKEN` on first start.
     pub token_secret: Option<String>,
+    /// Serve the gateway at all.
     pub enabled: bool,
     /// Host names the gateway also answers to (e.g. the name a reverse
     /// proxy forwards), besides its bind address, 127.0.0.1, [::1] and
@@ -230,6 +245,7 @@ pub struct GatewayConfig {
 pub const DEFAULT_GATEWAY_TOKEN: &str = "WASICLAW_GATEWAY_TOKEN";
 
 impl GatewayConfig {
+    /// The name of the secret holding the gateway token.
     pub fn token_name(&self) -> &str {
         self.token_secret.as_deref().unwrap_or(DEFAULT_GATEWAY_TOKEN)
     }
@@ -299,32 +315,51 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// `memory_mb` in bytes.
     pub fn memory_bytes(&self) -> usize {
         (self.memory_mb as usize) << 20
     }
+    /// `timeout_ms` as a duration.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
+    /// `output_kb` in bytes.
     pub fn output_bytes(&self) -> usize {
         (self.output_kb as usize) << 10
     }
+    /// `http_response_kb` in bytes.
     pub fn http_response_bytes(&self) -> usize {
         (self.http_response_kb as usize) << 10
     }
+    /// `http_request_kb` in bytes.
     pub fn http_request_bytes(&self) -> usize {
         (self.http_request_kb as usize) << 10
     }
 }
 
+/// Why `config.toml` cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// The file exists but cannot be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     #[error("config {path} is invalid: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// It is not valid TOML, or a setting is wrong.
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        message: String,
+    },
 }
 
 impl Config {
+    /// Read the config at `path`; a missing file means all defaults.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
@@ -356,10 +391,12 @@ impl Config {
 /// Where everything lives under the state directory.
 #[derive(Clone, Debug)]
 pub struct Paths {
+    /// The state directory.
     pub state_dir: PathBuf,
 }
 
 impl Paths {
+    /// The files of the state directory `state_dir`.
     pub fn new(state_dir: PathBuf) -> Self {
         Paths { state_dir }
     }
@@ -367,21 +404,27 @@ impl Paths {
     pub fn default_state_dir() -> PathBuf {
         dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("wasiclaw")
     }
+    /// Where components are installed.
     pub fn skills_dir(&self) -> PathBuf {
         self.state_dir.join("skills")
     }
+    /// The redb database.
     pub fn database(&self) -> PathBuf {
         self.state_dir.join("wasiclaw.redb")
     }
+    /// The local API socket.
     pub fn socket(&self) -> PathBuf {
         self.state_dir.join("wasiclaw.sock")
     }
+    /// The secrets file.
     pub fn secrets(&self) -> PathBuf {
         self.state_dir.join("secrets.json")
     }
+    /// The owner's config file.
     pub fn config(&self) -> PathBuf {
         self.state_dir.join("config.toml")
     }
+    /// Compiled components and what they describe.
     pub fn cache_dir(&self) -> PathBuf {
         self.state_dir.join("cache")
     }

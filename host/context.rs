@@ -39,21 +39,30 @@ pub fn system_resolver() -> Resolver {
 /// What a call may touch, fixed when the call starts.
 #[derive(Clone)]
 pub struct HostCtx {
+    /// The component's name.
     pub skill: String,
+    /// The component's sha256.
     pub sha256: String,
+    /// What it may do in this call.
     pub effective: Arc<Effective>,
+    /// The database.
     pub db: Arc<Db>,
+    /// The secret store.
     pub secrets: Secrets,
+    /// Its `[skills.NAME]` settings.
     pub settings: Option<toml::Table>,
+    /// Embeddings for memory search, if configured.
     pub embedder: Option<Arc<crate::memory::Embedder>>,
     /// Denials during this call, in words, for the caller to show.
     pub denials: Arc<Mutex<Vec<String>>>,
     /// `[agent] owner_chat`: the `CHANNEL:CHAT` that `notify` messages are
     /// also sent to (without it, the first admin's chat).
     pub owner_chat: Option<String>,
+    /// The limits of this call.
     pub limits: Arc<Limits>,
     /// Shared by every call of this component.
     pub budget: Arc<Budget>,
+    /// Name lookups for egress checks.
     pub resolver: Resolver,
     tally: Arc<Tally>,
 }

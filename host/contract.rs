@@ -22,6 +22,8 @@ pub const CURRENT: &str = "0.2.0";
 /// Older versions whose components still load, each in `wit/VERSION/`.
 pub const OLDER: &[&str] = &["0.1.0"];
 
+/// Bindings of the current contract (`wit/`), generated.
+#[allow(missing_docs)]
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",
@@ -45,6 +47,7 @@ pub mod bindings {
 
 /// The `channel` world. Its imports are the skill world's, so the same
 /// host implementations (and linker) serve both.
+#[allow(missing_docs)]
 pub mod channel_bindings {
     wasmtime::component::bindgen!({
         path: "wit",
@@ -65,6 +68,7 @@ pub mod channel_bindings {
 }
 
 /// Contract 0.1.0, as frozen in `wit/0.1.0/`.
+#[allow(missing_docs)]
 pub mod v0_1 {
     pub mod skill {
         wasmtime::component::bindgen!({
@@ -135,11 +139,14 @@ pub fn add_to_linker(linker: &mut Linker<SkillState>) -> wasmtime::Result<()> {
 /// A compiled skill ready to instantiate, of either contract version.
 #[derive(Clone)]
 pub enum SkillGuest {
+    /// Built for the current contract.
     Current(bindings::SkillPre<SkillState>),
+    /// Built for 0.1.0.
     V0_1(v0_1::skill::SkillPre<SkillState>),
 }
 
 impl SkillGuest {
+    /// Prepare a skill speaking contract `version`.
     pub fn new(pre: InstancePre<SkillState>, version: &str) -> wasmtime::Result<Self> {
         Ok(match version {
             CURRENT => SkillGuest::Current(bindings::SkillPre::new(pre)?),
@@ -147,6 +154,7 @@ impl SkillGuest {
         })
     }
 
+    /// Instantiate in `store` and ask what it is.
     pub async fn describe(&self, store: &mut Store<SkillState>) -> wasmtime::Result<Manifest> {
         Ok(match self {
             SkillGuest::Current(pre) => {
@@ -158,6 +166,7 @@ impl SkillGuest {
         })
     }
 
+    /// Instantiate in `store` and call one tool.
     pub async fn invoke(
         &self,
         store: &mut Store<SkillState>,
@@ -180,31 +189,46 @@ impl SkillGuest {
 /// A compiled channel ready to instantiate, of either contract version.
 #[derive(Clone)]
 pub enum ChannelGuest {
+    /// Built for the current contract.
     Current(channel_bindings::ChannelPre<SkillState>),
+    /// Built for 0.1.0.
     V0_1(v0_1::channel::ChannelPre<SkillState>),
 }
 
 /// One call of a channel's exports.
 pub enum ChannelCall {
+    /// What it is.
     Describe,
+    /// Fetch messages after a cursor.
     Poll(Option<String>),
+    /// A request to its webhook route.
     Webhook(HttpRequest),
+    /// An event of its websocket, and its kept state.
     Socket(SocketEvent, Option<String>),
+    /// Send a message.
     Send(Outbound),
+    /// Show "typing…" in a chat.
     Typing(String),
 }
 
 /// What a channel call returned, by call.
 pub enum ChannelAnswer {
+    /// Its manifest and transport.
     Described(ChannelManifest),
+    /// New messages and the next cursor.
     Poll(Vec<Inbound>, Option<String>),
+    /// The response and the messages in it.
     Webhook(WebhookReply),
+    /// What to send, and state to keep.
     Socket(SocketReply),
+    /// The platform's id of the sent message.
     Sent(String),
+    /// Done.
     Typing,
 }
 
 impl ChannelGuest {
+    /// Prepare a channel speaking contract `version`.
     pub fn new(pre: InstancePre<SkillState>, version: &str) -> wasmtime::Result<Self> {
         Ok(match version {
             CURRENT => ChannelGuest::Current(channel_bindings::ChannelPre::new(pre)?),

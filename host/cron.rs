@@ -21,14 +21,27 @@ use jiff::civil::{Date, DateTime};
 use jiff::tz::{AmbiguousOffset, TimeZone};
 use jiff::{Timestamp, ToSpan};
 
+/// Why a cron expression is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CronError {
+    /// Not five fields.
     #[error("`{0}`: a cron expression has 5 fields (minute hour day month weekday), e.g. `0 8 * * mon-fri`")]
     Fields(String),
     #[error("`{field}` is not valid in the {name} field ({min}-{max}, lists, ranges and steps)")]
-    Field { field: String, name: &'static str, min: u32, max: u32 },
+    /// A field's value is out of range or malformed.
+    Field {
+        /// The field as written.
+        field: String,
+        /// Which field.
+        name: &'static str,
+        /// Its smallest value.
+        min: u32,
+        /// Its largest value.
+        max: u32,
+    },
 }
 
+/// A parsed cron expression: the set of values of each field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cron {
     minutes: u64,

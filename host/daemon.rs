@@ -27,6 +27,7 @@ const RESCAN_EVERY: Duration = Duration::from_secs(600);
 /// Coalesce bursts of events (a copy writes a file in many chunks).
 const SETTLE: Duration = Duration::from_millis(250);
 
+/// Run the daemon until SIGTERM or Ctrl-C.
 pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: Option<String>) -> anyhow::Result<()> {
     let socket = paths.socket();
     if api::call_daemon(&socket, &api::Request::Status, &mut |_| {}).await?.is_some() {

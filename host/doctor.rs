@@ -17,8 +17,11 @@ use std::time::Duration;
 /// One thing checked.
 #[derive(Debug, serde::Serialize)]
 pub struct Finding {
+    /// Whether the check passed.
     pub ok: bool,
+    /// What was checked.
     pub check: String,
+    /// What was found.
     pub said: String,
     /// What to run or change, for a problem.
     pub fix: Option<String>,
@@ -40,6 +43,7 @@ fn free_bytes(path: &std::path::Path) -> Option<u64> {
     (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
 }
 
+/// Check the state dir, config, secrets, models, disk, database and components.
 pub async fn run(paths: &Paths) -> Vec<Finding> {
     let mut out = Vec::new();
     let dir = &paths.state_dir;

@@ -29,11 +29,13 @@ type SendFuture = Box<dyn Future<Output = Result<(Response<WasiBody>, IoFuture),
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The `wasi:http` hook of one call: every request goes through `authorize`.
 pub struct EgressHooks {
     host: HostCtx,
 }
 
 impl EgressHooks {
+    /// The hooks of the call `host`.
     pub fn new(host: HostCtx) -> Self {
         EgressHooks { host }
     }
@@ -43,7 +45,9 @@ impl EgressHooks {
 /// vetted address to connect to.
 #[derive(Debug)]
 pub struct Authorized {
+    /// What the policy decided.
     pub decision: Decision,
+    /// The vetted address to connect to.
     pub addr: SocketAddr,
 }
 

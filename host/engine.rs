@@ -40,20 +40,27 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// Why a call did not return a value.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
+    /// Over the wall-clock limit.
     #[error("timed out after {0:?} (wall-clock limit; raise [limits] timeout_ms in config.toml if this is expected)")]
     Timeout(Duration),
+    /// Over the CPU budget (ms).
     #[error("used more than {0} ms of CPU (raise [limits] cpu_ms in config.toml if this is expected)")]
     Cpu(u64),
+    /// Over the memory cap (MiB).
     #[error("tried to use more than {0} MiB of memory (the [limits] memory_mb cap)")]
     Memory(u64),
+    /// The result's size and the cap.
     #[error("result is {0} bytes, over the {1}-byte cap ([limits] output_kb)")]
     Output(usize, usize),
+    /// The component trapped.
     #[error("the component crashed: {0}")]
     Trap(String),
+    /// The component returned an error.
     #[error("{}", describe_tool_error(.0))]
     Tool(ToolError),
 }
 
+/// A tool error in words, with its kind.
 pub fn describe_tool_error(e: &ToolError) -> String {
     match e {
         ToolError::Denied(m) => format!("denied: {m}"),
@@ -63,17 +70,28 @@ pub fn describe_tool_error(e: &ToolError) -> String {
     }
 }
 
+/// Why the engine cannot run components.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// Wasmtime refused its configuration.
     #[error("cannot set up the WebAssembly engine: {0}")]
     Setup(String),
     #[error("cannot compile {path}: {message}")]
-    Compile { path: PathBuf, message: String },
+    /// A component does not compile.
+    Compile {
+        /// The file.
+        path: PathBuf,
+        /// The compiler's message.
+        message: String,
+    },
 }
 
+/// The wasmtime engine, the linker and the compile cache.
 #[derive(Clone)]
 pub struct SkillEngine {
+    /// The wasmtime engine.
     pub engine: Engine,
+    /// Every import a component may have, linked.
     pub linker: Arc<Linker<SkillState>>,
     cache_dir: PathBuf,
     limits: Limits,
@@ -107,6 +125,7 @@ impl Drop for Flight<'_> {
 }
 
 impl SkillEngine {
+    /// An engine caching compiled components in `cache_dir`.
     pub fn new(cache_dir: PathBuf, limits: Limits) -> Result<Self, EngineError> {
         let setup = |e: wasmtime::Error| EngineError::Setup(format!("{e:#}"));
         let mut config = Config::new();
@@ -140,6 +159,7 @@ impl SkillEngine {
         Ok(SkillEngine { engine, linker: Arc::new(linker), cache_dir, limits, ticker, describes: Arc::default() })
     }
 
+    /// The limits of every call.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -92,6 +92,7 @@ pub fn open_url(config: &crate::config::Config, secrets: &crate::secrets::Secret
     Ok(format!("http://{host}:{}/?token={token}", bind.port()))
 }
 
+/// Serve the web chat, the API and `/hooks/` on `listener`.
 pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: TcpListener) {
     let token = match token(&agent.rt.config, &agent.rt.secrets) {
         Ok(token) => token,

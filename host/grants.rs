@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 /// An HTTP rule as requested in a manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpRule {
+    /// Scheme, host, optional port and path prefix; `{SECRET}` placeholders.
     pub url: String,
     /// Upper-case; empty means GET only.
     #[serde(default)]
@@ -27,10 +28,13 @@ pub struct HttpRule {
 /// Requested capabilities, mirrored from the WIT `capabilities` record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
+    /// HTTP rules.
     #[serde(default)]
     pub http: Vec<HttpRule>,
+    /// Secrets used by name through `crypto`.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// The rights held or not.
     #[serde(flatten)]
     pub rights: Rights,
 }
@@ -42,10 +46,15 @@ pub struct Capabilities {
 pub struct Rights(u8);
 
 impl Rights {
+    /// Key-value storage.
     pub const KV: Rights = Rights(1);
+    /// Messages to the owner.
     pub const NOTIFY: Rights = Rights(2);
+    /// A private directory.
     pub const FILES: Rights = Rights(4);
+    /// Searching long-term memory.
     pub const MEMORY_READ: Rights = Rights(8);
+    /// Saving to long-term memory.
     pub const MEMORY_WRITE: Rights = Rights(16);
     /// Every right: its command-line flag and what it lets a component do.
     pub const ALL: [(Rights, &'static str, &'static str); 5] = [
@@ -140,15 +149,20 @@ impl<'de> Deserialize<'de> for Rights {
 /// An HTTP rule granted by the owner; `methods` holds `*` for any.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantedRule {
+    /// The URL pattern.
     pub url: String,
+    /// Upper-case methods, or `*`.
     pub methods: Vec<String>,
 }
 
 /// What the owner granted, as stored in redb.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantSet {
+    /// HTTP rules granted.
     pub http: Vec<GrantedRule>,
+    /// Secrets granted.
     pub secrets: BTreeSet<String>,
+    /// Rights granted.
     #[serde(flatten)]
     pub rights: Rights,
 }
@@ -157,8 +171,11 @@ pub struct GrantSet {
 /// they were given to, and what that version requested (what the owner saw).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantRecord {
+    /// The build the rights were approved for.
     pub sha256: String,
+    /// What that build asked for.
     pub approved: Capabilities,
+    /// What the owner granted.
     pub granted: GrantSet,
     /// The owner opted in: a changed build keeps the rights its previous
     /// version also asked for without a new approval.
@@ -169,6 +186,7 @@ pub struct GrantRecord {
 /// A change asked for by `wasiclaw skills grant|revoke`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantChange {
+    /// The rights to grant or take back.
     #[serde(flatten)]
     pub rights: GrantSet,
     /// grant: everything requested; revoke: everything.
@@ -178,14 +196,19 @@ pub struct GrantChange {
     pub carry_over: Option<bool>,
 }
 
+/// Why a URL pattern is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PatternError {
+    /// Not http(s) or ws(s).
     #[error("`{0}`: URL must start with https:// or http:// (wss:// or ws:// for a channel websocket)")]
     Scheme(String),
+    /// No host.
     #[error("`{0}`: URL has no host")]
     NoHost(String),
+    /// A port that is not a number.
     #[error("`{0}`: bad port")]
     Port(String),
+    /// An HTTP method nobody uses.
     #[error("`{0}`: unknown HTTP method `{1}`")]
     Method(String, String),
 }
@@ -193,15 +216,18 @@ pub enum PatternError {
 /// A parsed URL pattern: `scheme://host[:port]/path-prefix`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UrlPattern {
+    /// `https`, `http`, `wss` or `ws`.
     pub scheme: String,
     /// Lower-case; may be `*` or `*.example.com`.
     pub host: String,
     /// `None` only for a pattern written with `:*` (any port).
     pub port: Option<u16>,
+    /// The path prefix.
     pub path: String,
 }
 
 impl UrlPattern {
+    /// Parse `scheme://host[:port]/path-prefix`.
     pub fn parse(url: &str) -> Result<Self, PatternError> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| PatternError::Scheme(url.into()))?;
         let scheme = scheme.to_ascii_lowercase();
@@ -245,6 +271,7 @@ impl UrlPattern {
             && path_covers(&self.path, &other.path)
     }
 
+    /// Whether the host is `*` or `*.domain`.
     pub fn is_wildcard_host(&self) -> bool {
         self.host.starts_with('*')
     }
@@ -317,6 +344,7 @@ pub fn valid_secret_name(name: &str) -> bool {
 }
 
 impl HttpRule {
+    /// The methods, upper-case; GET when none are listed.
     pub fn methods(&self) -> Vec<String> {
         if self.methods.is_empty() {
             vec!["GET".into()]
@@ -325,6 +353,7 @@ impl HttpRule {
         }
     }
 
+    /// The secrets its URL and headers name.
     pub fn secrets(&self) -> Vec<String> {
         let mut names = placeholders(&self.url);
         for (_, value) in &self.headers {
@@ -346,12 +375,16 @@ impl Capabilities {
 /// An HTTP rule the host enforces.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EffectiveRule {
+    /// Where it applies.
     pub pattern: UrlPattern,
+    /// The methods it allows.
     pub methods: Vec<String>,
+    /// Headers the host sets, with placeholders.
     pub headers: Vec<(String, String)>,
 }
 
 impl EffectiveRule {
+    /// Whether `method` is allowed.
     pub fn allows_method(&self, method: &str) -> bool {
         self.methods.iter().any(|m| m == method)
     }
@@ -365,12 +398,14 @@ pub struct Effective {
     pub approved: bool,
     /// The build the rights were approved for, when this one differs.
     pub changed_from: Option<String>,
+    /// HTTP rules in force.
     pub http: Vec<EffectiveRule>,
     /// Secrets the host may put into requests by HTTP rules.
     pub secrets: BTreeSet<String>,
     /// Secrets usable by name through `crypto` (listed in the manifest's
     /// `secrets`, not merely named by a rule).
     pub crypto_secrets: BTreeSet<String>,
+    /// Rights in force.
     pub rights: Rights,
     /// Requested but not (or no longer) effective, in words.
     pub pending: Vec<String>,

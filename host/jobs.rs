@@ -31,62 +31,111 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// When a job fires.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum When {
-    Cron { expr: String, tz: String },
-    Every { secs: u64 },
-    At { at_ms: i64 },
+    /// A cron expression in a time zone.
+    Cron {
+        /// Five fields: minute hour day month weekday.
+        expr: String,
+        /// IANA time zone.
+        tz: String,
+    },
+    /// At a fixed interval.
+    Every {
+        /// Seconds between fires.
+        secs: u64,
+    },
+    /// Once.
+    At {
+        /// When (Unix ms).
+        at_ms: i64,
+    },
 }
 
+/// What a job does.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Action {
     /// Wake the agent with this prompt in the target chat.
-    Prompt { text: String },
+    Prompt {
+        /// The prompt.
+        text: String,
+    },
     /// Call a tool directly; no model involved.
-    Tool { skill: String, tool: String, args: String },
+    Tool {
+        /// The skill.
+        skill: String,
+        /// Its tool.
+        tool: String,
+        /// The arguments, a JSON object.
+        args: String,
+    },
 }
 
+/// What to do about fires missed while the host was down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Missed {
+    /// Skip them (recurring jobs).
     Skip,
+    /// Run once for all of them (one-shot jobs).
     RunOnce,
 }
 
+/// A cheap tool that decides whether a job wakes the model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Check {
+    /// The skill.
     pub skill: String,
+    /// Its tool.
     pub tool: String,
+    /// The arguments, a JSON object.
     pub args: String,
 }
 
+/// A scheduled job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Job {
+    /// Its id.
     pub id: u64,
+    /// A short name for lists.
     pub name: String,
+    /// When it fires.
     pub when: When,
+    /// What it does.
     pub action: Action,
     /// The session the result goes to, e.g. `terminal:default`.
     pub target: String,
+    /// A check that must report something first.
     pub check: Option<Check>,
+    /// What to do about missed fires.
     pub missed: Missed,
     /// None once a one-shot job has fired.
     pub next_ms: Option<i64>,
+    /// When it was added (Unix ms).
     pub created_ms: i64,
 }
 
+/// One fire of a job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Run {
+    /// The job's id.
     pub job: u64,
+    /// The time it was due (Unix ms).
     pub fire_ms: i64,
+    /// When it started (Unix ms).
     pub started_ms: i64,
+    /// When it finished (Unix ms).
     pub finished_ms: Option<i64>,
+    /// How it went.
     pub status: RunStatus,
+    /// Its result or error.
     pub output: String,
     /// Model tokens this run used (0 when the check kept the model asleep).
     pub tokens: u64,
+    /// Whether the result reached its chat.
     pub delivered: bool,
 }
 
@@ -96,7 +145,9 @@ pub struct Run {
 pub enum RunStatus {
     /// Claimed and under way (or the process died during it).
     Running,
+    /// Done.
     Ok,
+    /// The tool, the check or the model failed.
     Failed,
     /// The check said there was nothing to do; the model slept.
     Idle,
@@ -114,10 +165,13 @@ impl std::fmt::Display for RunStatus {
     }
 }
 
+/// Why a job cannot be scheduled or read.
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
+    /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The job is wrong (the text says how).
     #[error("{0}")]
     Invalid(String),
 }
@@ -198,6 +252,7 @@ impl When {
         }
     }
 
+    /// The schedule in words.
     pub fn describe(&self) -> String {
         match self {
             When::Cron { expr, tz } => format!("cron `{expr}` ({tz})"),
@@ -210,6 +265,7 @@ impl When {
 }
 
 impl Store {
+    /// Store a new job; its id is assigned here.
     pub fn job_add(&self, mut job: Job) -> Result<Job, ScheduleError> {
         let txn = self.db.begin_write()?;
         {
@@ -223,10 +279,12 @@ impl Store {
         Ok(job)
     }
 
+    /// Every job.
     pub fn jobs(&self) -> Result<Vec<Job>, ScheduleError> {
         Ok(self.all_records(JOBS)?)
     }
 
+    /// Remove a job; false if there is none.
     pub fn job_remove(&self, id: u64) -> Result<bool, ScheduleError> {
         let txn = self.db.begin_write()?;
         let found = txn.open_table(JOBS)?.remove(id)?.is_some();
@@ -292,6 +350,7 @@ impl Store {
         Ok(claimed)
     }
 
+    /// Record how a claimed run ended.
     pub fn finish_run(&self, run: &Run) -> Result<(), ScheduleError> {
         let txn = self.db.begin_write()?;
         txn.open_table(RUNS)?.insert((run.job, run.fire_ms), serde_json::to_vec(run)?.as_slice())?;
@@ -326,16 +385,21 @@ pub struct NewJob {
     pub when: String,
     /// IANA time zone for cron expressions and local `at` times.
     pub tz: String,
+    /// A prompt for the agent.
     pub prompt: Option<String>,
     /// `SKILL.TOOL`, instead of a prompt.
     pub tool: Option<String>,
+    /// The tool's arguments, a JSON object.
     pub args: Option<String>,
     /// The session the result goes to.
     pub chat: String,
     /// `SKILL.TOOL` of a check that decides whether to wake the model.
     pub check: Option<String>,
+    /// The check's arguments, a JSON object.
     pub check_args: Option<String>,
+    /// What to do about missed fires.
     pub missed: Option<Missed>,
+    /// A short name for lists.
     pub name: Option<String>,
 }
 

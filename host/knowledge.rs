@@ -8,10 +8,14 @@
 
 use std::path::{Path, PathBuf};
 
+/// A knowledge skill: a `SKILL.md` of instructions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Knowledge {
+    /// Its name.
     pub name: String,
+    /// When to use it.
     pub description: String,
+    /// The file.
     pub path: PathBuf,
 }
 

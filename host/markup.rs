@@ -13,10 +13,15 @@
 #[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Markup {
+    /// No markup.
     Plain,
+    /// Markdown as is.
     Markdown,
+    /// Telegram's HTML.
     TelegramHtml,
+    /// Slack mrkdwn.
     SlackMrkdwn,
+    /// WhatsApp's marks.
     Whatsapp,
 }
 

@@ -33,23 +33,31 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// One memory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Memory {
+    /// Its id.
     pub id: u64,
+    /// The text.
     pub text: String,
+    /// Its tags.
     #[serde(default)]
     pub tags: Vec<String>,
     /// Who saved it: `cli`, `agent`, `skill:NAME`, `import`.
     pub source: String,
+    /// When it was saved (Unix ms).
     pub created_ms: i64,
     /// Always in the model's context.
     #[serde(default)]
     pub pinned: bool,
 }
 
+/// A search hit.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Hit {
+    /// The memory.
     pub memory: Memory,
+    /// How well it matches (higher is better).
     pub score: f64,
 }
 
@@ -167,6 +175,7 @@ impl Store {
         Ok(stored)
     }
 
+    /// Store a memory (and its postings) in one transaction.
     pub fn memory_add(
         &self,
         text: &str,
@@ -250,6 +259,7 @@ impl Store {
         self.all_records(MEMORIES)
     }
 
+    /// The memories with these ids.
     pub fn memory_get(&self, ids: &[u64]) -> Result<Vec<Memory>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(MEMORIES)?;
@@ -317,12 +327,14 @@ pub struct Embedder {
 }
 
 impl Embedder {
+    /// A client of the embeddings endpoint in `config`.
     pub fn new(config: crate::config::EmbeddingsConfig, secrets: crate::secrets::Secrets) -> Self {
         let client =
             reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("TLS backend");
         Embedder { client, config, secrets }
     }
 
+    /// The embedding of `text`.
     pub async fn embed(&self, text: &str) -> Result<Vec<f32>, String> {
         let url = format!("{}/embeddings", self.config.base_url.trim_end_matches('/'));
         let mut req = self.client.post(url).json(&serde_json::json!({"model": self.config.model, "input": text}));
@@ -345,7 +357,9 @@ impl Embedder {
 
 /// Memory with its optional embedder: what the CLI, agent and skills use.
 pub struct Memories<'a> {
+    /// The database.
     pub db: &'a Store,
+    /// Embeddings, if configured.
     pub embedder: Option<&'a Embedder>,
 }
 
@@ -362,6 +376,7 @@ impl Memories<'_> {
         }
     }
 
+    /// Save a memory (with its embedding, if configured).
     pub async fn save(&self, text: &str, tags: Vec<String>, source: &str, pinned: bool) -> Result<Memory, StoreError> {
         let vector = self.vector(text).await;
         self.db.memory_add(text, tags, source, pinned, vector)

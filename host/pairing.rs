@@ -51,19 +51,28 @@ pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
     Ok(())
 }
 
+/// A sender's pairing with a channel: pending or approved.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Pairing {
+    /// The channel.
     pub channel: String,
+    /// The sender's platform id.
     pub sender_id: String,
+    /// The sender's name, as the platform gave it.
     pub sender_name: String,
     /// The chat the request came from.
     pub chat_id: String,
     /// While pending: the code the sender was given.
     pub code: Option<String>,
+    /// When the code expires (Unix ms).
     pub code_expires_ms: i64,
+    /// Approved by the owner.
     pub approved: bool,
+    /// Acts as the owner.
     pub admin: bool,
+    /// When they first asked (Unix ms).
     pub created_ms: i64,
+    /// When they were approved (Unix ms).
     pub approved_ms: Option<i64>,
     /// What a non-admin may use (`wasiclaw pairing grant`).
     #[serde(default)]
@@ -99,7 +108,12 @@ pub struct Scope {
 #[derive(Debug, PartialEq)]
 pub enum Verdict {
     /// Allowed or paired: hand it to the agent.
-    Serve { admin: bool, scope: Scope },
+    Serve {
+        /// They act as the owner.
+        admin: bool,
+        /// What they may use.
+        scope: Scope,
+    },
     /// Unknown and already told (or pairing is off): drop it unseen.
     Ignore,
     /// First contact: send this code, drop the message.
@@ -241,6 +255,7 @@ impl Store {
         Ok(approved)
     }
 
+    /// Every pairing, pending or approved.
     pub fn pairings(&self) -> Result<Vec<Pairing>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(PAIRINGS)?;

@@ -23,6 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Where the decision reads secret values.
 pub trait SecretSource {
+    /// The value of secret `name`, if set.
     fn secret(&self, name: &str) -> Result<Option<String>, String>;
 }
 
@@ -36,38 +37,94 @@ impl SecretSource for crate::secrets::Secrets {
 /// guest) reads, with the command that would allow it where one exists.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denial {
+    /// No scheme or host.
     #[error("request has no scheme or host")]
     BadUrl,
+    /// User info in the URL.
     #[error("credentials in the URL are not allowed; the host injects secrets")]
     Credentials,
     #[error(
         "path contains `.`/`..` segments (also before `;`) or encoded slashes, which could escape a granted prefix"
     )]
+    /// Dot segments or encoded slashes in the path.
     DotSegments,
+    /// A pattern the rule cannot match.
     #[error("{0}")]
     Pattern(String),
     #[error("this skill has no network access; run `wasiclaw skills grant {skill} --http {origin}`")]
-    NoNetwork { skill: String, origin: String },
+    /// No HTTP rule is granted at all.
+    NoNetwork {
+        /// The component.
+        skill: String,
+        /// The origin asked for.
+        origin: String,
+    },
     #[error("not granted; run `wasiclaw skills grant {skill} --http {origin}`")]
-    NotGranted { skill: String, origin: String },
+    /// No granted rule covers the URL.
+    NotGranted {
+        /// The component.
+        skill: String,
+        /// The origin asked for.
+        origin: String,
+    },
     #[error(
         "method {method} not granted for {origin} (granted: {granted}); run `wasiclaw skills grant {skill} --http {origin},{method}`"
     )]
-    MethodNotGranted { skill: String, method: String, origin: String, granted: String },
+    /// The rule does not allow the method.
+    MethodNotGranted {
+        /// The component.
+        skill: String,
+        /// The method asked for.
+        method: String,
+        /// The origin asked for.
+        origin: String,
+        /// The methods granted.
+        granted: String,
+    },
     #[error("secret {name} is not granted to this skill; run `wasiclaw skills grant {skill} --secret {name}`")]
-    SecretNotGranted { skill: String, name: String },
+    /// The rule names a secret that is not granted.
+    SecretNotGranted {
+        /// The component.
+        skill: String,
+        /// The secret.
+        name: String,
+    },
     #[error("secret {name} is not set; run `wasiclaw secrets set {name}`")]
-    SecretNotSet { name: String },
+    /// A granted secret has no value.
+    SecretNotSet {
+        /// The secret.
+        name: String,
+    },
     #[error("cannot read secret {name}: {message}")]
-    SecretUnreadable { name: String, message: String },
+    /// The secret store cannot be read.
+    SecretUnreadable {
+        /// The secret.
+        name: String,
+        /// Why.
+        message: String,
+    },
     #[error(
         "secret {name} may only go where its rule puts it ({template}); the request names it elsewhere, so it is refused"
     )]
-    SecretMisplaced { name: String, template: String },
+    /// A secret placeholder outside the place its rule gives it.
+    SecretMisplaced {
+        /// The secret.
+        name: String,
+        /// The rule's template.
+        template: String,
+    },
+    /// The host resolves to an address components may not reach.
     #[error("{0}")]
     NonPublicAddress(NonPublic),
     #[error("cannot resolve {host}: {message}")]
-    Resolve { host: String, message: String },
+    /// The host's name does not resolve.
+    Resolve {
+        /// The host.
+        host: String,
+        /// Why.
+        message: String,
+    },
+    /// A rule's header is not a valid header.
     #[error("rule header `{0}` is not a valid header")]
     BadHeader(String),
 }
@@ -75,7 +132,9 @@ pub enum Denial {
 /// A non-public destination, and whether granting it is possible at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NonPublic {
+    /// The host as asked for.
     pub host: String,
+    /// The address it resolved to.
     pub ip: IpAddr,
     /// `--http URL` that would allow it; `None` for link-local and
     /// cloud-metadata addresses, which are never granted.
@@ -104,13 +163,17 @@ impl std::fmt::Display for NonPublic {
 /// is known.
 #[derive(Debug)]
 pub struct Decision {
+    /// The URL to send to.
     pub uri: Uri,
+    /// The headers to send.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The secrets the matched rule names, with their values: they were
     /// put into this request, they are scrubbed from the response, and a
     /// websocket opened by this rule may carry them in its frames.
     pub secrets: Vec<(String, String)>,
+    /// The host to connect to.
     pub host: String,
+    /// The port to connect to.
     pub port: u16,
     /// Whether the rule names the host literally (not by wildcard): only
     /// then may a literal private address be reached.
@@ -118,6 +181,7 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The secrets the host put into the request.
     pub fn injected(&self) -> Vec<String> {
         self.secrets.iter().map(|(_, v)| v.clone()).collect()
     }
@@ -127,6 +191,7 @@ impl Decision {
 /// unreserved set, so a value can never change the URL's structure.
 const VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
+/// Percent-encode everything but RFC 3986 unreserved characters.
 pub fn percent_encode(value: &str) -> String {
     utf8_percent_encode(value, VALUE).to_string()
 }
@@ -281,6 +346,7 @@ pub fn unbrace(s: &str) -> String {
     s.replace("%7B", "{").replace("%7b", "{").replace("%7D", "}").replace("%7d", "}")
 }
 
+/// Whether a path has `.` or `..` segments, raw or encoded, or encoded slashes.
 pub fn has_dot_segments(path: &str) -> bool {
     path.contains('\\')
         || path.split('/').any(|segment| {

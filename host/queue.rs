@@ -36,41 +36,60 @@ pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
 /// A message waiting for the agent.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InboxItem {
+    /// Its id.
     pub id: u64,
+    /// The channel it came through.
     pub channel: String,
+    /// The chat it came from.
     pub chat_id: String,
     /// The chat is a group: the sender's pairing is for this chat only.
     #[serde(default)]
     pub group: bool,
+    /// Who sent it.
     pub sender_id: String,
+    /// The text.
     pub text: String,
+    /// The platform's id of the message.
     pub message_id: String,
+    /// When it arrived (Unix ms).
     pub received_ms: i64,
 }
 
 /// A message waiting to be sent.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OutboxItem {
+    /// Its id.
     pub id: u64,
+    /// The channel to send through.
     pub channel: String,
+    /// The chat to send to.
     pub chat_id: String,
     /// Markdown; converted and split when sent.
     pub text: String,
+    /// The message it answers.
     pub reply_to: Option<String>,
     /// Pieces already delivered (a long reply is several messages).
     pub parts_sent: usize,
+    /// Failed attempts so far.
     pub attempts: u32,
+    /// When to try next (Unix ms).
     pub next_ms: i64,
+    /// Why the last attempt failed.
     pub last_error: Option<String>,
+    /// When it was queued (Unix ms).
     pub created_ms: i64,
 }
 
 /// A message a skill sent to the owner through `notify`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Notification {
+    /// Its id.
     pub id: u64,
+    /// When it was sent (Unix ms).
     pub time_ms: i64,
+    /// The component that sent it.
     pub skill: String,
+    /// The message.
     pub text: String,
 }
 
@@ -89,6 +108,7 @@ impl Store {
         Ok(id)
     }
 
+    /// The newest `limit` messages to the owner, oldest first.
     pub fn notifications(&self, limit: usize) -> Result<Vec<Notification>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(NOTIFICATIONS)?;
@@ -132,6 +152,7 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a message id was seen in this channel.
     pub fn seen(&self, channel: &str, message_id: &str) -> Result<bool, StoreError> {
         Ok(self.db.begin_read()?.open_table(SEEN)?.get((channel, message_id))?.is_some())
     }
@@ -145,6 +166,7 @@ impl Store {
         Ok(n)
     }
 
+    /// Messages of `channel` waiting for the agent, oldest first.
     pub fn inbox(&self, channel: &str) -> Result<Vec<InboxItem>, StoreError> {
         let items: Vec<InboxItem> = self.all_records(INBOX)?;
         Ok(items.into_iter().filter(|i| i.channel == channel).collect())
@@ -171,6 +193,7 @@ impl Store {
         Ok(id)
     }
 
+    /// Messages waiting to be sent (of one channel, if given), oldest first.
     pub fn outbox(&self, channel: Option<&str>) -> Result<Vec<OutboxItem>, StoreError> {
         let items: Vec<OutboxItem> = self.all_records(OUTBOX)?;
         Ok(items.into_iter().filter(|i| channel.is_none_or(|c| i.channel == c)).collect())
@@ -191,6 +214,7 @@ impl Store {
         Ok(removed)
     }
 
+    /// A polling channel's cursor.
     pub fn cursor(&self, channel: &str) -> Result<Option<String>, StoreError> {
         Ok(self.db.begin_read()?.open_table(CURSORS)?.get(channel)?.map(|v| v.value().to_string()))
     }

@@ -21,22 +21,38 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Why a request to the runtime failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// The config file is wrong.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The engine cannot run components.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A directory cannot be created.
     #[error("cannot create {0}: {1}")]
     Io(PathBuf, std::io::Error),
+    /// No component by that name.
     #[error("no skill named `{0}`; `wasiclaw skills list` shows what is installed in {1}")]
     NoSkill(String, String),
+    /// The component is rejected.
     #[error("skill `{0}` is rejected and cannot run: {1}")]
     Rejected(String, String),
     #[error("skill `{skill}` has no tool `{tool}`; it has: {available}")]
-    NoTool { skill: String, tool: String, available: String },
+    /// The skill has no such tool.
+    NoTool {
+        /// The skill.
+        skill: String,
+        /// The tool asked for.
+        tool: String,
+        /// Its tools.
+        available: String,
+    },
+    /// The request is wrong (the text says how).
     #[error("{0}")]
     Invalid(String),
     /// Something the request names (a job, a memory, a pairing) does not exist.
@@ -45,8 +61,10 @@ pub enum RuntimeError {
     /// The work itself failed (a model turn, a schedule run).
     #[error("{0}")]
     Failed(String),
+    /// A reply cannot be encoded.
     #[error("cannot encode the reply: {0}")]
     Encode(#[from] serde_json::Error),
+    /// A job cannot be scheduled or read.
     #[error(transparent)]
     Schedule(#[from] crate::jobs::ScheduleError),
 }
@@ -80,7 +98,9 @@ pub enum SkillState {
 pub enum Failure {
     /// The host refused a capability (the output says how to grant it).
     Denied,
+    /// The arguments are wrong.
     InvalidInput,
+    /// Something the arguments name does not exist.
     NotFound,
     /// The component reported a failure.
     Failed,
@@ -113,6 +133,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The process exit code of this kind of error.
     pub fn exit_code(self) -> u8 {
         match self {
             ErrorKind::Failed => 1,
@@ -125,6 +146,7 @@ impl ErrorKind {
 }
 
 impl RuntimeError {
+    /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         match self {
             RuntimeError::Invalid(_) => ErrorKind::Invalid,
@@ -146,18 +168,27 @@ impl RuntimeError {
 /// One skill as `wasiclaw skills list --json` prints it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SkillInfo {
+    /// Its name.
     pub name: String,
+    /// Its own version string.
     pub version: Option<String>,
+    /// What it does.
     pub description: Option<String>,
+    /// Its file.
     pub file: PathBuf,
+    /// The file's sha256.
     pub sha256: String,
+    /// Whether it may run.
     pub status: SkillState,
     /// Why it was rejected.
     pub reason: Option<String>,
     /// What it asks for but may not use (yet).
     pub pending: Vec<String>,
+    /// Its tools.
     pub tools: Vec<ToolSpec>,
+    /// What it asks for.
     pub requested: Option<Capabilities>,
+    /// What the owner granted.
     pub granted: Option<GrantSet>,
     /// The component version the grants were last approved for.
     pub granted_sha256: Option<String>,
@@ -175,11 +206,13 @@ pub struct SkillInfo {
 /// The result of a tool call, with any denials the host made meanwhile.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ToolOutcome {
+    /// Whether the call succeeded.
     pub ok: bool,
     /// The result text, or the error text.
     pub output: String,
     /// Why it failed.
     pub error_kind: Option<Failure>,
+    /// What the host refused during the call.
     pub denials: Vec<String>,
 }
 
@@ -195,13 +228,21 @@ impl std::fmt::Display for ToolOutcome {
     }
 }
 
+/// The loaded skills folder, the database, the secrets and the engine: everything a tool call needs.
 pub struct Runtime {
+    /// The state directory's files.
     pub paths: Paths,
+    /// The owner's config.
     pub config: Config,
+    /// The database.
     pub db: Arc<Store>,
+    /// The secret store.
     pub secrets: Secrets,
+    /// The wasmtime engine.
     pub engine: SkillEngine,
+    /// The components in the skills folder.
     pub registry: Registry,
+    /// Embeddings for memory search, if configured.
     pub embedder: Option<Arc<Embedder>>,
     /// Wakes the scheduler when jobs change.
     pub schedule_changed: Arc<tokio::sync::Notify>,
@@ -321,6 +362,7 @@ impl Runtime {
         self.rights(name, &entry.sha256, &loaded.manifest.capabilities).is_ok_and(|c| c.effective.approved)
     }
 
+    /// Bring the registry in line with the skills folder.
     pub async fn rescan(&self) -> ScanReport {
         self.rescans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let approved = |name: &str| self.db.grant(name).ok().flatten().map(|g| g.sha256);
@@ -476,10 +518,12 @@ impl Runtime {
         (self.channel_spec(channel).is_some() && !chat.is_empty()).then_some((channel, chat))
     }
 
+    /// Every component, in file order.
     pub fn skills(&self) -> Result<Vec<SkillInfo>, RuntimeError> {
         self.registry.entries().iter().map(|e| self.info(e)).collect()
     }
 
+    /// One component by name.
     pub fn inspect(&self, name: &str) -> Result<SkillInfo, RuntimeError> {
         self.info(&self.entry(name)?)
     }
@@ -636,10 +680,12 @@ impl Runtime {
         })
     }
 
+    /// The newest `limit` audit records (of one component), oldest first.
     pub fn audit(&self, skill: Option<&str>, limit: usize) -> Result<Vec<AuditRecord>, RuntimeError> {
         Ok(self.db.audit_tail(skill, limit)?)
     }
 
+    /// The newest `limit` messages to the owner, oldest first.
     pub fn notifications(&self, limit: usize) -> Result<Vec<Notification>, RuntimeError> {
         Ok(self.db.notifications(limit)?)
     }

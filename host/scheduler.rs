@@ -27,7 +27,9 @@ fn check_says_wake(output: &str) -> bool {
     }
 }
 
+/// Runs jobs for an agent.
 pub struct Scheduler<'a> {
+    /// The agent that answers prompt jobs.
     pub agent: &'a Agent,
 }
 

@@ -12,18 +12,34 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
+/// Why a secret cannot be read or stored.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
+    /// Not upper-case letters, digits and `_`.
     #[error("`{0}` is not a valid secret name: use upper-case letters, digits and _ (e.g. TELEGRAM_TOKEN)")]
     BadName(String),
+    /// No secret by that name.
     #[error("no secret named {0}; `wasiclaw secrets list` shows the names")]
     Missing(String),
+    /// An empty value.
     #[error("secret value is empty")]
     Empty,
     #[error("secrets store {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The store cannot be read or written.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     #[error("secrets store {path} is corrupt: {source}")]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    /// The store is not valid JSON.
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
 }
 
 /// Whether two byte strings are equal, in time that does not depend on
@@ -46,12 +62,14 @@ pub fn random_token() -> Result<String, std::io::Error> {
     Ok(hex::encode(bytes))
 }
 
+/// The secret store: a 0600 JSON file in the state directory.
 #[derive(Clone, Debug)]
 pub struct Secrets {
     path: PathBuf,
 }
 
 impl Secrets {
+    /// The store in the file `path`.
     pub fn new(path: PathBuf) -> Self {
         Secrets { path }
     }
@@ -84,10 +102,12 @@ impl Secrets {
         std::fs::rename(&tmp, &self.path).map_err(|e| self.io(e))
     }
 
+    /// The value of secret `name`, if set.
     pub fn get(&self, name: &str) -> Result<Option<String>, SecretsError> {
         Ok(self.load()?.remove(name))
     }
 
+    /// Store a secret.
     pub fn set(&self, name: &str, value: &str) -> Result<(), SecretsError> {
         if !valid_secret_name(name) {
             return Err(SecretsError::BadName(name.into()));
@@ -100,12 +120,14 @@ impl Secrets {
         self.save(&map)
     }
 
+    /// Delete a secret.
     pub fn remove(&self, name: &str) -> Result<(), SecretsError> {
         let mut map = self.load()?;
         map.remove(name).ok_or_else(|| SecretsError::Missing(name.into()))?;
         self.save(&map)
     }
 
+    /// The names of every secret (never values).
     pub fn names(&self) -> Result<Vec<String>, SecretsError> {
         Ok(self.load()?.into_keys().collect())
     }

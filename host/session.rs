@@ -21,18 +21,23 @@ pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
 /// Token and cost totals, per session and per UTC day.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Totals {
+    /// Input tokens.
     pub input: u64,
+    /// Output tokens.
     pub output: u64,
+    /// US dollars.
     pub cost: f64,
     /// Model calls.
     pub calls: u64,
 }
 
 impl Totals {
+    /// Input and output tokens.
     pub fn tokens(&self) -> u64 {
         self.input + self.output
     }
 
+    /// Add `other` to these.
     pub fn add(&mut self, other: &Totals) {
         self.input += other.input;
         self.output += other.output;
@@ -44,9 +49,11 @@ impl Totals {
 /// A conversation of one (channel, chat).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Session {
+    /// The turns kept verbatim.
     pub messages: Vec<crate::llm::Message>,
     /// The model's summary of turns compacted away.
     pub summary: Option<String>,
+    /// What it has cost.
     pub usage: Totals,
 }
 
@@ -56,6 +63,7 @@ pub fn today() -> String {
 }
 
 impl Store {
+    /// The session `key`, empty if there is none.
     pub fn session(&self, key: &str) -> Result<Session, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(SESSIONS)?;
@@ -95,6 +103,7 @@ impl Store {
         Ok(out)
     }
 
+    /// Today's totals (UTC).
     pub fn usage_today(&self) -> Result<Totals, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(USAGE)?;

@@ -17,6 +17,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 pub struct MemoryLimiter {
     pub(crate) cap: usize,
     pub(crate) used: usize,
+    /// The cap was hit in this call.
     pub hit: bool,
 }
 
@@ -67,7 +68,9 @@ pub struct SkillState {
     pub(crate) table: ResourceTable,
     pub(crate) http: WasiHttpCtx,
     pub(crate) egress: EgressHooks,
+    /// The memory cap.
     pub limiter: MemoryLimiter,
+    /// The call's context: who, with what rights.
     pub host: HostCtx,
     pub(crate) cpu_ticks: u64,
     pub(crate) cpu_exhausted: bool,

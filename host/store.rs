@@ -24,14 +24,19 @@ const KV_USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("kv_usa
 /// "always" to it (see `approvals`).
 const ALWAYS: TableDefinition<&str, i64> = TableDefinition::new("approvals");
 
+/// Why the database failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another process holds it.
     #[error("the database {0} is in use by another wasiclaw process; if `wasiclaw run` is starting, retry in a moment")]
     Locked(String),
+    /// redb failed.
     #[error("database error: {0}")]
     Db(#[from] redb::Error),
+    /// A stored record is not what it should be.
     #[error("corrupt record in the database: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// A quota would be exceeded.
     #[error("{0}")]
     Quota(String),
 }
@@ -46,15 +51,22 @@ redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb:
 /// One capability use, allowed or denied.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuditRecord {
+    /// Its id.
     #[serde(default)]
     pub id: u64,
     /// Unix time in milliseconds.
     pub time_ms: i64,
+    /// The component.
     pub skill: String,
+    /// Its sha256.
     pub sha256: String,
+    /// The capability used (http, kv, secret, ...).
     pub capability: String,
+    /// What it was used on.
     pub target: String,
+    /// Whether the host allowed it.
     pub allowed: bool,
+    /// Why, or more about it.
     #[serde(default)]
     pub detail: String,
 }
@@ -68,6 +80,7 @@ pub(crate) fn next_id<V: redb::Value + 'static>(table: &impl ReadableTable<u64, 
     Ok(table.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1))
 }
 
+/// The database.
 pub struct Store {
     /// Other modules keep their own tables in the same file (see memory.rs).
     pub(crate) db: Database,
@@ -78,6 +91,7 @@ pub struct Store {
     pub audit_retention: std::sync::Mutex<AuditConfig>,
 }
 
+/// The time now, in Unix ms.
 pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
@@ -158,6 +172,7 @@ impl Store {
         self.db.compact().map_err(|e| StoreError::Db(e.into()))
     }
 
+    /// The grant record of a component, if any.
     pub fn grant(&self, skill: &str) -> Result<Option<GrantRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(GRANTS)?;
@@ -184,6 +199,7 @@ impl Store {
         Ok(record)
     }
 
+    /// A kv value of `skill`.
     pub fn kv_get(&self, skill: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(KV)?;
@@ -238,6 +254,7 @@ impl Store {
         Ok(())
     }
 
+    /// Delete a kv key of `skill`.
     pub fn kv_delete(&self, skill: &str, key: &str) -> Result<(), StoreError> {
         let (keys, bytes) = self.kv_usage(skill)?;
         let txn = self.db.begin_write()?;
@@ -249,6 +266,7 @@ impl Store {
         Ok(())
     }
 
+    /// Keys of `skill` starting with `prefix`, at most `limit`.
     pub fn kv_keys(&self, skill: &str, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(KV)?;
@@ -264,6 +282,7 @@ impl Store {
         Ok(keys)
     }
 
+    /// Store an audit record; returns its id.
     pub fn audit(&self, mut record: AuditRecord) -> Result<u64, StoreError> {
         let txn = self.db.begin_write()?;
         let id = {
@@ -310,16 +329,19 @@ impl Store {
         Ok(out)
     }
 
+    /// Audit records kept.
     pub fn audit_count(&self) -> Result<u64, StoreError> {
         Ok(self.db.begin_read()?.open_table(AUDIT)?.len()?)
     }
 }
 
 impl Store {
+    /// Whether the owner answered "always" for `tool`.
     pub fn approved_always(&self, tool: &str) -> Result<bool, StoreError> {
         Ok(self.db.begin_read()?.open_table(ALWAYS)?.get(tool)?.is_some())
     }
 
+    /// Remember that the owner answered "always" for `tool`.
     pub fn approve_always(&self, tool: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         txn.open_table(ALWAYS)?.insert(tool, now_ms())?;
@@ -339,6 +361,7 @@ impl Store {
         Ok(out)
     }
 
+    /// Forget an "always" answer; false if there was none.
     pub fn approval_revoke(&self, tool: &str) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
         let found = txn.open_table(ALWAYS)?.remove(tool)?.is_some();

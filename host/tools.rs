@@ -15,14 +15,18 @@ use serde_json::{Value, json};
 /// One host tool. `run` gets the runtime, the session key (where a
 /// scheduled task reports) and the arguments as JSON.
 pub struct HostTool {
+    /// The name the model calls.
     pub name: &'static str,
+    /// Its fixed risk.
     pub risk: Risk,
+    /// What it does, for the model.
     pub description: &'static str,
     /// JSON Schema of the arguments.
     pub schema: &'static str,
     run: for<'a> fn(&'a Runtime, &'a str, &'a str) -> BoxFuture<'a, Result<Value, String>>,
 }
 
+/// Every host tool.
 pub const HOST_TOOLS: [HostTool; 7] = [
     HostTool {
         name: "memory_save",

@@ -2,6 +2,9 @@
 //! built from skills-wasm/ once per run; every external service is a
 //! loopback server started by the test.
 
+// Helpers are `pub` to share them between the modules of this one binary.
+#![allow(unreachable_pub)]
+
 mod fake_llm;
 mod support;
 

@@ -48,6 +48,7 @@ const MAX_INBOUND_TEXT: usize = 32 * 1024;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ChannelState {
+    /// Started and serving.
     #[default]
     Running,
     /// Failed; waiting out its backoff before the next start.
@@ -67,29 +68,44 @@ impl std::fmt::Display for ChannelState {
 /// One channel as `wasiclaw status` shows it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ChannelStatus {
+    /// The channel's name.
     pub name: String,
+    /// The transport in words.
     pub transport: String,
+    /// Where it is in its life.
     pub state: ChannelState,
+    /// The last failure, if it has not recovered since.
     pub last_error: Option<String>,
+    /// Restarts since the daemon started.
     pub restarts: u32,
+    /// When the next start is due (Unix ms), while restarting.
     pub retry_at_ms: Option<i64>,
+    /// Messages received and admitted.
     pub received: u64,
+    /// Messages sent.
     pub sent: u64,
+    /// Messages waiting to be sent.
     pub outbox_pending: usize,
     /// Rights it asks for that are not granted.
     pub pending_rights: Vec<String>,
 }
 
+/// Why a channel call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
+    /// No such channel is loaded.
     #[error("no channel named `{0}` is loaded; `wasiclaw skills list` shows what is installed")]
     Missing(String),
+    /// The call failed in the sandbox.
     #[error("{0}")]
     Call(#[from] CallError),
+    /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The websocket failed.
     #[error("websocket: {0}")]
     Socket(String),
+    /// The host refused something the component asked for.
     #[error("host denied {0}")]
     Denied(String),
 }
@@ -130,6 +146,7 @@ pub struct Channels {
 }
 
 impl Channels {
+    /// Channels of the daemon running `agent`.
     pub fn new(agent: Arc<Agent>) -> Arc<Self> {
         Arc::new(Channels { agent, running: Mutex::default(), busy: Mutex::default(), board: Mutex::default() })
     }

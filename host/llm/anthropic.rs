@@ -4,6 +4,7 @@ use super::{ChatRequest, ChatResponse, LlmError, Message, Sse, ToolCall, json};
 use crate::config::ProviderConfig;
 use serde_json::{Value, json};
 
+/// Send a request to an Anthropic Messages API.
 pub async fn send(
     client: &reqwest::Client,
     config: &ProviderConfig,
@@ -60,6 +61,7 @@ pub async fn send(
     Ok(request.send().await?)
 }
 
+/// Read a streamed answer.
 pub async fn read(events: &mut Sse, on_text: &mut (dyn FnMut(&str) + Send)) -> Result<ChatResponse, LlmError> {
     let mut out = ChatResponse::default();
     // Content blocks by index: Some(call) for tool_use, None for text.

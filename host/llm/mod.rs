@@ -20,18 +20,28 @@ use std::time::Duration;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "role", rename_all = "lowercase")]
 pub enum Message {
+    /// What the owner (or a person) said.
     User {
+        /// The text.
         text: String,
     },
+    /// What the model said.
     Assistant {
+        /// The text.
         text: String,
+        /// The tools it called.
         #[serde(default)]
         tool_calls: Vec<ToolCall>,
     },
+    /// A tool's result.
     Tool {
+        /// The call it answers.
         call_id: String,
+        /// The tool.
         name: String,
+        /// The result, wrapped with its provenance.
         content: String,
+        /// Whether the call failed.
         #[serde(default)]
         is_error: bool,
     },
@@ -50,51 +60,83 @@ impl Message {
     }
 }
 
+/// A tool call the model made.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ToolCall {
+    /// The provider's id for it.
     pub id: String,
+    /// The tool's name.
     pub name: String,
     /// The model's JSON text, unparsed: it may be malformed.
     pub arguments: String,
 }
 
+/// A tool offered to the model.
 #[derive(Clone, Debug)]
 pub struct ToolDef {
+    /// Its name.
     pub name: String,
+    /// What it does.
     pub description: String,
+    /// JSON Schema of its arguments.
     pub parameters: serde_json::Value,
 }
 
+/// One request to the model.
 pub struct ChatRequest<'a> {
+    /// The system prompt.
     pub system: &'a str,
+    /// The conversation.
     pub messages: &'a [Message],
+    /// The tools on offer.
     pub tools: &'a [ToolDef],
+    /// The longest answer wanted.
     pub max_tokens: u32,
 }
 
+/// Tokens a request used.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Input tokens.
     pub input: u64,
+    /// Output tokens.
     pub output: u64,
 }
 
+/// The model's answer.
 #[derive(Debug, Default)]
 pub struct ChatResponse {
+    /// Its text.
     pub text: String,
+    /// Tools it called.
     pub tool_calls: Vec<ToolCall>,
+    /// Tokens it used.
     pub usage: Usage,
 }
 
+/// Why a model request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LlmError {
     #[error("HTTP {status}: {body}")]
-    Http { status: u16, body: String, retry_after: Option<Duration> },
+    /// The provider answered with an error status.
+    Http {
+        /// The status.
+        status: u16,
+        /// The body.
+        body: String,
+        /// How long it asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// It could not be reached.
     #[error("{0}")]
     Transport(String),
+    /// It is overloaded.
     #[error("overloaded: {0}")]
     Overloaded(String),
+    /// Its answer made no sense.
     #[error("unexpected reply: {0}")]
     Protocol(String),
+    /// The provider is configured wrong.
     #[error("{0}")]
     Config(String),
 }
@@ -124,6 +166,7 @@ impl From<reqwest::Error> for LlmError {
 
 /// A configured provider with its prices.
 pub struct Provider {
+    /// Its settings.
     pub config: ProviderConfig,
 }
 
@@ -169,6 +212,7 @@ impl Provider {
         }
     }
 
+    /// What `usage` cost, in US dollars.
     pub fn cost(&self, usage: Usage) -> f64 {
         (usage.input as f64 * self.config.price_input_per_mtok
             + usage.output as f64 * self.config.price_output_per_mtok)
@@ -180,6 +224,7 @@ impl Provider {
 pub struct Llm {
     client: reqwest::Client,
     secrets: Secrets,
+    /// The providers, in the order they are tried.
     pub providers: Vec<Provider>,
     retries: u32,
     /// First backoff; doubles per attempt.
@@ -190,6 +235,7 @@ pub struct Llm {
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 impl Llm {
+    /// A client of `providers`, retrying each `retries` times.
     pub fn new(providers: Vec<ProviderConfig>, secrets: Secrets, retries: u32) -> Self {
         let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build().expect("TLS backend");
         Llm {
@@ -241,7 +287,9 @@ pub struct Sse {
 
 /// One SSE event: its `event:` name (if any) and joined `data:` lines.
 pub struct Event {
+    /// The event's name.
     pub name: Option<String>,
+    /// Its data.
     pub data: String,
 }
 

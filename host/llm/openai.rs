@@ -5,6 +5,7 @@ use super::{ChatRequest, ChatResponse, LlmError, Message, Sse, ToolCall, json};
 use crate::config::ProviderConfig;
 use serde_json::{Value, json};
 
+/// Send a request to an OpenAI-compatible chat completions API.
 pub async fn send(
     client: &reqwest::Client,
     config: &ProviderConfig,
@@ -53,6 +54,7 @@ pub async fn send(
     Ok(request.send().await?)
 }
 
+/// Read a streamed answer.
 pub async fn read(events: &mut Sse, on_text: &mut (dyn FnMut(&str) + Send)) -> Result<ChatResponse, LlmError> {
     let mut out = ChatResponse::default();
     // Tool calls arrive in fragments keyed by index.
