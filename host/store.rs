@@ -287,7 +287,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         let id = {
             let mut table = txn.open_table(AUDIT)?;
-            let id = table.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+            let id = next_id(&table)?;
             record.id = id;
             table.insert(id, serde_json::to_vec(&record)?.as_slice())?;
             // Prune now and then rather than on every write.
