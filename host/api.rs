@@ -415,8 +415,12 @@ async fn answer(
             Response::Done
         }
         Request::SkillsList => Response::Skills(rt.skills()?),
-        Request::SkillsInspect { name } => Response::Skill(Box::new(rt.inspect(&name)?)),
+        Request::SkillsInspect { name } => {
+            rt.ready(&name).await;
+            Response::Skill(Box::new(rt.inspect(&name)?))
+        }
         Request::Grant { name, change } => {
+            rt.ready(&name).await;
             let (info, notes) = rt.change_grant(&name, &change, false)?;
             Response::Granted { skill: Box::new(info), notes }
         }

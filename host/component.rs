@@ -478,8 +478,28 @@ async fn describe(
 #[derive(Default)]
 pub struct Registry {
     entries: RwLock<BTreeMap<PathBuf, Entry>>,
+    /// Components waiting for their first compile (the daemon compiles
+    /// them in the background, one at a time), by file.
+    compiling: RwLock<BTreeMap<PathBuf, Compiling>>,
+    /// Builds (sha256) that failed to compile: loaded inline next time, so
+    /// the failure is recorded as the reason instead of retried forever.
+    uncompilable: RwLock<std::collections::BTreeSet<String>>,
     /// Files read and hashed, for tests that a warm start reads none.
     pub reads: std::sync::atomic::AtomicUsize,
+}
+
+/// A component waiting for its first compile.
+#[derive(Clone, Debug)]
+pub struct Compiling {
+    /// The file's sha256.
+    pub sha256: String,
+    /// Since when it waits (Unix ms).
+    pub since_ms: i64,
+}
+
+/// Whether `bytes` start like a component (not a core module, not junk).
+fn looks_like_component(bytes: &[u8]) -> bool {
+    bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[4..8] != [1, 0, 0, 0]
 }
 
 /// Stamps and hashes of loaded files, kept in the cache across restarts so
@@ -504,6 +524,39 @@ impl Registry {
         self.entries.read().unwrap().values().cloned().collect()
     }
 
+    /// Components waiting for their first compile, by file.
+    pub fn compiling(&self) -> BTreeMap<PathBuf, Compiling> {
+        self.compiling.read().unwrap().clone()
+    }
+
+    /// Compile the next waiting component into the cache (off the async
+    /// workers: a big one takes seconds, minutes on a board); returns its
+    /// file, or None if none waits. The next rescan loads it from the cache.
+    pub async fn compile_next(&self, engine: &SkillEngine) -> Option<PathBuf> {
+        let (file, waiting) = self.compiling.read().unwrap().iter().next().map(|(f, c)| (f.clone(), c.clone()))?;
+        let (engine, path) = (engine.clone(), file.clone());
+        let (sha256, cached) = (waiting.sha256.clone(), engine.artifact(&waiting.sha256, "cwasm"));
+        let compiled = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+            // Replaced meanwhile: the next rescan queues the new build.
+            if sha256_hex(&bytes) != sha256 {
+                return Ok(());
+            }
+            engine.compile(&path, Some(&bytes), &sha256).map(drop).map_err(|e| e.to_string())
+        })
+        .await;
+        if let Err(e) = compiled.map_err(|e| e.to_string()).and_then(|r| r) {
+            tracing::warn!("compiling {}: {e}", file.display());
+        }
+        // It stays listed as compiling until the rescan that follows loads
+        // it. One that failed (or could not be cached) is then loaded
+        // inline, so its reason is recorded instead of retried forever.
+        if !cached.exists() {
+            self.uncompilable.write().unwrap().insert(waiting.sha256);
+        }
+        Some(file)
+    }
+
     /// The entry of component `name` (a loaded one first).
     pub fn find(&self, name: &str) -> Option<Entry> {
         let entries = self.entries.read().unwrap();
@@ -520,12 +573,17 @@ impl Registry {
     /// A name belongs to the file that already holds it, else to the build
     /// the owner approved, else to the first file by name: a new file never
     /// displaces a loaded component by claiming its name.
+    ///
+    /// With `defer`, a component that was never compiled is not compiled
+    /// here: it waits in `compiling` for `compile_next`, so a daemon
+    /// answers at once even when an upgrade invalidated every artifact.
     pub async fn rescan(
         &self,
         engine: &SkillEngine,
         dir: &Path,
         ctx_for: impl Fn(&str) -> HostCtx,
         approved: impl Fn(&str) -> Option<String>,
+        defer: bool,
     ) -> ScanReport {
         let mut report = ScanReport::default();
         let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
@@ -544,6 +602,7 @@ impl Registry {
         let known: Stamps =
             std::fs::read(&stamps_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         let mut candidates = Vec::new();
+        let mut waiting = BTreeMap::new();
         for file in files {
             let stamp = stamp(&file);
             // Unchanged on disk: no read, no hash. A file refused for a name
@@ -577,6 +636,21 @@ impl Registry {
                 // A name clash is re-checked each scan: the other file may be gone.
                 Some(e) if e.sha256 == sha256 && !e.loaded.as_ref().is_err_and(|r| r.starts_with(CLASH)) => {
                     Entry { stamp, ..e.clone() }
+                }
+                _ if defer
+                    && looks_like_component(&bytes)
+                    && !engine.artifact(&sha256, "cwasm").exists()
+                    && !self.uncompilable.read().unwrap().contains(&sha256) =>
+                {
+                    let since_ms = self
+                        .compiling
+                        .read()
+                        .unwrap()
+                        .get(&file)
+                        .filter(|c| c.sha256 == sha256)
+                        .map_or_else(|| jiff::Timestamp::now().as_millisecond(), |c| c.since_ms);
+                    waiting.insert(file, Compiling { sha256, since_ms });
+                    continue;
                 }
                 _ => {
                     let loaded = load(engine, &file, Some(&bytes), &sha256, &ctx_for).await;
@@ -628,6 +702,7 @@ impl Registry {
             }
         }
         *self.entries.write().unwrap() = next;
+        *self.compiling.write().unwrap() = waiting;
         report
     }
 }

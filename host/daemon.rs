@@ -4,6 +4,10 @@
 //! file watcher plus a rare rescan (a watcher can miss events on some
 //! filesystems; the rescan is the backstop). Stops cleanly on SIGINT/SIGTERM.
 //!
+//! Instant start: the socket, gateway and channels open at once; a
+//! component never compiled (a new file, or every file after an upgrade)
+//! compiles in the background, one at a time, and shows as `compiling`.
+//!
 //! Idle means idle: only events that change the folder (create, write,
 //! rename, remove) wake it, never reads (a rescan reads files, and reacting
 //! to that would loop forever), and a rescan only stats unchanged files.
@@ -35,9 +39,12 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
     }
     // A CLI command may hold the database for a moment; wait it out.
     let rt = Arc::new(Runtime::open_patiently(paths.clone(), Duration::from_secs(15)).await?);
+    // Only what is already compiled loads before the socket opens; the rest
+    // compiles in the background, one component at a time.
     let report = rescan(&rt).await;
+    let waiting = rt.registry.compiling().len();
     tracing::info!(
-        "state dir {}; {} skill(s) loaded, {} rejected",
+        "state dir {}; {} skill(s) loaded, {} rejected, {waiting} to compile",
         paths.state_dir.display(),
         report.loaded.len(),
         report.rejected.len()
@@ -58,6 +65,13 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
     };
     let scheduling = agent.clone();
     let scheduler = tokio::spawn(async move { Scheduler { agent: &scheduling }.run().await });
+    let compiling = rt.clone();
+    let compiler = tokio::spawn(async move {
+        loop {
+            compiling.compile_pending().await;
+            compiling.compile_wanted.notified().await;
+        }
+    });
     let server = tokio::spawn(api::serve(agent, channels.clone(), listener));
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -102,6 +116,7 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
     tracing::info!("shutting down");
     server.abort();
     scheduler.abort();
+    compiler.abort();
     if let Some(gateway) = gateway {
         gateway.abort();
     }
@@ -109,8 +124,12 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
     Ok(())
 }
 
+/// Rescan the folder; components never compiled wait for the compiler.
 async fn rescan(rt: &Runtime) -> crate::component::ScanReport {
-    let report = rt.rescan().await;
+    let report = rt.rescan_deferred().await;
+    if !rt.registry.compiling().is_empty() {
+        rt.compile_wanted.notify_one();
+    }
     for name in &report.loaded {
         tracing::info!("loaded skill {name}");
     }

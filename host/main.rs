@@ -12,7 +12,7 @@ mod cli {
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use cli::args::{Cli, Command, MemoryCommand, SecretsCommand};
+use cli::args::{Cli, Command, MemoryCommand, SecretsCommand, SkillsCommand};
 use cli::render;
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
@@ -21,7 +21,7 @@ use std::time::Duration;
 use wasiclaw::agent::Agent;
 use wasiclaw::api::{self, Reply, Request, Response};
 use wasiclaw::config::Paths;
-use wasiclaw::runtime::{Runtime, RuntimeError};
+use wasiclaw::runtime::{Runtime, RuntimeError, SkillState};
 use wasiclaw::secrets::Secrets;
 use wasiclaw::store::StoreError;
 
@@ -60,6 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Chat { session, model } => return cli::chat::chat(paths, &session, model.provider()).await,
         Command::Secrets(cmd) => return secrets(&paths, cmd),
+        Command::Skills(SkillsCommand::Precompile) => return precompile(paths).await,
         Command::Memory(MemoryCommand::Export { file: Some(file) }) => {
             let Reply::Ok(Response::Exported(jsonl)) = execute(paths, &Request::MemoryExport).await? else {
                 bail!("the export failed")
@@ -102,6 +103,42 @@ async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// `skills precompile`: compile what is not compiled yet, with progress;
+/// with a daemon running, watch it do so.
+async fn precompile(paths: Paths) -> anyhow::Result<ExitCode> {
+    if api::call_daemon(&paths.socket(), &Request::Status, &mut |_| {}).await?.is_some() {
+        loop {
+            let Reply::Ok(Response::Skills(list)) = execute(paths.clone(), &Request::SkillsList).await? else {
+                bail!("the daemon did not list its skills")
+            };
+            let compiling: Vec<String> =
+                list.iter().filter(|s| s.status == SkillState::Compiling).map(|s| s.name.clone()).collect();
+            if compiling.is_empty() {
+                println!("everything is compiled");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("the daemon is compiling: {}", compiling.join(", "));
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    }
+    let rt = Runtime::open_patiently(paths, Duration::from_secs(15)).await?;
+    rt.rescan_deferred().await;
+    let waiting = rt.registry.compiling();
+    if waiting.is_empty() {
+        println!("everything is compiled");
+    }
+    for file in waiting.keys() {
+        let mb = std::fs::metadata(file).map(|m| m.len() as f64 / 1e6).unwrap_or(0.0);
+        print!("compiling {} ({mb:.1} MB)… ", file.display());
+        std::io::Write::flush(&mut std::io::stdout())?;
+        let start = std::time::Instant::now();
+        rt.registry.compile_next(&rt.engine).await;
+        rt.rescan_deferred().await;
+        println!("{:.1} s", start.elapsed().as_secs_f64());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn secrets(paths: &Paths, cmd: SecretsCommand) -> anyhow::Result<ExitCode> {

@@ -7,7 +7,7 @@
 //! replaced file takes effect at the next call.
 
 use crate::budget::Budgets;
-use crate::component::{ChannelSpec, Entry, Kind, Manifest, Registry, ScanReport, ToolSpec};
+use crate::component::{ChannelSpec, Compiling, Entry, Kind, Manifest, Registry, ScanReport, ToolSpec};
 use crate::config::{Config, ConfigError, Paths};
 use crate::context::{Resolver, system_resolver};
 use crate::engine::{CallError, EngineError, HostCtx, SkillEngine, ToolError};
@@ -16,9 +16,9 @@ use crate::jobs::{Action, Check, Job, Missed, NewJob, ScheduleError, When, parse
 use crate::memory::{Embedder, Memories};
 use crate::queue::Notification;
 use crate::secrets::Secrets;
-use crate::store::{AuditRecord, Store, StoreError};
+use crate::store::{AuditRecord, Store, StoreError, now_ms};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Why a request to the runtime failed.
@@ -55,6 +55,11 @@ pub enum RuntimeError {
     /// The request is wrong (the text says how).
     #[error("{0}")]
     Invalid(String),
+    /// The component is still being compiled (for this many seconds).
+    #[error(
+        "skill `{0}` is still compiling (for {1} s; a big one takes minutes on a small board); `wasiclaw skills list` shows when it is active"
+    )]
+    Compiling(String, i64),
     /// Something the request names (a job, a memory, a pairing) does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -67,6 +72,11 @@ pub enum RuntimeError {
     /// A job cannot be scheduled or read.
     #[error(transparent)]
     Schedule(#[from] crate::jobs::ScheduleError),
+}
+
+/// A file's name without `.wasm`.
+fn stem(file: &Path) -> String {
+    file.file_stem().unwrap_or_default().to_string_lossy().into_owned()
 }
 
 /// Every feature's tables, created when the database opens.
@@ -82,6 +92,8 @@ pub const TABLES: [crate::store::Tables; 5] = [
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SkillState {
+    /// Being compiled for the first time (in the background, by the daemon).
+    Compiling,
     /// Approved, with everything it asks for granted.
     Active,
     /// Waiting for the owner: this build's approval, or rights it asks for.
@@ -152,7 +164,7 @@ impl RuntimeError {
             RuntimeError::Invalid(_) => ErrorKind::Invalid,
             RuntimeError::NoSkill(..) | RuntimeError::NoTool { .. } | RuntimeError::NotFound(_) => ErrorKind::NotFound,
             RuntimeError::Rejected(..) => ErrorKind::Refused,
-            RuntimeError::Store(StoreError::Locked(_)) => ErrorKind::Busy,
+            RuntimeError::Store(StoreError::Locked(_)) | RuntimeError::Compiling(..) => ErrorKind::Busy,
             RuntimeError::Config(_)
             | RuntimeError::Store(_)
             | RuntimeError::Engine(_)
@@ -246,8 +258,13 @@ pub struct Runtime {
     pub embedder: Option<Arc<Embedder>>,
     /// Wakes the scheduler when jobs change.
     pub schedule_changed: Arc<tokio::sync::Notify>,
-    /// Wakes the daemon to start or stop channels when grants change.
+    /// Wakes the daemon to start or stop channels when grants change (or
+    /// a component finished compiling).
     pub grants_changed: Arc<tokio::sync::Notify>,
+    /// Wakes the daemon's compiler when a rescan left components waiting.
+    pub compile_wanted: Arc<tokio::sync::Notify>,
+    /// One rescan at a time (the watcher's and the compiler's).
+    scanning: tokio::sync::Mutex<()>,
     /// What each component may make the host spend, across its calls.
     pub budgets: Budgets,
     /// Name resolution for egress; tests replace it.
@@ -287,6 +304,8 @@ impl Runtime {
             embedder,
             schedule_changed: Arc::default(),
             grants_changed: Arc::default(),
+            compile_wanted: Arc::default(),
+            scanning: tokio::sync::Mutex::default(),
             budgets: Budgets::default(),
             resolver: system_resolver(),
             questions: Default::default(),
@@ -364,22 +383,52 @@ impl Runtime {
 
     /// Bring the registry in line with the skills folder.
     pub async fn rescan(&self) -> ScanReport {
+        self.scan(false).await
+    }
+
+    /// Rescan, leaving components never compiled to `compile_pending`
+    /// (the daemon's way: it answers while they compile).
+    pub async fn rescan_deferred(&self) -> ScanReport {
+        self.scan(true).await
+    }
+
+    async fn scan(&self, defer: bool) -> ScanReport {
+        let _one = self.scanning.lock().await;
         self.rescans.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let approved = |name: &str| self.db.grant(name).ok().flatten().map(|g| g.sha256);
-        let report = self
-            .registry
-            .rescan(&self.engine, &self.paths.skills_dir(), |name| self.ctx(name, "", Effective::default()), approved)
-            .await;
+        let ctx = |name: &str| self.ctx(name, "", Effective::default());
+        let report = self.registry.rescan(&self.engine, &self.paths.skills_dir(), ctx, approved, defer).await;
         if !report.removed.is_empty() || !report.loaded.is_empty() {
             self.prune_cache();
         }
         report
     }
 
+    /// Compile the components waiting for it, one at a time, loading each
+    /// as soon as it is ready; returns how many were compiled.
+    pub async fn compile_pending(&self) -> usize {
+        let mut done = 0;
+        while let Some(file) = self.registry.compile_next(&self.engine).await {
+            done += 1;
+            let report = self.rescan_deferred().await;
+            for name in &report.loaded {
+                tracing::info!("compiled and loaded {name} ({})", file.display());
+            }
+            for (name, reason) in &report.rejected {
+                tracing::warn!("rejected {name}: {reason}");
+            }
+            // A channel among them can start now.
+            self.grants_changed.notify_one();
+        }
+        done
+    }
+
     /// Drop compiled code and descriptions of components no longer in the
     /// folder (an upgrade leaves the old build's behind).
     fn prune_cache(&self) {
-        let live: std::collections::HashSet<String> = self.registry.entries().into_iter().map(|e| e.sha256).collect();
+        let mut live: std::collections::HashSet<String> =
+            self.registry.entries().into_iter().map(|e| e.sha256).collect();
+        live.extend(self.registry.compiling().into_values().map(|c| c.sha256));
         let Ok(dir) = std::fs::read_dir(self.paths.cache_dir()) else { return };
         for file in dir.filter_map(Result::ok).map(|e| e.path()) {
             let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -394,9 +443,50 @@ impl Runtime {
     }
 
     fn entry(&self, name: &str) -> Result<Entry, RuntimeError> {
-        self.registry
-            .find(name)
-            .ok_or_else(|| RuntimeError::NoSkill(name.into(), self.paths.skills_dir().display().to_string()))
+        if let Some(entry) = self.registry.find(name) {
+            return Ok(entry);
+        }
+        let same = |file: &Path| stem(file).replace('_', "-") == name.replace('_', "-");
+        if let Some((_, c)) = self.registry.compiling().into_iter().find(|(file, _)| same(file)) {
+            let secs = (now_ms() - c.since_ms) / 1000;
+            return Err(RuntimeError::Compiling(name.into(), secs));
+        }
+        Err(RuntimeError::NoSkill(name.into(), self.paths.skills_dir().display().to_string()))
+    }
+
+    /// Whether component `name` is waiting for its first compile.
+    pub fn is_compiling(&self, name: &str) -> bool {
+        matches!(self.entry(name), Err(RuntimeError::Compiling(..)))
+    }
+
+    /// Wait while component `name` is compiling, up to a call's timeout.
+    pub async fn ready(&self, name: &str) {
+        let deadline = std::time::Instant::now() + self.engine.limits().timeout();
+        while self.is_compiling(name) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// What `skills list` shows of a component still compiling.
+    fn compiling_info(&self, file: &Path, c: &Compiling) -> SkillInfo {
+        let secs = (now_ms() - c.since_ms) / 1000;
+        SkillInfo {
+            name: stem(file),
+            version: None,
+            description: None,
+            file: file.to_path_buf(),
+            sha256: c.sha256.clone(),
+            status: SkillState::Compiling,
+            reason: Some(format!("compiling for {secs} s (once; the result is cached); it loads when done")),
+            pending: vec![],
+            tools: vec![],
+            requested: None,
+            granted: None,
+            granted_sha256: None,
+            changed: None,
+            kv_usage: None,
+            channel: None,
+        }
     }
 
     fn info(&self, entry: &Entry) -> Result<SkillInfo, RuntimeError> {
@@ -520,7 +610,9 @@ impl Runtime {
 
     /// Every component, in file order.
     pub fn skills(&self) -> Result<Vec<SkillInfo>, RuntimeError> {
-        self.registry.entries().iter().map(|e| self.info(e)).collect()
+        let mut all: Vec<SkillInfo> = self.registry.entries().iter().map(|e| self.info(e)).collect::<Result<_, _>>()?;
+        all.extend(self.registry.compiling().iter().map(|(file, c)| self.compiling_info(file, c)));
+        Ok(all)
     }
 
     /// One component by name.
@@ -618,6 +710,7 @@ impl Runtime {
 
     /// Call one tool of one skill in a fresh sandbox with its effective rights.
     pub async fn call_tool(&self, skill: &str, tool: &str, args: &str) -> Result<ToolOutcome, RuntimeError> {
+        self.ready(skill).await;
         let entry = self.entry(skill)?;
         let loaded = entry.loaded.as_ref().map_err(|r| RuntimeError::Rejected(skill.into(), r.clone()))?;
         let m = &loaded.manifest;

@@ -144,3 +144,14 @@ fn status_tells_the_whole_story() {
         assert!(status.contains(part), "{part:?} missing:\n{status}");
     }
 }
+
+#[test]
+fn precompile_prepares_the_cache_once() {
+    let env = Env::new();
+    env.install("clock");
+    let first = env.ok(&["skills", "precompile"]);
+    assert!(first.contains("compiling") && first.contains("clock.wasm"), "{first}");
+    assert_eq!(env.ok(&["skills", "precompile"]).trim(), "everything is compiled");
+    let list = env.list();
+    assert_eq!(list[0]["status"], "needs-approval", "{list:?}");
+}

@@ -94,8 +94,9 @@ fn a_running_daemon_never_lets_a_new_file_take_a_loaded_name() {
     env.install("clock");
     let _daemon = env.daemon();
     std::fs::copy(rebuilt(&guest("clock"), "squat"), env.skills().join("a-clock.wasm")).unwrap();
-    crate::support::wait_for("the squatter to be scanned", std::time::Duration::from_secs(20), || {
-        env.list().iter().any(|s| s["file"].as_str().unwrap().ends_with("a-clock.wasm"))
+    // It is listed as compiling first (in the background), then loaded.
+    crate::support::wait_for("the squatter to be compiled and scanned", std::time::Duration::from_secs(20), || {
+        env.list().iter().any(|s| s["file"].as_str().unwrap().ends_with("a-clock.wasm") && s["status"] != "compiling")
     });
     let list = env.list();
     let squatter = list.iter().find(|s| s["file"].as_str().unwrap().ends_with("a-clock.wasm")).unwrap();

@@ -39,6 +39,8 @@ impl Channels {
         match spec_of(self.rt(), name) {
             Some(spec) if spec.transport == Transport::Webhook => {}
             Some(_) => return text(404, &format!("channel {name} does not take webhooks")),
+            // Platforms retry a 503: the message arrives once it is loaded.
+            None if self.rt().is_compiling(name) => return text(503, &format!("channel {name} is still compiling")),
             None => return text(404, &format!("no channel named {name}")),
         }
         match invoke(self.rt(), name, Call::Webhook(request)).await {

@@ -172,6 +172,10 @@ pub(crate) enum SkillsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Compile every component not compiled yet, one at a time, with progress. The daemon does
+    /// this in the background by itself; run it to prepare a board before the first start (or
+    /// after an upgrade), or to watch a running daemon finish.
+    Precompile,
     /// A skill's tools, their JSON schemas, what it asks for and what it was granted.
     Inspect {
         name: String,
@@ -563,7 +567,8 @@ impl Command {
             | Command::Doctor { .. }
             | Command::Open
             | Command::Chat { .. }
-            | Command::Secrets(_) => {
+            | Command::Secrets(_)
+            | Command::Skills(SkillsCommand::Precompile) => {
                 bail!("this command is not a request")
             }
         })
