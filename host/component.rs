@@ -497,6 +497,34 @@ pub struct Compiling {
     pub since_ms: i64,
 }
 
+/// Compile every component file in `dir` that has no compiled copy in the
+/// cache, one at a time, off the async workers; returns how many. Nothing
+/// is loaded and no database is needed: a CLI does this before it takes
+/// the database, so a daemon starting meanwhile never waits for a compile.
+pub async fn compile_uncached(engine: &SkillEngine, dir: &Path) -> usize {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "wasm")).collect()
+        })
+        .unwrap_or_default();
+    let mut compiled = 0;
+    for file in files {
+        let engine = engine.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&file).ok()?;
+            let sha256 = sha256_hex(&bytes);
+            if !looks_like_component(&bytes) || engine.artifact(&sha256, "cwasm").exists() {
+                return None;
+            }
+            // A failure is recorded by the rescan that loads it.
+            engine.compile(&file, Some(&bytes), &sha256).ok()
+        })
+        .await;
+        compiled += usize::from(matches!(done, Ok(Some(_))));
+    }
+    compiled
+}
+
 /// Whether `bytes` start like a component (not a core module, not junk).
 fn looks_like_component(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && &bytes[..4] == b"\0asm" && bytes[4..8] != [1, 0, 0, 0]

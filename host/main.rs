@@ -88,6 +88,11 @@ async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
         if let Some(reply) = api::call_daemon(&paths.socket(), request, &mut |_| {}).await? {
             return Ok(reply);
         }
+        // Compile before taking the database, so a daemon starting now
+        // does not wait for a long compile.
+        if request.needs_skills() {
+            Runtime::compile_folder(&paths).await?;
+        }
         match Runtime::open(paths.clone()) {
             Ok(rt) => {
                 if request.needs_skills() {

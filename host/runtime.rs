@@ -404,6 +404,15 @@ impl Runtime {
         report
     }
 
+    /// Compile every component in the folder not compiled yet into the
+    /// cache, one at a time, without opening the database; returns how many.
+    /// Failures are left for the next rescan to record.
+    pub async fn compile_folder(paths: &Paths) -> Result<usize, RuntimeError> {
+        let config = Config::load(&paths.config())?;
+        let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone())?;
+        Ok(crate::component::compile_uncached(&engine, &paths.skills_dir()).await)
+    }
+
     /// Compile the components waiting for it, one at a time, loading each
     /// as soon as it is ready; returns how many were compiled.
     pub async fn compile_pending(&self) -> usize {
@@ -477,7 +486,9 @@ impl Runtime {
             file: file.to_path_buf(),
             sha256: c.sha256.clone(),
             status: SkillState::Compiling,
-            reason: Some(format!("compiling for {secs} s (once; the result is cached); it loads when done")),
+            reason: Some(format!(
+                "not compiled yet (waiting {secs} s): the daemon compiles it in the background, or run `wasiclaw skills precompile`"
+            )),
             pending: vec![],
             tools: vec![],
             requested: None,

@@ -91,7 +91,9 @@ impl Synapse {
         }
         let resp = req.send().await.unwrap();
         let status = resp.status();
-        let value: Value = resp.json().await.unwrap();
+        let text = resp.text().await.unwrap();
+        let value: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {status}, not JSON ({e}): {text}"));
         assert!(status.is_success(), "{method} {path}: {status} {value}");
         value
     }
