@@ -184,6 +184,11 @@ pub enum Request {
     },
     /// Tools the owner answered "always" for.
     ApprovalsList,
+    /// Write a consistent copy of the database.
+    Backup {
+        /// Where (an absolute path, not the database itself).
+        path: std::path::PathBuf,
+    },
     /// Make a tool ask again.
     ApprovalsRevoke {
         /// `SKILL.TOOL` or a host tool's name.
@@ -275,6 +280,13 @@ pub enum Response {
     Chat {
         /// The reply.
         reply: String,
+    },
+    /// A backup was written.
+    BackedUp {
+        /// Where.
+        path: std::path::PathBuf,
+        /// Its size.
+        bytes: u64,
     },
     /// Done, and nothing to show but what was asked (a removal, a pin).
     Done,
@@ -408,6 +420,15 @@ async fn answer(
             Response::Done
         }
         Request::Outbox => Response::Outbox(rt.db.outbox(None)?),
+        Request::Backup { path } => {
+            if !path.is_absolute() || path == rt.paths.database() {
+                return Err(RuntimeError::Invalid(format!(
+                    "{} must be an absolute path other than the database itself",
+                    path.display()
+                )));
+            }
+            Response::BackedUp { bytes: rt.db.backup(&path)?, path }
+        }
         Request::OutboxDrop { id } => {
             if !rt.db.outbox_remove(id)? {
                 return missing(format!("no queued message {id}; `wasiclaw outbox` lists them"));

@@ -39,6 +39,9 @@ pub enum StoreError {
     /// A quota would be exceeded.
     #[error("{0}")]
     Quota(String),
+    /// A backup could not be written.
+    #[error("backup failed: {0}")]
+    Backup(String),
 }
 
 macro_rules! redb_errors {
@@ -89,6 +92,8 @@ pub struct Store {
     pub changes: tokio::sync::watch::Sender<u64>,
     /// `[audit]`: how long, and how many, audit records are kept.
     pub audit_retention: std::sync::Mutex<AuditConfig>,
+    /// The database file.
+    path: std::path::PathBuf,
 }
 
 /// The time now, in Unix ms.
@@ -124,6 +129,7 @@ impl Store {
             db,
             changes: tokio::sync::watch::Sender::new(0),
             audit_retention: std::sync::Mutex::new(AuditConfig::default()),
+            path: path.to_path_buf(),
         })
     }
 
@@ -165,6 +171,32 @@ impl Store {
             out.push(serde_json::from_slice(entry?.1.value())?);
         }
         Ok(out)
+    }
+
+    /// Write a consistent copy of the database to `to` while it is in use:
+    /// holding the write lock, no commit can land mid-copy, so the copy is
+    /// the last committed state. The copy is checked by opening it, and
+    /// only then renamed into place. Returns its size.
+    pub fn backup(&self, to: &Path) -> Result<u64, StoreError> {
+        let io = |e: std::io::Error| StoreError::Backup(format!("{}: {e}", to.display()));
+        let tmp = to.with_extension("partial");
+        {
+            let hold = self.db.begin_write()?;
+            std::fs::copy(&self.path, &tmp).map_err(io)?;
+            hold.abort()?;
+        }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+            let mut copy =
+                Database::open(&tmp).map_err(|e| StoreError::Backup(format!("the copy does not open: {e}")))?;
+            if !copy.check_integrity().map_err(|e| StoreError::Backup(format!("checking the copy: {e}")))? {
+                return Err(StoreError::Backup("the copy failed its integrity check".into()));
+            }
+        }
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
+        std::fs::rename(&tmp, to).map_err(io)?;
+        Ok(std::fs::metadata(to).map_err(io)?.len())
     }
 
     /// Reclaim free pages (the file never shrinks on its own).

@@ -167,3 +167,24 @@ async fn the_agent_recalls_pinned_and_relevant_memories_and_saves_new_ones() {
     let saved = rt.db.memory_all().unwrap().into_iter().find(|m| m.text == "Ada likes tulips").unwrap();
     assert_eq!((saved.source.as_str(), saved.tags.clone()), ("agent", vec!["people".to_string()]));
 }
+
+#[test]
+fn a_backup_taken_while_the_daemon_runs_restores_every_memory() {
+    let env = Env::new();
+    let daemon = env.daemon();
+    for text in ["the boiler code is 4471", "Ada's birthday is in May"] {
+        env.ok(&["memory", "add", text]);
+    }
+    let backup = env.path().join("backup.redb");
+    let said = env.ok(&["backup", backup.to_str().unwrap()]);
+    assert!(said.contains("checked"), "{said}");
+    let live = env.path().join("wasiclaw.redb");
+    let refused = env.cli(&["backup", live.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2), "the live database is not a backup target");
+    drop(daemon);
+    // Restore into a fresh state dir, as the help says.
+    let restored = Env::new();
+    std::fs::copy(&backup, restored.path().join("wasiclaw.redb")).unwrap();
+    let list = restored.ok(&["memory", "list"]);
+    assert!(list.contains("boiler code is 4471") && list.contains("birthday is in May"), "{list}");
+}

@@ -115,6 +115,10 @@ pub(crate) enum Command {
     /// Tool calls that wait for your word, and the tools you said "always" to.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
+    /// Write a consistent copy of the database (memories, sessions, jobs, grants, audit) to FILE,
+    /// while the daemon runs. To restore: stop the daemon and copy FILE to
+    /// <state-dir>/wasiclaw.redb. Back up secrets.json and config.toml alongside it yourself.
+    Backup { file: PathBuf },
     /// Messages waiting to be sent through chat channels (retried until they go).
     Outbox {
         /// Give up on the queued message with this id (say, to a chat that no longer exists).
@@ -561,6 +565,10 @@ impl Command {
             Command::Approvals(ApprovalsCommand::List { json }) => (Request::ApprovalsList, json),
             Command::Approvals(ApprovalsCommand::Revoke { tool }) => (Request::ApprovalsRevoke { tool }, false),
             Command::Approvals(ApprovalsCommand::Answer { id, answer }) => (Request::Answer { id, answer }, false),
+            Command::Backup { file } => {
+                let path = std::path::absolute(&file).with_context(|| format!("cannot resolve {}", file.display()))?;
+                (Request::Backup { path }, false)
+            }
             Command::Outbox { drop: Some(id), .. } => (Request::OutboxDrop { id }, false),
             Command::Outbox { drop: None, json } => (Request::Outbox, json),
             Command::Run { .. }

@@ -189,6 +189,13 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
             }
         }
         Response::Chat { reply } => println!("{reply}"),
+        Response::BackedUp { path, bytes } => {
+            println!(
+                "wrote {} ({:.1} MiB), checked; restore it with the daemon stopped",
+                path.display(),
+                bytes as f64 / (1 << 20) as f64
+            )
+        }
         Response::Done => println!("{}", done(request)),
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
