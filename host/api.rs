@@ -214,6 +214,28 @@ impl Request {
         )
     }
 
+    /// Whether the request changes stored state (so a lost reply leaves
+    /// it unknown whether it was applied).
+    pub fn changes_state(&self) -> bool {
+        !matches!(
+            self,
+            Request::Status
+                | Request::SkillsList
+                | Request::SkillsInspect { .. }
+                | Request::Audit { .. }
+                | Request::Notifications { .. }
+                | Request::Usage { .. }
+                | Request::MemorySearch { .. }
+                | Request::MemoryList
+                | Request::MemoryExport
+                | Request::CronList
+                | Request::CronHistory { .. }
+                | Request::PairingList
+                | Request::Outbox
+                | Request::ApprovalsList
+        )
+    }
+
     /// Whether answering needs the agent (and so a model connection).
     pub fn needs_agent(&self) -> bool {
         matches!(self, Request::Chat { .. } | Request::CronRunNow { .. })
@@ -627,5 +649,10 @@ pub async fn call_daemon(
             }
         }
     }
-    anyhow::bail!("the daemon closed the connection without a reply (did it stop?)")
+    if request.changes_state() {
+        anyhow::bail!(
+            "the daemon stopped before answering, so this change may or may not have been applied; check (`wasiclaw status`, `skills list`, `memory list`, `cron list`) before you retry"
+        )
+    }
+    anyhow::bail!("the daemon closed the connection without a reply (did it stop?); it is safe to retry")
 }
