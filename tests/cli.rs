@@ -155,3 +155,31 @@ fn precompile_prepares_the_cache_once() {
     let list = env.list();
     assert_eq!(list[0]["status"], "needs-approval", "{list:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_whose_reply_is_lost_says_it_may_have_been_applied() {
+    let server = crate::support::Server::start().await;
+    let (env, rt) = crate::egress::hostile(&server.base, "[limits]\ntimeout_ms = 60000").await;
+    crate::egress::grant(&rt, "hostile", &[&format!("{}/echo/", server.base)], &["API_TOKEN"]);
+    drop(rt);
+    let daemon = tokio::task::block_in_place(|| env.daemon());
+    // A call that hangs in the daemon, which then dies before it answers.
+    let url = format!("{}/echo/{{API_TOKEN}}/hang", server.base);
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_wasiclaw"))
+        .arg("--state-dir")
+        .arg(env.path())
+        .args(["tool", "hostile.fetch", &serde_json::json!({ "url": url }).to_string()])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::task::block_in_place(|| {
+        crate::support::wait_for("the call to reach the server", std::time::Duration::from_secs(30), || {
+            server.seen().iter().any(|s| s.uri.ends_with("/hang"))
+        })
+    });
+    drop(daemon);
+    let out = tokio::task::block_in_place(|| cli.wait_with_output()).unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("may or may not have been applied"), "{}", stderr(&out));
+}
