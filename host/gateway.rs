@@ -33,7 +33,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +45,7 @@ const MAX_HOOK_BODY: usize = 1 << 20;
 #[derive(Clone)]
 struct Gate {
     agent: Arc<Agent>,
+    channels: Arc<Channels>,
     token: Arc<String>,
     /// `Host` values this gateway answers to, lower-case.
     hosts: Arc<Vec<String>>,
@@ -106,11 +107,18 @@ pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: TcpList
     let mut hosts = vec![format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")];
     hosts.push(if local.is_ipv6() { format!("[{}]:{port}", local.ip()) } else { local.to_string() });
     let names = agent.rt.config.gateway.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
-    let gate = Gate { agent, token: Arc::new(token), hosts: Arc::new(hosts), names: Arc::new(names) };
+    let gate = Gate {
+        agent,
+        channels: channels.clone(),
+        token: Arc::new(token),
+        hosts: Arc::new(hosts),
+        names: Arc::new(names),
+    };
     let api = Router::new()
         .route("/", get(index))
         .route("/api/chat", post(chat))
         .route("/api/answer", post(answer))
+        .route("/metrics", get(metrics))
         .with_state(gate.clone());
     let hooks = Router::new()
         .route("/hooks/{channel}", any(hook))
@@ -122,6 +130,37 @@ pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: TcpList
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("gateway stopped: {e}");
     }
+}
+
+/// Counters and gauges in Prometheus text format (behind the token, as
+/// every route but `/hooks/`).
+async fn metrics(State(gate): State<Gate>) -> Response {
+    let rt = &gate.agent.rt;
+    let mut out = String::new();
+    rt.metrics.render(&mut out);
+    let gauge = |out: &mut String, name: &str, help: &str, lines: Vec<(String, u64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for (labels, value) in lines {
+            out.push_str(&format!("{name}{labels} {value}\n"));
+        }
+    };
+    let tokens = rt.db.usage_today().map(|t| t.tokens()).unwrap_or(0);
+    gauge(&mut out, "wasiclaw_tokens_today", "Model tokens used today (UTC).", vec![(String::new(), tokens)]);
+    let uptime = ((crate::store::now_ms() - rt.started_ms) / 1000) as u64;
+    gauge(&mut out, "wasiclaw_uptime_seconds", "Seconds since the daemon started.", vec![(String::new(), uptime)]);
+    let mut states: BTreeMap<String, u64> = BTreeMap::new();
+    for s in rt.skills().unwrap_or_default() {
+        *states.entry(crate::text::variant_name(&s.status)).or_default() += 1;
+    }
+    let states = states.into_iter().map(|(s, n)| (format!("{{state=\"{s}\"}}"), n)).collect();
+    gauge(&mut out, "wasiclaw_components", "Components in the skills folder, by state.", states);
+    let board = gate.channels.board();
+    let per = |f: fn(&crate::channels::ChannelStatus) -> u64| {
+        board.iter().map(|c| (format!("{{channel=\"{}\"}}", c.name), f(c))).collect::<Vec<_>>()
+    };
+    gauge(&mut out, "wasiclaw_messages_received", "Messages admitted, per channel.", per(|c| c.received));
+    gauge(&mut out, "wasiclaw_messages_sent", "Messages sent, per channel.", per(|c| c.sent));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 /// The web chat page, with headers that keep it from being framed or

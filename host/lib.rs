@@ -24,6 +24,7 @@ pub mod knowledge;
 pub mod llm;
 pub mod markup;
 pub mod memory;
+pub mod metrics;
 pub mod pairing;
 pub mod policy;
 pub mod queue;

@@ -265,6 +265,8 @@ pub struct Runtime {
     pub compile_wanted: Arc<tokio::sync::Notify>,
     /// One rescan at a time (the watcher's and the compiler's).
     scanning: tokio::sync::Mutex<()>,
+    /// Counters for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
     /// What each component may make the host spend, across its calls.
     pub budgets: Budgets,
     /// Name resolution for egress; tests replace it.
@@ -306,6 +308,7 @@ impl Runtime {
             grants_changed: Arc::default(),
             compile_wanted: Arc::default(),
             scanning: tokio::sync::Mutex::default(),
+            metrics: Default::default(),
             budgets: Budgets::default(),
             resolver: system_resolver(),
             questions: Default::default(),
@@ -745,6 +748,7 @@ impl Runtime {
         if let Some(dir) = &files {
             ctx.audit("files", &dir.display().to_string(), true, "preopened as /data");
         }
+        let started = std::time::Instant::now();
         let result = match self.engine.store(ctx.clone(), files.as_deref().map(|d| (d, writable))) {
             Ok(mut store) => {
                 let (guest, tool, args) = (pre.clone(), tool.to_string(), args.to_string());
@@ -765,6 +769,7 @@ impl Runtime {
             Err(e) => Err(e),
         };
         let denials = ctx.denials.lock().unwrap().clone();
+        self.metrics.tool_call(result.is_ok(), started.elapsed(), denials.len());
         Ok(match result {
             Ok(output) => ToolOutcome { ok: true, output, error_kind: None, denials },
             Err(e) => {

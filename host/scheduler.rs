@@ -59,6 +59,7 @@ impl Scheduler<'_> {
                         delivered: false,
                     };
                     self.db().finish_run(&run)?;
+                    self.agent.rt.metrics.job_run();
                     done.push(run);
                 }
                 continue;
@@ -162,6 +163,7 @@ impl Scheduler<'_> {
         }
         run.finished_ms = Some(jiff::Timestamp::now().as_millisecond());
         self.db().finish_run(&run)?;
+        self.agent.rt.metrics.job_run();
         Ok(run)
     }
 

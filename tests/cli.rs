@@ -183,3 +183,18 @@ async fn a_change_whose_reply_is_lost_says_it_may_have_been_applied() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("may or may not have been applied"), "{}", stderr(&out));
 }
+
+#[test]
+fn logs_are_plain_text_off_a_terminal_or_json_when_asked() {
+    let env = Env::new();
+    env.install("clock");
+    let json = env.cli(&["--log-format", "json", "skills", "list"]);
+    let line = stderr(&json).lines().find(|l| l.contains("compiling")).map(String::from);
+    let line = line.unwrap_or_else(|| panic!("no compile log line: {}", stderr(&json)));
+    let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(parsed["level"], "INFO", "{line}");
+    let env = Env::new();
+    env.install("clock");
+    let text = stderr(&env.cli(&["skills", "list"]));
+    assert!(text.contains("compiling") && !text.contains('\u{1b}'), "colour codes in a pipe: {text:?}");
+}

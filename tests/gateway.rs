@@ -170,3 +170,28 @@ async fn webhook_answers_cannot_act_as_pages() {
     assert_eq!(h["x-request-id"], "42", "harmless headers pass");
     drop(daemon);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_tool_calls_and_need_the_token() {
+    let llm = FakeLlm::start(vec![]).await;
+    let env = Env::new();
+    env.install("clock");
+    let (_daemon, url, token) = gateway(&env, &llm, "");
+    assert_eq!(client().get(format!("{url}/metrics")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    tokio::task::block_in_place(|| {
+        env.ok(&["tool", "clock.now", "{}"]);
+        assert!(!env.cli(&["tool", "clock.now", r#"{"tz":"Mars/Base"}"#]).status.success());
+    });
+    let page = client().get(format!("{url}/metrics")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = page.text().await.unwrap();
+    for line in [
+        "wasiclaw_tool_calls_total{outcome=\"ok\"} 1",
+        "wasiclaw_tool_calls_total{outcome=\"failed\"} 1",
+        "wasiclaw_tool_call_seconds_count 2",
+        "wasiclaw_components{state=\"needs-approval\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+}

@@ -32,6 +32,9 @@ pub(crate) struct Cli {
     /// Where the database, skills, secrets and config live.
     #[arg(long, global = true, env = "WASICLAW_STATE_DIR", value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
+    /// Log lines as text (no colours unless stderr is a terminal) or as JSON, one object per line.
+    #[arg(long, global = true, env = "WASICLAW_LOG_FORMAT", value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub(crate) log_format: String,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
