@@ -32,6 +32,7 @@ pub mod redact;
 pub mod runtime;
 pub mod scheduler;
 pub mod secrets;
+pub mod service;
 pub mod session;
 pub mod state;
 pub mod store;

@@ -12,7 +12,7 @@ mod cli {
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use cli::args::{Cli, Command, MemoryCommand, SecretsCommand, SkillsCommand};
+use cli::args::{Cli, Command, MemoryCommand, SecretsCommand, ServiceCommand, SkillsCommand};
 use cli::render;
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
@@ -65,6 +65,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Chat { session, model } => return cli::chat::chat(paths, &session, model.provider()).await,
         Command::Secrets(cmd) => return secrets(&paths, cmd),
+        Command::Service(cmd) => return service(&paths, cmd),
         Command::Skills(SkillsCommand::Precompile) => return precompile(paths).await,
         Command::Memory(MemoryCommand::Export { file: Some(file) }) => {
             let Reply::Ok(Response::Exported(jsonl)) = execute(paths, &Request::MemoryExport).await? else {
@@ -147,6 +148,50 @@ async fn precompile(paths: Paths) -> anyhow::Result<ExitCode> {
         rt.registry.compile_next(&rt.engine).await;
         rt.rescan_deferred().await;
         println!("{:.1} s", start.elapsed().as_secs_f64());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wasiclaw service install|uninstall|status`.
+fn service(paths: &Paths, cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
+    use wasiclaw::service::Service;
+    match cmd {
+        ServiceCommand::Install { at, no_start } => {
+            let svc = Service::new(at.user, at.unit_dir)?;
+            std::fs::create_dir_all(&paths.state_dir)
+                .with_context(|| format!("cannot create {}", paths.state_dir.display()))?;
+            let state = std::path::absolute(&paths.state_dir)?;
+            let exe = std::env::current_exe().context("cannot find this executable")?;
+            std::fs::create_dir_all(&svc.unit_dir)
+                .with_context(|| format!("cannot create {}", svc.unit_dir.display()))?;
+            let file = svc.unit_file();
+            std::fs::write(&file, svc.unit(&exe, &state))
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            println!("wrote {}", file.display());
+            if no_start {
+                return Ok(ExitCode::SUCCESS);
+            }
+            svc.systemctl(&["daemon-reload"])?;
+            svc.systemctl(&["enable", "--now", "wasiclaw.service"])?;
+            println!("enabled and started; `wasiclaw service status` shows how it runs");
+        }
+        ServiceCommand::Uninstall { at } => {
+            let svc = Service::new(at.user, at.unit_dir)?;
+            if let Err(e) = svc.systemctl(&["disable", "--now", "wasiclaw.service"]) {
+                eprintln!("note: {e}");
+            }
+            match std::fs::remove_file(svc.unit_file()) {
+                Ok(()) => println!("removed {}", svc.unit_file().display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    println!("no unit at {}", svc.unit_file().display())
+                }
+                Err(e) => bail!("cannot remove {}: {e}", svc.unit_file().display()),
+            }
+            let _ = svc.systemctl(&["daemon-reload"]);
+        }
+        ServiceCommand::Status { at } => {
+            Service::new(at.user, at.unit_dir)?.systemctl(&["status", "--no-pager", "wasiclaw.service"])?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -198,3 +198,29 @@ fn logs_are_plain_text_off_a_terminal_or_json_when_asked() {
     let text = stderr(&env.cli(&["skills", "list"]));
     assert!(text.contains("compiling") && !text.contains('\u{1b}'), "colour codes in a pipe: {text:?}");
 }
+
+#[test]
+fn service_install_writes_a_hardened_unit_for_this_binary_and_state_dir() {
+    let env = Env::new();
+    let units = tempfile::tempdir().unwrap();
+    let dir = units.path().to_str().unwrap();
+    let said = env.ok(&["service", "install", "--user", "--unit-dir", dir, "--no-start"]);
+    assert!(said.contains("wasiclaw.service"), "{said}");
+    let unit = std::fs::read_to_string(units.path().join("wasiclaw.service")).unwrap();
+    let state = env.path().display().to_string();
+    for line in [
+        format!("ExecStart={} --state-dir {state} run", env!("CARGO_BIN_EXE_wasiclaw")),
+        format!("ReadWritePaths={state}"),
+        "Restart=on-failure".into(),
+        "NoNewPrivileges=yes".into(),
+        "ProtectSystem=strict".into(),
+        "PrivateTmp=yes".into(),
+        "WantedBy=default.target".into(),
+    ] {
+        assert!(unit.lines().any(|l| l == line), "no `{line}` in:\n{unit}");
+    }
+    // Cranelift runs the code it writes: a unit that forbade that would never start.
+    assert!(!unit.contains("MemoryDenyWriteExecute"), "{unit}");
+    env.ok(&["service", "uninstall", "--user", "--unit-dir", dir]);
+    assert!(!units.path().join("wasiclaw.service").exists());
+}

@@ -27,7 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("L2 sandbox", &["state", "contract", "engine", "host_api", "context", "egress", "files"]),
     ("L3 runtime", &["component", "runtime"]),
     ("L4 agent", &["agent", "tools"]),
-    ("L5 drivers", &["api", "channels", "cli", "daemon", "doctor", "gateway", "scheduler"]),
+    ("L5 drivers", &["api", "channels", "cli", "daemon", "doctor", "gateway", "scheduler", "service"]),
 ];
 
 /// Module name → the crate modules its source refers to.

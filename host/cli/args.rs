@@ -55,6 +55,9 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the daemon as a systemd service: restarted on failure, hardened, started at boot.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Print the web chat's address with its token. Only a user who can read the state
     /// directory can get it; opening it once sets a cookie, so bookmark the plain address.
     Open,
@@ -459,6 +462,43 @@ pub(crate) enum ApprovalsCommand {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum ServiceCommand {
+    /// Write the unit for this binary and state dir, then enable and start it.
+    #[command(
+        after_help = "Examples:\n  wasiclaw service install --user     # your own service; add `loginctl enable-linger $USER` to run without a login\n  \
+        sudo wasiclaw service install      # a system service, run as you"
+    )]
+    Install {
+        #[command(flatten)]
+        at: ServiceAt,
+        /// Only write the unit; do not enable or start it.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Stop and disable the service and remove its unit.
+    Uninstall {
+        #[command(flatten)]
+        at: ServiceAt,
+    },
+    /// What systemd says about the service.
+    Status {
+        #[command(flatten)]
+        at: ServiceAt,
+    },
+}
+
+/// Which service: a user's or the system's, and where its unit lives.
+#[derive(Args)]
+pub(crate) struct ServiceAt {
+    /// A user service (`systemctl --user`) instead of a system one.
+    #[arg(long)]
+    pub(crate) user: bool,
+    /// The directory of unit files (default: ~/.config/systemd/user or /etc/systemd/system).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) unit_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
 pub(crate) enum SecretsCommand {
     /// Store a secret; the value is read from stdin (or a hidden prompt), never from arguments.
     Set { name: String },
@@ -579,6 +619,7 @@ impl Command {
             | Command::Open
             | Command::Chat { .. }
             | Command::Secrets(_)
+            | Command::Service(_)
             | Command::Skills(SkillsCommand::Precompile) => {
                 bail!("this command is not a request")
             }

@@ -1,0 +1,85 @@
+//! `wasiclaw service`: run the daemon under systemd, restarted on failure
+//! and hardened. The unit is written by the binary itself, so its paths
+//! are the ones in use (this executable, this state directory).
+//!
+//! Hardening leaves out `MemoryDenyWriteExecute`: Cranelift writes the code
+//! it compiles and then runs it, which that setting forbids.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where the unit goes and how systemd is asked about it.
+pub struct Service {
+    /// A user service (`systemctl --user`), or a system one.
+    pub user: bool,
+    /// The directory of unit files.
+    pub unit_dir: PathBuf,
+}
+
+impl Service {
+    /// The usual unit directory for a user or a system service.
+    pub fn new(user: bool, unit_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        let unit_dir = match unit_dir {
+            Some(dir) => dir,
+            None if user => {
+                let config = std::env::var_os("XDG_CONFIG_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")));
+                config.ok_or_else(|| anyhow::anyhow!("neither XDG_CONFIG_HOME nor HOME is set"))?.join("systemd/user")
+            }
+            None => PathBuf::from("/etc/systemd/system"),
+        };
+        Ok(Service { user, unit_dir })
+    }
+
+    /// The unit file.
+    pub fn unit_file(&self) -> PathBuf {
+        self.unit_dir.join("wasiclaw.service")
+    }
+
+    /// The unit's text for running `exe` on `state_dir`.
+    pub fn unit(&self, exe: &Path, state_dir: &Path) -> String {
+        let (target, user) = if self.user {
+            ("default.target", String::new())
+        } else {
+            let name = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "root".into());
+            ("multi-user.target", format!("User={name}\n"))
+        };
+        format!(
+            "# Written by `wasiclaw service install`; `wasiclaw service uninstall` removes it.\n\
+             [Unit]\nDescription=wasiclaw, a personal AI agent with sandboxed skills\n\
+             After=network-online.target\nWants=network-online.target\n\n\
+             [Service]\n{user}ExecStart={exe} --state-dir {state} run\n\
+             Restart=on-failure\nRestartSec=5\n\
+             # SIGTERM: the daemon stops taking work and exits; queued messages and jobs are in the database.\n\
+             KillSignal=SIGTERM\nTimeoutStopSec=30\n\
+             NoNewPrivileges=yes\nProtectSystem=strict\nReadWritePaths={state}\nPrivateTmp=yes\n\
+             PrivateDevices=yes\nProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectControlGroups=yes\n\
+             ProtectClock=yes\nRestrictSUIDSGID=yes\nRestrictRealtime=yes\nRestrictNamespaces=yes\n\
+             LockPersonality=yes\nSystemCallArchitectures=native\nUMask=0077\n\n\
+             [Install]\nWantedBy={target}\n",
+            exe = quoted(exe),
+            state = quoted(state_dir),
+        )
+    }
+
+    /// `systemctl [--user] ARGS`; the error says what to run by hand.
+    pub fn systemctl(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut cmd = Command::new("systemctl");
+        if self.user {
+            cmd.arg("--user");
+        }
+        let shown = format!("systemctl {}{}", if self.user { "--user " } else { "" }, args.join(" "));
+        match cmd.args(args).status() {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => anyhow::bail!("`{shown}` failed ({s}); run it yourself once systemd is reachable"),
+            Err(e) => anyhow::bail!("cannot run `{shown}`: {e}; is this a systemd machine?"),
+        }
+    }
+}
+
+/// A path as a unit file takes it: quoted if it holds a space.
+fn quoted(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text.contains(char::is_whitespace) { format!("\"{text}\"") } else { text }
+}
