@@ -17,6 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "knowledge",
             "llm",
             "markup",
+            "metrics",
             "policy",
             "redact",
             "secrets",
