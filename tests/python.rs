@@ -26,7 +26,7 @@ fn the_daemon_answers_at_once_while_a_big_component_compiles() {
     env.install_file(python_skill(), "wordstats");
     // A board may need minutes for the first compile; a call waits up to its timeout.
     env.config("[limits]\ntimeout_ms = 300000\n");
-    let _daemon = env.daemon_socket_only();
+    let _daemon = env.daemon();
     // The socket answered before the 18 MB component was compiled.
     let list = env.list();
     let wordstats = list.iter().find(|s| s["file"].as_str().unwrap().ends_with("wordstats.wasm")).unwrap();

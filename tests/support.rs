@@ -173,30 +173,6 @@ impl Env {
         }
     }
 
-    /// Start the daemon and wait for its socket alone: unlike `daemon`, no
-    /// CLI runs in-process meanwhile (which would compile the folder).
-    pub fn daemon_socket_only(&self) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_wasiclaw"))
-            .env("WASICLAW_GATEWAY_BIND", "127.0.0.1:0")
-            .arg("--state-dir")
-            .arg(self.path())
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let socket = self.path().join("wasiclaw.sock");
-        wait_for("the daemon's socket", Duration::from_secs(60), || {
-            use std::io::{BufRead, Write};
-            let Ok(mut s) = std::os::unix::net::UnixStream::connect(&socket) else { return false };
-            let mut line = String::new();
-            s.write_all(b"{\"op\":\"status\"}\n").is_ok()
-                && std::io::BufReader::new(s).read_line(&mut line).is_ok()
-                && line.contains("\"ok\"")
-        });
-        Daemon { child }
-    }
-
     pub fn daemon_env(&self, envs: &[(&str, &str)]) -> Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_wasiclaw"))
             .envs(envs.iter().copied())
@@ -208,10 +184,16 @@ impl Env {
             .spawn()
             .unwrap();
         let daemon = Daemon { child };
+        // Ask the socket itself: a CLI that found no daemon would open the
+        // database in-process (and compile the folder) meanwhile.
+        let socket = self.path().join("wasiclaw.sock");
         wait_for("the daemon to answer", Duration::from_secs(60), || {
-            let out = self.cli(&["status", "--json"]);
-            out.status.success()
-                && serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|v| v["daemon"] == true)
+            use std::io::{BufRead, Write};
+            let Ok(mut s) = std::os::unix::net::UnixStream::connect(&socket) else { return false };
+            let mut line = String::new();
+            s.write_all(b"{\"op\":\"status\"}\n").is_ok()
+                && std::io::BufReader::new(s).read_line(&mut line).is_ok()
+                && line.contains("\"ok\"")
         });
         daemon
     }
