@@ -26,6 +26,12 @@ use wasiclaw::secrets::Secrets;
 use wasiclaw::store::StoreError;
 
 fn main() -> ExitCode {
+    // `wasiclaw ... | head` ends quietly when the reader goes, as other
+    // command-line tools do, instead of panicking on a broken pipe.
+    // SAFETY: nothing else runs yet; SIG_DFL is always a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let is_daemon = matches!(cli.command, Command::Run { .. });
     let filter = std::env::var("WASICLAW_LOG")
