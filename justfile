@@ -24,6 +24,7 @@ bench:
     cargo bench --bench memory
     bash benches/idle.sh 60
     bash benches/ready.sh
+    bash benches/tokens.sh
 
 # Everything CI does, from a fresh machine.
 ci:
