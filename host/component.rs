@@ -495,6 +495,8 @@ pub struct Compiling {
     pub sha256: String,
     /// Since when it waits (Unix ms).
     pub since_ms: i64,
+    /// Size, mtime and inode when read: while they hold, it is not read again.
+    pub stamp: Option<(u64, std::time::SystemTime, u64)>,
 }
 
 /// Compile every component file in `dir` that has no compiled copy in the
@@ -507,8 +509,15 @@ pub async fn compile_uncached(engine: &SkillEngine, dir: &Path) -> usize {
             rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "wasm")).collect()
         })
         .unwrap_or_default();
+    let known = known_stamps(engine);
     let mut compiled = 0;
     for file in files {
+        // Unchanged since a scan recorded it, with its compiled copy there:
+        // not read again (a warm CLI reads no component).
+        let recorded = known.get(&file).filter(|(s, _)| Some(*s) == stamp(&file));
+        if recorded.is_some_and(|(_, sha)| engine.artifact(sha, "cwasm").exists()) {
+            continue;
+        }
         let engine = engine.clone();
         let done = tokio::task::spawn_blocking(move || {
             let bytes = std::fs::read(&file).ok()?;
@@ -535,6 +544,11 @@ fn looks_like_component(bytes: &[u8]) -> bool {
 type Stamps = BTreeMap<PathBuf, ((u64, std::time::SystemTime, u64), String)>;
 const STAMPS: &str = "stamps.json";
 
+/// The stamps a previous scan left in the cache.
+fn known_stamps(engine: &SkillEngine) -> Stamps {
+    std::fs::read(engine.cache_file(STAMPS)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
 /// What a rescan changed, for logs and progress.
 #[derive(Debug, Default)]
 pub struct ScanReport {
@@ -555,6 +569,12 @@ impl Registry {
     /// Components waiting for their first compile, by file.
     pub fn compiling(&self) -> BTreeMap<PathBuf, Compiling> {
         self.compiling.read().unwrap().clone()
+    }
+
+    /// Whether build `sha256` waits for the background compiler: never
+    /// compiled, and not known to fail.
+    fn must_compile(&self, engine: &SkillEngine, sha256: &str) -> bool {
+        !engine.artifact(sha256, "cwasm").exists() && !self.uncompilable.read().unwrap().contains(sha256)
     }
 
     /// Compile the next waiting component into the cache (off the async
@@ -627,8 +647,7 @@ impl Registry {
         files.sort();
         let old = self.entries.read().unwrap().clone();
         let stamps_file = engine.cache_file(STAMPS);
-        let known: Stamps =
-            std::fs::read(&stamps_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let known = known_stamps(engine);
         let mut candidates = Vec::new();
         let mut waiting = BTreeMap::new();
         for file in files {
@@ -640,13 +659,22 @@ impl Registry {
                 candidates.push((file, e.clone()));
                 continue;
             }
-            // Unchanged since a previous process loaded it: its compiled
+            // Waiting for its first compile and unchanged: it waits on, unread.
+            let waited =
+                self.compiling.read().unwrap().get(&file).filter(|c| stamp.is_some() && c.stamp == stamp).cloned();
+            if let Some(c) = waited.as_ref().filter(|c| defer && self.must_compile(engine, &c.sha256)) {
+                waiting.insert(file, c.clone());
+                continue;
+            }
+            // Unchanged since a previous process loaded it, or since it
+            // waited for the compile that has now happened: its compiled
             // copy answers, without reading the file.
-            if let Some((_, sha256)) = known.get(&file).filter(|(s, _)| Some(*s) == stamp)
+            let cached = known.get(&file).filter(|(s, _)| Some(*s) == stamp).map(|(_, sha)| sha.clone());
+            if let Some(sha256) = cached.or(waited.map(|c| c.sha256))
                 && !old.contains_key(&file)
-                && let Ok(loaded) = load(engine, &file, None, sha256, &ctx_for).await
+                && let Ok(loaded) = load(engine, &file, None, &sha256, &ctx_for).await
             {
-                let entry = Entry { file: file.clone(), sha256: sha256.clone(), loaded: Ok(Arc::new(loaded)), stamp };
+                let entry = Entry { file: file.clone(), sha256, loaded: Ok(Arc::new(loaded)), stamp };
                 report.loaded.push(entry.name());
                 candidates.push((file, entry));
                 continue;
@@ -665,11 +693,7 @@ impl Registry {
                 Some(e) if e.sha256 == sha256 && !e.loaded.as_ref().is_err_and(|r| r.starts_with(CLASH)) => {
                     Entry { stamp, ..e.clone() }
                 }
-                _ if defer
-                    && looks_like_component(&bytes)
-                    && !engine.artifact(&sha256, "cwasm").exists()
-                    && !self.uncompilable.read().unwrap().contains(&sha256) =>
-                {
+                _ if defer && looks_like_component(&bytes) && self.must_compile(engine, &sha256) => {
                     let since_ms = self
                         .compiling
                         .read()
@@ -677,7 +701,7 @@ impl Registry {
                         .get(&file)
                         .filter(|c| c.sha256 == sha256)
                         .map_or_else(|| jiff::Timestamp::now().as_millisecond(), |c| c.since_ms);
-                    waiting.insert(file, Compiling { sha256, since_ms });
+                    waiting.insert(file, Compiling { sha256, since_ms, stamp });
                     continue;
                 }
                 _ => {
