@@ -150,7 +150,7 @@ async fn metrics(State(gate): State<Gate>) -> Response {
     gauge(&mut out, "wasiclaw_uptime_seconds", "Seconds since the daemon started.", vec![(String::new(), uptime)]);
     let mut states: BTreeMap<String, u64> = BTreeMap::new();
     for s in rt.skills().unwrap_or_default() {
-        *states.entry(crate::text::variant_name(&s.status)).or_default() += 1;
+        *states.entry(s.status.to_string()).or_default() += 1;
     }
     let states = states.into_iter().map(|(s, n)| (format!("{{state=\"{s}\"}}"), n)).collect();
     gauge(&mut out, "wasiclaw_components", "Components in the skills folder, by state.", states);

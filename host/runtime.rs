@@ -104,6 +104,12 @@ pub enum SkillState {
     Removed,
 }
 
+impl std::fmt::Display for SkillState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::text::variant_name(self))
+    }
+}
+
 /// Why a tool call failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -127,10 +127,6 @@ async fn invoke(rt: &Runtime, name: &str, call: Call) -> Result<(Answer, HostCtx
     }
 }
 
-fn spec_of(rt: &Runtime, name: &str) -> Option<ChannelSpec> {
-    rt.channel_spec(name)
-}
-
 type Running = (String, Vec<JoinHandle<()>>);
 
 /// The running channels of a daemon.

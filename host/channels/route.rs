@@ -3,9 +3,7 @@
 //! reply, and the outbox worker that sends, retries and keeps each chat in
 //! order.
 
-use super::{
-    Answer, Call, ChannelError, Channels, MAX_BACKOFF, MAX_INBOUND_TEXT, PRUNE_EVERY, TYPING_EVERY, invoke, spec_of,
-};
+use super::{Answer, Call, ChannelError, Channels, MAX_BACKOFF, MAX_INBOUND_TEXT, PRUNE_EVERY, TYPING_EVERY, invoke};
 use crate::agent::{Event, Who};
 use crate::config::Groups;
 use crate::contract::Inbound;
@@ -214,7 +212,7 @@ impl Channels {
         let mut blocked = HashSet::new();
         let pending = rt.db.outbox(Some(name))?;
         self.status(name, |s| s.outbox_pending = pending.len());
-        let spec = spec_of(rt, name);
+        let spec = rt.channel_spec(name);
         for mut item in pending {
             if blocked.contains(&item.chat_id) {
                 continue;

@@ -3,7 +3,7 @@
 //! reach frames only through `{NAME}` placeholders the socket's own rule
 //! names, and are scrubbed from what the component reads.
 
-use super::{Answer, Call, ChannelError, Channels, MIN_POLL_GAP, api, invoke, loaded_channel, spec_of};
+use super::{Answer, Call, ChannelError, Channels, MIN_POLL_GAP, api, invoke, loaded_channel};
 use crate::component::Transport;
 use crate::engine::{CallError, HostCtx, describe_tool_error};
 use futures_util::{SinkExt, StreamExt};
@@ -36,7 +36,7 @@ impl Channels {
             headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
             body: format!("{body}\n").into_bytes(),
         };
-        match spec_of(self.rt(), name) {
+        match self.rt().channel_spec(name) {
             Some(spec) if spec.transport == Transport::Webhook => {}
             Some(_) => return text(404, &format!("channel {name} does not take webhooks")),
             // Platforms retry a 503: the message arrives once it is loaded.

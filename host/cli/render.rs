@@ -35,8 +35,8 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
             }
             for s in &skills {
                 let status = match &s.changed {
-                    Some(change) => format!("{} (changed: {change})", variant(&s.status)),
-                    None => variant(&s.status),
+                    Some(change) => format!("{} (changed: {change})", s.status),
+                    None => s.status.to_string(),
                 };
                 println!(
                     "{:<16} {:<8} {:<9} {:<15} {}  {}",
@@ -54,7 +54,7 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
             for note in notes {
                 eprintln!("note: {note}");
             }
-            println!("{}: {}  {}", skill.name, variant(&skill.status), summary(&skill));
+            println!("{}: {}  {}", skill.name, skill.status, summary(&skill));
         }
         Response::Audit(records) => {
             for r in records {
@@ -214,10 +214,6 @@ fn done(request: &Request) -> String {
     }
 }
 
-fn variant<T: serde::Serialize>(value: &T) -> String {
-    wasiclaw::text::variant_name(value)
-}
-
 fn print_status(s: &Status) {
     let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64);
     let daemon = if s.daemon {
@@ -232,7 +228,7 @@ fn print_status(s: &Status) {
         s.models.join(", then ")
     };
     println!("model: {models}");
-    let states: Vec<String> = s.components_by_state.iter().map(|(st, n)| format!("{n} {}", variant(st))).collect();
+    let states: Vec<String> = s.components_by_state.iter().map(|(st, n)| format!("{n} {st}")).collect();
     println!("skills and channels: {}", if states.is_empty() { "none".to_string() } else { states.join(", ") });
     let next = s.next_run_ms.map(|ms| time_of(Some(ms), None)).unwrap_or_else(|| "none".into());
     println!("jobs: {} (next run {next})", s.jobs);
@@ -304,7 +300,7 @@ fn summary(s: &SkillInfo) -> String {
 fn print_inspect(s: &SkillInfo) {
     let (version, description) = (s.version.as_deref().unwrap_or("?"), s.description.as_deref().unwrap_or(""));
     println!("{} {} — {}", s.name, one_line(version), one_line(description));
-    println!("file:   {}\nsha256: {}\nstatus: {}", s.file.display(), s.sha256, variant(&s.status));
+    println!("file:   {}\nsha256: {}\nstatus: {}", s.file.display(), s.sha256, s.status);
     if let Some(change) = &s.changed {
         println!("changed: {change}; it carries nothing until you run `wasiclaw skills approve {}`", s.name);
     }
