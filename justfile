@@ -22,6 +22,7 @@ lint:
 # Benchmarks (figures go in BENCHMARKS.md).
 bench:
     cargo bench --bench memory
+    cargo bench --bench calls
     bash benches/idle.sh 60
     bash benches/ready.sh
     bash benches/tokens.sh

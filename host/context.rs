@@ -4,10 +4,14 @@
 //! Invariants:
 //! - Every audit record is bounded: target and detail are cut to
 //!   `AUDIT_FIELD` bytes with the original length noted.
-//! - Records over the component's per-minute budget are not written one by
-//!   one; when the call ends (the last clone of its context drops) they are
-//!   written as one record with a count per capability, and dropped log
-//!   lines as one "N lines dropped" line.
+//! - A call's audit records are kept in its `Journal` and written in one
+//!   durable commit when the call ends (`HostCtx::finish`, or the last
+//!   clone of its context dropping, e.g. after a timeout). That commit also
+//!   makes the call's deferred kv writes durable: one fsync per call. An
+//!   audit record is never lost unless the call's own writes are too.
+//! - Records over the component's per-minute budget are written as one
+//!   record with a count per capability, and dropped log lines as one
+//!   "N lines dropped" line.
 //! - The denial texts kept for the caller are capped in number and size.
 
 use crate::budget::{Budget, Spend};
@@ -18,6 +22,7 @@ use crate::store::{AuditRecord, Store as Db, now_ms};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Bytes kept of an audit record's target and detail.
@@ -64,42 +69,59 @@ pub struct HostCtx {
     pub budget: Arc<Budget>,
     /// Name lookups for egress checks.
     pub resolver: Resolver,
-    tally: Arc<Tally>,
+    journal: Arc<Journal>,
 }
 
-/// What one call was refused for being over budget; written when it ends.
-struct Tally {
+/// What one call wrote and was refused, committed once when it ends.
+struct Journal {
     skill: String,
     sha256: String,
     db: Arc<Db>,
-    dropped_log_lines: Mutex<u64>,
+    records: Mutex<Vec<AuditRecord>>,
+    /// A deferred kv write happened: the end commit must happen even
+    /// without a record.
+    wrote: AtomicBool,
+    dropped_log_lines: AtomicU64,
     coalesced: Mutex<BTreeMap<String, u64>>,
 }
 
-impl Drop for Tally {
-    fn drop(&mut self) {
-        let lines = *self.dropped_log_lines.get_mut().unwrap();
+impl Journal {
+    /// Commit what the call has kept so far, once, durably.
+    fn flush(&self) {
+        let lines = self.dropped_log_lines.swap(0, Ordering::Relaxed);
         if lines > 0 {
             tracing::warn!(skill = %self.skill, "{lines} log lines dropped (over [limits] log_kb_per_minute)");
         }
-        let coalesced = std::mem::take(self.coalesced.get_mut().unwrap());
-        if coalesced.is_empty() {
+        let mut records = std::mem::take(&mut *self.records.lock().unwrap());
+        let coalesced = std::mem::take(&mut *self.coalesced.lock().unwrap());
+        if !coalesced.is_empty() {
+            let detail = coalesced.iter().map(|(what, n)| format!("{what} ×{n}")).collect::<Vec<_>>().join(", ");
+            records.push(AuditRecord {
+                id: 0,
+                time_ms: now_ms(),
+                skill: self.skill.clone(),
+                sha256: self.sha256.clone(),
+                capability: "audit".into(),
+                target: "coalesced (over [limits] audit_per_minute)".into(),
+                allowed: false,
+                detail: crate::text::truncate(&detail, AUDIT_FIELD),
+            });
+        }
+        let wrote = self.wrote.swap(false, Ordering::AcqRel);
+        if records.is_empty() && !wrote {
             return;
         }
-        let detail = coalesced.iter().map(|(what, n)| format!("{what} ×{n}")).collect::<Vec<_>>().join(", ");
-        let record = AuditRecord {
-            id: 0,
-            time_ms: now_ms(),
-            skill: self.skill.clone(),
-            sha256: self.sha256.clone(),
-            capability: "audit".into(),
-            target: "coalesced (over [limits] audit_per_minute)".into(),
-            allowed: false,
-            detail: crate::text::truncate(&detail, AUDIT_FIELD),
-        };
-        if let Err(e) = self.db.audit(record) {
+        // A failed write is logged, not fatal: refusing calls would turn a
+        // full disk into an outage.
+        if let Err(e) = self.db.audit(records) {
             tracing::error!(skill = %self.skill, "audit write failed: {e}");
         }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -116,11 +138,13 @@ impl HostCtx {
         budget: Arc<Budget>,
         resolver: Resolver,
     ) -> Self {
-        let tally = Arc::new(Tally {
+        let journal = Arc::new(Journal {
             skill: skill.into(),
             sha256: sha256.into(),
             db: db.clone(),
-            dropped_log_lines: Mutex::default(),
+            records: Mutex::default(),
+            wrote: AtomicBool::new(false),
+            dropped_log_lines: AtomicU64::new(0),
             coalesced: Mutex::default(),
         });
         HostCtx {
@@ -136,12 +160,23 @@ impl HostCtx {
             limits,
             budget,
             resolver,
-            tally,
+            journal,
         }
     }
 
-    /// Record a capability use. An audit write that fails is logged, not
-    /// fatal: refusing the call would turn a full disk into an outage.
+    /// End the call: commit its audit records and kv writes durably.
+    /// Later uses (there should be none) are committed when the last clone
+    /// of the context drops.
+    pub fn finish(&self) {
+        self.journal.flush();
+    }
+
+    /// Note a deferred write, made durable by the call's end commit.
+    pub fn wrote(&self) {
+        self.journal.wrote.store(true, Ordering::Release);
+    }
+
+    /// Record a capability use (kept until the call's end commit).
     pub fn audit(&self, capability: &str, target: &str, allowed: bool, detail: &str) {
         if !allowed {
             let mut denials = self.denials.lock().unwrap();
@@ -151,7 +186,7 @@ impl HostCtx {
         }
         if !self.budget.take(Spend::AuditRecords, 1) {
             let key = format!("{capability} {}", if allowed { "allowed" } else { "denied" });
-            *self.tally.coalesced.lock().unwrap().entry(key).or_default() += 1;
+            *self.journal.coalesced.lock().unwrap().entry(key).or_default() += 1;
             return;
         }
         let record = AuditRecord {
@@ -164,9 +199,7 @@ impl HostCtx {
             allowed,
             detail: crate::text::truncate(detail, AUDIT_FIELD),
         };
-        if let Err(e) = self.db.audit(record) {
-            tracing::error!(skill = %self.skill, "audit write failed: {e}");
-        }
+        self.journal.records.lock().unwrap().push(record);
     }
 
     /// Whether a log line of `bytes` fits the budget; a line that does not
@@ -174,7 +207,7 @@ impl HostCtx {
     pub fn take_log(&self, bytes: usize) -> bool {
         let ok = self.budget.take(Spend::LogBytes, bytes as u64);
         if !ok {
-            *self.tally.dropped_log_lines.lock().unwrap() += 1;
+            self.journal.dropped_log_lines.fetch_add(1, Ordering::Relaxed);
         }
         ok
     }

@@ -79,8 +79,10 @@ impl kv::Host for SkillState {
         }
         let (db, skill, limits) = (self.host.db.clone(), self.host.skill.clone(), self.host.limits.clone());
         let result = blocking(move || db.kv_set(&skill, &key, &value, limits.kv_keys, limits.kv_mb << 20)).await;
-        if let Err(Error::Denied(why)) = &result {
-            self.host.audit("kv", "set", false, why);
+        match &result {
+            Ok(()) => self.host.wrote(),
+            Err(Error::Denied(why)) => self.host.audit("kv", "set", false, why),
+            Err(_) => {}
         }
         Ok(result)
     }
@@ -90,7 +92,11 @@ impl kv::Host for SkillState {
             return Ok(Err(e));
         }
         let (db, skill) = (self.host.db.clone(), self.host.skill.clone());
-        Ok(blocking(move || db.kv_delete(&skill, &key)).await)
+        let result = blocking(move || db.kv_delete(&skill, &key)).await;
+        if result.is_ok() {
+            self.host.wrote();
+        }
+        Ok(result)
     }
 
     async fn list_keys(&mut self, prefix: String) -> HostResult<Vec<String>> {

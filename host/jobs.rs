@@ -275,7 +275,7 @@ impl Store {
             job.id = id;
             txn.open_table(JOBS)?.insert(id, serde_json::to_vec(&job)?.as_slice())?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(job)
     }
 
@@ -288,7 +288,7 @@ impl Store {
     pub fn job_remove(&self, id: u64) -> Result<bool, ScheduleError> {
         let txn = self.db.begin_write()?;
         let found = txn.open_table(JOBS)?.remove(id)?.is_some();
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(found)
     }
 
@@ -346,7 +346,7 @@ impl Store {
                 _ => None,
             }
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(claimed)
     }
 
@@ -354,7 +354,7 @@ impl Store {
     pub fn finish_run(&self, run: &Run) -> Result<(), ScheduleError> {
         let txn = self.db.begin_write()?;
         txn.open_table(RUNS)?.insert((run.job, run.fire_ms), serde_json::to_vec(run)?.as_slice())?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 

@@ -2,35 +2,251 @@
 //! the same transaction as every write, optional embeddings, and hybrid
 //! search by reciprocal rank fusion.
 //!
-//! Invariants: a memory, its postings, its length and its embedding are
+//! The keyword index is our own rather than a search crate's (tantivy and
+//! its peers bring their own files, threads and megabytes): a term
+//! dictionary (term → id, document frequency and what bounds the term's
+//! score) and posting lists in blocks of up to 128 (memory id, term
+//! frequency, memory length), varint-packed, one redb value per block.
+//! Search is exact top-k BM25, term at a time, rarest term first: once no
+//! memory outside those already scored can reach the top k, the remaining
+//! (common) terms are only looked up for the memories that still can,
+//! instead of scanned (Moffat and Zobel's "quit/continue", with score
+//! bounds as in MaxScore).
+//!
+//! Invariants: a memory, its postings, the dictionary and its embedding are
 //! written and removed together, so the index never disagrees with the
-//! memories; ids are never reused; export/import round-trips exactly.
+//! memories; a term's bounds only grow (they stay bounds after removals);
+//! ids are never reused; export/import round-trips exactly.
 
 use crate::store::{Store, StoreError, now_ms};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 
 const MEMORIES: TableDefinition<u64, &[u8]> = TableDefinition::new("memories");
-/// (term, memory id) → term frequency.
-const POSTINGS: TableDefinition<(&str, u64), u32> = TableDefinition::new("memory_postings");
-/// memory id → document length in terms.
-const LENGTHS: TableDefinition<u64, u32> = TableDefinition::new("memory_lengths");
+/// term → (term id, memories holding it, highest frequency, shortest
+/// memory holding it).
+const TERMS: TableDefinition<&str, (u32, u64, u32, u32)> = TableDefinition::new("memory_terms");
+/// (term id, first memory id in the block) → postings (see `encode`).
+const BLOCKS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("memory_blocks");
+/// The index before blocks: (term, memory id) → frequency, and lengths.
+/// Rebuilt into the tables above at open, then deleted.
+const OLD_POSTINGS: &str = "memory_postings";
+const OLD_LENGTHS: &str = "memory_lengths";
+/// Postings per block.
+const BLOCK: usize = 128;
+/// BM25's parameters.
+const K1: f64 = 1.2;
+const B: f64 = 0.75;
 /// memory id → embedding as little-endian f32s.
 const VECTORS: TableDefinition<u64, &[u8]> = TableDefinition::new("memory_vectors");
 /// Ids of pinned memories, so recall never scans every memory.
 const PINNED: TableDefinition<u64, ()> = TableDefinition::new("memory_pinned");
-/// "next_id", "docs", "total_len".
+/// "next_id", "docs", "total_len", "next_term".
 const META: TableDefinition<&str, u64> = TableDefinition::new("memory_meta");
 
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(MEMORIES)?;
-    txn.open_table(POSTINGS)?;
-    txn.open_table(LENGTHS)?;
+    txn.open_table(TERMS)?;
+    txn.open_table(BLOCKS)?;
     txn.open_table(VECTORS)?;
     txn.open_table(PINNED)?;
     txn.open_table(META)?;
+    let old = txn.list_tables()?.any(|t| t.name() == OLD_POSTINGS);
+    if old {
+        // A database from before the term dictionary: index every memory
+        // anew, once, in this same transaction.
+        let all: Vec<Memory> = {
+            let table = txn.open_table(MEMORIES)?;
+            let mut all = Vec::new();
+            for entry in table.iter()? {
+                all.push(serde_json::from_slice(entry?.1.value())?);
+            }
+            all
+        };
+        let mut index = Index::open(txn)?;
+        index.meta.insert("docs", 0)?;
+        index.meta.insert("total_len", 0)?;
+        for m in &all {
+            index.add(m)?;
+        }
+        index.finish()?;
+        txn.delete_table(redb::TableDefinition::<(&str, u64), u32>::new(OLD_POSTINGS))?;
+        txn.delete_table(redb::TableDefinition::<u64, u32>::new(OLD_LENGTHS))?;
+        tracing::info!("memory: keyword index of {} memories rebuilt with a term dictionary", all.len());
+    }
     Ok(())
+}
+
+/// One posting: a memory holding a term.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Posting {
+    id: u64,
+    tf: u32,
+    dl: u32,
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(bytes: &[u8], at: &mut usize) -> Result<u64, StoreError> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let Some(&byte) = bytes.get(*at) else { break };
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err(StoreError::Db(redb::StorageError::Corrupted("a posting block of the memory index".into()).into()))
+}
+
+/// A block: per posting, the id's gap from the previous one, tf and dl.
+fn encode(postings: &[Posting]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(postings.len() * 4);
+    let mut last = 0;
+    for p in postings {
+        put_varint(&mut out, p.id - last);
+        put_varint(&mut out, p.tf.into());
+        put_varint(&mut out, p.dl.into());
+        last = p.id;
+    }
+    out
+}
+
+fn decode(bytes: &[u8]) -> Result<Vec<Posting>, StoreError> {
+    let (mut out, mut at, mut last) = (Vec::with_capacity(BLOCK), 0, 0);
+    while at < bytes.len() {
+        last += get_varint(bytes, &mut at)?;
+        let tf = get_varint(bytes, &mut at)? as u32;
+        let dl = get_varint(bytes, &mut at)? as u32;
+        out.push(Posting { id: last, tf, dl });
+    }
+    Ok(out)
+}
+
+/// The block of `term` where `id` belongs: the last one starting at or
+/// before it, else the first. With its start and the next block's start.
+fn block_for(
+    blocks: &impl ReadableTable<(u32, u64), &'static [u8]>,
+    term: u32,
+    id: u64,
+) -> Result<Option<(u64, Vec<Posting>, u64)>, StoreError> {
+    let found = match blocks.range((term, 0)..=(term, id))?.next_back() {
+        Some(entry) => Some(entry?),
+        None => blocks.range((term, id)..=(term, u64::MAX))?.next().transpose()?,
+    };
+    let Some((key, value)) = found else { return Ok(None) };
+    let start = key.value().1;
+    let next = match blocks.range((term, start + 1)..=(term, u64::MAX))?.next() {
+        Some(entry) => entry?.0.value().1,
+        None => u64::MAX,
+    };
+    Ok(Some((start, decode(value.value())?, next)))
+}
+
+/// The keyword index open for writing within one transaction.
+struct Index<'t> {
+    terms: redb::Table<'t, &'static str, (u32, u64, u32, u32)>,
+    blocks: redb::Table<'t, (u32, u64), &'static [u8]>,
+    meta: redb::Table<'t, &'static str, u64>,
+    /// New postings per term id, merged into blocks at `finish`.
+    pending: HashMap<u32, Vec<Posting>>,
+}
+
+impl<'t> Index<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Index {
+            terms: txn.open_table(TERMS)?,
+            blocks: txn.open_table(BLOCKS)?,
+            meta: txn.open_table(META)?,
+            pending: HashMap::new(),
+        })
+    }
+
+    fn meta(&self, key: &str) -> Result<u64, StoreError> {
+        Ok(self.meta.get(key)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    fn bump(&mut self, key: &str, by: i64) -> Result<(), StoreError> {
+        let v = self.meta(key)?.saturating_add_signed(by);
+        self.meta.insert(key, v)?;
+        Ok(())
+    }
+
+    /// Index a memory (its postings are merged at `finish`).
+    fn add(&mut self, m: &Memory) -> Result<(), StoreError> {
+        let words = terms(&m.text);
+        let dl = words.len() as u32;
+        let mut tf: HashMap<&str, u32> = HashMap::new();
+        for w in &words {
+            *tf.entry(w).or_default() += 1;
+        }
+        for (term, n) in tf {
+            let (id, df, max_tf, min_dl) = match self.terms.get(term)? {
+                Some(v) => v.value(),
+                None => {
+                    let id = self.meta("next_term")? as u32;
+                    self.meta.insert("next_term", u64::from(id) + 1)?;
+                    (id, 0, 0, u32::MAX)
+                }
+            };
+            self.terms.insert(term, (id, df + 1, max_tf.max(n), min_dl.min(dl)))?;
+            self.pending.entry(id).or_default().push(Posting { id: m.id, tf: n, dl });
+        }
+        self.bump("docs", 1)?;
+        self.bump("total_len", dl.into())
+    }
+
+    /// Remove a memory's postings and counts.
+    fn remove(&mut self, m: &Memory) -> Result<(), StoreError> {
+        let words = terms(&m.text);
+        for term in words.iter().collect::<BTreeSet<_>>() {
+            let Some((tid, df, max_tf, min_dl)) = self.terms.get(term.as_str())?.map(|v| v.value()) else { continue };
+            if df <= 1 {
+                self.terms.remove(term.as_str())?;
+            } else {
+                self.terms.insert(term.as_str(), (tid, df - 1, max_tf, min_dl))?;
+            }
+            let Some((start, mut list, _)) = block_for(&self.blocks, tid, m.id)? else { continue };
+            list.retain(|p| p.id != m.id);
+            self.blocks.remove((tid, start))?;
+            if let Some(first) = list.first() {
+                self.blocks.insert((tid, first.id), encode(&list).as_slice())?;
+            }
+        }
+        self.bump("docs", -1)?;
+        self.bump("total_len", -(words.len() as i64))
+    }
+
+    /// Merge the pending postings into their blocks, splitting full ones.
+    fn finish(mut self) -> Result<(), StoreError> {
+        for (term, mut new) in std::mem::take(&mut self.pending) {
+            new.sort_by_key(|p| p.id);
+            let mut new = new.into_iter().peekable();
+            while let Some(first) = new.peek().copied() {
+                let (start, mut list, next) =
+                    block_for(&self.blocks, term, first.id)?.unwrap_or((first.id, vec![], u64::MAX));
+                while let Some(p) = new.next_if(|p| p.id < next) {
+                    match list.binary_search_by_key(&p.id, |q| q.id) {
+                        Ok(i) => list[i] = p,
+                        Err(i) => list.insert(i, p),
+                    }
+                }
+                self.blocks.remove((term, start))?;
+                for chunk in list.chunks(BLOCK) {
+                    self.blocks.insert((term, chunk[0].id), encode(chunk).as_slice())?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One memory.
@@ -130,16 +346,10 @@ impl Store {
         let mut stored = Vec::new();
         {
             let mut memories = txn.open_table(MEMORIES)?;
-            let mut postings = txn.open_table(POSTINGS)?;
-            let mut lengths = txn.open_table(LENGTHS)?;
             let mut vectors = txn.open_table(VECTORS)?;
             let mut pinned = txn.open_table(PINNED)?;
-            let mut meta = txn.open_table(META)?;
-            let get = |meta: &redb::Table<&str, u64>, k: &str| -> Result<u64, StoreError> {
-                Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0))
-            };
-            let (mut next, mut docs, mut total) =
-                (get(&meta, "next_id")?.max(1), get(&meta, "docs")?, get(&meta, "total_len")?);
+            let mut index = Index::open(&txn)?;
+            let mut next = index.meta("next_id")?.max(1);
             for (mut m, vector) in items {
                 if m.id == 0 {
                     m.id = next;
@@ -147,15 +357,7 @@ impl Store {
                     continue;
                 }
                 next = next.max(m.id + 1);
-                let words = terms(&m.text);
-                let mut tf: HashMap<&str, u32> = HashMap::new();
-                for w in &words {
-                    *tf.entry(w).or_default() += 1;
-                }
-                for (term, n) in tf {
-                    postings.insert((term, m.id), n)?;
-                }
-                lengths.insert(m.id, words.len() as u32)?;
+                index.add(&m)?;
                 if let Some(v) = vector {
                     vectors.insert(m.id, to_bytes(&v).as_slice())?;
                 }
@@ -163,15 +365,12 @@ impl Store {
                     pinned.insert(m.id, ())?;
                 }
                 memories.insert(m.id, serde_json::to_vec(&m)?.as_slice())?;
-                docs += 1;
-                total += words.len() as u64;
                 stored.push(m);
             }
-            meta.insert("next_id", next)?;
-            meta.insert("docs", docs)?;
-            meta.insert("total_len", total)?;
+            index.meta.insert("next_id", next)?;
+            index.finish()?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(stored)
     }
 
@@ -192,29 +391,19 @@ impl Store {
     pub fn memory_forget(&self, id: u64) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
         let found = {
-            let mut memories = txn.open_table(MEMORIES)?;
-            let removed = memories.remove(id)?.map(|v| v.value().to_vec());
+            let removed = txn.open_table(MEMORIES)?.remove(id)?.map(|v| v.value().to_vec());
             match removed {
                 None => false,
                 Some(bytes) => {
                     let m: Memory = serde_json::from_slice(&bytes)?;
-                    let mut postings = txn.open_table(POSTINGS)?;
-                    for term in terms(&m.text).into_iter().collect::<BTreeSet<_>>() {
-                        postings.remove((term.as_str(), id))?;
-                    }
-                    let len = txn.open_table(LENGTHS)?.remove(id)?.map(|v| v.value()).unwrap_or(0);
+                    Index::open(&txn)?.remove(&m)?;
                     txn.open_table(VECTORS)?.remove(id)?;
                     txn.open_table(PINNED)?.remove(id)?;
-                    let mut meta = txn.open_table(META)?;
-                    let docs = meta.get("docs")?.map(|v| v.value()).unwrap_or(1);
-                    let total = meta.get("total_len")?.map(|v| v.value()).unwrap_or(0);
-                    meta.insert("docs", docs.saturating_sub(1))?;
-                    meta.insert("total_len", total.saturating_sub(len as u64))?;
                     true
                 }
             }
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(found)
     }
 
@@ -240,7 +429,7 @@ impl Store {
                 }
             }
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(found)
     }
 
@@ -272,30 +461,68 @@ impl Store {
         Ok(out)
     }
 
-    /// BM25 (k1 = 1.2, b = 0.75) over the keyword index: ids, best first.
+    /// BM25 (k1 = 1.2, b = 0.75) over the keyword index: the top `limit`
+    /// ids, best first (ties by id), exactly as scoring every memory would.
     pub fn memory_bm25(&self, query: &str, limit: usize) -> Result<Vec<(u64, f64)>, StoreError> {
         let txn = self.db.begin_read()?;
-        let postings = txn.open_table(POSTINGS)?;
-        let lengths = txn.open_table(LENGTHS)?;
+        let dictionary = txn.open_table(TERMS)?;
+        let blocks = txn.open_table(BLOCKS)?;
         let meta = txn.open_table(META)?;
         let docs = meta.get("docs")?.map(|v| v.value()).unwrap_or(0) as f64;
-        if docs == 0.0 {
+        if docs == 0.0 || limit == 0 {
             return Ok(vec![]);
         }
         let avgdl = (meta.get("total_len")?.map(|v| v.value()).unwrap_or(0) as f64 / docs).max(1.0);
-        let (k1, b) = (1.2, 0.75);
-        let mut scores: HashMap<u64, f64> = HashMap::new();
+        let part = |idf: f64, tf: u32, dl: u32| {
+            let tf = tf as f64;
+            idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * dl as f64 / avgdl))
+        };
+        // (term id, idf, the most it adds to any memory's score).
+        let mut query_terms: Vec<(u32, f64, f64)> = Vec::new();
         for term in terms(query).into_iter().collect::<BTreeSet<_>>() {
-            let hits: Vec<(u64, u32)> = postings
-                .range((term.as_str(), 0)..=(term.as_str(), u64::MAX))?
-                .map(|e| e.map(|(k, v)| (k.value().1, v.value())))
-                .collect::<Result<_, _>>()?;
-            let df = hits.len() as f64;
-            let idf = (1.0 + (docs - df + 0.5) / (df + 0.5)).ln();
-            for (id, tf) in hits {
-                let dl = lengths.get(id)?.map(|v| v.value()).unwrap_or(0) as f64;
-                let tf = tf as f64;
-                *scores.entry(id).or_default() += idf * tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * dl / avgdl));
+            if let Some(v) = dictionary.get(term.as_str())? {
+                let (id, df, max_tf, min_dl) = v.value();
+                let idf = (1.0 + (docs - df as f64 + 0.5) / (df as f64 + 0.5)).ln();
+                query_terms.push((id, idf, part(idf, max_tf, min_dl)));
+            }
+        }
+        query_terms.sort_by(|a, b| b.2.total_cmp(&a.2));
+        // What the terms from i on can add, at most.
+        let mut rest = vec![0.0; query_terms.len() + 1];
+        for i in (0..query_terms.len()).rev() {
+            rest[i] = rest[i + 1] + query_terms[i].2;
+        }
+        let mut scores: HashMap<u64, f64> = HashMap::new();
+        for (i, &(term, idf, _)) in query_terms.iter().enumerate() {
+            if scores.len() >= limit {
+                let mut best: Vec<f64> = scores.values().copied().collect();
+                let (_, kth, _) = best.select_nth_unstable_by(limit - 1, |a, b| b.total_cmp(a));
+                let threshold = *kth;
+                if rest[i] < threshold {
+                    // No memory not yet scored can reach the top: finish
+                    // those that still can, by lookup, and stop.
+                    scores.retain(|_, s| *s + rest[i] >= threshold);
+                    let mut candidates: Vec<u64> = scores.keys().copied().collect();
+                    candidates.sort_unstable();
+                    for &(term, idf, _) in &query_terms[i..] {
+                        let mut cached: Option<(u64, Vec<Posting>, u64)> = None;
+                        for id in &candidates {
+                            if !cached.as_ref().is_some_and(|(start, _, next)| start <= id && id < next) {
+                                cached = block_for(&blocks, term, *id)?;
+                            }
+                            let Some((_, list, _)) = &cached else { break };
+                            if let Ok(at) = list.binary_search_by_key(id, |p| p.id) {
+                                *scores.get_mut(id).expect("a candidate") += part(idf, list[at].tf, list[at].dl);
+                            }
+                        }
+                    }
+                    break;
+                }
+            }
+            for entry in blocks.range((term, 0)..=(term, u64::MAX))? {
+                for p in decode(entry?.1.value())? {
+                    *scores.entry(p.id).or_default() += part(idf, p.tf, p.dl);
+                }
             }
         }
         let mut ranked: Vec<(u64, f64)> = scores.into_iter().collect();

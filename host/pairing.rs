@@ -195,7 +195,7 @@ impl Store {
                 }
             }
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(verdict)
     }
 
@@ -221,7 +221,7 @@ impl Store {
                 None => None,
             }
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(updated)
     }
 
@@ -251,7 +251,7 @@ impl Store {
                 }
             }
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(approved)
     }
 
@@ -270,7 +270,7 @@ impl Store {
     pub fn pairing_revoke(&self, channel: &str, key: &str) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
         let removed = txn.open_table(PAIRINGS)?.remove((channel, key))?.is_some();
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(removed)
     }
 

@@ -104,7 +104,7 @@ impl Store {
             table.insert(id, serde_json::to_vec(&n)?.as_slice())?;
             id
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(id)
     }
 
@@ -137,7 +137,7 @@ impl Store {
                 true
             }
         };
-        txn.commit()?;
+        self.commit(txn)?;
         if new {
             self.changes.send_modify(|v| *v += 1);
         }
@@ -148,7 +148,7 @@ impl Store {
     pub fn mark_seen(&self, channel: &str, message_id: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         txn.open_table(SEEN)?.insert((channel, message_id), now_ms())?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -162,7 +162,7 @@ impl Store {
         let cutoff = now_ms() - SEEN_TTL_MS;
         let txn = self.db.begin_write()?;
         let n = txn.open_table(SEEN)?.extract_if(|_, t| t < cutoff)?.count();
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(n)
     }
 
@@ -179,7 +179,7 @@ impl Store {
         if let Some((channel, chat, text, reply_to)) = reply {
             enqueue(&txn, channel, chat, text, reply_to)?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         self.changes.send_modify(|v| *v += 1);
         Ok(())
     }
@@ -188,7 +188,7 @@ impl Store {
     pub fn outbox_enqueue(&self, channel: &str, chat: &str, text: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_write()?;
         let id = enqueue(&txn, channel, chat, text, None)?;
-        txn.commit()?;
+        self.commit(txn)?;
         self.changes.send_modify(|v| *v += 1);
         Ok(id)
     }
@@ -202,7 +202,7 @@ impl Store {
     pub(crate) fn outbox_save(&self, item: &OutboxItem) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         txn.open_table(OUTBOX)?.insert(item.id, serde_json::to_vec(item)?.as_slice())?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -210,7 +210,7 @@ impl Store {
     pub fn outbox_remove(&self, id: u64) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
         let removed = txn.open_table(OUTBOX)?.remove(id)?.is_some();
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(removed)
     }
 
@@ -228,7 +228,7 @@ impl Store {
                 None => table.remove(channel)?,
             };
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 }

@@ -767,6 +767,9 @@ impl Runtime {
         if let Some(dir) = &files {
             crate::files::after_call(&ctx, dir);
         }
+        // Audit records and kv writes: one durable commit, before the
+        // caller hears the outcome.
+        ctx.finish();
         let cap = self.engine.limits().output_bytes();
         let result = match result {
             Ok(Ok(out)) if out.len() > cap => Err(CallError::Output(out.len(), cap)),

@@ -87,7 +87,7 @@ impl Store {
             totals.add(spent);
             usage.insert(day.as_str(), serde_json::to_vec(&totals)?.as_slice())?;
         }
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 

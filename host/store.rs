@@ -3,16 +3,31 @@
 //! feature keeps its tables in the same file, in its own module (session,
 //! memory, jobs, pairing, queue), and brings them at open (`Tables`).
 //!
-//! Invariants: every write is one committed transaction before the caller
-//! is told it succeeded; kv keys are namespaced by skill name so one skill
-//! can never address another's keys; redb locks the file to one process,
-//! which is why the CLI goes through the daemon while it runs.
+//! Invariants:
+//! - Every write is one committed transaction before the caller is told it
+//!   succeeded. A component's kv writes are the one exception: they commit
+//!   without an fsync (visible at once, quota exact) and become durable with
+//!   the audit records of the same call in that call's one durable commit
+//!   (`context::Journal`), so a call costs one fsync, not one per write.
+//! - Every durable commit goes through `Store::commit`, which counts them
+//!   (`tests/layers.rs` checks that no other file commits).
+//! - Grant records are cached in memory; only `update_grant` writes them,
+//!   and it updates the cache after its commit. redb locks the file to one
+//!   process, so no other writer can make the cache stale.
+//! - kv keys are namespaced by skill name so one skill can never address
+//!   another's keys; which is also why the CLI goes through the daemon
+//!   while it runs.
 
 use crate::config::AuditConfig;
 use crate::grants::GrantRecord;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
 const KV: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("kv");
@@ -49,7 +64,7 @@ macro_rules! redb_errors {
         fn from(e: $t) -> Self { StoreError::Db(e.into()) }
     })*};
 }
-redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, redb::SetDurabilityError);
 
 /// One capability use, allowed or denied.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -78,6 +93,28 @@ pub struct AuditRecord {
 /// with every other's at open, so a read never meets a missing table).
 pub type Tables = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
 
+/// `skill`'s kv usage: the kept figure, or counted once for a namespace
+/// written before usage was kept.
+fn kv_usage_in(
+    usage: &impl ReadableTable<&'static str, (u64, u64)>,
+    kv: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    skill: &str,
+) -> Result<(u64, u64), StoreError> {
+    if let Some(kept) = usage.get(skill)? {
+        return Ok(kept.value());
+    }
+    let mut counted = (0, 0);
+    for entry in kv.range((skill, "")..)? {
+        let (k, v) = entry?;
+        let (owner, key) = k.value();
+        if owner != skill {
+            break;
+        }
+        counted = (counted.0 + 1, counted.1 + (key.len() + v.value().len()) as u64);
+    }
+    Ok(counted)
+}
+
 /// The next id of an id-keyed table: one more than the last.
 pub(crate) fn next_id<V: redb::Value + 'static>(table: &impl ReadableTable<u64, V>) -> Result<u64, StoreError> {
     Ok(table.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1))
@@ -91,9 +128,13 @@ pub struct Store {
     /// (inbox, outbox); a `watch` so a wake-up is never missed.
     pub changes: tokio::sync::watch::Sender<u64>,
     /// `[audit]`: how long, and how many, audit records are kept.
-    pub audit_retention: std::sync::Mutex<AuditConfig>,
+    pub audit_retention: Mutex<AuditConfig>,
     /// The database file.
     path: std::path::PathBuf,
+    /// Durable commits made, for tests of "one commit per call".
+    commits: AtomicU64,
+    /// Grant records read so far (`None`: the component has none).
+    grants: Mutex<HashMap<String, Option<GrantRecord>>>,
 }
 
 /// The time now, in Unix ms.
@@ -128,9 +169,31 @@ impl Store {
         Ok(Store {
             db,
             changes: tokio::sync::watch::Sender::new(0),
-            audit_retention: std::sync::Mutex::new(AuditConfig::default()),
+            audit_retention: Mutex::new(AuditConfig::default()),
             path: path.to_path_buf(),
+            commits: AtomicU64::new(0),
+            grants: Mutex::default(),
         })
+    }
+
+    /// Commit a write transaction durably (the one place that does).
+    pub(crate) fn commit(&self, txn: WriteTransaction) -> Result<(), StoreError> {
+        txn.commit()?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Durable commits made since the database was opened.
+    pub fn durable_commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// A write transaction that commits without an fsync: its writes are
+    /// visible at once and become durable with the next durable commit.
+    fn write_deferred(&self) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        Ok(txn)
     }
 
     /// Read-modify-write one JSON record keyed by id, in one transaction;
@@ -155,7 +218,7 @@ impl Store {
                 }
             }
         };
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(found)
     }
 
@@ -204,18 +267,27 @@ impl Store {
         self.db.compact().map_err(|e| StoreError::Db(e.into()))
     }
 
-    /// The grant record of a component, if any.
+    /// The grant record of a component, if any (from memory after the
+    /// first read: a tool call reads no table for it).
     pub fn grant(&self, skill: &str) -> Result<Option<GrantRecord>, StoreError> {
+        if let Some(cached) = self.grants.lock().unwrap().get(skill) {
+            return Ok(cached.clone());
+        }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(GRANTS)?;
-        Ok(match table.get(skill)? {
+        let record: Option<GrantRecord> = match table.get(skill)? {
             Some(v) => Some(serde_json::from_slice(v.value())?),
             None => None,
-        })
+        };
+        self.grants.lock().unwrap().insert(skill.into(), record.clone());
+        Ok(record)
     }
 
     /// Read-modify-write a grant record in one transaction.
     pub fn update_grant(&self, skill: &str, f: impl FnOnce(&mut GrantRecord)) -> Result<GrantRecord, StoreError> {
+        // Held across the commit so a concurrent `grant` cannot cache the
+        // record from before it.
+        let mut cache = self.grants.lock().unwrap();
         let txn = self.db.begin_write()?;
         let record = {
             let mut table = txn.open_table(GRANTS)?;
@@ -227,7 +299,9 @@ impl Store {
             table.insert(skill, serde_json::to_vec(&record)?.as_slice())?;
             record
         };
-        txn.commit()?;
+        cache.remove(skill);
+        self.commit(txn)?;
+        cache.insert(skill.into(), Some(record.clone()));
         Ok(record)
     }
 
@@ -241,24 +315,11 @@ impl Store {
     /// Keys and bytes (keys plus values) in `skill`'s namespace.
     pub fn kv_usage(&self, skill: &str) -> Result<(u64, u64), StoreError> {
         let txn = self.db.begin_read()?;
-        if let Some(usage) = txn.open_table(KV_USAGE)?.get(skill)? {
-            return Ok(usage.value());
-        }
-        let table = txn.open_table(KV)?;
-        let mut usage = (0, 0);
-        for entry in table.range((skill, "")..)? {
-            let (k, v) = entry?;
-            let (owner, key) = k.value();
-            if owner != skill {
-                break;
-            }
-            usage = (usage.0 + 1, usage.1 + (key.len() + v.value().len()) as u64);
-        }
-        Ok(usage)
+        kv_usage_in(&txn.open_table(KV_USAGE)?, &txn.open_table(KV)?, skill)
     }
 
     /// Store a value unless it would take `skill` past `max_keys` keys or
-    /// `max_bytes` bytes.
+    /// `max_bytes` bytes. Deferred: durable with the call's commit.
     pub fn kv_set(
         &self,
         skill: &str,
@@ -267,10 +328,13 @@ impl Store {
         max_keys: u64,
         max_bytes: u64,
     ) -> Result<(), StoreError> {
-        let (keys, bytes) = self.kv_usage(skill)?;
-        let txn = self.db.begin_write()?;
+        let txn = self.write_deferred()?;
         {
             let mut table = txn.open_table(KV)?;
+            let mut usage = txn.open_table(KV_USAGE)?;
+            // Read inside the write transaction, so two calls cannot both
+            // pass the quota on the same old figure.
+            let (keys, bytes) = kv_usage_in(&usage, &table, skill)?;
             let old = table.get((skill, key))?.map(|v| (key.len() + v.value().len()) as u64);
             let keys = keys + u64::from(old.is_none());
             let bytes = bytes - old.unwrap_or(0) + (key.len() + value.len()) as u64;
@@ -280,19 +344,23 @@ impl Store {
                 )));
             }
             table.insert((skill, key), value)?;
-            txn.open_table(KV_USAGE)?.insert(skill, (keys, bytes))?;
+            usage.insert(skill, (keys, bytes))?;
         }
         txn.commit()?;
         Ok(())
     }
 
-    /// Delete a kv key of `skill`.
+    /// Delete a kv key of `skill`. Deferred: durable with the call's commit.
     pub fn kv_delete(&self, skill: &str, key: &str) -> Result<(), StoreError> {
-        let (keys, bytes) = self.kv_usage(skill)?;
-        let txn = self.db.begin_write()?;
-        if let Some(old) = txn.open_table(KV)?.remove((skill, key))? {
-            let freed = (key.len() + old.value().len()) as u64;
-            txn.open_table(KV_USAGE)?.insert(skill, (keys.saturating_sub(1), bytes.saturating_sub(freed)))?;
+        let txn = self.write_deferred()?;
+        {
+            let mut table = txn.open_table(KV)?;
+            let mut usage = txn.open_table(KV_USAGE)?;
+            let (keys, bytes) = kv_usage_in(&usage, &table, skill)?;
+            if let Some(old) = table.remove((skill, key))? {
+                let freed = (key.len() + old.value().len()) as u64;
+                usage.insert(skill, (keys.saturating_sub(1), bytes.saturating_sub(freed)))?;
+            }
         }
         txn.commit()?;
         Ok(())
@@ -314,33 +382,39 @@ impl Store {
         Ok(keys)
     }
 
-    /// Store an audit record; returns its id.
-    pub fn audit(&self, mut record: AuditRecord) -> Result<u64, StoreError> {
+    /// Store audit records in one durable commit (which also makes the
+    /// call's deferred kv writes durable); returns the last id.
+    pub fn audit(&self, records: Vec<AuditRecord>) -> Result<u64, StoreError> {
         let txn = self.db.begin_write()?;
-        let id = {
+        let mut id = 0;
+        {
             let mut table = txn.open_table(AUDIT)?;
-            let id = next_id(&table)?;
-            record.id = id;
-            table.insert(id, serde_json::to_vec(&record)?.as_slice())?;
-            // Prune now and then rather than on every write.
-            if id % 256 == 0 {
-                let AuditConfig { keep_days, max_records } = self.audit_retention.lock().unwrap().clone();
-                let cutoff = record.time_ms - (keep_days as i64) * 86_400_000;
-                let keep_from = id.saturating_sub(max_records.saturating_sub(1));
-                loop {
-                    let first =
-                        table.first()?.map(|(k, v)| (k.value(), serde_json::from_slice::<AuditRecord>(v.value())));
-                    let Some((k, old)) = first else { break };
-                    if k >= keep_from && old?.time_ms >= cutoff {
-                        break;
-                    }
-                    table.remove(k)?;
+            for mut record in records {
+                id = next_id(&table)?;
+                record.id = id;
+                table.insert(id, serde_json::to_vec(&record)?.as_slice())?;
+                // Prune now and then rather than on every write.
+                if id % 256 == 0 {
+                    self.prune_audit(&mut table, id, record.time_ms)?;
                 }
             }
-            id
-        };
-        txn.commit()?;
+        }
+        self.commit(txn)?;
         Ok(id)
+    }
+
+    fn prune_audit(&self, table: &mut redb::Table<u64, &[u8]>, id: u64, now_ms: i64) -> Result<(), StoreError> {
+        let AuditConfig { keep_days, max_records } = self.audit_retention.lock().unwrap().clone();
+        let cutoff = now_ms - (keep_days as i64) * 86_400_000;
+        let keep_from = id.saturating_sub(max_records.saturating_sub(1));
+        loop {
+            let first = table.first()?.map(|(k, v)| (k.value(), serde_json::from_slice::<AuditRecord>(v.value())));
+            let Some((k, old)) = first else { return Ok(()) };
+            if k >= keep_from && old?.time_ms >= cutoff {
+                return Ok(());
+            }
+            table.remove(k)?;
+        }
     }
 
     /// The newest `limit` audit records (of one skill, if given), oldest first.
@@ -377,7 +451,7 @@ impl Store {
     pub fn approve_always(&self, tool: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         txn.open_table(ALWAYS)?.insert(tool, now_ms())?;
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(())
     }
 
@@ -397,7 +471,7 @@ impl Store {
     pub fn approval_revoke(&self, tool: &str) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
         let found = txn.open_table(ALWAYS)?.remove(tool)?.is_some();
-        txn.commit()?;
+        self.commit(txn)?;
         Ok(found)
     }
 }

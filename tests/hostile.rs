@@ -255,10 +255,10 @@ fn the_audit_log_is_rotated() {
     let now = wasiclaw::store::now_ms();
     // 100 records from two days ago, then 1,000 fresh ones.
     for _ in 0..100 {
-        db.audit(record(now - 2 * 86_400_000)).unwrap();
+        db.audit(vec![record(now - 2 * 86_400_000)]).unwrap();
     }
     for _ in 0..1000 {
-        db.audit(record(now)).unwrap();
+        db.audit(vec![record(now)]).unwrap();
     }
     let kept = db.audit_count().unwrap();
     assert!(kept <= 300 + 256, "{kept} records kept with max_records = 300");

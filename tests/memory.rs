@@ -188,3 +188,131 @@ fn a_backup_taken_while_the_daemon_runs_restores_every_memory() {
     let list = restored.ok(&["memory", "list"]);
     assert!(list.contains("boiler code is 4471") && list.contains("birthday is in May"), "{list}");
 }
+
+/// BM25 over the given memories, computed from their texts alone: what the
+/// index must agree with.
+fn brute_force(memories: &[(u64, String)], query: &str, k: usize) -> Vec<u64> {
+    use std::collections::HashMap;
+    use wasiclaw::memory::terms;
+    let docs: Vec<(u64, Vec<String>)> = memories.iter().map(|(id, t)| (*id, terms(t))).collect();
+    let n = docs.len() as f64;
+    let avgdl = (docs.iter().map(|(_, w)| w.len() as f64).sum::<f64>() / n).max(1.0);
+    let mut query = terms(query);
+    query.sort();
+    query.dedup();
+    let mut scores: HashMap<u64, f64> = HashMap::new();
+    for term in &query {
+        let df = docs.iter().filter(|(_, w)| w.contains(term)).count() as f64;
+        let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+        for (id, words) in &docs {
+            let tf = words.iter().filter(|w| *w == term).count() as f64;
+            if tf > 0.0 {
+                let dl = words.len() as f64;
+                *scores.entry(*id).or_default() +=
+                    idf * tf * (1.2 + 1.0) / (tf + 1.2 * (1.0 - 0.75 + 0.75 * dl / avgdl));
+            }
+        }
+    }
+    let mut ranked: Vec<(u64, f64)> = scores.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.into_iter().take(k).map(|(id, _)| id).collect()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 16, failure_persistence: None, ..Default::default() })]
+
+    /// Whatever was saved, imported out of order and forgotten, keyword
+    /// search returns exactly the top k of BM25 over the memories that
+    /// remain. Few distinct words make posting lists long enough to split
+    /// into several blocks and to be pruned.
+    #[test]
+    fn keyword_search_is_exact_bm25(
+        // Word 11 is drawn nine times in twenty: a long list, split and pruned.
+        texts in proptest::collection::vec(proptest::collection::vec(proptest::strategy::Strategy::prop_map(0usize..20, |w| w.min(11)), 1..9), 150..400),
+        imported in proptest::collection::vec((1u64..2000, proptest::collection::vec(0usize..12, 1..6)), 0..40),
+        forget in proptest::collection::vec(0usize..400, 0..120),
+        queries in proptest::collection::vec(proptest::collection::vec(0usize..14, 1..4), 8),
+        k in 1usize..25,
+    ) {
+        const WORDS: [&str; 14] =
+            ["apple", "boat", "cloud", "delta", "ember", "frost", "grape", "harbor", "iris", "jade", "kite", "lemon", "mango", "nutmeg"];
+        let words = |ws: &[usize]| ws.iter().map(|w| WORDS[*w]).collect::<Vec<_>>().join(" ");
+        let dir = tempfile::tempdir().unwrap();
+        let db = wasiclaw::store::Store::open(&dir.path().join("db"), &wasiclaw::runtime::TABLES).unwrap();
+        let memory = |id: u64, text: String| wasiclaw::memory::Memory {
+            id, text, tags: vec![], source: "test".into(), created_ms: 0, pinned: false,
+        };
+        let mut kept: Vec<(u64, String)> = Vec::new();
+        for chunk in texts.chunks(50) {
+            let stored = db.memory_insert(chunk.iter().map(|ws| (memory(0, words(ws)), None)).collect()).unwrap();
+            kept.extend(stored.into_iter().map(|m| (m.id, m.text)));
+        }
+        // Imports carry their own ids, some below those already stored.
+        let fresh = imported.iter().map(|(id, ws)| (memory(*id, words(ws)), None)).collect();
+        kept.extend(db.memory_insert(fresh).unwrap().into_iter().map(|m| (m.id, m.text)));
+        for i in forget {
+            if let Some(&(id, _)) = kept.get(i % kept.len().max(1)) {
+                proptest::prop_assert!(db.memory_forget(id).unwrap());
+                kept.retain(|(kid, _)| *kid != id);
+            }
+        }
+        for q in &queries {
+            let query = words(q);
+            let got: Vec<u64> = db.memory_bm25(&query, k).unwrap().into_iter().map(|(id, _)| id).collect();
+            proptest::prop_assert_eq!(got, brute_force(&kept, &query, k), "query {:?}", query);
+        }
+    }
+}
+
+/// A database written before the term dictionary (postings keyed by term
+/// string, lengths apart) opens with its memories searchable, and stays so.
+#[test]
+fn an_index_from_before_the_term_dictionary_is_rebuilt_at_open() {
+    use redb::TableDefinition;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let texts = ["The dentist appointment is on Tuesday", "Ben is allergic to peanuts"];
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut memories = txn.open_table(TableDefinition::<u64, &[u8]>::new("memories")).unwrap();
+            let mut postings = txn.open_table(TableDefinition::<(&str, u64), u32>::new("memory_postings")).unwrap();
+            let mut lengths = txn.open_table(TableDefinition::<u64, u32>::new("memory_lengths")).unwrap();
+            let mut meta = txn.open_table(TableDefinition::<&str, u64>::new("memory_meta")).unwrap();
+            let mut total = 0;
+            for (i, text) in texts.iter().enumerate() {
+                let id = i as u64 + 1;
+                let m = wasiclaw::memory::Memory {
+                    id,
+                    text: text.to_string(),
+                    tags: vec![],
+                    source: "cli".into(),
+                    created_ms: 0,
+                    pinned: false,
+                };
+                memories.insert(id, serde_json::to_vec(&m).unwrap().as_slice()).unwrap();
+                let words = wasiclaw::memory::terms(text);
+                for w in &words {
+                    postings.insert((w.as_str(), id), 1).unwrap();
+                }
+                lengths.insert(id, words.len() as u32).unwrap();
+                total += words.len() as u64;
+            }
+            meta.insert("next_id", 3).unwrap();
+            meta.insert("docs", 2).unwrap();
+            meta.insert("total_len", total).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    for _ in 0..2 {
+        let db = wasiclaw::store::Store::open(&path, &wasiclaw::runtime::TABLES).unwrap();
+        let ids = |q: &str| db.memory_bm25(q, 5).unwrap().into_iter().map(|(id, _)| id).collect::<Vec<_>>();
+        assert_eq!(ids("peanut allergy"), [2]);
+        if db.memory_all().unwrap().len() == 2 {
+            assert_eq!(ids("when is the dentist?"), [1]);
+            assert_eq!(db.memory_add("Dentist called", vec![], "cli", false, None).unwrap().id, 3);
+        }
+        assert_eq!(ids("dentist"), [3, 1], "the shorter memory ranks first");
+    }
+}

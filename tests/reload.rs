@@ -47,7 +47,10 @@ fn a_settled_daemon_does_not_rescan() {
     // and reading must not wake another rescan.
     let start = rescans();
     std::fs::copy(crate::support::guest("web-fetch"), env.skills().join("web-fetch.wasm")).unwrap();
-    wait_for("the new skill to load", Duration::from_secs(20), || env.list().iter().any(|s| s["name"] == "web-fetch"));
+    // Listed at once as compiling; loaded (by one more rescan) when compiled.
+    wait_for("the new skill to load", Duration::from_secs(30), || {
+        env.list().iter().any(|s| s["name"] == "web-fetch" && s["status"] != "compiling")
+    });
     assert!(rescans() > start);
     std::thread::sleep(Duration::from_secs(1));
     let settled = rescans();

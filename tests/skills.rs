@@ -46,6 +46,37 @@ async fn notes_keeps_notes() {
     assert!(!all.contains("plumber") && all.contains("\"id\":3"), "{all}");
 }
 
+/// A call's kv writes and audit records cost one durable commit, made
+/// before the caller hears back: a tool call with no rights used makes
+/// none, and a note the CLI saw saved survives the daemon being killed
+/// right after.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_commits_once_and_what_it_wrote_survives_a_kill() {
+    let env = Env::new();
+    env.install("notes");
+    env.install("clock");
+    {
+        let rt = env.runtime().await;
+        let kv = GrantSet { rights: wasiclaw::grants::Rights::KV, ..Default::default() };
+        rt.change_grant("notes", &GrantChange { rights: kv, all: false, carry_over: None }, false).unwrap();
+        let commits = || rt.db.durable_commits();
+        let before = commits();
+        // Reads next-id, writes it and the note: three audited kv uses.
+        assert!(call(&rt, "notes.add", r#"{"text":"first"}"#).await.ok);
+        assert_eq!(commits() - before, 1, "one notes.add made {} durable commits", commits() - before);
+        let uses = rt.audit(Some("notes"), 10).unwrap();
+        assert_eq!(uses.iter().filter(|r| r.capability == "kv").count(), 3, "{uses:?}");
+        let before = commits();
+        assert!(call(&rt, "clock.now", r#"{"tz":"UTC"}"#).await.ok);
+        assert_eq!(commits(), before, "a call that used no right committed");
+    }
+    let daemon = env.daemon();
+    env.ok(&["tool", "notes.add", r#"{"text":"kept through a kill"}"#]);
+    drop(daemon); // SIGKILL at once
+    let all = env.ok(&["tool", "notes.list", "{}"]);
+    assert!(all.contains("first") && all.contains("kept through a kill"), "{all}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn web_fetch_reads_only_hosts_the_owner_chose() {
     let server = Server::start().await;

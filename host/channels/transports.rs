@@ -117,6 +117,8 @@ impl Channels {
                 .await
                 .map_err(|_| ChannelError::Socket(format!("connecting to {url} timed out")))?
                 .map_err(|e| ChannelError::Socket(format!("cannot connect to {url}: {e}")))?;
+            // The connection outlives this context: its records go now.
+            ctx.finish();
             // Frames may carry only the secrets the socket's own rule names.
             let frame_secrets = authorized.decision.secrets.clone();
             tracing::info!("channel {name}: connected to {url}");

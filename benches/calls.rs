@@ -1,0 +1,89 @@
+//! Tool-call benchmark: the host's time for one call (a fresh sandbox, the
+//! call, its result and its one commit), measured in-process through
+//! `Runtime::call_tool`, for a skill that uses no right (`clock.now`), a kv
+//! write (`notes.add`: one read, two writes) and, when componentize-py is
+//! installed, the 18 MB Python example (`wordstats.count`). Run with
+//! `just bench` (or `cargo bench --bench calls`); prints figures only.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+use wasiclaw::config::Paths;
+use wasiclaw::grants::{GrantChange, GrantSet, Rights};
+use wasiclaw::runtime::Runtime;
+
+const WARMUP: usize = 200;
+const CALLS: usize = 3000;
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let built = root.join("target/wasm/wasm32-wasip2/release");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2"])
+        .current_dir(root.join("skills-wasm"))
+        .env("CARGO_TARGET_DIR", root.join("target/wasm"))
+        .status()
+        .expect("run cargo for the guest components");
+    assert!(status.success(), "building skills-wasm failed (is `rustup target add wasm32-wasip2` done?)");
+    let state = tempfile::tempdir().unwrap();
+    let skills = state.path().join("skills");
+    std::fs::create_dir_all(&skills).unwrap();
+    for name in ["clock", "notes"] {
+        std::fs::copy(built.join(format!("{name}.wasm")), skills.join(format!("{name}.wasm"))).unwrap();
+    }
+    let python = python_skill(root, &skills);
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    tokio.block_on(async {
+        let paths = Paths { state_dir: state.path().to_path_buf() };
+        let rt = Runtime::open(paths).unwrap();
+        rt.rescan().await;
+        for skill in ["notes", "wordstats"] {
+            let kv = GrantSet { rights: Rights::KV, ..Default::default() };
+            let _ = rt.change_grant(skill, &GrantChange { rights: kv, all: false, carry_over: None }, false);
+        }
+        println!("tool calls in the host ({CALLS} after {WARMUP} warm-up calls each)");
+        println!("{:<28} {:>9} {:>9} {:>9} {:>9}", "call", "p50 µs", "p99 µs", "max µs", "commits");
+        measure(&rt, "clock.now (no rights)", "clock", "now", r#"{"tz":"UTC"}"#).await;
+        measure(&rt, "notes.add (kv write)", "notes", "add", r#"{"text":"benchmark note"}"#).await;
+        if python {
+            measure(&rt, "wordstats.count (Python)", "wordstats", "count", r#"{"text":"one two three"}"#).await;
+        } else {
+            println!("wordstats.count (Python): not measured, componentize-py is not installed");
+        }
+    });
+}
+
+async fn measure(rt: &Runtime, label: &str, skill: &str, tool: &str, args: &str) {
+    for _ in 0..WARMUP {
+        assert!(rt.call_tool(skill, tool, args).await.unwrap().ok);
+    }
+    let commits = rt.db.durable_commits();
+    let mut times: Vec<f64> = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let start = Instant::now();
+        let out = rt.call_tool(skill, tool, args).await.unwrap();
+        times.push(start.elapsed().as_secs_f64() * 1e6);
+        assert!(out.ok, "{label}: {}", out.output);
+    }
+    times.sort_by(f64::total_cmp);
+    let per_call = (rt.db.durable_commits() - commits) as f64 / CALLS as f64;
+    println!(
+        "{label:<28} {:>9.0} {:>9.0} {:>9.0} {:>9.2}",
+        times[CALLS / 2],
+        times[CALLS * 99 / 100],
+        times[CALLS - 1],
+        per_call
+    );
+}
+
+/// Build the Python example with componentize-py into `skills`, if the
+/// tool is installed (`.ci/setup` installs it).
+fn python_skill(root: &Path, skills: &Path) -> bool {
+    let out = skills.join("wordstats.wasm");
+    let built = Command::new("componentize-py")
+        .args(["-d", "wit", "-w", "wasiclaw:plugin/skill", "componentize", "-p", "examples/python-skill", "app", "-o"])
+        .arg(&out)
+        .current_dir(root)
+        .output();
+    matches!(built, Ok(o) if o.status.success())
+}
