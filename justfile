@@ -26,6 +26,7 @@ bench:
     bash benches/idle.sh 60
     bash benches/ready.sh
     bash benches/tokens.sh
+    bash benches/size.sh
 
 # Everything CI does, from a fresh machine.
 ci:

@@ -3,7 +3,8 @@
 //! `Runtime::call_tool`, for a skill that uses no right (`clock.now`), a kv
 //! write (`notes.add`: one read, two writes) and, when componentize-py is
 //! installed, the 18 MB Python example (`wordstats.count`). Run with
-//! `just bench` (or `cargo bench --bench calls`); prints figures only.
+//! `just bench` (or `cargo bench --bench calls [-- SKILL]` for one skill);
+//! prints figures only.
 
 use std::path::Path;
 use std::process::Command;
@@ -31,7 +32,9 @@ fn main() {
     for name in ["clock", "notes"] {
         std::fs::copy(built.join(format!("{name}.wasm")), skills.join(format!("{name}.wasm"))).unwrap();
     }
-    let python = python_skill(root, &skills);
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |skill: &str| only.as_deref().is_none_or(|o| o == skill);
+    let python = wanted("wordstats") && python_skill(root, &skills);
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     tokio.block_on(async {
         let paths = Paths { state_dir: state.path().to_path_buf() };
@@ -43,11 +46,15 @@ fn main() {
         }
         println!("tool calls in the host ({CALLS} after {WARMUP} warm-up calls each)");
         println!("{:<28} {:>9} {:>9} {:>9} {:>9}", "call", "p50 µs", "p99 µs", "max µs", "commits");
-        measure(&rt, "clock.now (no rights)", "clock", "now", r#"{"tz":"UTC"}"#).await;
-        measure(&rt, "notes.add (kv write)", "notes", "add", r#"{"text":"benchmark note"}"#).await;
+        if wanted("clock") {
+            measure(&rt, "clock.now (no rights)", "clock", "now", r#"{"tz":"UTC"}"#).await;
+        }
+        if wanted("notes") {
+            measure(&rt, "notes.add (kv write)", "notes", "add", r#"{"text":"benchmark note"}"#).await;
+        }
         if python {
             measure(&rt, "wordstats.count (Python)", "wordstats", "count", r#"{"text":"one two three"}"#).await;
-        } else {
+        } else if wanted("wordstats") {
             println!("wordstats.count (Python): not measured, componentize-py is not installed");
         }
     });

@@ -18,7 +18,12 @@ t0=$(ticks); c0=$(switches)
 sleep "$window"
 t1=$(ticks); c1=$(switches)
 hz=$(getconf CLK_TCK)
-rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+kib() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$pid/status"; }
+rss=$(kib VmRSS)
 echo "idle over ${window}s: cpu $(echo "scale=3; 100 * ($t1 - $t0) / $hz / $window" | bc) %," \
-  "$(echo "scale=2; ($c1 - $c0) / $window" | bc) context switches/s, rss $((rss / 1024)) MiB," \
+  "$(echo "scale=2; ($c1 - $c0) / $window" | bc) context switches/s, rss $((rss / 1024)) MiB" \
+  "(anonymous $(($(kib RssAnon) / 1024)) MiB, files $(($(kib RssFile) / 1024)) MiB)," \
   "$(ls "$state/skills" | wc -l) components"
+# Which files the file-backed part is (the binary, compiled components).
+awk '/^[0-9a-f]+-[0-9a-f]+ / {file = $6} /^Rss:/ && file != "" {rss[file] += $2} END {
+  for (f in rss) if (rss[f] >= 1024) printf "  %6.1f MiB  %s\n", rss[f] / 1024, f }' "/proc/$pid/smaps" | sort -rn | sed "s|$state|STATE|" | head -8

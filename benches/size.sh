@@ -43,9 +43,9 @@ for line in sys.stdin:
         crate = "[other symbols]"
     by_crate[crate] += size
 print(f"symbols: {total // 1024} KiB in all")
-print(f"{\"crate\":<32} {\"KiB\":>8} {\"share\":>7}")
+print("%-32s %8s %7s" % ("crate", "KiB", "share"))
 for crate, size in by_crate.most_common(25):
     print(f"{crate:<32} {size // 1024:>8} {100 * size / total:>6.1f}%")
 rest = sum(s for c, s in by_crate.most_common()[25:])
-print(f"{\"(the rest)\":<32} {rest // 1024:>8} {100 * rest / total:>6.1f}%")
+print("%-32s %8d %6.1f%%" % ("(the rest)", rest // 1024, 100 * rest / total))
 '
