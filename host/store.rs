@@ -12,8 +12,9 @@
 //! - Every durable commit goes through `Store::commit`, which counts them
 //!   (`tests/layers.rs` checks that no other file commits).
 //! - Grant records are cached in memory; only `update_grant` writes them,
-//!   and it updates the cache after its commit. redb locks the file to one
-//!   process, so no other writer can make the cache stale.
+//!   and it updates the cache after its commit (a reader fills the cache
+//!   under the same lock, so it never caches a record from before). redb
+//!   locks the file to one process, so no other writer can make it stale.
 //! - kv keys are namespaced by skill name so one skill can never address
 //!   another's keys; which is also why the CLI goes through the daemon
 //!   while it runs.
@@ -270,24 +271,24 @@ impl Store {
     /// The grant record of a component, if any (from memory after the
     /// first read: a tool call reads no table for it).
     pub fn grant(&self, skill: &str) -> Result<Option<GrantRecord>, StoreError> {
-        if let Some(cached) = self.grants.lock().unwrap().get(skill) {
+        // Read and cached under the lock: `update_grant` caches its record
+        // after its commit, so a read from before that commit can never be
+        // cached after it.
+        let mut cache = self.grants.lock().unwrap();
+        if let Some(cached) = cache.get(skill) {
             return Ok(cached.clone());
         }
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(GRANTS)?;
-        let record: Option<GrantRecord> = match table.get(skill)? {
+        let record: Option<GrantRecord> = match txn.open_table(GRANTS)?.get(skill)? {
             Some(v) => Some(serde_json::from_slice(v.value())?),
             None => None,
         };
-        self.grants.lock().unwrap().insert(skill.into(), record.clone());
+        cache.insert(skill.into(), record.clone());
         Ok(record)
     }
 
     /// Read-modify-write a grant record in one transaction.
     pub fn update_grant(&self, skill: &str, f: impl FnOnce(&mut GrantRecord)) -> Result<GrantRecord, StoreError> {
-        // Held across the commit so a concurrent `grant` cannot cache the
-        // record from before it.
-        let mut cache = self.grants.lock().unwrap();
         let txn = self.db.begin_write()?;
         let record = {
             let mut table = txn.open_table(GRANTS)?;
@@ -299,9 +300,8 @@ impl Store {
             table.insert(skill, serde_json::to_vec(&record)?.as_slice())?;
             record
         };
-        cache.remove(skill);
         self.commit(txn)?;
-        cache.insert(skill.into(), Some(record.clone()));
+        self.grants.lock().unwrap().insert(skill.into(), Some(record.clone()));
         Ok(record)
     }
 
@@ -389,8 +389,10 @@ impl Store {
         let mut id = 0;
         {
             let mut table = txn.open_table(AUDIT)?;
-            for mut record in records {
-                id = next_id(&table)?;
+            // Pruning removes only the oldest, so the ids run on from here.
+            let first = next_id(&table)?;
+            for (n, mut record) in records.into_iter().enumerate() {
+                id = first + n as u64;
                 record.id = id;
                 table.insert(id, serde_json::to_vec(&record)?.as_slice())?;
                 // Prune now and then rather than on every write.
