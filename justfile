@@ -23,10 +23,12 @@ lint:
 bench:
     cargo bench --bench memory
     cargo bench --bench calls
+    cargo bench --bench compile
     bash benches/idle.sh 60
     bash benches/ready.sh
     bash benches/tokens.sh
     bash benches/size.sh
+    python3 benches/growth.py
 
 # Everything CI does, from a fresh machine.
 ci:

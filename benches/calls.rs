@@ -6,8 +6,8 @@
 //! `just bench` (or `cargo bench --bench calls [-- SKILL]` for one skill);
 //! prints figures only.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
+
 use std::time::Instant;
 use wasiclaw::config::Paths;
 use wasiclaw::grants::{GrantChange, GrantSet, Rights};
@@ -17,15 +17,7 @@ const WARMUP: usize = 200;
 const CALLS: usize = 3000;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let built = root.join("target/wasm/wasm32-wasip2/release");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2"])
-        .current_dir(root.join("skills-wasm"))
-        .env("CARGO_TARGET_DIR", root.join("target/wasm"))
-        .status()
-        .expect("run cargo for the guest components");
-    assert!(status.success(), "building skills-wasm failed (is `rustup target add wasm32-wasip2` done?)");
+    let built = common::guests();
     let state = tempfile::tempdir().unwrap();
     let skills = state.path().join("skills");
     std::fs::create_dir_all(&skills).unwrap();
@@ -34,7 +26,7 @@ fn main() {
     }
     let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let wanted = |skill: &str| only.as_deref().is_none_or(|o| o == skill);
-    let python = wanted("wordstats") && python_skill(root, &skills);
+    let python = wanted("wordstats") && common::python_skill(&skills.join("wordstats.wasm"));
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     tokio.block_on(async {
         let paths = Paths { state_dir: state.path().to_path_buf() };
@@ -81,16 +73,4 @@ async fn measure(rt: &Runtime, label: &str, skill: &str, tool: &str, args: &str)
         times[CALLS - 1],
         per_call
     );
-}
-
-/// Build the Python example with componentize-py into `skills`, if the
-/// tool is installed (`.ci/setup` installs it).
-fn python_skill(root: &Path, skills: &Path) -> bool {
-    let out = skills.join("wordstats.wasm");
-    let built = Command::new("componentize-py")
-        .args(["-d", "wit", "-w", "wasiclaw:plugin/skill", "componentize", "-p", "examples/python-skill", "app", "-o"])
-        .arg(&out)
-        .current_dir(root)
-        .output();
-    matches!(built, Ok(o) if o.status.success())
 }

@@ -10,10 +10,11 @@ use crate::jobs::{Job, Run};
 use crate::memory::{Hit, Memory};
 use crate::pairing::Pairing;
 use crate::queue::{Notification, OutboxItem};
+use crate::requests::Seen;
 use crate::runtime::{ErrorKind, Runtime, RuntimeError, SkillInfo, SkillState, ToolOutcome};
 use crate::scheduler::Scheduler;
 use crate::session::Totals;
-use crate::store::{AuditRecord, now_ms};
+use crate::store::{AuditRecord, StoreError, now_ms};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -234,6 +235,15 @@ impl Request {
                 | Request::Outbox
                 | Request::ApprovalsList
         )
+    }
+
+    /// Whether the request carries an id so a retry does not apply it
+    /// twice: it changes state only in the database (a chat turn or job
+    /// run asks the model anew).
+    pub fn deduplicated(&self) -> bool {
+        // A tool call may act outside the database (a message sent, a
+        // request made), which no record here can vouch for.
+        self.changes_state() && !self.needs_agent() && !matches!(self, Request::Tool { .. })
     }
 
     /// Whether answering needs the agent (and so a model connection).
@@ -579,7 +589,7 @@ pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: UnixLis
             if BufReader::new(read).read_line(&mut line).await.is_err() {
                 return;
             }
-            let mut replies = match serde_json::from_str::<Request>(&line) {
+            let mut replies = match serde_json::from_str::<Envelope>(&line) {
                 Ok(request) => streaming(agent, Some(channels), request),
                 Err(e) => {
                     let message = format!("bad request (is the CLI the same version as the daemon?): {e}");
@@ -599,6 +609,74 @@ pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: UnixLis
     }
 }
 
+/// A request as it travels over the socket. One that changes state
+/// carries a random id, so that a retry after a lost reply is recognized
+/// (see `requests.rs`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The request's id, for a retry to name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The request.
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+impl Envelope {
+    /// `request` with a fresh id if it is deduplicated.
+    pub fn new(request: Request) -> Self {
+        let id = request.deduplicated().then(|| crate::secrets::random_token().ok()).flatten();
+        Envelope { id: id.map(|t| t[..32].to_string()), request }
+    }
+}
+
+impl From<Request> for Envelope {
+    /// `request` without an id: a retry of it is not recognized.
+    fn from(request: Request) -> Self {
+        Envelope { id: None, request }
+    }
+}
+
+/// `dispatch`, once per request id: a retry of a finished request gets
+/// the first reply again, and one whose first try stopped mid-way is
+/// refused with what to check, since it may have been applied.
+pub async fn dispatch_once(
+    rt: &Runtime,
+    agent: Option<&Agent>,
+    channels: Option<&Channels>,
+    envelope: Envelope,
+    emit: Emit<'_>,
+) -> Reply {
+    let Envelope { id, request } = envelope;
+    let Some(id) = id.filter(|_| request.deduplicated()) else {
+        return dispatch(rt, agent, channels, request, emit).await;
+    };
+    match rt.db.request_begin(&id) {
+        Ok(Seen::New) => {}
+        Ok(Seen::Done(reply)) => {
+            if let Ok(reply) = serde_json::from_str(&reply) {
+                return reply;
+            }
+        }
+        Ok(Seen::Pending) => {
+            return Reply::Err {
+                kind: ErrorKind::Failed,
+                message: "an earlier try of this request stopped before it finished, so it may or may not have been \
+                          applied; check (`wasiclaw status`, `skills list`, `memory list`, `cron list`) before you \
+                          run it again"
+                    .into(),
+            };
+        }
+        Err(e) => return Reply::Err { kind: ErrorKind::Failed, message: format!("cannot record the request: {e}") },
+    }
+    let reply = dispatch(rt, agent, channels, request, emit).await;
+    let kept = serde_json::to_string(&reply).map_err(StoreError::from).and_then(|json| rt.db.request_done(&id, json));
+    if let Err(e) = kept {
+        tracing::warn!("cannot keep the reply of request {id} for a retry: {e}");
+    }
+    reply
+}
+
 /// Run `request` in a task of its own: its events as they happen, then
 /// its reply, arrive on the returned channel. The local API and the
 /// gateway's web chat both stream a turn this way, and a slow or vanished
@@ -606,7 +684,7 @@ pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: UnixLis
 pub fn streaming(
     agent: Arc<Agent>,
     channels: Option<Arc<Channels>>,
-    request: Request,
+    request: Envelope,
 ) -> tokio::sync::mpsc::UnboundedReceiver<Reply> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -614,19 +692,22 @@ pub fn streaming(
         let emit = move |e| {
             let _ = events.send(Reply::Event(e));
         };
-        let reply = dispatch(&agent.rt, Some(&agent), channels.as_deref(), request, &emit).await;
+        let reply = dispatch_once(&agent.rt, Some(&agent), channels.as_deref(), request, &emit).await;
         let _ = tx.send(reply);
     });
     rx
 }
 
 /// Send a request to the daemon, or `None` if no daemon listens. Streamed
-/// events go to `on_event`.
+/// events go to `on_event`. A request with an id whose reply is lost also
+/// gets `None`, so the caller tries again (the daemon, or the database
+/// itself) and the id keeps it from being applied twice.
 pub async fn call_daemon(
     socket: &Path,
-    request: &Request,
+    envelope: &Envelope,
     on_event: &mut (dyn FnMut(crate::agent::Event) + Send),
 ) -> anyhow::Result<Option<Reply>> {
+    let request = &envelope.request;
     let stream = match UnixStream::connect(socket).await {
         Ok(s) => s,
         // No socket, or a stale one left by a killed daemon.
@@ -636,7 +717,7 @@ pub async fn call_daemon(
         Err(e) => return Err(anyhow::anyhow!("cannot reach the daemon at {}: {e}", socket.display())),
     };
     let (read, mut write) = stream.into_split();
-    let mut out = serde_json::to_vec(request)?;
+    let mut out = serde_json::to_vec(envelope)?;
     out.push(b'\n');
     write.write_all(&out).await?;
     let mut lines = BufReader::new(read).lines();
@@ -648,6 +729,11 @@ pub async fn call_daemon(
                 anyhow::bail!("the daemon sent a reply this CLI does not understand ({e}); are both the same version?")
             }
         }
+    }
+    if envelope.id.is_some() {
+        tracing::info!("the daemon stopped before answering; trying again with the same request id");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        return Ok(None);
     }
     if request.changes_state() {
         anyhow::bail!(

@@ -40,6 +40,9 @@ pub struct Config {
     /// The database.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// How components are compiled to machine code.
+    #[serde(default)]
+    pub compile: CompileConfig,
     /// `[tools."SKILL.TOOL"]` (or a host tool's name): the owner's policy
     /// for one tool.
     #[serde(default)]
@@ -59,6 +62,38 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig { cache_mb: 64 }
     }
+}
+
+/// `[compile]`: how a component becomes machine code, once per build of
+/// it (the result is cached). BENCHMARKS.md ("Compiling") has the figures
+/// behind the defaults.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompileConfig {
+    /// `cranelift` (optimizing; the default) or `winch` (a baseline
+    /// compiler: faster to compile, slower to run; x86_64 only, and only in
+    /// builds with the `winch` feature).
+    pub compiler: Compiler,
+    /// Compile a component's functions on every core at once: faster, but
+    /// the compile's peak memory grows with the number of cores.
+    pub parallel: bool,
+}
+
+impl Default for CompileConfig {
+    fn default() -> Self {
+        CompileConfig { compiler: Compiler::Cranelift, parallel: true }
+    }
+}
+
+/// A compiler for components.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Compiler {
+    /// Cranelift, wasmtime's optimizing compiler.
+    #[default]
+    Cranelift,
+    /// Winch, wasmtime's baseline compiler.
+    Winch,
 }
 
 /// How long the audit log keeps records.

@@ -34,7 +34,7 @@ const SETTLE: Duration = Duration::from_millis(250);
 /// Run the daemon until SIGTERM or Ctrl-C.
 pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: Option<String>) -> anyhow::Result<()> {
     let socket = paths.socket();
-    if api::call_daemon(&socket, &api::Request::Status, &mut |_| {}).await?.is_some() {
+    if api::call_daemon(&socket, &api::Request::Status.into(), &mut |_| {}).await?.is_some() {
         anyhow::bail!("a wasiclaw daemon is already running for {}", paths.state_dir.display());
     }
     // A CLI command may hold the database for a moment; wait it out.

@@ -121,7 +121,9 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
     }
 
     // The database, through the daemon when one runs.
-    let skills: Option<Vec<SkillInfo>> = match api::call_daemon(&paths.socket(), &Request::Status, &mut |_| {}).await {
+    let skills: Option<Vec<SkillInfo>> = match api::call_daemon(&paths.socket(), &Request::Status.into(), &mut |_| {})
+        .await
+    {
         Ok(Some(Reply::Ok(Response::Status(status)))) => {
             out.push(ok("daemon", format!("running (pid {}), database open", status.pid)));
             let stuck = |c: &&crate::channels::ChannelStatus| {
@@ -135,7 +137,7 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
                     format!("`wasiclaw status` and `wasiclaw skills inspect {}` show what it needs", c.name),
                 ));
             }
-            match api::call_daemon(&paths.socket(), &Request::SkillsList, &mut |_| {}).await {
+            match api::call_daemon(&paths.socket(), &Request::SkillsList.into(), &mut |_| {}).await {
                 Ok(Some(Reply::Ok(Response::Skills(list)))) => Some(list),
                 _ => None,
             }

@@ -14,7 +14,7 @@
 //! - The epoch ticker runs only while a call is in flight.
 //! - No pooling allocator: it needs more address space than small ARM boards have.
 
-use crate::config::Limits;
+use crate::config::{CompileConfig, Compiler, Limits};
 pub use crate::context::HostCtx;
 use crate::egress::EgressHooks;
 pub use crate::state::{MemoryLimiter, SkillState};
@@ -106,6 +106,7 @@ pub struct SkillEngine {
     pub linker: Arc<Linker<SkillState>>,
     cache_dir: PathBuf,
     limits: Limits,
+    compiler: Compiler,
     ticker: Arc<Ticker>,
     /// Guest `describe()` calls made, for tests of the manifest cache.
     pub describes: Arc<AtomicUsize>,
@@ -137,10 +138,20 @@ impl Drop for Flight<'_> {
 
 impl SkillEngine {
     /// An engine caching compiled components in `cache_dir`.
-    pub fn new(cache_dir: PathBuf, limits: Limits) -> Result<Self, EngineError> {
+    pub fn new(cache_dir: PathBuf, limits: Limits, compile: &CompileConfig) -> Result<Self, EngineError> {
         let setup = |e: wasmtime::Error| EngineError::Setup(format!("{e:#}"));
         let mut config = Config::new();
-        config.wasm_component_model(true).epoch_interruption(true);
+        config.wasm_component_model(true).epoch_interruption(true).parallel_compilation(compile.parallel);
+        if compile.compiler == Compiler::Winch {
+            if !cfg!(feature = "winch") {
+                return Err(EngineError::Setup(
+                    "[compile] compiler = \"winch\" needs a wasiclaw built with `--features winch`; \
+                     remove the line to use cranelift"
+                        .into(),
+                ));
+            }
+            config.strategy(wasmtime::Strategy::Winch);
+        }
         let engine = Engine::new(&config).map_err(setup)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
@@ -167,7 +178,15 @@ impl SkillEngine {
             })
             .map_err(|e| EngineError::Setup(e.to_string()))?;
         let ticker = Arc::new(Ticker { in_flight, thread: ticker.thread().clone() });
-        Ok(SkillEngine { engine, linker: Arc::new(linker), cache_dir, limits, ticker, describes: Arc::default() })
+        Ok(SkillEngine {
+            engine,
+            linker: Arc::new(linker),
+            cache_dir,
+            limits,
+            compiler: compile.compiler,
+            ticker,
+            describes: Arc::default(),
+        })
     }
 
     /// The limits of every call.
@@ -185,6 +204,7 @@ impl SkillEngine {
     pub fn artifact(&self, sha256: &str, ext: &str) -> PathBuf {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut h);
+        self.compiler.hash(&mut h);
         self.cache_dir.join(format!("{sha256}-{:016x}.{ext}", h.finish()))
     }
 

@@ -79,9 +79,7 @@ pub fn token(config: &crate::config::Config, secrets: &crate::secrets::Secrets) 
     if config.gateway.token_secret.is_some() {
         anyhow::bail!("[gateway] token_secret {name} is not set; run `wasiclaw secrets set {name}`");
     }
-    let token = crate::secrets::random_token().context("cannot make a gateway token")?;
-    secrets.set(name, &token)?;
-    Ok(token)
+    secrets.get_or_insert_with(name, crate::secrets::random_token).context("cannot make a gateway token")
 }
 
 /// The web chat's address with the token, for `wasiclaw open`.
@@ -262,7 +260,7 @@ struct ChatIn {
 async fn chat(State(gate): State<Gate>, Json(input): Json<ChatIn>) -> impl IntoResponse {
     let session: String = input.session.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(64).collect();
     let request = crate::api::Request::Chat { session: format!("web:{session}"), text: input.text };
-    let replies = crate::api::streaming(gate.agent.clone(), None, request);
+    let replies = crate::api::streaming(gate.agent.clone(), None, request.into());
     let sse = |reply: Reply| {
         let event = match &reply {
             Reply::Event(Event::Text { .. }) => "text",

@@ -29,6 +29,7 @@ pub mod pairing;
 pub mod policy;
 pub mod queue;
 pub mod redact;
+pub mod requests;
 pub mod runtime;
 pub mod scheduler;
 pub mod secrets;

@@ -18,6 +18,8 @@ use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
 use wasiclaw::agent::Agent;
 use wasiclaw::api::{self, Reply, Request, Response};
 use wasiclaw::config::Paths;
@@ -36,14 +38,17 @@ fn main() -> ExitCode {
     let is_daemon = matches!(cli.command, Command::Run { .. });
     let filter = std::env::var("WASICLAW_LOG")
         .unwrap_or_else(|_| if is_daemon { "info" } else { "warn,wasiclaw::engine=info" }.into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+    // `Targets` (levels per module) rather than `EnvFilter`, whose regex
+    // engine would be most of the logging code in the binary.
+    let targets: Targets = filter.parse().unwrap_or_else(|e| {
+        eprintln!("WASICLAW_LOG={filter:?} is not a log filter ({e}); use e.g. `info` or `warn,wasiclaw=debug`");
+        Targets::new().with_default(tracing::Level::INFO)
+    });
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     if cli.log_format == "json" {
-        logs.json().init();
+        tracing_subscriber::registry().with(logs.json()).with(targets).init();
     } else {
-        logs.init();
+        tracing_subscriber::registry().with(logs).with(targets).init();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
@@ -96,8 +101,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// the database is busy (a daemon starting up), ask again until it answers.
 async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
     let start = std::time::Instant::now();
+    // One id for every try, so a retry after a lost reply is not applied twice.
+    let envelope = api::Envelope::new(request.clone());
     loop {
-        if let Some(reply) = api::call_daemon(&paths.socket(), request, &mut |_| {}).await? {
+        if let Some(reply) = api::call_daemon(&paths.socket(), &envelope, &mut |_| {}).await? {
             return Ok(reply);
         }
         // Compile before taking the database, so a daemon starting now
@@ -112,7 +119,7 @@ async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
                 }
                 let rt = Arc::new(rt);
                 let agent = if request.needs_agent() { Some(Agent::new(rt.clone(), None).await) } else { None };
-                return Ok(api::dispatch(&rt, agent.as_ref(), None, request.clone(), &|_| {}).await);
+                return Ok(api::dispatch_once(&rt, agent.as_ref(), None, envelope, &|_| {}).await);
             }
             Err(RuntimeError::Store(StoreError::Locked(_))) if start.elapsed() < Duration::from_secs(15) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -125,7 +132,7 @@ async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
 /// `skills precompile`: compile what is not compiled yet, with progress;
 /// with a daemon running, watch it do so.
 async fn precompile(paths: Paths) -> anyhow::Result<ExitCode> {
-    if api::call_daemon(&paths.socket(), &Request::Status, &mut |_| {}).await?.is_some() {
+    if api::call_daemon(&paths.socket(), &Request::Status.into(), &mut |_| {}).await?.is_some() {
         loop {
             let Reply::Ok(Response::Skills(list)) = execute(paths.clone(), &Request::SkillsList).await? else {
                 bail!("the daemon did not list its skills")

@@ -80,12 +80,13 @@ fn stem(file: &Path) -> String {
 }
 
 /// Every feature's tables, created when the database opens.
-pub const TABLES: [crate::store::Tables; 5] = [
+pub const TABLES: [crate::store::Tables; 6] = [
     crate::session::create_tables,
     crate::memory::create_tables,
     crate::jobs::create_tables,
     crate::pairing::create_tables,
     crate::queue::create_tables,
+    crate::requests::create_tables,
 ];
 
 /// Whether a component may run.
@@ -300,7 +301,7 @@ impl Runtime {
         let config = Config::load(&paths.config())?;
         let db = Arc::new(Store::open_with_cache(&paths.database(), config.storage.cache_mb, &TABLES)?);
         *db.audit_retention.lock().unwrap() = config.audit.clone();
-        let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone())?;
+        let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone(), &config.compile)?;
         let secrets = Secrets::new(paths.secrets());
         let embedder = config.memory.embeddings.clone().map(|c| Arc::new(Embedder::new(c, secrets.clone())));
         Ok(Runtime {
@@ -418,7 +419,7 @@ impl Runtime {
     /// Failures are left for the next rescan to record.
     pub async fn compile_folder(paths: &Paths) -> Result<usize, RuntimeError> {
         let config = Config::load(&paths.config())?;
-        let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone())?;
+        let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone(), &config.compile)?;
         Ok(crate::component::compile_uncached(&engine, &paths.skills_dir()).await)
     }
 

@@ -4,7 +4,10 @@
 //! effect at once, daemon or not.
 //!
 //! Writes go to a 0600 temp file that is renamed into place, so a crash
-//! never leaves a half-written store.
+//! never leaves a half-written store. Every read-modify-write holds an
+//! exclusive `flock` on `secrets.json.lock`, so the daemon and a CLI
+//! command writing at once (say, both creating the gateway token) neither
+//! lose each other's change nor trip over one temp file.
 
 use crate::grants::valid_secret_name;
 use std::collections::BTreeMap;
@@ -87,7 +90,24 @@ impl Secrets {
         }
     }
 
-    fn save(&self, map: &BTreeMap<String, String>) -> Result<(), SecretsError> {
+    /// Apply `change` to the stored map and write it back, under the lock.
+    fn update<T>(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<T, SecretsError>,
+    ) -> Result<T, SecretsError> {
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(self.path.with_extension("json.lock"))
+            .map_err(|e| self.io(e))?;
+        // Released when `lock` is closed at the end of this function.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+            return Err(self.io(std::io::Error::last_os_error()));
+        }
+        let mut map = self.load()?;
+        let out = change(&mut map)?;
         let tmp = self.path.with_extension("json.tmp");
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -96,10 +116,11 @@ impl Secrets {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| self.io(e))?;
-        file.write_all(&serde_json::to_vec_pretty(map).expect("a map of strings serializes"))
+        file.write_all(&serde_json::to_vec_pretty(&map).expect("a map of strings serializes"))
             .and_then(|_| file.sync_all())
             .map_err(|e| self.io(e))?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| self.io(e))
+        std::fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
+        Ok(out)
     }
 
     /// The value of secret `name`, if set.
@@ -115,16 +136,35 @@ impl Secrets {
         if value.is_empty() {
             return Err(SecretsError::Empty);
         }
-        let mut map = self.load()?;
-        map.insert(name.into(), value.into());
-        self.save(&map)
+        self.update(|map| {
+            map.insert(name.into(), value.into());
+            Ok(())
+        })
+    }
+
+    /// The value of secret `name`, storing `make()` first if it is unset;
+    /// two processes racing here both get the one value that was stored.
+    pub fn get_or_insert_with(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> Result<String, std::io::Error>,
+    ) -> Result<String, SecretsError> {
+        if let Some(value) = self.get(name)? {
+            return Ok(value);
+        }
+        self.update(|map| match map.get(name) {
+            Some(value) => Ok(value.clone()),
+            None => {
+                let value = make().map_err(|e| self.io(e))?;
+                map.insert(name.into(), value.clone());
+                Ok(value)
+            }
+        })
     }
 
     /// Delete a secret.
     pub fn remove(&self, name: &str) -> Result<(), SecretsError> {
-        let mut map = self.load()?;
-        map.remove(name).ok_or_else(|| SecretsError::Missing(name.into()))?;
-        self.save(&map)
+        self.update(|map| map.remove(name).map(drop).ok_or_else(|| SecretsError::Missing(name.into())))
     }
 
     /// The names of every secret (never values).

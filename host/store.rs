@@ -184,6 +184,11 @@ impl Store {
         Ok(())
     }
 
+    /// Commit a transaction from `write_deferred` (no fsync, not counted).
+    pub(crate) fn commit_deferred(&self, txn: WriteTransaction) -> Result<(), StoreError> {
+        Ok(txn.commit()?)
+    }
+
     /// Durable commits made since the database was opened.
     pub fn durable_commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
@@ -191,7 +196,7 @@ impl Store {
 
     /// A write transaction that commits without an fsync: its writes are
     /// visible at once and become durable with the next durable commit.
-    fn write_deferred(&self) -> Result<WriteTransaction, StoreError> {
+    pub(crate) fn write_deferred(&self) -> Result<WriteTransaction, StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::None)?;
         Ok(txn)

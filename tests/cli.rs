@@ -224,3 +224,63 @@ fn service_install_writes_a_hardened_unit_for_this_binary_and_state_dir() {
     env.ok(&["service", "uninstall", "--user", "--unit-dir", dir]);
     assert!(!units.path().join("wasiclaw.service").exists());
 }
+
+/// Send one request line to the daemon's socket and read its last reply.
+fn ask(env: &Env, line: &str) -> serde_json::Value {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(env.path().join("wasiclaw.sock")).unwrap();
+    s.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let last = std::io::BufReader::new(s).lines().map(Result::unwrap).last().unwrap();
+    serde_json::from_str(&last).unwrap()
+}
+
+#[test]
+fn a_write_whose_reply_is_lost_is_retried_and_applied_once() {
+    use std::io::BufRead;
+    let env = Env::new();
+    env.ok(&["memory", "list"]);
+    // A daemon that takes the request and dies without answering.
+    let socket = env.path().join("wasiclaw.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let swallow = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&conn).read_line(&mut line).unwrap();
+        std::fs::remove_file(&socket).unwrap();
+        line
+    });
+    let out = env.cli(&["memory", "add", "the boiler code is 4471"]);
+    let sent = swallow.join().unwrap();
+    assert!(out.status.success(), "the CLI should retry on its own: {}", stderr(&out));
+    let request: serde_json::Value = serde_json::from_str(&sent).unwrap();
+    assert!(request["id"].as_str().is_some_and(|id| id.len() == 32), "a write carries an id: {sent}");
+    assert_eq!(env.ok(&["memory", "list"]).matches("boiler").count(), 1);
+    // The same request again, to a real daemon: the first reply, no copy.
+    let _daemon = env.daemon();
+    let again = ask(&env, sent.trim());
+    assert!(again["ok"].is_object(), "a retry gets the first reply: {again}");
+    assert_eq!(env.ok(&["memory", "list"]).matches("boiler").count(), 1, "the retry was applied twice");
+    // A fresh id is a new request.
+    let mut fresh = request.clone();
+    fresh["id"] = "f".repeat(32).into();
+    assert!(ask(&env, &fresh.to_string())["ok"].is_object());
+    assert_eq!(env.ok(&["memory", "list"]).matches("boiler").count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_of_a_write_that_may_have_landed_is_refused_with_what_to_check() {
+    // The daemon recorded the request and committed its write, then died
+    // before it recorded the reply: the retry cannot know, and says so.
+    let env = Env::new();
+    let rt = env.runtime().await;
+    assert_eq!(rt.db.request_begin(&"a".repeat(32)).unwrap(), wasiclaw::requests::Seen::New);
+    rt.db.memory_insert(vec![]).unwrap();
+    drop(rt);
+    let request =
+        serde_json::json!({"op": "memory-add", "text": "x", "tags": [], "pinned": false, "id": "a".repeat(32)});
+    let _daemon = tokio::task::block_in_place(|| env.daemon());
+    let reply = tokio::task::block_in_place(|| ask(&env, &request.to_string()));
+    let message = reply["err"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("may or may not have been applied"), "{reply}");
+    assert_eq!(tokio::task::block_in_place(|| env.ok(&["memory", "list", "--json"])).trim(), "[]");
+}

@@ -24,7 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "text",
         ],
     ),
-    ("L1 storage", &["store", "session", "memory", "jobs", "pairing", "queue"]),
+    ("L1 storage", &["store", "session", "memory", "jobs", "pairing", "queue", "requests"]),
     ("L2 sandbox", &["state", "contract", "engine", "host_api", "context", "egress", "files"]),
     ("L3 runtime", &["component", "runtime"]),
     ("L4 agent", &["agent", "tools"]),

@@ -14,7 +14,7 @@ use wasmtime::component::Component;
 
 fn setup(limits: Limits) -> (Env, SkillEngine, HostCtx) {
     let env = Env::new();
-    let engine = SkillEngine::new(env.path().join("cache"), limits.clone()).unwrap();
+    let engine = SkillEngine::new(env.path().join("cache"), limits.clone(), &Default::default()).unwrap();
     let ctx = HostCtx::new(
         "wat",
         "0",

@@ -76,3 +76,32 @@ async fn hmac_uses_a_granted_secret_without_revealing_it() {
     let other = call(&rt, "hostile.hmac", r#"{"secret":"API_TOKEN"}"#).await;
     assert_eq!(other.error_kind, Some(wasiclaw::runtime::Failure::Denied));
 }
+
+#[test]
+fn writers_racing_on_the_store_lose_nothing() {
+    // A daemon and CLI commands may write the store at once: the first
+    // start creating the gateway token while `wasiclaw open` does too.
+    let env = Env::new();
+    let (opens, sets): (Vec<_>, Vec<_>) = std::thread::scope(|s| {
+        let opens: Vec<_> = (0..6).map(|_| s.spawn(|| env.cli(&["open"]))).collect();
+        let sets: Vec<_> = (0..6)
+            .map(|i| {
+                let env = &env;
+                s.spawn(move || env.cli_stdin(&["secrets", "set", &format!("KEY_{i}")], &format!("value-{i}\n")))
+            })
+            .collect();
+        (opens.into_iter().map(|h| h.join().unwrap()).collect(), sets.into_iter().map(|h| h.join().unwrap()).collect())
+    });
+    for out in opens.iter().chain(&sets) {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let urls: std::collections::BTreeSet<String> = opens.iter().map(stdout).collect();
+    assert_eq!(urls.len(), 1, "every `open` must print the one token that was stored: {urls:?}");
+    let names = stdout(&env.cli(&["secrets", "list"]));
+    let expected = "KEY_0\nKEY_1\nKEY_2\nKEY_3\nKEY_4\nKEY_5\nWASICLAW_GATEWAY_TOKEN\n";
+    assert_eq!(names, expected, "a concurrent write was lost");
+    let token = urls.first().unwrap().rsplit("token=").next().unwrap().trim().to_string();
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.path().join("secrets.json")).unwrap()).unwrap();
+    assert_eq!(stored["WASICLAW_GATEWAY_TOKEN"], token.as_str());
+}

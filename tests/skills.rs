@@ -152,3 +152,36 @@ async fn a_minimal_skill_is_under_20_lines_and_works() {
     assert_eq!(missing.error_kind, Some(wasiclaw::runtime::Failure::InvalidInput), "{}", missing.output);
     assert!(missing.output.contains("missing field `name`"), "{}", missing.output);
 }
+
+/// `[compile]` picks how components are compiled; what a different setting
+/// compiled is cached apart, and a compiler this build lacks is refused
+/// with what to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_compile_settings_key_the_cache_and_a_missing_compiler_is_explained() {
+    let env = Env::new();
+    env.install("clock");
+    let cached = || std::fs::read_dir(env.path().join("cache")).unwrap().filter_map(Result::ok).count();
+    let rt = env.runtime().await;
+    assert!(call(&rt, "clock.now", r#"{"tz":"UTC"}"#).await.ok);
+    let before = cached();
+    drop(rt);
+    std::fs::remove_dir_all(env.path().join("cache")).unwrap();
+    env.config("[compile]\nparallel = false\n");
+    let serial = env.runtime().await;
+    assert!(call(&serial, "clock.now", r#"{"tz":"UTC"}"#).await.ok, "a one-thread compile works");
+    assert_eq!(cached(), before, "parallelism does not change the compiled code's key");
+    drop(serial);
+    env.config("[compile]\ncompiler = \"winch\"\n");
+    let winch = env.cli(&["skills", "list"]);
+    if cfg!(feature = "winch") {
+        assert!(winch.status.success(), "{}", String::from_utf8_lossy(&winch.stderr));
+        assert!(cached() > before, "winch's code must be cached apart from cranelift's");
+    } else {
+        let err = String::from_utf8_lossy(&winch.stderr);
+        assert!(!winch.status.success() && err.contains("--features winch"), "{err}");
+    }
+    env.config("[compile]\ncompiler = \"llvm\"\n");
+    let bad = env.cli(&["skills", "list"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("llvm") && err.contains("cranelift"), "{err}");
+}

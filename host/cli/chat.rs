@@ -19,7 +19,7 @@ pub(crate) async fn chat(paths: Paths, session: &str, provider: Option<ProviderC
     use std::sync::atomic::{AtomicBool, Ordering};
     use tokio::io::AsyncBufReadExt;
     let key = format!("terminal:{session}");
-    let daemon = api::call_daemon(&paths.socket(), &Request::Status, &mut |_| {}).await?.is_some();
+    let daemon = api::call_daemon(&paths.socket(), &Request::Status.into(), &mut |_| {}).await?.is_some();
     let agent = if daemon {
         if provider.is_some() {
             eprintln!("note: the running daemon uses its own model settings; --model/--base-url are ignored");
@@ -92,7 +92,7 @@ pub(crate) async fn chat(paths: Paths, session: &str, provider: Option<ProviderC
         let turn = async {
             anyhow::Ok(match &agent {
                 Some(agent) => api::dispatch(&agent.rt, Some(agent), None, request, &show).await,
-                None => api::call_daemon(&paths.socket(), &request, &mut |e| show(e))
+                None => api::call_daemon(&paths.socket(), &request.into(), &mut |e| show(e))
                     .await?
                     .context("the daemon stopped")?,
             })
@@ -114,7 +114,7 @@ pub(crate) async fn chat(paths: Paths, session: &str, provider: Option<ProviderC
                                         agent.rt.questions.answer(id, answer);
                                     }
                                     None => {
-                                        api::call_daemon(&paths.socket(), &request, &mut |_| {}).await?;
+                                        api::call_daemon(&paths.socket(), &request.into(), &mut |_| {}).await?;
                                     }
                                 }
                             }
