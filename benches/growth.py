@@ -3,10 +3,11 @@
 idle RSS, per-call time and per-turn tokens grow with the number of skills
 (1, 10, 50), memories (1k, 10k, 100k) and jobs (10, 1,000).
 
-Each row is a fresh state dir. Skills beyond `clock` are copies of the
-`minimal` fixture renamed in place ("hello" -> "gr001"...: same length, so
-the component stays valid), so each is a distinct component with its own
-compile, name and tool; all are approved. Memories are synthetic notes
+Each row is a fresh state dir. Its skills are the bundled ones and two
+fixtures (clock, notes, web-fetch, weather, hello, legacy), then copies of
+the `minimal` fixture renamed in place ("hello" -> "gr007"...: same length,
+so the component stays valid), each a distinct component with its own
+compile, name and tool; all are approved with what they ask for. Memories are synthetic notes
 imported as JSON lines; jobs are daily `clock.now` jobs. Tokens are the
 real first request's characters / 4, as a loopback fake model receives it
 for the message "hello". Calls are `clock.now` through the local API.
@@ -17,6 +18,8 @@ import http.server, json, os, random, shutil, socket, statistics, subprocess, sy
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/wasiclaw")
 WASM = os.path.join(ROOT, "target/wasm/wasm32-wasip2/release")
+REAL = [("clock", "clock"), ("notes", "notes"), ("web_fetch", "web-fetch"), ("weather", "weather"),
+        ("minimal", "hello"), ("legacy_skill", "legacy")]
 
 
 class FakeModel(http.server.BaseHTTPRequestHandler):
@@ -90,12 +93,16 @@ def row(label, skills, memories, jobs, port):
         with open(f"{state}/config.toml", "w") as f:
             f.write('[gateway]\nenabled = false\n'
                     f'[[providers]]\nkind = "openai"\nbase_url = "http://127.0.0.1:{port}/v1"\nmodel = "fake"\n')
-        shutil.copy(f"{WASM}/clock.wasm", f"{state}/skills/")
+        names = []
+        for file, name in REAL[:skills]:
+            shutil.copy(f"{WASM}/{file}.wasm", f"{state}/skills/")
+            names.append(name)
         hello = open(f"{WASM}/minimal.wasm", "rb").read()
         assert hello.count(b"hello") >= 1
-        for i in range(1, skills):
+        for i in range(len(REAL), skills):
             with open(f"{state}/skills/gr{i:03}.wasm", "wb") as f:
                 f.write(hello.replace(b"hello", f"gr{i:03}".encode()))
+            names.append(f"gr{i:03}")
         if memories:
             rng = random.Random(7)
             words = [f"w{n}" for n in range(6000)]
@@ -108,8 +115,11 @@ def row(label, skills, memories, jobs, port):
         proc, _ = start(state)
         try:
             settled(state, skills)
-            for name in ["clock"] + [f"gr{i:03}" for i in range(1, skills)]:
-                claw(state, "skills", "approve", name)
+            for name in names:
+                granted = subprocess.run([BIN, "--state-dir", state, "skills", "grant", name, "--all-requested"],
+                                         capture_output=True)
+                if granted.returncode != 0:
+                    claw(state, "skills", "approve", name)
             for i in range(jobs):
                 reply = request(state, "cron-add", job={"when": "every 1d", "tz": "UTC", "tool": "clock.now",
                                                        "args": '{"tz":"UTC"}', "chat": "terminal:default",

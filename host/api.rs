@@ -614,8 +614,9 @@ pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: UnixLis
 /// (see `requests.rs`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Envelope {
-    /// The request's id, for a retry to name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The request's id, for a retry to name (`request_id` on the wire:
+    /// requests have fields called `id`).
+    #[serde(default, rename = "request_id", skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// The request.
     #[serde(flatten)]

@@ -141,7 +141,7 @@ impl SkillEngine {
     pub fn new(cache_dir: PathBuf, limits: Limits, compile: &CompileConfig) -> Result<Self, EngineError> {
         let setup = |e: wasmtime::Error| EngineError::Setup(format!("{e:#}"));
         let mut config = Config::new();
-        config.wasm_component_model(true).epoch_interruption(true).parallel_compilation(compile.parallel);
+        config.wasm_component_model(true).epoch_interruption(true).parallel_compilation(compile.parallel());
         if compile.compiler == Compiler::Winch {
             if !cfg!(feature = "winch") {
                 return Err(EngineError::Setup(

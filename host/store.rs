@@ -157,7 +157,11 @@ impl Store {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.display().to_string()),
             other => StoreError::Db(other.into()),
         })?;
-        let txn = db.begin_write()?;
+        // Creating missing tables needs no fsync of its own: if it is lost,
+        // the next open creates them again, and every later durable commit
+        // carries it. An open then costs a board's slow storage nothing.
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::None)?;
         txn.open_table(GRANTS)?;
         txn.open_table(KV)?;
         txn.open_table(AUDIT)?;

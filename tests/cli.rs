@@ -253,7 +253,7 @@ fn a_write_whose_reply_is_lost_is_retried_and_applied_once() {
     let sent = swallow.join().unwrap();
     assert!(out.status.success(), "the CLI should retry on its own: {}", stderr(&out));
     let request: serde_json::Value = serde_json::from_str(&sent).unwrap();
-    assert!(request["id"].as_str().is_some_and(|id| id.len() == 32), "a write carries an id: {sent}");
+    assert!(request["request_id"].as_str().is_some_and(|id| id.len() == 32), "a write carries an id: {sent}");
     assert_eq!(env.ok(&["memory", "list"]).matches("boiler").count(), 1);
     // The same request again, to a real daemon: the first reply, no copy.
     let _daemon = env.daemon();
@@ -262,7 +262,7 @@ fn a_write_whose_reply_is_lost_is_retried_and_applied_once() {
     assert_eq!(env.ok(&["memory", "list"]).matches("boiler").count(), 1, "the retry was applied twice");
     // A fresh id is a new request.
     let mut fresh = request.clone();
-    fresh["id"] = "f".repeat(32).into();
+    fresh["request_id"] = "f".repeat(32).into();
     assert!(ask(&env, &fresh.to_string())["ok"].is_object());
     assert_eq!(env.ok(&["memory", "list"]).matches("boiler").count(), 2);
 }
@@ -277,7 +277,7 @@ async fn a_retry_of_a_write_that_may_have_landed_is_refused_with_what_to_check()
     rt.db.memory_insert(vec![]).unwrap();
     drop(rt);
     let request =
-        serde_json::json!({"op": "memory-add", "text": "x", "tags": [], "pinned": false, "id": "a".repeat(32)});
+        serde_json::json!({"op": "memory-add", "text": "x", "tags": [], "pinned": false, "request_id": "a".repeat(32)});
     let _daemon = tokio::task::block_in_place(|| env.daemon());
     let reply = tokio::task::block_in_place(|| ask(&env, &request.to_string()));
     let message = reply["err"]["message"].as_str().unwrap_or_default().to_string();
