@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tokens a turn carries before any history: the persona and rules, the
 # system prompt and each approved skill's tool definitions, as `/context`
-# estimates them (characters / 4) on the real request. Every bundled skill
-# and the example fixtures are approved. Prints figures only.
+# estimates them (characters / 4), and the whole request's JSON ("as
+# sent"). Every bundled skill and the example fixtures are approved.
+# Prints figures only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${WASICLAW_BIN:-target/release/wasiclaw}"
@@ -13,7 +14,8 @@ trap 'rm -rf "$state"' EXIT
 mkdir -p "$state/skills"
 skills=(clock notes web_fetch weather minimal legacy_skill)
 for c in "${skills[@]}"; do cp "target/wasm/wasm32-wasip2/release/$c.wasm" "$state/skills/"; done
-printf '[agent]\nollama_url = "http://127.0.0.1:1"\n' > "$state/config.toml"
+# A provider that is never asked: `/context` sizes the request it would get.
+printf '[[providers]]\nkind = "openai"\nbase_url = "http://127.0.0.1:1/v1"\nmodel = "m"\n' > "$state/config.toml"
 claw() { "$bin" --state-dir "$state" "$@"; }
 for name in clock notes web-fetch weather hello legacy; do
   claw skills grant "$name" --all-requested >/dev/null 2>&1 || claw skills approve "$name" >/dev/null

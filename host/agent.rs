@@ -725,6 +725,22 @@ impl Agent {
             "total               {total:>6}  estimated tokens (characters / 4) of {}",
             self.cfg.context_window
         ));
+        // The parts above are their texts; what is sent wraps them in JSON.
+        if let Some(provider) = self.llm.as_ref().and_then(|llm| llm.providers.first()) {
+            let system = self.system_prompt(session);
+            let req = ChatRequest {
+                system: &system,
+                messages: &session.messages,
+                tools: &tools,
+                max_tokens: self.cfg.max_output_tokens,
+            };
+            let sent = crate::llm::body(&provider.config, &req).to_string().len();
+            lines.push(format!(
+                "as sent             {:>6}  the request's JSON for {} / 4, before recall",
+                tokens(sent),
+                provider.config.model
+            ));
+        }
         lines.join("\n")
     }
 

@@ -320,6 +320,16 @@ async fn the_request_stays_lean_and_context_shows_its_parts() {
     for part in ["persona and rules", "tools: clock", "tools: notes", "tools: host tools", "history", "total"] {
         assert!(context.contains(part), "{part} missing from /context: {context}");
     }
+    // "as sent" is the real request's JSON: the first one, plus the two
+    // messages of history since (but no recall, which /context cannot know).
+    let figure = |label: &str| -> usize {
+        let line = context.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("no {label}: {context}"));
+        line[label.len()..].split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let first = request.to_string().len() / 4;
+    let sent = figure("as sent");
+    assert!(sent >= first && sent <= first + 40, "as sent {sent}, the first request was {first}: {context}");
+    assert!(sent > figure("total"), "the JSON around the parts is not counted: {context}");
     assert_eq!(llm.requests().len(), 1, "/context asks no model");
 }
 

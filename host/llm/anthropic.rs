@@ -4,13 +4,8 @@ use super::{ChatRequest, ChatResponse, LlmError, Message, Sse, ToolCall, json};
 use crate::config::ProviderConfig;
 use serde_json::{Value, json};
 
-/// Send a request to an Anthropic Messages API.
-pub async fn send(
-    client: &reqwest::Client,
-    config: &ProviderConfig,
-    key: Option<&str>,
-    req: &ChatRequest<'_>,
-) -> Result<reqwest::Response, LlmError> {
+/// The JSON body of `req` for this API (also what `/context` measures).
+pub fn body(config: &ProviderConfig, req: &ChatRequest<'_>) -> Value {
     // Anthropic wants alternating roles: tool results travel in a user
     // message, and adjacent same-role messages are merged.
     let mut messages: Vec<Value> = Vec::new();
@@ -53,6 +48,17 @@ pub async fn send(
             .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters}))
             .collect();
     }
+    body
+}
+
+/// Send a request to an Anthropic Messages API.
+pub async fn send(
+    client: &reqwest::Client,
+    config: &ProviderConfig,
+    key: Option<&str>,
+    req: &ChatRequest<'_>,
+) -> Result<reqwest::Response, LlmError> {
+    let body = body(config, req);
     let url = format!("{}/v1/messages", config.base_url.trim_end_matches('/').trim_end_matches("/v1"));
     let mut request = client.post(url).header("anthropic-version", "2023-06-01").json(&body);
     if let Some(key) = key {

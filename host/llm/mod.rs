@@ -94,6 +94,14 @@ pub struct ChatRequest<'a> {
     pub max_tokens: u32,
 }
 
+/// The JSON body `req` makes for a provider of `config`'s kind.
+pub fn body(config: &ProviderConfig, req: &ChatRequest<'_>) -> serde_json::Value {
+    match config.kind {
+        ProviderKind::Openai => openai::body(config, req),
+        ProviderKind::Anthropic => anthropic::body(config, req),
+    }
+}
+
 /// Tokens a request used.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {

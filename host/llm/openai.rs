@@ -5,13 +5,8 @@ use super::{ChatRequest, ChatResponse, LlmError, Message, Sse, ToolCall, json};
 use crate::config::ProviderConfig;
 use serde_json::{Value, json};
 
-/// Send a request to an OpenAI-compatible chat completions API.
-pub async fn send(
-    client: &reqwest::Client,
-    config: &ProviderConfig,
-    key: Option<&str>,
-    req: &ChatRequest<'_>,
-) -> Result<reqwest::Response, LlmError> {
+/// The JSON body of `req` for this API (also what `/context` measures).
+pub fn body(config: &ProviderConfig, req: &ChatRequest<'_>) -> Value {
     let mut messages = vec![json!({"role": "system", "content": req.system})];
     for m in req.messages {
         messages.push(match m {
@@ -46,6 +41,17 @@ pub async fn send(
             .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
             .collect();
     }
+    body
+}
+
+/// Send a request to an OpenAI-compatible chat completions API.
+pub async fn send(
+    client: &reqwest::Client,
+    config: &ProviderConfig,
+    key: Option<&str>,
+    req: &ChatRequest<'_>,
+) -> Result<reqwest::Response, LlmError> {
+    let body = body(config, req);
     let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
     let mut request = client.post(url).json(&body);
     if let Some(key) = key {
