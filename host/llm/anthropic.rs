@@ -51,20 +51,14 @@ pub fn body(config: &ProviderConfig, req: &ChatRequest<'_>) -> Value {
     body
 }
 
-/// Send a request to an Anthropic Messages API.
-pub async fn send(
-    client: &reqwest::Client,
-    config: &ProviderConfig,
-    key: Option<&str>,
-    req: &ChatRequest<'_>,
-) -> Result<reqwest::Response, LlmError> {
-    let body = body(config, req);
+/// The request to an Anthropic Messages API, body to come.
+pub fn post(client: &reqwest::Client, config: &ProviderConfig, key: Option<&str>) -> reqwest::RequestBuilder {
     let url = format!("{}/v1/messages", config.base_url.trim_end_matches('/').trim_end_matches("/v1"));
-    let mut request = client.post(url).header("anthropic-version", "2023-06-01").json(&body);
-    if let Some(key) = key {
-        request = request.header("x-api-key", key);
+    let request = client.post(url).header("anthropic-version", "2023-06-01");
+    match key {
+        Some(key) => request.header("x-api-key", key),
+        None => request,
     }
-    Ok(request.send().await?)
 }
 
 /// Read a streamed answer.

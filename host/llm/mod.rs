@@ -194,10 +194,11 @@ impl Provider {
             None => None,
         };
         let timeout = Duration::from_secs(self.config.timeout_s);
-        let response = match self.config.kind {
-            ProviderKind::Openai => openai::send(client, &self.config, key.as_deref(), req).await?,
-            ProviderKind::Anthropic => anthropic::send(client, &self.config, key.as_deref(), req).await?,
+        let post = match self.config.kind {
+            ProviderKind::Openai => openai::post(client, &self.config, key.as_deref()),
+            ProviderKind::Anthropic => anthropic::post(client, &self.config, key.as_deref()),
         };
+        let response = post.json(&body(&self.config, req)).send().await?;
         let status = response.status();
         if !status.is_success() {
             let retry_after = response

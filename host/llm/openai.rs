@@ -44,20 +44,13 @@ pub fn body(config: &ProviderConfig, req: &ChatRequest<'_>) -> Value {
     body
 }
 
-/// Send a request to an OpenAI-compatible chat completions API.
-pub async fn send(
-    client: &reqwest::Client,
-    config: &ProviderConfig,
-    key: Option<&str>,
-    req: &ChatRequest<'_>,
-) -> Result<reqwest::Response, LlmError> {
-    let body = body(config, req);
-    let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
-    let mut request = client.post(url).json(&body);
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
+/// The request to an OpenAI-compatible chat completions API, body to come.
+pub fn post(client: &reqwest::Client, config: &ProviderConfig, key: Option<&str>) -> reqwest::RequestBuilder {
+    let request = client.post(format!("{}/chat/completions", config.base_url.trim_end_matches('/')));
+    match key {
+        Some(key) => request.bearer_auth(key),
+        None => request,
     }
-    Ok(request.send().await?)
 }
 
 /// Read a streamed answer.
