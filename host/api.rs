@@ -732,7 +732,9 @@ pub async fn call_daemon(
         }
     }
     if envelope.id.is_some() {
-        tracing::info!("the daemon stopped before answering; trying again with the same request id");
+        tracing::warn!(
+            "the daemon stopped before answering; trying again (the request id keeps it from applying twice)"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         return Ok(None);
     }

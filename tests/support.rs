@@ -356,7 +356,8 @@ pub fn rebuilt(from: &Path, tag: &str) -> PathBuf {
     bytes.push(name.len() as u8);
     bytes.extend_from_slice(name);
     bytes.extend_from_slice(payload);
-    let out = std::env::temp_dir().join(format!("wasiclaw-{}-{tag}.wasm", std::process::id()));
+    // Under target/tmp (cargo's scratch space for tests), not the system's /tmp.
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("wasiclaw-{}-{tag}.wasm", std::process::id()));
     std::fs::write(&out, bytes).unwrap();
     out
 }
