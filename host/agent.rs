@@ -705,7 +705,8 @@ impl Agent {
     fn context_text(&self, session: &Session, who: &Who) -> String {
         let tokens = |chars: usize| chars.div_ceil(4);
         let persona = self.persona().len() + TRUST_RULES.len();
-        let system = self.system_prompt(session).len();
+        let prompt = self.system_prompt(session);
+        let system = prompt.len();
         let (tools, _) = self.tools(who);
         let mut per_skill: std::collections::BTreeMap<String, usize> = Default::default();
         for t in &tools {
@@ -727,9 +728,8 @@ impl Agent {
         ));
         // The parts above are their texts; what is sent wraps them in JSON.
         if let Some(provider) = self.llm.as_ref().and_then(|llm| llm.providers.first()) {
-            let system = self.system_prompt(session);
             let req = ChatRequest {
-                system: &system,
+                system: &prompt,
                 messages: &session.messages,
                 tools: &tools,
                 max_tokens: self.cfg.max_output_tokens,

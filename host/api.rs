@@ -393,16 +393,9 @@ pub enum Reply {
     Event(crate::agent::Event),
 }
 
-/// Run one request. Chat needs the agent; `emit` receives its events.
-/// `channels` are the daemon's running channels (none outside it).
-pub async fn dispatch(
-    rt: &Runtime,
-    agent: Option<&Agent>,
-    channels: Option<&Channels>,
-    request: Request,
-    emit: Emit<'_>,
-) -> Reply {
-    match answer(rt, agent, channels, request, emit).await {
+/// What `answer` found, as a reply.
+fn reply(answered: Result<Response, RuntimeError>) -> Reply {
+    match answered {
         Ok(response) => Reply::Ok(response),
         Err(e) => Reply::Err { kind: e.kind(), message: e.to_string() },
     }
@@ -638,10 +631,12 @@ impl From<Request> for Envelope {
     }
 }
 
-/// `dispatch`, once per request id: a retry of a finished request gets
-/// the first reply again, and one whose first try stopped mid-way is
-/// refused with what to check, since it may have been applied.
-pub async fn dispatch_once(
+/// Run one request. Chat needs the agent; `emit` receives its events.
+/// `channels` are the daemon's running channels (none outside it).
+/// With an id it runs once: a retry of a finished request gets the first
+/// reply again, and one whose first try stopped mid-way is refused with
+/// what to check, since it may have been applied.
+pub async fn dispatch(
     rt: &Runtime,
     agent: Option<&Agent>,
     channels: Option<&Channels>,
@@ -650,14 +645,17 @@ pub async fn dispatch_once(
 ) -> Reply {
     let Envelope { id, request } = envelope;
     let Some(id) = id.filter(|_| request.deduplicated()) else {
-        return dispatch(rt, agent, channels, request, emit).await;
+        return reply(answer(rt, agent, channels, request, emit).await);
     };
     match rt.db.request_begin(&id) {
         Ok(Seen::New) => {}
-        Ok(Seen::Done(reply)) => {
-            if let Ok(reply) = serde_json::from_str(&reply) {
-                return reply;
-            }
+        Ok(Seen::Done(first)) => {
+            // Applied already: never run it again, even if its reply is
+            // unreadable (kept by another version).
+            return serde_json::from_str(&first).unwrap_or_else(|e| Reply::Err {
+                kind: ErrorKind::Failed,
+                message: format!("this request was applied already, but its first reply cannot be read ({e})"),
+            });
         }
         Ok(Seen::Pending) => {
             return Reply::Err {
@@ -670,7 +668,7 @@ pub async fn dispatch_once(
         }
         Err(e) => return Reply::Err { kind: ErrorKind::Failed, message: format!("cannot record the request: {e}") },
     }
-    let reply = dispatch(rt, agent, channels, request, emit).await;
+    let reply = reply(answer(rt, agent, channels, request, emit).await);
     let kept = serde_json::to_string(&reply).map_err(StoreError::from).and_then(|json| rt.db.request_done(&id, json));
     if let Err(e) = kept {
         tracing::warn!("cannot keep the reply of request {id} for a retry: {e}");
@@ -693,7 +691,7 @@ pub fn streaming(
         let emit = move |e| {
             let _ = events.send(Reply::Event(e));
         };
-        let reply = dispatch_once(&agent.rt, Some(&agent), channels.as_deref(), request, &emit).await;
+        let reply = dispatch(&agent.rt, Some(&agent), channels.as_deref(), request, &emit).await;
         let _ = tx.send(reply);
     });
     rx

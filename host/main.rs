@@ -119,7 +119,7 @@ async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
                 }
                 let rt = Arc::new(rt);
                 let agent = if request.needs_agent() { Some(Agent::new(rt.clone(), None).await) } else { None };
-                return Ok(api::dispatch_once(&rt, agent.as_ref(), None, envelope, &|_| {}).await);
+                return Ok(api::dispatch(&rt, agent.as_ref(), None, envelope, &|_| {}).await);
             }
             Err(RuntimeError::Store(StoreError::Locked(_))) if start.elapsed() < Duration::from_secs(15) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -275,6 +275,9 @@ async fn a_retry_of_a_write_that_may_have_landed_is_refused_with_what_to_check()
     let rt = env.runtime().await;
     assert_eq!(rt.db.request_begin(&"a".repeat(32)).unwrap(), wasiclaw::requests::Seen::New);
     rt.db.memory_insert(vec![]).unwrap();
+    // One that finished, with a reply this version cannot read.
+    assert_eq!(rt.db.request_begin(&"b".repeat(32)).unwrap(), wasiclaw::requests::Seen::New);
+    rt.db.request_done(&"b".repeat(32), "{\"from\":\"another version\"}".into()).unwrap();
     drop(rt);
     let request =
         serde_json::json!({"op": "memory-add", "text": "x", "tags": [], "pinned": false, "request_id": "a".repeat(32)});
@@ -282,5 +285,10 @@ async fn a_retry_of_a_write_that_may_have_landed_is_refused_with_what_to_check()
     let reply = tokio::task::block_in_place(|| ask(&env, &request.to_string()));
     let message = reply["err"]["message"].as_str().unwrap_or_default().to_string();
     assert!(message.contains("may or may not have been applied"), "{reply}");
+    let mut done = request.clone();
+    done["request_id"] = "b".repeat(32).into();
+    let reply = tokio::task::block_in_place(|| ask(&env, &done.to_string()));
+    let message = reply["err"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("applied already"), "an applied request must not run again: {reply}");
     assert_eq!(tokio::task::block_in_place(|| env.ok(&["memory", "list", "--json"])).trim(), "[]");
 }

@@ -91,7 +91,7 @@ pub(crate) async fn chat(paths: Paths, session: &str, provider: Option<ProviderC
         let request = Request::Chat { session: key.clone(), text: text.to_string() };
         let turn = async {
             anyhow::Ok(match &agent {
-                Some(agent) => api::dispatch(&agent.rt, Some(agent), None, request, &show).await,
+                Some(agent) => api::dispatch(&agent.rt, Some(agent), None, request.into(), &show).await,
                 None => api::call_daemon(&paths.socket(), &request.into(), &mut |e| show(e))
                     .await?
                     .context("the daemon stopped")?,
