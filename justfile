@@ -34,9 +34,6 @@ bench:
 ci:
     bash .ci/run
 
-# Run the daemon with the bundled skills installed into the state dir.
+# Run the daemon (a first start installs the bundled skills).
 run:
-    just skills
-    mkdir -p "${WASICLAW_STATE_DIR:-$HOME/.local/share/wasiclaw}/skills"
-    cp target/wasm/wasm32-wasip2/release/{clock,notes,web_fetch,weather}.wasm "${WASICLAW_STATE_DIR:-$HOME/.local/share/wasiclaw}/skills/"
     cargo run --release -- run

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod api;
 pub mod approvals;
 pub mod budget;
+pub mod bundled;
 pub mod channels;
 pub mod component;
 pub mod config;

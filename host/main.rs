@@ -78,6 +78,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secrets(cmd) => return secrets(&paths, cmd),
         Command::Service(cmd) => return service(&paths, cmd),
         Command::Skills(SkillsCommand::Precompile) => return precompile(paths).await,
+        Command::Skills(SkillsCommand::Available { json }) => return available(&paths, json),
+        Command::Skills(SkillsCommand::Add { names, all, force }) => return add(&paths, names, all, force),
         Command::Memory(MemoryCommand::Export { file: Some(file) }) => {
             let Reply::Ok(Response::Exported(jsonl)) = execute(paths, &Request::MemoryExport).await? else {
                 bail!("the export failed")
@@ -163,6 +165,70 @@ async fn precompile(paths: Paths) -> anyhow::Result<ExitCode> {
         println!("{:.1} s", start.elapsed().as_secs_f64());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `skills available`: the bundled components and whether skills/ has them.
+fn available(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
+    use wasiclaw::bundled::{self, Presence};
+    let dir = paths.skills_dir();
+    if bundled::all().is_empty() {
+        bail!("this wasiclaw was built without bundled components (`--no-default-features`)");
+    }
+    for b in bundled::all() {
+        let presence = b.presence(&dir);
+        if json {
+            let line = serde_json::json!({ "name": b.name, "kind": b.kind, "summary": b.summary, "presence": presence });
+            println!("{line}");
+        } else {
+            let mark = match presence {
+                Presence::Installed => "installed",
+                Presence::Different => "other build installed",
+                Presence::Absent => "",
+            };
+            println!("{:<10} {:<8} {:<22} {}", b.name, format!("{:?}", b.kind).to_lowercase(), mark, b.summary);
+        }
+    }
+    if !json {
+        println!("\ninstall with `wasiclaw skills add NAME` (or --all); each then waits for `wasiclaw skills grant`");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `skills add`: write bundled components into skills/.
+fn add(paths: &Paths, names: Vec<String>, all: bool, force: bool) -> anyhow::Result<ExitCode> {
+    use wasiclaw::bundled::{self, Installed};
+    let chosen: Vec<_> = if all {
+        bundled::all().iter().collect()
+    } else {
+        let known = || bundled::all().iter().map(|b| b.name).collect::<Vec<_>>().join(", ");
+        names
+            .iter()
+            .map(|n| bundled::find(n).with_context(|| format!("no bundled component named {n:?}; there are: {}", known())))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let dir = paths.skills_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut code = ExitCode::SUCCESS;
+    for b in chosen {
+        let file = b.path(&dir);
+        match b.install(&dir, force).with_context(|| format!("cannot write {}", file.display()))? {
+            Installed::Already => println!("{}: already installed", b.name),
+            Installed::KeptOther => {
+                eprintln!(
+                    "{}: {} holds another build; kept it (--force replaces it, and the new build waits for approval)",
+                    b.name,
+                    file.display()
+                );
+                code = ExitCode::FAILURE;
+            }
+            Installed::Written => println!(
+                "{}: installed {}; `wasiclaw skills inspect {0}` shows what it asks for, `wasiclaw skills grant {0}` grants it",
+                b.name,
+                file.display()
+            ),
+        }
+    }
+    Ok(code)
 }
 
 /// `wasiclaw service install|uninstall|status`.

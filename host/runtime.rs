@@ -291,8 +291,21 @@ pub struct Runtime {
 impl Runtime {
     /// Open the state dir (creating it), the database and the engine.
     pub fn open(paths: Paths) -> Result<Self, RuntimeError> {
+        let first_start = !paths.skills_dir().exists();
         for dir in [paths.state_dir.clone(), paths.skills_dir()] {
             std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Io(dir.clone(), e))?;
+        }
+        if first_start {
+            let dir = paths.skills_dir();
+            let names = crate::bundled::first_start(&dir).map_err(|e| RuntimeError::Io(dir.clone(), e))?;
+            if !names.is_empty() {
+                tracing::info!(
+                    "first start: installed the bundled skills {} into {}; `wasiclaw skills list` shows what each \
+                     asks for, `wasiclaw skills available` the channels",
+                    names.join(", "),
+                    dir.display()
+                );
+            }
         }
         // The database holds skills' data and the audit log: owner only.
         use std::os::unix::fs::PermissionsExt;

@@ -11,6 +11,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "approvals",
             "budget",
+            "bundled",
             "config",
             "cron",
             "grants",

@@ -10,6 +10,7 @@ mod support;
 
 mod agent;
 mod approvals;
+mod bundled;
 mod channels;
 mod chat;
 mod cli;

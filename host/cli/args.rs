@@ -182,6 +182,26 @@ pub(crate) enum SkillsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The skills and channels built into this binary, and whether skills/ has them.
+    Available {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install bundled skills or channels into skills/ (they then wait for your approval and
+    /// grants like any component).
+    #[command(after_help = "Examples:\n  wasiclaw skills add notes\n  wasiclaw skills add telegram weather\n  \
+        wasiclaw skills add --all")]
+    Add {
+        /// Names from `wasiclaw skills available`.
+        #[arg(required_unless_present = "all")]
+        names: Vec<String>,
+        /// Every bundled skill and channel.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+        /// Replace a file of the same name that holds another build (say, your own).
+        #[arg(long)]
+        force: bool,
+    },
     /// Compile every component not compiled yet, one at a time, with progress. The daemon does
     /// this in the background by itself; run it to prepare a board before the first start (or
     /// after an upgrade), or to watch a running daemon finish.
@@ -620,7 +640,7 @@ impl Command {
             | Command::Chat { .. }
             | Command::Secrets(_)
             | Command::Service(_)
-            | Command::Skills(SkillsCommand::Precompile) => {
+            | Command::Skills(SkillsCommand::Precompile | SkillsCommand::Available { .. } | SkillsCommand::Add { .. }) => {
                 bail!("this command is not a request")
             }
         })

@@ -1,0 +1,76 @@
+//! Builds the bundled skills and channels of `skills-wasm/` for
+//! wasm32-wasip2 and embeds them, deflated, in the binary (`host/bundled.rs`
+//! reads the table this writes to `$OUT_DIR/bundled.rs`).
+//!
+//! The guests are built into `target/wasm`, the directory the tests build
+//! them into, with the same command, so neither rebuilds the other's work.
+//! Without the `bundled` feature nothing is built and the table is empty.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Package, kind and one line for `wasiclaw skills available`.
+const BUNDLED: [(&str, &str, &str); 10] = [
+    ("clock", "skill", "current time and time-zone conversion; asks for nothing"),
+    ("notes", "skill", "keeps short notes (asks for kv storage)"),
+    ("weather", "skill", "current weather and forecast from Open-Meteo (asks for HTTP to it)"),
+    ("web-fetch", "skill", "fetches a web page as readable text (asks for HTTP to the hosts you allow)"),
+    ("telegram", "channel", "Telegram bot: long polling or a webhook"),
+    ("discord", "channel", "Discord bot: gateway websocket and REST"),
+    ("slack", "channel", "Slack app: Events API webhook, chat.postMessage"),
+    ("whatsapp", "channel", "WhatsApp Business: Cloud API webhook, Graph API messages"),
+    ("matrix", "channel", "Matrix bot: client-server API, /sync long polling"),
+    ("webhook", "channel", "generic JSON webhook in, JSON callback out"),
+];
+
+fn main() {
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let table = out.join("bundled.rs");
+    println!("cargo:rerun-if-changed=skills-wasm");
+    println!("cargo:rerun-if-changed=wit");
+    if std::env::var_os("CARGO_FEATURE_BUNDLED").is_none() {
+        std::fs::write(&table, "const BUNDLED: &[Bundled] = &[];\n").expect("write the bundle table");
+        return;
+    }
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from).join("wasm");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The whole workspace, as the tests build it: building a subset would
+    // unify features differently and relink every guest each time.
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .current_dir(root.join("skills-wasm"))
+        .env("CARGO_TARGET_DIR", &target)
+        // The host build's flags (e.g. for aarch64) are not the guests'.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .expect("cannot run cargo to build the bundled components");
+    if !status.success() {
+        panic!(
+            "building the bundled components (skills-wasm/) failed. If the wasm target is missing, run \
+             `rustup target add wasm32-wasip2`; or build without them: `--no-default-features`"
+        );
+    }
+    let built = target.join("wasm32-wasip2/release");
+    let mut code = String::from("const BUNDLED: &[Bundled] = &[\n");
+    for (name, kind, summary) in BUNDLED {
+        let wasm = built.join(format!("{}.wasm", name.replace('-', "_")));
+        let deflated = out.join(format!("{name}.wasm.deflate"));
+        write_deflated(&wasm, &deflated);
+        let kind = if kind == "skill" { "Kind::Skill" } else { "Kind::Channel" };
+        code.push_str(&format!(
+            "    Bundled {{ name: {name:?}, kind: {kind}, summary: {summary:?}, deflated: include_bytes!({:?}) }},\n",
+            deflated.display().to_string()
+        ));
+    }
+    code.push_str("];\n");
+    std::fs::write(&table, code).expect("write the bundle table");
+}
+
+fn write_deflated(from: &Path, to: &Path) {
+    let bytes = std::fs::read(from).unwrap_or_else(|e| panic!("cannot read {}: {e}", from.display()));
+    std::fs::write(to, miniz_oxide::deflate::compress_to_vec(&bytes, 10))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", to.display()));
+}

@@ -1,0 +1,121 @@
+//! The skills and channels built into this binary: `skills-wasm/`, compiled
+//! for wasm32-wasip2 by `build.rs` and stored deflated. `wasiclaw skills
+//! available` lists them, `skills add` writes one into `skills/`, and the
+//! first start (no `skills/` folder yet) installs the bundled skills, not
+//! the channels, which need the owner's accounts first.
+//!
+//! An installed component is an ordinary file in `skills/`: it is loaded,
+//! approved and granted like any other, so being bundled earns it nothing.
+//! Only `clock` asks for no rights and so works at once; the others wait for
+//! the owner's grant.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What a bundled component is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Tools for the agent.
+    Skill,
+    /// A chat platform.
+    Channel,
+}
+
+/// A component built into the binary.
+#[derive(Debug)]
+pub struct Bundled {
+    /// Its name, and its file's name in `skills/` (`NAME.wasm`).
+    pub name: &'static str,
+    /// Skill or channel.
+    pub kind: Kind,
+    /// One line for `skills available`.
+    pub summary: &'static str,
+    deflated: &'static [u8],
+}
+
+include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+
+/// Every bundled component (none in a build without the `bundled` feature).
+pub fn all() -> &'static [Bundled] {
+    BUNDLED
+}
+
+/// The bundled component called `name`.
+pub fn find(name: &str) -> Option<&'static Bundled> {
+    BUNDLED.iter().find(|b| b.name == name)
+}
+
+/// How `skills/` holds a bundled component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Presence {
+    /// No `NAME.wasm`.
+    Absent,
+    /// This very build.
+    Installed,
+    /// A file of that name with other contents (an older or own build).
+    Different,
+}
+
+/// What [`Bundled::install`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Installed {
+    /// Wrote the file.
+    Written,
+    /// This build was there already.
+    Already,
+    /// Another build is there; kept it.
+    KeptOther,
+}
+
+impl Bundled {
+    /// The component's bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        miniz_oxide::inflate::decompress_to_vec(self.deflated).expect("build.rs deflated it")
+    }
+
+    /// Its path in the skills folder `dir`.
+    pub fn path(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("{}.wasm", self.name))
+    }
+
+    /// Whether `dir` holds it.
+    pub fn presence(&self, dir: &Path) -> Presence {
+        match std::fs::read(self.path(dir)) {
+            Ok(bytes) if bytes == self.bytes() => Presence::Installed,
+            Ok(_) => Presence::Different,
+            Err(_) => Presence::Absent,
+        }
+    }
+
+    /// Write it into the skills folder `dir`. A file of the same name with
+    /// other contents is replaced only with `replace`: it may be the
+    /// owner's own build. Written under a temporary name and renamed, so
+    /// a watching daemon never loads half a file.
+    pub fn install(&self, dir: &Path, replace: bool) -> std::io::Result<Installed> {
+        match self.presence(dir) {
+            Presence::Installed => return Ok(Installed::Already),
+            Presence::Different if !replace => return Ok(Installed::KeptOther),
+            _ => {}
+        }
+        // Not `.wasm`, so the daemon ignores it until the rename.
+        let tmp = dir.join(format!(".{}.wasm.part", self.name));
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&self.bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, self.path(dir))?;
+        Ok(Installed::Written)
+    }
+}
+
+/// The first start: install every bundled skill into the new skills
+/// folder `dir`. Returns their names.
+pub fn first_start(dir: &Path) -> std::io::Result<Vec<&'static str>> {
+    let mut installed = Vec::new();
+    for b in BUNDLED.iter().filter(|b| b.kind == Kind::Skill) {
+        b.install(dir, false)?;
+        installed.push(b.name);
+    }
+    Ok(installed)
+}
