@@ -195,6 +195,34 @@ pub enum Request {
         /// `SKILL.TOOL` or a host tool's name.
         tool: String,
     },
+    /// Change or list secrets: what the CLI asks of the daemon when the
+    /// store is sealed with a key only the service has.
+    Secrets {
+        /// What to do.
+        change: SecretsChange,
+    },
+    /// The web chat's address with its token (`wasiclaw open`).
+    OpenUrl,
+}
+
+/// A change to the secrets store, made by the daemon for the CLI.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretsChange {
+    /// Store a secret.
+    Set {
+        /// Its name.
+        name: String,
+        /// Its value.
+        value: crate::secrets::Hidden,
+    },
+    /// Delete a secret.
+    Remove {
+        /// Its name.
+        name: String,
+    },
+    /// Only list the names.
+    Names,
 }
 
 impl Request {
@@ -229,6 +257,8 @@ impl Request {
                 | Request::MemorySearch { .. }
                 | Request::MemoryList
                 | Request::MemoryExport
+                | Request::OpenUrl
+                | Request::Secrets { change: SecretsChange::Names }
                 | Request::CronList
                 | Request::CronHistory { .. }
                 | Request::PairingList
@@ -322,6 +352,10 @@ pub enum Response {
     },
     /// Done, and nothing to show but what was asked (a removal, a pin).
     Done,
+    /// Names (of secrets).
+    Names(Vec<String>),
+    /// An address.
+    Url(String),
 }
 
 impl Response {
@@ -445,6 +479,18 @@ async fn answer(
             Response::Done
         }
         Request::Outbox => Response::Outbox(rt.db.outbox(None)?),
+        Request::Secrets { change } => {
+            let failed = |e: crate::secrets::SecretsError| RuntimeError::Invalid(e.to_string());
+            match change {
+                SecretsChange::Set { name, value } => rt.secrets.set(&name, &value.0).map_err(failed)?,
+                SecretsChange::Remove { name } => rt.secrets.remove(&name).map_err(failed)?,
+                SecretsChange::Names => {}
+            }
+            Response::Names(rt.secrets.names().map_err(failed)?)
+        }
+        Request::OpenUrl => Response::Url(
+            crate::gateway::open_url(&rt.config, &rt.secrets).map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?,
+        ),
         Request::Backup { path } => {
             if !path.is_absolute() || path == rt.paths.database() {
                 return Err(RuntimeError::Invalid(format!(

@@ -39,6 +39,12 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
     }
     // A CLI command may hold the database for a moment; wait it out.
     let rt = Arc::new(Runtime::open_patiently(paths.clone(), Duration::from_secs(15)).await?);
+    // Under the service with `--encrypt-secrets`: a store still plain (say,
+    // a secret set before) is sealed now.
+    if rt.secrets.has_key() {
+        rt.secrets.seal().context("cannot seal the secrets store with the credential key")?;
+        tracing::info!("secrets store sealed with the {} credential", crate::secrets::CREDENTIAL);
+    }
     // Only what is already compiled loads before the socket opens; the rest
     // compiles in the background, one component at a time.
     let report = rescan(&rt).await;

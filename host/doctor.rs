@@ -83,6 +83,9 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
         )),
         Ok(_) => match crate::secrets::Secrets::new(secrets.clone()).names() {
             Ok(names) => out.push(ok("secrets", format!("{} secret(s), owner only", names.len()))),
+            Err(crate::secrets::SecretsError::Sealed(_)) => {
+                out.push(ok("secrets", "sealed at rest with the service's credential key (owner only)"))
+            }
             Err(e) => out.push(problem(
                 "secrets",
                 e.to_string(),
@@ -92,7 +95,8 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
         Err(_) => out.push(ok("secrets", "none stored yet")),
     }
     for name in config.providers.iter().filter_map(|p| p.api_key_secret.as_deref()) {
-        if crate::secrets::Secrets::new(secrets.clone()).get(name).ok().flatten().is_none() {
+        let store = crate::secrets::Secrets::new(secrets.clone());
+        if matches!(store.get(name), Ok(None) | Err(crate::secrets::SecretsError::Missing(_))) {
             out.push(problem(
                 "secrets",
                 format!("{name} (a provider key) is not set"),

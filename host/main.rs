@@ -71,7 +71,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(&paths.state_dir)
                 .with_context(|| format!("cannot create {}", paths.state_dir.display()))?;
             let config = wasiclaw::config::Config::load(&paths.config())?;
-            println!("{}", wasiclaw::gateway::open_url(&config, &Secrets::new(paths.secrets()))?);
+            let url = match wasiclaw::gateway::open_url(&config, &Secrets::new(paths.secrets())) {
+                Err(e) if matches!(e.downcast_ref(), Some(wasiclaw::secrets::SecretsError::Sealed(_))) => {
+                    match ask_daemon(&paths, Request::OpenUrl)? {
+                        Response::Url(url) => url,
+                        _ => bail!("the daemon answered something else than an address"),
+                    }
+                }
+                url => url?,
+            };
+            println!("{url}");
             return Ok(ExitCode::SUCCESS);
         }
         Command::Chat { session, model } => return cli::chat::chat(paths, &session, model.provider()).await,
@@ -177,7 +186,8 @@ fn available(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     for b in bundled::all() {
         let presence = b.presence(&dir);
         if json {
-            let line = serde_json::json!({ "name": b.name, "kind": b.kind, "summary": b.summary, "presence": presence });
+            let line =
+                serde_json::json!({ "name": b.name, "kind": b.kind, "summary": b.summary, "presence": presence });
             println!("{line}");
         } else {
             let mark = match presence {
@@ -203,7 +213,9 @@ fn add(paths: &Paths, names: Vec<String>, all: bool, force: bool) -> anyhow::Res
         let known = || bundled::all().iter().map(|b| b.name).collect::<Vec<_>>().join(", ");
         names
             .iter()
-            .map(|n| bundled::find(n).with_context(|| format!("no bundled component named {n:?}; there are: {}", known())))
+            .map(|n| {
+                bundled::find(n).with_context(|| format!("no bundled component named {n:?}; there are: {}", known()))
+            })
             .collect::<anyhow::Result<_>>()?
     };
     let dir = paths.skills_dir();
@@ -235,16 +247,26 @@ fn add(paths: &Paths, names: Vec<String>, all: bool, force: bool) -> anyhow::Res
 fn service(paths: &Paths, cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
     use wasiclaw::service::Service;
     match cmd {
-        ServiceCommand::Install { at, no_start } => {
+        ServiceCommand::Install { at, no_start, encrypt_secrets } => {
             let svc = Service::new(at.user, at.unit_dir)?;
             std::fs::create_dir_all(&paths.state_dir)
                 .with_context(|| format!("cannot create {}", paths.state_dir.display()))?;
             let state = std::path::absolute(&paths.state_dir)?;
             let exe = std::env::current_exe().context("cannot find this executable")?;
+            if encrypt_secrets {
+                let credential = wasiclaw::service::credential_file(&state);
+                let key = if credential.exists() {
+                    wasiclaw::service::read_credential(&credential)?
+                } else {
+                    wasiclaw::service::make_credential(&credential)?
+                };
+                Secrets::with_key(paths.secrets(), Some(key)).seal()?;
+                println!("sealed {} with the key in {}", paths.secrets().display(), credential.display());
+            }
             std::fs::create_dir_all(&svc.unit_dir)
                 .with_context(|| format!("cannot create {}", svc.unit_dir.display()))?;
             let file = svc.unit_file();
-            std::fs::write(&file, svc.unit(&exe, &state))
+            std::fs::write(&file, svc.unit(&exe, &state, encrypt_secrets))
                 .with_context(|| format!("cannot write {}", file.display()))?;
             println!("wrote {}", file.display());
             if no_start {
@@ -276,10 +298,13 @@ fn service(paths: &Paths, cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn secrets(paths: &Paths, cmd: SecretsCommand) -> anyhow::Result<ExitCode> {
+    use wasiclaw::api::SecretsChange;
+    use wasiclaw::secrets::{Hidden, SecretsError};
     std::fs::create_dir_all(&paths.state_dir)
         .with_context(|| format!("cannot create {}", paths.state_dir.display()))?;
     let store = Secrets::new(paths.secrets());
-    match cmd {
+    let change = match cmd {
+        SecretsCommand::Rotate => return rotate(paths),
         SecretsCommand::Set { name } => {
             let value = if std::io::stdin().is_terminal() {
                 rpassword::prompt_password(format!("value for {name} (input hidden): "))?
@@ -288,18 +313,86 @@ fn secrets(paths: &Paths, cmd: SecretsCommand) -> anyhow::Result<ExitCode> {
                 std::io::stdin().read_to_string(&mut s)?;
                 s.trim_end_matches(['\n', '\r']).to_string()
             };
-            store.set(&name, &value)?;
-            eprintln!("stored secret {name} in {}", paths.secrets().display());
+            SecretsChange::Set { name, value: Hidden(value) }
         }
-        SecretsCommand::List => {
-            for name in store.names()? {
-                println!("{name}");
-            }
-        }
-        SecretsCommand::Rm { name } => {
-            store.remove(&name)?;
-            eprintln!("removed secret {name}");
-        }
+        SecretsCommand::List => SecretsChange::Names,
+        SecretsCommand::Rm { name } => SecretsChange::Remove { name },
+    };
+    let here = match &change {
+        SecretsChange::Set { name, value } => store.set(name, &value.0).map(|_| Vec::new()),
+        SecretsChange::Remove { name } => store.remove(name).map(|_| Vec::new()),
+        SecretsChange::Names => store.names(),
+    };
+    let names = match here {
+        Ok(names) => names,
+        // Sealed with the service's key: the daemon has it.
+        Err(SecretsError::Sealed(_)) => match ask_daemon(paths, Request::Secrets { change: change.clone() })? {
+            Response::Names(names) => names,
+            _ => bail!("the daemon answered something else than secret names"),
+        },
+        Err(e) => return Err(e.into()),
+    };
+    match change {
+        SecretsChange::Set { name, .. } => eprintln!("stored secret {name} in {}", paths.secrets().display()),
+        SecretsChange::Remove { name } => eprintln!("removed secret {name}"),
+        SecretsChange::Names => names.iter().for_each(|n| println!("{n}")),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A request only a running daemon can answer (it holds a key this
+/// process lacks).
+fn ask_daemon(paths: &Paths, request: Request) -> anyhow::Result<Response> {
+    let runtime = tokio::runtime::Handle::current();
+    let reply = tokio::task::block_in_place(|| {
+        runtime.block_on(api::call_daemon(&paths.socket(), &request.into(), &mut |_| {}))
+    })?;
+    match reply {
+        Some(Reply::Ok(response)) => Ok(response),
+        Some(Reply::Err { message, .. }) => bail!("{message}"),
+        Some(Reply::Event(_)) => bail!("the daemon sent an event where a reply was due"),
+        None => bail!(
+            "{} is sealed with the service's key and no daemon is running to use it; start the service \
+             (`sudo systemctl start wasiclaw`)",
+            paths.secrets().display()
+        ),
+    }
+}
+
+/// `secrets rotate`: seal the store with a new key, made into a new
+/// credential. Each step leaves a state the next run can finish: the new
+/// credential is written beside the old one first, the store is resealed,
+/// then the new credential replaces the old.
+fn rotate(paths: &Paths) -> anyhow::Result<ExitCode> {
+    use wasiclaw::service::{credential_file, make_credential, read_credential};
+    if paths.socket().exists() && std::os::unix::net::UnixStream::connect(paths.socket()).is_ok() {
+        bail!(
+            "the daemon is running and holds the current key: stop it (`sudo systemctl stop wasiclaw`), \
+             rotate, then start it again"
+        );
+    }
+    let state = std::path::absolute(&paths.state_dir)?;
+    let (old, new) = (credential_file(&state), credential_file(&state).with_extension("cred.new"));
+    if !old.exists() {
+        bail!(
+            "{} is not sealed with a credential; `sudo wasiclaw service install --encrypt-secrets` seals it",
+            paths.secrets().display()
+        );
+    }
+    let opens = |key| Secrets::with_key(paths.secrets(), Some(key)).names().is_ok();
+    // A rotation cut short after resealing: the store opens with the new key.
+    if new.exists() && read_credential(&new).is_ok_and(opens) {
+        std::fs::rename(&new, &old).with_context(|| format!("cannot replace {}", old.display()))?;
+        println!("finished the rotation that was cut short; start the service again");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let current = read_credential(&old)?;
+    if !opens(current.clone()) {
+        bail!("the key in {} does not open {}", old.display(), paths.secrets().display());
+    }
+    let fresh = make_credential(&new)?;
+    Secrets::with_key(paths.secrets(), Some(current)).reseal(&fresh)?;
+    std::fs::rename(&new, &old).with_context(|| format!("cannot replace {}", old.display()))?;
+    println!("sealed {} with a new key ({}); start the service again", paths.secrets().display(), fresh.id);
     Ok(ExitCode::SUCCESS)
 }

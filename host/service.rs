@@ -4,9 +4,19 @@
 //!
 //! Hardening leaves out `MemoryDenyWriteExecute`: Cranelift writes the code
 //! it compiles and then runs it, which that setting forbids.
+//!
+//! With `--encrypt-secrets` the secrets store is sealed with a random key
+//! kept as a systemd credential (`<state>/secrets.key.cred`, made by
+//! `systemd-creds encrypt` with the machine's host key or TPM), which the
+//! unit hands the daemon with `LoadCredentialEncrypted=`. Only system
+//! services: systemd before 256 cannot decrypt a credential for a user's
+//! service manager.
 
+use crate::secrets::{CREDENTIAL, SealKey};
+use anyhow::Context;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// Where the unit goes and how systemd is asked about it.
 pub struct Service {
@@ -37,8 +47,14 @@ impl Service {
         self.unit_dir.join("wasiclaw.service")
     }
 
-    /// The unit's text for running `exe` on `state_dir`.
-    pub fn unit(&self, exe: &Path, state_dir: &Path) -> String {
+    /// The unit's text for running `exe` on `state_dir`; with `sealed`,
+    /// it passes the secrets key.
+    pub fn unit(&self, exe: &Path, state_dir: &Path, sealed: bool) -> String {
+        let credential = if sealed {
+            format!("LoadCredentialEncrypted={CREDENTIAL}:{}\n", quoted(&credential_file(state_dir)))
+        } else {
+            String::new()
+        };
         let (target, user) = if self.user {
             ("default.target", String::new())
         } else {
@@ -49,7 +65,7 @@ impl Service {
             "# Written by `wasiclaw service install`; `wasiclaw service uninstall` removes it.\n\
              [Unit]\nDescription=wasiclaw, a personal AI agent with sandboxed skills\n\
              After=network-online.target\nWants=network-online.target\n\n\
-             [Service]\n{user}ExecStart={exe} --state-dir {state} run\n\
+             [Service]\n{user}{credential}ExecStart={exe} --state-dir {state} run\n\
              Restart=on-failure\nRestartSec=5\n\
              # SIGTERM: the daemon stops taking work and exits; queued messages and jobs are in the database.\n\
              KillSignal=SIGTERM\nTimeoutStopSec=30\n\
@@ -76,6 +92,46 @@ impl Service {
             Err(e) => anyhow::bail!("cannot run `{shown}`: {e}; is this a systemd machine?"),
         }
     }
+}
+
+/// The sealed secrets key of the state dir `state_dir`.
+pub fn credential_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("secrets.key.cred")
+}
+
+/// A fresh random key, encrypted with `systemd-creds` into `file`.
+pub fn make_credential(file: &Path) -> anyhow::Result<SealKey> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let name = format!("--name={CREDENTIAL}");
+    systemd_creds(&["encrypt", &name, "-", &file.display().to_string()], &key)?;
+    Ok(SealKey::from_credential(&key))
+}
+
+/// The key the credential `file` holds (decrypting it needs root).
+pub fn read_credential(file: &Path) -> anyhow::Result<SealKey> {
+    let name = format!("--name={CREDENTIAL}");
+    systemd_creds(&["decrypt", &name, &file.display().to_string(), "-"], &[]).map(|k| SealKey::from_credential(&k))
+}
+
+fn systemd_creds(args: &[&str], input: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let shown = format!("systemd-creds {}", args.join(" "));
+    let mut child = Command::new("systemd-creds")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run `{shown}`: is systemd (252 or later) installed?"))?;
+    child.stdin.take().expect("piped").write_all(input)?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "`{shown}` failed: {} (it needs root for the machine's credential key)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out.stdout)
 }
 
 /// A path as a unit file takes it: quoted if it holds a space.

@@ -69,5 +69,7 @@ fn skills_add_installs_a_bundled_channel_and_keeps_the_owners_own_build() {
     assert!(!out.status.success() && stderr(&out).contains("there are: clock"), "{}", stderr(&out));
     env.ok(&["skills", "add", "--all"]);
     assert_eq!(env.list().len(), 10);
-    assert!(!std::fs::read_dir(env.skills()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".part")));
+    assert!(
+        !std::fs::read_dir(env.skills()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".part"))
+    );
 }

@@ -105,3 +105,110 @@ fn writers_racing_on_the_store_lose_nothing() {
         serde_json::from_slice(&std::fs::read(env.path().join("secrets.json")).unwrap()).unwrap();
     assert_eq!(stored["WASICLAW_GATEWAY_TOKEN"], token.as_str());
 }
+
+/// What systemd hands a service for `LoadCredentialEncrypted=`: a directory
+/// with the decrypted credential.
+fn credentials(key: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("wasiclaw-secrets-key"), key).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sealed_store_opens_only_with_the_service_key_and_still_feeds_egress() {
+    let server = Server::start().await;
+    let env = Env::new();
+    env.install("hostile");
+    env.config(&format!("[skills.hostile]\necho_base = \"{}\"\n", server.base));
+    env.cli_stdin(&["secrets", "set", "API_TOKEN"], &format!("{TOKEN}\n"));
+    let key = credentials(b"32 random bytes would be here...");
+    let creds = [("CREDENTIALS_DIRECTORY", key.path().to_str().unwrap()), ("WASICLAW_GATEWAY_BIND", "127.0.0.1:0")];
+    let daemon = env.daemon_env(&creds);
+
+    // The daemon sealed the plain store at start: no value left in the file.
+    let file = env.path().join("secrets.json");
+    let sealed = std::fs::read_to_string(&file).unwrap();
+    assert!(sealed.contains("chacha20-poly1305") && !sealed.contains(TOKEN), "{sealed}");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // The CLI has no key: it asks the daemon, which has.
+    let names = || stdout(&env.cli(&["secrets", "list"]));
+    assert_eq!(names(), "API_TOKEN\nWASICLAW_GATEWAY_TOKEN\n", "the daemon made its gateway token");
+    let set = env.cli_stdin(&["secrets", "set", "OTHER_TOKEN"], "other-value-91\n");
+    assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
+    let sealed = std::fs::read_to_string(&file).unwrap();
+    assert!(sealed.contains("chacha20-poly1305") && !sealed.contains("other-value-91"), "{sealed}");
+    assert_eq!(names(), "API_TOKEN\nOTHER_TOKEN\nWASICLAW_GATEWAY_TOKEN\n");
+    assert!(env.ok(&["open"]).starts_with("http://127.0.0.1:"), "the gateway token is read through the daemon");
+
+    // The host still injects a sealed secret into a granted request.
+    env.ok(&["skills", "approve", "hostile"]);
+    env.ok(&["skills", "grant", "hostile", "--http", &format!("{}/echo/", server.base), "--secret", "API_TOKEN"]);
+    let url = format!("{}/echo/{{API_TOKEN}}/me", server.base);
+    env.ok(&["tool", "hostile.fetch", &serde_json::json!({ "url": url }).to_string()]);
+    assert_eq!(server.seen()[0].uri, format!("/echo/{TOKEN}/me"));
+    drop(daemon);
+
+    // Without the daemon, a process without the key cannot read it, and says what to do.
+    let out = env.cli(&["secrets", "list"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("start the service"), "{out:?}");
+    // Another key is told apart from damage.
+    let wrong = credentials(b"another key");
+    let out = env.cli_env(&["secrets", "list"], "", &[("CREDENTIALS_DIRECTORY", wrong.path().to_str().unwrap())]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another key"), "{out:?}");
+    let mut damaged: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    damaged["data"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into();
+    std::fs::write(&file, damaged.to_string()).unwrap();
+    let out = env.cli_env(&["secrets", "list"], "", &[("CREDENTIALS_DIRECTORY", key.path().to_str().unwrap())]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("corrupt"), "{out:?}");
+}
+
+/// The key `systemd-creds` sealed into `file`, as systemd decrypts it for the unit.
+fn decrypt(file: &std::path::Path) -> tempfile::TempDir {
+    let out = std::process::Command::new("systemd-creds")
+        .args(["decrypt", "--name=wasiclaw-secrets-key"])
+        .arg(file)
+        .arg("-")
+        .output()
+        .expect("systemd-creds is missing: apt-get install systemd (.ci/setup does this)");
+    assert!(out.status.success(), "systemd-creds decrypt: {}", String::from_utf8_lossy(&out.stderr));
+    credentials(&out.stdout)
+}
+
+#[test]
+fn service_install_seals_with_a_systemd_credential_and_rotate_reseals() {
+    let env = Env::new();
+    env.cli_stdin(&["secrets", "set", "API_TOKEN"], &format!("{TOKEN}\n"));
+    let units = tempfile::tempdir().unwrap();
+    let units_dir = units.path().to_str().unwrap();
+    let out = env.ok(&["service", "install", "--encrypt-secrets", "--no-start", "--unit-dir", units_dir]);
+    assert!(out.contains("sealed"), "{out}");
+    let credential = env.path().join("secrets.key.cred");
+    let unit = std::fs::read_to_string(units.path().join("wasiclaw.service")).unwrap();
+    assert!(
+        unit.contains(&format!("LoadCredentialEncrypted=wasiclaw-secrets-key:{}\n", credential.display())),
+        "{unit}"
+    );
+    let file = env.path().join("secrets.json");
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(TOKEN));
+
+    let list = |key: &tempfile::TempDir| {
+        env.cli_env(&["secrets", "list"], "", &[("CREDENTIALS_DIRECTORY", key.path().to_str().unwrap())])
+    };
+    let first = decrypt(&credential);
+    assert_eq!(stdout(&list(&first)), "API_TOKEN\n", "the unit's credential opens the store");
+
+    let out = env.ok(&["secrets", "rotate"]);
+    assert!(out.contains("new key"), "{out}");
+    let second = decrypt(&credential);
+    assert_eq!(stdout(&list(&second)), "API_TOKEN\n");
+    assert!(String::from_utf8_lossy(&list(&first).stderr).contains("another key"), "the old key no longer opens it");
+
+    // A rotation cut short after resealing (the new credential not yet in
+    // place) is finished by running it again.
+    std::fs::rename(&credential, credential.with_extension("cred.new")).unwrap();
+    std::fs::write(&credential, b"the old credential").unwrap();
+    assert!(env.ok(&["secrets", "rotate"]).contains("cut short"));
+    assert_eq!(stdout(&list(&decrypt(&credential))), "API_TOKEN\n");
+}

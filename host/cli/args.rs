@@ -486,7 +486,8 @@ pub(crate) enum ServiceCommand {
     /// Write the unit for this binary and state dir, then enable and start it.
     #[command(
         after_help = "Examples:\n  wasiclaw service install --user     # your own service; add `loginctl enable-linger $USER` to run without a login\n  \
-        sudo wasiclaw service install      # a system service, run as you"
+        sudo wasiclaw service install      # a system service, run as you\n  \
+        sudo wasiclaw service install --encrypt-secrets   # and secrets.json sealed with a systemd credential"
     )]
     Install {
         #[command(flatten)]
@@ -494,6 +495,9 @@ pub(crate) enum ServiceCommand {
         /// Only write the unit; do not enable or start it.
         #[arg(long)]
         no_start: bool,
+        /// Seal secrets.json at rest with a key kept as a systemd credential (system services).
+        #[arg(long, conflicts_with = "user")]
+        encrypt_secrets: bool,
     },
     /// Stop and disable the service and remove its unit.
     Uninstall {
@@ -526,6 +530,9 @@ pub(crate) enum SecretsCommand {
     List,
     /// Delete a secret.
     Rm { name: String },
+    /// Seal the store with a new key (as root, with the service stopped; see `service install
+    /// --encrypt-secrets`). Safe to run again if it was cut short.
+    Rotate,
 }
 
 impl Rights {
@@ -640,7 +647,9 @@ impl Command {
             | Command::Chat { .. }
             | Command::Secrets(_)
             | Command::Service(_)
-            | Command::Skills(SkillsCommand::Precompile | SkillsCommand::Available { .. } | SkillsCommand::Add { .. }) => {
+            | Command::Skills(
+                SkillsCommand::Precompile | SkillsCommand::Available { .. } | SkillsCommand::Add { .. },
+            ) => {
                 bail!("this command is not a request")
             }
         })

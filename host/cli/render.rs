@@ -197,6 +197,8 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
             )
         }
         Response::Done => println!("{}", done(request)),
+        Response::Names(names) => names.iter().for_each(|n| println!("{n}")),
+        Response::Url(url) => println!("{url}"),
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
