@@ -203,6 +203,11 @@ pub enum Request {
     },
     /// The web chat's address with its token (`wasiclaw open`).
     OpenUrl,
+    /// A chat session's kept turns (the web chat after a reload).
+    SessionHistory {
+        /// The session's key, e.g. `web:ID`.
+        session: String,
+    },
 }
 
 /// A change to the secrets store, made by the daemon for the CLI.
@@ -258,6 +263,7 @@ impl Request {
                 | Request::MemoryList
                 | Request::MemoryExport
                 | Request::OpenUrl
+                | Request::SessionHistory { .. }
                 | Request::Secrets { change: SecretsChange::Names }
                 | Request::CronList
                 | Request::CronHistory { .. }
@@ -356,6 +362,8 @@ pub enum Response {
     Names(Vec<String>),
     /// An address.
     Url(String),
+    /// A chat session.
+    Session(Box<crate::session::Session>),
 }
 
 impl Response {
@@ -488,6 +496,7 @@ async fn answer(
             }
             Response::Names(rt.secrets.names().map_err(failed)?)
         }
+        Request::SessionHistory { session } => Response::Session(Box::new(rt.db.session(&session)?)),
         Request::OpenUrl => Response::Url(
             crate::gateway::open_url(&rt.config, &rt.secrets).map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?,
         ),

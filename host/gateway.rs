@@ -1,5 +1,7 @@
-//! The HTTP gateway of `wasiclaw run`: the web chat page, its streaming
-//! chat API, and the webhook routes of chat channels (`/hooks/<channel>/...`).
+//! The HTTP gateway of `wasiclaw run`: the owner's page (web chat and the
+//! owner's views), its streaming chat API, the owner API the views use (a
+//! fixed list of local-API requests), and the webhook routes of chat
+//! channels (`/hooks/<channel>/...`).
 //!
 //! Invariants, in the order the guard checks them:
 //! - It answers only to its own names: a `Host` that is not its bind
@@ -116,6 +118,7 @@ pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: TcpList
         .route("/", get(index))
         .route("/api/chat", post(chat))
         .route("/api/answer", post(answer))
+        .route("/api/owner", post(owner))
         .route("/metrics", get(metrics))
         .with_state(gate.clone());
     let hooks = Router::new()
@@ -280,6 +283,43 @@ async fn chat(State(gate): State<Gate>, Json(input): Json<ChatIn>) -> impl IntoR
     };
     let stream = futures_util::stream::unfold(replies, |mut rx| async { rx.recv().await.map(|r| (r, rx)) });
     Sse::new(futures_util::StreamExt::map(stream, sse)).keep_alive(KeepAlive::default())
+}
+
+/// A local-API request from the owner's views: only what the page shows
+/// or changes (no tool calls, secrets, backups or chat), so the page can
+/// do no more than its buttons say.
+async fn owner(State(gate): State<Gate>, Json(request): Json<crate::api::Request>) -> Response {
+    use crate::api::Request as R;
+    let shown = matches!(
+        request,
+        R::Status
+            | R::SkillsList
+            | R::SkillsInspect { .. }
+            | R::Grant { .. }
+            | R::Revoke { .. }
+            | R::Audit { .. }
+            | R::Usage { .. }
+            | R::CronList
+            | R::CronHistory { .. }
+            | R::PairingList
+            | R::PairingApprove { .. }
+            | R::PairingRevoke { .. }
+            | R::ApprovalsList
+            | R::ApprovalsRevoke { .. }
+            | R::Notifications { .. }
+            | R::SessionHistory { .. }
+    );
+    if !shown {
+        return (StatusCode::FORBIDDEN, Json(serde_json::json!({ "error": "the page cannot make this request" })))
+            .into_response();
+    }
+    match crate::api::dispatch(&gate.agent.rt, Some(&gate.agent), Some(&gate.channels), request.into(), &|_| {}).await {
+        Reply::Ok(response) => Json(response.to_json()).into_response(),
+        Reply::Err { message, .. } => {
+            (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": message }))).into_response()
+        }
+        Reply::Event(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 #[derive(Deserialize)]

@@ -231,3 +231,136 @@ async fn the_web_chat_streams_a_reply_in_a_real_browser() {
     assert_eq!(title, "BLOCKED", "another origin read a reply");
     assert_eq!(llm.requests().len(), 1, "another origin drove the agent");
 }
+
+impl Browser {
+    /// Poll `js` until it returns something other than null or false.
+    async fn until(&self, what: &str, js: &str) -> Value {
+        for _ in 0..300 {
+            let v = self.script(js).await;
+            if !v.is_null() && v != false {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for {what}: {js}");
+    }
+
+    async fn click(&self, css: &str) {
+        let e = self.element(css).await;
+        self.call(reqwest::Method::POST, &format!("/element/{e}/click"), json!({})).await;
+    }
+}
+
+const MARKDOWN: &str = "**Bold** and `code`\n\n- one\n- two\n\n<img src=x onerror=\"document.title='pwned'\"> \
+                        [bad](javascript:document.title='pwned') [good](https://example.org/)";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_owners_page_keeps_history_renders_markdown_safely_and_grants_a_skill() {
+    let llm = FakeLlm::start(vec![Reply::Tools(vec![("clock__now", "{}")]), Reply::Text(MARKDOWN)]).await;
+    let env = Env::new();
+    env.install("clock");
+    env.install("notes");
+    env.ok(&["skills", "approve", "clock"]);
+    let port = free_port();
+    env.config(&gateway_config(port, &llm));
+    let _daemon = tokio::task::block_in_place(|| env.daemon());
+    let browser = Browser::start().await;
+    let open = env.ok(&["open"]).trim().to_string();
+    browser.call(reqwest::Method::POST, "/url", json!({"url": open})).await;
+    let input = browser.element("#input").await;
+    browser.call(reqwest::Method::POST, &format!("/element/{input}/value"), json!({"text": "what time is it?"})).await;
+    browser.click("#send").await;
+    browser.until("the reply", "return document.querySelector('.bot[data-done]');").await;
+
+    // Markdown became tags; the model's HTML and script links did not.
+    let page = browser
+        .script(
+            "const b = document.querySelector('.bot[data-done]'); return {strong: b.querySelector('strong')?.textContent, \
+             items: b.querySelectorAll('li').length, imgs: document.querySelectorAll('#log img').length, \
+             links: [...b.querySelectorAll('a')].map(a => a.href), text: b.textContent, title: document.title, \
+             tool: document.querySelector('details.tool summary')?.textContent, \
+             folded: !document.querySelector('details.tool').open};",
+        )
+        .await;
+    assert_eq!(page["strong"], "Bold", "{page}");
+    assert_eq!(page["items"], 2, "{page}");
+    assert_eq!(page["imgs"], 0, "the model's HTML must stay text: {page}");
+    assert_eq!(page["links"], json!(["https://example.org/"]), "only http(s) links: {page}");
+    assert!(page["text"].as_str().unwrap().contains("<img src=x"), "shown as text: {page}");
+    assert_ne!(page["title"], "pwned");
+    assert_eq!((&page["tool"], &page["folded"]), (&json!("⚙ clock.now"), &json!(true)), "{page}");
+
+    // A reload shows the conversation again.
+    browser.call(reqwest::Method::POST, "/refresh", json!({})).await;
+    let after = browser
+        .until(
+            "the history",
+            "const b = document.querySelector('.bot strong'); return b && {user: document.querySelector('.user').textContent, \
+             bold: b.textContent, tool: document.querySelector('details.tool summary')?.textContent};",
+        )
+        .await;
+    assert_eq!(after, json!({"user": "what time is it?", "bold": "Bold", "tool": "⚙ clock.now"}));
+
+    // On a phone's width, the skills view: notes asks for kv and has nothing.
+    browser.call(reqwest::Method::POST, "/window/rect", json!({"width": 390, "height": 800})).await;
+    browser.click("nav button[data-view=skills]").await;
+    let card = browser.until("the skills", "return document.querySelector('#skill-notes')?.textContent;").await;
+    let card = card.as_str().unwrap();
+    assert!(
+        card.contains("needs-approval") && card.contains("asks for: kv") && card.contains("has: nothing"),
+        "{card}"
+    );
+    let fits = browser.script("return document.documentElement.scrollWidth <= window.innerWidth;").await;
+    assert_eq!(fits, true, "the page scrolls sideways on a phone");
+
+    // A grant from the page, confirmed in the browser's dialog.
+    browser.click("#skill-notes .grant-all").await;
+    let asked = browser.call(reqwest::Method::GET, "/alert/text", json!({})).await;
+    assert!(asked.as_str().unwrap().contains("Grant notes: kv?"), "{asked}");
+    browser.call(reqwest::Method::POST, "/alert/accept", json!({})).await;
+    browser.until("the grant", "return document.querySelector('#skill-notes .state')?.textContent === 'active';").await;
+    let notes: Value = serde_json::from_str(&env.ok(&["skills", "inspect", "notes", "--json"])).unwrap();
+    assert_eq!((&notes["status"], &notes["granted"]["kv"]), (&json!("active"), &json!(true)), "{notes}");
+
+    // Dismissing the dialog changes nothing.
+    browser.click("#skill-notes .revoke-all").await;
+    browser.call(reqwest::Method::POST, "/alert/dismiss", json!({})).await;
+    let notes: Value = serde_json::from_str(&env.ok(&["skills", "inspect", "notes", "--json"])).unwrap();
+    assert_eq!(notes["granted"]["kv"], true);
+
+    // The audit view shows the grant's effect: notes' kv use, filterable.
+    env.ok(&["tool", "notes.add", r#"{"text":"oat milk"}"#]);
+    browser.click("nav button[data-view=audit]").await;
+    let rows = browser.until("audit rows", "return document.querySelector('#audit-rows table')?.textContent;").await;
+    assert!(rows.as_str().unwrap().contains("notes"), "{rows}");
+    browser.script("const s = document.getElementById('audit-allowed'); s.value = 'false'; s.dispatchEvent(new Event('change'));").await;
+    browser
+        .until("the filter", "return document.querySelector('#audit-rows')?.textContent === 'No records match.';")
+        .await;
+
+    // Jobs, with their history folded.
+    env.ok(&["cron", "add", "0 8 * * mon-fri", "--tz", "Europe/Berlin", "--tool", "clock.now", "--name", "morning"]);
+    browser.click("nav button[data-view=jobs]").await;
+    let job = browser.until("the jobs", "return document.querySelector('.job')?.textContent;").await;
+    assert!(job.as_str().unwrap().contains("morning") && job.as_str().unwrap().contains("clock.now"), "{job}");
+    browser.click(".job details summary").await;
+    browser
+        .until("the runs", "return document.querySelector('.job details')?.textContent.includes('never ran');")
+        .await;
+
+    // Tokens per day: one bar for today.
+    browser.click("nav button[data-view=tokens]").await;
+    let bars = browser.until("the chart", "return document.querySelectorAll('.bars div').length;").await;
+    assert_eq!(bars, 1);
+
+    // The owner API takes only what the page shows: no secrets, no tool calls.
+    let token = open.split("token=").nth(1).unwrap();
+    let client = reqwest::Client::new();
+    for refused in [
+        json!({"op": "secrets", "change": "names"}),
+        json!({"op": "tool", "skill": "notes", "tool": "list", "args": "{}"}),
+    ] {
+        let r = client.post(format!("http://127.0.0.1:{port}/api/owner")).bearer_auth(token).json(&refused);
+        assert_eq!(r.send().await.unwrap().status(), 403, "{refused}");
+    }
+}

@@ -199,6 +199,7 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
         Response::Done => println!("{}", done(request)),
         Response::Names(names) => names.iter().for_each(|n| println!("{n}")),
         Response::Url(url) => println!("{url}"),
+        Response::Session(session) => println!("{}", serde_json::to_string_pretty(&session)?),
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
