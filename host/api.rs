@@ -497,9 +497,9 @@ async fn answer(
             Response::Names(rt.secrets.names().map_err(failed)?)
         }
         Request::SessionHistory { session } => Response::Session(Box::new(rt.db.session(&session)?)),
-        Request::OpenUrl => Response::Url(
-            crate::gateway::open_url(&rt.config, &rt.secrets).map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?,
-        ),
+        Request::OpenUrl => {
+            Response::Url(rt.config.gateway.open_url(&rt.secrets).map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?)
+        }
         Request::Backup { path } => {
             if !path.is_absolute() || path == rt.paths.database() {
                 return Err(RuntimeError::Invalid(format!(

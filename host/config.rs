@@ -299,6 +299,30 @@ impl GatewayConfig {
     pub fn token_name(&self) -> &str {
         self.token_secret.as_deref().unwrap_or(DEFAULT_GATEWAY_TOKEN)
     }
+
+    /// The gateway token: the owner's `token_secret`, or the host's own,
+    /// created with 256 random bits the first time it is needed.
+    pub fn token(&self, secrets: &crate::secrets::Secrets) -> anyhow::Result<String> {
+        use anyhow::Context;
+        let name = self.token_name();
+        if let Some(token) = secrets.get(name)? {
+            return Ok(token);
+        }
+        if self.token_secret.is_some() {
+            anyhow::bail!("[gateway] token_secret {name} is not set; run `wasiclaw secrets set {name}`");
+        }
+        secrets.get_or_insert_with(name, crate::secrets::random_token).context("cannot make a gateway token")
+    }
+
+    /// The owner's page's address with the token, for `wasiclaw open`.
+    pub fn open_url(&self, secrets: &crate::secrets::Secrets) -> anyhow::Result<String> {
+        use anyhow::Context;
+        let token = self.token(secrets)?;
+        let bind: std::net::SocketAddr = self.bind.parse().with_context(|| "[gateway] bind is not IP:PORT")?;
+        let host = if bind.ip().is_unspecified() { "127.0.0.1".to_string() } else { bind.ip().to_string() };
+        let host = if host.contains(':') { format!("[{host}]") } else { host };
+        Ok(format!("http://{host}:{}/?token={token}", bind.port()))
+    }
 }
 
 impl Default for GatewayConfig {

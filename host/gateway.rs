@@ -71,31 +71,9 @@ pub async fn bind(rt: &Runtime, over: Option<&str>) -> anyhow::Result<TcpListene
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (is another wasiclaw running?)"))
 }
 
-/// The gateway token: the owner's `[gateway] token_secret`, or the host's
-/// own, created with 256 random bits the first time it is needed.
-pub fn token(config: &crate::config::Config, secrets: &crate::secrets::Secrets) -> anyhow::Result<String> {
-    let name = config.gateway.token_name();
-    if let Some(token) = secrets.get(name)? {
-        return Ok(token);
-    }
-    if config.gateway.token_secret.is_some() {
-        anyhow::bail!("[gateway] token_secret {name} is not set; run `wasiclaw secrets set {name}`");
-    }
-    secrets.get_or_insert_with(name, crate::secrets::random_token).context("cannot make a gateway token")
-}
-
-/// The web chat's address with the token, for `wasiclaw open`.
-pub fn open_url(config: &crate::config::Config, secrets: &crate::secrets::Secrets) -> anyhow::Result<String> {
-    let token = token(config, secrets)?;
-    let bind: SocketAddr = config.gateway.bind.parse().with_context(|| "[gateway] bind is not IP:PORT")?;
-    let host = if bind.ip().is_unspecified() { "127.0.0.1".to_string() } else { bind.ip().to_string() };
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
-    Ok(format!("http://{host}:{}/?token={token}", bind.port()))
-}
-
 /// Serve the web chat, the API and `/hooks/` on `listener`.
 pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: TcpListener) {
-    let token = match token(&agent.rt.config, &agent.rt.secrets) {
+    let token = match agent.rt.config.gateway.token(&agent.rt.secrets) {
         Ok(token) => token,
         Err(e) => {
             tracing::error!("gateway: {e:#}");

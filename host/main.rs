@@ -71,7 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(&paths.state_dir)
                 .with_context(|| format!("cannot create {}", paths.state_dir.display()))?;
             let config = wasiclaw::config::Config::load(&paths.config())?;
-            let url = match wasiclaw::gateway::open_url(&config, &Secrets::new(paths.secrets())) {
+            let url = match config.gateway.open_url(&Secrets::new(paths.secrets())) {
                 Err(e) if matches!(e.downcast_ref(), Some(wasiclaw::secrets::SecretsError::Sealed(_))) => {
                     match ask_daemon(&paths, Request::OpenUrl)? {
                         Response::Url(url) => url,
