@@ -29,7 +29,8 @@ fn main() {
     println!("cargo:rerun-if-changed=skills-wasm");
     println!("cargo:rerun-if-changed=wit");
     if std::env::var_os("CARGO_FEATURE_BUNDLED").is_none() {
-        std::fs::write(&table, "const BUNDLED: &[Bundled] = &[];\n").expect("write the bundle table");
+        let none = "const BUNDLED: &[Bundled] = &[];\nconst SCRIPT_RUNNER: Option<Runner> = None;\n";
+        std::fs::write(&table, none).expect("write the bundle table");
         return;
     }
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -66,11 +67,22 @@ fn main() {
         ));
     }
     code.push_str("];\n");
+    // The interpreter of script skills: built in, never a skill of its own.
+    let runner = built.join("script_runner.wasm");
+    let deflated = out.join("script_runner.wasm.deflate");
+    let sha256 = write_deflated(&runner, &deflated);
+    code.push_str(&format!(
+        "const SCRIPT_RUNNER: Option<Runner> = Some(Runner {{ sha256: {sha256:?}, deflated: include_bytes!({:?}) }});\n",
+        deflated.display().to_string()
+    ));
     std::fs::write(&table, code).expect("write the bundle table");
 }
 
-fn write_deflated(from: &Path, to: &Path) {
+/// Deflate `from` into `to`; returns the sha256 of `from`.
+fn write_deflated(from: &Path, to: &Path) -> String {
+    use sha2::Digest;
     let bytes = std::fs::read(from).unwrap_or_else(|e| panic!("cannot read {}: {e}", from.display()));
-    std::fs::write(to, miniz_oxide::deflate::compress_to_vec(&bytes, 10))
+    std::fs::write(to, miniz_oxide::deflate::compress_to_vec(&bytes, 9))
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", to.display()));
+    hex::encode(sha2::Sha256::digest(&bytes))
 }

@@ -34,7 +34,27 @@ pub struct Bundled {
     deflated: &'static [u8],
 }
 
+/// The interpreter of script skills (`skills-wasm/script-runner`).
+#[derive(Debug)]
+pub struct Runner {
+    /// The sha256 of its component: part of every script's identity.
+    pub sha256: &'static str,
+    deflated: &'static [u8],
+}
+
+impl Runner {
+    /// The component's bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        miniz_oxide::inflate::decompress_to_vec(self.deflated).expect("build.rs deflated it")
+    }
+}
+
 include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
+
+/// The script runner, if this build has it (the `bundled` feature).
+pub fn script_runner() -> Option<&'static Runner> {
+    SCRIPT_RUNNER.as_ref()
+}
 
 /// Every bundled component (none in a build without the `bundled` feature).
 pub fn all() -> &'static [Bundled] {

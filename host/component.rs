@@ -1,6 +1,8 @@
 //! Loading skill components from the skills folder: sha256, compile (with
 //! the disk cache), contract-version check, `describe`, and the registry
 //! that a file watcher plus a periodic rescan keep in step with the folder.
+//! A script skill (`NAME.js`) loads as the built-in script runner plus its
+//! source; its identity is the sha256 of both (`script_identity`).
 //!
 //! Invariants: a file that fails to load is listed as `rejected` with the
 //! reason and never runs; a replaced file is reloaded by sha256; a removed
@@ -400,6 +402,9 @@ pub async fn load(
     sha256: &str,
     ctx_for: impl Fn(&str) -> HostCtx,
 ) -> Result<Loaded, LoadError> {
+    if is_script(file) {
+        return load_script(engine, file, bytes, sha256, &ctx_for).await;
+    }
     // Without bytes the file is known: unchanged since it was compiled.
     if let Some(bytes) = bytes {
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
@@ -415,10 +420,7 @@ pub async fn load(
     let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
     // What an unchanged component said last time, under the same settings,
     // is what it says now: describing runs guest code at every start.
-    let settings = |name: &str| ctx_for(name).settings.map(|t| t.to_string()).unwrap_or_default();
-    let cache = engine.artifact(sha256, "describe.json");
-    let cached: Option<Described> = std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    if let Some(d) = cached.filter(|d| d.settings == settings(&d.manifest.name) && validate(&d.manifest).is_ok()) {
+    if let Some(d) = described(engine, sha256, &ctx_for) {
         let kind = match d.channel {
             Some(spec) if is_channel => Kind::Channel(ChannelGuest::new(instance_pre, version).map_err(link)?, spec),
             None if !is_channel => Kind::Skill(SkillGuest::new(instance_pre, version).map_err(link)?),
@@ -427,17 +429,81 @@ pub async fn load(
         return Ok(Loaded { manifest: d.manifest, kind });
     }
     let loaded = describe(engine, instance_pre, is_channel, version, &ctx_for).await?;
+    keep_description(engine, file, sha256, &loaded, &ctx_for);
+    Ok(loaded)
+}
+
+/// Whether `file` is a script skill (JavaScript, run by the script runner).
+pub fn is_script(file: &Path) -> bool {
+    file.extension().is_some_and(|x| x == "js")
+}
+
+/// A script's identity: the runner's sha256 and the source's, together,
+/// so a change to either is a new build that waits for approval.
+pub fn script_identity(source: &[u8]) -> String {
+    let runner = crate::bundled::script_runner().map_or("", |r| r.sha256);
+    sha256_hex(&[runner.as_bytes(), b"\n", source].concat())
+}
+
+/// Load a script skill: the shared script runner, given this source.
+async fn load_script(
+    engine: &SkillEngine,
+    file: &Path,
+    bytes: Option<&[u8]>,
+    sha256: &str,
+    ctx_for: &impl Fn(&str) -> HostCtx,
+) -> Result<Loaded, LoadError> {
+    let source = match bytes {
+        Some(b) => b.to_vec(),
+        None => std::fs::read(file).map_err(|e| LoadError::Read(file.into(), e))?,
+    };
+    if script_identity(&source) != sha256 {
+        return Err(LoadError::Manifest("the script changed while it was read".into()));
+    }
+    let source = String::from_utf8(source).map_err(|_| LoadError::Manifest("a script must be UTF-8 text".into()))?;
+    let pre = engine.script_runner().map_err(|e| LoadError::Compile(e.to_string()))?;
+    let guest = SkillGuest::Script(pre, source.into());
+    if let Some(d) = described(engine, sha256, ctx_for).filter(|d| d.channel.is_none()) {
+        return Ok(Loaded { manifest: d.manifest, kind: Kind::Skill(guest) });
+    }
+    let manifest = describe_in_context(engine, &guest, ctx_for).await?;
+    let loaded = Loaded { manifest, kind: Kind::Skill(guest) };
+    keep_description(engine, file, sha256, &loaded, ctx_for);
+    Ok(loaded)
+}
+
+/// The settings a component named `name` is described with, as text.
+fn settings_of(ctx_for: &impl Fn(&str) -> HostCtx, name: &str) -> String {
+    ctx_for(name).settings.map(|t| t.to_string()).unwrap_or_default()
+}
+
+/// What build `sha256` described last time, if its settings are unchanged.
+fn described(engine: &SkillEngine, sha256: &str, ctx_for: &impl Fn(&str) -> HostCtx) -> Option<Described> {
+    let cached: Described =
+        serde_json::from_slice(&std::fs::read(engine.artifact(sha256, "describe.json")).ok()?).ok()?;
+    (cached.settings == settings_of(ctx_for, &cached.manifest.name) && validate(&cached.manifest).is_ok())
+        .then_some(cached)
+}
+
+/// Keep what `loaded` described next to its compiled code.
+fn keep_description(
+    engine: &SkillEngine,
+    file: &Path,
+    sha256: &str,
+    loaded: &Loaded,
+    ctx_for: &impl Fn(&str) -> HostCtx,
+) {
     let described = Described {
-        settings: settings(&loaded.manifest.name),
+        settings: settings_of(ctx_for, &loaded.manifest.name),
         manifest: loaded.manifest.clone(),
         channel: loaded.channel().map(|(_, spec)| spec.clone()),
     };
+    let cache = engine.artifact(sha256, "describe.json");
     if let Err(e) =
         serde_json::to_vec(&described).map_err(std::io::Error::other).and_then(|b| std::fs::write(&cache, b))
     {
         tracing::warn!("cannot cache what {} describes: {e}", file.display());
     }
-    Ok(loaded)
 }
 
 /// A component's `describe()` answer as cached next to its compiled code,
@@ -468,10 +534,20 @@ async fn describe(
         return Ok(Loaded { manifest, kind: Kind::Channel(pre, spec) });
     }
     let pre = SkillGuest::new(instance_pre, version).map_err(link)?;
-    let first = describe_skill(engine, &pre, ctx_for("")).await?;
-    let ctx = ctx_for(&first.name);
-    let manifest = if ctx.settings.is_some() { describe_skill(engine, &pre, ctx).await? } else { first };
+    let manifest = describe_in_context(engine, &pre, ctx_for).await?;
     Ok(Loaded { manifest, kind: Kind::Skill(pre) })
+}
+
+/// A skill's manifest: described once to learn its name, then again with
+/// that name's settings if it has any.
+async fn describe_in_context(
+    engine: &SkillEngine,
+    guest: &SkillGuest,
+    ctx_for: &impl Fn(&str) -> HostCtx,
+) -> Result<Manifest, LoadError> {
+    let first = describe_skill(engine, guest, ctx_for("")).await?;
+    let ctx = ctx_for(&first.name);
+    if ctx.settings.is_some() { describe_skill(engine, guest, ctx).await } else { Ok(first) }
 }
 
 /// The loaded skills folder.
@@ -637,7 +713,7 @@ impl Registry {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+                .filter(|p| (p.extension().is_some_and(|x| x == "wasm") || is_script(p)) && p.is_file())
                 .collect(),
             Err(e) => {
                 tracing::warn!("cannot read skills folder {}: {e}", dir.display());
@@ -687,7 +763,7 @@ impl Registry {
                     continue;
                 }
             };
-            let sha256 = sha256_hex(&bytes);
+            let sha256 = if is_script(&file) { script_identity(&bytes) } else { sha256_hex(&bytes) };
             let entry = match old.get(&file) {
                 // A name clash is re-checked each scan: the other file may be gone.
                 Some(e) if e.sha256 == sha256 && !e.loaded.as_ref().is_err_and(|r| r.starts_with(CLASH)) => {

@@ -67,6 +67,30 @@ pub mod channel_bindings {
     });
 }
 
+/// The `script-runner` world (the interpreter of script skills). Its
+/// imports are the skill world's.
+#[allow(missing_docs)]
+pub mod script_bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "wasiclaw:plugin/script-runner",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: {
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+            "wasiclaw:plugin/types": super::bindings::wasiclaw::plugin::types,
+            "wasiclaw:plugin/kv": super::bindings::wasiclaw::plugin::kv,
+            "wasiclaw:plugin/log": super::bindings::wasiclaw::plugin::log,
+            "wasiclaw:plugin/config": super::bindings::wasiclaw::plugin::config,
+            "wasiclaw:plugin/crypto": super::bindings::wasiclaw::plugin::crypto,
+            "wasiclaw:plugin/memory": super::bindings::wasiclaw::plugin::memory,
+            "wasiclaw:plugin/notify": super::bindings::wasiclaw::plugin::notify,
+        },
+    });
+}
+
 /// Contract 0.1.0, as frozen in `wit/0.1.0/`.
 #[allow(missing_docs)]
 pub mod v0_1 {
@@ -136,13 +160,16 @@ pub fn add_to_linker(linker: &mut Linker<SkillState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// A compiled skill ready to instantiate, of either contract version.
+/// A compiled skill ready to instantiate, of either contract version, or
+/// a script skill: the script runner and the script's source.
 #[derive(Clone)]
 pub enum SkillGuest {
     /// Built for the current contract.
     Current(bindings::SkillPre<SkillState>),
     /// Built for 0.1.0.
     V0_1(v0_1::skill::SkillPre<SkillState>),
+    /// A script, run by the script runner.
+    Script(script_bindings::ScriptRunnerPre<SkillState>, std::sync::Arc<str>),
 }
 
 impl SkillGuest {
@@ -163,6 +190,14 @@ impl SkillGuest {
             SkillGuest::V0_1(pre) => {
                 pre.instantiate_async(&mut *store).await?.wasiclaw_plugin_tool_api().call_describe(store).await?.into()
             }
+            SkillGuest::Script(pre, source) => {
+                let runner = pre.instantiate_async(&mut *store).await?;
+                // A script that declares no usable manifest is refused with
+                // the runner's reason, as a component that traps is.
+                runner.wasiclaw_plugin_script_api().call_describe(store, source).await?.map_err(|e| {
+                    wasmtime::Error::msg(format!("the script: {}", crate::engine::describe_tool_error(&e)))
+                })?
+            }
         })
     }
 
@@ -181,6 +216,10 @@ impl SkillGuest {
             SkillGuest::V0_1(pre) => {
                 let skill = pre.instantiate_async(&mut *store).await?;
                 skill.wasiclaw_plugin_tool_api().call_invoke(store, tool, args).await?.map_err(Into::into)
+            }
+            SkillGuest::Script(pre, source) => {
+                let runner = pre.instantiate_async(&mut *store).await?;
+                runner.wasiclaw_plugin_script_api().call_invoke(store, source, tool, args).await?
             }
         })
     }

@@ -110,6 +110,9 @@ pub struct SkillEngine {
     ticker: Arc<Ticker>,
     /// Guest `describe()` calls made, for tests of the manifest cache.
     pub describes: Arc<AtomicUsize>,
+    /// The script runner, compiled (or loaded from the cache) once and
+    /// shared by every script skill.
+    runner: Arc<std::sync::Mutex<Option<crate::contract::script_bindings::ScriptRunnerPre<SkillState>>>>,
 }
 
 /// The epoch ticker thread and the calls it ticks for.
@@ -186,6 +189,7 @@ impl SkillEngine {
             compiler: compile.compiler,
             ticker,
             describes: Arc::default(),
+            runner: Arc::default(),
         })
     }
 
@@ -248,6 +252,27 @@ impl SkillEngine {
             }
         }
         Ok(component)
+    }
+
+    /// The script runner ready to instantiate: compiled from the copy built
+    /// into this binary the first time (cached like any component), then
+    /// shared by every script skill.
+    pub fn script_runner(&self) -> Result<crate::contract::script_bindings::ScriptRunnerPre<SkillState>, EngineError> {
+        let mut held = self.runner.lock().unwrap();
+        if let Some(pre) = held.as_ref() {
+            return Ok(pre.clone());
+        }
+        let runner = crate::bundled::script_runner().ok_or_else(|| {
+            EngineError::Setup("this wasiclaw was built without the script runner (`--no-default-features`)".into())
+        })?;
+        let path = Path::new("<the script runner>");
+        let bytes = (!self.artifact(runner.sha256, "cwasm").exists()).then(|| runner.bytes());
+        let component = self.compile(path, bytes.as_deref(), runner.sha256)?;
+        let link = |e: wasmtime::Error| EngineError::Compile { path: path.into(), message: format!("{e:#}") };
+        let pre = self.linker.instantiate_pre(&component).map_err(link)?;
+        let pre = crate::contract::script_bindings::ScriptRunnerPre::new(pre).map_err(link)?;
+        *held = Some(pre.clone());
+        Ok(pre)
     }
 
     /// A fresh store for one call with the call's rights and limits.

@@ -461,6 +461,8 @@ impl Runtime {
         let mut live: std::collections::HashSet<String> =
             self.registry.entries().into_iter().map(|e| e.sha256).collect();
         live.extend(self.registry.compiling().into_values().map(|c| c.sha256));
+        // The script runner's code serves every script skill, present or to come.
+        live.extend(crate::bundled::script_runner().map(|r| r.sha256.to_string()));
         let Ok(dir) = std::fs::read_dir(self.paths.cache_dir()) else { return };
         for file in dir.filter_map(Result::ok).map(|e| e.path()) {
             let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();

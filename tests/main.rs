@@ -30,6 +30,7 @@ mod properties;
 mod python;
 mod reload;
 mod scheduler;
+mod scripts;
 mod secrets;
 mod skills;
 mod telegram;

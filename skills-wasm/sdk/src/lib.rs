@@ -23,6 +23,7 @@ pub mod bindings {
 
 pub mod channel;
 pub mod http;
+pub mod script;
 
 pub use bindings::export;
 
