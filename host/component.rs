@@ -538,6 +538,13 @@ async fn describe(
     Ok(Loaded { manifest, kind: Kind::Skill(pre) })
 }
 
+/// What a drafted script declares, described under `ctx` (no rights).
+pub async fn describe_draft(engine: &SkillEngine, guest: &SkillGuest, ctx: HostCtx) -> Result<Manifest, LoadError> {
+    let manifest = describe_skill(engine, guest, ctx).await?;
+    validate(&manifest).map_err(LoadError::Manifest)?;
+    Ok(manifest)
+}
+
 /// A skill's manifest: described once to learn its name, then again with
 /// that name's settings if it has any.
 async fn describe_in_context(

@@ -370,6 +370,26 @@ impl Capabilities {
         names.extend(self.http.iter().flat_map(HttpRule::secrets));
         names
     }
+
+    /// Each thing asked for, in words (`http GET https://…`, `secret X`, `kv`).
+    pub fn describe(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .http
+            .iter()
+            .map(|r| {
+                let methods = if r.methods.is_empty() { "GET".to_string() } else { r.methods.join(",") };
+                let headers: Vec<String> = r.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                let headers =
+                    if headers.is_empty() { String::new() } else { format!(" (sets {})", headers.join(", ")) };
+                format!("http {methods} {}{headers}", r.url)
+            })
+            .collect();
+        out.extend(self.all_secrets().into_iter().map(|s| format!("secret {s}")));
+        out.extend(
+            Rights::ALL.into_iter().filter(|(r, ..)| self.rights.contains(*r)).map(|(_, name, _)| name.to_string()),
+        );
+        out
+    }
 }
 
 /// An HTTP rule the host enforces.

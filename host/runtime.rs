@@ -10,6 +10,7 @@ use crate::budget::Budgets;
 use crate::component::{ChannelSpec, Compiling, Entry, Kind, Manifest, Registry, ScanReport, ToolSpec};
 use crate::config::{Config, ConfigError, Paths};
 use crate::context::{Resolver, system_resolver};
+use crate::contract::SkillGuest;
 use crate::engine::{CallError, EngineError, HostCtx, SkillEngine, ToolError};
 use crate::grants::{self, Capabilities, Effective, GrantChange, GrantSet, UrlPattern};
 use crate::jobs::{Action, Check, Job, Missed, NewJob, ScheduleError, When, parse_when, tool_ref};
@@ -763,6 +764,12 @@ impl Runtime {
             return Err(RuntimeError::Invalid(format!("`{skill}` is a channel; it has no tools")));
         };
         let ctx = self.rights(skill, &entry.sha256, &m.capabilities)?;
+        Ok(self.run_tool(pre, ctx, skill, tool, args).await)
+    }
+
+    /// Run one tool of `guest` under `ctx`, with the limits of every call;
+    /// its audit records and kv writes are committed before this returns.
+    async fn run_tool(&self, pre: &SkillGuest, ctx: HostCtx, skill: &str, tool: &str, args: &str) -> ToolOutcome {
         // Calls of one component beyond the cap wait their turn.
         let _permit = ctx.budget.running.clone().acquire_owned().await.expect("the semaphore is never closed");
         let files = ctx.effective.rights.contains(grants::Rights::FILES).then(|| self.paths.files_dir(skill));
@@ -795,7 +802,7 @@ impl Runtime {
         };
         let denials = ctx.denials.lock().unwrap().clone();
         self.metrics.tool_call(result.is_ok(), started.elapsed(), denials.len());
-        Ok(match result {
+        match result {
             Ok(output) => ToolOutcome { ok: true, output, error_kind: None, denials },
             Err(e) => {
                 let kind = match &e {
@@ -811,7 +818,62 @@ impl Runtime {
                 };
                 ToolOutcome { ok: false, output: e.to_string(), error_kind: Some(kind), denials }
             }
-        })
+        }
+    }
+
+    /// A script skill the agent drafts, checked without writing it anywhere:
+    /// its manifest as the runner reads it (validated as any component's),
+    /// and, with `test`, one tool run with no rights at all. Audit records
+    /// go under `draft:NAME`, never the name of a real skill.
+    pub async fn try_script(
+        &self,
+        name: &str,
+        source: &str,
+        test: Option<(&str, &str)>,
+    ) -> Result<(Manifest, Option<ToolOutcome>), RuntimeError> {
+        let pre = self.engine.script_runner()?;
+        let guest = SkillGuest::Script(pre, source.into());
+        let draft = format!("draft:{name}");
+        let sha256 = crate::component::script_identity(source.as_bytes());
+        let ctx = self.ctx(&draft, &sha256, Effective::default());
+        let manifest = crate::component::describe_draft(&self.engine, &guest, ctx)
+            .await
+            .map_err(|e| RuntimeError::Invalid(e.to_string()))?;
+        if manifest.name != name {
+            return Err(RuntimeError::Invalid(format!(
+                "the manifest names the skill `{}`, not `{name}`",
+                manifest.name
+            )));
+        }
+        let Some((tool, args)) = test else { return Ok((manifest, None)) };
+        if !manifest.tools.iter().any(|t| t.name == tool) {
+            return Err(RuntimeError::Invalid(format!("the manifest declares no tool `{tool}`")));
+        }
+        let ctx = self.ctx(&draft, &sha256, Effective::default());
+        Ok((manifest, Some(self.run_tool(&guest, ctx, &draft, tool, args).await)))
+    }
+
+    /// Write a script skill the agent proposes into the skills folder and
+    /// load it. It waits for the owner's approval like any new build; a
+    /// name held by a component is refused, and the file is written under
+    /// a temporary name and renamed, so no scan sees half of it.
+    pub async fn propose_script(&self, name: &str, source: &str) -> Result<SkillInfo, RuntimeError> {
+        // Its manifest must hold, under this very name (which also keeps
+        // the name a plain file name).
+        self.try_script(name, source, None).await?;
+        let dir = self.paths.skills_dir();
+        if let Some(held) = self.registry.find(name).filter(|e| !crate::component::is_script(&e.file)) {
+            return Err(RuntimeError::Invalid(format!(
+                "`{name}` is the name of the component {}; choose another",
+                held.file.display()
+            )));
+        }
+        let (tmp, file) = (dir.join(format!(".{name}.js.part")), dir.join(format!("{name}.js")));
+        std::fs::write(&tmp, source)
+            .and_then(|_| std::fs::rename(&tmp, &file))
+            .map_err(|e| RuntimeError::Io(file.clone(), e))?;
+        self.rescan().await;
+        self.inspect(name)
     }
 
     /// The newest `limit` audit records (of one component), oldest first.

@@ -5,6 +5,8 @@
 //!
 //! Invariants: the descriptions are terse (they travel with every request);
 //! none of these tools grants rights, approves anything or reads a secret.
+//! `skill_script` writes a script skill only as a new build, which has no
+//! rights until the owner approves it.
 
 use crate::approvals::Risk;
 use crate::runtime::Runtime;
@@ -27,7 +29,7 @@ pub struct HostTool {
 }
 
 /// Every host tool.
-pub const HOST_TOOLS: [HostTool; 7] = [
+pub const HOST_TOOLS: [HostTool; 8] = [
     HostTool {
         name: "memory_save",
         risk: Risk::Write,
@@ -69,6 +71,13 @@ pub const HOST_TOOLS: [HostTool; 7] = [
         description: "Cancel a task by id.",
         schema: r#"{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}"#,
         run: cancel_task,
+    },
+    HostTool {
+        name: "skill_script",
+        risk: Risk::Write,
+        description: "Write a new skill as JavaScript. Call with only `name` for the format and API; with `source` to check it (and run `test` with no rights); with `propose` to ask the owner to approve it.",
+        schema: r#"{"type":"object","properties":{"name":{"type":"string"},"source":{"type":"string"},"test":{"type":"object","properties":{"tool":{"type":"string"},"args":{"type":"object"}}},"propose":{"type":"boolean"}},"required":["name"]}"#,
+        run: skill_script,
     },
     HostTool {
         name: "read_skill",
@@ -213,4 +222,71 @@ fn read_skill<'a>(rt: &'a Runtime, _: &'a str, args: &'a str) -> BoxFuture<'a, R
             .map(Value::String)
             .ok_or_else(|| format!("no knowledge skill named `{name}`"))
     })
+}
+
+/// What `skill_script` with only a name answers: how to write a script skill.
+pub const SCRIPT_GUIDE: &str = r#"A script skill is one JavaScript file, run in a sandbox with only the rights the owner grants.
+Declare `const manifest = { name, description, tools: [{ name, description, parameters }], capabilities }` and one function per tool, named as the tool, taking the arguments object and returning a string or a JSON value.
+- tool names: letters, digits, `_`; `parameters`: a JSON Schema object (add "x-risk": "read" to a tool that only reads).
+- capabilities: { http: [{ url: "https://api.example.com/v1/", methods: ["GET"], headers: { authorization: "Bearer {API_KEY}" } }], secrets: [], kv: true, notify: true, memory_read: true, memory_write: true } (ask only for what you need; a secret appears only as {NAME} in a rule's url or headers, filled in by the host).
+- API (synchronous): kv.get(key) → string|null, kv.set(key, value), kv.delete(key), kv.list(prefix); fetch(url, { method, headers, body }) → { status, headers, text }; config.get(key); memory.search(query, limit), memory.save(text, tags); notify.send(text); hmac(secret, data) → hex; log(...).
+- A denied call throws an Error with `code` "denied" (others: "invalid-input", "not-found", "failed"); catch it to explain.
+- Each call starts fresh: keep state in kv. Limits: CPU, memory and time per call.
+Check it with `source` (and `test: { tool, args }`), then `propose: true`; the owner approves it before it runs with any right."#;
+
+#[derive(Deserialize)]
+struct Script {
+    name: String,
+    source: Option<String>,
+    test: Option<ScriptTest>,
+    #[serde(default)]
+    propose: bool,
+}
+
+#[derive(Deserialize)]
+struct ScriptTest {
+    tool: String,
+    #[serde(default)]
+    args: Value,
+}
+
+/// Draft, test and propose a script skill. A proposal's summary comes back
+/// as `proposal`, written by the host from the manifest it read, for the
+/// chat to show the owner (not the model's account of it).
+fn skill_script<'a>(rt: &'a Runtime, _: &'a str, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+    Box::pin(async move {
+        let a: Script = parse(args)?;
+        let Some(source) = a.source else { return Ok(Value::String(SCRIPT_GUIDE.into())) };
+        let test_args = a.test.as_ref().map(|t| if t.args.is_null() { "{}".to_string() } else { t.args.to_string() });
+        let test = a.test.as_ref().zip(test_args.as_deref()).map(|(t, args)| (t.tool.as_str(), args));
+        let (manifest, tested) = rt.try_script(&a.name, &source, test).await.map_err(|e| e.to_string())?;
+        let mut out = json!({
+            "tools": manifest.tools.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            "asks_for": manifest.capabilities.describe(),
+        });
+        if let Some(t) = tested {
+            out["test"] = json!({ "ok": t.ok, "output": t.output, "denied": t.denials });
+        }
+        if a.propose {
+            let info = rt.propose_script(&a.name, &source).await.map_err(|e| e.to_string())?;
+            out["proposal"] = Value::String(proposal(&info));
+        }
+        Ok(out)
+    })
+}
+
+/// What the owner reads about a proposed script skill.
+fn proposal(info: &crate::runtime::SkillInfo) -> String {
+    let tools: Vec<String> = info.tools.iter().map(|t| format!("{} ({})", t.name, t.description)).collect();
+    let asks = info.requested.as_ref().map(|c| c.describe()).unwrap_or_default();
+    let asks = if asks.is_empty() { "nothing".to_string() } else { asks.join("; ") };
+    format!(
+        "New skill proposed: {name} (build {build}), in {file}\ntools: {tools}\nasks for: {asks}\n\
+         Read it with `wasiclaw skills inspect {name}` or in the file. `/approve {name}` here approves it with \
+         everything it asks for, `/reject {name}` deletes it; to grant less, use `wasiclaw skills grant {name}`.",
+        name = info.name,
+        build = &info.sha256[..12.min(info.sha256.len())],
+        file = info.file.display(),
+        tools = tools.join(", "),
+    )
 }

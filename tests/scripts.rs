@@ -125,3 +125,59 @@ async fn hostile_scripts_are_contained() {
     // And the host goes on serving.
     assert_eq!(call(&rt, "counter.bump", "{}").await.output, r#"{"n":2}"#);
 }
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// The names of the tools offered in a model request.
+fn offered(request: &serde_json::Value) -> Vec<String> {
+    request["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_writes_a_skill_the_owner_approves_in_chat_and_then_uses_it() {
+    use crate::fake_llm::{FakeLlm, Reply};
+    let draft = serde_json::json!({"name": "counter", "source": COUNTER, "test": {"tool": "bump", "args": {}}});
+    let propose = serde_json::json!({"name": "counter", "source": COUNTER, "propose": true});
+    let llm = FakeLlm::start(vec![
+        Reply::Tools(vec![("skill_script", r#"{"name":"counter"}"#)]),
+        Reply::Tools(vec![("skill_script", leak(draft.to_string()))]),
+        Reply::Tools(vec![("skill_script", leak(propose.to_string()))]),
+        Reply::Text("I wrote a counter; approve it with /approve counter."),
+        Reply::Tools(vec![("counter__bump", r#"{"by":5}"#)]),
+        Reply::Text("The count is 5."),
+        Reply::Text("No counter tool any more."),
+    ])
+    .await;
+    let env = Env::new();
+    let model = [("WASICLAW_BASE_URL", format!("{}/v1", llm.base)), ("WASICLAW_MODEL", "fake".into())];
+    let model: Vec<(&str, &str)> = model.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let chat = |input: &str| tokio::task::block_in_place(|| env.cli_env(&["chat"], input, &model));
+
+    let first = chat("write me a skill that counts\n/approve counter\nbump it by 5\n");
+    let out = stdout(&first);
+    assert!(first.status.success(), "{}", stderr(&first));
+    // The host's own account of the proposal, with the exact rights.
+    assert!(out.contains("New skill proposed: counter") && out.contains("asks for: kv"), "{out}");
+    assert!(out.contains("Approved counter"), "{out}");
+    assert!(out.contains("The count is 5."), "{out}");
+    let requests = llm.requests();
+    // The guide came first; the draft ran with no rights (kv denied); only
+    // after approval was the new tool offered, and it ran with kv.
+    let results = |i: usize| requests[i]["messages"].as_array().unwrap().last().unwrap()["content"].to_string();
+    assert!(results(1).contains("const manifest"), "{}", results(1));
+    assert!(results(2).contains("denied") && results(2).contains("kv"), "{}", results(2));
+    assert!(!offered(&requests[3]).contains(&"counter__bump".to_string()), "offered before approval");
+    assert!(offered(&requests[4]).contains(&"counter__bump".to_string()));
+    assert!(results(5).contains(r#"{\"n\":5}"#), "{}", results(5));
+    assert_eq!(env.list()[0]["status"], "active");
+
+    // A later edit is a new build: it waits for approval, and its tool
+    // leaves the model's list until then.
+    std::fs::write(env.skills().join("counter.js"), COUNTER.replace("Counts", "Counts twice")).unwrap();
+    let second = chat("what tools do you have?\n");
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(env.list()[0]["status"], "needs-approval");
+    assert!(!offered(llm.requests().last().unwrap()).contains(&"counter__bump".to_string()));
+}
