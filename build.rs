@@ -1,6 +1,7 @@
 //! Builds the bundled skills and channels of `skills-wasm/` for
 //! wasm32-wasip2 and embeds them, deflated, in the binary (`host/bundled.rs`
-//! reads the table this writes to `$OUT_DIR/bundled.rs`).
+//! reads the table this writes to `$OUT_DIR/bundled.rs`), with the script
+//! runner and the contract's WIT files (for `wasiclaw new`).
 //!
 //! The guests are built into `target/wasm`, the directory the tests build
 //! them into, with the same command, so neither rebuilds the other's work.
@@ -23,17 +24,37 @@ const BUNDLED: [(&str, &str, &str); 10] = [
     ("webhook", "channel", "generic JSON webhook in, JSON callback out"),
 ];
 
+/// The contract's files, as `wasiclaw new` writes them into a project.
+const WIT: [&str; 8] = [
+    "plugin.wit",
+    "deps/cli.wit",
+    "deps/clocks.wit",
+    "deps/filesystem.wit",
+    "deps/http.wit",
+    "deps/io.wit",
+    "deps/random.wit",
+    "deps/sockets.wit",
+];
+
 fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let table = out.join("bundled.rs");
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     println!("cargo:rerun-if-changed=skills-wasm");
     println!("cargo:rerun-if-changed=wit");
+    let mut wit = String::from("const WIT: &[(&str, &[u8])] = &[\n");
+    for file in WIT {
+        let deflated = out.join(format!("{}.deflate", file.replace('/', "-")));
+        write_deflated(&root.join("wit").join(file), &deflated);
+        wit.push_str(&format!("    ({file:?}, include_bytes!({:?})),\n", deflated.display().to_string()));
+    }
+    wit.push_str("];\n");
+    std::fs::write(out.join("wit.rs"), wit).expect("write the WIT table");
+    let table = out.join("bundled.rs");
     if std::env::var_os("CARGO_FEATURE_BUNDLED").is_none() {
         let none = "const BUNDLED: &[Bundled] = &[];\nconst SCRIPT_RUNNER: Option<Runner> = None;\n";
         std::fs::write(&table, none).expect("write the bundle table");
         return;
     }
-    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from).join("wasm");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // The whole workspace, as the tests build it: building a subset would

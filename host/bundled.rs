@@ -51,6 +51,16 @@ impl Runner {
 
 include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 
+include!(concat!(env!("OUT_DIR"), "/wit.rs"));
+
+/// The contract's WIT files (`wit/`), as (path, text), for `wasiclaw new`.
+pub fn wit() -> impl Iterator<Item = (&'static str, String)> {
+    WIT.iter().map(|(path, deflated)| {
+        let bytes = miniz_oxide::inflate::decompress_to_vec(deflated).expect("build.rs deflated it");
+        (*path, String::from_utf8(bytes).expect("WIT is UTF-8"))
+    })
+}
+
 /// The script runner, if this build has it (the `bundled` feature).
 pub fn script_runner() -> Option<&'static Runner> {
     SCRIPT_RUNNER.as_ref()

@@ -7,6 +7,7 @@
 mod cli {
     pub(crate) mod args;
     pub(crate) mod chat;
+    pub(crate) mod new;
     pub(crate) mod render;
 }
 
@@ -86,6 +87,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Chat { session, model } => return cli::chat::chat(paths, &session, model.provider()).await,
         Command::Secrets(cmd) => return secrets(&paths, cmd),
         Command::Service(cmd) => return service(&paths, cmd),
+        Command::New(cmd) => return cli::new::new(&paths, cmd).map(|_| ExitCode::SUCCESS),
         Command::Skills(SkillsCommand::Precompile) => return precompile(paths).await,
         Command::Skills(SkillsCommand::Available { json }) => return available(&paths, json),
         Command::Skills(SkillsCommand::Add { names, all, force }) => return add(&paths, names, all, force),

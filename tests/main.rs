@@ -34,4 +34,5 @@ mod scripts;
 mod secrets;
 mod skills;
 mod telegram;
+mod templates;
 mod webhooks;

@@ -58,6 +58,10 @@ pub(crate) enum Command {
     /// Run the daemon as a systemd service: restarted on failure, hardened, started at boot.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Start a new skill from a template that works: a script, or a Rust, Python or JavaScript
+    /// component project.
+    #[command(subcommand)]
+    New(NewCommand),
     /// Print the web chat's address with its token. Only a user who can read the state
     /// directory can get it; opening it once sets a cookie, so bookmark the plain address.
     Open,
@@ -523,6 +527,34 @@ pub(crate) struct ServiceAt {
 }
 
 #[derive(Subcommand)]
+pub(crate) enum NewCommand {
+    /// A JavaScript script skill, written straight into skills/NAME.js: the built-in interpreter
+    /// runs it, so there is nothing to build or install.
+    Script { name: String },
+    /// A Rust component project (needs `rustup target add wasm32-wasip2`).
+    Rust {
+        name: String,
+        /// Where to write it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// A Python component project (needs `pip install componentize-py`).
+    Python {
+        name: String,
+        /// Where to write it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// A JavaScript component project, built with ComponentizeJS (needs Node.js).
+    Js {
+        name: String,
+        /// Where to write it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 pub(crate) enum SecretsCommand {
     /// Store a secret; the value is read from stdin (or a hidden prompt), never from arguments.
     Set { name: String },
@@ -647,6 +679,7 @@ impl Command {
             | Command::Chat { .. }
             | Command::Secrets(_)
             | Command::Service(_)
+            | Command::New(_)
             | Command::Skills(
                 SkillsCommand::Precompile | SkillsCommand::Available { .. } | SkillsCommand::Add { .. },
             ) => {
