@@ -36,6 +36,11 @@ pub enum Request {
         /// The component's name.
         name: String,
     },
+    /// What changed since the approved build of a component.
+    SkillsDiff {
+        /// The component's name.
+        name: String,
+    },
     /// Grant rights to a component (or approve its build).
     Grant {
         /// The component's name.
@@ -239,6 +244,7 @@ impl Request {
             Request::Status
                 | Request::SkillsList
                 | Request::SkillsInspect { .. }
+                | Request::SkillsDiff { .. }
                 | Request::Grant { .. }
                 | Request::Revoke { .. }
                 | Request::Tool { .. }
@@ -256,6 +262,7 @@ impl Request {
             Request::Status
                 | Request::SkillsList
                 | Request::SkillsInspect { .. }
+                | Request::SkillsDiff { .. }
                 | Request::Audit { .. }
                 | Request::Notifications { .. }
                 | Request::Usage { .. }
@@ -364,6 +371,8 @@ pub enum Response {
     Url(String),
     /// A chat session.
     Session(Box<crate::session::Session>),
+    /// Diff lines.
+    Diff(Vec<String>),
 }
 
 impl Response {
@@ -496,6 +505,7 @@ async fn answer(
             }
             Response::Names(rt.secrets.names().map_err(failed)?)
         }
+        Request::SkillsDiff { name } => Response::Diff(rt.diff(&name)?),
         Request::SessionHistory { session } => Response::Session(Box::new(rt.db.session(&session)?)),
         Request::OpenUrl => {
             Response::Url(rt.config.gateway.open_url(&rt.secrets).map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?)

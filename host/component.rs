@@ -433,6 +433,9 @@ pub async fn load(
     Ok(loaded)
 }
 
+/// The largest script: its source goes into every call's sandbox.
+pub const MAX_SCRIPT: usize = 256 * 1024;
+
 /// Whether `file` is a script skill (JavaScript, run by the script runner).
 pub fn is_script(file: &Path) -> bool {
     file.extension().is_some_and(|x| x == "js")
@@ -457,6 +460,9 @@ async fn load_script(
         Some(b) => b.to_vec(),
         None => std::fs::read(file).map_err(|e| LoadError::Read(file.into(), e))?,
     };
+    if source.len() > MAX_SCRIPT {
+        return Err(LoadError::Manifest(format!("a script may be at most {} KiB", MAX_SCRIPT / 1024)));
+    }
     if script_identity(&source) != sha256 {
         return Err(LoadError::Manifest("the script changed while it was read".into()));
     }

@@ -181,6 +181,9 @@ pub struct GrantRecord {
     /// version also asked for without a new approval.
     #[serde(default)]
     pub carry_over: bool,
+    /// A script skill's source as approved, for `skills diff`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// A change asked for by `wasiclaw skills grant|revoke`.

@@ -719,9 +719,19 @@ impl Runtime {
                     .any(|r| r.covers(&g) || g.covers(&r));
                 unasked(!meets, false, &format!("http {}", rule.url), &mut notes);
             }
+            // What the owner approves of a script is its source: kept, so
+            // `skills diff` can show what a later edit changes.
+            let source = crate::component::is_script(&entry.file)
+                .then(|| std::fs::read(&entry.file).ok())
+                .flatten()
+                .filter(|s| crate::component::script_identity(s) == entry.sha256)
+                .and_then(|s| String::from_utf8(s).ok());
             self.db.update_grant(name, |record| {
                 grants::apply_grant(record, asked, &entry.sha256, change);
                 record.granted.secrets.retain(|s| !host_secrets.contains(s));
+                if record.sha256 == entry.sha256 && source.is_some() {
+                    record.source = source.clone();
+                }
             })?;
         }
         self.grants_changed.notify_one();
@@ -730,6 +740,42 @@ impl Runtime {
             None => self.removed_info(name)?,
         };
         Ok((info, notes))
+    }
+
+    /// What changed between the build of `name` the owner approved and the
+    /// one in the folder: what it asks for and, for a script, its source,
+    /// as diff lines (`-` approved, `+` now, `  ` both).
+    pub fn diff(&self, name: &str) -> Result<Vec<String>, RuntimeError> {
+        let entry = self.entry(name)?;
+        let loaded = entry.loaded.as_ref().map_err(|r| RuntimeError::Rejected(name.into(), r.clone()))?;
+        let Some(grant) = self.db.grant(name)? else {
+            return Err(RuntimeError::Invalid(format!(
+                "{name} was never approved, so there is nothing to compare; `wasiclaw skills inspect {name}` shows it all"
+            )));
+        };
+        if grant.sha256 == entry.sha256 {
+            return Ok(vec![format!(
+                "{name}: the build in the folder is the one you approved ({})",
+                &entry.sha256[..12]
+            )]);
+        }
+        let mut out = vec![format!("{name}: approved {} → now {}", short(&grant.sha256), short(&entry.sha256))];
+        out.push("asks for:".into());
+        let asks = crate::text::diff_lines(&grant.approved.describe(), &loaded.manifest.capabilities.describe());
+        out.extend(asks);
+        if crate::component::is_script(&entry.file) {
+            let now = std::fs::read_to_string(&entry.file).map_err(|e| RuntimeError::Io(entry.file.clone(), e))?;
+            match &grant.source {
+                Some(was) => {
+                    out.push(format!("source ({}):", entry.file.display()));
+                    let lines = |s: &str| s.lines().map(str::to_string).collect::<Vec<_>>();
+                    let changed = crate::text::diff_lines(&lines(was), &lines(&now));
+                    out.extend(changed.into_iter().filter(|l| !l.starts_with("  ")));
+                }
+                None => out.push("(the approved source was not kept: it was approved by an older wasiclaw)".into()),
+            }
+        }
+        Ok(out)
     }
 
     /// The grant of a skill whose file is gone.
@@ -831,6 +877,12 @@ impl Runtime {
         source: &str,
         test: Option<(&str, &str)>,
     ) -> Result<(Manifest, Option<ToolOutcome>), RuntimeError> {
+        if source.len() > crate::component::MAX_SCRIPT {
+            return Err(RuntimeError::Invalid(format!(
+                "a script may be at most {} KiB",
+                crate::component::MAX_SCRIPT / 1024
+            )));
+        }
         let pre = self.engine.script_runner()?;
         let guest = SkillGuest::Script(pre, source.into());
         let draft = format!("draft:{name}");
@@ -885,4 +937,9 @@ impl Runtime {
     pub fn notifications(&self, limit: usize) -> Result<Vec<Notification>, RuntimeError> {
         Ok(self.db.notifications(limit)?)
     }
+}
+
+/// The first 12 hex digits of a build's sha256.
+fn short(sha256: &str) -> &str {
+    &sha256[..12.min(sha256.len())]
 }

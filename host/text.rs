@@ -46,8 +46,56 @@ pub fn variant_name<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
+/// A line diff of `old` and `new`: `- ` removed, `+ ` added, `  ` kept.
+/// Hand-written (longest common subsequence after trimming the common
+/// ends) because the scripts it compares are small and a diff crate would
+/// be most of the code it adds; past a few million cells it shows the
+/// changed middle as removed then added.
+pub fn diff_lines(old: &[String], new: &[String]) -> Vec<String> {
+    let head = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let tail = old[head..].iter().rev().zip(new[head..].iter().rev()).take_while(|(a, b)| a == b).count();
+    let (a, b) = (&old[head..old.len() - tail], &new[head..new.len() - tail]);
+    let mut out: Vec<String> = old[..head].iter().map(|l| format!("  {l}")).collect();
+    if a.len().saturating_mul(b.len()) > 4_000_000 {
+        out.extend(a.iter().map(|l| format!("- {l}")));
+        out.extend(b.iter().map(|l| format!("+ {l}")));
+    } else {
+        // lcs[i][j]: the longest common subsequence of a[i..] and b[j..].
+        let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+        for i in (0..a.len()).rev() {
+            for j in (0..b.len()).rev() {
+                lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+            }
+        }
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            if i < a.len() && j < b.len() && a[i] == b[j] {
+                out.push(format!("  {}", a[i]));
+                (i, j) = (i + 1, j + 1);
+            } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+                out.push(format!("- {}", a[i]));
+                i += 1;
+            } else {
+                out.push(format!("+ {}", b[j]));
+                j += 1;
+            }
+        }
+    }
+    out.extend(old[old.len() - tail..].iter().map(|l| format!("  {l}")));
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_line_diff_marks_what_changed_and_keeps_the_rest() {
+        let lines = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+        let diff = super::diff_lines(&lines("a b c d e"), &lines("a x c d f"));
+        assert_eq!(diff, ["  a", "- b", "+ x", "  c", "  d", "- e", "+ f"]);
+        assert_eq!(super::diff_lines(&lines("a"), &lines("a")), ["  a"]);
+        assert_eq!(super::diff_lines(&[], &lines("a")), ["+ a"]);
+    }
+
     #[test]
     fn control_characters_are_escaped() {
         assert_eq!(super::one_line("a\x1b[2Jb\nc"), "a\\u{1b}[2Jb\\nc");

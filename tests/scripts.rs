@@ -44,7 +44,11 @@ fn a_script_is_a_skill_approved_by_its_hash_with_its_own_kv() {
     assert_eq!(changed["status"], "needs-approval", "{changed}");
     assert!(changed["changed"].is_string(), "{changed}");
     assert!(!env.cli(&["tool", "counter.bump", "{}"]).status.success());
+    let diff = env.ok(&["skills", "diff", "counter"]);
+    assert!(diff.contains("-   const n = Number(kv") && diff.contains("+   const n = 2 * Number(kv"), "{diff}");
+    assert!(diff.contains("asks for:\n  kv"), "the same rights: {diff}");
     env.ok(&["skills", "approve", "counter"]);
+    assert!(env.ok(&["skills", "diff", "counter"]).contains("the one you approved"));
     assert_eq!(
         env.ok(&["tool", "counter.bump", "{}"]).trim(),
         r#"{"n":7}"#,

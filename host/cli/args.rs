@@ -216,6 +216,8 @@ pub(crate) enum SkillsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// What changed since the build you approved: what it asks for and, for a script, its source.
+    Diff { name: String },
     /// Grant rights. Effective rights are what the skill asks for AND what you grant.
     #[command(after_help = "Examples:\n  wasiclaw skills grant notes --kv\n  \
         wasiclaw skills grant web-fetch --http https://en.wikipedia.org/\n  \
@@ -621,6 +623,7 @@ impl Command {
             Command::Status { json } => (Request::Status, json),
             Command::Skills(SkillsCommand::List { json }) => (Request::SkillsList, json),
             Command::Skills(SkillsCommand::Inspect { name, json }) => (Request::SkillsInspect { name }, json),
+            Command::Skills(SkillsCommand::Diff { name }) => (Request::SkillsDiff { name }, false),
             Command::Skills(SkillsCommand::Grant { name, rights, all_requested }) => {
                 let change = rights.change(all_requested)?;
                 if change == GrantChange::default() {

@@ -197,7 +197,7 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
             )
         }
         Response::Done => println!("{}", done(request)),
-        Response::Names(names) => names.iter().for_each(|n| println!("{n}")),
+        Response::Names(names) | Response::Diff(names) => names.iter().for_each(|n| println!("{n}")),
         Response::Url(url) => println!("{url}"),
         Response::Session(session) => println!("{}", serde_json::to_string_pretty(&session)?),
     }
