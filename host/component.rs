@@ -345,6 +345,11 @@ async fn describe_skill(engine: &SkillEngine, guest: &SkillGuest, ctx: HostCtx) 
         .guarded(&mut store, move |store| Box::pin(async move { guest.describe(store).await }))
         .await
         .map_err(LoadError::Describe)?;
+    let raw = raw.map_err(|e| {
+        use contract::Error as E;
+        let (E::Denied(why) | E::InvalidInput(why) | E::NotFound(why) | E::Failed(why)) = e;
+        LoadError::Manifest(why)
+    })?;
     to_manifest(raw).map_err(LoadError::Manifest)
 }
 

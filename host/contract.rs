@@ -181,22 +181,23 @@ impl SkillGuest {
         })
     }
 
-    /// Instantiate in `store` and ask what it is.
-    pub async fn describe(&self, store: &mut Store<SkillState>) -> wasmtime::Result<Manifest> {
+    /// Instantiate in `store` and ask what it is. Only a script can answer
+    /// with an error: its source declares no usable manifest.
+    pub async fn describe(&self, store: &mut Store<SkillState>) -> wasmtime::Result<Result<Manifest, Error>> {
         Ok(match self {
             SkillGuest::Current(pre) => {
-                pre.instantiate_async(&mut *store).await?.wasiclaw_plugin_tool_api().call_describe(store).await?
+                Ok(pre.instantiate_async(&mut *store).await?.wasiclaw_plugin_tool_api().call_describe(store).await?)
             }
-            SkillGuest::V0_1(pre) => {
-                pre.instantiate_async(&mut *store).await?.wasiclaw_plugin_tool_api().call_describe(store).await?.into()
-            }
+            SkillGuest::V0_1(pre) => Ok(pre
+                .instantiate_async(&mut *store)
+                .await?
+                .wasiclaw_plugin_tool_api()
+                .call_describe(store)
+                .await?
+                .into()),
             SkillGuest::Script(pre, source) => {
                 let runner = pre.instantiate_async(&mut *store).await?;
-                // A script that declares no usable manifest is refused with
-                // the runner's reason, as a component that traps is.
-                runner.wasiclaw_plugin_script_api().call_describe(store, source).await?.map_err(|e| {
-                    wasmtime::Error::msg(format!("the script: {}", crate::engine::describe_tool_error(&e)))
-                })?
+                runner.wasiclaw_plugin_script_api().call_describe(store, source).await?
             }
         })
     }

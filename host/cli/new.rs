@@ -9,11 +9,15 @@ use std::path::{Path, PathBuf};
 use wasiclaw::config::Paths;
 
 /// The template files of each kind: (path in the project, text).
-const RUST: [(&str, &str); 2] =
-    [("Cargo.toml", include_str!("../templates/rust.toml")), ("src/lib.rs", include_str!("../templates/rust.rs"))];
-const PYTHON: [(&str, &str); 1] = [("app.py", include_str!("../templates/python.py"))];
-const JS: [(&str, &str); 2] =
-    [("NAME.js", include_str!("../templates/js.js")), ("package.json", include_str!("../templates/package.json"))];
+const RUST: [(&str, &str); 2] = [
+    ("Cargo.toml", include_str!("../../templates/rust.toml")),
+    ("src/lib.rs", include_str!("../../templates/rust.rs")),
+];
+const PYTHON: [(&str, &str); 1] = [("app.py", include_str!("../../templates/python.py"))];
+const JS: [(&str, &str); 2] = [
+    ("NAME.js", include_str!("../../templates/js.js")),
+    ("package.json", include_str!("../../templates/package.json")),
+];
 
 pub(crate) fn new(paths: &Paths, cmd: NewCommand) -> anyhow::Result<()> {
     let valid = |name: &str| {
@@ -31,7 +35,7 @@ pub(crate) fn new(paths: &Paths, cmd: NewCommand) -> anyhow::Result<()> {
                 bail!("{} exists already; pick another name", file.display());
             }
             std::fs::create_dir_all(paths.skills_dir())?;
-            std::fs::write(&file, fill(include_str!("../templates/script.js"), &name))
+            std::fs::write(&file, fill(include_str!("../../templates/script.js"), &name))
                 .with_context(|| format!("cannot write {}", file.display()))?;
             println!("wrote {}", file.display());
             println!("next: edit it, then `wasiclaw skills approve {name}` and `wasiclaw tool {name}.hello '{{}}'`");
