@@ -194,16 +194,10 @@ async fn the_web_chat_streams_a_reply_in_a_real_browser() {
     assert_eq!(address, format!("http://127.0.0.1:{port}/"), "the token left the address bar");
     let input = browser.element("#input").await;
     browser.call(reqwest::Method::POST, &format!("/element/{input}/value"), json!({"text": "hello there"})).await;
-    let send = browser.element("#send").await;
-    browser.call(reqwest::Method::POST, &format!("/element/{send}/click"), json!({})).await;
-    let mut reply = Value::Null;
-    for _ in 0..300 {
-        reply = browser.script("const b = document.querySelector('.bot[data-done]'); return b && b.textContent;").await;
-        if !reply.is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    browser.click("#send").await;
+    let reply = browser
+        .until("the reply", "const b = document.querySelector('.bot[data-done]'); return b && b.textContent;")
+        .await;
     assert_eq!(reply, "Streaming into the page works.");
     let user = browser.script("return document.querySelector('.user').textContent;").await;
     assert_eq!(user, "hello there");
@@ -220,14 +214,7 @@ async fn the_web_chat_streams_a_reply_in_a_real_browser() {
     let app = axum::Router::new().route("/", axum::routing::get(move || async move { axum::response::Html(script) }));
     tokio::spawn(async move { axum::serve(evil, app).await.unwrap() });
     browser.call(reqwest::Method::POST, "/url", json!({"url": evil_url})).await;
-    let mut title = Value::Null;
-    for _ in 0..100 {
-        title = browser.script("return document.title;").await;
-        if title.as_str().is_some_and(|t| !t.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let title = browser.until("the other page's verdict", "return document.title || null;").await;
     assert_eq!(title, "BLOCKED", "another origin read a reply");
     assert_eq!(llm.requests().len(), 1, "another origin drove the agent");
 }
