@@ -667,7 +667,13 @@ impl Registry {
 
     /// Whether build `sha256` waits for the background compiler: never
     /// compiled, and not known to fail.
-    fn must_compile(&self, engine: &SkillEngine, sha256: &str) -> bool {
+    /// A script waits for the script runner's first compile instead.
+    fn must_compile(&self, engine: &SkillEngine, file: &Path, sha256: &str) -> bool {
+        let sha256 = match crate::bundled::script_runner() {
+            Some(runner) if is_script(file) => runner.sha256,
+            None if is_script(file) => return false,
+            _ => sha256,
+        };
         !engine.artifact(sha256, "cwasm").exists() && !self.uncompilable.read().unwrap().contains(sha256)
     }
 
@@ -677,6 +683,19 @@ impl Registry {
     pub async fn compile_next(&self, engine: &SkillEngine) -> Option<PathBuf> {
         let (file, waiting) = self.compiling.read().unwrap().iter().next().map(|(f, c)| (f.clone(), c.clone()))?;
         let (engine, path) = (engine.clone(), file.clone());
+        // A script waits for the script runner, which serves them all.
+        let runner = crate::bundled::script_runner().filter(|_| is_script(&file));
+        if let Some(runner) = runner {
+            let cached = engine.artifact(runner.sha256, "cwasm");
+            let compiled = tokio::task::spawn_blocking(move || engine.script_runner().map(drop)).await;
+            if let Err(e) = compiled.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+                tracing::warn!("compiling the script runner: {e}");
+            }
+            if !cached.exists() {
+                self.uncompilable.write().unwrap().insert(runner.sha256.to_string());
+            }
+            return Some(file);
+        }
         let (sha256, cached) = (waiting.sha256.clone(), engine.artifact(&waiting.sha256, "cwasm"));
         let compiled = tokio::task::spawn_blocking(move || {
             let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
@@ -756,7 +775,7 @@ impl Registry {
             // Waiting for its first compile and unchanged: it waits on, unread.
             let waited =
                 self.compiling.read().unwrap().get(&file).filter(|c| stamp.is_some() && c.stamp == stamp).cloned();
-            if let Some(c) = waited.as_ref().filter(|c| defer && self.must_compile(engine, &c.sha256)) {
+            if let Some(c) = waited.as_ref().filter(|c| defer && self.must_compile(engine, &file, &c.sha256)) {
                 waiting.insert(file, c.clone());
                 continue;
             }
@@ -787,7 +806,10 @@ impl Registry {
                 Some(e) if e.sha256 == sha256 && !e.loaded.as_ref().is_err_and(|r| r.starts_with(CLASH)) => {
                     Entry { stamp, ..e.clone() }
                 }
-                _ if defer && looks_like_component(&bytes) && self.must_compile(engine, &sha256) => {
+                _ if defer
+                    && (looks_like_component(&bytes) || is_script(&file))
+                    && self.must_compile(engine, &file, &sha256) =>
+                {
                     let since_ms = self
                         .compiling
                         .read()

@@ -185,3 +185,51 @@ async fn the_agent_writes_a_skill_the_owner_approves_in_chat_and_then_uses_it() 
     assert_eq!(env.list()[0]["status"], "needs-approval");
     assert!(!offered(llm.requests().last().unwrap()).contains(&"counter__bump".to_string()));
 }
+
+const HELPER: &str = r#"const manifest = {
+  name: "helper",
+  tools: [{ name: "work" }],
+  capabilities: { notify: true, memory_read: true, memory_write: true, secrets: ["SIGNING_KEY"] },
+};
+function work() {
+  const id = memory.save("the router lives at 192.168.1.1", ["home"]);
+  const hits = memory.search("router", 3);
+  notify.send("router checked");
+  log("worked", id);
+  return { id, found: hits[0].text, greeting: config.get("greeting"), mac: hmac("SIGNING_KEY", "payload") };
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_script_api_reaches_memory_notify_config_and_hmac_as_granted() {
+    use hmac::Mac;
+    let env = Env::new();
+    env.config("[skills.helper]\ngreeting = \"hi\"\n");
+    script(&env, "helper", HELPER);
+    let rt = env.runtime().await;
+    rt.secrets.set("SIGNING_KEY", "k3y").unwrap();
+    let all = wasiclaw::grants::GrantChange { all: true, ..Default::default() };
+    rt.change_grant("helper", &all, false).unwrap();
+    let out = call(&rt, "helper.work", "{}").await;
+    assert!(out.ok, "{}", out.output);
+    let v: serde_json::Value = serde_json::from_str(&out.output).unwrap();
+    assert_eq!(v["found"], "the router lives at 192.168.1.1");
+    assert_eq!(v["greeting"], "hi");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"k3y").unwrap();
+    mac.update(b"payload");
+    assert_eq!(v["mac"], hex::encode(mac.finalize().into_bytes()), "HMAC with a secret the script never read");
+    let notes = rt.notifications(5).unwrap();
+    assert!(notes.iter().any(|n| n.skill == "helper" && n.text == "router checked"), "{notes:?}");
+}
+
+#[test]
+fn a_running_daemon_picks_up_a_new_script() {
+    let env = Env::new();
+    let _daemon = env.daemon();
+    script(&env, "counter", COUNTER);
+    wait_for("the daemon to list the script", std::time::Duration::from_secs(60), || {
+        env.list().iter().any(|s| s["name"] == "counter" && s["status"] == "needs-approval")
+    });
+    env.ok(&["skills", "grant", "counter", "--kv"]);
+    assert_eq!(env.ok(&["tool", "counter.bump", "{}"]).trim(), r#"{"n":1}"#);
+}
