@@ -75,7 +75,7 @@ pub const HOST_TOOLS: [HostTool; 8] = [
     HostTool {
         name: "skill_script",
         risk: Risk::Write,
-        description: "Write a new skill as JavaScript. Call with only `name` for the format and API; with `source` to check it (and run `test` with no rights); with `propose` to ask the owner to approve it.",
+        description: "Write a JavaScript skill: only `name` gets the format; `source` checks it (`test` runs a tool without rights); `propose` asks the owner.",
         schema: r#"{"type":"object","properties":{"name":{"type":"string"},"source":{"type":"string"},"test":{"type":"object","properties":{"tool":{"type":"string"},"args":{"type":"object"}}},"propose":{"type":"boolean"}},"required":["name"]}"#,
         run: skill_script,
     },
