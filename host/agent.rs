@@ -145,6 +145,12 @@ pub enum Event {
         /// The notice.
         text: String,
     },
+    /// A skill the agent proposed, as the host read it (its tools and the
+    /// rights it asks for), for the owner wherever they chat.
+    Proposal {
+        /// What the owner reads.
+        text: String,
+    },
     /// A tool call waits for the owner: answer with `/allow ID`,
     /// `/always ID` or `/deny ID` (or the buttons of the web chat).
     Approval {
@@ -565,7 +571,7 @@ impl Agent {
                 .ok()
                 .and_then(|v| v["proposal"].as_str().map(str::to_string))
         {
-            (turn.emit)(Event::Notice { text: proposal });
+            (turn.emit)(Event::Proposal { text: proposal });
         }
         let content = truncate_chars(&content, self.cfg.tool_result_max_chars);
         (turn.emit)(Event::ToolResult { name: name.clone(), ok, preview: truncate_chars(&content, 200) });

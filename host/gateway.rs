@@ -247,7 +247,7 @@ async fn chat(State(gate): State<Gate>, Json(input): Json<ChatIn>) -> impl IntoR
             Reply::Event(Event::Text { .. }) => "text",
             Reply::Event(Event::ToolCall { .. }) => "tool-call",
             Reply::Event(Event::ToolResult { .. }) => "tool-result",
-            Reply::Event(Event::Notice { .. }) => "notice",
+            Reply::Event(Event::Notice { .. } | Event::Proposal { .. }) => "notice",
             Reply::Event(Event::Approval { .. }) => "approval",
             Reply::Ok(_) => "done",
             Reply::Err { .. } => "error",

@@ -163,16 +163,19 @@ impl Channels {
                 Who::Person { admin: false, .. } => format!("{name}:{}:{}", item.chat_id, item.sender_id),
                 _ => format!("{name}:{}", item.chat_id),
             };
-            // A question for the owner goes to this (admin's) chat at once.
+            // A question for the owner, or a skill proposed to them, goes
+            // to this (admin's) chat at once.
             let ask = |e: Event| {
-                if let Event::Approval { id, tool, arguments, reason } = e {
-                    let text = format!(
+                let text = match e {
+                    Event::Approval { id, tool, arguments, reason } => format!(
                         "Allow {tool} {}? ({reason})\nReply /allow {id}, /always {id} or /deny {id}.",
                         crate::text::truncate(&arguments, 300)
-                    );
-                    if let Err(e) = self.rt().db.outbox_enqueue(&name, &chat, &text) {
-                        tracing::error!("channel {name}: queueing an approval question: {e}");
-                    }
+                    ),
+                    Event::Proposal { text } => text,
+                    _ => return,
+                };
+                if let Err(e) = self.rt().db.outbox_enqueue(&name, &chat, &text) {
+                    tracing::error!("channel {name}: queueing a question for the owner: {e}");
                 }
             };
             let reply = match self.agent.turn_as(&session, &item.text, &who, &ask).await {

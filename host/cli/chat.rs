@@ -52,6 +52,7 @@ pub(crate) async fn chat(paths: Paths, session: &str, provider: Option<ProviderC
                 writeln!(out, "  ↳ {name} {}: {}", if ok { "ok" } else { "error" }, one_line(&preview))
             }
             Event::Notice { text } => writeln!(out, "  ({text})"),
+            Event::Proposal { text } => writeln!(out, "\n{text}\n"),
             Event::Approval { id, tool, arguments, reason } => {
                 waiting.store(id, Ordering::Relaxed);
                 writeln!(
