@@ -536,7 +536,7 @@ impl Agent {
                 Ok((info, _)) => {
                     let asks = info.requested.as_ref().map(|c| c.describe()).unwrap_or_default();
                     let asks = if asks.is_empty() { "no rights".to_string() } else { asks.join("; ") };
-                    format!("Approved {name} (build {}) with {asks}.", &info.sha256[..12.min(info.sha256.len())])
+                    format!("Approved {name} (build {}) with {asks}.", crate::component::short_sha(&info.sha256))
                 }
                 Err(e) => format!("Cannot approve {name}: {e}"),
             };

@@ -45,8 +45,13 @@ pub struct Runner {
 impl Runner {
     /// The component's bytes.
     pub fn bytes(&self) -> Vec<u8> {
-        miniz_oxide::inflate::decompress_to_vec(self.deflated).expect("build.rs deflated it")
+        inflate(self.deflated)
     }
+}
+
+/// What `build.rs` deflated.
+fn inflate(deflated: &[u8]) -> Vec<u8> {
+    miniz_oxide::inflate::decompress_to_vec(deflated).expect("build.rs deflated it")
 }
 
 include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
@@ -55,10 +60,7 @@ include!(concat!(env!("OUT_DIR"), "/wit.rs"));
 
 /// The contract's WIT files (`wit/`), as (path, text), for `wasiclaw new`.
 pub fn wit() -> impl Iterator<Item = (&'static str, String)> {
-    WIT.iter().map(|(path, deflated)| {
-        let bytes = miniz_oxide::inflate::decompress_to_vec(deflated).expect("build.rs deflated it");
-        (*path, String::from_utf8(bytes).expect("WIT is UTF-8"))
-    })
+    WIT.iter().map(|(path, deflated)| (*path, String::from_utf8(inflate(deflated)).expect("WIT is UTF-8")))
 }
 
 /// The script runner, if this build has it (the `bundled` feature).
@@ -102,7 +104,7 @@ pub enum Installed {
 impl Bundled {
     /// The component's bytes.
     pub fn bytes(&self) -> Vec<u8> {
-        miniz_oxide::inflate::decompress_to_vec(self.deflated).expect("build.rs deflated it")
+        inflate(self.deflated)
     }
 
     /// Its path in the skills folder `dir`.
@@ -112,8 +114,13 @@ impl Bundled {
 
     /// Whether `dir` holds it.
     pub fn presence(&self, dir: &Path) -> Presence {
+        self.presence_of(&self.bytes(), dir)
+    }
+
+    /// Whether `dir` holds `bytes`, its inflated self, under its name.
+    fn presence_of(&self, bytes: &[u8], dir: &Path) -> Presence {
         match std::fs::read(self.path(dir)) {
-            Ok(bytes) if bytes == self.bytes() => Presence::Installed,
+            Ok(held) if held == bytes => Presence::Installed,
             Ok(_) => Presence::Different,
             Err(_) => Presence::Absent,
         }
@@ -124,7 +131,8 @@ impl Bundled {
     /// owner's own build. Written under a temporary name and renamed, so
     /// a watching daemon never loads half a file.
     pub fn install(&self, dir: &Path, replace: bool) -> std::io::Result<Installed> {
-        match self.presence(dir) {
+        let bytes = self.bytes();
+        match self.presence_of(&bytes, dir) {
             Presence::Installed => return Ok(Installed::Already),
             Presence::Different if !replace => return Ok(Installed::KeptOther),
             _ => {}
@@ -132,7 +140,7 @@ impl Bundled {
         // Not `.wasm`, so the daemon ignores it until the rename.
         let tmp = dir.join(format!(".{}.wasm.part", self.name));
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&self.bytes())?;
+        file.write_all(&bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, self.path(dir))?;
         Ok(Installed::Written)

@@ -235,6 +235,14 @@ fn check_contract(
     }
 }
 
+/// Whether `name` may name a skill: 1-64 of a-z, 0-9, `-` and `_` (so it
+/// is also a plain file name).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
 /// Bounds on what a manifest may declare: every tool of an approved skill
 /// goes to the model on every turn, so each byte here costs tokens.
 pub const MAX_TOOLS: usize = 64;
@@ -248,12 +256,7 @@ pub const MAX_RULES: usize = 32;
 /// Check a manifest against the naming rules and the bounds above; the
 /// error names the rule or limit broken.
 pub fn validate(m: &Manifest) -> Result<(), String> {
-    let name_ok = |n: &str| {
-        !n.is_empty()
-            && n.len() <= 64
-            && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    };
-    if !name_ok(&m.name) {
+    if !valid_name(&m.name) {
         return Err(format!("skill name `{}` must be 1-64 of a-z, 0-9, - and _", m.name));
     }
     if m.tools.len() > MAX_TOOLS {
@@ -273,7 +276,7 @@ pub fn validate(m: &Manifest) -> Result<(), String> {
         if tool.parameters.to_string().len() > MAX_SCHEMA {
             return Err(format!("tool `{}`: parameter schema over {MAX_SCHEMA} bytes", tool.name));
         }
-        if !name_ok(&tool.name) {
+        if !valid_name(&tool.name) {
             return Err(format!("tool name `{}` must be 1-64 of a-z, 0-9, - and _", tool.name));
         }
         if !seen.insert(&tool.name) {
@@ -438,6 +441,25 @@ pub async fn load(
     Ok(loaded)
 }
 
+/// The sha256 whose compiled code build `sha256` of `file` runs on: its
+/// own, or for a script the script runner's (None in a build without one).
+fn compiled_as<'a>(file: &Path, sha256: &'a str) -> Option<&'a str> {
+    if !is_script(file) {
+        return Some(sha256);
+    }
+    crate::bundled::script_runner().map(|r| r.sha256)
+}
+
+/// The first 12 hex digits of a build's sha256, as lists show it.
+pub fn short_sha(sha256: &str) -> &str {
+    &sha256[..12.min(sha256.len())]
+}
+
+/// Refuse a script too large to hand to every call's sandbox.
+pub fn check_script_size(len: usize) -> Result<(), String> {
+    if len > MAX_SCRIPT { Err(format!("a script may be at most {} KiB", MAX_SCRIPT / 1024)) } else { Ok(()) }
+}
+
 /// The largest script: its source goes into every call's sandbox.
 pub const MAX_SCRIPT: usize = 256 * 1024;
 
@@ -465,9 +487,7 @@ async fn load_script(
         Some(b) => b.to_vec(),
         None => std::fs::read(file).map_err(|e| LoadError::Read(file.into(), e))?,
     };
-    if source.len() > MAX_SCRIPT {
-        return Err(LoadError::Manifest(format!("a script may be at most {} KiB", MAX_SCRIPT / 1024)));
-    }
+    check_script_size(source.len()).map_err(LoadError::Manifest)?;
     if script_identity(&source) != sha256 {
         return Err(LoadError::Manifest("the script changed while it was read".into()));
     }
@@ -669,12 +689,8 @@ impl Registry {
     /// compiled, and not known to fail.
     /// A script waits for the script runner's first compile instead.
     fn must_compile(&self, engine: &SkillEngine, file: &Path, sha256: &str) -> bool {
-        let sha256 = match crate::bundled::script_runner() {
-            Some(runner) if is_script(file) => runner.sha256,
-            None if is_script(file) => return false,
-            _ => sha256,
-        };
-        !engine.artifact(sha256, "cwasm").exists() && !self.uncompilable.read().unwrap().contains(sha256)
+        let Some(code) = compiled_as(file, sha256) else { return false };
+        !engine.artifact(code, "cwasm").exists() && !self.uncompilable.read().unwrap().contains(code)
     }
 
     /// Compile the next waiting component into the cache (off the async
@@ -682,28 +698,20 @@ impl Registry {
     /// file, or None if none waits. The next rescan loads it from the cache.
     pub async fn compile_next(&self, engine: &SkillEngine) -> Option<PathBuf> {
         let (file, waiting) = self.compiling.read().unwrap().iter().next().map(|(f, c)| (f.clone(), c.clone()))?;
-        let (engine, path) = (engine.clone(), file.clone());
-        // A script waits for the script runner, which serves them all.
-        let runner = crate::bundled::script_runner().filter(|_| is_script(&file));
-        if let Some(runner) = runner {
-            let cached = engine.artifact(runner.sha256, "cwasm");
-            let compiled = tokio::task::spawn_blocking(move || engine.script_runner().map(drop)).await;
-            if let Err(e) = compiled.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
-                tracing::warn!("compiling the script runner: {e}");
-            }
-            if !cached.exists() {
-                self.uncompilable.write().unwrap().insert(runner.sha256.to_string());
-            }
-            return Some(file);
-        }
-        let (sha256, cached) = (waiting.sha256.clone(), engine.artifact(&waiting.sha256, "cwasm"));
+        let code = compiled_as(&file, &waiting.sha256).unwrap_or(&waiting.sha256).to_string();
+        let cached = engine.artifact(&code, "cwasm");
+        let (engine, path, build) = (engine.clone(), file.clone(), waiting.sha256.clone());
         let compiled = tokio::task::spawn_blocking(move || {
+            // A script waits for the script runner, which serves them all.
+            if is_script(&path) {
+                return engine.script_runner().map(drop).map_err(|e| e.to_string());
+            }
             let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
             // Replaced meanwhile: the next rescan queues the new build.
-            if sha256_hex(&bytes) != sha256 {
+            if sha256_hex(&bytes) != build {
                 return Ok(());
             }
-            engine.compile(&path, Some(&bytes), &sha256).map(drop).map_err(|e| e.to_string())
+            engine.compile(&path, Some(&bytes), &build).map(drop).map_err(|e| e.to_string())
         })
         .await;
         if let Err(e) = compiled.map_err(|e| e.to_string()).and_then(|r| r) {
@@ -713,7 +721,7 @@ impl Registry {
         // it. One that failed (or could not be cached) is then loaded
         // inline, so its reason is recorded instead of retried forever.
         if !cached.exists() {
-            self.uncompilable.write().unwrap().insert(waiting.sha256);
+            self.uncompilable.write().unwrap().insert(code);
         }
         Some(file)
     }

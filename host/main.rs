@@ -367,7 +367,7 @@ fn ask_daemon(paths: &Paths, request: Request) -> anyhow::Result<Response> {
 /// then the new credential replaces the old.
 fn rotate(paths: &Paths) -> anyhow::Result<ExitCode> {
     use wasiclaw::service::{credential_file, make_credential, read_credential};
-    if paths.socket().exists() && std::os::unix::net::UnixStream::connect(paths.socket()).is_ok() {
+    if std::os::unix::net::UnixStream::connect(paths.socket()).is_ok() {
         bail!(
             "the daemon is running and holds the current key: stop it (`sudo systemctl stop wasiclaw`), \
              rotate, then start it again"

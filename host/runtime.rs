@@ -7,7 +7,7 @@
 //! replaced file takes effect at the next call.
 
 use crate::budget::Budgets;
-use crate::component::{ChannelSpec, Compiling, Entry, Kind, Manifest, Registry, ScanReport, ToolSpec};
+use crate::component::{ChannelSpec, Compiling, Entry, Kind, Manifest, Registry, ScanReport, ToolSpec, short_sha};
 use crate::config::{Config, ConfigError, Paths};
 use crate::context::{Resolver, system_resolver};
 use crate::contract::SkillGuest;
@@ -555,8 +555,8 @@ impl Runtime {
                 info.status = if active { SkillState::Active } else { SkillState::NeedsApproval };
                 info.pending = eff.pending;
                 if !eff.approved {
-                    let short = |s: &str| s[..12.min(s.len())].to_string();
-                    info.changed = eff.changed_from.map(|old| format!("{} → {}", short(&old), short(&entry.sha256)));
+                    info.changed =
+                        eff.changed_from.map(|old| format!("{} → {}", short_sha(&old), short_sha(&entry.sha256)));
                     let hint = format!("approval of this build: run `wasiclaw skills approve {}`", m.name);
                     info.pending.insert(0, hint);
                 }
@@ -756,10 +756,10 @@ impl Runtime {
         if grant.sha256 == entry.sha256 {
             return Ok(vec![format!(
                 "{name}: the build in the folder is the one you approved ({})",
-                &entry.sha256[..12]
+                short_sha(&entry.sha256)
             )]);
         }
-        let mut out = vec![format!("{name}: approved {} → now {}", short(&grant.sha256), short(&entry.sha256))];
+        let mut out = vec![format!("{name}: approved {} → now {}", short_sha(&grant.sha256), short_sha(&entry.sha256))];
         out.push("asks for:".into());
         let asks = crate::text::diff_lines(&grant.approved.describe(), &loaded.manifest.capabilities.describe());
         out.extend(asks);
@@ -877,12 +877,7 @@ impl Runtime {
         source: &str,
         test: Option<(&str, &str)>,
     ) -> Result<(Manifest, Option<ToolOutcome>), RuntimeError> {
-        if source.len() > crate::component::MAX_SCRIPT {
-            return Err(RuntimeError::Invalid(format!(
-                "a script may be at most {} KiB",
-                crate::component::MAX_SCRIPT / 1024
-            )));
-        }
+        crate::component::check_script_size(source.len()).map_err(RuntimeError::Invalid)?;
         let pre = self.engine.script_runner()?;
         let guest = SkillGuest::Script(pre, source.into());
         let draft = format!("draft:{name}");
@@ -905,14 +900,17 @@ impl Runtime {
         Ok((manifest, Some(self.run_tool(&guest, ctx, &draft, tool, args).await)))
     }
 
-    /// Write a script skill the agent proposes into the skills folder and
-    /// load it. It waits for the owner's approval like any new build; a
-    /// name held by a component is refused, and the file is written under
-    /// a temporary name and renamed, so no scan sees half of it.
+    /// Write a script skill the agent proposes, once `try_script` accepted
+    /// it under `name`, into the skills folder and load it. It waits for
+    /// the owner's approval like any new build; a name held by a component
+    /// is refused, and the file is written under a temporary name and
+    /// renamed, so no scan sees half of it.
     pub async fn propose_script(&self, name: &str, source: &str) -> Result<SkillInfo, RuntimeError> {
-        // Its manifest must hold, under this very name (which also keeps
-        // the name a plain file name).
-        self.try_script(name, source, None).await?;
+        // `try_script` checked the manifest names it so; this keeps the
+        // file name plain whoever calls.
+        if !crate::component::valid_name(name) {
+            return Err(RuntimeError::Invalid(format!("`{name}` is not a skill name")));
+        }
         let dir = self.paths.skills_dir();
         if let Some(held) = self.registry.find(name).filter(|e| !crate::component::is_script(&e.file)) {
             return Err(RuntimeError::Invalid(format!(
@@ -937,9 +935,4 @@ impl Runtime {
     pub fn notifications(&self, limit: usize) -> Result<Vec<Notification>, RuntimeError> {
         Ok(self.db.notifications(limit)?)
     }
-}
-
-/// The first 12 hex digits of a build's sha256.
-fn short(sha256: &str) -> &str {
-    &sha256[..12.min(sha256.len())]
 }

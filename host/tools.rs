@@ -285,7 +285,7 @@ fn proposal(info: &crate::runtime::SkillInfo) -> String {
          Read it with `wasiclaw skills inspect {name}` or in the file. `/approve {name}` here approves it with \
          everything it asks for, `/reject {name}` deletes it; to grant less, use `wasiclaw skills grant {name}`.",
         name = info.name,
-        build = &info.sha256[..12.min(info.sha256.len())],
+        build = crate::component::short_sha(&info.sha256),
         file = info.file.display(),
         tools = tools.join(", "),
     )

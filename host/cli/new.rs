@@ -20,16 +20,15 @@ const JS: [(&str, &str); 2] = [
 ];
 
 pub(crate) fn new(paths: &Paths, cmd: NewCommand) -> anyhow::Result<()> {
-    let valid = |name: &str| {
-        !name.is_empty()
-            && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-    };
+    let (NewCommand::Script { name }
+    | NewCommand::Rust { name, .. }
+    | NewCommand::Python { name, .. }
+    | NewCommand::Js { name, .. }) = &cmd;
+    if !wasiclaw::component::valid_name(name) {
+        bail!("`{name}` is not a skill name: use 1-64 of a-z, 0-9, - and _");
+    }
     let (name, dir, files, build): (String, Option<PathBuf>, &[(&str, &str)], &str) = match cmd {
         NewCommand::Script { name } => {
-            if !valid(&name) {
-                bail!("`{name}` is not a skill name: use 1-64 of a-z, 0-9, - and _");
-            }
             let file = paths.skills_dir().join(format!("{name}.js"));
             if file.exists() {
                 bail!("{} exists already; pick another name", file.display());
@@ -47,9 +46,6 @@ pub(crate) fn new(paths: &Paths, cmd: NewCommand) -> anyhow::Result<()> {
         }
         NewCommand::Js { name, dir } => (name, dir, &JS, "npm install && npm run build"),
     };
-    if !valid(&name) {
-        bail!("`{name}` is not a skill name: use 1-64 of a-z, 0-9, - and _");
-    }
     let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
     if dir.exists() {
         bail!("{} exists already; pick another name or --dir", dir.display());

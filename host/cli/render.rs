@@ -44,7 +44,7 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
                     if s.channel.is_some() { "channel" } else { "skill" },
                     printable(s.version.as_deref().unwrap_or("-")),
                     status,
-                    &s.sha256[..12.min(s.sha256.len())],
+                    wasiclaw::component::short_sha(&s.sha256),
                     summary(s)
                 );
             }
@@ -354,7 +354,7 @@ fn print_inspect(s: &SkillInfo) {
     if let Some(sha) = s.granted_sha256.as_ref().filter(|sha| **sha != s.sha256) {
         println!(
             "\nnote: grants were approved for an earlier version ({}); new requests need approval",
-            &sha[..12.min(sha.len())]
+            wasiclaw::component::short_sha(sha)
         );
     }
 }
