@@ -4,7 +4,8 @@
 //! write (`notes.add`: one read, two writes) and, when componentize-py is
 //! installed, the 18 MB Python example (`wordstats.count`). Run with
 //! `just bench` (or `cargo bench --bench calls [-- SKILL]` for one skill);
-//! prints figures only.
+//! prints figures only. `CALLS=N` times N calls instead of 3,000 (e.g.
+//! for a profile of the call path alone).
 
 mod common;
 
@@ -14,7 +15,9 @@ use wasiclaw::grants::{GrantChange, GrantSet, Rights};
 use wasiclaw::runtime::Runtime;
 
 const WARMUP: usize = 200;
-const CALLS: usize = 3000;
+fn calls() -> usize {
+    std::env::var("CALLS").ok().and_then(|n| n.parse().ok()).unwrap_or(3000)
+}
 
 fn main() {
     let built = common::guests();
@@ -36,7 +39,7 @@ fn main() {
             let kv = GrantSet { rights: Rights::KV, ..Default::default() };
             let _ = rt.change_grant(skill, &GrantChange { rights: kv, all: false, carry_over: None }, false);
         }
-        println!("tool calls in the host ({CALLS} after {WARMUP} warm-up calls each)");
+        println!("tool calls in the host ({} after {WARMUP} warm-up calls each)", calls());
         println!("{:<28} {:>9} {:>9} {:>9} {:>9}", "call", "p50 µs", "p99 µs", "max µs", "commits");
         if wanted("clock") {
             measure(&rt, "clock.now (no rights)", "clock", "now", r#"{"tz":"UTC"}"#).await;
@@ -57,20 +60,15 @@ async fn measure(rt: &Runtime, label: &str, skill: &str, tool: &str, args: &str)
         assert!(rt.call_tool(skill, tool, args).await.unwrap().ok);
     }
     let commits = rt.db.durable_commits();
-    let mut times: Vec<f64> = Vec::with_capacity(CALLS);
-    for _ in 0..CALLS {
+    let n = calls();
+    let mut times: Vec<f64> = Vec::with_capacity(n);
+    for _ in 0..n {
         let start = Instant::now();
         let out = rt.call_tool(skill, tool, args).await.unwrap();
         times.push(start.elapsed().as_secs_f64() * 1e6);
         assert!(out.ok, "{label}: {}", out.output);
     }
     times.sort_by(f64::total_cmp);
-    let per_call = (rt.db.durable_commits() - commits) as f64 / CALLS as f64;
-    println!(
-        "{label:<28} {:>9.0} {:>9.0} {:>9.0} {:>9.2}",
-        times[CALLS / 2],
-        times[CALLS * 99 / 100],
-        times[CALLS - 1],
-        per_call
-    );
+    let per_call = (rt.db.durable_commits() - commits) as f64 / n as f64;
+    println!("{label:<28} {:>9.0} {:>9.0} {:>9.0} {:>9.2}", times[n / 2], times[n * 99 / 100], times[n - 1], per_call);
 }

@@ -1,5 +1,7 @@
 //! The skills and channels built into this binary: `skills-wasm/`, compiled
-//! for wasm32-wasip2 by `build.rs` and stored deflated. `wasiclaw skills
+//! for wasm32-wasip2 by `build.rs` and stored LZMA2-compressed, all of them
+//! in one stream (they share much of their code), the script runner and
+//! the WIT files in streams of their own. `wasiclaw skills
 //! available` lists them, `skills add` writes one into `skills/`, and the
 //! first start (no `skills/` folder yet) installs the bundled skills, not
 //! the channels, which need the owner's accounts first.
@@ -31,7 +33,8 @@ pub struct Bundled {
     pub kind: Kind,
     /// One line for `skills available`.
     pub summary: &'static str,
-    deflated: &'static [u8],
+    /// Its bytes' range in the unpacked [`BUNDLE`].
+    at: (usize, usize),
 }
 
 /// The interpreter of script skills (`skills-wasm/script-runner`).
@@ -39,28 +42,66 @@ pub struct Bundled {
 pub struct Runner {
     /// The sha256 of its component: part of every script's identity.
     pub sha256: &'static str,
-    deflated: &'static [u8],
+    pack: Pack,
 }
 
 impl Runner {
     /// The component's bytes.
     pub fn bytes(&self) -> Vec<u8> {
-        inflate(self.deflated)
+        self.pack.unpack()
     }
 }
 
-/// What `build.rs` deflated.
-fn inflate(deflated: &[u8]) -> Vec<u8> {
-    miniz_oxide::inflate::decompress_to_vec(deflated).expect("build.rs deflated it")
+/// Files laid end to end and compressed by `build.rs` as one LZMA2 stream.
+#[derive(Debug)]
+struct Pack {
+    lzma: &'static [u8],
+    /// The stream's dictionary size: the buffer unpacking needs.
+    dict: u32,
+    /// The unpacked length.
+    len: usize,
+}
+
+impl Pack {
+    #[allow(dead_code)] // only in a build without the `bundled` feature
+    const EMPTY: Pack = Pack { lzma: &[], dict: 0, len: 0 };
+
+    fn unpack(&self) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::with_capacity(self.len);
+        if self.len > 0 {
+            lzma_rust2::Lzma2Reader::new(self.lzma, self.dict, None)
+                .read_to_end(&mut out)
+                .expect("build.rs compressed it");
+        }
+        assert_eq!(out.len(), self.len, "build.rs recorded the length");
+        out
+    }
 }
 
 include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 
-include!(concat!(env!("OUT_DIR"), "/wit.rs"));
-
 /// The contract's WIT files (`wit/`), as (path, text), for `wasiclaw new`.
-pub fn wit() -> impl Iterator<Item = (&'static str, String)> {
-    WIT.iter().map(|(path, deflated)| (*path, String::from_utf8(inflate(deflated)).expect("WIT is UTF-8")))
+pub fn wit() -> Vec<(&'static str, String)> {
+    let all = WIT.unpack();
+    let text = |(a, b): (usize, usize)| String::from_utf8(all[a..b].to_vec()).expect("WIT is UTF-8");
+    WIT_FILES.iter().map(|&(path, a, b)| (path, text((a, b)))).collect()
+}
+
+/// Every bundled component's bytes, unpacked at once (one decompression
+/// of about 2 MB serves all of them).
+pub struct Unpacked(Vec<u8>);
+
+/// Unpack the bundled components.
+pub fn unpack() -> Unpacked {
+    Unpacked(BUNDLE.unpack())
+}
+
+impl Unpacked {
+    /// The bytes of `b`.
+    pub fn bytes(&self, b: &Bundled) -> &[u8] {
+        &self.0[b.at.0..b.at.1]
+    }
 }
 
 /// The script runner, if this build has it (the `bundled` feature).
@@ -102,25 +143,15 @@ pub enum Installed {
 }
 
 impl Bundled {
-    /// The component's bytes.
-    pub fn bytes(&self) -> Vec<u8> {
-        inflate(self.deflated)
-    }
-
     /// Its path in the skills folder `dir`.
     pub fn path(&self, dir: &Path) -> PathBuf {
         dir.join(format!("{}.wasm", self.name))
     }
 
     /// Whether `dir` holds it.
-    pub fn presence(&self, dir: &Path) -> Presence {
-        self.presence_of(&self.bytes(), dir)
-    }
-
-    /// Whether `dir` holds `bytes`, its inflated self, under its name.
-    fn presence_of(&self, bytes: &[u8], dir: &Path) -> Presence {
+    pub fn presence(&self, dir: &Path, unpacked: &Unpacked) -> Presence {
         match std::fs::read(self.path(dir)) {
-            Ok(held) if held == bytes => Presence::Installed,
+            Ok(held) if held == unpacked.bytes(self) => Presence::Installed,
             Ok(_) => Presence::Different,
             Err(_) => Presence::Absent,
         }
@@ -130,9 +161,8 @@ impl Bundled {
     /// other contents is replaced only with `replace`: it may be the
     /// owner's own build. Written under a temporary name and renamed, so
     /// a watching daemon never loads half a file.
-    pub fn install(&self, dir: &Path, replace: bool) -> std::io::Result<Installed> {
-        let bytes = self.bytes();
-        match self.presence_of(&bytes, dir) {
+    pub fn install(&self, dir: &Path, replace: bool, unpacked: &Unpacked) -> std::io::Result<Installed> {
+        match self.presence(dir, unpacked) {
             Presence::Installed => return Ok(Installed::Already),
             Presence::Different if !replace => return Ok(Installed::KeptOther),
             _ => {}
@@ -140,7 +170,7 @@ impl Bundled {
         // Not `.wasm`, so the daemon ignores it until the rename.
         let tmp = dir.join(format!(".{}.wasm.part", self.name));
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
+        file.write_all(unpacked.bytes(self))?;
         file.sync_all()?;
         std::fs::rename(&tmp, self.path(dir))?;
         Ok(Installed::Written)
@@ -150,9 +180,9 @@ impl Bundled {
 /// The first start: install every bundled skill into the new skills
 /// folder `dir`. Returns their names.
 pub fn first_start(dir: &Path) -> std::io::Result<Vec<&'static str>> {
-    let mut installed = Vec::new();
+    let (mut installed, unpacked) = (Vec::new(), unpack());
     for b in BUNDLED.iter().filter(|b| b.kind == Kind::Skill) {
-        b.install(dir, false)?;
+        b.install(dir, false, &unpacked)?;
         installed.push(b.name);
     }
     Ok(installed)

@@ -185,8 +185,9 @@ fn available(paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
     if bundled::all().is_empty() {
         bail!("this wasiclaw was built without bundled components (`--no-default-features`)");
     }
+    let unpacked = bundled::unpack();
     for b in bundled::all() {
-        let presence = b.presence(&dir);
+        let presence = b.presence(&dir, &unpacked);
         if json {
             let line =
                 serde_json::json!({ "name": b.name, "kind": b.kind, "summary": b.summary, "presence": presence });
@@ -222,10 +223,10 @@ fn add(paths: &Paths, names: Vec<String>, all: bool, force: bool) -> anyhow::Res
     };
     let dir = paths.skills_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut code = ExitCode::SUCCESS;
+    let (mut code, unpacked) = (ExitCode::SUCCESS, bundled::unpack());
     for b in chosen {
         let file = b.path(&dir);
-        match b.install(&dir, force).with_context(|| format!("cannot write {}", file.display()))? {
+        match b.install(&dir, force, &unpacked).with_context(|| format!("cannot write {}", file.display()))? {
             Installed::Already => println!("{}: already installed", b.name),
             Installed::KeptOther => {
                 eprintln!(

@@ -806,11 +806,12 @@ impl Runtime {
             Ok(_) => return Err(RuntimeError::Invalid("arguments must be a JSON object, e.g. '{}'".into())),
             Err(e) => return Err(RuntimeError::Invalid(format!("arguments are not valid JSON: {e}"))),
         }
-        let Kind::Skill(pre) = &loaded.kind else {
+        let Kind::Skill(code) = &loaded.kind else {
             return Err(RuntimeError::Invalid(format!("`{skill}` is a channel; it has no tools")));
         };
         let ctx = self.rights(skill, &entry.sha256, &m.capabilities)?;
-        Ok(self.run_tool(pre, ctx, skill, tool, args).await)
+        let guest = code.guest().map_err(|e| RuntimeError::Rejected(skill.into(), e.to_string()))?;
+        Ok(self.run_tool(&guest, ctx, skill, tool, args).await)
     }
 
     /// Run one tool of `guest` under `ctx`, with the limits of every call;

@@ -138,6 +138,41 @@ async fn what_a_component_describes_is_cached_with_its_settings() {
     assert!(rules.iter().any(|r| r.url.starts_with("http://127.0.0.1:9")), "{rules:?}");
 }
 
+/// After a warm start a skill's compiled code is mapped and linked at its
+/// first call, not before; if its cached copy is gone by then, the call
+/// compiles it again from the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_skill_is_linked_at_its_first_call_after_a_warm_start() {
+    use wasiclaw::component::Kind;
+    let env = Env::new();
+    env.install("clock");
+    env.install("notes");
+    let linked = |rt: &wasiclaw::runtime::Runtime, name: &str| {
+        let entry = rt.registry.find(name).unwrap();
+        match &entry.loaded.as_ref().unwrap().kind {
+            Kind::Skill(code) => code.is_linked(),
+            Kind::Channel(..) => panic!("{name} is a skill"),
+        }
+    };
+    let first = env.runtime().await;
+    assert!(linked(&first, "clock"), "a skill described in this process is linked");
+    drop(first);
+    let warm = env.runtime().await;
+    assert!(!linked(&warm, "clock") && !linked(&warm, "notes"), "a warm start linked skills nobody called");
+    assert!(call(&warm, "clock.now", r#"{"tz":"UTC"}"#).await.ok);
+    assert!(linked(&warm, "clock") && !linked(&warm, "notes"));
+    drop(warm);
+    let again = env.runtime().await;
+    for cached in std::fs::read_dir(env.dir.path().join("cache")).unwrap() {
+        let path = cached.unwrap().path();
+        if path.extension().is_some_and(|x| x == "cwasm") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let out = call(&again, "clock.now", r#"{"tz":"UTC"}"#).await;
+    assert!(out.ok, "a call after the compile cache went: {}", out.output);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_minimal_skill_is_under_20_lines_and_works() {
     let source =
