@@ -79,6 +79,7 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
         }
     });
     let server = tokio::spawn(api::serve(agent, channels.clone(), listener));
+    let settler = tokio::spawn(crate::resident::settle_when_idle());
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -123,6 +124,7 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
     server.abort();
     scheduler.abort();
     compiler.abort();
+    settler.abort();
     if let Some(gateway) = gateway {
         gateway.abort();
     }

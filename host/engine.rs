@@ -86,17 +86,6 @@ pub enum EngineError {
     },
 }
 
-/// Hand the memory a compile freed back to the system: glibc keeps freed
-/// heap in per-thread arenas, and a 400 MB compile would otherwise stay in
-/// the daemon's resident size for good.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory; it takes no pointers.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// The wasmtime engine, the linker and the compile cache.
 #[derive(Clone)]
 pub struct SkillEngine {
@@ -244,7 +233,7 @@ impl SkillEngine {
                 Ok(()) => {
                     if let Ok(mapped) = unsafe { Component::deserialize_file(&self.engine, &cached) } {
                         drop(component);
-                        release_freed_memory();
+                        crate::resident::release_freed_memory();
                         return Ok(mapped);
                     }
                 }

@@ -31,6 +31,7 @@ pub mod policy;
 pub mod queue;
 pub mod redact;
 pub mod requests;
+pub mod resident;
 pub mod runtime;
 pub mod scheduler;
 pub mod secrets;

@@ -21,6 +21,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "metrics",
             "policy",
             "redact",
+            "resident",
             "secrets",
             "text",
         ],

@@ -58,3 +58,42 @@ fn a_settled_daemon_does_not_rescan() {
     env.ok(&["tool", "clock.now"]);
     assert_eq!(rescans(), settled, "the daemon rescanned with nothing changed");
 }
+
+/// Settling (what the daemon does once idle after work) unmaps the code
+/// pages: this test binary's code, all mapped first, is mostly unmapped
+/// after it, and everything the binary runs afterwards still runs.
+#[test]
+fn settling_unmaps_code_pages_and_nothing_breaks() {
+    let exe = std::fs::read_link("/proc/self/exe").unwrap().to_string_lossy().into_owned();
+    // (start, end, resident KiB) of each code mapping of this executable.
+    let code = || -> Vec<(usize, usize, u64)> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut found = Vec::new();
+        let mut ours = false;
+        for line in smaps.lines() {
+            if line.contains('-') && !line.starts_with(|c: char| c.is_ascii_uppercase()) {
+                ours = line.contains(" r-xp ") && line.ends_with(&exe);
+                if ours {
+                    let (a, b) = line.split_whitespace().next().unwrap().split_once('-').unwrap();
+                    found.push((usize::from_str_radix(a, 16).unwrap(), usize::from_str_radix(b, 16).unwrap(), 0));
+                }
+            } else if ours && let Some(rss) = line.strip_prefix("Rss:") {
+                found.last_mut().unwrap().2 = rss.trim().trim_end_matches("kB").trim().parse().unwrap();
+            }
+        }
+        found
+    };
+    let resident = || code().iter().map(|m| m.2).sum::<u64>();
+    for (start, end, _) in code() {
+        // SAFETY: maps the pages of a read-only mapping of this binary.
+        assert_eq!(unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_POPULATE_READ) }, 0);
+    }
+    let before = resident();
+    let total = code().iter().map(|m| (m.1 - m.0) as u64 / 1024).sum::<u64>();
+    assert!(before > total * 9 / 10, "populating mapped only {before} of {total} KiB");
+    assert!(wasiclaw::resident::drop_code_pages() as u64 / 1024 >= total);
+    let after = resident();
+    assert!(after < before / 4, "resident code went from {before} KiB to only {after} KiB");
+    // The code comes back as it runs.
+    assert_eq!(wasiclaw::component::short_sha("0123456789abcdef"), "0123456789ab");
+}
