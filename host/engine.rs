@@ -99,6 +99,8 @@ pub struct SkillEngine {
     ticker: Arc<Ticker>,
     /// Guest `describe()` calls made, for tests of the manifest cache.
     pub describes: Arc<AtomicUsize>,
+    /// The stacks calls run on, reused.
+    pub stacks: Arc<crate::stacks::StackPool>,
     /// The script runner, compiled (or loaded from the cache) once and
     /// shared by every script skill.
     runner: Arc<std::sync::Mutex<Option<crate::contract::script_bindings::ScriptRunnerPre<SkillState>>>>,
@@ -144,6 +146,8 @@ impl SkillEngine {
             }
             config.strategy(wasmtime::Strategy::Winch);
         }
+        let stacks = Arc::new(crate::stacks::StackPool::default());
+        config.with_host_stack(stacks.clone());
         let engine = Engine::new(&config).map_err(setup)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
@@ -178,6 +182,7 @@ impl SkillEngine {
             compiler: compile.compiler,
             ticker,
             describes: Arc::default(),
+            stacks,
             runner: Arc::default(),
         })
     }

@@ -37,6 +37,7 @@ pub mod scheduler;
 pub mod secrets;
 pub mod service;
 pub mod session;
+pub mod stacks;
 pub mod state;
 pub mod store;
 pub mod text;

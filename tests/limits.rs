@@ -110,3 +110,31 @@ async fn tables_draw_on_the_memory_budget() {
     assert!(elements * 16 <= 32 << 20, "the table grew to {elements} elements, past the 32 MiB cap");
     assert!(elements >= 1_000_000, "growth stopped before the cap ({elements} elements)");
 }
+
+const RECURSE: &str = r#"(component
+  (core module $m (func $r (export "recurse") (result i32) (call $r)))
+  (core instance $i (instantiate $m))
+  (func (export "recurse") (result u32) (canon lift (core func $i "recurse"))))"#;
+
+/// Calls run on stacks kept for the next call: sequential calls reuse one,
+/// a guest that overflows its stack is stopped with a trap, and the call
+/// after it runs normally on the same kept stack.
+#[tokio::test(flavor = "multi_thread")]
+async fn call_stacks_are_reused_and_overflow_still_traps() {
+    let (_env, engine, ctx) = setup(Limits::default());
+    assert_eq!(engine.stacks.kept(), 0);
+    for _ in 0..3 {
+        assert_eq!(call_u32(&engine, &ctx, BUMP, "bump").await.unwrap(), 1);
+    }
+    assert_eq!(engine.stacks.kept(), 1, "sequential calls did not share one stack");
+    let err = call_u32(&engine, &ctx, RECURSE, "recurse").await.unwrap_err();
+    assert!(matches!(&err, CallError::Trap(m) if m.contains("call stack exhausted")), "got {err:?}");
+    assert_eq!(call_u32(&engine, &ctx, BUMP, "bump").await.unwrap(), 1);
+    assert_eq!(engine.stacks.kept(), 1);
+    // Concurrent calls each get their own; at most KEEP are kept after.
+    let calls = (0..12).map(|_| call_u32(&engine, &ctx, BUMP, "bump"));
+    for result in futures_util::future::join_all(calls).await {
+        assert_eq!(result.unwrap(), 1);
+    }
+    assert!((1..=wasiclaw::stacks::KEEP).contains(&engine.stacks.kept()));
+}
