@@ -129,9 +129,10 @@ pub enum Kind {
     Channel(ChannelGuest, ChannelSpec),
 }
 
-/// A skill's code. A skill whose description a warm start found cached
-/// is mapped and linked at its first call, so a skill never called costs
-/// neither start time nor memory (about 0.35 MiB of mapped code each).
+/// A skill's code, mapped and linked at its first call once described (and
+/// at a warm start not even read before), so a skill never called costs
+/// neither start time nor memory (about 0.35 MiB of mapped code each, and
+/// its metadata).
 pub enum SkillCode {
     /// Linked.
     Ready(SkillGuest),
@@ -149,6 +150,15 @@ pub struct Deferred {
 }
 
 impl SkillCode {
+    /// Skill `file` (build `sha256`, speaking `version`), linked at its
+    /// first call; None if its compiled code is not in the cache.
+    fn deferred(engine: &SkillEngine, file: &Path, sha256: &str, version: &'static str) -> Option<SkillCode> {
+        engine.artifact(sha256, "cwasm").exists().then(|| {
+            let (file, sha256, linked) = (file.to_path_buf(), sha256.to_string(), Default::default());
+            SkillCode::Deferred(Arc::new(Deferred { engine: engine.clone(), file, sha256, version, linked }))
+        })
+    }
+
     /// The skill, linked (on its first call, from the compile cache, or
     /// compiled again from its file if the cached copy is gone).
     pub fn guest(&self) -> Result<SkillGuest, LoadError> {
@@ -471,16 +481,14 @@ pub async fn load(
         return load_script(engine, file, bytes, sha256, &ctx_for).await;
     }
     // Without bytes the file is known: unchanged since it was compiled.
-    // A skill that described itself under the same settings then is
-    // linked at its first call.
+    // A skill that described itself under the same settings then is not
+    // even mapped until its first call.
     if bytes.is_none()
         && let Some(d) = described(engine, sha256, &ctx_for).filter(|d| d.channel.is_none())
         && let Some(version) = d.version.as_deref().and_then(compatible)
-        && engine.artifact(sha256, "cwasm").exists()
+        && let Some(code) = SkillCode::deferred(engine, file, sha256, version)
     {
-        let (file, sha256, linked) = (file.to_path_buf(), sha256.to_string(), Default::default());
-        let deferred = Deferred { engine: engine.clone(), file, sha256, version, linked };
-        return Ok(Loaded { manifest: d.manifest, kind: Kind::Skill(SkillCode::Deferred(Arc::new(deferred))) });
+        return Ok(Loaded { manifest: d.manifest, kind: Kind::Skill(code) });
     }
     if let Some(bytes) = bytes {
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
@@ -509,8 +517,15 @@ pub async fn load(
         }
         return Ok(loaded);
     }
-    let loaded = describe(engine, instance_pre, is_channel, version, &ctx_for).await?;
+    let mut loaded = describe(engine, instance_pre, is_channel, version, &ctx_for).await?;
     keep_description(engine, file, sha256, &loaded, version, &ctx_for);
+    // Described now; its code is mapped again at its first call, so a
+    // skill never called holds no memory (what compiling it left is freed).
+    if let Kind::Skill(_) = loaded.kind
+        && let Some(code) = SkillCode::deferred(engine, file, sha256, version)
+    {
+        loaded.kind = Kind::Skill(code);
+    }
     Ok(loaded)
 }
 
