@@ -101,6 +101,8 @@ pub struct SkillEngine {
     pub describes: Arc<AtomicUsize>,
     /// The stacks calls run on, reused.
     pub stacks: Arc<crate::stacks::StackPool>,
+    /// The engine's configuration, for the compiler of each compile.
+    config: Config,
     /// The script runner, compiled (or loaded from the cache) once and
     /// shared by every script skill.
     runner: Arc<std::sync::Mutex<Option<crate::contract::script_bindings::ScriptRunnerPre<SkillState>>>>,
@@ -149,6 +151,7 @@ impl SkillEngine {
         let stacks = Arc::new(crate::stacks::StackPool::default());
         config.with_host_stack(stacks.clone());
         let engine = Engine::new(&config).map_err(setup)?;
+        let compile_config = config.clone();
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(setup)?;
@@ -183,6 +186,7 @@ impl SkillEngine {
             ticker,
             describes: Arc::default(),
             stacks,
+            config: compile_config,
             runner: Arc::default(),
         })
     }
@@ -224,28 +228,28 @@ impl SkillEngine {
             return Err(EngineError::Compile { path: path.into(), message: "no compiled copy is cached".into() });
         };
         tracing::info!("compiling {} (once; the result is cached)", path.display());
-        let component = Component::from_binary(&self.engine, bytes)
-            .map_err(|e| EngineError::Compile { path: path.into(), message: format!("{e:#}") })?;
-        if let Ok(serialized) = component.serialize() {
-            let tmp = cached.with_extension("tmp");
-            let written = std::fs::create_dir_all(&self.cache_dir)
-                .and_then(|_| std::fs::write(&tmp, serialized))
-                .and_then(|_| std::fs::rename(&tmp, &cached));
-            match written {
-                // Run from the file: its pages are the kernel's to share
-                // and reclaim, where the fresh code is private memory.
-                // SAFETY: as above; it was written just now.
-                Ok(()) => {
-                    if let Ok(mapped) = unsafe { Component::deserialize_file(&self.engine, &cached) } {
-                        drop(component);
-                        crate::resident::release_freed_memory();
-                        return Ok(mapped);
-                    }
-                }
-                Err(e) => tracing::warn!("cannot write compile cache {}: {e}", cached.display()),
-            }
+        let fail = |e: wasmtime::Error| EngineError::Compile { path: path.into(), message: format!("{e:#}") };
+        // With a compiler of its own, dropped after: wasmtime keeps a
+        // compiler's working memory for its next compile, megabytes the
+        // daemon would otherwise hold for good.
+        let serialized = Engine::new(&self.config).and_then(|c| c.precompile_component(bytes)).map_err(fail)?;
+        crate::resident::release_freed_memory();
+        let tmp = cached.with_extension("tmp");
+        let written = std::fs::create_dir_all(&self.cache_dir)
+            .and_then(|_| std::fs::write(&tmp, &serialized))
+            .and_then(|_| std::fs::rename(&tmp, &cached));
+        match written {
+            // Run from the file: its pages are the kernel's to share and
+            // reclaim, where code loaded from memory is private memory.
+            // SAFETY: as above; it was written just now.
+            Ok(()) => match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                Ok(mapped) => return Ok(mapped),
+                Err(e) => tracing::warn!("cannot load the compile cache {} just written: {e}", cached.display()),
+            },
+            Err(e) => tracing::warn!("cannot write compile cache {}: {e}", cached.display()),
         }
-        Ok(component)
+        // SAFETY: compiled just now by an engine of this configuration.
+        unsafe { Component::deserialize(&self.engine, &serialized) }.map_err(fail)
     }
 
     /// The script runner ready to instantiate: compiled from the copy built
