@@ -37,6 +37,10 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let is_daemon = matches!(cli.command, Command::Run { .. });
+    if is_daemon {
+        // Before any thread: each would otherwise get its own heap arena.
+        wasiclaw::resident::few_arenas();
+    }
     let filter = std::env::var("WASICLAW_LOG")
         .unwrap_or_else(|_| if is_daemon { "info" } else { "warn,wasiclaw::engine=info" }.into());
     // `Targets` (levels per module) rather than `EnvFilter`, whose regex
