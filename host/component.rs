@@ -133,6 +133,7 @@ pub enum Kind {
 /// at a warm start not even read before), so a skill never called costs
 /// neither start time nor memory (about 0.35 MiB of mapped code each, and
 /// its metadata).
+#[derive(Clone)]
 pub enum SkillCode {
     /// Linked.
     Ready(SkillGuest),
