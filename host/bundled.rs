@@ -84,8 +84,7 @@ include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 /// The contract's WIT files (`wit/`), as (path, text), for `wasiclaw new`.
 pub fn wit() -> Vec<(&'static str, String)> {
     let all = WIT.unpack();
-    let text = |(a, b): (usize, usize)| String::from_utf8(all[a..b].to_vec()).expect("WIT is UTF-8");
-    WIT_FILES.iter().map(|&(path, a, b)| (path, text((a, b)))).collect()
+    WIT_FILES.iter().map(|&(path, a, b)| (path, String::from_utf8(all[a..b].to_vec()).expect("WIT is UTF-8"))).collect()
 }
 
 /// Every bundled component's bytes, unpacked at once (one decompression

@@ -188,11 +188,11 @@ impl SkillCode {
         Ok(guest)
     }
 
-    /// Whether its code is mapped and linked yet.
-    pub fn is_linked(&self) -> bool {
+    /// The skill if its code is mapped and linked already.
+    pub fn linked(&self) -> Option<SkillGuest> {
         match self {
-            SkillCode::Ready(_) => true,
-            SkillCode::Deferred(d) => d.linked.lock().unwrap().is_some(),
+            SkillCode::Ready(guest) => Some(guest.clone()),
+            SkillCode::Deferred(d) => d.linked.lock().unwrap().clone(),
         }
     }
 }
@@ -481,16 +481,17 @@ pub async fn load(
     if is_script(file) {
         return load_script(engine, file, bytes, sha256, &ctx_for).await;
     }
-    // Without bytes the file is known: unchanged since it was compiled.
-    // A skill that described itself under the same settings then is not
-    // even mapped until its first call.
-    if bytes.is_none()
-        && let Some(d) = described(engine, sha256, &ctx_for).filter(|d| d.channel.is_none())
+    // What a build said last time, under the same settings, is what it
+    // says now: describing runs guest code at every start.
+    let cached = described(engine, sha256, &ctx_for);
+    // A skill described before is not even mapped until its first call.
+    if let Some(d) = cached.as_ref().filter(|d| d.channel.is_none())
         && let Some(version) = d.version.as_deref().and_then(compatible)
         && let Some(code) = SkillCode::deferred(engine, file, sha256, version)
     {
-        return Ok(Loaded { manifest: d.manifest, kind: Kind::Skill(code) });
+        return Ok(Loaded { manifest: d.manifest.clone(), kind: Kind::Skill(code) });
     }
+    // Without bytes the file is known: unchanged since it was compiled.
     if let Some(bytes) = bytes {
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
             return Err(LoadError::NotWasm);
@@ -503,25 +504,32 @@ pub async fn load(
     let (is_channel, version) = check_contract(engine, &component)?;
     let instance_pre = engine.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
     let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
-    // What an unchanged component said last time, under the same settings,
-    // is what it says now: describing runs guest code at every start.
-    if let Some(d) = described(engine, sha256, &ctx_for) {
-        let kind = match d.channel {
-            Some(spec) if is_channel => Kind::Channel(ChannelGuest::new(instance_pre, version).map_err(link)?, spec),
-            None if !is_channel => Kind::Skill(SkillCode::Ready(SkillGuest::new(instance_pre, version).map_err(link)?)),
-            _ => return Err(LoadError::Manifest("the cached description does not match the component".into())),
-        };
-        let loaded = Loaded { manifest: d.manifest, kind };
-        if d.version.is_none() {
-            // Cached before descriptions named the contract version.
-            keep_description(engine, file, sha256, &loaded, version, &ctx_for);
+    let mut loaded = match cached {
+        Some(d) => {
+            let kind = match d.channel {
+                Some(spec) if is_channel => {
+                    Kind::Channel(ChannelGuest::new(instance_pre, version).map_err(link)?, spec)
+                }
+                None if !is_channel => {
+                    Kind::Skill(SkillCode::Ready(SkillGuest::new(instance_pre, version).map_err(link)?))
+                }
+                _ => return Err(LoadError::Manifest("the cached description does not match the component".into())),
+            };
+            let loaded = Loaded { manifest: d.manifest, kind };
+            if d.version.is_none() {
+                // Cached before descriptions named the contract version.
+                keep_description(engine, file, sha256, &loaded, version, &ctx_for);
+            }
+            loaded
         }
-        return Ok(loaded);
-    }
-    let mut loaded = describe(engine, instance_pre, is_channel, version, &ctx_for).await?;
-    keep_description(engine, file, sha256, &loaded, version, &ctx_for);
-    // Described now; its code is mapped again at its first call, so a
-    // skill never called holds no memory (what compiling it left is freed).
+        None => {
+            let loaded = describe(engine, instance_pre, is_channel, version, &ctx_for).await?;
+            keep_description(engine, file, sha256, &loaded, version, &ctx_for);
+            loaded
+        }
+    };
+    // Its code is mapped again at its first call, so a skill never called
+    // holds no memory (what compiling it left is freed).
     if let Kind::Skill(_) = loaded.kind
         && let Some(code) = SkillCode::deferred(engine, file, sha256, version)
     {

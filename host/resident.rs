@@ -93,17 +93,16 @@ const WORK_CPU: std::time::Duration = std::time::Duration::from_millis(1);
 /// some work, release freed heap and unmap the code pages. One wakeup per
 /// [`IDLE`], a clock read each.
 pub async fn settle_when_idle() {
-    let mut window_start = cpu_time();
-    let mut settled_at = None;
+    // Starting is work: it counts from zero.
+    let (mut window_start, mut settled_at) = (cpu_time(), std::time::Duration::ZERO);
     loop {
         tokio::time::sleep(IDLE).await;
         let now = cpu_time();
-        let idle = now.saturating_sub(window_start) < IDLE_CPU;
-        if idle && settled_at.is_none_or(|at: std::time::Duration| now.saturating_sub(at) >= WORK_CPU) {
+        if now.saturating_sub(window_start) < IDLE_CPU && now.saturating_sub(settled_at) >= WORK_CPU {
             release_freed_memory();
             let code = drop_code_pages();
             tracing::debug!("idle: unmapped {} KiB of code pages", code / 1024);
-            settled_at = Some(cpu_time());
+            settled_at = cpu_time();
         }
         window_start = cpu_time();
     }

@@ -810,13 +810,14 @@ impl Runtime {
             return Err(RuntimeError::Invalid(format!("`{skill}` is a channel; it has no tools")));
         };
         let ctx = self.rights(skill, &entry.sha256, &m.capabilities)?;
-        let guest = if code.is_linked() {
-            code.guest()
-        } else {
-            // Mapping its code (or compiling it again) is blocking work.
-            let code = code.clone();
-            let linked = tokio::task::spawn_blocking(move || code.guest()).await;
-            linked.unwrap_or_else(|e| Err(crate::component::LoadError::Link(e.to_string())))
+        let guest = match code.linked() {
+            Some(guest) => Ok(guest),
+            None => {
+                // Mapping its code (or compiling it again) is blocking work.
+                let code = code.clone();
+                let linked = tokio::task::spawn_blocking(move || code.guest()).await;
+                linked.unwrap_or_else(|e| Err(crate::component::LoadError::Link(e.to_string())))
+            }
         };
         let guest = guest.map_err(|e| RuntimeError::Rejected(skill.into(), e.to_string()))?;
         Ok(self.run_tool(&guest, ctx, skill, tool, args).await)

@@ -150,7 +150,7 @@ async fn a_skill_is_linked_at_its_first_call_after_a_warm_start() {
     let linked = |rt: &wasiclaw::runtime::Runtime, name: &str| {
         let entry = rt.registry.find(name).unwrap();
         match &entry.loaded.as_ref().unwrap().kind {
-            Kind::Skill(code) => code.is_linked(),
+            Kind::Skill(code) => code.linked().is_some(),
             Kind::Channel(..) => panic!("{name} is a skill"),
         }
     };
