@@ -337,7 +337,8 @@ async fn the_owners_page_keeps_history_renders_markdown_safely_and_grants_a_skil
 
     // Tokens per day: one bar for today.
     browser.click("nav button[data-view=tokens]").await;
-    let bars = browser.until("the chart", "return document.querySelectorAll('.bars div').length;").await;
+    // Wait for the chart itself: counting bars before it is drawn would count none.
+    let bars = browser.until("the chart", "return document.querySelector('#tokens .bars')?.children.length;").await;
     assert_eq!(bars, 1);
 
     // The owner API takes only what the page shows: no secrets, no tool calls.
