@@ -182,8 +182,8 @@ impl SkillCode {
             }
         };
         let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
-        let guest =
-            SkillGuest::new(d.engine.linker.instantiate_pre(&component).map_err(link)?, d.version).map_err(link)?;
+        let guest = SkillGuest::new(d.engine.linker(&component).instantiate_pre(&component).map_err(link)?, d.version)
+            .map_err(link)?;
         *linked = Some(guest.clone());
         Ok(guest)
     }
@@ -275,7 +275,7 @@ fn check_contract(
     let names: Vec<String> = ty
         .imports(&engine.engine)
         .map(|(n, _)| n.to_string())
-        .chain(ty.exports(&engine.engine).map(|(n, _)| n.to_string()))
+        .chain(ty.exports(component.engine()).map(|(n, _)| n.to_string()))
         .collect();
     let mut exports_tool_api = false;
     let mut exports_channel = false;
@@ -291,8 +291,9 @@ fn check_contract(
         exports_tool_api |= interface == "tool-api";
         exports_channel |= interface == "channel-api";
     }
-    let exported =
-        |iface: &str| ty.exports(&engine.engine).any(|(n, _)| n.starts_with(&format!("{CONTRACT_PACKAGE}/{iface}@")));
+    let exported = |iface: &str| {
+        ty.exports(component.engine()).any(|(n, _)| n.starts_with(&format!("{CONTRACT_PACKAGE}/{iface}@")))
+    };
     exports_tool_api &= exported("tool-api");
     exports_channel &= exported("channel-api");
     let version = speaks.unwrap_or(CONTRACT_VERSION);
@@ -410,7 +411,7 @@ fn to_manifest(m: contract::Manifest) -> Result<Manifest, String> {
 /// Call a skill's `describe()` in a fresh sandbox with no rights.
 async fn describe_skill(engine: &SkillEngine, guest: &SkillGuest, ctx: HostCtx) -> Result<Manifest, LoadError> {
     engine.describes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut store = engine.store(ctx, None).map_err(LoadError::Describe)?;
+    let mut store = engine.store(guest.engine(), ctx, None).map_err(LoadError::Describe)?;
     let guest = guest.clone();
     let raw = engine
         .guarded(&mut store, move |store| Box::pin(async move { guest.describe(store).await }))
@@ -431,7 +432,7 @@ async fn describe_channel(
     ctx: HostCtx,
 ) -> Result<(Manifest, ChannelSpec), LoadError> {
     engine.describes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut store = engine.store(ctx, None).map_err(LoadError::Describe)?;
+    let mut store = engine.store(guest.engine(), ctx, None).map_err(LoadError::Describe)?;
     let guest = guest.clone();
     let answer = engine
         .guarded(&mut store, move |store| Box::pin(async move { guest.call(store, ChannelCall::Describe).await }))
@@ -502,7 +503,8 @@ pub async fn load(
     }
     let component = engine.compile(file, bytes, sha256).map_err(|e| LoadError::Compile(e.to_string()))?;
     let (is_channel, version) = check_contract(engine, &component)?;
-    let instance_pre = engine.linker.instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
+    let instance_pre =
+        engine.linker(&component).instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
     let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));
     let mut loaded = match cached {
         Some(d) => {

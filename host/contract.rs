@@ -181,6 +181,15 @@ impl SkillGuest {
         })
     }
 
+    /// The engine it was compiled for, which its stores must use.
+    pub fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            SkillGuest::Current(pre) => pre.engine(),
+            SkillGuest::V0_1(pre) => pre.engine(),
+            SkillGuest::Script(pre, _) => pre.engine(),
+        }
+    }
+
     /// Instantiate in `store` and ask what it is. Only a script can answer
     /// with an error: its source declares no usable manifest.
     pub async fn describe(&self, store: &mut Store<SkillState>) -> wasmtime::Result<Result<Manifest, Error>> {
@@ -274,6 +283,14 @@ impl ChannelGuest {
             CURRENT => ChannelGuest::Current(channel_bindings::ChannelPre::new(pre)?),
             _ => ChannelGuest::V0_1(v0_1::channel::ChannelPre::new(pre)?),
         })
+    }
+
+    /// The engine it was compiled for, which its stores must use.
+    pub fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            ChannelGuest::Current(pre) => pre.engine(),
+            ChannelGuest::V0_1(pre) => pre.engine(),
+        }
     }
 
     /// Instantiate in `store` and make one call.

@@ -79,7 +79,8 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
         }
     });
     let server = tokio::spawn(api::serve(agent, channels.clone(), listener));
-    let settler = tokio::spawn(crate::resident::settle_when_idle());
+    let engine = rt.engine.clone();
+    let settler = tokio::spawn(crate::resident::settle_when_idle(move || engine.release_kept()));
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {

@@ -86,13 +86,44 @@ pub enum EngineError {
     },
 }
 
-/// The wasmtime engine, the linker and the compile cache.
+/// Components of at most this many bytes run on [`crate::memories`]:
+/// their data segments are copied in at each call instead of mapped
+/// copy-on-write, which costs less than the page faults it saves while the
+/// data is small (`clock`, the largest bundled Rust skill, is 0.6 MB with
+/// 0.3 MB of data; the script runner is 3.5 MB, a Python skill 18 MB).
+pub const SMALL: usize = 1 << 20;
+
+/// One wasmtime engine, every import linked for it, and the configuration
+/// its compiles use.
+#[derive(Clone)]
+struct Flavor {
+    engine: Engine,
+    linker: Arc<Linker<SkillState>>,
+    config: Config,
+}
+
+impl Flavor {
+    fn new(config: Config) -> Result<Flavor, EngineError> {
+        let setup = |e: wasmtime::Error| EngineError::Setup(format!("{e:#}"));
+        let engine = Engine::new(&config).map_err(setup)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(setup)?;
+        crate::contract::add_to_linker(&mut linker).map_err(setup)?;
+        Ok(Flavor { engine, linker: Arc::new(linker), config })
+    }
+}
+
+/// The wasmtime engines, their linkers and the compile cache.
 #[derive(Clone)]
 pub struct SkillEngine {
-    /// The wasmtime engine.
+    /// The engine of components over [`SMALL`] bytes (and of every
+    /// component off Linux): data images mapped copy-on-write.
     pub engine: Engine,
-    /// Every import a component may have, linked.
-    pub linker: Arc<Linker<SkillState>>,
+    large: Flavor,
+    /// The engine of components of at most [`SMALL`] bytes, on memories
+    /// kept between calls (Linux).
+    small: Option<Flavor>,
     cache_dir: PathBuf,
     limits: Limits,
     compiler: Compiler,
@@ -101,8 +132,9 @@ pub struct SkillEngine {
     pub describes: Arc<AtomicUsize>,
     /// The stacks calls run on, reused.
     pub stacks: Arc<crate::stacks::StackPool>,
-    /// The engine's configuration, for the compiler of each compile.
-    config: Config,
+    /// The linear memories of small components, reused.
+    #[cfg(target_os = "linux")]
+    pub memories: Arc<crate::memories::MemoryPool>,
     /// The script runner, compiled (or loaded from the cache) once and
     /// shared by every script skill.
     runner: Arc<std::sync::Mutex<Option<crate::contract::script_bindings::ScriptRunnerPre<SkillState>>>>,
@@ -135,7 +167,6 @@ impl Drop for Flight<'_> {
 impl SkillEngine {
     /// An engine caching compiled components in `cache_dir`.
     pub fn new(cache_dir: PathBuf, limits: Limits, compile: &CompileConfig) -> Result<Self, EngineError> {
-        let setup = |e: wasmtime::Error| EngineError::Setup(format!("{e:#}"));
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true).parallel_compilation(compile.parallel());
         if compile.compiler == Compiler::Winch {
@@ -150,45 +181,72 @@ impl SkillEngine {
         }
         let stacks = Arc::new(crate::stacks::StackPool::default());
         config.with_host_stack(stacks.clone());
-        let engine = Engine::new(&config).map_err(setup)?;
-        let compile_config = config.clone();
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(setup)?;
-        crate::contract::add_to_linker(&mut linker).map_err(setup)?;
-        // The ticker ends with the engine (it holds only a weak reference)
+        #[cfg(target_os = "linux")]
+        let memories = Arc::new(crate::memories::MemoryPool::default());
+        #[cfg(target_os = "linux")]
+        let small = {
+            let mut small = config.clone();
+            small.memory_init_cow(false).with_host_memory(memories.clone());
+            Some(Flavor::new(small)?)
+        };
+        #[cfg(not(target_os = "linux"))]
+        let small = None;
+        let large = Flavor::new(config)?;
+        // The ticker ends with the engines (it holds only weak references)
         // and sleeps while no call is in flight, so an idle host is idle.
-        let weak = engine.weak();
+        let weak: Vec<_> = small.iter().chain([&large]).map(|f| f.engine.weak()).collect();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let flying = in_flight.clone();
         let ticker = std::thread::Builder::new()
             .name("wasiclaw-epoch".into())
             .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
+                // A tick comes a whole TICK after the ticker wakes, so a
+                // call shorter than a tick never yields to tokio for a tick
+                // it did not spend.
+                while weak.iter().all(|w| w.upgrade().is_some()) {
                     if flying.load(Ordering::Acquire) == 0 {
-                        drop(engine);
                         std::thread::park_timeout(Duration::from_secs(10));
                         continue;
                     }
-                    engine.increment_epoch();
-                    drop(engine);
                     std::thread::sleep(TICK);
+                    if flying.load(Ordering::Acquire) > 0 {
+                        weak.iter().filter_map(|w| w.upgrade()).for_each(|e| e.increment_epoch());
+                    }
                 }
             })
             .map_err(|e| EngineError::Setup(e.to_string()))?;
         let ticker = Arc::new(Ticker { in_flight, thread: ticker.thread().clone() });
         Ok(SkillEngine {
-            engine,
-            linker: Arc::new(linker),
+            engine: large.engine.clone(),
+            large,
+            small,
             cache_dir,
             limits,
             compiler: compile.compiler,
             ticker,
             describes: Arc::default(),
             stacks,
-            config: compile_config,
+            #[cfg(target_os = "linux")]
+            memories,
             runner: Arc::default(),
         })
+    }
+
+    /// Unmap the memories kept for the next call (an idle daemon keeps none).
+    pub fn release_kept(&self) {
+        #[cfg(target_os = "linux")]
+        self.memories.release();
+    }
+
+    /// The flavors, the one of small components first.
+    fn flavors(&self) -> impl Iterator<Item = &Flavor> {
+        self.small.iter().chain([&self.large])
+    }
+
+    /// The linker for a component compiled by one of these engines.
+    pub fn linker(&self, component: &Component) -> &Arc<Linker<SkillState>> {
+        let flavor = self.flavors().find(|f| Engine::same(&f.engine, component.engine()));
+        &flavor.unwrap_or(&self.large).linker
     }
 
     /// The limits of every call.
@@ -205,7 +263,7 @@ impl SkillEngine {
     /// configuration is cached (the compiled code, what `describe` said).
     pub fn artifact(&self, sha256: &str, ext: &str) -> PathBuf {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
+        self.flavors().for_each(|f| f.engine.precompile_compatibility_hash().hash(&mut h));
         self.compiler.hash(&mut h);
         self.cache_dir.join(format!("{sha256}-{:016x}.{ext}", h.finish()))
     }
@@ -217,11 +275,19 @@ impl SkillEngine {
     pub fn compile(&self, path: &Path, bytes: Option<&[u8]>, sha256: &str) -> Result<Component, EngineError> {
         let cached = self.artifact(sha256, "cwasm");
         if cached.exists() {
+            // The file was compiled for one of the engines; another refuses
+            // it at its header.
             // SAFETY: the cache lives in the owner's state dir and is only
-            // written below, by this engine configuration.
-            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
-                Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!("ignoring bad compile cache {}: {e}", cached.display()),
+            // written below, by these engine configurations.
+            let mut refused = None;
+            for flavor in self.flavors() {
+                match unsafe { Component::deserialize_file(&flavor.engine, &cached) } {
+                    Ok(component) => return Ok(component),
+                    Err(e) => refused = Some(e),
+                }
+            }
+            if let Some(e) = refused {
+                tracing::warn!("ignoring bad compile cache {}: {e}", cached.display());
             }
         }
         let Some(bytes) = bytes else {
@@ -232,7 +298,11 @@ impl SkillEngine {
         // With a compiler of its own, dropped after: wasmtime keeps a
         // compiler's working memory for its next compile, megabytes the
         // daemon would otherwise hold for good.
-        let serialized = Engine::new(&self.config).and_then(|c| c.precompile_component(bytes)).map_err(fail)?;
+        let flavor = match &self.small {
+            Some(small) if bytes.len() <= SMALL => small,
+            _ => &self.large,
+        };
+        let serialized = Engine::new(&flavor.config).and_then(|c| c.precompile_component(bytes)).map_err(fail)?;
         crate::resident::release_freed_memory();
         let tmp = cached.with_extension("tmp");
         let written = std::fs::create_dir_all(&self.cache_dir)
@@ -242,14 +312,14 @@ impl SkillEngine {
             // Run from the file: its pages are the kernel's to share and
             // reclaim, where code loaded from memory is private memory.
             // SAFETY: as above; it was written just now.
-            Ok(()) => match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+            Ok(()) => match unsafe { Component::deserialize_file(&flavor.engine, &cached) } {
                 Ok(mapped) => return Ok(mapped),
                 Err(e) => tracing::warn!("cannot load the compile cache {} just written: {e}", cached.display()),
             },
             Err(e) => tracing::warn!("cannot write compile cache {}: {e}", cached.display()),
         }
         // SAFETY: compiled just now by an engine of this configuration.
-        unsafe { Component::deserialize(&self.engine, &serialized) }.map_err(fail)
+        unsafe { Component::deserialize(&flavor.engine, &serialized) }.map_err(fail)
     }
 
     /// The script runner ready to instantiate: compiled from the copy built
@@ -267,7 +337,7 @@ impl SkillEngine {
         let bytes = (!self.artifact(runner.sha256, "cwasm").exists()).then(|| runner.bytes());
         let component = self.compile(path, bytes.as_deref(), runner.sha256)?;
         let link = |e: wasmtime::Error| EngineError::Compile { path: path.into(), message: format!("{e:#}") };
-        let pre = self.linker.instantiate_pre(&component).map_err(link)?;
+        let pre = self.linker(&component).instantiate_pre(&component).map_err(link)?;
         let pre = crate::contract::script_bindings::ScriptRunnerPre::new(pre).map_err(link)?;
         *held = Some(pre.clone());
         Ok(pre)
@@ -275,7 +345,13 @@ impl SkillEngine {
 
     /// A fresh store for one call with the call's rights and limits.
     /// `files_dir` is the private directory and whether it may be written.
-    pub fn store(&self, host: HostCtx, files_dir: Option<(&Path, bool)>) -> Result<Store<SkillState>, CallError> {
+    /// `engine` is the one the guest was compiled for (`pre.engine()`).
+    pub fn store(
+        &self,
+        engine: &Engine,
+        host: HostCtx,
+        files_dir: Option<(&Path, bool)>,
+    ) -> Result<Store<SkillState>, CallError> {
         let stderr = MemoryOutputPipe::new(16 * 1024);
         let mut wasi = WasiCtxBuilder::new();
         // TCP and UDP stay "allowed" so that every address a guest tries
@@ -307,7 +383,7 @@ impl SkillEngine {
             cpu_exhausted: false,
             stderr,
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
         let budget = self.limits.cpu_ms.div_ceil(TICK.as_millis() as u64).max(1);
         // Yield to tokio at every tick so a spinning guest never starves

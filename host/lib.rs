@@ -24,6 +24,8 @@ pub mod jobs;
 pub mod knowledge;
 pub mod llm;
 pub mod markup;
+#[cfg(target_os = "linux")]
+pub mod memories;
 pub mod memory;
 pub mod metrics;
 pub mod pairing;

@@ -90,15 +90,16 @@ const IDLE_CPU: std::time::Duration = std::time::Duration::from_millis(20);
 const WORK_CPU: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Forever: each time the process has been idle for [`IDLE`] after doing
-/// some work, release freed heap and unmap the code pages. One wakeup per
-/// [`IDLE`], a clock read each.
-pub async fn settle_when_idle() {
+/// some work, call `release` (the caller's caches), then release freed heap
+/// and unmap the code pages. One wakeup per [`IDLE`], a clock read each.
+pub async fn settle_when_idle(release: impl Fn()) {
     // Starting is work: it counts from zero.
     let (mut window_start, mut settled_at) = (cpu_time(), std::time::Duration::ZERO);
     loop {
         tokio::time::sleep(IDLE).await;
         let now = cpu_time();
         if now.saturating_sub(window_start) < IDLE_CPU && now.saturating_sub(settled_at) >= WORK_CPU {
+            release();
             release_freed_memory();
             let code = drop_code_pages();
             tracing::debug!("idle: unmapped {} KiB of code pages", code / 1024);

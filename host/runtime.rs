@@ -834,7 +834,7 @@ impl Runtime {
             ctx.audit("files", &dir.display().to_string(), true, "preopened as /data");
         }
         let started = std::time::Instant::now();
-        let result = match self.engine.store(ctx.clone(), files.as_deref().map(|d| (d, writable))) {
+        let result = match self.engine.store(pre.engine(), ctx.clone(), files.as_deref().map(|d| (d, writable))) {
             Ok(mut store) => {
                 let (guest, tool, args) = (pre.clone(), tool.to_string(), args.to_string());
                 self.engine

@@ -15,6 +15,28 @@ async fn infinite_loop_and_memory_bomb_are_stopped() {
     assert_eq!(flood.error_kind, Some(wasiclaw::runtime::Failure::Output), "{:?}", flood.error_kind);
 }
 
+/// Small components run on linear memories kept between calls
+/// (`host/memories.rs`): what one call leaves in its memory must be gone
+/// for the next, and what it grew must be out of bounds again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_memory_carries_nothing_into_the_next_call() {
+    let (_env, rt) = hostile("http://127.0.0.1:9", "").await;
+    let marker = serde_json::json!({"text": "left-behind-7f3a9c"}).to_string();
+    let planted = call(&rt, "hostile.plant", &marker).await;
+    assert!(planted.ok, "{}", planted.output);
+    let (kept, reused) = (rt.engine.memories.kept(), rt.engine.memories.reused());
+    assert!(kept >= 1, "the planting call's memory was not kept");
+    let scavenged = call(&rt, "hostile.scavenge", &marker).await;
+    assert!(scavenged.output.starts_with("clean"), "{}", scavenged.output);
+    assert_eq!(rt.engine.memories.reused(), reused + 1, "the search did not run on a kept memory");
+
+    call(&rt, "hostile.plant", &marker).await;
+    let beyond = call(&rt, "hostile.beyond", "{}").await;
+    assert_eq!(beyond.error_kind, Some(wasiclaw::runtime::Failure::Crashed), "{}", beyond.output);
+    assert!(beyond.output.contains("out of bounds"), "{}", beyond.output);
+    assert!(call(&rt, "hostile.scavenge", &marker).await.output.starts_with("clean"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn host_files_sockets_env_and_ungranted_imports_are_out_of_reach() {
     let server = Server::start().await;

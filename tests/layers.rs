@@ -27,7 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("L1 storage", &["store", "session", "memory", "jobs", "pairing", "queue", "requests"]),
-    ("L2 sandbox", &["state", "contract", "engine", "host_api", "context", "egress", "files", "stacks"]),
+    ("L2 sandbox", &["state", "contract", "engine", "host_api", "context", "egress", "files", "stacks", "memories"]),
     ("L3 runtime", &["component", "runtime"]),
     ("L4 agent", &["agent", "tools"]),
     ("L5 drivers", &["api", "channels", "cli", "daemon", "doctor", "gateway", "scheduler", "service"]),

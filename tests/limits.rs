@@ -31,8 +31,8 @@ fn setup(limits: Limits) -> (Env, SkillEngine, HostCtx) {
 /// Instantiate `wat` in a fresh store and call its export `func` -> u32.
 async fn call_u32(engine: &SkillEngine, ctx: &HostCtx, wat: &str, func: &'static str) -> Result<u32, CallError> {
     let component = Component::new(&engine.engine, wat).unwrap();
-    let mut store = engine.store(ctx.clone(), None)?;
-    let linker = engine.linker.clone();
+    let mut store = engine.store(component.engine(), ctx.clone(), None)?;
+    let linker = engine.linker(&component).clone();
     engine
         .guarded(&mut store, move |store| {
             Box::pin(async move {

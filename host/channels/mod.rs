@@ -115,7 +115,7 @@ async fn invoke(rt: &Runtime, name: &str, call: Call) -> Result<(Answer, HostCtx
     let (pre, ctx) = loaded_channel(rt, name)?;
     // Calls of one component beyond the cap wait their turn.
     let _permit = ctx.budget.running.clone().acquire_owned().await.expect("the semaphore is never closed");
-    let mut store = rt.engine.store(ctx.clone(), None)?;
+    let mut store = rt.engine.store(pre.engine(), ctx.clone(), None)?;
     let answer = rt.engine.guarded(&mut store, move |store| Box::pin(async move { pre.call(store, call).await })).await;
     // The host's own denial says what to grant; prefer it to the guest's words.
     let denied = ctx.denials.lock().unwrap().first().cloned();
