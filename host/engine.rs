@@ -13,6 +13,11 @@
 //!   covers a guest blocked in a host call, where epochs cannot reach).
 //! - The epoch ticker runs only while a call is in flight.
 //! - No pooling allocator: it needs more address space than small ARM boards have.
+//!   Two engines instead: components of at most [`SMALL`] bytes run on
+//!   memories kept between calls and cleared in place (`memories.rs`),
+//!   larger ones on fresh mappings with copy-on-write data images. A
+//!   compiled component belongs to the engine that compiled it, and its
+//!   stores and linker are that engine's.
 
 use crate::config::{CompileConfig, Compiler, Limits};
 pub use crate::context::HostCtx;
@@ -93,24 +98,31 @@ pub enum EngineError {
 /// 0.3 MB of data; the script runner is 3.5 MB, a Python skill 18 MB).
 pub const SMALL: usize = 1 << 20;
 
-/// One wasmtime engine, every import linked for it, and the configuration
-/// its compiles use.
+/// One wasmtime engine, every import linked for it (on first use: a warm
+/// start that links no large component never links them for that engine),
+/// and the configuration its compiles use.
 #[derive(Clone)]
 struct Flavor {
     engine: Engine,
-    linker: Arc<Linker<SkillState>>,
+    linker: Arc<std::sync::OnceLock<Arc<Linker<SkillState>>>>,
     config: Config,
 }
 
 impl Flavor {
     fn new(config: Config) -> Result<Flavor, EngineError> {
-        let setup = |e: wasmtime::Error| EngineError::Setup(format!("{e:#}"));
-        let engine = Engine::new(&config).map_err(setup)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(setup)?;
-        crate::contract::add_to_linker(&mut linker).map_err(setup)?;
-        Ok(Flavor { engine, linker: Arc::new(linker), config })
+        let engine = Engine::new(&config).map_err(|e| EngineError::Setup(format!("{e:#}")))?;
+        Ok(Flavor { engine, linker: Arc::default(), config })
+    }
+
+    fn linker(&self) -> &Arc<Linker<SkillState>> {
+        self.linker.get_or_init(|| {
+            let mut linker = Linker::new(&self.engine);
+            // Only a name defined twice fails, a bug every test would hit.
+            wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("WASI links");
+            wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).expect("wasi:http links");
+            crate::contract::add_to_linker(&mut linker).expect("the contract links");
+            Arc::new(linker)
+        })
     }
 }
 
@@ -246,7 +258,7 @@ impl SkillEngine {
     /// The linker for a component compiled by one of these engines.
     pub fn linker(&self, component: &Component) -> &Arc<Linker<SkillState>> {
         let flavor = self.flavors().find(|f| Engine::same(&f.engine, component.engine()));
-        &flavor.unwrap_or(&self.large).linker
+        flavor.unwrap_or(&self.large).linker()
     }
 
     /// The limits of every call.
