@@ -5,7 +5,7 @@
 //! every call, maps the component's data image over it, faults in each page
 //! the call touches and unmaps it all afterwards. On a virtual machine a
 //! page fault costs over a microsecond, and that mapping was most of a short
-//! call (`benches/calls.rs`: 60 % of `clock.now`). wasmtime's pooling
+//! call (`benches/calls.rs`: half of `clock.now`). wasmtime's pooling
 //! allocator keeps memories, but it reserves address space for all of them
 //! up front, more than 39-bit ARM boards have. [`MemoryPool`] keeps at most
 //! [`KEEP`] memories instead, each cleared by writing zeros over the pages
