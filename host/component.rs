@@ -267,13 +267,10 @@ fn compatible(found: &str) -> Option<&'static str> {
 
 /// Check the contract version named in the component's imports and exports.
 /// Returns whether it is a channel, and the version it speaks.
-fn check_contract(
-    engine: &SkillEngine,
-    component: &wasmtime::component::Component,
-) -> Result<(bool, &'static str), LoadError> {
+fn check_contract(component: &wasmtime::component::Component) -> Result<(bool, &'static str), LoadError> {
     let ty = component.component_type();
     let names: Vec<String> = ty
-        .imports(&engine.engine)
+        .imports(component.engine())
         .map(|(n, _)| n.to_string())
         .chain(ty.exports(component.engine()).map(|(n, _)| n.to_string()))
         .collect();
@@ -502,7 +499,7 @@ pub async fn load(
         }
     }
     let component = engine.compile(file, bytes, sha256).map_err(|e| LoadError::Compile(e.to_string()))?;
-    let (is_channel, version) = check_contract(engine, &component)?;
+    let (is_channel, version) = check_contract(&component)?;
     let instance_pre =
         engine.linker(&component).instantiate_pre(&component).map_err(|e| LoadError::Link(format!("{e:#}")))?;
     let link = |e: wasmtime::Error| LoadError::Link(format!("{e:#}"));

@@ -31,6 +31,7 @@
 //!
 //! Linux only (`mincore`); elsewhere the engine does not use it.
 
+use crate::stacks::page;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
@@ -67,11 +68,6 @@ impl MemoryPool {
         let free = std::mem::take(&mut *self.free.lock().unwrap());
         drop(free);
     }
-}
-
-fn page() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
 }
 
 fn os_error(what: &str) -> wasmtime::Error {

@@ -42,7 +42,8 @@ struct Mapping {
     size: usize,
 }
 
-fn page() -> usize {
+/// The system's page size.
+pub(crate) fn page() -> usize {
     // SAFETY: sysconf has no preconditions.
     usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
 }
