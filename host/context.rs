@@ -4,11 +4,12 @@
 //! Invariants:
 //! - Every audit record is bounded: target and detail are cut to
 //!   `AUDIT_FIELD` bytes with the original length noted.
-//! - A call's audit records are kept in its `Journal` and written in one
-//!   durable commit when the call ends (`HostCtx::finish`, or the last
-//!   clone of its context dropping, e.g. after a timeout). That commit also
-//!   makes the call's deferred kv writes durable: one fsync per call. An
-//!   audit record is never lost unless the call's own writes are too.
+//! - A call's audit records and kv writes are kept in its `Journal` and
+//!   written in one durable commit when the call ends (`HostCtx::finish`,
+//!   or the last clone of its context dropping, e.g. after a timeout): one
+//!   write transaction and one fsync per call. An audit record is never
+//!   lost unless the call's own writes are too. Until then the call reads
+//!   its own writes and no other call sees them.
 //! - Records over the component's per-minute budget are written as one
 //!   record with a count per capability, and dropped log lines as one
 //!   "N lines dropped" line.
@@ -18,11 +19,11 @@ use crate::budget::{Budget, Spend};
 use crate::config::Limits;
 use crate::grants::Effective;
 use crate::secrets::Secrets;
-use crate::store::{AuditRecord, Store as Db, now_ms};
+use crate::store::{AuditRecord, KvQuota, KvStage, Store as Db, StoreError, now_ms};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Bytes kept of an audit record's target and detail.
@@ -78,16 +79,16 @@ struct Journal {
     sha256: String,
     db: Arc<Db>,
     records: Mutex<Vec<AuditRecord>>,
-    /// A deferred kv write happened: the end commit must happen even
-    /// without a record.
-    wrote: AtomicBool,
+    kv: Mutex<KvStage>,
+    quota: KvQuota,
     dropped_log_lines: AtomicU64,
     coalesced: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Journal {
-    /// Commit what the call has kept so far, once, durably.
-    fn flush(&self) {
+    /// Commit what the call has kept so far, once, durably; why its kv
+    /// writes were refused, if they were.
+    fn flush(&self) -> Option<String> {
         let lines = self.dropped_log_lines.swap(0, Ordering::Relaxed);
         if lines > 0 {
             tracing::warn!(skill = %self.skill, "{lines} log lines dropped (over [limits] log_kb_per_minute)");
@@ -96,25 +97,34 @@ impl Journal {
         let coalesced = std::mem::take(&mut *self.coalesced.lock().unwrap());
         if !coalesced.is_empty() {
             let detail = coalesced.iter().map(|(what, n)| format!("{what} ×{n}")).collect::<Vec<_>>().join(", ");
-            records.push(AuditRecord {
-                id: 0,
-                time_ms: now_ms(),
-                skill: self.skill.clone(),
-                sha256: self.sha256.clone(),
-                capability: "audit".into(),
-                target: "coalesced (over [limits] audit_per_minute)".into(),
-                allowed: false,
-                detail: crate::text::truncate(&detail, AUDIT_FIELD),
-            });
+            records.push(self.record("audit", "coalesced (over [limits] audit_per_minute)", false, &detail));
         }
-        let wrote = self.wrote.swap(false, Ordering::AcqRel);
-        if records.is_empty() && !wrote {
-            return;
+        let kv = std::mem::take(&mut *self.kv.lock().unwrap());
+        if records.is_empty() && kv.is_empty() {
+            return None;
         }
-        // A failed write is logged, not fatal: refusing calls would turn a
-        // full disk into an outage.
-        if let Err(e) = self.db.audit(records) {
-            tracing::error!(skill = %self.skill, "audit write failed: {e}");
+        let dropped = |why: &str| self.record("kv", "the call's writes", false, why);
+        match self.db.end_call(records, Some((&self.skill, kv, self.quota)), dropped) {
+            Ok(refused) => refused,
+            Err(e) => {
+                // Logged and told, not fatal: refusing calls would turn a
+                // full disk into an outage.
+                tracing::error!(skill = %self.skill, "the call's commit failed: {e}");
+                Some(format!("its kv writes and audit records were not saved: {e}"))
+            }
+        }
+    }
+
+    fn record(&self, capability: &str, target: &str, allowed: bool, detail: &str) -> AuditRecord {
+        AuditRecord {
+            id: 0,
+            time_ms: now_ms(),
+            skill: self.skill.clone(),
+            sha256: self.sha256.clone(),
+            capability: capability.into(),
+            target: crate::text::truncate(target, AUDIT_FIELD),
+            allowed,
+            detail: crate::text::truncate(detail, AUDIT_FIELD),
         }
     }
 }
@@ -143,7 +153,8 @@ impl HostCtx {
             sha256: sha256.into(),
             db: db.clone(),
             records: Mutex::default(),
-            wrote: AtomicBool::new(false),
+            kv: Mutex::default(),
+            quota: KvQuota { keys: limits.kv_keys, bytes: limits.kv_mb << 20 },
             dropped_log_lines: AtomicU64::new(0),
             coalesced: Mutex::default(),
         });
@@ -164,16 +175,32 @@ impl HostCtx {
         }
     }
 
-    /// End the call: commit its audit records and kv writes durably.
-    /// Later uses (there should be none) are committed when the last clone
-    /// of the context drops.
-    pub fn finish(&self) {
-        self.journal.flush();
+    /// End the call: commit its audit records and kv writes durably; why
+    /// its kv writes were refused, if they were (another call of the same
+    /// component filled the quota first, or the disk failed). Later uses
+    /// (there should be none) are committed when the last clone of the
+    /// context drops.
+    pub fn finish(&self) -> Option<String> {
+        self.journal.flush()
     }
 
-    /// Note a deferred write, made durable by the call's end commit.
-    pub fn wrote(&self) {
-        self.journal.wrote.store(true, Ordering::Release);
+    /// `key` as this call sees it: its own staged write, else the committed value.
+    pub fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.journal.kv.lock().unwrap().get(key) {
+            Some(staged) => Ok(staged.map(<[u8]>::to_vec)),
+            None => self.db.kv_get(&self.skill, key),
+        }
+    }
+
+    /// Stage a write (`None`: a delete) for the call's end commit.
+    pub fn kv_put(&self, key: &str, value: Option<Vec<u8>>) -> Result<(), StoreError> {
+        let mut stage = self.journal.kv.lock().unwrap();
+        self.db.kv_stage(&self.skill, &mut stage, key, value, self.journal.quota)
+    }
+
+    /// Keys starting with `prefix`, at most `limit`, as this call sees them.
+    pub fn kv_keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.db.kv_keys(&self.skill, prefix, limit, &self.journal.kv.lock().unwrap())
     }
 
     /// Record a capability use (kept until the call's end commit).
@@ -189,16 +216,7 @@ impl HostCtx {
             *self.journal.coalesced.lock().unwrap().entry(key).or_default() += 1;
             return;
         }
-        let record = AuditRecord {
-            id: 0,
-            time_ms: now_ms(),
-            skill: self.skill.clone(),
-            sha256: self.sha256.clone(),
-            capability: capability.into(),
-            target: crate::text::truncate(target, AUDIT_FIELD),
-            allowed,
-            detail: crate::text::truncate(detail, AUDIT_FIELD),
-        };
+        let record = self.journal.record(capability, target, allowed, detail);
         self.journal.records.lock().unwrap().push(record);
     }
 

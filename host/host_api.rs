@@ -61,13 +61,23 @@ fn failed(e: impl std::fmt::Display) -> Error {
 
 impl types::Host for SkillState {}
 
+/// kv uses run on the calling thread, not the blocking pool: a read never
+/// waits for a writer (redb reads a snapshot) and a write is only staged in
+/// memory until the call's end commit (`context::HostCtx::kv_put`); a hand-off
+/// to the pool and back cost more than the use itself.
+fn kv_result<T>(result: Result<T, crate::store::StoreError>) -> Result<T, Error> {
+    result.map_err(|e| match e {
+        crate::store::StoreError::Quota(why) => Error::Denied(why),
+        e => failed(e),
+    })
+}
+
 impl kv::Host for SkillState {
     async fn get(&mut self, key: String) -> HostResult<Option<Vec<u8>>> {
         if let Err(e) = self.kv_check("get", &key) {
             return Ok(Err(e));
         }
-        let (db, skill) = (self.host.db.clone(), self.host.skill.clone());
-        Ok(blocking(move || db.kv_get(&skill, &key)).await)
+        Ok(kv_result(self.host.kv_get(&key)))
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> HostResult<()> {
@@ -77,12 +87,9 @@ impl kv::Host for SkillState {
         if let Err(e) = self.kv_check("set", &key) {
             return Ok(Err(e));
         }
-        let (db, skill, limits) = (self.host.db.clone(), self.host.skill.clone(), self.host.limits.clone());
-        let result = blocking(move || db.kv_set(&skill, &key, &value, limits.kv_keys, limits.kv_mb << 20)).await;
-        match &result {
-            Ok(()) => self.host.wrote(),
-            Err(Error::Denied(why)) => self.host.audit("kv", "set", false, why),
-            Err(_) => {}
+        let result = kv_result(self.host.kv_put(&key, Some(value)));
+        if let Err(Error::Denied(why)) = &result {
+            self.host.audit("kv", "set", false, why);
         }
         Ok(result)
     }
@@ -91,20 +98,14 @@ impl kv::Host for SkillState {
         if let Err(e) = self.kv_check("delete", &key) {
             return Ok(Err(e));
         }
-        let (db, skill) = (self.host.db.clone(), self.host.skill.clone());
-        let result = blocking(move || db.kv_delete(&skill, &key)).await;
-        if result.is_ok() {
-            self.host.wrote();
-        }
-        Ok(result)
+        Ok(kv_result(self.host.kv_put(&key, None)))
     }
 
     async fn list_keys(&mut self, prefix: String) -> HostResult<Vec<String>> {
         if let Err(e) = self.kv_check("list", &prefix) {
             return Ok(Err(e));
         }
-        let (db, skill) = (self.host.db.clone(), self.host.skill.clone());
-        Ok(blocking(move || db.kv_keys(&skill, &prefix, MAX_KEYS_LISTED)).await)
+        Ok(kv_result(self.host.kv_keys(&prefix, MAX_KEYS_LISTED)))
     }
 }
 

@@ -847,10 +847,12 @@ impl Runtime {
             crate::files::after_call(&ctx, dir);
         }
         // Audit records and kv writes: one durable commit, before the
-        // caller hears the outcome.
-        ctx.finish();
+        // caller hears the outcome. A call whose writes were refused there
+        // did not do what it said it did.
+        let refused = ctx.finish();
         let cap = self.engine.limits().output_bytes();
         let result = match result {
+            Ok(Ok(_)) if let Some(why) = refused => Err(CallError::Tool(ToolError::Denied(why))),
             Ok(Ok(out)) if out.len() > cap => Err(CallError::Output(out.len(), cap)),
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => Err(CallError::Tool(e)),

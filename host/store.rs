@@ -5,10 +5,12 @@
 //!
 //! Invariants:
 //! - Every write is one committed transaction before the caller is told it
-//!   succeeded. A component's kv writes are the one exception: they commit
-//!   without an fsync (visible at once, quota exact) and become durable with
-//!   the audit records of the same call in that call's one durable commit
-//!   (`context::Journal`), so a call costs one fsync, not one per write.
+//!   succeeded. A component's kv writes are staged in its call (`KvStage`:
+//!   the call reads them back, no other call sees them) and applied with the
+//!   call's audit records in its one durable commit (`Store::end_call`), so
+//!   a call costs one write transaction and one fsync, whatever it writes.
+//!   The kv quota is checked as each write is staged and again, exactly,
+//!   in that commit.
 //! - Every durable commit goes through `Store::commit`, which counts them
 //!   (`tests/layers.rs` checks that no other file commits).
 //! - Grant records are cached in memory; only `update_grant` writes them,
@@ -25,7 +27,7 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -119,6 +121,66 @@ fn kv_usage_in(
 /// The next id of an id-keyed table: one more than the last.
 pub(crate) fn next_id<V: redb::Value + 'static>(table: &impl ReadableTable<u64, V>) -> Result<u64, StoreError> {
     Ok(table.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1))
+}
+
+/// A call's kv writes, kept in memory until its end commit
+/// (`Store::end_call`), so a call costs one write transaction and no other
+/// call reads what is not yet durable. Bounded by the quota: what is staged
+/// can never be more than `kv_mb` more than what is committed.
+#[derive(Default)]
+pub struct KvStage {
+    writes: BTreeMap<String, Staged>,
+    /// What applying `writes` now would add to the committed usage.
+    keys: i64,
+    bytes: i64,
+}
+
+struct Staged {
+    /// The new value, or `None` for a delete.
+    value: Option<Vec<u8>>,
+    /// The committed size (key and value) when the call first touched it.
+    was: Option<u64>,
+}
+
+impl KvStage {
+    /// What the call staged for `key`: `None` if untouched, `Some(None)` if
+    /// deleted.
+    pub fn get(&self, key: &str) -> Option<Option<&[u8]>> {
+        self.writes.get(key).map(|s| s.value.as_deref())
+    }
+
+    /// Whether nothing is staged.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
+/// What writing `value` (or deleting, `None`) over a committed size `was`
+/// changes: (keys, bytes).
+fn change(key: &str, value: Option<&[u8]>, was: Option<u64>) -> (i64, i64) {
+    let now = value.map(|v| (key.len() + v.len()) as i64);
+    (i64::from(now.is_some()) - i64::from(was.is_some()), now.unwrap_or(0) - was.unwrap_or(0) as i64)
+}
+
+/// A component's kv limits (`[limits] kv_keys`, `kv_mb`).
+#[derive(Clone, Copy, Debug)]
+pub struct KvQuota {
+    /// Keys.
+    pub keys: u64,
+    /// Bytes of keys and values.
+    pub bytes: u64,
+}
+
+impl KvQuota {
+    fn check(self, keys: i64, bytes: i64) -> Result<(), StoreError> {
+        if keys > self.keys as i64 || bytes > self.bytes as i64 {
+            return Err(StoreError::Quota(format!(
+                "kv quota: this would make {keys} keys and {bytes} bytes; the limits are {} keys and {} bytes ([limits] kv_keys, kv_mb)",
+                self.keys, self.bytes
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The database.
@@ -327,90 +389,128 @@ impl Store {
         kv_usage_in(&txn.open_table(KV_USAGE)?, &txn.open_table(KV)?, skill)
     }
 
-    /// Store a value unless it would take `skill` past `max_keys` keys or
-    /// `max_bytes` bytes. Deferred: durable with the call's commit.
-    pub fn kv_set(
-        &self,
-        skill: &str,
-        key: &str,
-        value: &[u8],
-        max_keys: u64,
-        max_bytes: u64,
-    ) -> Result<(), StoreError> {
-        let txn = self.write_deferred()?;
-        {
-            let mut table = txn.open_table(KV)?;
-            let mut usage = txn.open_table(KV_USAGE)?;
-            // Read inside the write transaction, so two calls cannot both
-            // pass the quota on the same old figure.
-            let (keys, bytes) = kv_usage_in(&usage, &table, skill)?;
-            let old = table.get((skill, key))?.map(|v| (key.len() + v.value().len()) as u64);
-            let keys = keys + u64::from(old.is_none());
-            let bytes = bytes - old.unwrap_or(0) + (key.len() + value.len()) as u64;
-            if keys > max_keys || bytes > max_bytes {
-                return Err(StoreError::Quota(format!(
-                    "kv quota: this would make {keys} keys and {bytes} bytes; the limits are {max_keys} keys and {max_bytes} bytes ([limits] kv_keys, kv_mb)"
-                )));
-            }
-            table.insert((skill, key), value)?;
-            usage.insert(skill, (keys, bytes))?;
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Delete a kv key of `skill`. Deferred: durable with the call's commit.
-    pub fn kv_delete(&self, skill: &str, key: &str) -> Result<(), StoreError> {
-        let txn = self.write_deferred()?;
-        {
-            let mut table = txn.open_table(KV)?;
-            let mut usage = txn.open_table(KV_USAGE)?;
-            let (keys, bytes) = kv_usage_in(&usage, &table, skill)?;
-            if let Some(old) = table.remove((skill, key))? {
-                let freed = (key.len() + old.value().len()) as u64;
-                usage.insert(skill, (keys.saturating_sub(1), bytes.saturating_sub(freed)))?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
-    /// Keys of `skill` starting with `prefix`, at most `limit`.
-    pub fn kv_keys(&self, skill: &str, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+    /// The size (key plus value) of `skill`'s `key` as committed.
+    fn kv_size(&self, skill: &str, key: &str) -> Result<Option<u64>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(KV)?;
-        let mut keys = Vec::new();
+        Ok(table.get((skill, key))?.map(|v| (key.len() + v.value().len()) as u64))
+    }
+
+    /// Stage `value` for `key` in a call's `stage` unless the committed
+    /// usage with everything staged would pass `quota`.
+    pub fn kv_stage(
+        &self,
+        skill: &str,
+        stage: &mut KvStage,
+        key: &str,
+        value: Option<Vec<u8>>,
+        quota: KvQuota,
+    ) -> Result<(), StoreError> {
+        let was = match stage.writes.get(key) {
+            Some(staged) => staged.was,
+            None => self.kv_size(skill, key)?,
+        };
+        let before = stage.writes.get(key).map_or((0, 0), |s| change(key, s.value.as_deref(), was));
+        let after = change(key, value.as_deref(), was);
+        let total = (stage.keys - before.0 + after.0, stage.bytes - before.1 + after.1);
+        if value.is_some() {
+            let (keys, bytes) = self.kv_usage(skill)?;
+            quota.check(keys as i64 + total.0, bytes as i64 + total.1)?;
+        }
+        (stage.keys, stage.bytes) = total;
+        stage.writes.insert(key.to_string(), Staged { value, was });
+        Ok(())
+    }
+
+    /// End a call in one durable commit: apply its staged kv writes (all of
+    /// them, or none if the quota no longer holds because another call of
+    /// the same component committed first: then `Ok(Some(why))` and a
+    /// denied record from `dropped`) and store its audit records.
+    pub fn end_call(
+        &self,
+        mut records: Vec<AuditRecord>,
+        kv: Option<(&str, KvStage, KvQuota)>,
+        dropped: impl FnOnce(&str) -> AuditRecord,
+    ) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut refused = None;
+        if let Some((skill, stage, quota)) = kv.filter(|(_, stage, _)| !stage.writes.is_empty()) {
+            let mut table = txn.open_table(KV)?;
+            let mut usage = txn.open_table(KV_USAGE)?;
+            // Counted again here, inside the write: the figures staged
+            // against may be stale by now.
+            let (keys, bytes) = kv_usage_in(&usage, &table, skill)?;
+            let (mut keys, mut bytes) = (keys as i64, bytes as i64);
+            for (key, staged) in &stage.writes {
+                let was = table.get((skill, key.as_str()))?.map(|v| (key.len() + v.value().len()) as u64);
+                let (k, b) = change(key, staged.value.as_deref(), was);
+                (keys, bytes) = (keys + k, bytes + b);
+            }
+            match quota.check(keys, bytes) {
+                Err(StoreError::Quota(why)) => {
+                    records.push(dropped(&why));
+                    refused = Some(why);
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    for (key, staged) in &stage.writes {
+                        match &staged.value {
+                            Some(value) => drop(table.insert((skill, key.as_str()), value.as_slice())?),
+                            None => drop(table.remove((skill, key.as_str()))?),
+                        }
+                    }
+                    usage.insert(skill, (keys as u64, bytes as u64))?;
+                }
+            }
+        }
+        self.append_audit(&txn, records)?;
+        self.commit(txn)?;
+        Ok(refused)
+    }
+
+    /// Keys of `skill` starting with `prefix`, at most `limit`, as the
+    /// call that staged `stage` sees them.
+    pub fn kv_keys(&self, skill: &str, prefix: &str, limit: usize, stage: &KvStage) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(KV)?;
+        let mut keys = std::collections::BTreeSet::new();
         for entry in table.range((skill, prefix)..)? {
             let (k, _) = entry?;
             let (owner, key) = k.value();
             if owner != skill || !key.starts_with(prefix) || keys.len() >= limit {
                 break;
             }
-            keys.push(key.to_string());
-        }
-        Ok(keys)
-    }
-
-    /// Store audit records in one durable commit (which also makes the
-    /// call's deferred kv writes durable); returns the last id.
-    pub fn audit(&self, records: Vec<AuditRecord>) -> Result<u64, StoreError> {
-        let txn = self.db.begin_write()?;
-        let mut id = 0;
-        {
-            let mut table = txn.open_table(AUDIT)?;
-            // Pruning removes only the oldest, so the ids run on from here.
-            let first = next_id(&table)?;
-            for (n, mut record) in records.into_iter().enumerate() {
-                id = first + n as u64;
-                record.id = id;
-                table.insert(id, serde_json::to_vec(&record)?.as_slice())?;
-                // Prune now and then rather than on every write.
-                if id % 256 == 0 {
-                    self.prune_audit(&mut table, id, record.time_ms)?;
-                }
+            if !matches!(stage.get(key), Some(None)) {
+                keys.insert(key.to_string());
             }
         }
+        let staged = stage.writes.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix));
+        keys.extend(staged.filter(|(_, s)| s.value.is_some()).map(|(k, _)| k.clone()));
+        Ok(keys.into_iter().take(limit).collect())
+    }
+
+    /// Store audit records in one durable commit; returns the last id.
+    pub fn audit(&self, records: Vec<AuditRecord>) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let id = self.append_audit(&txn, records)?;
         self.commit(txn)?;
+        Ok(id)
+    }
+
+    fn append_audit(&self, txn: &WriteTransaction, records: Vec<AuditRecord>) -> Result<u64, StoreError> {
+        let mut table = txn.open_table(AUDIT)?;
+        // Pruning removes only the oldest, so the ids run on from here.
+        let first = next_id(&table)?;
+        let mut id = 0;
+        for (n, mut record) in records.into_iter().enumerate() {
+            id = first + n as u64;
+            record.id = id;
+            table.insert(id, serde_json::to_vec(&record)?.as_slice())?;
+            // Prune now and then rather than on every write.
+            if id % 256 == 0 {
+                self.prune_audit(&mut table, id, record.time_ms)?;
+            }
+        }
         Ok(id)
     }
 

@@ -160,6 +160,31 @@ async fn kv_quota_holds_across_calls() {
     assert!(bytes <= 1 << 20, "{bytes}");
 }
 
+/// A call's kv writes are staged until its end commit, where the quota is
+/// counted again: two calls racing, each within the quota on its own,
+/// cannot commit past it together.
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_calls_cannot_pass_the_kv_quota_together() {
+    let (_env, rt) = hostile("http://127.0.0.1:9", "[limits]\nkv_mb = 1\nkv_keys = 100").await;
+    let kv = wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::KV, ..Default::default() };
+    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: kv, all: false, carry_over: None }, false)
+        .unwrap();
+    // 10 values of 64 KiB each: either call fits 1 MiB alone, both do not.
+    let slow = r#"{"n": 10, "text": "a", "hold_ms": 1500}"#;
+    let (first, second) = tokio::join!(call(&rt, "hostile.kv-flood", slow), async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        call(&rt, "hostile.kv-flood", r#"{"n": 10, "text": "b"}"#).await
+    });
+    assert!(second.ok, "the second call ends first and fits: {}", second.output);
+    assert_eq!(first.error_kind, Some(wasiclaw::runtime::Failure::Denied), "{}", first.output);
+    assert!(first.output.contains("kv quota"), "{}", first.output);
+    let (keys, bytes) = rt.inspect("hostile").unwrap().kv_usage.unwrap();
+    assert_eq!(keys, 10, "only the call that fitted committed");
+    assert!(bytes <= 1 << 20, "{bytes}");
+    let refused = rt.audit(Some("hostile"), 50).unwrap();
+    assert!(refused.iter().any(|r| !r.allowed && r.capability == "kv" && r.detail.contains("kv quota")), "{refused:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn notify_and_secret_checks_are_rate_limited() {
     let limits = "[limits]\nnotify_per_hour = 3\nsecret_checks_per_minute = 5";

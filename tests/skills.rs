@@ -77,6 +77,49 @@ async fn a_call_commits_once_and_what_it_wrote_survives_a_kill() {
     assert!(all.contains("first") && all.contains("kept through a kill"), "{all}");
 }
 
+/// A call's kv writes are its own until it ends: it reads and lists them,
+/// another call of the same component does not see them, and its one end
+/// commit makes them everyone's at once.
+#[test]
+fn a_calls_kv_writes_are_its_own_until_it_ends() {
+    use std::sync::Arc;
+    let env = Env::new();
+    let limits = wasiclaw::config::Limits::default();
+    let db = Arc::new(wasiclaw::store::Store::open(&env.path().join("db.redb"), &wasiclaw::runtime::TABLES).unwrap());
+    let call = || {
+        wasiclaw::engine::HostCtx::new(
+            "notes",
+            "0",
+            Default::default(),
+            db.clone(),
+            wasiclaw::secrets::Secrets::new(env.path().join("secrets.json")),
+            Arc::new(limits.clone()),
+            Arc::new(wasiclaw::budget::Budget::new(&limits)),
+            wasiclaw::context::system_resolver(),
+        )
+    };
+    let first = call();
+    first.kv_put("a", Some(b"1".to_vec())).unwrap();
+    first.kv_put("b", Some(b"2".to_vec())).unwrap();
+    assert_eq!(first.finish(), None);
+
+    let (writer, other) = (call(), call());
+    writer.kv_put("c", Some(b"3".to_vec())).unwrap();
+    writer.kv_put("a", None).unwrap();
+    assert_eq!(writer.kv_get("c").unwrap().as_deref(), Some(&b"3"[..]));
+    assert_eq!(writer.kv_get("a").unwrap(), None);
+    assert_eq!(writer.kv_keys("", 10).unwrap(), ["b", "c"]);
+    assert_eq!(writer.kv_keys("", 1).unwrap(), ["b"]);
+    assert_eq!(other.kv_get("c").unwrap(), None);
+    assert_eq!(other.kv_get("a").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(other.kv_keys("", 10).unwrap(), ["a", "b"]);
+    let commits = db.durable_commits();
+    assert_eq!(writer.finish(), None);
+    assert_eq!(db.durable_commits(), commits + 1, "one commit for the call's writes");
+    assert_eq!(other.kv_keys("", 10).unwrap(), ["b", "c"]);
+    assert_eq!(db.kv_usage("notes").unwrap(), (2, 4), "keys b and c, a byte of key and one of value each");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn web_fetch_reads_only_hosts_the_owner_chose() {
     let server = Server::start().await;
