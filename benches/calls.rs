@@ -2,7 +2,9 @@
 //! call, its result and its one commit), measured in-process through
 //! `Runtime::call_tool`, for a skill that uses no right (`clock.now`), a kv
 //! write (`notes.add`: one read, two writes) and, when componentize-py is
-//! installed, the 18 MB Python example (`wordstats.count`). Run with
+//! installed, the 18 MB Python example (`wordstats.count`). The kv write
+//! is timed again with the database on tmpfs (`/dev/shm`), where its one
+//! fsync costs nothing: the host's own share of the call. Run with
 //! `just bench` (or `cargo bench --bench calls [-- SKILL]` for one skill);
 //! prints figures only. `CALLS=N` times N calls instead of 3,000 (e.g.
 //! for a profile of the call path alone).
@@ -32,13 +34,7 @@ fn main() {
     let python = wanted("wordstats") && common::python_skill(&skills.join("wordstats.wasm"));
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     tokio.block_on(async {
-        let paths = Paths { state_dir: state.path().to_path_buf() };
-        let rt = Runtime::open(paths).unwrap();
-        rt.rescan().await;
-        for skill in ["notes", "wordstats"] {
-            let kv = GrantSet { rights: Rights::KV, ..Default::default() };
-            let _ = rt.change_grant(skill, &GrantChange { rights: kv, all: false, carry_over: None }, false);
-        }
+        let rt = runtime(state.path()).await;
         println!("tool calls in the host ({} after {WARMUP} warm-up calls each)", calls());
         println!("{:<28} {:>9} {:>9} {:>9} {:>9}", "call", "p50 µs", "p99 µs", "max µs", "commits");
         if wanted("clock") {
@@ -47,12 +43,31 @@ fn main() {
         if wanted("notes") {
             measure(&rt, "notes.add (kv write)", "notes", "add", r#"{"text":"benchmark note"}"#).await;
         }
+        let tmpfs = std::path::Path::new("/dev/shm");
+        if wanted("notes") && tmpfs.is_dir() {
+            let memory = tempfile::tempdir_in(tmpfs).unwrap();
+            std::fs::create_dir_all(memory.path().join("skills")).unwrap();
+            std::fs::copy(skills.join("notes.wasm"), memory.path().join("skills/notes.wasm")).unwrap();
+            let rt = runtime(memory.path()).await;
+            measure(&rt, "notes.add, database on tmpfs", "notes", "add", r#"{"text":"benchmark note"}"#).await;
+        }
         if python {
             measure(&rt, "wordstats.count (Python)", "wordstats", "count", r#"{"text":"one two three"}"#).await;
         } else if wanted("wordstats") {
             println!("wordstats.count (Python): not measured, componentize-py is not installed");
         }
     });
+}
+
+/// A runtime on `state` with its skills loaded and kv granted to the two that use it.
+async fn runtime(state: &std::path::Path) -> Runtime {
+    let rt = Runtime::open(Paths { state_dir: state.to_path_buf() }).unwrap();
+    rt.rescan().await;
+    for skill in ["notes", "wordstats"] {
+        let kv = GrantSet { rights: Rights::KV, ..Default::default() };
+        let _ = rt.change_grant(skill, &GrantChange { rights: kv, all: false, carry_over: None }, false);
+    }
+    rt
 }
 
 async fn measure(rt: &Runtime, label: &str, skill: &str, tool: &str, args: &str) {
