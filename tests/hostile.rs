@@ -142,12 +142,18 @@ async fn audit_floods_are_coalesced_and_bounded() {
     assert!(db_bytes(&env) < 8 << 20, "database grew to {} bytes", db_bytes(&env));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kv_quota_holds_across_calls() {
-    let (_env, rt) = hostile("http://127.0.0.1:9", "[limits]\nkv_mb = 1\nkv_keys = 100").await;
+/// The hostile fixture granted kv, with a quota of 1 MiB and 100 keys.
+async fn hostile_with_kv() -> (crate::support::Env, wasiclaw::runtime::Runtime) {
+    let (env, rt) = hostile("http://127.0.0.1:9", "[limits]\nkv_mb = 1\nkv_keys = 100").await;
     let kv = wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::KV, ..Default::default() };
     rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: kv, all: false, carry_over: None }, false)
         .unwrap();
+    (env, rt)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_quota_holds_across_calls() {
+    let (_env, rt) = hostile_with_kv().await;
     let out = call(&rt, "hostile.kv-flood", r#"{"n": 1000}"#).await;
     assert_eq!(out.error_kind, Some(wasiclaw::runtime::Failure::Denied), "{}", out.output);
     // 64 KiB values: the 16th would pass 1 MiB.
@@ -165,10 +171,7 @@ async fn kv_quota_holds_across_calls() {
 /// cannot commit past it together.
 #[tokio::test(flavor = "multi_thread")]
 async fn racing_calls_cannot_pass_the_kv_quota_together() {
-    let (_env, rt) = hostile("http://127.0.0.1:9", "[limits]\nkv_mb = 1\nkv_keys = 100").await;
-    let kv = wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::KV, ..Default::default() };
-    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: kv, all: false, carry_over: None }, false)
-        .unwrap();
+    let (_env, rt) = hostile_with_kv().await;
     // 10 values of 64 KiB each: either call fits 1 MiB alone, both do not.
     let slow = r#"{"n": 10, "text": "a", "hold_ms": 1500}"#;
     let (first, second) = tokio::join!(call(&rt, "hostile.kv-flood", slow), async {
