@@ -125,8 +125,8 @@ pub(crate) fn next_id<V: redb::Value + 'static>(table: &impl ReadableTable<u64, 
 
 /// A call's kv writes, kept in memory until its end commit
 /// (`Store::end_call`), so a call costs one write transaction and no other
-/// call reads what is not yet durable. Bounded by the quota: what is staged
-/// can never be more than `kv_mb` more than what is committed.
+/// call reads what is not yet durable. Bounded by the quota: each staged
+/// write is checked against it, so the values staged total at most `kv_mb`.
 #[derive(Default)]
 pub struct KvStage {
     writes: BTreeMap<String, Staged>,
