@@ -389,13 +389,6 @@ impl Store {
         kv_usage_in(&txn.open_table(KV_USAGE)?, &txn.open_table(KV)?, skill)
     }
 
-    /// The size (key plus value) of `skill`'s `key` as committed.
-    fn kv_size(&self, skill: &str, key: &str) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(KV)?;
-        Ok(table.get((skill, key))?.map(|v| (key.len() + v.value().len()) as u64))
-    }
-
     /// Stage `value` for `key` in a call's `stage` unless the committed
     /// usage with everything staged would pass `quota`.
     pub fn kv_stage(
@@ -406,15 +399,17 @@ impl Store {
         value: Option<Vec<u8>>,
         quota: KvQuota,
     ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(KV)?;
         let was = match stage.writes.get(key) {
             Some(staged) => staged.was,
-            None => self.kv_size(skill, key)?,
+            None => table.get((skill, key))?.map(|v| (key.len() + v.value().len()) as u64),
         };
         let before = stage.writes.get(key).map_or((0, 0), |s| change(key, s.value.as_deref(), was));
         let after = change(key, value.as_deref(), was);
         let total = (stage.keys - before.0 + after.0, stage.bytes - before.1 + after.1);
         if value.is_some() {
-            let (keys, bytes) = self.kv_usage(skill)?;
+            let (keys, bytes) = kv_usage_in(&txn.open_table(KV_USAGE)?, &table, skill)?;
             quota.check(keys as i64 + total.0, bytes as i64 + total.1)?;
         }
         (stage.keys, stage.bytes) = total;
