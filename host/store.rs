@@ -244,8 +244,16 @@ impl Store {
     }
 
     /// Commit a write transaction durably (the one place that does).
+    /// Its fsync can take a slow SD card hundreds of milliseconds, so on an
+    /// async worker of a multi-thread runtime the worker's other tasks move
+    /// to another thread meanwhile (`block_in_place`): with one core there
+    /// is one worker, and timers, channels and the gateway would wait too.
     pub(crate) fn commit(&self, txn: WriteTransaction) -> Result<(), StoreError> {
-        txn.commit()?;
+        let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+        match flavor {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| txn.commit())?,
+            _ => txn.commit()?,
+        }
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
