@@ -105,7 +105,12 @@ impl Journal {
         }
         let dropped = |why: &str| self.record("kv", "the call's writes", false, why);
         match self.db.end_call(records, Some((&self.skill, kv, self.quota)), dropped) {
-            Ok(refused) => refused,
+            Ok(Some(why)) => {
+                // Audited too; logged for calls whose caller shows no outcome (a channel's).
+                tracing::warn!(skill = %self.skill, "the call's kv writes were not saved: {why}");
+                Some(why)
+            }
+            Ok(None) => None,
             Err(e) => {
                 // Logged and told, not fatal: refusing calls would turn a
                 // full disk into an outage.
