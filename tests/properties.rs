@@ -281,3 +281,92 @@ proptest! {
         }
     }
 }
+
+/// One step of two calls of one component using kv: a call stages a write
+/// (`None`: a delete) of one of a few keys, or ends.
+#[derive(Debug, Clone)]
+enum KvStep {
+    Put(usize, u8, Option<usize>),
+    End(usize),
+}
+
+fn kv_step() -> impl Strategy<Value = KvStep> {
+    let len = prop_oneof![Just(0usize), Just(10), Just(300_000), Just(500_000)];
+    prop_oneof![
+        4 => (0..2usize, 0..6u8, proptest::option::weighted(0.8, len)).prop_map(|(c, k, v)| KvStep::Put(c, k, v)),
+        1 => (0..2usize).prop_map(KvStep::End),
+    ]
+}
+
+proptest! {
+    #![proptest_config(cases(48))]
+
+    /// Two calls staging kv writes against a model: each reads its own
+    /// writes over what is committed and lists the same; an end commit
+    /// applies all of a call's writes, or none exactly when together with
+    /// what is committed they would pass the quota; the kept usage always
+    /// equals what is committed and stays within the quota.
+    #[test]
+    fn staged_kv_writes_keep_the_quota_and_read_their_own(steps in proptest::collection::vec(kv_step(), 1..40)) {
+        use std::collections::BTreeMap;
+        let env = Env::new();
+        let limits = wasiclaw::config::Limits { kv_keys: 4, kv_mb: 1, ..Default::default() };
+        let db = Arc::new(wasiclaw::store::Store::open(&env.path().join("db.redb"), &wasiclaw::runtime::TABLES).unwrap());
+        let call = || wasiclaw::engine::HostCtx::new(
+            "k", "0", Default::default(), db.clone(),
+            wasiclaw::secrets::Secrets::new(env.path().join("secrets.json")),
+            Arc::new(limits.clone()), Arc::new(wasiclaw::budget::Budget::new(&limits)),
+            wasiclaw::context::system_resolver(),
+        );
+        let size = |key: &str, len: usize| (key.len() + len) as u64;
+        let mut calls = [call(), call()];
+        let mut committed: BTreeMap<String, usize> = BTreeMap::new();
+        let mut staged: [BTreeMap<String, Option<usize>>; 2] = Default::default();
+        for step in steps {
+            match step {
+                KvStep::Put(c, k, len) => {
+                    let key = format!("key{k}");
+                    let put = calls[c].kv_put(&key, len.map(|n| vec![b'v'; n]));
+                    match put {
+                        Ok(()) => drop(staged[c].insert(key, len)),
+                        Err(wasiclaw::store::StoreError::Quota(_)) => prop_assert!(len.is_some(), "a delete was refused"),
+                        Err(e) => prop_assert!(false, "{e}"),
+                    }
+                }
+                KvStep::End(c) => {
+                    let mut after = committed.clone();
+                    for (key, len) in std::mem::take(&mut staged[c]) {
+                        match len {
+                            Some(len) => drop(after.insert(key, len)),
+                            None => drop(after.remove(&key)),
+                        }
+                    }
+                    let bytes: u64 = after.iter().map(|(k, len)| size(k, *len)).sum();
+                    let fits = after.len() as u64 <= limits.kv_keys && bytes <= limits.kv_mb << 20;
+                    let refused = calls[c].finish();
+                    prop_assert_eq!(refused.is_none(), fits, "{:?}", refused);
+                    if fits {
+                        committed = after;
+                    }
+                    calls[c] = call();
+                }
+            }
+            for (c, ctx) in calls.iter().enumerate() {
+                let mut seen = committed.clone();
+                for (key, len) in &staged[c] {
+                    match len {
+                        Some(len) => drop(seen.insert(key.clone(), *len)),
+                        None => drop(seen.remove(key)),
+                    }
+                }
+                prop_assert_eq!(ctx.kv_keys("", 100).unwrap(), seen.keys().cloned().collect::<Vec<_>>());
+                for k in 0..6 {
+                    let key = format!("key{k}");
+                    prop_assert_eq!(ctx.kv_get(&key).unwrap().map(|v| v.len()), seen.get(&key).copied());
+                }
+            }
+            let bytes: u64 = committed.iter().map(|(k, len)| size(k, *len)).sum();
+            prop_assert_eq!(db.kv_usage("k").unwrap(), (committed.len() as u64, bytes));
+        }
+    }
+}
