@@ -104,7 +104,7 @@ impl Journal {
             return None;
         }
         let dropped = |why: &str| self.record("kv", "the call's writes", false, why);
-        match self.db.end_call(records, Some((&self.skill, kv, self.quota)), dropped) {
+        match self.db.end_call(records, (&self.skill, kv, self.quota), dropped) {
             Ok(Some(why)) => {
                 // Audited too; logged for calls whose caller shows no outcome (a channel's).
                 tracing::warn!(skill = %self.skill, "the call's kv writes were not saved: {why}");

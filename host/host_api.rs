@@ -26,11 +26,17 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, Error> {
     match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(crate::store::StoreError::Quota(why))) => Err(Error::Denied(why)),
-        Ok(Err(e)) => Err(failed(e)),
+        Ok(result) => store_result(result),
         Err(e) => Err(failed(e)),
     }
+}
+
+/// A database result as the guest sees it: a quota is a denial.
+fn store_result<T>(result: Result<T, crate::store::StoreError>) -> Result<T, Error> {
+    result.map_err(|e| match e {
+        crate::store::StoreError::Quota(why) => Error::Denied(why),
+        e => failed(e),
+    })
 }
 
 impl SkillState {
@@ -65,19 +71,12 @@ impl types::Host for SkillState {}
 /// waits for a writer (redb reads a snapshot) and a write is only staged in
 /// memory until the call's end commit (`context::HostCtx::kv_put`); a hand-off
 /// to the pool and back cost more than the use itself.
-fn kv_result<T>(result: Result<T, crate::store::StoreError>) -> Result<T, Error> {
-    result.map_err(|e| match e {
-        crate::store::StoreError::Quota(why) => Error::Denied(why),
-        e => failed(e),
-    })
-}
-
 impl kv::Host for SkillState {
     async fn get(&mut self, key: String) -> HostResult<Option<Vec<u8>>> {
         if let Err(e) = self.kv_check("get", &key) {
             return Ok(Err(e));
         }
-        Ok(kv_result(self.host.kv_get(&key)))
+        Ok(store_result(self.host.kv_get(&key)))
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> HostResult<()> {
@@ -87,7 +86,7 @@ impl kv::Host for SkillState {
         if let Err(e) = self.kv_check("set", &key) {
             return Ok(Err(e));
         }
-        let result = kv_result(self.host.kv_put(&key, Some(value)));
+        let result = store_result(self.host.kv_put(&key, Some(value)));
         if let Err(Error::Denied(why)) = &result {
             self.host.audit("kv", "set", false, why);
         }
@@ -98,14 +97,14 @@ impl kv::Host for SkillState {
         if let Err(e) = self.kv_check("delete", &key) {
             return Ok(Err(e));
         }
-        Ok(kv_result(self.host.kv_put(&key, None)))
+        Ok(store_result(self.host.kv_put(&key, None)))
     }
 
     async fn list_keys(&mut self, prefix: String) -> HostResult<Vec<String>> {
         if let Err(e) = self.kv_check("list", &prefix) {
             return Ok(Err(e));
         }
-        Ok(kv_result(self.host.kv_keys(&prefix, MAX_KEYS_LISTED)))
+        Ok(store_result(self.host.kv_keys(&prefix, MAX_KEYS_LISTED)))
     }
 }
 

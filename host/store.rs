@@ -172,15 +172,25 @@ pub struct KvQuota {
 }
 
 impl KvQuota {
-    fn check(self, keys: i64, bytes: i64) -> Result<(), StoreError> {
+    /// Why `keys` keys of `bytes` bytes do not fit, if they do not.
+    fn check(self, keys: i64, bytes: i64) -> Result<(), String> {
         if keys > self.keys as i64 || bytes > self.bytes as i64 {
-            return Err(StoreError::Quota(format!(
+            return Err(format!(
                 "kv quota: this would make {keys} keys and {bytes} bytes; the limits are {} keys and {} bytes ([limits] kv_keys, kv_mb)",
                 self.keys, self.bytes
-            )));
+            ));
         }
         Ok(())
     }
+}
+
+/// The committed size (key and value) of `skill`'s `key`.
+fn kv_size(
+    kv: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    skill: &str,
+    key: &str,
+) -> Result<Option<u64>, StoreError> {
+    Ok(kv.get((skill, key))?.map(|v| (key.len() + v.value().len()) as u64))
 }
 
 /// The database.
@@ -409,16 +419,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(KV)?;
-        let was = match stage.writes.get(key) {
-            Some(staged) => staged.was,
-            None => table.get((skill, key))?.map(|v| (key.len() + v.value().len()) as u64),
+        let (was, before) = match stage.writes.get(key) {
+            Some(staged) => (staged.was, change(key, staged.value.as_deref(), staged.was)),
+            None => (kv_size(&table, skill, key)?, (0, 0)),
         };
-        let before = stage.writes.get(key).map_or((0, 0), |s| change(key, s.value.as_deref(), was));
         let after = change(key, value.as_deref(), was);
         let total = (stage.keys - before.0 + after.0, stage.bytes - before.1 + after.1);
         if value.is_some() {
             let (keys, bytes) = kv_usage_in(&txn.open_table(KV_USAGE)?, &table, skill)?;
-            quota.check(keys as i64 + total.0, bytes as i64 + total.1)?;
+            quota.check(keys as i64 + total.0, bytes as i64 + total.1).map_err(StoreError::Quota)?;
         }
         (stage.keys, stage.bytes) = total;
         stage.writes.insert(key.to_string(), Staged { value, was });
@@ -432,12 +441,12 @@ impl Store {
     pub fn end_call(
         &self,
         mut records: Vec<AuditRecord>,
-        kv: Option<(&str, KvStage, KvQuota)>,
+        (skill, stage, quota): (&str, KvStage, KvQuota),
         dropped: impl FnOnce(&str) -> AuditRecord,
     ) -> Result<Option<String>, StoreError> {
         let txn = self.db.begin_write()?;
         let mut refused = None;
-        if let Some((skill, stage, quota)) = kv.filter(|(_, stage, _)| !stage.writes.is_empty()) {
+        if !stage.is_empty() {
             let mut table = txn.open_table(KV)?;
             let mut usage = txn.open_table(KV_USAGE)?;
             // Counted again here, inside the write: the figures staged
@@ -445,16 +454,14 @@ impl Store {
             let (keys, bytes) = kv_usage_in(&usage, &table, skill)?;
             let (mut keys, mut bytes) = (keys as i64, bytes as i64);
             for (key, staged) in &stage.writes {
-                let was = table.get((skill, key.as_str()))?.map(|v| (key.len() + v.value().len()) as u64);
-                let (k, b) = change(key, staged.value.as_deref(), was);
+                let (k, b) = change(key, staged.value.as_deref(), kv_size(&table, skill, key)?);
                 (keys, bytes) = (keys + k, bytes + b);
             }
             match quota.check(keys, bytes) {
-                Err(StoreError::Quota(why)) => {
+                Err(why) => {
                     records.push(dropped(&why));
                     refused = Some(why);
                 }
-                Err(e) => return Err(e),
                 Ok(()) => {
                     for (key, staged) in &stage.writes {
                         match &staged.value {
