@@ -8,6 +8,12 @@
 //! `just bench` (or `cargo bench --bench calls [-- SKILL]` for one skill);
 //! prints figures only. `CALLS=N` times N calls instead of 3,000 (e.g.
 //! for a profile of the call path alone).
+//!
+//! Two floors are printed beside the calls, so a reader can tell the code's
+//! tail from the machine's: the p99 of fixed CPU work as long as a call's
+//! p50 (a shared VM's steal and interrupts), and the p99 of the least a
+//! durable commit needs from the database's disk (one 4 KiB write into
+//! blocks the file already has, then fdatasync).
 
 mod common;
 
@@ -38,10 +44,12 @@ fn main() {
         println!("tool calls in the host ({} after {WARMUP} warm-up calls each)", calls());
         println!("{:<28} {:>9} {:>9} {:>9} {:>9}", "call", "p50 µs", "p99 µs", "max µs", "commits");
         if wanted("clock") {
-            measure(&rt, "clock.now (no rights)", "clock", "now", r#"{"tz":"UTC"}"#).await;
+            let p50 = measure(&rt, "clock.now (no rights)", "clock", "now", r#"{"tz":"UTC"}"#).await;
+            cpu_floor(p50);
         }
         if wanted("notes") {
             measure(&rt, "notes.add (kv write)", "notes", "add", r#"{"text":"benchmark note"}"#).await;
+            disk_floor(state.path());
         }
         let tmpfs = std::path::Path::new("/dev/shm");
         if wanted("notes") && tmpfs.is_dir() {
@@ -52,7 +60,9 @@ fn main() {
             measure(&rt, "notes.add, database on tmpfs", "notes", "add", r#"{"text":"benchmark note"}"#).await;
         }
         if python {
-            measure(&rt, "wordstats.count (Python)", "wordstats", "count", r#"{"text":"one two three"}"#).await;
+            let p50 =
+                measure(&rt, "wordstats.count (Python)", "wordstats", "count", r#"{"text":"one two three"}"#).await;
+            cpu_floor(p50);
         } else if wanted("wordstats") {
             println!("wordstats.count (Python): not measured, componentize-py is not installed");
         }
@@ -70,7 +80,8 @@ async fn runtime(state: &std::path::Path) -> Runtime {
     rt
 }
 
-async fn measure(rt: &Runtime, label: &str, skill: &str, tool: &str, args: &str) {
+/// Time `calls()` calls after the warm-up, print their figures and return the p50 in µs.
+async fn measure(rt: &Runtime, label: &str, skill: &str, tool: &str, args: &str) -> f64 {
     for _ in 0..WARMUP {
         assert!(rt.call_tool(skill, tool, args).await.unwrap().ok);
     }
@@ -83,7 +94,62 @@ async fn measure(rt: &Runtime, label: &str, skill: &str, tool: &str, args: &str)
         times.push(start.elapsed().as_secs_f64() * 1e6);
         assert!(out.ok, "{label}: {}", out.output);
     }
-    times.sort_by(f64::total_cmp);
     let per_call = (rt.db.durable_commits() - commits) as f64 / n as f64;
-    println!("{label:<28} {:>9.0} {:>9.0} {:>9.0} {:>9.2}", times[n / 2], times[n * 99 / 100], times[n - 1], per_call);
+    report(label, times, &format!("{per_call:.2}"))
+}
+
+/// Print p50, p99 and max of `times` (µs) under `label`; return the p50.
+fn report(label: &str, mut times: Vec<f64>, last: &str) -> f64 {
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    println!("{label:<28} {:>9.0} {:>9.0} {:>9.0} {last:>9}", times[n / 2], times[n * 99 / 100], times[n - 1]);
+    times[n / 2]
+}
+
+/// `calls()` timings of `work` after the warm-up, in µs.
+fn timed(mut work: impl FnMut()) -> Vec<f64> {
+    for _ in 0..WARMUP {
+        work();
+    }
+    (0..calls())
+        .map(|_| {
+            let start = Instant::now();
+            work();
+            start.elapsed().as_secs_f64() * 1e6
+        })
+        .collect()
+}
+
+/// The machine's own tail: fixed CPU work (copies of 256 KiB) as long as
+/// `p50` µs, timed like the calls.
+fn cpu_floor(p50: f64) {
+    let (from, mut to) = (vec![1u8; 256 << 10], vec![0u8; 256 << 10]);
+    let mut copy = |times: usize| {
+        for _ in 0..times {
+            to.copy_from_slice(std::hint::black_box(&from));
+        }
+        std::hint::black_box(&to);
+    };
+    let mut one = timed(|| copy(1));
+    one.sort_by(f64::total_cmp);
+    let times = (p50 / one[one.len() / 2]).round().max(1.0) as usize;
+    report("  floor: same CPU work", timed(|| copy(times)), "-");
+}
+
+/// The disk's own tail under a durable commit: a 4 KiB write into blocks
+/// the file already has, then fdatasync, in `dir` (beside the database).
+fn disk_floor(dir: &std::path::Path) {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("floor");
+    let file = std::fs::File::create(&path).unwrap();
+    file.write_all_at(&vec![0u8; 1 << 20], 0).unwrap();
+    file.sync_all().unwrap();
+    let mut at = 0;
+    let times = timed(|| {
+        file.write_all_at(&[7u8; 4096], at).unwrap();
+        file.sync_data().unwrap();
+        at = (at + 4096) % (1 << 20);
+    });
+    report("  floor: 4 KiB + fdatasync", times, "-");
+    std::fs::remove_file(path).unwrap();
 }
