@@ -126,7 +126,10 @@ pub(crate) fn next_id<V: redb::Value + 'static>(table: &impl ReadableTable<u64, 
 /// A call's kv writes, kept in memory until its end commit
 /// (`Store::end_call`), so a call costs one write transaction and no other
 /// call reads what is not yet durable. Bounded by the quota: each staged
-/// write is checked against it, so the values staged total at most `kv_mb`.
+/// write is checked against it, so the values staged total at most `kv_mb`;
+/// and a call touches at most twice `kv_keys` distinct keys (it may delete
+/// every key it has and write as many new ones), so deletes of keys that
+/// do not exist, which change no usage, cannot pile up either.
 #[derive(Default)]
 pub struct KvStage {
     writes: BTreeMap<String, Staged>,
@@ -172,6 +175,11 @@ pub struct KvQuota {
 }
 
 impl KvQuota {
+    /// The distinct keys one call may write or delete.
+    fn touched(self) -> u64 {
+        self.keys.saturating_mul(2)
+    }
+
     /// Why `keys` keys of `bytes` bytes do not fit, if they do not.
     fn check(self, keys: i64, bytes: i64) -> Result<(), String> {
         if keys > self.keys as i64 || bytes > self.bytes as i64 {
@@ -421,6 +429,12 @@ impl Store {
         let table = txn.open_table(KV)?;
         let (was, before) = match stage.writes.get(key) {
             Some(staged) => (staged.was, change(key, staged.value.as_deref(), staged.was)),
+            None if stage.writes.len() as u64 >= quota.touched() => {
+                return Err(StoreError::Quota(format!(
+                    "kv: this call already wrote or deleted {} distinct keys, the most one call may (twice [limits] kv_keys)",
+                    stage.writes.len()
+                )));
+            }
             None => (kv_size(&table, skill, key)?, (0, 0)),
         };
         let after = change(key, value.as_deref(), was);

@@ -166,6 +166,21 @@ async fn kv_quota_holds_across_calls() {
     assert!(bytes <= 1 << 20, "{bytes}");
 }
 
+/// Deletes are staged like writes (the call reads its own delete back), so
+/// deletes of keys that do not exist, which change no usage, must not pile
+/// up in the host's memory either: a call touches at most twice `kv_keys`
+/// distinct keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn deletes_cannot_pile_up_in_the_hosts_memory() {
+    let (_env, rt) = hostile_with_kv().await;
+    let out = call(&rt, "hostile.kv-erase", r#"{"n": 100000}"#).await;
+    assert_eq!(out.error_kind, Some(wasiclaw::runtime::Failure::Denied), "{}", out.output);
+    assert!(out.output.contains("after 200 deletes") && out.output.contains("kv_keys"), "{}", out.output);
+    let within = call(&rt, "hostile.kv-erase", r#"{"n": 200}"#).await;
+    assert!(within.ok, "a call within the bound is not refused: {}", within.output);
+    assert_eq!(rt.inspect("hostile").unwrap().kv_usage.unwrap(), (0, 0));
+}
+
 /// A call's kv writes are staged until its end commit, where the quota is
 /// counted again: two calls racing, each within the quota on its own,
 /// cannot commit past it together.

@@ -283,7 +283,8 @@ proptest! {
 }
 
 /// One step of two calls of one component using kv: a call stages a write
-/// (`None`: a delete) of one of a few keys, or ends.
+/// (`None`: a delete) of one of ten keys (more than one call may touch
+/// with a quota of 3 keys), or ends.
 #[derive(Debug, Clone)]
 enum KvStep {
     Put(usize, u8, Option<usize>),
@@ -293,7 +294,7 @@ enum KvStep {
 fn kv_step() -> impl Strategy<Value = KvStep> {
     let len = prop_oneof![Just(0usize), Just(10), Just(300_000), Just(500_000)];
     prop_oneof![
-        4 => (0..2usize, 0..6u8, proptest::option::weighted(0.8, len)).prop_map(|(c, k, v)| KvStep::Put(c, k, v)),
+        4 => (0..2usize, 0..10u8, proptest::option::weighted(0.6, len)).prop_map(|(c, k, v)| KvStep::Put(c, k, v)),
         1 => (0..2usize).prop_map(KvStep::End),
     ]
 }
@@ -310,7 +311,7 @@ proptest! {
     fn staged_kv_writes_keep_the_quota_and_read_their_own(steps in proptest::collection::vec(kv_step(), 1..40)) {
         use std::collections::BTreeMap;
         let env = Env::new();
-        let limits = wasiclaw::config::Limits { kv_keys: 4, kv_mb: 1, ..Default::default() };
+        let limits = wasiclaw::config::Limits { kv_keys: 3, kv_mb: 1, ..Default::default() };
         let db = Arc::new(wasiclaw::store::Store::open(&env.path().join("db.redb"), &wasiclaw::runtime::TABLES).unwrap());
         let call = || wasiclaw::engine::HostCtx::new(
             "k", "0", Default::default(), db.clone(),
@@ -326,10 +327,15 @@ proptest! {
             match step {
                 KvStep::Put(c, k, len) => {
                     let key = format!("key{k}");
+                    // A call touches at most twice kv_keys distinct keys.
+                    let full = !staged[c].contains_key(&key) && staged[c].len() as u64 >= 2 * limits.kv_keys;
                     let put = calls[c].kv_put(&key, len.map(|n| vec![b'v'; n]));
                     match put {
-                        Ok(()) => drop(staged[c].insert(key, len)),
-                        Err(wasiclaw::store::StoreError::Quota(_)) => prop_assert!(len.is_some(), "a delete was refused"),
+                        Ok(()) => {
+                            prop_assert!(!full, "a call touched more than twice kv_keys keys");
+                            staged[c].insert(key, len);
+                        }
+                        Err(wasiclaw::store::StoreError::Quota(_)) => prop_assert!(len.is_some() || full, "a delete was refused"),
                         Err(e) => prop_assert!(false, "{e}"),
                     }
                 }
@@ -360,7 +366,7 @@ proptest! {
                     }
                 }
                 prop_assert_eq!(ctx.kv_keys("", 100).unwrap(), seen.keys().cloned().collect::<Vec<_>>());
-                for k in 0..6 {
+                for k in 0..10 {
                     let key = format!("key{k}");
                     prop_assert_eq!(ctx.kv_get(&key).unwrap().map(|v| v.len()), seen.get(&key).copied());
                 }
