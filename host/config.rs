@@ -347,6 +347,12 @@ pub struct Limits {
     pub http_response_kb: u64,
     /// Cap on one HTTP request body a component sends.
     pub http_request_kb: u64,
+    /// Requests one call keeps open at once (sent, response not dropped):
+    /// each response is buffered in the host, up to `http_response_kb`.
+    pub http_open: u32,
+    /// Handles (header maps, requests, streams, its own resources) one call
+    /// holds at once; each costs the host at most about 16 KiB.
+    pub handles: u32,
     /// Log a component may write per minute, all its calls together;
     /// beyond it lines are dropped and counted.
     pub log_kb_per_minute: u64,
@@ -376,6 +382,8 @@ impl Default for Limits {
             output_kb: 1024,
             http_response_kb: 4096,
             http_request_kb: 1024,
+            http_open: 8,
+            handles: 1000,
             log_kb_per_minute: 64,
             audit_per_minute: 120,
             notify_per_hour: 30,

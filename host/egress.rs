@@ -11,7 +11,10 @@
 //!   alike (the name kept for SNI and the certificate check), so a second
 //!   DNS answer can never differ. A failed TLS handshake is audited as such.
 //! - Request bodies and response bodies are capped; responses are
-//!   buffered so a secret split across chunks is scrubbed too.
+//!   buffered so a secret split across chunks is scrubbed too, and a call
+//!   keeps at most `[limits] http_open` requests open (a request holds its
+//!   place until its response is dropped). An unsent request body buffers
+//!   at most [`HELD_BYTES`].
 
 use crate::context::HostCtx;
 use crate::policy::{self, Decision, Denial};
@@ -29,15 +32,22 @@ type SendFuture = Box<dyn Future<Output = Result<(Response<WasiBody>, IoFuture),
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most one HTTP handle holds in the host: a header map's total size
+/// (`engine.rs` sets it), and what an unsent request body buffers.
+pub const HELD_BYTES: usize = 16 << 10;
+
 /// The `wasi:http` hook of one call: every request goes through `authorize`.
 pub struct EgressHooks {
     host: HostCtx,
+    /// Places for requests kept open at once.
+    open: Arc<tokio::sync::Semaphore>,
 }
 
 impl EgressHooks {
     /// The hooks of the call `host`.
     pub fn new(host: HostCtx) -> Self {
-        EgressHooks { host }
+        let open = Arc::new(tokio::sync::Semaphore::new(host.limits.http_open as usize));
+        EgressHooks { host, open }
     }
 }
 
@@ -173,9 +183,17 @@ impl WasiHttpHooks for EgressHooks {
         _fut: IoFuture,
     ) -> SendFuture {
         let host = self.host.clone();
+        let place = self.open.clone().try_acquire_owned();
         Box::new(async move {
             let method = request.method().as_str().to_string();
             let target = format!("{method} {}", policy::unbrace(&request.uri().to_string()));
+            let Ok(place) = place else {
+                let limit = host.limits.http_open;
+                let why =
+                    format!("the call already keeps {limit} requests open ([limits] http_open); drop a response first");
+                host.audit("http", &target, false, &why);
+                return Err(HttpError::HttpRequestDenied);
+            };
             let authorized = match authorize(&host, &method, request.uri()).await {
                 Ok(a) => a,
                 Err(denial) => {
@@ -190,9 +208,20 @@ impl WasiHttpHooks for EgressHooks {
             let scrubbed = crate::redact::redact(&body, &injected);
             crate::redact::redact_headers(&mut parts.headers, &injected);
             parts.headers.remove(http::header::CONTENT_LENGTH);
-            let body = Full::new(Bytes::from(scrubbed)).map_err(|never| match never {}).boxed_unsync();
+            // The buffered body holds the request's place until it is dropped.
+            let body = Full::new(Bytes::from(scrubbed))
+                .map_err(|never| match never {})
+                .map_frame(move |frame| {
+                    let _held = &place;
+                    frame
+                })
+                .boxed_unsync();
             let io: IoFuture = Box::new(async { Ok(()) });
             Ok((Response::from_parts(parts, body), io))
         })
+    }
+
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        HELD_BYTES
     }
 }

@@ -57,6 +57,9 @@ pub enum CallError {
     /// The result's size and the cap.
     #[error("result is {0} bytes, over the {1}-byte cap ([limits] output_kb)")]
     Output(usize, usize),
+    /// Over what a call may hold in the host through handles.
+    #[error("tried to hold too much in the host: {0}")]
+    HostMemory(String),
     /// The component trapped.
     #[error("the component crashed: {0}")]
     Trap(String),
@@ -384,10 +387,17 @@ impl SkillEngine {
                 .map_err(|e| CallError::Trap(format!("cannot open {}: {e:#}", dir.display())))?;
         }
         let egress = EgressHooks::new(host.clone());
+        // What a call can hold in the host through handles is bounded: an
+        // HTTP handle's host side holds at most `egress::HELD_BYTES`.
+        let handles = self.limits.handles as usize;
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(handles);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(crate::egress::HELD_BYTES);
         let state = SkillState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
+            table,
+            http,
             egress,
             limiter: MemoryLimiter { cap: self.limits.memory_bytes(), used: 0, hit: false },
             host,
@@ -397,6 +407,7 @@ impl SkillEngine {
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
+        store.set_max_component_handles(handles);
         let budget = self.limits.cpu_ms.div_ceil(TICK.as_millis() as u64).max(1);
         // Yield to tokio at every tick so a spinning guest never starves
         // the runtime, and count the ticks the guest has been running.
@@ -411,6 +422,20 @@ impl SkillEngine {
             Ok(UpdateDeadline::Yield(1))
         });
         Ok(store)
+    }
+
+    /// Why a trap is a limit on what a call holds in the host, if it is: a
+    /// full handle table (ours of host resources, or wasmtime's store-wide
+    /// count of live component handles) or an oversized header map.
+    fn host_memory(&self, e: &wasmtime::Error) -> Option<String> {
+        let text = format!("{e:#}");
+        if text.contains("resource table has no free keys") || text.contains("store handle limit exceeded") {
+            let n = self.limits.handles;
+            return Some(format!("more than {n} handles at once ([limits] handles)"));
+        }
+        let kib = crate::egress::HELD_BYTES >> 10;
+        text.contains("total size of fields exceeds limit")
+            .then(|| format!("HTTP headers over {kib} KiB in one header map (the most one may hold)"))
     }
 
     /// Run `call` on a fresh store under every limit and classify failure.
@@ -428,6 +453,7 @@ impl SkillEngine {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(_)) if state.cpu_exhausted => Err(CallError::Cpu(self.limits.cpu_ms)),
             Ok(Err(_)) if state.limiter.hit => Err(CallError::Memory(self.limits.memory_mb)),
+            Ok(Err(e)) if let Some(why) = self.host_memory(&e) => Err(CallError::HostMemory(why)),
             Ok(Err(e)) => {
                 let stderr = String::from_utf8_lossy(&state.stderr.contents()).trim().to_string();
                 let mut msg = format!("{e:#}");

@@ -870,7 +870,7 @@ impl Runtime {
                     CallError::Tool(ToolError::Failed(_)) => Failure::Failed,
                     CallError::Timeout(_) => Failure::Timeout,
                     CallError::Cpu(_) => Failure::Cpu,
-                    CallError::Memory(_) => Failure::Memory,
+                    CallError::Memory(_) | CallError::HostMemory(_) => Failure::Memory,
                     CallError::Output(..) => Failure::Output,
                     CallError::Trap(_) => Failure::Crashed,
                 };

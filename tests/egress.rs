@@ -100,6 +100,25 @@ async fn a_host_name_resolving_to_loopback_is_refused() {
     assert!(server.seen().is_empty());
 }
 
+/// Each response is buffered in the host (up to `http_response_kb`), so
+/// how many requests a call keeps open at once is bounded too
+/// (`[limits] http_open`); a response dropped frees its place.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_keeps_at_most_http_open_requests_open() {
+    let server = Server::start().await;
+    let (_env, rt) = hostile(&server.base, "[limits]\nhttp_open = 3").await;
+    grant(&rt, "hostile", &[&format!("{}/echo/", server.base)], &["API_TOKEN"]);
+    let url = format!("{}/echo/{{API_TOKEN}}/open", server.base);
+    let held = call(&rt, "hostile.hold-requests", &serde_json::json!({"url": url, "n": 20}).to_string()).await;
+    assert_eq!(held.error_kind, Some(wasiclaw::runtime::Failure::Denied), "{}", held.output);
+    assert!(held.output.contains("after 3 requests"), "{}", held.output);
+    assert!(held.denials.iter().any(|d| d.contains("[limits] http_open")), "{:?}", held.denials);
+    assert_eq!(server.seen().len(), 3, "the refused request was not sent");
+    let dropped =
+        call(&rt, "hostile.hold-requests", &serde_json::json!({"url": url, "n": 20, "text": "drop"}).to_string()).await;
+    assert!(dropped.ok, "{}", dropped.output);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn responses_are_capped_and_hung_servers_time_out() {
     let server = Server::start().await;

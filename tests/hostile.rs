@@ -181,6 +181,22 @@ async fn deletes_cannot_pile_up_in_the_hosts_memory() {
     assert_eq!(rt.inspect("hostile").unwrap().kv_usage.unwrap(), (0, 0));
 }
 
+/// What a call holds in the host through handles is bounded: a header map
+/// holds at most 16 KiB, and a call at most `[limits] handles` handles at
+/// once (clones of a full header map would otherwise pile up gigabytes).
+#[tokio::test(flavor = "multi_thread")]
+async fn handles_cannot_pile_up_host_memory() {
+    let (_env, rt) = hostile_with_kv().await;
+    let out = call(&rt, "hostile.hoard-fields", r#"{"n": 1500}"#).await;
+    assert_eq!(out.error_kind, Some(wasiclaw::runtime::Failure::Memory), "{}", out.output);
+    assert!(out.output.contains("1000 handles") && out.output.contains("[limits] handles"), "{}", out.output);
+    let within = call(&rt, "hostile.hoard-fields", r#"{"n": 900}"#).await;
+    assert!(within.ok && within.output.contains("kept 900"), "{}", within.output);
+    let big = call(&rt, "hostile.hoard-fields", r#"{"text": "big"}"#).await;
+    assert_eq!(big.error_kind, Some(wasiclaw::runtime::Failure::Memory), "{}", big.output);
+    assert!(big.output.contains("16 KiB"), "{}", big.output);
+}
+
 /// A call's kv writes are staged until its end commit, where the quota is
 /// counted again: two calls racing, each within the quota on its own,
 /// cannot commit past it together.
