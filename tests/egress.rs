@@ -117,6 +117,10 @@ async fn a_call_keeps_at_most_http_open_requests_open() {
     let dropped =
         call(&rt, "hostile.hold-requests", &serde_json::json!({"url": url, "n": 20, "text": "drop"}).to_string()).await;
     assert!(dropped.ok, "{}", dropped.output);
+    // An unsent request body buffers at most 16 KiB in the host.
+    let body = call(&rt, "hostile.hold-requests", &serde_json::json!({"url": url, "text": "body"}).to_string()).await;
+    let permit: usize = body.output.trim_start_matches("permit ").parse().expect(&body.output);
+    assert!(permit > 0 && permit <= 16 << 10, "{}", body.output);
 }
 
 #[tokio::test(flavor = "multi_thread")]
