@@ -5,8 +5,8 @@
 //! Invariants:
 //! - At most `[limits] concurrent_calls` calls of one component run at
 //!   once; the rest wait for a permit.
-//! - Log bytes, audit records and secret checks are counted per minute,
-//!   `notify` messages per hour; a use over the limit is refused (a log line
+//! - Log bytes, audit records, secret checks and memory searches are
+//!   counted per minute, `notify` messages and memory saves per hour; a use over the limit is refused (a log line
 //!   or an audit record is dropped and counted, so the call still learns
 //!   nothing from it).
 //! - The counters live in memory: a restart resets them, which is fine
@@ -29,14 +29,31 @@ pub enum Spend {
     Notify,
     /// Secret comparisons (`crypto::secret-equals`).
     SecretChecks,
+    /// Memories saved.
+    MemorySaves,
+    /// Memory searches.
+    MemorySearches,
 }
 
 impl Spend {
     fn window(self) -> Duration {
         match self {
-            Spend::Notify => Duration::from_secs(3600),
+            Spend::Notify | Spend::MemorySaves => Duration::from_secs(3600),
             _ => Duration::from_secs(60),
         }
+    }
+
+    /// Why a use was refused: "more than N {what} this hour ([limits] …)".
+    pub fn refusal(self, limits: &Limits, what: &str) -> String {
+        let (per, setting) = match self {
+            Spend::LogBytes => ("minute", "log_kb_per_minute"),
+            Spend::AuditRecords => ("minute", "audit_per_minute"),
+            Spend::Notify => ("hour", "notify_per_hour"),
+            Spend::SecretChecks => ("minute", "secret_checks_per_minute"),
+            Spend::MemorySaves => ("hour", "memory_saves_per_hour"),
+            Spend::MemorySearches => ("minute", "memory_searches_per_minute"),
+        };
+        format!("more than {} {what} this {per} ([limits] {setting})", self.limit(limits))
     }
 
     fn limit(self, limits: &Limits) -> u64 {
@@ -45,6 +62,8 @@ impl Spend {
             Spend::AuditRecords => limits.audit_per_minute,
             Spend::Notify => limits.notify_per_hour,
             Spend::SecretChecks => limits.secret_checks_per_minute,
+            Spend::MemorySaves => limits.memory_saves_per_hour,
+            Spend::MemorySearches => limits.memory_searches_per_minute,
         }
     }
 }

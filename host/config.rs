@@ -363,6 +363,12 @@ pub struct Limits {
     pub notify_per_hour: u64,
     /// `crypto.secret-equals` checks a component may make per minute.
     pub secret_checks_per_minute: u64,
+    /// Memories a component may save per hour (each stays on disk and may
+    /// cost an embedding request).
+    pub memory_saves_per_hour: u64,
+    /// Memory searches a component may make per minute (each may cost an
+    /// embedding request).
+    pub memory_searches_per_minute: u64,
     /// Total size of a component's kv values and keys.
     pub kv_mb: u64,
     /// Number of a component's kv keys.
@@ -388,6 +394,8 @@ impl Default for Limits {
             audit_per_minute: 120,
             notify_per_hour: 30,
             secret_checks_per_minute: 120,
+            memory_saves_per_hour: 60,
+            memory_searches_per_minute: 60,
             kv_mb: 16,
             kv_keys: 10_000,
             files_mb: 256,

@@ -4,6 +4,7 @@
 //! effective rights; a missing grant is an `error::denied` value whose text
 //! says how to grant it, and every use is audited.
 
+use crate::budget::Spend;
 use crate::contract::bindings::wasiclaw::plugin::{config, crypto, kv, log, memory, notify, types};
 use crate::engine::SkillState;
 use crate::grants::Rights;
@@ -51,6 +52,17 @@ impl SkillState {
         let reason = format!("{capability} not granted; run `wasiclaw skills grant {} --{flag}`", host.skill);
         host.audit(capability, target, false, &reason);
         Err(Error::Denied(reason))
+    }
+
+    /// Take one use of `spend` (`what`, in the refusal's words) from the
+    /// component's budget, or deny it and audit the denial.
+    fn spend(&self, spend: Spend, what: &str, capability: &str, target: &str) -> Result<(), Error> {
+        if self.host.budget.take(spend, 1) {
+            return Ok(());
+        }
+        let why = spend.refusal(&self.host.limits, what);
+        self.host.audit(capability, target, false, &why);
+        Err(Error::Denied(why))
     }
 
     fn kv_check(&self, op: &str, key: &str) -> Result<(), Error> {
@@ -145,11 +157,8 @@ impl notify::Host for SkillState {
         if let Err(e) = self.check(Rights::NOTIFY, "notify", &preview) {
             return Ok(Err(e));
         }
-        if !self.host.budget.take(crate::budget::Spend::Notify, 1) {
-            let why =
-                format!("more than {} messages this hour ([limits] notify_per_hour)", self.host.limits.notify_per_hour);
-            self.host.audit("notify", &preview, false, &why);
-            return Ok(Err(Error::Denied(why)));
+        if let Err(e) = self.spend(Spend::Notify, "messages", "notify", &preview) {
+            return Ok(Err(e));
         }
         let (db, skill, owner_chat) = (self.host.db.clone(), self.host.skill.clone(), self.host.owner_chat.clone());
         Ok(blocking(move || {
@@ -207,13 +216,8 @@ impl crypto::Host for SkillState {
     }
 
     fn secret_equals(&mut self, secret: String, candidate: Vec<u8>) -> HostResult<bool> {
-        if !self.host.budget.take(crate::budget::Spend::SecretChecks, 1) {
-            let why = format!(
-                "more than {} secret checks this minute ([limits] secret_checks_per_minute)",
-                self.host.limits.secret_checks_per_minute
-            );
-            self.host.audit("secret", &secret, false, &why);
-            return Ok(Err(Error::Denied(why)));
+        if let Err(e) = self.spend(Spend::SecretChecks, "secret checks", "secret", &secret) {
+            return Ok(Err(e));
         }
         Ok(self
             .secret_for(&secret, "secret-equals")
@@ -228,7 +232,11 @@ impl memory::Host for SkillState {
         if query.len() > MAX_QUERY {
             return Ok(Err(Error::InvalidInput(format!("a memory query is at most {MAX_QUERY} bytes"))));
         }
-        if let Err(e) = self.check(Rights::MEMORY_READ, "memory", &format!("search {query}")) {
+        let target = format!("search {query}");
+        if let Err(e) = self.check(Rights::MEMORY_READ, "memory", &target) {
+            return Ok(Err(e));
+        }
+        if let Err(e) = self.spend(Spend::MemorySearches, "memory searches", "memory", &target) {
             return Ok(Err(e));
         }
         let (db, embedder, handle) =
@@ -259,8 +267,11 @@ impl memory::Host for SkillState {
         if tags.len() > 16 || tags.iter().any(|t| t.len() > 64) {
             return Ok(Err(Error::InvalidInput("at most 16 tags of at most 64 bytes each".into())));
         }
-        let preview = crate::text::truncate(&text, 80);
-        if let Err(e) = self.check(Rights::MEMORY_WRITE, "memory", &format!("save {preview}")) {
+        let target = format!("save {}", crate::text::truncate(&text, 80));
+        if let Err(e) = self.check(Rights::MEMORY_WRITE, "memory", &target) {
+            return Ok(Err(e));
+        }
+        if let Err(e) = self.spend(Spend::MemorySaves, "memory saves", "memory", &target) {
             return Ok(Err(e));
         }
         let (db, embedder, handle) =

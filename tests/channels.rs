@@ -66,8 +66,11 @@ async fn a_refused_reply_is_kept_retried_and_delivered_once() {
     let _daemon = env.daemon();
     assert_eq!(hook(port, "back up the photos", "b-1").await, 202);
     callback.wait("/reply", 1).await;
-    let waiting = env.ok(&["outbox"]);
-    assert!(waiting.contains("webhook:c1") && waiting.contains("HTTP 503"), "{waiting}");
+    // The refusal is recorded once the delivering call has ended.
+    crate::support::wait_for("the outbox to show the refusal", Duration::from_secs(10), || {
+        let waiting = env.ok(&["outbox"]);
+        waiting.contains("webhook:c1") && waiting.contains("HTTP 503")
+    });
     let replies = callback.wait("/reply", 3).await;
     assert!(replies.iter().all(|r| r.body["text"] == "Done."));
     // The reply is retired once the delivering call has ended (and committed).

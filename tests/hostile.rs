@@ -237,6 +237,29 @@ async fn notify_and_secret_checks_are_rate_limited() {
     assert!(guess.output.contains("after 5 guesses"), "{}", guess.output);
 }
 
+/// Each memory a component saves stays on disk and may cost an embedding
+/// request, and so may each search: both are rate-limited per component.
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_saves_and_searches_are_rate_limited() {
+    let limits = "[limits]\nmemory_saves_per_hour = 5\nmemory_searches_per_minute = 7";
+    let (_env, rt) = hostile("http://127.0.0.1:9", limits).await;
+    let rights = wasiclaw::grants::Rights::MEMORY_READ | wasiclaw::grants::Rights::MEMORY_WRITE;
+    let rights = wasiclaw::grants::GrantSet { rights, ..Default::default() };
+    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights, all: false, carry_over: None }, false).unwrap();
+    let saves = call(&rt, "hostile.remember", r#"{"text": "flood", "n": 50}"#).await;
+    assert_eq!(saves.error_kind, Some(wasiclaw::runtime::Failure::Denied), "{}", saves.output);
+    assert!(
+        saves.output.contains("after 5 saves") && saves.output.contains("memory_saves_per_hour"),
+        "{}",
+        saves.output
+    );
+    assert_eq!(rt.db.memory_all().unwrap().len(), 5);
+    let searches = call(&rt, "hostile.recall", r#"{"query": "flood", "n": 50}"#).await;
+    assert!(searches.output.contains("after 7 searches"), "{}", searches.output);
+    let audit = rt.audit(Some("hostile"), 100).unwrap();
+    assert!(audit.iter().any(|r| !r.allowed && r.detail.contains("memory_saves_per_hour")), "{audit:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secret_granted_for_a_rule_is_not_an_hmac_key() {
     let (_env, rt) = hostile("http://127.0.0.1:9", "").await;
