@@ -124,6 +124,7 @@ impl Flavor {
             wasmtime_wasi::p2::add_to_linker_async(&mut linker).expect("WASI links");
             wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).expect("wasi:http links");
             crate::contract::add_to_linker(&mut linker).expect("the contract links");
+            crate::files::meter(&mut linker).expect("metered file writes link");
             Arc::new(linker)
         })
     }
@@ -359,13 +360,14 @@ impl SkillEngine {
     }
 
     /// A fresh store for one call with the call's rights and limits.
-    /// `files_dir` is the private directory and whether it may be written.
+    /// `files_dir` is the private directory and the room the call may
+    /// write there (none: read-only).
     /// `engine` is the one the guest was compiled for (`pre.engine()`).
     pub fn store(
         &self,
         engine: &Engine,
         host: HostCtx,
-        files_dir: Option<(&Path, bool)>,
+        files_dir: Option<(&Path, Option<Arc<crate::files::Room>>)>,
     ) -> Result<Store<SkillState>, CallError> {
         let stderr = MemoryOutputPipe::new(16 * 1024);
         let mut wasi = WasiCtxBuilder::new();
@@ -379,10 +381,12 @@ impl SkillEngine {
                 Box::pin(async { false })
             },
         );
-        if let Some((dir, writable)) = files_dir {
+        let mut files_room = None;
+        if let Some((dir, room)) = files_dir {
             std::fs::create_dir_all(dir)
                 .map_err(|e| CallError::Trap(format!("cannot create {}: {e}", dir.display())))?;
-            let perms = if writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            let perms = if room.is_some() { FsPerms::ReadWrite } else { FsPerms::ReadOnly };
+            files_room = room;
             wasi.preopened_dir(dir, "/data", perms)
                 .map_err(|e| CallError::Trap(format!("cannot open {}: {e:#}", dir.display())))?;
         }
@@ -404,6 +408,7 @@ impl SkillEngine {
             cpu_ticks: 0,
             cpu_exhausted: false,
             stderr,
+            files_room,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);

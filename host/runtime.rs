@@ -829,12 +829,12 @@ impl Runtime {
         // Calls of one component beyond the cap wait their turn.
         let _permit = ctx.budget.running.clone().acquire_owned().await.expect("the semaphore is never closed");
         let files = ctx.effective.rights.contains(grants::Rights::FILES).then(|| self.paths.files_dir(skill));
-        let writable = files.as_deref().is_none_or(|dir| crate::files::within_quota(&ctx, dir));
+        let room = files.as_deref().and_then(|dir| crate::files::room(&ctx, dir));
         if let Some(dir) = &files {
             ctx.audit("files", &dir.display().to_string(), true, "preopened as /data");
         }
         let started = std::time::Instant::now();
-        let result = match self.engine.store(pre.engine(), ctx.clone(), files.as_deref().map(|d| (d, writable))) {
+        let result = match self.engine.store(pre.engine(), ctx.clone(), files.as_deref().map(|d| (d, room))) {
             Ok(mut store) => {
                 let (guest, tool, args) = (pre.clone(), tool.to_string(), args.to_string());
                 self.engine

@@ -75,11 +75,19 @@ pub struct SkillState {
     pub(crate) cpu_ticks: u64,
     pub(crate) cpu_exhausted: bool,
     pub(crate) stderr: MemoryOutputPipe,
+    /// What the call may still write under `/data` (none: read-only or no files).
+    pub(crate) files_room: Option<std::sync::Arc<crate::files::Room>>,
 }
 
 impl WasiView for SkillState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl crate::files::HasRoom for SkillState {
+    fn room(&self) -> Option<&std::sync::Arc<crate::files::Room>> {
+        self.files_room.as_ref()
     }
 }
 

@@ -121,6 +121,36 @@ async fn the_files_grant_opens_one_private_directory_and_nothing_else() {
     assert!(!call(&rt, "hostile.write-file", &write("/tmp/x")).await.ok);
 }
 
+/// `files_mb` holds as a call writes, not only at its next call: a write
+/// past the room left fails (through a stream or a positioned write), the
+/// file keeps what fitted, and the refusal is audited. Each file made
+/// costs 4 KiB of room, so empty files cannot pile up either.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_call_cannot_write_past_the_files_quota() {
+    let (env, rt) = hostile("http://127.0.0.1:9", "[limits]\nfiles_mb = 1").await;
+    let files = wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::FILES, ..Default::default() };
+    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false, carry_over: None }, false)
+        .unwrap();
+    let fill = env.path().join("files/hostile/fill");
+    for how in ["stream", "pwrite"] {
+        let out = call(&rt, "hostile.fill", &serde_json::json!({"n": 4096, "text": how}).to_string()).await;
+        assert!(!out.ok, "{how}: {}", out.output);
+        // The file itself costs 4 KiB of the 1 MiB.
+        assert!(out.output.contains("after 1020 KiB"), "{how}: {}", out.output);
+        assert_eq!(std::fs::metadata(&fill).unwrap().len(), 1020 << 10, "{how}");
+        std::fs::remove_file(&fill).unwrap();
+    }
+    let within = call(&rt, "hostile.fill", r#"{"n": 1000}"#).await;
+    assert!(within.ok, "{}", within.output);
+    std::fs::remove_file(&fill).unwrap();
+    let empty = call(&rt, "hostile.fill", r#"{"n": 100000, "text": "files"}"#).await;
+    assert!(empty.output.contains("after 256 files"), "{}", empty.output);
+    let next = call(&rt, "hostile.fill", r#"{"n": 1, "text": "files"}"#).await;
+    assert!(!next.ok, "256 empty files fill 1 MiB: the directory is read-only now: {}", next.output);
+    let audit = rt.audit(Some("hostile"), 50).unwrap();
+    assert!(audit.iter().any(|r| r.capability == "files" && !r.allowed && r.detail.contains("files_mb")), "{audit:?}");
+}
+
 /// Size of the database file, for "bytes on disk bounded" checks.
 fn db_bytes(env: &Env) -> u64 {
     std::fs::metadata(env.path().join("wasiclaw.redb")).unwrap().len()
