@@ -68,9 +68,9 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&
     req.set_path_with_query(Some(path)).map_err(|_| bad("path"))?;
 
     let describe = |code: ErrorCode| match code {
-        ErrorCode::HttpRequestDenied => {
-            Error::Denied(format!("http {method_name} {url}: the host denied this request (no grant covers it)"))
-        }
+        ErrorCode::HttpRequestDenied => Error::Denied(format!(
+            "http {method_name} {url}: the host denied this request (no grant covers it, or too many are open; `wasiclaw audit` says which)"
+        )),
         other => Error::Failed(format!("http {method_name} {url}: {other:?}")),
     };
     // The body must be streamed after `handle`: the host buffers only a
