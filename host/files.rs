@@ -124,6 +124,14 @@ impl OutputStream for Metered {
         self.inner.flush()
     }
 
+    // The file stream's own blocking write skips a task hand-off per chunk.
+    async fn blocking_write_and_flush(&mut self, bytes: Bytes) -> StreamResult<()> {
+        if !self.room.take(bytes.len()) {
+            return Err(no_space());
+        }
+        self.inner.blocking_write_and_flush(bytes).await
+    }
+
     // Not capped by the room: a blocking write checks again after its last
     // chunk, and an exactly full room must not fail a write that fitted.
     fn check_write(&mut self) -> StreamResult<usize> {
