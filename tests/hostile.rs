@@ -132,7 +132,7 @@ async fn one_call_cannot_write_past_the_files_quota() {
     rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false, carry_over: None }, false)
         .unwrap();
     let fill = env.path().join("files/hostile/fill");
-    for how in ["stream", "pwrite"] {
+    for how in ["stream", "pwrite", "blocking"] {
         let out = call(&rt, "hostile.fill", &serde_json::json!({"n": 4096, "text": how}).to_string()).await;
         assert!(!out.ok, "{how}: {}", out.output);
         // The file itself costs 4 KiB of the 1 MiB.
