@@ -6,9 +6,9 @@
 //! - At most `[limits] concurrent_calls` calls of one component run at
 //!   once; the rest wait for a permit.
 //! - Log bytes, audit records, secret checks and memory searches are
-//!   counted per minute, `notify` messages and memory saves per hour; a use over the limit is refused (a log line
-//!   or an audit record is dropped and counted, so the call still learns
-//!   nothing from it).
+//!   counted per minute, `notify` messages and memory saves per hour; a use
+//!   over the limit is refused (a log line or an audit record is dropped
+//!   and counted, so the call still learns nothing from it).
 //! - The counters live in memory: a restart resets them, which is fine
 //!   because a restart also ends every call.
 
@@ -45,14 +45,15 @@ impl Spend {
 
     /// Why a use was refused: "more than N {what} this hour ([limits] …)".
     pub fn refusal(self, limits: &Limits, what: &str) -> String {
-        let (per, setting) = match self {
-            Spend::LogBytes => ("minute", "log_kb_per_minute"),
-            Spend::AuditRecords => ("minute", "audit_per_minute"),
-            Spend::Notify => ("hour", "notify_per_hour"),
-            Spend::SecretChecks => ("minute", "secret_checks_per_minute"),
-            Spend::MemorySaves => ("hour", "memory_saves_per_hour"),
-            Spend::MemorySearches => ("minute", "memory_searches_per_minute"),
+        let setting = match self {
+            Spend::LogBytes => "log_kb_per_minute",
+            Spend::AuditRecords => "audit_per_minute",
+            Spend::Notify => "notify_per_hour",
+            Spend::SecretChecks => "secret_checks_per_minute",
+            Spend::MemorySaves => "memory_saves_per_hour",
+            Spend::MemorySearches => "memory_searches_per_minute",
         };
+        let per = if self.window() >= Duration::from_secs(3600) { "hour" } else { "minute" };
         format!("more than {} {what} this {per} ([limits] {setting})", self.limit(limits))
     }
 
