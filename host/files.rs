@@ -4,11 +4,12 @@
 //! Invariants:
 //! - A directory at or over `[limits] files_mb` is preopened read-only.
 //! - Below it, a call may write only the room left ([`Room`]): WASI has no
-//!   write hook, so the linker's `descriptor.write`, `write-via-stream` and
-//!   `append-via-stream` are replaced by ones that count (a stream is
-//!   wrapped in [`Metered`]). A write past the room fails with no space
-//!   left, once audited. Room is counted in bytes written, so overwriting
-//!   counts too: it bounds what one call can add, never undercounts. Each
+//!   write hook, so the linker's `descriptor.write`, `write-via-stream`,
+//!   `append-via-stream` and `set-size` are replaced by ones that count (a
+//!   stream is wrapped in [`Metered`]; growing a file takes what it adds).
+//!   A write past the room fails with no space left, once audited. Room is
+//!   counted in bytes written, so overwriting counts too: it bounds what
+//!   one call can add, never undercounts. Each
 //!   file or directory created costs [`ENTRY`] of the room too (`open-at`
 //!   with `create`, `create-directory-at`), so inodes are bounded as well.
 //! - No symlink survives a call: the sandbox resolves them inside the
@@ -83,8 +84,8 @@ pub struct Room {
 
 impl Room {
     /// Take `n` bytes, or refuse (audited once per call).
-    fn take(&self, n: usize) -> bool {
-        let taken = self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(n as u64));
+    fn take(&self, n: u64) -> bool {
+        let taken = self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(n));
         if taken.is_err() && !self.told.swap(true, Ordering::Relaxed) {
             let why =
                 format!("a write past the {} MiB quota ([limits] files_mb) was refused", self.ctx.limits.files_mb);
@@ -114,7 +115,7 @@ impl Pollable for Metered {
 #[wasmtime_wasi::async_trait]
 impl OutputStream for Metered {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        if !self.room.take(bytes.len()) {
+        if !self.room.take(bytes.len() as u64) {
             return Err(no_space());
         }
         self.inner.write(bytes)
@@ -126,7 +127,7 @@ impl OutputStream for Metered {
 
     // The file stream's own blocking write skips a task hand-off per chunk.
     async fn blocking_write_and_flush(&mut self, bytes: Bytes) -> StreamResult<()> {
-        if !self.room.take(bytes.len()) {
+        if !self.room.take(bytes.len() as u64) {
             return Err(no_space());
         }
         self.inner.blocking_write_and_flush(bytes).await
@@ -161,7 +162,7 @@ fn room_and_view<T: HasRoom>(state: &mut T) -> (Option<Arc<Room>>, WasiFilesyste
 /// run `op`, with WASI's error as the guest's value.
 async fn charged<T: HasRoom, R>(
     state: &mut T,
-    cost: usize,
+    cost: u64,
     op: impl AsyncFnOnce(&mut WasiFilesystemCtxView<'_>) -> wasmtime_wasi::p2::FsResult<R>,
 ) -> wasmtime::Result<(Result<R, ErrorCode>,)> {
     if cost > 0 && state.room().is_some_and(|room| !room.take(cost)) {
@@ -199,7 +200,7 @@ pub fn meter<T: HasRoom + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<(
         "[method]descriptor.write",
         |mut store, (fd, buf, offset): (Resource<Descriptor>, Vec<u8>, u64)| {
             Box::new(async move {
-                let cost = buf.len();
+                let cost = buf.len() as u64;
                 charged(store.data_mut(), cost, async |view| HostDescriptor::write(view, fd, buf, offset).await).await
             })
         },
@@ -209,7 +210,7 @@ pub fn meter<T: HasRoom + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<(
         |mut store,
          (fd, at, path, open, flags): (Resource<Descriptor>, PathFlags, String, OpenFlags, DescriptorFlags)| {
             Box::new(async move {
-                let cost = if open.contains(OpenFlags::CREATE) { ENTRY as usize } else { 0 };
+                let cost = if open.contains(OpenFlags::CREATE) { ENTRY } else { 0 };
                 charged(store.data_mut(), cost, async |view| {
                     HostDescriptor::open_at(view, fd, at, path, open, flags).await
                 })
@@ -221,13 +222,24 @@ pub fn meter<T: HasRoom + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<(
         "[method]descriptor.create-directory-at",
         |mut store, (fd, path): (Resource<Descriptor>, String)| {
             Box::new(async move {
-                charged(store.data_mut(), ENTRY as usize, async |view| {
-                    HostDescriptor::create_directory_at(view, fd, path).await
-                })
-                .await
+                charged(store.data_mut(), ENTRY, async |view| HostDescriptor::create_directory_at(view, fd, path).await)
+                    .await
             })
         },
     )?;
+    fs.func_wrap_async("[method]descriptor.set-size", |mut store, (fd, size): (Resource<Descriptor>, u64)| {
+        Box::new(async move {
+            let state = store.data_mut();
+            // Growing takes what it adds: the file is sparse, but the
+            // next call counts its length (and a backup copies it).
+            let mut grows = 0;
+            if state.room().is_some() {
+                let now = HostDescriptor::stat(&mut state.filesystem(), Resource::new_borrow(fd.rep())).await;
+                grows = now.map_or(0, |stat| size.saturating_sub(stat.size));
+            }
+            charged(state, grows, async |view| HostDescriptor::set_size(view, fd, size).await).await
+        })
+    })?;
     fs.func_wrap("[method]descriptor.write-via-stream", |mut store, (fd, offset): (Resource<Descriptor>, u64)| {
         let (room, mut view) = room_and_view(store.data_mut());
         let opened = HostDescriptor::write_via_stream(&mut view, fd, offset);

@@ -122,8 +122,9 @@ async fn the_files_grant_opens_one_private_directory_and_nothing_else() {
 }
 
 /// `files_mb` holds as a call writes, not only at its next call: a write
-/// past the room left fails (through a stream or a positioned write), the
-/// file keeps what fitted, and the refusal is audited. Each file made
+/// past the room left fails (through a stream, a positioned write, or
+/// growing the file), the file keeps what fitted, and the refusal is
+/// audited. Each file made
 /// costs 4 KiB of room, so empty files cannot pile up either.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_call_cannot_write_past_the_files_quota() {
@@ -132,7 +133,7 @@ async fn one_call_cannot_write_past_the_files_quota() {
     rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false, carry_over: None }, false)
         .unwrap();
     let fill = env.path().join("files/hostile/fill");
-    for how in ["stream", "pwrite", "blocking"] {
+    for how in ["stream", "pwrite", "blocking", "grow"] {
         let out = call(&rt, "hostile.fill", &serde_json::json!({"n": 4096, "text": how}).to_string()).await;
         assert!(!out.ok, "{how}: {}", out.output);
         // The file itself costs 4 KiB of the 1 MiB.
