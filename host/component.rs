@@ -301,13 +301,22 @@ fn check_contract(component: &wasmtime::component::Component) -> Result<(bool, &
     }
 }
 
-/// Whether `name` may name a skill: 1-64 of a-z, 0-9, `-` and `_` (so it
-/// is also a plain file name).
+/// Whether `name` may name a skill or a tool: 1-64 of a-z, 0-9, `-` and
+/// `_` (so it is also a plain file name), with no `__` and no `_` at either
+/// end. The model calls a tool `SKILL__TOOL` and the host reads that back
+/// at its `__`, so without this rule two skills could offer the same name
+/// (`a_` + `b` and `a` + `_b`), and a call meant for one would reach the other.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !name.contains("__")
+        && !name.starts_with('_')
+        && !name.ends_with('_')
 }
+
+/// What [`valid_name`] asks, for error messages.
+pub const NAME_RULE: &str = "1-64 of a-z, 0-9, - and _, with no `__` and no `_` at either end";
 
 /// Bounds on what a manifest may declare: every tool of an approved skill
 /// goes to the model on every turn, so each byte here costs tokens.
@@ -323,7 +332,7 @@ pub const MAX_RULES: usize = 32;
 /// error names the rule or limit broken.
 pub fn validate(m: &Manifest) -> Result<(), String> {
     if !valid_name(&m.name) {
-        return Err(format!("skill name `{}` must be 1-64 of a-z, 0-9, - and _", m.name));
+        return Err(format!("skill name `{}` must be {NAME_RULE}", m.name));
     }
     if m.tools.len() > MAX_TOOLS {
         return Err(format!("{} tools declared; at most {MAX_TOOLS} are allowed", m.tools.len()));
@@ -343,7 +352,7 @@ pub fn validate(m: &Manifest) -> Result<(), String> {
             return Err(format!("tool `{}`: parameter schema over {MAX_SCHEMA} bytes", tool.name));
         }
         if !valid_name(&tool.name) {
-            return Err(format!("tool name `{}` must be 1-64 of a-z, 0-9, - and _", tool.name));
+            return Err(format!("tool name `{}` must be {NAME_RULE}", tool.name));
         }
         if !seen.insert(&tool.name) {
             return Err(format!("tool `{}` is declared twice", tool.name));
@@ -661,8 +670,12 @@ async fn describe(
         let pre = ChannelGuest::new(instance_pre, version).map_err(link)?;
         let (first, spec) = describe_channel(engine, &pre, ctx_for("")).await?;
         let ctx = ctx_for(&first.name);
-        let (manifest, spec) =
-            if ctx.settings.is_some() { describe_channel(engine, &pre, ctx).await? } else { (first, spec) };
+        let (manifest, spec) = if ctx.settings.is_some() {
+            let (second, spec) = describe_channel(engine, &pre, ctx).await?;
+            (same_name(&first, second)?, spec)
+        } else {
+            (first, spec)
+        };
         return Ok(Loaded { manifest, kind: Kind::Channel(pre, spec) });
     }
     let pre = SkillGuest::new(instance_pre, version).map_err(link)?;
@@ -686,7 +699,19 @@ async fn describe_in_context(
 ) -> Result<Manifest, LoadError> {
     let first = describe_skill(engine, guest, ctx_for("")).await?;
     let ctx = ctx_for(&first.name);
-    if ctx.settings.is_some() { describe_skill(engine, guest, ctx).await } else { Ok(first) }
+    if ctx.settings.is_some() { same_name(&first, describe_skill(engine, guest, ctx).await?) } else { Ok(first) }
+}
+
+/// The second description, if it keeps the first one's name: the settings
+/// it was given were chosen by that name, so it may not then take another.
+fn same_name(first: &Manifest, second: Manifest) -> Result<Manifest, LoadError> {
+    if second.name == first.name {
+        return Ok(second);
+    }
+    Err(LoadError::Manifest(format!(
+        "it said it is `{}`, then `{}` once given that name's settings; a component's name may not depend on its settings",
+        first.name, second.name
+    )))
 }
 
 /// The loaded skills folder.

@@ -921,7 +921,10 @@ impl Runtime {
         // `try_script` checked the manifest names it so; this keeps the
         // file name plain whoever calls.
         if !crate::component::valid_name(name) {
-            return Err(RuntimeError::Invalid(format!("`{name}` is not a skill name")));
+            return Err(RuntimeError::Invalid(format!(
+                "`{name}` is not a skill name: use {}",
+                crate::component::NAME_RULE
+            )));
         }
         let dir = self.paths.skills_dir();
         if let Some(held) = self.registry.find(name).filter(|e| !crate::component::is_script(&e.file)) {

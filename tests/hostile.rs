@@ -324,6 +324,25 @@ fn an_oversized_manifest_is_rejected_naming_the_limit() {
     assert!(s["reason"].as_str().unwrap().contains("at most 64 are allowed"), "{s}");
 }
 
+/// The model calls a tool SKILL__TOOL: a name with `__` in it (or `_` at
+/// an end) could make two skills' tools one name, so it is refused; and a
+/// component given its settings may not then claim another name.
+#[test]
+fn names_that_could_pass_for_another_skill_are_refused() {
+    let env = Env::new();
+    env.install("hostile");
+    for (settings, why) in [
+        ("tool_name = \"x__y\"", "tool name `x__y` must be 1-64 of a-z, 0-9, - and _, with no `__`"),
+        ("tool_name = \"_y\"", "no `_` at either end"),
+        ("rename = \"notes\"", "it said it is `hostile`, then `notes` once given that name's settings"),
+    ] {
+        env.config(&format!("[skills.hostile]\n{settings}\n"));
+        let s = env.list().into_iter().find(|s| s["name"] == "hostile").unwrap_or_else(|| panic!("{settings}"));
+        assert_eq!(s["status"], "rejected", "{settings}: {s}");
+        assert!(s["reason"].as_str().unwrap().contains(why), "{settings}: {s}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn log_floods_are_dropped_past_the_budget() {
     let (_env, rt) = hostile("http://127.0.0.1:9", "[limits]\nlog_kb_per_minute = 10").await;

@@ -25,7 +25,7 @@ pub(crate) fn new(paths: &Paths, cmd: NewCommand) -> anyhow::Result<()> {
     | NewCommand::Python { name, .. }
     | NewCommand::Js { name, .. }) = &cmd;
     if !wasiclaw::component::valid_name(name) {
-        bail!("`{name}` is not a skill name: use 1-64 of a-z, 0-9, - and _");
+        bail!("`{name}` is not a skill name: use {}", wasiclaw::component::NAME_RULE);
     }
     let (name, dir, files, build): (String, Option<PathBuf>, &[(&str, &str)], &str) = match cmd {
         NewCommand::Script { name } => {
