@@ -39,6 +39,9 @@ pub use crate::contract::Error as ToolError;
 /// A call into a guest, borrowing its store.
 pub type GuestCall<'a, R> = std::pin::Pin<Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>>;
 
+/// The most random bytes one `wasi:random` request may ask of the host.
+pub const MAX_RANDOM: usize = 1 << 20;
+
 /// One epoch tick; the CPU budget is counted in these.
 pub const TICK: Duration = Duration::from_millis(10);
 
@@ -375,6 +378,9 @@ impl SkillEngine {
         // reaches the check below, which refuses it and leaves an audit
         // record. Name lookups have no such hook, so they stay off.
         let audit = host.clone();
+        // wasmtime-wasi's default lets one request make the host allocate
+        // 64 MiB; a larger request traps.
+        wasi.max_random_size(MAX_RANDOM as u64);
         wasi.stderr(stderr.clone()).allow_tcp(true).allow_udp(true).allow_ip_name_lookup(false).socket_addr_check(
             move |addr, usage| {
                 audit.audit("socket", &format!("{usage:?} {addr}"), false, "components get no sockets; use wasi:http");

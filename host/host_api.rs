@@ -206,8 +206,19 @@ impl SkillState {
     }
 }
 
+/// The most data one `hmac-sha256` takes: a webhook body (the gateway takes
+/// at most 1 MiB) with room for what a platform signs beside it. Hashing
+/// is host CPU the guest's epoch budget sees only once per call.
+const MAX_HMAC_DATA: usize = 2 << 20;
+
 impl crypto::Host for SkillState {
     fn hmac_sha256(&mut self, secret: String, data: Vec<u8>) -> HostResult<Vec<u8>> {
+        if data.len() > MAX_HMAC_DATA {
+            return Ok(Err(Error::InvalidInput(format!(
+                "hmac-sha256 takes at most {} MiB of data",
+                MAX_HMAC_DATA >> 20
+            ))));
+        }
         Ok(self.secret_for(&secret, "hmac-sha256").map(|value| {
             let mut mac = Hmac::<sha2::Sha256>::new_from_slice(value.as_bytes()).expect("HMAC takes any key length");
             mac.update(&data);

@@ -312,6 +312,14 @@ async fn oversized_inputs_are_refused_before_use() {
     let out = call(&rt, "hostile.recall", &serde_json::json!({"query": query}).to_string()).await;
     assert_eq!(out.error_kind, Some(wasiclaw::runtime::Failure::InvalidInput), "{}", out.output);
     assert!(out.output.contains("at most 1024 bytes"), "{}", out.output);
+    // Hashing is host CPU, and a random request a host allocation.
+    let hmac = call(&rt, "hostile.hmac", r#"{"secret": "SIGNING_KEY", "n": 4096}"#).await;
+    assert_eq!(hmac.error_kind, Some(wasiclaw::runtime::Failure::InvalidInput), "{}", hmac.output);
+    assert!(hmac.output.contains("at most 2 MiB"), "{}", hmac.output);
+    let random = call(&rt, "hostile.random", r#"{"n": 2048}"#).await;
+    assert!(!random.ok && random.output.contains("exceeds limit 1048576"), "{}", random.output);
+    let random = call(&rt, "hostile.random", r#"{"n": 1024}"#).await;
+    assert_eq!(random.output, "1048576 bytes");
 }
 
 #[test]
