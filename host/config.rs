@@ -289,6 +289,12 @@ pub struct GatewayConfig {
     /// proxy forwards), besides its bind address, 127.0.0.1, [::1] and
     /// localhost.
     pub hosts: Vec<String>,
+    /// Connections open at once. More wait in the kernel's queue, so a
+    /// flood of them cannot take the file descriptors the daemon needs.
+    pub connections: u32,
+    /// Seconds a client has to send a request's headers (a connection idle
+    /// that long is closed) and a webhook's body.
+    pub request_timeout_s: u64,
 }
 
 /// The gateway token's secret name when the owner names none.
@@ -327,7 +333,14 @@ impl GatewayConfig {
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        GatewayConfig { bind: "127.0.0.1:8787".into(), token_secret: None, enabled: true, hosts: Vec::new() }
+        GatewayConfig {
+            bind: "127.0.0.1:8787".into(),
+            token_secret: None,
+            enabled: true,
+            hosts: Vec::new(),
+            connections: 128,
+            request_timeout_s: 10,
+        }
     }
 }
 

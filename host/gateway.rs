@@ -18,6 +18,14 @@
 //! - Webhooks are authenticated by each platform's signature, checked by
 //!   the channel component; their responses cannot act as pages (a sandbox
 //!   CSP, nosniff, no cookies, only JSON or plain text).
+//!
+//! Anyone who can reach it can open connections and send webhooks, so what
+//! they hold is bounded: at most `[gateway] connections` are open (the
+//! rest wait in the kernel's queue, and the daemon's file descriptors are
+//! not theirs to take); headers, and a webhook's body, must arrive within
+//! `request_timeout_s`, and a connection idle that long is closed; at most
+//! [`HOOKS_IN_FLIGHT`] webhooks are read or handled at once, and the next
+//! is told to retry (503) before its body is read.
 
 use crate::agent::{Agent, Event};
 use crate::api::Reply;
@@ -25,8 +33,7 @@ use crate::channels::Channels;
 use crate::contract::HttpRequest;
 use crate::runtime::Runtime;
 use anyhow::Context;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path};
+use axum::extract::Path;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -39,10 +46,23 @@ use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 const INDEX: &str = include_str!("web/index.html");
 const MAX_HOOK_BODY: usize = 1 << 20;
+/// Webhooks read or handled at once: each may hold a body of up to
+/// [`MAX_HOOK_BODY`], and the platforms retry a 503.
+pub const HOOKS_IN_FLIGHT: usize = 16;
+
+/// What the webhook routes share.
+#[derive(Clone)]
+struct Hooks {
+    channels: Arc<Channels>,
+    in_flight: Arc<Semaphore>,
+    timeout: Duration,
+}
 
 #[derive(Clone)]
 struct Gate {
@@ -99,15 +119,39 @@ pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: TcpList
         .route("/api/owner", post(owner))
         .route("/metrics", get(metrics))
         .with_state(gate.clone());
+    let config = &gate.agent.rt.config.gateway;
+    let timeout = Duration::from_secs(config.request_timeout_s.max(1));
+    let open = Arc::new(Semaphore::new(config.connections.max(1) as usize));
+    let hooks = Hooks { channels, in_flight: Arc::new(Semaphore::new(HOOKS_IN_FLIGHT)), timeout };
     let hooks = Router::new()
         .route("/hooks/{channel}", any(hook))
         .route("/hooks/{channel}/", any(hook))
         .route("/hooks/{channel}/{*rest}", any(hook))
-        .layer(DefaultBodyLimit::max(MAX_HOOK_BODY))
-        .with_state(channels);
+        .with_state(hooks);
     let app = api.merge(hooks).layer(middleware::from_fn_with_state(gate, guard));
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!("gateway stopped: {e}");
+    loop {
+        // A place first, then the connection: past the limit, connections
+        // wait in the kernel's queue instead of holding our descriptors.
+        let Ok(place) = open.clone().acquire_owned().await else { return };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: wait rather than spin.
+                tracing::warn!("gateway: cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            // The header timer also runs while a connection waits for its
+            // next request, so an idle connection is closed after it too.
+            http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(timeout);
+            // A failed connection is the client's business (a timeout, a reset).
+            let _ = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            drop(place);
+        });
     }
 }
 
@@ -314,13 +358,23 @@ async fn answer(State(gate): State<Gate>, Json(input): Json<AnswerIn>) -> impl I
 
 /// A platform's request to a channel's webhook route, answered by the channel.
 async fn hook(
-    State(channels): State<Arc<Channels>>,
+    State(hooks): State<Hooks>,
     Path(params): Path<HashMap<String, String>>,
     method: axum::http::Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
+    let Ok(_place) = hooks.in_flight.clone().try_acquire_owned() else {
+        let busy = "too many webhook requests at once; retry\n";
+        return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], busy).into_response();
+    };
+    let body = match tokio::time::timeout(hooks.timeout, axum::body::to_bytes(body, MAX_HOOK_BODY)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return (StatusCode::PAYLOAD_TOO_LARGE, "a webhook body is at most 1 MiB\n").into_response(),
+        Err(_) => return (StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time\n").into_response(),
+    };
+    let channels = hooks.channels;
     let channel = params.get("channel").cloned().unwrap_or_default();
     let request = HttpRequest {
         method: method.to_string(),

@@ -195,3 +195,65 @@ async fn metrics_count_tool_calls_and_need_the_token() {
         assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
     }
 }
+
+/// Anyone who can reach the gateway can open connections and send webhooks,
+/// so what they hold is bounded: webhooks past the in-flight limit are told
+/// to retry before their bodies are read, a body that does not come is
+/// answered 408, at most `connections` are open at once whatever the flood
+/// (the daemon keeps its file descriptors), and idle ones are closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_connections_and_webhooks_holds_nothing_for_long() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let llm = FakeLlm::start(vec![]).await;
+    let env = Env::new();
+    let (daemon, url, token) = gateway(&env, &llm, "connections = 24\nrequest_timeout_s = 2\n");
+    let addr = url.trim_start_matches("http://").to_string();
+    let mut slow = Vec::new();
+    for _ in 0..wasiclaw::gateway::HOOKS_IN_FLIGHT {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        let head = format!("POST /hooks/x/ HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 100\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        slow.push(s);
+    }
+    // Once the slow ones hold every place, the next webhook is turned away
+    // (an unknown channel would be 404 after its body).
+    let started = std::time::Instant::now();
+    let busy = loop {
+        let r = client().post(format!("{url}/hooks/x/")).body("{}").send().await.unwrap();
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE || started.elapsed().as_secs() >= 2 {
+            break r;
+        }
+    };
+    assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(busy.headers()["retry-after"], "1");
+    let read = |mut s: TcpStream| async move {
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(60), s.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "the gateway kept the connection open");
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    for s in slow {
+        let answer = read(s).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    let freed = client().post(format!("{url}/hooks/x/")).body("{}").send().await.unwrap();
+    assert_eq!(freed.status(), StatusCode::NOT_FOUND, "the places were given back");
+
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", daemon.child.id())).unwrap().count();
+    let before = fds();
+    let mut flood = Vec::new();
+    for _ in 0..60 {
+        flood.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let during = fds();
+    assert!(during <= before + 24, "{before} descriptors before the flood, {during} during it");
+    // Idle connections are closed, so the owner is served in the end.
+    let owner = client().get(&url).bearer_auth(&token).send();
+    let page = tokio::time::timeout(std::time::Duration::from_secs(60), owner).await;
+    assert_eq!(page.expect("the owner was never served").unwrap().status(), StatusCode::OK);
+    for s in flood {
+        read(s).await;
+    }
+}
