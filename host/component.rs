@@ -721,9 +721,11 @@ pub struct Registry {
     /// Components waiting for their first compile (the daemon compiles
     /// them in the background, one at a time), by file.
     compiling: RwLock<BTreeMap<PathBuf, Compiling>>,
-    /// Builds (sha256) that failed to compile: loaded inline next time, so
-    /// the failure is recorded as the reason instead of retried forever.
-    uncompilable: RwLock<std::collections::BTreeSet<String>>,
+    /// Builds (sha256) that failed to compile, with why: the next rescan
+    /// records the reason instead of compiling again (in this process,
+    /// where a compile that ran out of memory would take the daemon). A
+    /// new process tries once more.
+    uncompilable: RwLock<BTreeMap<String, String>>,
     /// Files read and hashed, for tests that a warm start reads none.
     pub reads: std::sync::atomic::AtomicUsize,
 }
@@ -737,6 +739,53 @@ pub struct Compiling {
     pub since_ms: i64,
     /// Size, mtime and inode when read: while they hold, it is not read again.
     pub stamp: Option<(u64, std::time::SystemTime, u64)>,
+}
+
+/// The daemon's compiler: `wasiclaw __compile FILE SHA256` in a child
+/// process. A compile's memory grows with the component (about 18× its
+/// size); in a child, the kernel reclaims it first when memory runs out
+/// (the child raises its own `oom_score_adj`), and the daemon records the
+/// failure instead of dying with it and failing the same way at every
+/// restart. The child frees all of its memory when it exits, too.
+#[derive(Clone, Debug)]
+pub struct CompileChild {
+    /// This wasiclaw's binary.
+    pub exe: PathBuf,
+    /// The state dir, whose config and cache the child uses.
+    pub state_dir: PathBuf,
+}
+
+impl CompileChild {
+    /// Compile `file` (build `sha256`) into the cache; why not, if not.
+    fn compile(&self, file: &Path, sha256: &str) -> Result<(), String> {
+        use std::os::unix::process::ExitStatusExt;
+        let out = std::process::Command::new(&self.exe)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("__compile")
+            .arg(file)
+            .arg(sha256)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot start the compiler ({}): {e}", self.exe.display()))?;
+        match out.status.signal() {
+            _ if out.status.success() => Ok(()),
+            Some(libc::SIGKILL) => Err(format!(
+                "the compiler was killed (signal {}), most likely for memory: the kernel's log (`dmesg`) says if so. \
+                 Compiling takes about 18 times the component's size; the daemon tries again when it restarts",
+                libc::SIGKILL
+            )),
+            Some(signal) => {
+                Err(format!("the compiler stopped on signal {signal}; the daemon tries again when it restarts"))
+            }
+            None => {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("no reason given");
+                Err(last.trim_start_matches("error: ").to_string())
+            }
+        }
+    }
 }
 
 /// Compile every component file in `dir` that has no compiled copy in the
@@ -816,21 +865,30 @@ impl Registry {
     /// A script waits for the script runner's first compile instead.
     fn must_compile(&self, engine: &SkillEngine, file: &Path, sha256: &str) -> bool {
         let Some(code) = compiled_as(file, sha256) else { return false };
-        !engine.artifact(code, "cwasm").exists() && !self.uncompilable.read().unwrap().contains(code)
+        !engine.artifact(code, "cwasm").exists() && !self.uncompilable.read().unwrap().contains_key(code)
+    }
+
+    /// Why build `sha256` of `file` failed to compile, if it did.
+    fn uncompilable(&self, file: &Path, sha256: &str) -> Option<String> {
+        let code = compiled_as(file, sha256).unwrap_or(sha256);
+        self.uncompilable.read().unwrap().get(code).cloned()
     }
 
     /// Compile the next waiting component into the cache (off the async
     /// workers: a big one takes seconds, minutes on a board); returns its
     /// file, or None if none waits. The next rescan loads it from the cache.
-    pub async fn compile_next(&self, engine: &SkillEngine) -> Option<PathBuf> {
+    pub async fn compile_next(&self, engine: &SkillEngine, child: Option<&CompileChild>) -> Option<PathBuf> {
         let (file, waiting) = self.compiling.read().unwrap().iter().next().map(|(f, c)| (f.clone(), c.clone()))?;
         let code = compiled_as(&file, &waiting.sha256).unwrap_or(&waiting.sha256).to_string();
         let cached = engine.artifact(&code, "cwasm");
-        let (engine, path, build) = (engine.clone(), file.clone(), waiting.sha256.clone());
+        let (engine, path, build, child) = (engine.clone(), file.clone(), waiting.sha256.clone(), child.cloned());
         let compiled = tokio::task::spawn_blocking(move || {
             // A script waits for the script runner, which serves them all.
             if is_script(&path) {
                 return engine.script_runner().map(drop).map_err(|e| e.to_string());
+            }
+            if let Some(child) = child {
+                return child.compile(&path, &build);
             }
             let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
             // Replaced meanwhile: the next rescan queues the new build.
@@ -840,14 +898,15 @@ impl Registry {
             engine.compile(&path, Some(&bytes), &build).map(drop).map_err(|e| e.to_string())
         })
         .await;
-        if let Err(e) = compiled.map_err(|e| e.to_string()).and_then(|r| r) {
+        let failed = compiled.map_err(|e| e.to_string()).and_then(|r| r).err();
+        if let Some(e) = &failed {
             tracing::warn!("compiling {}: {e}", file.display());
         }
         // It stays listed as compiling until the rescan that follows loads
-        // it. One that failed (or could not be cached) is then loaded
-        // inline, so its reason is recorded instead of retried forever.
+        // it, or records why it failed instead of trying again.
         if !cached.exists() {
-            self.uncompilable.write().unwrap().insert(code);
+            let why = failed.unwrap_or_else(|| format!("its compiled copy could not be kept in {}", cached.display()));
+            self.uncompilable.write().unwrap().insert(code, why);
         }
         Some(file)
     }
@@ -953,6 +1012,12 @@ impl Registry {
                         .map_or_else(|| jiff::Timestamp::now().as_millisecond(), |c| c.since_ms);
                     waiting.insert(file, Compiling { sha256, since_ms, stamp });
                     continue;
+                }
+                _ if let Some(why) = self.uncompilable(&file, &sha256) => {
+                    let entry =
+                        Entry { file: file.clone(), sha256, loaded: Err(format!("it did not compile: {why}")), stamp };
+                    report.rejected.push((entry.name(), format!("it did not compile: {why}")));
+                    entry
                 }
                 _ => {
                     let loaded = load(engine, &file, Some(&bytes), &sha256, &ctx_for).await;

@@ -6,7 +6,9 @@
 //!
 //! Instant start: the socket, gateway and channels open at once; a
 //! component never compiled (a new file, or every file after an upgrade)
-//! compiles in the background, one at a time, and shows as `compiling`.
+//! compiles in the background, one at a time, in a child process (a
+//! compile the kernel kills for memory must not take the daemon with it),
+//! and shows as `compiling`.
 //!
 //! Idle means idle: only events that change the folder (create, write,
 //! rename, remove) wake it, never reads (a rescan reads files, and reacting
@@ -72,9 +74,15 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
     let scheduling = agent.clone();
     let scheduler = tokio::spawn(async move { Scheduler { agent: &scheduling }.run().await });
     let compiling = rt.clone();
+    // Compiles run in a child (see `CompileChild`), unless this binary
+    // cannot be found again (replaced by an upgrade while running).
+    let child = std::env::current_exe()
+        .ok()
+        .filter(|exe| exe.exists())
+        .map(|exe| crate::component::CompileChild { exe, state_dir: paths.state_dir.clone() });
     let compiler = tokio::spawn(async move {
         loop {
-            compiling.compile_pending().await;
+            compiling.compile_pending(child.as_ref()).await;
             compiling.compile_wanted.notified().await;
         }
     });

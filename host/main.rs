@@ -71,6 +71,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { model, gateway_bind } => {
             return wasiclaw::daemon::run(paths, model.provider(), gateway_bind).await.map(|_| ExitCode::SUCCESS);
         }
+        Command::Compile { file, sha256 } => {
+            Runtime::compile_one(&paths, &file, &sha256).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Doctor { json } => return Ok(render::findings(&wasiclaw::doctor::run(&paths).await, json)),
         Command::Open => {
             std::fs::create_dir_all(&paths.state_dir)
@@ -175,7 +179,7 @@ async fn precompile(paths: Paths) -> anyhow::Result<ExitCode> {
         print!("compiling {} ({mb:.1} MB)… ", file.display());
         std::io::Write::flush(&mut std::io::stdout())?;
         let start = std::time::Instant::now();
-        rt.registry.compile_next(&rt.engine).await;
+        rt.registry.compile_next(&rt.engine, None).await;
         rt.rescan_deferred().await;
         println!("{:.1} s", start.elapsed().as_secs_f64());
     }

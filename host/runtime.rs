@@ -437,11 +437,30 @@ impl Runtime {
         Ok(crate::component::compile_uncached(&engine, &paths.skills_dir()).await)
     }
 
+    /// Compile one component file into the cache if it is still build
+    /// `sha256`: what `wasiclaw __compile` does in the daemon's child.
+    /// Its memory is the first the kernel reclaims when memory runs out.
+    pub async fn compile_one(paths: &Paths, file: &Path, sha256: &str) -> Result<(), RuntimeError> {
+        // Raising one's own score needs no privilege.
+        let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
+        let config = Config::load(&paths.config())?;
+        let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone(), &config.compile)?;
+        let bytes =
+            std::fs::read(file).map_err(|e| RuntimeError::Invalid(format!("cannot read {}: {e}", file.display())))?;
+        // Replaced meanwhile: the next rescan queues the new build.
+        if crate::component::sha256_hex(&bytes) != sha256 {
+            return Ok(());
+        }
+        engine.compile(file, Some(&bytes), sha256)?;
+        Ok(())
+    }
+
     /// Compile the components waiting for it, one at a time, loading each
-    /// as soon as it is ready; returns how many were compiled.
-    pub async fn compile_pending(&self) -> usize {
+    /// as soon as it is ready; returns how many were compiled. With `child`,
+    /// each compile runs in a child process (the daemon's way).
+    pub async fn compile_pending(&self, child: Option<&crate::component::CompileChild>) -> usize {
         let mut done = 0;
-        while let Some(file) = self.registry.compile_next(&self.engine).await {
+        while let Some(file) = self.registry.compile_next(&self.engine, child).await {
             done += 1;
             let report = self.rescan_deferred().await;
             for name in &report.loaded {

@@ -41,6 +41,15 @@ pub(crate) struct Cli {
 
 #[derive(Subcommand)]
 pub(crate) enum Command {
+    /// Compile one component into the cache: the daemon runs its compiles
+    /// as this child process, so the kernel can reclaim a compile's memory
+    /// without taking the daemon.
+    #[command(name = "__compile", hide = true)]
+    Compile {
+        file: PathBuf,
+        /// The build expected: a file changed meanwhile is left alone.
+        sha256: String,
+    },
     /// Run the always-on daemon: skills folder, local API, web chat (http://127.0.0.1:8787/).
     Run {
         #[command(flatten)]
@@ -677,6 +686,7 @@ impl Command {
             Command::Outbox { drop: Some(id), .. } => (Request::OutboxDrop { id }, false),
             Command::Outbox { drop: None, json } => (Request::Outbox, json),
             Command::Run { .. }
+            | Command::Compile { .. }
             | Command::Doctor { .. }
             | Command::Open
             | Command::Chat { .. }
