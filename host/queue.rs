@@ -9,6 +9,10 @@
 //!   a crash loses neither.
 //! - Every commit that queues work bumps `Store::changes`, so a worker
 //!   waiting on it never misses a wake-up.
+//! - The inbox is bounded: at most [`INBOX_PER_CHAT`] messages of one chat
+//!   and [`INBOX_PER_CHANNEL`] of one channel wait at once. A chat that
+//!   floods (or a channel that makes messages up) fills its own share, not
+//!   the disk, and does not keep other chats from being heard.
 
 use crate::store::{Store, StoreError, next_id, now_ms};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -19,10 +23,42 @@ const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("channel_inbox")
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("channel_outbox");
 const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("channel_cursors");
 
+/// Messages of one chat that may wait for the agent at once.
+pub const INBOX_PER_CHAT: usize = 50;
+/// Messages of one channel that may wait for the agent at once.
+pub const INBOX_PER_CHANNEL: usize = 500;
+
+/// What became of a received message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Stored, to be answered.
+    New,
+    /// Seen before: already stored or answered.
+    Seen,
+    /// Dropped: its chat's or its channel's share of the inbox is full.
+    /// It is not marked seen, so a platform that delivers it again is heard.
+    Full,
+}
+
 /// Seen message ids are kept this long for deduplication.
 const SEEN_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Messages components sent the owner (`notify`), for `wasiclaw notifications`.
 const NOTIFICATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
+
+/// Whether `item`'s chat or channel has its whole share of the inbox
+/// waiting already. The inbox is small by this very bound, so it is read
+/// whole.
+fn inbox_full(inbox: &redb::Table<u64, &[u8]>, item: &InboxItem) -> Result<bool, StoreError> {
+    let (mut chat, mut channel) = (0, 0);
+    for entry in inbox.iter()? {
+        let waiting: InboxItem = serde_json::from_slice(entry?.1.value())?;
+        if waiting.channel == item.channel {
+            channel += 1;
+            chat += usize::from(waiting.chat_id == item.chat_id);
+        }
+    }
+    Ok(chat >= INBOX_PER_CHAT || channel >= INBOX_PER_CHANNEL)
+}
 
 pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(SEEN)?;
@@ -120,28 +156,31 @@ impl Store {
         Ok(out)
     }
 
-    /// Store a served message unless its id was seen; returns whether it
-    /// is new. The item's id is assigned here.
-    pub fn inbox_accept(&self, mut item: InboxItem) -> Result<bool, StoreError> {
+    /// Store a served message unless its id was seen or its share of the
+    /// inbox is full (see the module's invariants). The item's id is
+    /// assigned here.
+    pub fn inbox_accept(&self, mut item: InboxItem) -> Result<Accepted, StoreError> {
         let (channel, message_id) = (item.channel.clone(), item.message_id.clone());
         let txn = self.db.begin_write()?;
-        let new = {
+        let accepted = {
             let mut seen = txn.open_table(SEEN)?;
+            let mut inbox = txn.open_table(INBOX)?;
             if seen.get((channel.as_str(), message_id.as_str()))?.is_some() {
-                false
+                Accepted::Seen
+            } else if inbox_full(&inbox, &item)? {
+                Accepted::Full
             } else {
                 seen.insert((channel.as_str(), message_id.as_str()), now_ms())?;
-                let mut inbox = txn.open_table(INBOX)?;
                 item.id = next_id(&inbox)?;
                 inbox.insert(item.id, serde_json::to_vec(&item)?.as_slice())?;
-                true
+                Accepted::New
             }
         };
         self.commit(txn)?;
-        if new {
+        if accepted == Accepted::New {
             self.changes.send_modify(|v| *v += 1);
         }
-        Ok(new)
+        Ok(accepted)
     }
 
     /// Mark a message id seen without storing the message.

@@ -154,3 +154,39 @@ async fn a_channel_cannot_smuggle_or_read_secrets_through_its_websocket() {
     assert_eq!(next(&mut ws).await, "steal:{VICTIM_SECRET}");
     drop(daemon);
 }
+
+/// A channel decides who spoke, so a hostile one can make up any number of
+/// messages "from the owner". The inbox holds at most 50 waiting messages
+/// of a chat and 500 of a channel: the flood fills that share, not the
+/// disk, and is counted in `status`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_that_floods_the_inbox_fills_only_its_share() {
+    use wasiclaw::queue::{INBOX_PER_CHANNEL, INBOX_PER_CHAT};
+    // A model that never answers: every message stored stays waiting.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free_port();
+    let env = Env::new();
+    env.install("hostile-channel");
+    env.config(&format!(
+        "[gateway]\nbind = \"127.0.0.1:{port}\"\n[[providers]]\nkind = \"openai\"\nbase_url = \"http://{}/v1\"\nmodel = \"fake\"\n\
+         [skills.hostile-channel]\nmode = \"flood\"\n[channels.hostile-channel]\nadmins = [\"owner\"]\n",
+        silent.local_addr().unwrap()
+    ));
+    let _daemon = tokio::task::block_in_place(|| env.daemon());
+    env.ok(&["skills", "approve", "hostile-channel"]);
+    let hook = |path: &str| {
+        reqwest::Client::new().post(format!("http://127.0.0.1:{port}/hooks/hostile-channel/{path}")).send()
+    };
+    // 100 messages in one chat: that chat's share is taken.
+    assert_eq!(hook("a?n=100&chats=1").await.unwrap().status(), 200);
+    let status = channel_status(&env, "hostile-channel");
+    assert_eq!(status["received"], INBOX_PER_CHAT as u64, "{status}");
+    assert_eq!(status["dropped"], 100 - INBOX_PER_CHAT as u64, "{status}");
+    // 1,000 messages in 1,000 chats: the channel's share is taken.
+    assert_eq!(hook("b?n=1000&chats=1000").await.unwrap().status(), 200);
+    let status = channel_status(&env, "hostile-channel");
+    assert_eq!(status["received"], INBOX_PER_CHANNEL as u64, "{status}");
+    assert_eq!(status["dropped"], 1100 - INBOX_PER_CHANNEL as u64, "{status}");
+    let shown = env.ok(&["status"]);
+    assert!(shown.contains("600 dropped (inbox full)"), "{shown}");
+}

@@ -84,6 +84,10 @@ pub struct ChannelStatus {
     pub received: u64,
     /// Messages sent.
     pub sent: u64,
+    /// Messages dropped because their chat's or the channel's share of the
+    /// inbox was full.
+    #[serde(default)]
+    pub dropped: u64,
     /// Messages waiting to be sent.
     pub outbox_pending: usize,
     /// Rights it asks for that are not granted.

@@ -9,7 +9,7 @@ use crate::config::Groups;
 use crate::contract::Inbound;
 use crate::contract::Outbound;
 use crate::pairing::Verdict;
-use crate::queue::InboxItem;
+use crate::queue::{Accepted, InboxItem};
 use crate::runtime::Runtime;
 use crate::store::now_ms;
 use std::collections::HashSet;
@@ -21,6 +21,7 @@ impl Channels {
     pub(super) fn inbound(&self, name: &str, messages: Vec<Inbound>) -> Result<(), ChannelError> {
         let db = &self.rt().db;
         let cfg = self.rt().config.channels.get(name).cloned().unwrap_or_default();
+        let mut dropped = 0;
         for m in messages {
             if m.text.trim().is_empty() || m.text.len() > MAX_INBOUND_TEXT || db.seen(name, &m.message_id)? {
                 continue;
@@ -54,17 +55,22 @@ impl Channels {
                             None => format!("No pending pairing has the code {}.", code.trim()),
                         };
                         db.outbox_enqueue(name, &m.chat_id, &reply)?;
-                    } else if db.inbox_accept(InboxItem {
-                        id: 0,
-                        channel: name.into(),
-                        chat_id: m.chat_id,
-                        group: m.group,
-                        sender_id: m.sender_id,
-                        text: m.text,
-                        message_id: m.message_id,
-                        received_ms: now_ms(),
-                    })? {
-                        self.status(name, |s| s.received += 1);
+                    } else {
+                        let item = InboxItem {
+                            id: 0,
+                            channel: name.into(),
+                            chat_id: m.chat_id,
+                            group: m.group,
+                            sender_id: m.sender_id,
+                            text: m.text,
+                            message_id: m.message_id,
+                            received_ms: now_ms(),
+                        };
+                        match db.inbox_accept(item)? {
+                            Accepted::New => self.status(name, |s| s.received += 1),
+                            Accepted::Seen => {}
+                            Accepted::Full => dropped += 1,
+                        }
                     }
                 }
                 Verdict::SendCode(code) => {
@@ -80,6 +86,14 @@ impl Channels {
                     db.mark_seen(name, &m.message_id)?;
                 }
             }
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                "channel {name}: {dropped} message(s) dropped: a chat may have {} waiting, the channel {}",
+                crate::queue::INBOX_PER_CHAT,
+                crate::queue::INBOX_PER_CHANNEL
+            );
+            self.status(name, |s| s.dropped += dropped);
         }
         Ok(())
     }

@@ -253,6 +253,9 @@ fn print_status(s: &Status) {
     for c in &s.channels {
         let mut line = format!("  {}: {} ({})", c.name, c.state, c.transport);
         line.push_str(&format!(", {} received, {} sent", c.received, c.sent));
+        if c.dropped > 0 {
+            line.push_str(&format!(", {} dropped (inbox full)", c.dropped));
+        }
         if c.outbox_pending > 0 {
             line.push_str(&format!(", {} waiting to send (`wasiclaw outbox`)", c.outbox_pending));
         }
