@@ -15,13 +15,18 @@
 //!   the disk, and does not keep other chats from being heard.
 
 use crate::store::{Store, StoreError, next_id, now_ms};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 const SEEN: TableDefinition<(&str, &str), i64> = TableDefinition::new("channel_seen");
 const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("channel_inbox");
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("channel_outbox");
 const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("channel_cursors");
+
+/// Notifications kept for `wasiclaw notifications` (each up to 16 KiB):
+/// the oldest go as new ones come, so a component with `notify` cannot
+/// fill the disk over months, however its budget is set.
+pub const NOTIFICATIONS_KEPT: u64 = 1000;
 
 /// Messages of one chat that may wait for the agent at once.
 pub const INBOX_PER_CHAT: usize = 50;
@@ -42,7 +47,8 @@ pub enum Accepted {
 
 /// Seen message ids are kept this long for deduplication.
 const SEEN_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
-/// Messages components sent the owner (`notify`), for `wasiclaw notifications`.
+/// Messages components sent the owner (`notify`), for `wasiclaw notifications`:
+/// the newest [`NOTIFICATIONS_KEPT`].
 const NOTIFICATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
 /// Whether `item`'s chat or channel has its whole share of the inbox
@@ -138,6 +144,9 @@ impl Store {
             let id = next_id(&table)?;
             let n = Notification { id, time_ms: now_ms(), skill: skill.into(), text: text.into() };
             table.insert(id, serde_json::to_vec(&n)?.as_slice())?;
+            while table.len()? > NOTIFICATIONS_KEPT {
+                table.pop_first()?;
+            }
             id
         };
         self.commit(txn)?;

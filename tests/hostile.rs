@@ -268,6 +268,23 @@ async fn notify_and_secret_checks_are_rate_limited() {
     assert!(guess.output.contains("after 5 guesses"), "{}", guess.output);
 }
 
+/// What a component sends the owner is kept for `wasiclaw notifications`,
+/// but only the newest 1,000, whatever the budget allows.
+#[tokio::test(flavor = "multi_thread")]
+async fn notifications_kept_are_bounded() {
+    let (_env, rt) = hostile("http://127.0.0.1:9", "[limits]\nnotify_per_hour = 100000").await;
+    let rights = wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::NOTIFY, ..Default::default() };
+    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights, all: false, carry_over: None }, false).unwrap();
+    let kept = wasiclaw::queue::NOTIFICATIONS_KEPT as usize;
+    let out = call(&rt, "hostile.notify", &serde_json::json!({"n": kept + 20}).to_string()).await;
+    assert!(out.ok, "{}", out.output);
+    let last = call(&rt, "hostile.notify", r#"{"n": 1, "text": "the newest"}"#).await;
+    assert!(last.ok, "{}", last.output);
+    let notes = rt.notifications(10 * kept).unwrap();
+    assert_eq!(notes.len(), kept);
+    assert_eq!(notes.last().unwrap().text, "the newest");
+}
+
 /// Each memory a component saves stays on disk and may cost an embedding
 /// request, and so may each search: both are rate-limited per component.
 #[tokio::test(flavor = "multi_thread")]
