@@ -382,6 +382,9 @@ pub struct Limits {
     /// Memory searches a component may make per minute (each may cost an
     /// embedding request).
     pub memory_searches_per_minute: u64,
+    /// Memories a component may keep at once (each at most 16 KiB); the
+    /// owner frees room with `wasiclaw memory forget ID`.
+    pub memories_kept: u64,
     /// Total size of a component's kv values and keys.
     pub kv_mb: u64,
     /// Number of a component's kv keys.
@@ -409,6 +412,7 @@ impl Default for Limits {
             secret_checks_per_minute: 120,
             memory_saves_per_hour: 60,
             memory_searches_per_minute: 60,
+            memories_kept: 1000,
             kv_mb: 16,
             kv_keys: 10_000,
             files_mb: 256,

@@ -287,11 +287,19 @@ impl memory::Host for SkillState {
         }
         let (db, embedder, handle) =
             (self.host.db.clone(), self.host.embedder.clone(), tokio::runtime::Handle::current());
-        let source = format!("skill:{}", self.host.skill);
+        let (source, most) = (format!("skill:{}", self.host.skill), self.host.limits.memories_kept);
         let save = move || {
             let memories = Memories { db: &db, embedder: embedder.as_deref() };
-            handle.block_on(memories.save(&text, tags, &source, false)).map(|m| m.id)
+            handle.block_on(memories.save_within(&text, tags, &source, most))
         };
-        Ok(blocking(save).await)
+        Ok(blocking(save).await.and_then(|saved| {
+            saved.map(|m| m.id).ok_or_else(|| {
+                let why = format!(
+                    "this component keeps {most} memories, the most [limits] memories_kept allows; the owner frees room with `wasiclaw memory forget ID`"
+                );
+                self.host.audit("memory", &target, false, &why);
+                Error::Denied(why)
+            })
+        }))
     }
 }

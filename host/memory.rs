@@ -44,8 +44,19 @@ const VECTORS: TableDefinition<u64, &[u8]> = TableDefinition::new("memory_vector
 const PINNED: TableDefinition<u64, ()> = TableDefinition::new("memory_pinned");
 /// "next_id", "docs", "total_len", "next_term".
 const META: TableDefinition<&str, u64> = TableDefinition::new("memory_meta");
+/// (source, memory id): how many memories a source keeps is a range read,
+/// so a skill's share can be held to its limit.
+const BY_SOURCE: TableDefinition<(&str, u64), ()> = TableDefinition::new("memory_by_source");
 
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    if !txn.list_tables()?.any(|t| t.name() == BY_SOURCE.name()) {
+        // A database from before the table: fill it once.
+        let mut by_source = txn.open_table(BY_SOURCE)?;
+        for entry in txn.open_table(MEMORIES)?.iter()? {
+            let m: Memory = serde_json::from_slice(entry?.1.value())?;
+            by_source.insert((m.source.as_str(), m.id), ())?;
+        }
+    }
     txn.open_table(MEMORIES)?;
     txn.open_table(TERMS)?;
     txn.open_table(BLOCKS)?;
@@ -76,6 +87,44 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
         tracing::info!("memory: keyword index of {} memories rebuilt with a term dictionary", all.len());
     }
     Ok(())
+}
+
+/// Insert memories with their index entries in `txn` (an id of 0 is
+/// assigned; a given id already present is skipped).
+fn insert(txn: &WriteTransaction, items: Vec<(Memory, Option<Vec<f32>>)>) -> Result<Vec<Memory>, StoreError> {
+    let mut stored = Vec::new();
+    let mut memories = txn.open_table(MEMORIES)?;
+    let mut vectors = txn.open_table(VECTORS)?;
+    let mut pinned = txn.open_table(PINNED)?;
+    let mut by_source = txn.open_table(BY_SOURCE)?;
+    let mut index = Index::open(txn)?;
+    let mut next = index.meta("next_id")?.max(1);
+    for (mut m, vector) in items {
+        if m.id == 0 {
+            m.id = next;
+        } else if memories.get(m.id)?.is_some() {
+            continue;
+        }
+        next = next.max(m.id + 1);
+        index.add(&m)?;
+        if let Some(v) = vector {
+            vectors.insert(m.id, to_bytes(&v).as_slice())?;
+        }
+        if m.pinned {
+            pinned.insert(m.id, ())?;
+        }
+        by_source.insert((m.source.as_str(), m.id), ())?;
+        memories.insert(m.id, serde_json::to_vec(&m)?.as_slice())?;
+        stored.push(m);
+    }
+    index.meta.insert("next_id", next)?;
+    index.finish()?;
+    Ok(stored)
+}
+
+/// How many memories `source` keeps.
+fn count_of(by_source: &impl ReadableTable<(&'static str, u64), ()>, source: &str) -> Result<u64, StoreError> {
+    Ok(by_source.range((source, 0)..=(source, u64::MAX))?.count() as u64)
 }
 
 /// One posting: a memory holding a term.
@@ -343,35 +392,15 @@ impl Store {
     /// one transaction. Existing ids are skipped; returns what was stored.
     pub fn memory_insert(&self, items: Vec<(Memory, Option<Vec<f32>>)>) -> Result<Vec<Memory>, StoreError> {
         let txn = self.db.begin_write()?;
-        let mut stored = Vec::new();
-        {
-            let mut memories = txn.open_table(MEMORIES)?;
-            let mut vectors = txn.open_table(VECTORS)?;
-            let mut pinned = txn.open_table(PINNED)?;
-            let mut index = Index::open(&txn)?;
-            let mut next = index.meta("next_id")?.max(1);
-            for (mut m, vector) in items {
-                if m.id == 0 {
-                    m.id = next;
-                } else if memories.get(m.id)?.is_some() {
-                    continue;
-                }
-                next = next.max(m.id + 1);
-                index.add(&m)?;
-                if let Some(v) = vector {
-                    vectors.insert(m.id, to_bytes(&v).as_slice())?;
-                }
-                if m.pinned {
-                    pinned.insert(m.id, ())?;
-                }
-                memories.insert(m.id, serde_json::to_vec(&m)?.as_slice())?;
-                stored.push(m);
-            }
-            index.meta.insert("next_id", next)?;
-            index.finish()?;
-        }
+        let stored = insert(&txn, items)?;
         self.commit(txn)?;
         Ok(stored)
+    }
+
+    /// How many memories `source` keeps (e.g. `skill:notes`).
+    pub fn memory_count(&self, source: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        count_of(&txn.open_table(BY_SOURCE)?, source)
     }
 
     /// Store a memory (and its postings) in one transaction.
@@ -387,6 +416,26 @@ impl Store {
         Ok(self.memory_insert(vec![(m, vector)])?.remove(0))
     }
 
+    /// Store a memory unless `source` keeps `most` already (counted in the
+    /// same transaction, so racing saves cannot pass it together).
+    pub fn memory_add_within(
+        &self,
+        text: &str,
+        tags: Vec<String>,
+        source: &str,
+        most: u64,
+        vector: Option<Vec<f32>>,
+    ) -> Result<Option<Memory>, StoreError> {
+        let txn = self.db.begin_write()?;
+        if count_of(&txn.open_table(BY_SOURCE)?, source)? >= most {
+            return Ok(None);
+        }
+        let m = Memory { id: 0, text: text.into(), tags, source: source.into(), created_ms: now_ms(), pinned: false };
+        let stored = insert(&txn, vec![(m, vector)])?.remove(0);
+        self.commit(txn)?;
+        Ok(Some(stored))
+    }
+
     /// Remove a memory and its index entries; false if there was none.
     pub fn memory_forget(&self, id: u64) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
@@ -397,6 +446,7 @@ impl Store {
                 Some(bytes) => {
                     let m: Memory = serde_json::from_slice(&bytes)?;
                     Index::open(&txn)?.remove(&m)?;
+                    txn.open_table(BY_SOURCE)?.remove((m.source.as_str(), id))?;
                     txn.open_table(VECTORS)?.remove(id)?;
                     txn.open_table(PINNED)?.remove(id)?;
                     true
@@ -609,6 +659,23 @@ impl Memories<'_> {
         self.db.memory_add(text, tags, source, pinned, vector)
     }
 
+    /// Save a memory for `source` unless it keeps `most` already (then
+    /// None), checked before the embedding request, which may cost, and
+    /// again where the memory is stored.
+    pub async fn save_within(
+        &self,
+        text: &str,
+        tags: Vec<String>,
+        source: &str,
+        most: u64,
+    ) -> Result<Option<Memory>, StoreError> {
+        if self.db.memory_count(source)? >= most {
+            return Ok(None);
+        }
+        let vector = self.vector(text).await;
+        self.db.memory_add_within(text, tags, source, most, vector)
+    }
+
     /// Hybrid search: BM25, fused with embedding similarity when available.
     pub async fn search(&self, query: &str, limit: usize) -> Result<Vec<Hit>, StoreError> {
         let depth = (limit * 4).max(20);
@@ -663,6 +730,26 @@ mod tests {
     fn terms_fold_plurals_and_drop_stopwords() {
         assert_eq!(terms("The dentist's Appointments, and batteries!"), vec!["dentist", "appointment", "battery"]);
         assert_eq!(terms("glass"), vec!["glass"]);
+    }
+
+    #[test]
+    fn counts_per_source_follow_saves_and_forgets_and_are_rebuilt_for_old_databases() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let db = Store::open(&path, &[create_tables]).unwrap();
+        let a = db.memory_add("one", vec![], "skill:a", false, None).unwrap();
+        db.memory_add("two", vec![], "skill:a", false, None).unwrap();
+        db.memory_add("three", vec![], "skill:ab", false, None).unwrap();
+        assert_eq!(db.memory_add_within("four", vec![], "skill:a", 2, None).unwrap().map(|m| m.text), None);
+        assert!(db.memory_forget(a.id).unwrap());
+        assert_eq!(db.memory_add_within("four", vec![], "skill:a", 2, None).unwrap().unwrap().text, "four");
+        // A database from before the table: counted once when opened.
+        let txn = db.db.begin_write().unwrap();
+        txn.delete_table(BY_SOURCE).unwrap();
+        db.commit(txn).unwrap();
+        drop(db);
+        let db = Store::open(&path, &[create_tables]).unwrap();
+        assert_eq!((db.memory_count("skill:a").unwrap(), db.memory_count("skill:ab").unwrap()), (2, 1));
     }
 
     #[test]

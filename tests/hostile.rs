@@ -308,6 +308,27 @@ async fn memory_saves_and_searches_are_rate_limited() {
     assert!(audit.iter().any(|r| !r.allowed && r.detail.contains("memory_saves_per_hour")), "{audit:?}");
 }
 
+/// A budget bounds how fast a component saves memories; `memories_kept`
+/// bounds how many it keeps, so a year of saves cannot fill the disk.
+/// Forgetting one frees room; the owner's own memories do not count.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_keeps_at_most_memories_kept() {
+    let (_env, rt) = hostile("http://127.0.0.1:9", "[limits]\nmemories_kept = 5").await;
+    let rights = wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::MEMORY_WRITE, ..Default::default() };
+    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights, all: false, carry_over: None }, false).unwrap();
+    rt.memories().save("the owner's own", vec![], "cli", false).await.unwrap();
+    let saves = call(&rt, "hostile.remember", r#"{"text": "flood", "n": 8}"#).await;
+    assert_eq!(saves.error_kind, Some(wasiclaw::runtime::Failure::Denied), "{}", saves.output);
+    assert!(saves.output.contains("after 5 saves") && saves.output.contains("memories_kept"), "{}", saves.output);
+    assert_eq!(rt.db.memory_count("skill:hostile").unwrap(), 5);
+    let audit = rt.audit(Some("hostile"), 100).unwrap();
+    assert!(audit.iter().any(|r| !r.allowed && r.detail.contains("memories_kept")), "{audit:?}");
+    let theirs = rt.db.memory_all().unwrap().into_iter().find(|m| m.source == "skill:hostile").unwrap();
+    assert!(rt.db.memory_forget(theirs.id).unwrap());
+    let again = call(&rt, "hostile.remember", r#"{"text": "room again", "n": 1}"#).await;
+    assert!(again.ok, "{}", again.output);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secret_granted_for_a_rule_is_not_an_hmac_key() {
     let (_env, rt) = hostile("http://127.0.0.1:9", "").await;
