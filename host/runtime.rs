@@ -218,6 +218,10 @@ pub struct SkillInfo {
     /// Keys and bytes in its kv namespace, for a component that asks for kv.
     #[serde(default)]
     pub kv_usage: Option<(u64, u64)>,
+    /// Memories it keeps and the most it may, for a component that asks
+    /// to write memory.
+    #[serde(default)]
+    pub memories: Option<(u64, u64)>,
     /// Set for a chat channel: how it reaches its platform.
     #[serde(default)]
     pub channel: Option<ChannelSpec>,
@@ -541,6 +545,7 @@ impl Runtime {
             granted_sha256: None,
             changed: None,
             kv_usage: None,
+            memories: None,
             channel: None,
         }
     }
@@ -563,6 +568,7 @@ impl Runtime {
             granted_sha256: grant.as_ref().map(|g| g.sha256.clone()),
             changed: None,
             kv_usage: None,
+            memories: None,
             channel: None,
         };
         match &entry.loaded {
@@ -581,6 +587,10 @@ impl Runtime {
                 }
                 if m.capabilities.rights.contains(grants::Rights::KV) {
                     info.kv_usage = Some(self.db.kv_usage(&m.name)?);
+                }
+                if m.capabilities.rights.contains(grants::Rights::MEMORY_WRITE) {
+                    let kept = self.db.memory_count(&format!("skill:{}", m.name))?;
+                    info.memories = Some((kept, self.config.limits.memories_kept));
                 }
                 info.version = Some(m.version.clone());
                 info.description = Some(m.description.clone());

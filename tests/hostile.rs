@@ -321,6 +321,7 @@ async fn a_component_keeps_at_most_memories_kept() {
     assert_eq!(saves.error_kind, Some(wasiclaw::runtime::Failure::Denied), "{}", saves.output);
     assert!(saves.output.contains("after 5 saves") && saves.output.contains("memories_kept"), "{}", saves.output);
     assert_eq!(rt.db.memory_count("skill:hostile").unwrap(), 5);
+    assert_eq!(rt.inspect("hostile").unwrap().memories, Some((5, 5)), "skills inspect shows it");
     let audit = rt.audit(Some("hostile"), 100).unwrap();
     assert!(audit.iter().any(|r| !r.allowed && r.detail.contains("memories_kept")), "{audit:?}");
     let theirs = rt.db.memory_all().unwrap().into_iter().find(|m| m.source == "skill:hostile").unwrap();

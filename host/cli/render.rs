@@ -313,6 +313,9 @@ fn print_inspect(s: &SkillInfo) {
     if let Some((keys, bytes)) = s.kv_usage {
         println!("kv:     {keys} keys, {bytes} bytes");
     }
+    if let Some((kept, most)) = s.memories {
+        println!("memory: keeps {kept} memories of at most {most} ([limits] memories_kept)");
+    }
     if let Some(reason) = &s.reason {
         println!("reason: {reason}");
         return;
