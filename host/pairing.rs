@@ -43,6 +43,10 @@ fn read(
 }
 const CODE_TTL_MS: i64 = 60 * 60 * 1000;
 const MAX_PENDING: usize = 50;
+/// A request whose code expired this long ago is forgotten when the next
+/// stranger asks, so strangers cannot grow the table (or its scans) without
+/// end: at most about `MAX_PENDING` a TTL, kept this long.
+const FORGET_AFTER_MS: i64 = 7 * 24 * 3600 * 1000;
 /// No 0/O, 1/I/L: codes are read aloud and typed.
 const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 
@@ -163,13 +167,17 @@ impl Store {
                 _ if !cfg.pairing => Verdict::Ignore,
                 Some(p) if p.code_expires_ms > now => Verdict::Ignore,
                 existing => {
-                    let pending = table
+                    let requests: Vec<Pairing> = table
                         .range((channel, "")..)?
                         .filter_map(Result::ok)
                         .take_while(|(k, _)| k.value().0 == channel)
                         .filter_map(|(_, v)| serde_json::from_slice::<Pairing>(v.value()).ok())
-                        .filter(|p| !p.approved && p.code_expires_ms > now)
-                        .count();
+                        .filter(|p| !p.approved)
+                        .collect();
+                    for stale in requests.iter().filter(|p| p.code_expires_ms + FORGET_AFTER_MS < now) {
+                        table.remove((channel, stale.key().as_str()))?;
+                    }
+                    let pending = requests.iter().filter(|p| p.code_expires_ms > now).count();
                     if pending >= MAX_PENDING {
                         tracing::warn!("{channel}: {MAX_PENDING} pairing requests pending; ignoring {key}");
                         Verdict::Ignore
@@ -343,6 +351,29 @@ mod tests {
         }
         assert_eq!(db.pairing_check("x", "one-too-many", "", "c", false, &open).unwrap(), Verdict::Ignore);
         code_of(db.pairing_check("other-channel", "s0", "", "c", false, &open).unwrap());
+    }
+
+    #[test]
+    fn requests_expired_a_week_ago_are_forgotten_when_the_next_stranger_asks() {
+        let (_dir, db) = store();
+        let cfg = ChannelConfig::default();
+        code_of(db.pairing_check("x", "old", "", "c", false, &cfg).unwrap());
+        code_of(db.pairing_check("x", "recent", "", "c", false, &cfg).unwrap());
+        // Age them: one expired eight days ago, the other a day ago.
+        let txn = db.db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(PAIRINGS).unwrap();
+            for (who, days) in [("old", 8), ("recent", 1)] {
+                let mut p = read(&table, "x", who).unwrap().unwrap();
+                p.code_expires_ms = now_ms() - days * 24 * 3600 * 1000;
+                table.insert(("x", who), serde_json::to_vec(&p).unwrap().as_slice()).unwrap();
+            }
+        }
+        db.commit(txn).unwrap();
+        code_of(db.pairing_check("x", "new", "", "c", false, &cfg).unwrap());
+        let mut left: Vec<String> = db.pairings().unwrap().into_iter().map(|p| p.sender_id).collect();
+        left.sort();
+        assert_eq!(left, ["new", "recent"]);
     }
 
     #[test]
