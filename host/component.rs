@@ -327,6 +327,10 @@ pub const MAX_DESCRIPTION: usize = 1024;
 pub const MAX_SCHEMA: usize = 8 * 1024;
 /// The most HTTP rules (and secrets) a component may ask for.
 pub const MAX_RULES: usize = 32;
+/// The longest tool name OpenAI's and Anthropic's APIs take. The model sees
+/// `SKILL__TOOL`, and one tool past it would fail every request of every
+/// turn, so such a tool never loads.
+pub const MAX_TOOL_NAME: usize = 64;
 
 /// Check a manifest against the naming rules and the bounds above; the
 /// error names the rule or limit broken.
@@ -356,6 +360,21 @@ pub fn validate(m: &Manifest) -> Result<(), String> {
         }
         if !seen.insert(&tool.name) {
             return Err(format!("tool `{}` is declared twice", tool.name));
+        }
+        let seen_as = m.name.len() + 2 + tool.name.len();
+        if seen_as > MAX_TOOL_NAME {
+            return Err(format!(
+                "tool `{}`: the model calls it `{}__{}`, {seen_as} characters, and model APIs take at most {MAX_TOOL_NAME}; shorten the skill's or the tool's name",
+                tool.name, m.name, tool.name
+            ));
+        }
+        // Model APIs refuse a request whose tool takes anything but an object.
+        if !tool.parameters.is_object() || tool.parameters.get("type").is_some_and(|t| t != "object") {
+            return Err(format!(
+                "tool `{}`: parameters must be a JSON Schema of an object (`{{\"type\": \"object\", ...}}`), not {}",
+                tool.name,
+                crate::text::truncate(&tool.parameters.to_string(), 80)
+            ));
         }
     }
     for rule in &m.capabilities.http {

@@ -390,6 +390,34 @@ fn names_that_could_pass_for_another_skill_are_refused() {
     }
 }
 
+/// One tool a model API refuses would fail every request of every turn, so
+/// it keeps its component from loading, with the reason, and nothing else.
+#[test]
+fn tools_a_model_api_would_refuse_never_load() {
+    let env = Env::new();
+    env.install("hostile");
+    env.install("clock");
+    // `hostile__` + 55 characters is 64, the most OpenAI and Anthropic take.
+    let (longest, too_long) = ("t".repeat(55), "t".repeat(56));
+    for (settings, why) in [
+        (format!("tool_name = \"{too_long}\""), "65 characters, and model APIs take at most 64"),
+        ("tool_name = \"odd\"\ntool_schema = '\"text\"'".into(), "parameters must be a JSON Schema of an object"),
+        ("tool_name = \"odd\"\ntool_schema = '{\"type\": \"array\"}'".into(), "not {\"type\":\"array\"}"),
+        (format!("tool_name = \"{longest}\""), ""),
+    ] {
+        env.config(&format!("[skills.hostile]\n{settings}\n"));
+        let list = env.list();
+        let s = list.iter().find(|s| s["name"] == "hostile").unwrap_or_else(|| panic!("{settings}"));
+        if why.is_empty() {
+            assert_ne!(s["status"], "rejected", "{settings}: {s}");
+        } else {
+            assert_eq!(s["status"], "rejected", "{settings}: {s}");
+            assert!(s["reason"].as_str().unwrap().contains(why), "{settings}: {s}");
+        }
+        assert!(list.iter().any(|s| s["name"] == "clock" && s["status"] != "rejected"), "{list:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn log_floods_are_dropped_past_the_budget() {
     let (_env, rt) = hostile("http://127.0.0.1:9", "[limits]\nlog_kb_per_minute = 10").await;
