@@ -182,6 +182,10 @@ async fn a_paired_user_is_answered_and_strangers_are_neither_answered_nor_stored
     env.ok(&["tool", "hostile.notify", "{}"]);
     let notified = tg.wait_messages(42, 1, "the notification").await;
     assert_eq!(text(&notified[0]), "[hostile] pwned");
+    // `/approve` with a skill's name, as a proposal says, approves the skill.
+    tg.user_says(42, 42, "/approve hostile").await;
+    let approved = tg.wait_messages(42, 1, "the skill's approval").await;
+    assert!(text(&approved[0]).starts_with("Approved hostile (build"), "{approved:?}");
 
     // A scheduled job in that chat fires on its own and reaches Telegram.
     let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(2);
@@ -258,6 +262,7 @@ async fn webhook_mode_checks_the_secret_token_header() {
     let reply = tg.wait_messages(42, 1, "the reply to a webhook update").await;
     assert_eq!(text(&reply[0]), "Pong &amp; more");
     assert_eq!(reply[0]["reply_parameters"]["message_id"], 1365);
+    assert_eq!(reply[0]["link_preview_options"]["is_disabled"], true, "Telegram would fetch links in a reply");
     assert_eq!(post("hook-secret_1").await.unwrap().status(), 200);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(tg.bot_messages(42).await.is_empty(), "a redelivered update was answered twice");

@@ -115,6 +115,7 @@ async fn slack_events_are_verified_answered_once_and_replied_in_mrkdwn() {
     let posted = api.wait("/api/chat.postMessage", 1).await;
     assert_eq!((posted[0].method.as_str(), &posted[0].body["channel"]), ("POST", &json!("C024BE91L")));
     assert_eq!(posted[0].body["text"], "*Three* cats &amp; a &lt;dog&gt;");
+    assert_eq!(posted[0].body["unfurl_links"], false, "Slack would fetch links in a reply");
     assert_eq!(posted[0].header("authorization"), Some("Bearer xoxb-test-token"));
 
     // Slack retries an event it thinks was lost: answered once.
@@ -184,6 +185,7 @@ async fn whatsapp_verifies_the_handshake_and_signatures_and_answers_once() {
     let sent = api.wait("/v21.0/106540352242922/messages", 1).await;
     assert_eq!(sent[0].body["to"], "16505551234");
     assert_eq!(sent[0].body["text"]["body"], "*Yes*, in blue.");
+    assert_eq!(sent[0].body["text"]["preview_url"], false, "WhatsApp would fetch links in a reply");
     assert_eq!(sent[0].body["context"]["message_id"], "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=");
     assert_eq!(sent[0].header("authorization"), Some("Bearer EAAtoken"));
 

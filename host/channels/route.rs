@@ -48,12 +48,12 @@ impl Channels {
                         if !self.rt().questions.answer(id, answer) {
                             db.outbox_enqueue(name, &m.chat_id, &format!("No tool call is waiting for answer {id}."))?;
                         }
-                    } else if let Some(code) = m.text.trim().strip_prefix("/approve ").filter(|_| admin) {
+                    } else if let Some(code) = m.text.trim().strip_prefix("/approve ").filter(|_| admin)
+                        && let Some(p) = crate::queue::approve(db, code, false)?
+                    {
+                        // Anything else `/approve`s a skill: the agent's.
                         db.mark_seen(name, &m.message_id)?;
-                        let reply = match crate::queue::approve(db, code, false)? {
-                            Some(p) => format!("Approved {} ({}:{}).", p.sender_name, p.channel, p.sender_id),
-                            None => format!("No pending pairing has the code {}.", code.trim()),
-                        };
+                        let reply = format!("Approved {} ({}:{}).", p.sender_name, p.channel, p.sender_id);
                         db.outbox_enqueue(name, &m.chat_id, &reply)?;
                     } else {
                         let item = InboxItem {

@@ -181,7 +181,10 @@ impl Channel for Discord {
     }
 
     fn send(message: Outbound) -> Result<String, Error> {
-        let mut body = json!({"content": message.text, "allowed_mentions": {"parse": []}});
+        // SUPPRESS_EMBEDS (1 << 2): Discord would fetch any link in a reply
+        // for its embed, so a URL holding the owner's data would go out
+        // unclicked.
+        let mut body = json!({"content": message.text, "allowed_mentions": {"parse": []}, "flags": 4});
         if let Some(id) = message.reply_to {
             body["message_reference"] = json!({"message_id": id, "fail_if_not_exists": false});
         }

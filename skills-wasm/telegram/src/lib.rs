@@ -154,7 +154,15 @@ impl Channel for Telegram {
     }
 
     fn send(message: Outbound) -> Result<String, Error> {
-        let mut body = json!({"chat_id": chat_value(&message.chat_id), "text": message.text, "parse_mode": "HTML"});
+        // No link previews: Telegram's servers would fetch any link in a
+        // reply at once, so a model talked into writing a URL holding the
+        // owner's data would send it out unclicked.
+        let mut body = json!({
+            "chat_id": chat_value(&message.chat_id),
+            "text": message.text,
+            "parse_mode": "HTML",
+            "link_preview_options": {"is_disabled": true},
+        });
         if let Some(id) = message.reply_to.as_deref().and_then(|r| r.rsplit(':').next()?.parse::<i64>().ok()) {
             body["reply_parameters"] = json!({"message_id": id, "allow_sending_without_reply": true});
         }
