@@ -308,13 +308,27 @@ pub struct Memory {
     /// Its tags.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// Who saved it: `cli`, `agent`, `skill:NAME`, `import`.
+    /// Who saved it: `cli` (the owner), `agent` (the model, in a
+    /// conversation of the owner's), `agent-after-untrusted` (the model,
+    /// after untrusted content) or `skill:NAME`.
     pub source: String,
     /// When it was saved (Unix ms).
     pub created_ms: i64,
     /// Always in the model's context.
     #[serde(default)]
     pub pinned: bool,
+}
+
+impl Memory {
+    /// Saved by a component: text from outside, never instructions.
+    pub fn from_outside(&self) -> bool {
+        outside_source(&self.source)
+    }
+}
+
+/// Whether `source` is not the owner's: any but `cli` and `agent`.
+pub fn outside_source(source: &str) -> bool {
+    !matches!(source, "cli" | "agent")
 }
 
 /// A search hit.

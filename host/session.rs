@@ -53,6 +53,11 @@ pub struct Session {
     pub messages: Vec<crate::llm::Message>,
     /// The model's summary of turns compacted away.
     pub summary: Option<String>,
+    /// Untrusted content has been in this conversation (a skill's output
+    /// or memory, a knowledge file). Kept here, not only read off the
+    /// messages, so a summary that compacts them away does not clear it.
+    #[serde(default)]
+    pub untrusted: bool,
     /// What it has cost.
     pub usage: Totals,
 }

@@ -14,8 +14,19 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// One host tool. `run` gets the runtime, the session key (where a
-/// scheduled task reports) and the arguments as JSON.
+/// Where a host tool is called from: the session (where a scheduled task
+/// reports) and whether untrusted content is in it.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    /// The session's key.
+    pub session: &'a str,
+    /// The conversation holds untrusted content, so what the model saves
+    /// now may have been put in its mouth.
+    pub untrusted: bool,
+}
+
+/// One host tool. `run` gets the runtime, the caller and the arguments as
+/// JSON.
 pub struct HostTool {
     /// The name the model calls.
     pub name: &'static str,
@@ -25,7 +36,7 @@ pub struct HostTool {
     pub description: &'static str,
     /// JSON Schema of the arguments.
     pub schema: &'static str,
-    run: for<'a> fn(&'a Runtime, &'a str, &'a str) -> BoxFuture<'a, Result<Value, String>>,
+    run: for<'a> fn(&'a Runtime, Caller<'a>, &'a str) -> BoxFuture<'a, Result<Value, String>>,
 }
 
 /// Every host tool.
@@ -95,9 +106,9 @@ pub fn is_memory_tool(name: &str) -> bool {
 
 /// Call host tool `name`; None if there is none. The answer is the text
 /// the model reads and whether the call succeeded.
-pub async fn call(rt: &Runtime, session: &str, name: &str, args: &str) -> Option<(String, bool)> {
+pub async fn call(rt: &Runtime, caller: Caller<'_>, name: &str, args: &str) -> Option<(String, bool)> {
     let tool = HOST_TOOLS.iter().find(|t| t.name == name)?;
-    Some(match (tool.run)(rt, session, args).await {
+    Some(match (tool.run)(rt, caller, args).await {
         Ok(Value::String(text)) => (text, true),
         Ok(v) => (v.to_string(), true),
         Err(e) => (format!("error: {e}"), false),
@@ -123,13 +134,16 @@ struct Save {
     pinned: bool,
 }
 
-fn memory_save<'a>(rt: &'a Runtime, _: &'a str, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+fn memory_save<'a>(rt: &'a Runtime, caller: Caller<'a>, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
     Box::pin(async move {
         let a: Save = parse(args)?;
         if a.text.trim().is_empty() {
             return Err("`text` is empty".into());
         }
-        let m = rt.memories().save(&a.text, a.tags, "agent", a.pinned).await.map_err(|e| e.to_string())?;
+        // Saved after untrusted content (an "always" answer lets it run
+        // unasked), it stays untrusted when it is recalled.
+        let source = if caller.untrusted { "agent-after-untrusted" } else { "agent" };
+        let m = rt.memories().save(&a.text, a.tags, source, a.pinned).await.map_err(|e| e.to_string())?;
         Ok(json!({ "saved": m.id }))
     })
 }
@@ -140,7 +154,7 @@ struct Search {
     limit: Option<u64>,
 }
 
-fn memory_search<'a>(rt: &'a Runtime, _: &'a str, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+fn memory_search<'a>(rt: &'a Runtime, _: Caller<'a>, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
     Box::pin(async move {
         let a: Search = parse(args)?;
         let limit = a.limit.unwrap_or(5).clamp(1, 20) as usize;
@@ -157,7 +171,13 @@ fn memory_search<'a>(rt: &'a Runtime, _: &'a str, args: &'a str) -> BoxFuture<'a
     })
 }
 
-fn memory_forget<'a>(rt: &'a Runtime, _: &'a str, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+/// Whether a `memory_search` answer holds a memory a component saved.
+pub fn cites_outside(answer: &str) -> bool {
+    let hits: Vec<Value> = serde_json::from_str(answer).unwrap_or_default();
+    hits.iter().any(|h| crate::memory::outside_source(h["source"].as_str().unwrap_or_default()))
+}
+
+fn memory_forget<'a>(rt: &'a Runtime, _: Caller<'a>, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
     Box::pin(async move {
         let Id { id } = parse(args)?;
         Ok(json!({ "forgotten": rt.db.memory_forget(id).map_err(|e| e.to_string())? }))
@@ -173,7 +193,7 @@ struct Schedule {
 }
 
 /// A task reports back to the session that scheduled it.
-fn schedule_task<'a>(rt: &'a Runtime, session: &'a str, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+fn schedule_task<'a>(rt: &'a Runtime, caller: Caller<'a>, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
     Box::pin(async move {
         let a: Schedule = parse(args)?;
         let system_tz = || jiff::tz::TimeZone::system().iana_name().unwrap_or("UTC").to_string();
@@ -181,7 +201,7 @@ fn schedule_task<'a>(rt: &'a Runtime, session: &'a str, args: &'a str) -> BoxFut
             when: a.when,
             tz: a.tz.unwrap_or_else(system_tz),
             prompt: Some(a.prompt),
-            chat: session.to_string(),
+            chat: caller.session.to_string(),
             check: a.check,
             ..Default::default()
         };
@@ -190,7 +210,7 @@ fn schedule_task<'a>(rt: &'a Runtime, session: &'a str, args: &'a str) -> BoxFut
     })
 }
 
-fn list_tasks<'a>(rt: &'a Runtime, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+fn list_tasks<'a>(rt: &'a Runtime, _: Caller<'a>, _: &'a str) -> BoxFuture<'a, Result<Value, String>> {
     Box::pin(async move {
         let jobs = rt.db.jobs().map_err(|e| e.to_string())?;
         let jobs: Vec<Value> = jobs
@@ -203,7 +223,7 @@ fn list_tasks<'a>(rt: &'a Runtime, _: &'a str, _: &'a str) -> BoxFuture<'a, Resu
     })
 }
 
-fn cancel_task<'a>(rt: &'a Runtime, _: &'a str, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+fn cancel_task<'a>(rt: &'a Runtime, _: Caller<'a>, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
     Box::pin(async move {
         let Id { id } = parse(args)?;
         Ok(json!({ "cancelled": rt.db.job_remove(id).map_err(|e| e.to_string())? }))
@@ -215,7 +235,7 @@ struct Name {
     name: String,
 }
 
-fn read_skill<'a>(rt: &'a Runtime, _: &'a str, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+fn read_skill<'a>(rt: &'a Runtime, _: Caller<'a>, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
     Box::pin(async move {
         let Name { name } = parse(args)?;
         crate::knowledge::instructions(&rt.paths.skills_dir(), &name)
@@ -227,7 +247,7 @@ fn read_skill<'a>(rt: &'a Runtime, _: &'a str, args: &'a str) -> BoxFuture<'a, R
 /// What `skill_script` with only a name answers: how to write a script skill.
 pub const SCRIPT_GUIDE: &str = r#"A script skill is one JavaScript file, run in a sandbox with only the rights the owner grants.
 Declare `const manifest = { name, description, tools: [{ name, description, parameters }], capabilities }` and one function per tool, named as the tool, taking the arguments object and returning a string or a JSON value.
-- tool names: letters, digits, `_`; `parameters`: a JSON Schema object (add "x-risk": "read" to a tool that only reads).
+- names: a-z, 0-9, `-` and `_` (no `__`, no `_` at either end; the skill's and a tool's together at most 62); `parameters`: a JSON Schema object (add "x-risk": "read" to a tool that only reads).
 - capabilities: { http: [{ url: "https://api.example.com/v1/", methods: ["GET"], headers: { authorization: "Bearer {API_KEY}" } }], secrets: [], kv: true, notify: true, memory_read: true, memory_write: true } (ask only for what you need; a secret appears only as {NAME} in a rule's url or headers, filled in by the host).
 - API (synchronous): kv.get(key) → string|null, kv.set(key, value), kv.delete(key), kv.list(prefix); fetch(url, { method, headers, body }) → { status, headers, text }; config.get(key); memory.search(query, limit), memory.save(text, tags); notify.send(text); hmac(secret, data) → hex; log(...).
 - A denied call throws an Error with `code` "denied" (others: "invalid-input", "not-found", "failed"); catch it to explain.
@@ -253,7 +273,7 @@ struct ScriptTest {
 /// Draft, test and propose a script skill. A proposal's summary comes back
 /// as `proposal`, written by the host from the manifest it read, for the
 /// chat to show the owner (not the model's account of it).
-fn skill_script<'a>(rt: &'a Runtime, _: &'a str, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
+fn skill_script<'a>(rt: &'a Runtime, _: Caller<'a>, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
     Box::pin(async move {
         let a: Script = parse(args)?;
         let Some(source) = a.source else { return Ok(Value::String(SCRIPT_GUIDE.into())) };

@@ -460,7 +460,8 @@ pub(crate) enum PairingCommand {
         /// The riskiest tools they may cause: read, write, send or spend.
         #[arg(long, value_name = "RISK", value_parser = parse_risk)]
         tools: Option<wasiclaw::approvals::Risk>,
-        /// `/tool SKILL.TOOL {json}` in their chat.
+        /// `/tool SKILL.TOOL {json}` in their chat, for the tools `--tools` allows and your
+        /// `[tools]` policy lets run unasked. Approving skills stays yours alone.
         #[arg(long)]
         direct_tools: bool,
     },
