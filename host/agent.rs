@@ -359,6 +359,20 @@ impl Agent {
 
     /// Handle one message from `who` in session `key`.
     pub async fn turn_as(&self, key: &str, input: &str, who: &Who, emit: Emit<'_>) -> Result<TurnReply, AgentError> {
+        self.turn_with(key, input, None, who, emit).await
+    }
+
+    /// [`Agent::turn_as`], with `data` (source, text) after the message:
+    /// what a tool said, as a scheduled task's check. It goes in marked as
+    /// data and makes the conversation untrusted.
+    pub async fn turn_with(
+        &self,
+        key: &str,
+        input: &str,
+        data: Option<(&str, &str)>,
+        who: &Who,
+        emit: Emit<'_>,
+    ) -> Result<TurnReply, AgentError> {
         let done = |text: String| Ok(TurnReply { text, stopped: None });
         let lock = self.locks.lock().unwrap().entry(key.to_string()).or_default().clone();
         let _guard = lock.lock().await;
@@ -396,7 +410,14 @@ impl Agent {
             _ => {}
         }
         let Some(llm) = &self.llm else { return done(self.no_model.clone()) };
-        session.messages.push(Message::User { text: input.to_string() });
+        let text = match data {
+            Some((source, body)) => {
+                session.untrusted = true;
+                format!("{input}\n\n{}", as_data(source, body))
+            }
+            None => input.to_string(),
+        };
+        session.messages.push(Message::User { text });
         let mut spent = Totals::default();
         // Only what the model said enters the conversation; host replies
         // (budget spent, model unreachable) are shown but not replayed.

@@ -85,7 +85,8 @@ impl Scheduler<'_> {
             tokens: 0,
             delivered: false,
         };
-        let mut prompt_extra = String::new();
+        // What the check said: a skill's output, so data, not instructions.
+        let mut checked: Option<(String, String)> = None;
         // Unattended runs use only builds the owner approved: a swapped
         // component waits for `skills approve` instead of running on a schedule.
         let unapproved = job
@@ -108,9 +109,7 @@ impl Scheduler<'_> {
                     run.status = RunStatus::Idle;
                     run.output = format!("check {}.{}: nothing to do", check.skill, check.tool);
                 }
-                Ok(o) if o.ok => {
-                    prompt_extra = format!("\n\nThe check {}.{} reported:\n{}", check.skill, check.tool, o.output)
-                }
+                Ok(o) if o.ok => checked = Some((format!("{}.{}", check.skill, check.tool), o.output)),
                 Ok(o) => {
                     run.status = RunStatus::Failed;
                     run.output = format!("check failed: {o}");
@@ -129,10 +128,15 @@ impl Scheduler<'_> {
                 }
                 Action::Prompt { text } => {
                     let before = rt.db.session(&job.target)?.usage.tokens();
-                    let prompt = format!("[scheduled task #{} \"{}\"] {text}{prompt_extra}", job.id, job.name);
+                    let mut prompt = format!("[scheduled task #{} \"{}\"] {text}", job.id, job.name);
+                    if let Some((check, _)) = &checked {
+                        prompt.push_str(&format!("\n\nThe check {check} reported:"));
+                    }
+                    let data = checked.as_ref().map(|(check, out)| (check.as_str(), out.as_str()));
                     // Nobody is there to answer a question: a call that needs
                     // one stops the run, and the record says why.
-                    match self.agent.turn_as(&job.target, &prompt, &crate::agent::Who::Unattended, &|_| {}).await {
+                    let who = crate::agent::Who::Unattended;
+                    match self.agent.turn_with(&job.target, &prompt, data, &who, &|_| {}).await {
                         Ok(reply) => {
                             if reply.stopped.is_some() {
                                 run.status = RunStatus::Stopped;
