@@ -8,6 +8,8 @@
 //!   ticks race.
 //! - A run that was in progress when the process died is marked
 //!   `interrupted` at start-up and never re-run.
+//! - Each job keeps its newest [`RUNS_KEPT`] runs, each result at most
+//!   [`RUN_OUTPUT_MAX`] bytes, so history is bounded however often it runs.
 
 use crate::cron::Cron;
 use crate::store::{Store, StoreError};
@@ -20,6 +22,15 @@ const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 /// (job id, fire time ms) → run record.
 const RUNS: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("job_runs");
 const SCHED_META: TableDefinition<&str, u64> = TableDefinition::new("scheduler_meta");
+
+/// Runs kept per job, the newest: a job every second would otherwise fill
+/// the disk, and every listing reads them all. Dropping old records never
+/// lets an occurrence fire again: a claim needs the job's `next_ms`, which
+/// only moves forward.
+pub const RUNS_KEPT: usize = 100;
+/// The most of a run's result that is kept and delivered: a tool's result
+/// may be `output_kb` (1 MiB), and a job may run every second.
+pub const RUN_OUTPUT_MAX: usize = 16 * 1024;
 
 /// A fire later than this after its time counts as missed.
 pub(crate) const GRACE_MS: i64 = 60_000;
@@ -296,12 +307,13 @@ impl Store {
     pub fn runs(&self, job: Option<u64>, limit: usize) -> Result<Vec<Run>, ScheduleError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(RUNS)?;
+        let entries = match job {
+            Some(j) => table.range((j, i64::MIN)..=(j, i64::MAX))?,
+            None => table.iter()?,
+        };
         let mut out: Vec<Run> = Vec::new();
-        for entry in table.iter()? {
-            let run: Run = serde_json::from_slice(entry?.1.value())?;
-            if job.is_none_or(|j| j == run.job) {
-                out.push(run);
-            }
+        for entry in entries {
+            out.push(serde_json::from_slice(entry?.1.value())?);
         }
         out.sort_by_key(|r| std::cmp::Reverse((r.started_ms, r.fire_ms)));
         out.truncate(limit);
@@ -353,7 +365,19 @@ impl Store {
     /// Record how a claimed run ended.
     pub fn finish_run(&self, run: &Run) -> Result<(), ScheduleError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(RUNS)?.insert((run.job, run.fire_ms), serde_json::to_vec(run)?.as_slice())?;
+        {
+            let mut runs = txn.open_table(RUNS)?;
+            runs.insert((run.job, run.fire_ms), serde_json::to_vec(run)?.as_slice())?;
+            let old = runs
+                .range((run.job, i64::MIN)..=(run.job, i64::MAX))?
+                .rev()
+                .skip(RUNS_KEPT)
+                .map(|e| e.map(|(k, _)| k.value()))
+                .collect::<Result<Vec<_>, _>>()?;
+            for key in old {
+                runs.remove(key)?;
+            }
+        }
         self.commit(txn)?;
         Ok(())
     }

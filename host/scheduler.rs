@@ -162,6 +162,7 @@ impl Scheduler<'_> {
                 },
             }
         }
+        run.output = crate::text::truncate(&run.output, crate::jobs::RUN_OUTPUT_MAX);
         if run.status != RunStatus::Idle {
             run.delivered = self.deliver(job, &run.output);
         }

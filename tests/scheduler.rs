@@ -255,3 +255,26 @@ async fn jobs_name_only_tools_that_exist_and_a_prompt_without_a_model_is_skipped
     assert!(runs[0].output.contains("No model is configured"), "{}", runs[0].output);
     drop(env);
 }
+
+/// A job may run every second and a tool may return `output_kb`: what its
+/// runs leave behind is bounded, kept and delivered alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_tool_cannot_fill_the_disk_with_its_results() {
+    // `hostile.flood` returns 8 MiB, which this cap lets through.
+    let (env, agent) = setup("[limits]\noutput_kb = 9000", &["hostile"]).await;
+    let job = agent.rt.schedule(tool_job("every 1s", "hostile.flood", "{}"), 0).unwrap();
+    let s = Scheduler { agent: &agent };
+    for second in 1..=120 {
+        let runs = s.tick(Timestamp::from_second(second).unwrap()).await.unwrap();
+        assert_eq!(runs.len(), 1, "second {second}: {runs:?}");
+        assert_eq!(runs[0].status, RunStatus::Ok, "{}", wasiclaw::text::truncate(&runs[0].output, 300));
+    }
+    let runs = agent.rt.db.runs(Some(job.id), usize::MAX).unwrap();
+    assert_eq!(runs.len(), wasiclaw::jobs::RUNS_KEPT);
+    assert_eq!(runs[0].fire_ms, 120_000, "the newest are kept");
+    assert!(runs.iter().all(|r| r.output.len() < 17 << 10 && r.output.ends_with("bytes]")), "a result was kept whole");
+    let told = agent.rt.notifications(1000).unwrap();
+    assert!(told.iter().all(|n| n.text.len() < 17 << 10), "a result was delivered whole");
+    let db = std::fs::metadata(env.path().join("wasiclaw.redb")).unwrap().len();
+    assert!(db < 32 << 20, "120 runs of an 8 MiB result left a {db}-byte database");
+}
