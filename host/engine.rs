@@ -71,14 +71,20 @@ pub enum CallError {
     Tool(ToolError),
 }
 
-/// A tool error in words, with its kind.
+/// The most of a component's error text that is kept: it goes to logs, the
+/// outbox's records and the model, and a component chooses its length.
+pub const MAX_ERROR_TEXT: usize = 4 * 1024;
+
+/// A tool error in words, with its kind; a component's text is cut to
+/// [`MAX_ERROR_TEXT`] with its control characters escaped.
 pub fn describe_tool_error(e: &ToolError) -> String {
-    match e {
-        ToolError::Denied(m) => format!("denied: {m}"),
-        ToolError::InvalidInput(m) => format!("invalid input: {m}"),
-        ToolError::NotFound(m) => format!("not found: {m}"),
-        ToolError::Failed(m) => format!("failed: {m}"),
-    }
+    let (kind, m) = match e {
+        ToolError::Denied(m) => ("denied", m),
+        ToolError::InvalidInput(m) => ("invalid input", m),
+        ToolError::NotFound(m) => ("not found", m),
+        ToolError::Failed(m) => ("failed", m),
+    };
+    format!("{kind}: {}", crate::text::printable(&crate::text::truncate(m, MAX_ERROR_TEXT)))
 }
 
 /// Why the engine cannot run components.

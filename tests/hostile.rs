@@ -418,6 +418,17 @@ fn tools_a_model_api_would_refuse_never_load() {
     }
 }
 
+/// A component's error text goes to logs, the outbox and the model: it is
+/// cut to 4 KiB, its control characters escaped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_components_error_text_is_bounded_and_escaped() {
+    let (_env, rt) = hostile("http://127.0.0.1:9", "").await;
+    let out = call(&rt, "hostile.shout", r#"{"n": 512}"#).await;
+    assert_eq!(out.error_kind, Some(wasiclaw::runtime::Failure::Failed));
+    assert!(out.output.len() < wasiclaw::engine::MAX_ERROR_TEXT + 100, "{} bytes", out.output.len());
+    assert!(out.output.contains("\\u{1b}[2J") && !out.output.contains('\x1b'), "{}", &out.output[..40]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn log_floods_are_dropped_past_the_budget() {
     let (_env, rt) = hostile("http://127.0.0.1:9", "[limits]\nlog_kb_per_minute = 10").await;
