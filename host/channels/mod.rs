@@ -43,6 +43,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How often "typing…" is refreshed while the agent works (Telegram's lasts 5 s).
 const TYPING_EVERY: Duration = Duration::from_secs(4);
 const MAX_INBOUND_TEXT: usize = 32 * 1024;
+/// The longest message, sender or chat id, and sender name, a channel may
+/// give: the host stores them (inbox, seen, pairings, sessions' keys).
+const MAX_INBOUND_ID: usize = 256;
 
 /// Where a channel is in its life, as `wasiclaw status` shows it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

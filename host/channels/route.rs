@@ -3,7 +3,10 @@
 //! reply, and the outbox worker that sends, retries and keeps each chat in
 //! order.
 
-use super::{Answer, Call, ChannelError, Channels, MAX_BACKOFF, MAX_INBOUND_TEXT, PRUNE_EVERY, TYPING_EVERY, invoke};
+use super::{
+    Answer, Call, ChannelError, Channels, MAX_BACKOFF, MAX_INBOUND_ID, MAX_INBOUND_TEXT, PRUNE_EVERY, TYPING_EVERY,
+    invoke,
+};
 use crate::agent::{Event, Who};
 use crate::config::Groups;
 use crate::contract::Inbound;
@@ -22,10 +25,16 @@ impl Channels {
         let db = &self.rt().db;
         let cfg = self.rt().config.channels.get(name).cloned().unwrap_or_default();
         let mut dropped = 0;
-        for m in messages {
+        for mut m in messages {
+            let ids = [&m.message_id, &m.sender_id, &m.chat_id];
+            if ids.iter().any(|id| id.len() > MAX_INBOUND_ID) {
+                tracing::warn!("{name}: a message with an id over {MAX_INBOUND_ID} bytes was dropped");
+                continue;
+            }
             if m.text.trim().is_empty() || m.text.len() > MAX_INBOUND_TEXT || db.seen(name, &m.message_id)? {
                 continue;
             }
+            m.sender_name = crate::text::truncate(&m.sender_name, MAX_INBOUND_ID);
             // Group chatter not meant for the bot is neither stored nor
             // answered, not even with a pairing code; nor marked seen, since
             // a platform may deliver the same message again as a mention.
