@@ -276,6 +276,30 @@ pub enum ChannelAnswer {
     Typing,
 }
 
+impl ChannelAnswer {
+    /// Its size in bytes, held to `output_kb` like a tool's result.
+    pub fn size(&self) -> usize {
+        let messages = |ms: &[Inbound]| -> usize {
+            ms.iter()
+                .map(|m| m.chat_id.len() + m.sender_id.len() + m.sender_name.len() + m.text.len() + m.message_id.len())
+                .sum()
+        };
+        let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        match self {
+            ChannelAnswer::Described(_) | ChannelAnswer::Typing => 0,
+            ChannelAnswer::Poll(ms, cursor) => messages(ms) + text(cursor),
+            ChannelAnswer::Webhook(r) => {
+                let headers: usize = r.response.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+                headers + r.response.body.len() + messages(&r.messages)
+            }
+            ChannelAnswer::Socket(r) => {
+                r.send.iter().map(String::len).sum::<usize>() + messages(&r.messages) + text(&r.url) + text(&r.state)
+            }
+            ChannelAnswer::Sent(id) => id.len(),
+        }
+    }
+}
+
 impl ChannelGuest {
     /// Prepare a channel speaking contract `version`.
     pub fn new(pre: InstancePre<SkillState>, version: &str) -> wasmtime::Result<Self> {

@@ -126,7 +126,9 @@ async fn invoke(rt: &Runtime, name: &str, call: Call) -> Result<(Answer, HostCtx
     let answer = rt.engine.guarded(&mut store, move |store| Box::pin(async move { pre.call(store, call).await })).await;
     // The host's own denial says what to grant; prefer it to the guest's words.
     let denied = ctx.denials.lock().unwrap().first().cloned();
+    let cap = rt.engine.limits().output_bytes();
     match (answer, denied) {
+        (Ok(Ok(answer)), _) if answer.size() > cap => Err(CallError::Output(answer.size(), cap).into()),
         (Ok(Ok(answer)), _) => Ok((answer, ctx)),
         (Ok(Err(_)) | Err(_), Some(denial)) => Err(ChannelError::Denied(denial)),
         (Ok(Err(e)), None) => Err(CallError::Tool(e).into()),
