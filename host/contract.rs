@@ -277,25 +277,26 @@ pub enum ChannelAnswer {
 }
 
 impl ChannelAnswer {
-    /// Its size in bytes, held to `output_kb` like a tool's result.
-    pub fn size(&self) -> usize {
-        let messages = |ms: &[Inbound]| -> usize {
+    /// Its size in bytes and the messages in it, which the host bounds.
+    pub fn size(&self) -> (usize, usize) {
+        let bytes = |ms: &[Inbound]| -> usize {
             ms.iter()
                 .map(|m| m.chat_id.len() + m.sender_id.len() + m.sender_name.len() + m.text.len() + m.message_id.len())
                 .sum()
         };
         let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
         match self {
-            ChannelAnswer::Described(_) | ChannelAnswer::Typing => 0,
-            ChannelAnswer::Poll(ms, cursor) => messages(ms) + text(cursor),
+            ChannelAnswer::Described(_) | ChannelAnswer::Typing => (0, 0),
+            ChannelAnswer::Poll(ms, cursor) => (bytes(ms) + text(cursor), ms.len()),
             ChannelAnswer::Webhook(r) => {
                 let headers: usize = r.response.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-                headers + r.response.body.len() + messages(&r.messages)
+                (headers + r.response.body.len() + bytes(&r.messages), r.messages.len())
             }
             ChannelAnswer::Socket(r) => {
-                r.send.iter().map(String::len).sum::<usize>() + messages(&r.messages) + text(&r.url) + text(&r.state)
+                let sent: usize = r.send.iter().map(String::len).sum();
+                (sent + bytes(&r.messages) + text(&r.url) + text(&r.state), r.messages.len())
             }
-            ChannelAnswer::Sent(id) => id.len(),
+            ChannelAnswer::Sent(id) => (id.len(), 0),
         }
     }
 }

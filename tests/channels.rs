@@ -180,9 +180,11 @@ async fn a_channel_that_floods_the_inbox_fills_only_its_share() {
     // Ids the host would store, 4 KiB each: none is taken.
     assert_eq!(hook("p?n=10&chats=1&pad=4").await.unwrap().status(), 200);
     assert_eq!(channel_status(&env, "hostile-channel")["received"], 0, "a message with 4 KiB ids was stored");
-    // 100,000 messages in one answer: over `output_kb`, refused whole.
-    assert_ne!(hook("big?n=100000").await.unwrap().status(), 200);
-    assert_eq!(channel_status(&env, "hostile-channel")["received"], 0, "an answer over output_kb was taken");
+    // An answer of 1,001 messages: refused whole.
+    assert_ne!(hook("big?n=1001").await.unwrap().status(), 200);
+    // 1,000 messages of 10 KiB: over 8 MiB, refused whole.
+    assert_ne!(hook("huge?n=1000&pad=5").await.unwrap().status(), 200);
+    assert_eq!(channel_status(&env, "hostile-channel")["received"], 0, "an answer of 1,001 messages was taken");
     // 100 messages in one chat: that chat's share is taken.
     assert_eq!(hook("a?n=100&chats=1").await.unwrap().status(), 200);
     let status = channel_status(&env, "hostile-channel");

@@ -115,7 +115,17 @@ pub enum ChannelError {
     /// The host refused something the component asked for.
     #[error("host denied {0}")]
     Denied(String),
+    /// An answer over [`MAX_ANSWER_BYTES`] or [`MAX_ANSWER_MESSAGES`].
+    #[error("answered {0} bytes in {1} messages; a channel may answer at most 8 MiB and 1,000 messages at once")]
+    TooBig(usize, usize),
 }
+
+/// The most a channel may answer in one call. Fixed, not `output_kb`: a
+/// real platform's batch (100 Telegram updates of 4,096 emoji) can pass
+/// 1 MiB, and a refused batch is asked for again, so it must fit.
+const MAX_ANSWER_BYTES: usize = 8 << 20;
+/// The most messages in one answer: each costs dedup and pairing reads.
+const MAX_ANSWER_MESSAGES: usize = 1000;
 
 /// Run one call in a fresh sandbox with the channel's effective rights.
 async fn invoke(rt: &Runtime, name: &str, call: Call) -> Result<(Answer, HostCtx), ChannelError> {
@@ -126,10 +136,13 @@ async fn invoke(rt: &Runtime, name: &str, call: Call) -> Result<(Answer, HostCtx
     let answer = rt.engine.guarded(&mut store, move |store| Box::pin(async move { pre.call(store, call).await })).await;
     // The host's own denial says what to grant; prefer it to the guest's words.
     let denied = ctx.denials.lock().unwrap().first().cloned();
-    let cap = rt.engine.limits().output_bytes();
     match (answer, denied) {
-        (Ok(Ok(answer)), _) if answer.size() > cap => Err(CallError::Output(answer.size(), cap).into()),
-        (Ok(Ok(answer)), _) => Ok((answer, ctx)),
+        (Ok(Ok(answer)), _) => match answer.size() {
+            (bytes, messages) if bytes > MAX_ANSWER_BYTES || messages > MAX_ANSWER_MESSAGES => {
+                Err(ChannelError::TooBig(bytes, messages))
+            }
+            _ => Ok((answer, ctx)),
+        },
         (Ok(Err(_)) | Err(_), Some(denial)) => Err(ChannelError::Denied(denial)),
         (Ok(Err(e)), None) => Err(CallError::Tool(e).into()),
         (Err(e), None) => Err(e.into()),
