@@ -395,7 +395,7 @@ impl Agent {
                     lines.join("\n")
                 });
             }
-            "/usage" => return done(self.usage_text(&session)?),
+            "/usage" => return done(self.usage_text(&session, who)?),
             "/context" => return done(self.context_text(&session, who)),
             "/tool" if !who.direct_tools() => {
                 return done("Only the owner can call tools directly here.".into());
@@ -827,25 +827,24 @@ impl Agent {
         lines.join("\n")
     }
 
-    fn usage_text(&self, session: &Session) -> Result<String, StoreError> {
+    /// `/usage`: this session's; the day's totals and budget are the
+    /// owner's business, so a paired person sees only their own session.
+    fn usage_text(&self, session: &Session, who: &Who) -> Result<String, StoreError> {
+        let mine = format!(
+            "this session: {} tokens in, {} out, ${:.4}, {} model calls",
+            session.usage.input, session.usage.output, session.usage.cost, session.usage.calls
+        );
+        if !who.is_owner() {
+            return Ok(mine);
+        }
         let today = self.rt.db.usage_today()?;
         let budget = match self.cfg.daily_token_budget {
             0 => "no daily budget".to_string(),
             b => format!("daily budget {b} tokens, {} left", b.saturating_sub(today.tokens())),
         };
-        Ok(format!(
-            "this session: {} tokens in, {} out, ${:.4}, {} model calls\ntoday: {} tokens in, {} out, ${:.4}; {budget}",
-            session.usage.input,
-            session.usage.output,
-            session.usage.cost,
-            session.usage.calls,
-            today.input,
-            today.output,
-            today.cost
-        ))
+        Ok(format!("{mine}\ntoday: {} tokens in, {} out, ${:.4}; {budget}", today.input, today.output, today.cost))
     }
 
-    /// `/tool SKILL.TOOL {json}`: no model involved.
     /// `/tool SKILL.TOOL {json}`. The owner's own command runs as typed;
     /// a paired person's is held to their scope and the owner's policy,
     /// as if their model had made it (but nothing untrusted was read).

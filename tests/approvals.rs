@@ -306,6 +306,8 @@ async fn a_paired_non_admin_gets_no_memory_no_direct_tools_and_only_reads() {
     let guest = Who::Person { admin: false, scope: Scope::default() };
     let (reply, _) = turn(&agent, "/tool notes.list {}", &guest, None).await;
     assert!(reply.contains("Only the owner"), "{reply}");
+    let (reply, _) = turn(&agent, "/usage", &guest, None).await;
+    assert!(reply.starts_with("this session:") && !reply.contains("today"), "the owner's day was shown: {reply}");
     turn(&agent, "what do you know about the owner?", &guest, None).await;
     let first = &llm.requests()[0];
     let tools: Vec<String> =
