@@ -13,6 +13,11 @@
 //!   and [`INBOX_PER_CHANNEL`] of one channel wait at once. A chat that
 //!   floods (or a channel that makes messages up) fills its own share, not
 //!   the disk, and does not keep other chats from being heard.
+//! - The outbox is bounded too: a channel keeps at most
+//!   [`OUTBOX_PER_CHANNEL`] messages waiting, the oldest going in the
+//!   commit that queues a new one. Replies, job results and notices go to a
+//!   channel however long it refuses them, so without the bound a dead
+//!   platform or a channel that fails every send would fill the disk.
 
 use crate::store::{Store, StoreError, next_id, now_ms};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -32,6 +37,10 @@ pub const NOTIFICATIONS_KEPT: u64 = 1000;
 pub const INBOX_PER_CHAT: usize = 50;
 /// Messages of one channel that may wait for the agent at once.
 pub const INBOX_PER_CHANNEL: usize = 500;
+
+/// Messages waiting to be sent through one channel. The oldest go first:
+/// after weeks down, the newest replies matter most.
+pub const OUTBOX_PER_CHANNEL: usize = 1000;
 
 /// What became of a received message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -289,6 +298,30 @@ fn enqueue(
     reply_to: Option<String>,
 ) -> Result<u64, StoreError> {
     let mut table = txn.open_table(OUTBOX)?;
+    // Only a long outbox is read: under the bound in all, no channel is full.
+    if table.len()? >= OUTBOX_PER_CHANNEL as u64 {
+        #[derive(Deserialize)]
+        struct Head {
+            id: u64,
+            channel: String,
+        }
+        let mut waiting = Vec::new();
+        for entry in table.iter()? {
+            let head: Head = serde_json::from_slice(entry?.1.value())?;
+            if head.channel == channel {
+                waiting.push(head.id);
+            }
+        }
+        let over = (waiting.len() + 1).saturating_sub(OUTBOX_PER_CHANNEL);
+        for id in &waiting[..over] {
+            table.remove(id)?;
+        }
+        if over > 0 {
+            tracing::warn!(
+                "channel {channel}: {over} unsent message(s) dropped, the oldest: {OUTBOX_PER_CHANNEL} wait to be sent already"
+            );
+        }
+    }
     let id = next_id(&table)?;
     let item = OutboxItem {
         id,
@@ -321,4 +354,28 @@ pub fn approve(db: &Store, code: &str, admin: bool) -> Result<Option<crate::pair
         db.outbox_enqueue(&p.channel, &p.chat_id, "You're paired: I'll answer you here from now on. Say hello!")?;
     }
     Ok(approved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A channel refusing every send keeps its newest messages waiting, up
+    /// to the bound; another channel's are untouched.
+    #[test]
+    fn a_channel_keeps_at_most_its_share_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::open(&dir.path().join("db.redb"), &[create_tables]).unwrap();
+        db.outbox_enqueue("other", "c", "keep me").unwrap();
+        for i in 0..OUTBOX_PER_CHANNEL + 5 {
+            db.outbox_enqueue("dead", "c", &format!("reply {i}")).unwrap();
+        }
+        db.inbox_done(0, Some(("dead", "c", "last", None))).unwrap();
+        let dead = db.outbox(Some("dead")).unwrap();
+        assert_eq!(dead.len(), OUTBOX_PER_CHANNEL);
+        assert_eq!(dead[0].text, "reply 6", "the oldest go first");
+        assert_eq!(dead.last().unwrap().text, "last");
+        let other = db.outbox(Some("other")).unwrap();
+        assert_eq!(other.iter().map(|i| i.text.as_str()).collect::<Vec<_>>(), ["keep me"]);
+    }
 }

@@ -12,7 +12,9 @@
 //!   inbox, the agent or a session (see `pairing.rs`).
 //! - A reply is queued in the outbox in the same transaction that retires
 //!   its inbox entry; sending retries with backoff, piece by piece, and
-//!   messages to one chat leave in order. Nothing is dropped on failure.
+//!   messages to one chat leave in order. Nothing is dropped on failure,
+//!   except the oldest once a channel has `queue::OUTBOX_PER_CHANNEL`
+//!   waiting (a platform down for weeks, or a channel refusing every send).
 //! - A channel that fails (a trap, a denial, a dead connection) is
 //!   restarted with backoff and shown in `wasiclaw status`; other channels
 //!   and the agent are untouched.
