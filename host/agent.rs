@@ -359,17 +359,19 @@ impl Agent {
 
     /// Handle one message from `who` in session `key`.
     pub async fn turn_as(&self, key: &str, input: &str, who: &Who, emit: Emit<'_>) -> Result<TurnReply, AgentError> {
-        self.turn_with(key, input, None, who, emit).await
+        self.turn_with(key, input, None, false, who, emit).await
     }
 
     /// [`Agent::turn_as`], with `data` (source, text) after the message:
     /// what a tool said, as a scheduled task's check. It goes in marked as
-    /// data and makes the conversation untrusted.
+    /// data and makes the conversation untrusted, as `untrusted` does (a
+    /// task asked for in a conversation that held untrusted content).
     pub async fn turn_with(
         &self,
         key: &str,
         input: &str,
         data: Option<(&str, &str)>,
+        untrusted: bool,
         who: &Who,
         emit: Emit<'_>,
     ) -> Result<TurnReply, AgentError> {
@@ -417,6 +419,7 @@ impl Agent {
             }
             None => input.to_string(),
         };
+        session.untrusted |= untrusted;
         session.messages.push(Message::User { text });
         let mut spent = Totals::default();
         // Only what the model said enters the conversation; host replies

@@ -127,6 +127,10 @@ pub struct Job {
     pub next_ms: Option<i64>,
     /// When it was added (Unix ms).
     pub created_ms: i64,
+    /// Made in a conversation that held untrusted content: its runs start
+    /// untrusted too, so its prompt cannot write unasked after `/new`.
+    #[serde(default)]
+    pub untrusted: bool,
 }
 
 /// One fire of a job.
@@ -425,6 +429,9 @@ pub struct NewJob {
     pub missed: Option<Missed>,
     /// A short name for lists.
     pub name: Option<String>,
+    /// Asked for in a conversation that held untrusted content.
+    #[serde(default)]
+    pub untrusted: bool,
 }
 
 pub(crate) fn tool_ref(spec: &str) -> Result<(String, String), ScheduleError> {

@@ -656,7 +656,18 @@ impl Runtime {
             Action::Tool { skill, tool, .. } => format!("{skill}.{tool}"),
         });
         let chat = if new.chat.is_empty() { "terminal:default".to_string() } else { new.chat.clone() };
-        let job = Job { id: 0, name, when, action, target: chat, check, missed, next_ms, created_ms: now_ms };
+        let job = Job {
+            id: 0,
+            name,
+            when,
+            action,
+            target: chat,
+            check,
+            missed,
+            next_ms,
+            created_ms: now_ms,
+            untrusted: new.untrusted,
+        };
         let job = self.db.job_add(job)?;
         self.schedule_changed.notify_one();
         Ok(job)

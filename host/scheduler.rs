@@ -136,7 +136,7 @@ impl Scheduler<'_> {
                     // Nobody is there to answer a question: a call that needs
                     // one stops the run, and the record says why.
                     let who = crate::agent::Who::Unattended;
-                    match self.agent.turn_with(&job.target, &prompt, data, &who, &|_| {}).await {
+                    match self.agent.turn_with(&job.target, &prompt, data, job.untrusted, &who, &|_| {}).await {
                         Ok(reply) => {
                             if reply.stopped.is_some() {
                                 run.status = RunStatus::Stopped;

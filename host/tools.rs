@@ -66,7 +66,7 @@ pub const HOST_TOOLS: [HostTool; 8] = [
         name: "schedule_task",
         risk: Risk::Write,
         description: "Run a prompt later; the result comes to this chat. when: `every 30m`, `at 2026-12-01T08:00` or cron `0 8 * * mon-fri`.",
-        schema: r#"{"type":"object","properties":{"when":{"type":"string"},"tz":{"type":"string","description":"IANA zone"},"prompt":{"type":"string"},"check":{"type":"string","description":"SKILL.TOOL that must report something first"}},"required":["when","prompt"]}"#,
+        schema: r#"{"type":"object","properties":{"when":{"type":"string"},"tz":{"type":"string","description":"IANA zone"},"prompt":{"type":"string"},"check":{"type":"string","description":"read-only SKILL.TOOL that must report something first"}},"required":["when","prompt"]}"#,
         run: schedule_task,
     },
     HostTool {
@@ -192,10 +192,16 @@ struct Schedule {
     check: Option<String>,
 }
 
-/// A task reports back to the session that scheduled it.
+/// A task reports back to the session that scheduled it, and carries its
+/// trust: a task asked for after untrusted content runs untrusted. Its
+/// check runs unattended at every fire without the owner's policy, so the
+/// model may only pick one that reads and is allowed unasked.
 fn schedule_task<'a>(rt: &'a Runtime, caller: Caller<'a>, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
     Box::pin(async move {
         let a: Schedule = parse(args)?;
+        if let Some(check) = &a.check {
+            check_reads_unasked(rt, check)?;
+        }
         let system_tz = || jiff::tz::TimeZone::system().iana_name().unwrap_or("UTC").to_string();
         let job = crate::jobs::NewJob {
             when: a.when,
@@ -203,11 +209,31 @@ fn schedule_task<'a>(rt: &'a Runtime, caller: Caller<'a>, args: &'a str) -> BoxF
             prompt: Some(a.prompt),
             chat: caller.session.to_string(),
             check: a.check,
+            untrusted: caller.untrusted,
             ..Default::default()
         };
         let j = rt.schedule(job, jiff::Timestamp::now().as_millisecond()).map_err(|e| e.to_string())?;
         Ok(json!({ "id": j.id, "schedule": j.when.describe(), "next_run_ms": j.next_ms }))
     })
+}
+
+fn check_reads_unasked(rt: &Runtime, spec: &str) -> Result<(), String> {
+    let (skill, tool) = crate::jobs::tool_ref(spec).map_err(|e| e.to_string())?;
+    let declared = rt.registry.find(&skill).and_then(|e| e.loaded.ok()).and_then(|l| {
+        l.manifest.tools.iter().find(|t| t.name == tool).map(|t| crate::approvals::declared_risk(&t.parameters))
+    });
+    // An unknown tool is the scheduler's to name.
+    let Some(declared) = declared else { return Ok(()) };
+    match crate::approvals::rule(&rt.config.tools, spec, declared) {
+        (Risk::Read, crate::approvals::Policy::Allow) => Ok(()),
+        (risk, policy) => Err(format!(
+            "{spec} cannot be a check: a check runs unattended at every fire, so it must only read and be allowed \
+             without asking ({spec} is {}, policy {}). Schedule without a check, or ask the owner to \
+             add one with `wasiclaw cron add`.",
+            format!("{risk:?}").to_lowercase(),
+            format!("{policy:?}").to_lowercase()
+        )),
+    }
 }
 
 fn list_tasks<'a>(rt: &'a Runtime, _: Caller<'a>, _: &'a str) -> BoxFuture<'a, Result<Value, String>> {

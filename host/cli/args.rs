@@ -599,7 +599,19 @@ impl Command {
                     let tz =
                         tz.unwrap_or_else(|| jiff::tz::TimeZone::system().iana_name().unwrap_or("UTC").to_string());
                     let missed = missed.map(|m| if m == "skip" { Missed::Skip } else { Missed::RunOnce });
-                    let job = NewJob { when, tz, prompt, tool, args, chat, check, check_args, missed, name };
+                    let job = NewJob {
+                        when,
+                        tz,
+                        prompt,
+                        tool,
+                        args,
+                        chat,
+                        check,
+                        check_args,
+                        missed,
+                        name,
+                        ..Default::default()
+                    };
                     (Request::CronAdd { job }, false)
                 }
                 CronCommand::List { json } => (Request::CronList, json),

@@ -95,7 +95,9 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
                 };
                 let check = j.check.as_ref().map(|c| format!(" if {}.{}", c.skill, c.tool)).unwrap_or_default();
                 let next = time_of(j.next_ms, Some(&j.when));
-                println!("{:>4}  next {next}  {}  {what}{check} → {}", j.id, j.when.describe(), j.target);
+                // Its runs start untrusted: a write they meet stops unless allowed.
+                let mark = if j.untrusted { "  (scheduled after untrusted content)" } else { "" };
+                println!("{:>4}  next {next}  {}  {what}{check} → {}{mark}", j.id, j.when.describe(), j.target);
             }
         }
         Response::Runs(runs) => {
