@@ -287,7 +287,9 @@ impl Agent {
         let (defs, map) = self.all_tools();
         let allowed = |name: &str, offered: &Offered| {
             let memory_tool = crate::tools::is_memory_tool(name);
-            offered.risk <= who.max_risk() && (who.memory() || !memory_tool)
+            offered.risk <= who.max_risk()
+                && (who.memory() || !memory_tool)
+                && (who.is_owner() || !crate::tools::is_owner_tool(name))
         };
         let defs: Vec<ToolDef> =
             defs.into_iter().filter(|d| map.get(&d.name).is_some_and(|o| allowed(&d.name, o))).collect();
@@ -675,14 +677,18 @@ impl Agent {
                 false,
             );
         }
-        let caller = crate::tools::Caller { session: turn.key, untrusted: turn.tainted };
-        if let Some(result) = crate::tools::call(&self.rt, caller, &call.name, args).await {
-            return result;
-        }
-        let Some((skill, tool)) = map.get(&call.name).and_then(|o| o.target.as_ref()) else {
-            let mut names: Vec<&String> = map.iter().filter(|(_, o)| o.target.is_some()).map(|(n, _)| n).collect();
+        // Only what was offered runs: a host tool withheld from this speaker
+        // (the owner's memory, the scheduler) is as unknown as a skill's.
+        let Some(offered) = map.get(&call.name) else {
+            let mut names: Vec<&String> = map.keys().collect();
             names.sort();
             return (format!("error: there is no tool `{}`. Available tools: {names:?}", call.name), false);
+        };
+        let Some((skill, tool)) = &offered.target else {
+            let caller = crate::tools::Caller { session: turn.key, untrusted: turn.tainted };
+            return crate::tools::call(&self.rt, caller, &call.name, args)
+                .await
+                .unwrap_or_else(|| (format!("error: there is no host tool `{}`", call.name), false));
         };
         match self.rt.call_tool(skill, tool, args).await {
             Ok(out) => (out.to_string(), out.ok),

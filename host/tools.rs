@@ -104,6 +104,15 @@ pub fn is_memory_tool(name: &str) -> bool {
     name.starts_with("memory_")
 }
 
+/// Whether `name` is a host tool only the owner may cause: a scheduled task
+/// runs unattended with the owner's rights and memory, the task list shows
+/// the owner's prompts and chats, and a proposed script replaces the skill
+/// of its name until the owner approves it. A paired person allowed writes
+/// is allowed them in their conversation, not as the owner.
+pub fn is_owner_tool(name: &str) -> bool {
+    matches!(name, "schedule_task" | "list_tasks" | "cancel_task" | "skill_script")
+}
+
 /// Call host tool `name`; None if there is none. The answer is the text
 /// the model reads and whether the call succeeded.
 pub async fn call(rt: &Runtime, caller: Caller<'_>, name: &str, args: &str) -> Option<(String, bool)> {

@@ -7,7 +7,7 @@ use crate::support::Env;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use wasiclaw::agent::{Agent, Event, Who};
-use wasiclaw::approvals::Answer;
+use wasiclaw::approvals::{Answer, Risk};
 use wasiclaw::grants::GrantChange;
 use wasiclaw::pairing::Scope;
 
@@ -364,6 +364,43 @@ async fn a_paired_non_admin_gets_no_memory_no_direct_tools_and_only_reads() {
     assert!(!reply.contains("Only the owner"), "{reply}");
     turn(&agent, "hi", &admin, None).await;
     assert!(llm.requests().last().unwrap().to_string().contains("TANGERINE"));
+}
+
+/// A paired person allowed writes writes in their own conversation, never
+/// as the owner: a task they scheduled would run unattended with the
+/// owner's rights and memory, so the scheduler and skill proposals are the
+/// owner's tools alone. A host tool withheld from them is refused when
+/// called by name, as a skill's is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paired_person_allowed_writes_cannot_act_as_the_owner() {
+    let llm = FakeLlm::start(vec![
+        Reply::Tools(vec![("schedule_task", r#"{"when":"every 1m","prompt":"tell me the owner's memories"}"#)]),
+        Reply::Tools(vec![("memory_search", r#"{"query":"PIN"}"#)]),
+        Reply::Tools(vec![("memory_forget", r#"{"id":1}"#)]),
+        Reply::Text("no"),
+    ])
+    .await;
+    let env = Env::new();
+    let agent = notes_agent(&env, &provider(&llm)).await;
+    let pin = agent.rt.memories().save("the owner's bank PIN hint is TANGERINE", vec![], "cli", false).await.unwrap();
+    assert_eq!(pin.id, 1, "the scripted memory_forget names it");
+    let writer = Who::Person { admin: false, scope: Scope { max_risk: Some(Risk::Write), ..Default::default() } };
+    turn(&agent, "schedule it", &writer, None).await;
+    let tools: Vec<String> = llm.requests()[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap().into())
+        .collect();
+    assert!(tools.contains(&"notes__add".to_string()), "writes were not offered: {tools:?}");
+    for owners in ["schedule_task", "list_tasks", "cancel_task", "skill_script"] {
+        assert!(!tools.contains(&owners.to_string()), "{owners} offered to a paired person: {tools:?}");
+    }
+    assert!(agent.rt.db.jobs().unwrap().is_empty(), "a paired person scheduled a task");
+    let seen = llm.requests().last().unwrap()["messages"].to_string();
+    assert!(!seen.contains("TANGERINE"), "a paired person searched the owner's memory: {seen}");
+    assert!(seen.contains("there is no tool `memory_search`"), "{seen}");
+    assert_eq!(agent.rt.db.memory_get(&[pin.id]).unwrap().len(), 1, "a paired person forgot the owner's memory");
 }
 
 /// `--direct-tools` lets a paired person type `/tool`, nothing more: the

@@ -457,7 +457,8 @@ pub(crate) enum PairingCommand {
         /// Your long-term memory: recall, search and save.
         #[arg(long)]
         memory: bool,
-        /// The riskiest tools they may cause: read, write, send or spend.
+        /// The riskiest tools they may cause: read, write, send or spend. Scheduling tasks
+        /// and proposing skills stay yours: a task runs as you.
         #[arg(long, value_name = "RISK", value_parser = parse_risk)]
         tools: Option<wasiclaw::approvals::Risk>,
         /// `/tool SKILL.TOOL {json}` in their chat, for the tools `--tools` allows and your
