@@ -158,7 +158,8 @@ async fn a_channel_cannot_smuggle_or_read_secrets_through_its_websocket() {
 /// A channel decides who spoke, so a hostile one can make up any number of
 /// messages "from the owner". The inbox holds at most 50 waiting messages
 /// of a chat and 500 of a channel: the flood fills that share, not the
-/// disk, and is counted in `status`.
+/// disk, and is counted in `status`; and only a few of its chats are
+/// answered at once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_channel_that_floods_the_inbox_fills_only_its_share() {
     use wasiclaw::queue::{INBOX_PER_CHANNEL, INBOX_PER_CHAT};
@@ -197,4 +198,16 @@ async fn a_channel_that_floods_the_inbox_fills_only_its_share() {
     assert_eq!(status["dropped"], 1100 - INBOX_PER_CHANNEL as u64, "{status}");
     let shown = env.ok(&["status"]);
     assert!(shown.contains("600 dropped (inbox full)"), "{shown}");
+    // 451 chats wait, and the channel answers TURNS_AT_ONCE at a time: the
+    // model (silent here) is asked that many times at once, not 451.
+    silent.set_nonblocking(true).unwrap();
+    let mut asked = Vec::new();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < until {
+        match silent.accept() {
+            Ok((request, _)) => asked.push(request),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert_eq!(asked.len(), wasiclaw::channels::TURNS_AT_ONCE, "model requests at once");
 }

@@ -48,6 +48,11 @@ const MAX_INBOUND_TEXT: usize = 32 * 1024;
 /// The longest message, sender or chat id, and sender name, a channel may
 /// give: the host stores them (inbox, seen, pairings, sessions' keys).
 const MAX_INBOUND_ID: usize = 256;
+/// Chats of one channel answered at once; the rest wait their turn, in
+/// order. Each turn holds a model request, its session and its tool calls,
+/// and a channel can make up 500 waiting chats, so without this a flood
+/// would run 500 turns at once (the board's memory, the day's tokens).
+pub const TURNS_AT_ONCE: usize = 4;
 
 /// Where a channel is in its life, as `wasiclaw status` shows it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +166,9 @@ pub struct Channels {
     /// (channel, chat) pairs a task is answering. Shared across restarts
     /// of a channel so a replaced worker never answers a message twice.
     busy: Mutex<HashSet<(String, String)>>,
+    /// Per channel: places for turns running at once ([`TURNS_AT_ONCE`]),
+    /// shared across restarts like `busy`.
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// What `wasiclaw status` shows of each channel.
     board: Mutex<BTreeMap<String, ChannelStatus>>,
 }
@@ -168,7 +176,13 @@ pub struct Channels {
 impl Channels {
     /// Channels of the daemon running `agent`.
     pub fn new(agent: Arc<Agent>) -> Arc<Self> {
-        Arc::new(Channels { agent, running: Mutex::default(), busy: Mutex::default(), board: Mutex::default() })
+        Arc::new(Channels {
+            agent,
+            running: Mutex::default(),
+            busy: Mutex::default(),
+            turns: Mutex::default(),
+            board: Mutex::default(),
+        })
     }
 
     /// Every channel's status, by name.

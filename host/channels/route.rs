@@ -4,8 +4,8 @@
 //! order.
 
 use super::{
-    Answer, Call, ChannelError, Channels, MAX_BACKOFF, MAX_INBOUND_ID, MAX_INBOUND_TEXT, PRUNE_EVERY, TYPING_EVERY,
-    invoke,
+    Answer, Call, ChannelError, Channels, MAX_BACKOFF, MAX_INBOUND_ID, MAX_INBOUND_TEXT, PRUNE_EVERY, TURNS_AT_ONCE,
+    TYPING_EVERY, invoke,
 };
 use crate::agent::{Event, Who};
 use crate::config::Groups;
@@ -18,6 +18,7 @@ use crate::store::now_ms;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 impl Channels {
     /// Admit messages from the platform: dedup, pairing, then the inbox.
@@ -154,6 +155,16 @@ impl Channels {
                     break;
                 }
             };
+            // A place among the channel's turns, taken per message so one
+            // busy chat does not keep the others waiting for all of its own.
+            let places = self
+                .turns
+                .lock()
+                .unwrap()
+                .entry(name.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(TURNS_AT_ONCE)))
+                .clone();
+            let Ok(_place) = places.acquire_owned().await else { break };
             // "typing…" goes out before the model is asked (so it shows even
             // for a quick answer), then is refreshed until the reply is ready.
             let show_typing = |rt: Arc<Runtime>, name: String, chat: String| async move {
