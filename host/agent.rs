@@ -207,7 +207,9 @@ async fn providers(rt: &Runtime, extra: Option<ProviderConfig>) -> Result<Vec<Pr
     let base = rt.config.agent.ollama_url.trim_end_matches('/').to_string();
     let probe = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build().expect("client");
     let tags: serde_json::Value = match probe.get(format!("{base}/api/tags")).send().await {
-        Ok(r) if r.status().is_success() => r.json().await.unwrap_or_default(),
+        Ok(r) if r.status().is_success() => {
+            serde_json::from_slice(&crate::llm::read_upto(r, 1 << 20).await.0).unwrap_or_default()
+        }
         _ => {
             return Err(format!(
                 "No model is configured and no Ollama answers at {base}. Add a provider to {}:\n\n\

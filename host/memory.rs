@@ -637,7 +637,12 @@ impl Embedder {
         if !resp.status().is_success() {
             return Err(format!("embeddings: HTTP {}", resp.status()));
         }
-        let v: serde_json::Value = resp.json().await.map_err(|e| format!("embeddings: {e}"))?;
+        // A vector of a few thousand numbers is tens of KiB.
+        let (body, cut) = crate::llm::read_upto(resp, 4 << 20).await;
+        if cut {
+            return Err("embeddings: the reply passed 4 MiB".into());
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("embeddings: {e}"))?;
         v["data"][0]["embedding"]
             .as_array()
             .map(|a| a.iter().filter_map(|x| x.as_f64()).map(|x| x as f32).collect())

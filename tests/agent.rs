@@ -167,6 +167,27 @@ async fn malformed_model_output_never_crashes_the_loop() {
     assert!(msgs.contains("there is no tool `nope__x`"), "{msgs}");
 }
 
+/// An endpoint that streams without end (a broken local server, or a hostile
+/// one) is read up to a bound, and the turn ends with an error that says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_that_never_ends_is_cut_off() {
+    let limit = wasiclaw::llm::reply_limit(1024) >> 10;
+    for (reply, expect) in [
+        (Reply::Endless(true), format!("passed {limit} KiB")),
+        (Reply::Endless(false), format!("passed {limit} KiB")),
+        (Reply::EndlessError, "HTTP 500".to_string()),
+    ] {
+        // A 500 is tried four times (three retries).
+        let llm = FakeLlm::start(vec![reply; 4]).await;
+        let env = Env::new();
+        let agent = agent(&env, &provider("openai", &llm.base)).await;
+        let turn = tokio::time::timeout(Duration::from_secs(60), turn(&agent, "t:1", "hi")).await;
+        let (text, _) = turn.expect("the turn never ended");
+        assert!(text.contains(&expect), "{text}");
+        assert!(text.contains("could not be reached"), "{text}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn long_sessions_are_compacted_keeping_the_latest_message() {
     let llm = FakeLlm::start((0..12).map(|_| Reply::Text("noted")).collect()).await;

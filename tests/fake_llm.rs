@@ -3,7 +3,8 @@
 //! (`POST /v1/chat/completions`) and Anthropic Messages (`POST /v1/messages`),
 //! plus Ollama's `GET /api/tags`. Each request pops the next scripted
 //! reply; a summarisation request (system prompt starting "Summarize") is
-//! answered with `SUMMARY` without touching the script.
+//! answered with `SUMMARY` without touching the script. Under `/endless/`,
+//! every request gets a body that never ends.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -27,6 +28,11 @@ pub enum Reply {
     Status(u16, Option<u64>),
     /// Never answers (a model call in progress when the process dies).
     Hang,
+    /// A 200 whose stream never ends: valid text events without end
+    /// (`true`), or bytes that never close an event (`false`).
+    Endless(bool),
+    /// An error status whose body never ends.
+    EndlessError,
 }
 
 #[derive(Clone, Default)]
@@ -107,6 +113,9 @@ fn halves(s: &str) -> (&str, &str) {
 
 async fn respond(State(shared): State<Shared>, req: Request) -> Response {
     let path = req.uri().path().to_string();
+    if path.contains("/endless/") {
+        return endless(200, false);
+    }
     if path.ends_with("/embeddings") {
         let bytes = axum::body::to_bytes(req.into_body(), 1 << 24).await.unwrap();
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -134,6 +143,8 @@ async fn respond(State(shared): State<Shared>, req: Request) -> Response {
     let (input, output) = *shared.usage.lock().unwrap();
     let anthropic = path.ends_with("/messages");
     match reply {
+        Reply::Endless(events) => endless(200, events),
+        Reply::EndlessError => endless(500, false),
         Reply::Status(code, retry_after) => {
             let mut r = Response::builder().status(code);
             if let Some(secs) = retry_after {
@@ -144,6 +155,24 @@ async fn respond(State(shared): State<Shared>, req: Request) -> Response {
         reply if anthropic => anthropic_stream(reply, input, output),
         reply => openai_stream(reply, input, output),
     }
+}
+
+fn endless(status: u16, events: bool) -> Response {
+    use futures_util::StreamExt;
+    let piece: &[u8] = if events {
+        br#"data: {"choices":[{"index":0,"delta":{"content":"more and more "},"finish_reason":null}]}
+
+"#
+    } else {
+        b"no end in sight "
+    };
+    let chunk = bytes::Bytes::from(piece.repeat(16 << 10 >> 4));
+    let body = futures_util::stream::repeat(chunk).map(Ok::<_, std::convert::Infallible>);
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(body))
+        .unwrap()
 }
 
 fn openai_stream(reply: Reply, input: u64, output: u64) -> Response {

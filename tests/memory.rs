@@ -5,6 +5,7 @@
 use crate::fake_llm::{FakeLlm, Reply};
 use crate::support::{Env, call, stderr};
 use std::sync::Arc;
+use std::time::Duration;
 use wasiclaw::agent::Agent;
 use wasiclaw::grants::{GrantChange, GrantSet};
 
@@ -78,6 +79,21 @@ async fn embeddings_find_meaning_that_keywords_miss() {
     }
     assert!(rt.db.memory_bm25("feline", 3).unwrap().is_empty(), "no keyword overlap");
     let hits = rt.memories().search("feline", 3).await.unwrap();
+    assert_eq!(hits[0].memory.text, "my cat is called Tom");
+}
+
+/// An embeddings endpoint that streams without end is read up to a bound:
+/// the memory is saved and found by its words.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_embeddings_reply_that_never_ends_is_cut_off() {
+    let llm = FakeLlm::start(vec![]).await;
+    let env = Env::new();
+    env.config(&format!("[memory.embeddings]\nbase_url = \"{}/endless/v1\"\nmodel = \"fake-embed\"", llm.base));
+    let rt = env.runtime().await;
+    let memories = rt.memories();
+    let save = memories.save("my cat is called Tom", vec![], "test", false);
+    tokio::time::timeout(Duration::from_secs(10), save).await.expect("the save never ended").unwrap();
+    let hits = rt.memories().search("cat", 3).await.unwrap();
     assert_eq!(hits[0].memory.text, "my cat is called Tom");
 }
 

@@ -6,7 +6,9 @@
 //! back to the next provider in the chain; any other error is final for
 //! that provider. Provider output is never trusted: a malformed stream is a
 //! `Protocol` error, and tool-call arguments stay raw text for the agent to
-//! validate.
+//! validate. A reply is read up to [`reply_limit`] bytes and an error body
+//! up to [`MAX_ERROR_BODY`]: a broken or hostile endpoint that streams
+//! without end gets a `Protocol` error, not the board's memory.
 
 pub mod anthropic;
 pub mod openai;
@@ -207,14 +209,14 @@ impl Provider {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let body = response.text().await.unwrap_or_default();
+            let (body, _) = read_upto(response, MAX_ERROR_BODY).await;
             return Err(LlmError::Http {
                 status: status.as_u16(),
-                body: crate::text::truncate(&body, 500),
+                body: crate::text::truncate(&String::from_utf8_lossy(&body), 500),
                 retry_after,
             });
         }
-        let mut events = Sse::new(response, timeout);
+        let mut events = Sse::new(response, timeout, reply_limit(req.max_tokens));
         match self.config.kind {
             ProviderKind::Openai => openai::read(&mut events, on_text).await,
             ProviderKind::Anthropic => anthropic::read(&mut events, on_text).await,
@@ -238,6 +240,31 @@ pub struct Llm {
     retries: u32,
     /// First backoff; doubles per attempt.
     pub backoff: Duration,
+}
+
+/// The most of an error response's body read (it is shown cut to 500 bytes).
+pub const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// Up to `max` bytes of `response`'s body, and whether there was more. A
+/// read error ends the body where it happened.
+pub async fn read_upto(mut response: reqwest::Response, max: usize) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if body.len() + chunk.len() > max {
+            body.extend_from_slice(&chunk[..max - body.len()]);
+            return (body, true);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    (body, false)
+}
+
+/// The most bytes of stream one reply of up to `max_tokens` may take. A
+/// streamed token costs a few hundred bytes of JSON framing at most, so
+/// 1 KiB a token (and 4 MiB whatever the setting) is never reached by a
+/// working provider.
+pub fn reply_limit(max_tokens: u32) -> usize {
+    (max_tokens as usize * 1024).max(4 << 20)
 }
 
 /// Longest wait honoured from `Retry-After`.
@@ -291,6 +318,12 @@ pub struct Sse {
     /// Raw bytes, `\r` removed; events end at a blank line, so a block is
     /// never cut inside a UTF-8 character.
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no event end, so each chunk is
+    /// searched once, not the whole buffer again.
+    scanned: usize,
+    /// Bytes read so far, and the most that may be.
+    read: usize,
+    limit: usize,
     timeout: Duration,
 }
 
@@ -303,15 +336,18 @@ pub struct Event {
 }
 
 impl Sse {
-    fn new(response: reqwest::Response, timeout: Duration) -> Self {
-        Sse { response, buf: Vec::new(), timeout }
+    fn new(response: reqwest::Response, timeout: Duration, limit: usize) -> Self {
+        Sse { response, buf: Vec::new(), scanned: 0, read: 0, limit, timeout }
     }
 
     /// The next event, or None at the end of the stream.
     pub async fn next(&mut self) -> Result<Option<Event>, LlmError> {
         loop {
-            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+            let from = self.scanned.saturating_sub(1);
+            self.scanned = self.buf.len();
+            if let Some(end) = self.buf[from..].windows(2).position(|w| w == b"\n\n").map(|at| from + at) {
                 let raw: Vec<u8> = self.buf.drain(..end + 2).collect();
+                self.scanned = 0;
                 let block = String::from_utf8_lossy(&raw);
                 let mut event = Event { name: None, data: String::new() };
                 for line in block.lines() {
@@ -333,7 +369,16 @@ impl Sse {
                 .await
                 .map_err(|_| LlmError::Transport(format!("no data for {:?}", self.timeout)))??;
             match chunk {
-                Some(bytes) => self.buf.extend(bytes.iter().filter(|b| **b != b'\r')),
+                Some(bytes) => {
+                    self.read += bytes.len();
+                    if self.read > self.limit {
+                        return Err(LlmError::Protocol(format!(
+                            "the reply passed {} KiB without ending; the provider sends more than max_output_tokens allows",
+                            self.limit >> 10
+                        )));
+                    }
+                    self.buf.extend(bytes.iter().filter(|b| **b != b'\r'))
+                }
                 None if self.buf.iter().all(u8::is_ascii_whitespace) => return Ok(None),
                 // A last event without its blank line.
                 None => self.buf.extend_from_slice(b"\n\n"),
