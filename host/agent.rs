@@ -3,8 +3,9 @@
 //! Invariants:
 //! - One turn at a time per session; the session (turns, summary, usage)
 //!   and today's usage are saved in one transaction at the end of a turn.
-//! - Bounded: tool rounds per turn, characters per tool result, tokens per
-//!   day. When the budget is spent the model is not called.
+//! - Bounded: tool rounds per turn, calls per round, characters per tool
+//!   result, tokens per day. When the budget is spent the model is not
+//!   called.
 //! - Context: tokens are estimated as characters / 4 (plus a small
 //!   per-message overhead). Near 3/4 of the window, older turns are
 //!   compacted into a model-written summary; the system prompt and the
@@ -114,6 +115,10 @@ struct Offered {
 
 /// Turns kept verbatim when older ones are compacted.
 const KEEP_RECENT: usize = 6;
+/// Tool calls run from one model reply. A reply may hold thousands (a
+/// broken model, or content that talked it into it), each of which may
+/// cost an embedding or a sandbox, and each result fills the next request.
+pub const MAX_CALLS_PER_REPLY: usize = 32;
 
 /// What happens during a turn, for live display.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -518,9 +523,12 @@ impl Agent {
             session.untrusted |= holds_data(&session.messages);
             let tainted = !who.is_owner() || session.untrusted;
             let turn = Turn { key, who, tainted, emit, stopped: Mutex::new(None) };
-            // Parallel tool calls: run together, answer each in order.
-            let results =
-                futures_util::future::join_all(response.tool_calls.iter().map(|c| self.call(&turn, c, &map))).await;
+            // Parallel tool calls: run together, answer each in order; past
+            // the bound, each is answered without running.
+            let (run, over) = response.tool_calls.split_at(response.tool_calls.len().min(MAX_CALLS_PER_REPLY));
+            let mut results = futures_util::future::join_all(run.iter().map(|c| self.call(&turn, c, &map))).await;
+            let not_run = format!("error: not run: at most {MAX_CALLS_PER_REPLY} tool calls per reply; call it again");
+            results.extend(over.iter().map(|_| (not_run.clone(), true)));
             for (call, (content, is_error)) in response.tool_calls.iter().zip(results) {
                 session.messages.push(Message::Tool {
                     call_id: call.id.clone(),

@@ -94,6 +94,35 @@ async fn parallel_tool_calls_each_get_their_result() {
     assert!(results[1]["content"].as_str().unwrap().contains("+05:30"));
 }
 
+/// A reply with more tool calls than one round runs gets the rest answered
+/// without running them.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_reply_runs_a_bounded_number_of_calls() {
+    use wasiclaw::agent::MAX_CALLS_PER_REPLY;
+    let llm =
+        FakeLlm::start(vec![Reply::Tools(vec![("clock__now", "{}"); MAX_CALLS_PER_REPLY + 8]), Reply::Text("done")])
+            .await;
+    let env = Env::new();
+    env.install("clock");
+    let agent = agent(&env, &provider("openai", &llm.base)).await;
+    approve(&agent, "clock");
+    let (reply, events) = turn(&agent, "t:1", "what time is it, many times").await;
+    assert_eq!(reply, "done");
+    let ran = events.iter().filter(|e| matches!(e, Event::ToolCall { .. })).count();
+    assert_eq!(ran, MAX_CALLS_PER_REPLY, "calls run");
+    let results = &llm.requests()[1]["messages"];
+    let answers: Vec<&str> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(answers.len(), MAX_CALLS_PER_REPLY + 8, "every call is answered");
+    assert!(answers[MAX_CALLS_PER_REPLY..].iter().all(|a| a.contains("not run")), "{answers:?}");
+    assert!(answers[..MAX_CALLS_PER_REPLY].iter().all(|a| !a.contains("not run")));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_denial_reaches_the_model_as_text() {
     let server = Server::start().await;
