@@ -173,7 +173,7 @@ async fn a_channel_that_floods_the_inbox_fills_only_its_share() {
          [skills.hostile-channel]\nmode = \"flood\"\n[channels.hostile-channel]\nadmins = [\"owner\"]\n",
         silent.local_addr().unwrap()
     ));
-    let _daemon = tokio::task::block_in_place(|| env.daemon());
+    let daemon = tokio::task::block_in_place(|| env.daemon());
     env.ok(&["skills", "approve", "hostile-channel"]);
     let hook = |path: &str| {
         reqwest::Client::new().post(format!("http://127.0.0.1:{port}/hooks/hostile-channel/{path}")).send()
@@ -210,4 +210,11 @@ async fn a_channel_that_floods_the_inbox_fills_only_its_share() {
         }
     }
     assert_eq!(asked.len(), wasiclaw::channels::TURNS_AT_ONCE, "model requests at once");
+    // 200 strangers: the first 50 get a pairing code (the pending cap), and
+    // the rest are ignored without a trace, not even their message ids.
+    assert_eq!(hook("s?n=200&strangers=1").await.unwrap().status(), 200);
+    tokio::task::block_in_place(|| drop(daemon));
+    let rt = env.runtime().await;
+    let seen = (0..200).filter(|i| rt.db.seen("hostile-channel", &format!("/s-{i}")).unwrap()).count();
+    assert_eq!(seen, 50, "ignored strangers' message ids were kept");
 }

@@ -92,9 +92,9 @@ impl Channels {
                     );
                     db.outbox_enqueue(name, &m.chat_id, &crate::pairing::code_message(&code))?;
                 }
-                Verdict::Ignore => {
-                    db.mark_seen(name, &m.message_id)?;
-                }
+                // Not marked seen: heard again, it is ignored again, and
+                // strangers sending without end would fill the seen table.
+                Verdict::Ignore => {}
             }
         }
         if dropped > 0 {
