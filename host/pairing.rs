@@ -10,6 +10,9 @@
 //!   their own chat); later ones only with `--admin`. Admins may approve
 //!   codes from their chat with `/approve CODE`.
 //! - Pending requests are capped per channel so strangers cannot fill the disk.
+//! - A message that changes nothing (a paired sender, a code still valid)
+//!   is decided without a commit: only a new code, or forgetting stale
+//!   requests, writes.
 //! - In a group chat a sender is paired for that chat only, never as an
 //!   admin by default: being served in one chat says nothing of another,
 //!   where other people read the answers.
@@ -159,6 +162,10 @@ impl Store {
         let now = now_ms();
         let key = key(sender_id, group.then_some(chat_id));
         let txn = self.db.begin_write()?;
+        // Most messages change nothing (a paired sender, a code still valid):
+        // those end without a commit, so a sender's every message is not a
+        // disk write.
+        let mut wrote = false;
         let verdict = {
             let mut table = txn.open_table(PAIRINGS)?;
             let existing = read(&table, channel, &key)?;
@@ -176,6 +183,7 @@ impl Store {
                         .collect();
                     for stale in requests.iter().filter(|p| p.code_expires_ms + FORGET_AFTER_MS < now) {
                         table.remove((channel, stale.key().as_str()))?;
+                        wrote = true;
                     }
                     let pending = requests.iter().filter(|p| p.code_expires_ms > now).count();
                     if pending >= MAX_PENDING {
@@ -198,12 +206,17 @@ impl Store {
                             group,
                         };
                         table.insert((channel, key.as_str()), serde_json::to_vec(&p)?.as_slice())?;
+                        wrote = true;
                         Verdict::SendCode(code)
                     }
                 }
             }
         };
-        self.commit(txn)?;
+        if wrote {
+            self.commit(txn)?;
+        } else {
+            txn.abort()?;
+        }
         Ok(verdict)
     }
 
@@ -308,6 +321,29 @@ mod tests {
             Verdict::SendCode(code) => code,
             other => panic!("expected a code, got {other:?}"),
         }
+    }
+
+    /// Only a new code is a commit: a paired sender's messages, and a
+    /// stranger's while their code is valid, write nothing.
+    #[test]
+    fn a_message_that_changes_nothing_commits_nothing() {
+        let (_dir, db) = store();
+        let cfg = ChannelConfig::default();
+        let before = db.durable_commits();
+        let code = code_of(db.pairing_check("tg", "1", "Ada", "c1", false, &cfg).unwrap());
+        assert_eq!(db.durable_commits(), before + 1, "the code is stored");
+        for _ in 0..5 {
+            assert_eq!(db.pairing_check("tg", "1", "Ada", "c1", false, &cfg).unwrap(), Verdict::Ignore);
+        }
+        db.pairing_approve(&code, false).unwrap().unwrap();
+        let approved = db.durable_commits();
+        for _ in 0..5 {
+            assert!(matches!(db.pairing_check("tg", "1", "Ada", "c1", false, &cfg).unwrap(), Verdict::Serve { .. }));
+        }
+        let off = ChannelConfig { pairing: false, ..Default::default() };
+        assert_eq!(db.pairing_check("tg", "2", "Bob", "c2", false, &off).unwrap(), Verdict::Ignore);
+        assert_eq!(db.durable_commits(), approved, "a message that changed nothing was committed");
+        assert_eq!(approved, before + 2, "a valid code's repeats were committed");
     }
 
     #[test]
