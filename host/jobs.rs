@@ -10,12 +10,16 @@
 //!   `interrupted` at start-up and never re-run.
 //! - Each job keeps its newest [`RUNS_KEPT`] runs, each result at most
 //!   [`RUN_OUTPUT_MAX`] bytes, so history is bounded however often it runs.
+//! - At most [`JOBS_MAX`] jobs exist, counted in the transaction that adds
+//!   one, each with at most [`JOB_TEXT_MAX`] bytes of prompt or arguments:
+//!   a model in a loop of `schedule_task` calls fills a list, not the disk
+//!   or every tick's read.
 
 use crate::cron::Cron;
 use crate::store::{Store, StoreError};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
@@ -28,6 +32,10 @@ const SCHED_META: TableDefinition<&str, u64> = TableDefinition::new("scheduler_m
 /// lets an occurrence fire again: a claim needs the job's `next_ms`, which
 /// only moves forward.
 pub const RUNS_KEPT: usize = 100;
+/// Jobs that may exist at once.
+pub const JOBS_MAX: u64 = 200;
+/// The longest prompt, or tool or check arguments, of a job.
+pub const JOB_TEXT_MAX: usize = 16 * 1024;
 /// The most of a run's result that is kept and delivered: a tool's result
 /// may be `output_kb` (1 MiB), and a job may run every second.
 pub const RUN_OUTPUT_MAX: usize = 16 * 1024;
@@ -288,7 +296,13 @@ impl Store {
             let id = meta.get("next_job")?.map(|v| v.value()).unwrap_or(1);
             meta.insert("next_job", id + 1)?;
             job.id = id;
-            txn.open_table(JOBS)?.insert(id, serde_json::to_vec(&job)?.as_slice())?;
+            let mut jobs = txn.open_table(JOBS)?;
+            if jobs.len()? >= JOBS_MAX {
+                return Err(ScheduleError::Invalid(format!(
+                    "{JOBS_MAX} jobs are scheduled already; remove one first (`wasiclaw cron list`, `wasiclaw cron rm ID`)"
+                )));
+            }
+            jobs.insert(id, serde_json::to_vec(&job)?.as_slice())?;
         }
         self.commit(txn)?;
         Ok(job)

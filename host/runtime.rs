@@ -13,7 +13,7 @@ use crate::context::{Resolver, system_resolver};
 use crate::contract::SkillGuest;
 use crate::engine::{CallError, EngineError, HostCtx, SkillEngine, ToolError};
 use crate::grants::{self, Capabilities, Effective, GrantChange, GrantSet, UrlPattern};
-use crate::jobs::{Action, Check, Job, Missed, NewJob, ScheduleError, When, parse_when, tool_ref};
+use crate::jobs::{Action, Check, JOB_TEXT_MAX, Job, Missed, NewJob, ScheduleError, When, parse_when, tool_ref};
 use crate::memory::{Embedder, Memories};
 use crate::queue::Notification;
 use crate::secrets::Secrets;
@@ -606,6 +606,13 @@ impl Runtime {
     pub fn schedule(&self, new: NewJob, now_ms: i64) -> Result<Job, ScheduleError> {
         let tz = if new.tz.is_empty() { "UTC".to_string() } else { new.tz.clone() };
         let when = parse_when(&new.when, &tz)?;
+        let long = [&new.prompt, &new.args, &new.check_args].into_iter().flatten().any(|t| t.len() > JOB_TEXT_MAX);
+        if long {
+            return Err(ScheduleError::Invalid(format!(
+                "a job's prompt or arguments are at most {} KiB",
+                JOB_TEXT_MAX >> 10
+            )));
+        }
         let args = |a: &Option<String>| -> Result<String, ScheduleError> {
             let a = a.clone().unwrap_or_else(|| "{}".into());
             match serde_json::from_str::<serde_json::Value>(&a) {

@@ -278,3 +278,24 @@ async fn a_scheduled_tool_cannot_fill_the_disk_with_its_results() {
     let db = std::fs::metadata(env.path().join("wasiclaw.redb")).unwrap().len();
     assert!(db < 32 << 20, "120 runs of an 8 MiB result left a {db}-byte database");
 }
+
+/// A model in a loop of `schedule_task` calls fills a list, not the disk:
+/// at most `JOBS_MAX` jobs, each with a bounded prompt, and the refusal
+/// says how to make room.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_are_bounded_in_number_and_size() {
+    use wasiclaw::jobs::{JOB_TEXT_MAX, JOBS_MAX};
+    let (_env, agent) = setup("", &[]).await;
+    let prompt = |text: String| NewJob { when: "every 1h".into(), prompt: Some(text), ..Default::default() };
+    let long = agent.rt.schedule(prompt("x".repeat(JOB_TEXT_MAX + 1)), 0).unwrap_err().to_string();
+    assert!(long.contains("at most 16 KiB"), "{long}");
+    for i in 0..JOBS_MAX {
+        agent.rt.schedule(prompt(format!("task {i}")), 0).unwrap();
+    }
+    let full = agent.rt.schedule(prompt("one more".into()), 0).unwrap_err().to_string();
+    assert!(full.contains("200 jobs are scheduled already") && full.contains("cron rm"), "{full}");
+    assert_eq!(agent.rt.db.jobs().unwrap().len() as u64, JOBS_MAX);
+    let first = agent.rt.db.jobs().unwrap()[0].id;
+    agent.rt.db.job_remove(first).unwrap();
+    agent.rt.schedule(prompt("one more".into()), 0).unwrap();
+}
