@@ -8,7 +8,7 @@ use crate::budget::Spend;
 use crate::contract::bindings::wasiclaw::plugin::{config, crypto, kv, log, memory, notify, types};
 use crate::engine::SkillState;
 use crate::grants::Rights;
-use crate::memory::Memories;
+use crate::memory::{MEMORY_TEXT_MAX, Memories};
 use hmac::{Hmac, Mac};
 use types::Error;
 
@@ -236,8 +236,6 @@ impl crypto::Host for SkillState {
     }
 }
 
-const MAX_MEMORY: usize = 16 * 1024;
-
 impl memory::Host for SkillState {
     async fn search(&mut self, query: String, limit: u32) -> HostResult<Vec<memory::MemoryHit>> {
         if query.len() > MAX_QUERY {
@@ -272,8 +270,8 @@ impl memory::Host for SkillState {
     }
 
     async fn save(&mut self, text: String, tags: Vec<String>) -> HostResult<u64> {
-        if text.trim().is_empty() || text.len() > MAX_MEMORY {
-            return Ok(Err(Error::InvalidInput(format!("a memory is 1 to {MAX_MEMORY} bytes of text"))));
+        if text.trim().is_empty() || text.len() > MEMORY_TEXT_MAX {
+            return Ok(Err(Error::InvalidInput(format!("a memory is 1 to {MEMORY_TEXT_MAX} bytes of text"))));
         }
         if tags.len() > 16 || tags.iter().any(|t| t.len() > 64) {
             return Ok(Err(Error::InvalidInput("at most 16 tags of at most 64 bytes each".into())));

@@ -42,6 +42,10 @@ const B: f64 = 0.75;
 const VECTORS: TableDefinition<u64, &[u8]> = TableDefinition::new("memory_vectors");
 /// Ids of pinned memories, so recall never scans every memory.
 const PINNED: TableDefinition<u64, ()> = TableDefinition::new("memory_pinned");
+
+/// The longest memory a component or the model may save: each is indexed
+/// word by word, and recalled into prompts.
+pub const MEMORY_TEXT_MAX: usize = 16 * 1024;
 /// "next_id", "docs", "total_len", "next_term".
 const META: TableDefinition<&str, u64> = TableDefinition::new("memory_meta");
 /// (source, memory id): how many memories a source keeps is a range read,

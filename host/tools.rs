@@ -149,6 +149,9 @@ fn memory_save<'a>(rt: &'a Runtime, caller: Caller<'a>, args: &'a str) -> BoxFut
         if a.text.trim().is_empty() {
             return Err("`text` is empty".into());
         }
+        if a.text.len() > crate::memory::MEMORY_TEXT_MAX {
+            return Err(format!("a memory is at most {} KiB; save the gist", crate::memory::MEMORY_TEXT_MAX >> 10));
+        }
         // Saved after untrusted content (an "always" answer lets it run
         // unasked), it stays untrusted when it is recalled.
         let source = if caller.untrusted { "agent-after-untrusted" } else { "agent" };
