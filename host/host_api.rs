@@ -8,7 +8,7 @@ use crate::budget::Spend;
 use crate::contract::bindings::wasiclaw::plugin::{config, crypto, kv, log, memory, notify, types};
 use crate::engine::SkillState;
 use crate::grants::Rights;
-use crate::memory::{MEMORY_TEXT_MAX, Memories};
+use crate::memory::{MEMORY_QUERY_MAX, MEMORY_TEXT_MAX, Memories};
 use hmac::{Hmac, Mac};
 use types::Error;
 
@@ -17,7 +17,6 @@ const MAX_VALUE: usize = 1 << 20;
 const MAX_KEYS_LISTED: usize = 10_000;
 const MAX_LOG: usize = 4096;
 const MAX_NOTIFY: usize = 16 * 1024;
-const MAX_QUERY: usize = 1024;
 
 type HostResult<T> = wasmtime::Result<Result<T, Error>>;
 
@@ -238,8 +237,8 @@ impl crypto::Host for SkillState {
 
 impl memory::Host for SkillState {
     async fn search(&mut self, query: String, limit: u32) -> HostResult<Vec<memory::MemoryHit>> {
-        if query.len() > MAX_QUERY {
-            return Ok(Err(Error::InvalidInput(format!("a memory query is at most {MAX_QUERY} bytes"))));
+        if query.len() > MEMORY_QUERY_MAX {
+            return Ok(Err(Error::InvalidInput(format!("a memory query is at most {MEMORY_QUERY_MAX} bytes"))));
         }
         let target = format!("search {query}");
         if let Err(e) = self.check(Rights::MEMORY_READ, "memory", &target) {

@@ -46,6 +46,9 @@ const PINNED: TableDefinition<u64, ()> = TableDefinition::new("memory_pinned");
 /// The longest memory a component or the model may save: each is indexed
 /// word by word, and recalled into prompts.
 pub const MEMORY_TEXT_MAX: usize = 16 * 1024;
+/// The longest search query a component or the model may send: each word
+/// is a lookup in the index.
+pub const MEMORY_QUERY_MAX: usize = 1024;
 /// "next_id", "docs", "total_len", "next_term".
 const META: TableDefinition<&str, u64> = TableDefinition::new("memory_meta");
 /// (source, memory id): how many memories a source keeps is a range read,

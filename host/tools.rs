@@ -169,6 +169,9 @@ struct Search {
 fn memory_search<'a>(rt: &'a Runtime, _: Caller<'a>, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
     Box::pin(async move {
         let a: Search = parse(args)?;
+        if a.query.len() > crate::memory::MEMORY_QUERY_MAX {
+            return Err(format!("a query is at most {} bytes; use a few words", crate::memory::MEMORY_QUERY_MAX));
+        }
         let limit = a.limit.unwrap_or(5).clamp(1, 20) as usize;
         let hits = rt.memories().search(&a.query, limit).await.map_err(|e| e.to_string())?;
         let date = |ms| jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default();

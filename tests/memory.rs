@@ -159,8 +159,13 @@ async fn the_agent_recalls_pinned_and_relevant_memories_and_saves_new_ones() {
     // A memory is indexed word by word and recalled into prompts: the
     // model's are held to the size a component's are.
     let long: &'static str = format!(r#"{{"text":"{}"}}"#, "word ".repeat(4000)).leak();
+    let query: &'static str = format!(r#"{{"query":"{}"}}"#, "word ".repeat(400)).leak();
     let llm = FakeLlm::start(vec![
-        Reply::Tools(vec![("memory_save", r#"{"text":"Ada likes tulips","tags":["people"]}"#), ("memory_save", long)]),
+        Reply::Tools(vec![
+            ("memory_save", r#"{"text":"Ada likes tulips","tags":["people"]}"#),
+            ("memory_save", long),
+            ("memory_search", query),
+        ]),
         Reply::Text("Noted: tulips for Ada."),
     ])
     .await;
@@ -186,7 +191,8 @@ async fn the_agent_recalls_pinned_and_relevant_memories_and_saves_new_ones() {
     let saved = rt.db.memory_all().unwrap().into_iter().find(|m| m.text == "Ada likes tulips").unwrap();
     assert_eq!((saved.source.as_str(), saved.tags.clone()), ("agent", vec!["people".to_string()]));
     assert!(rt.db.memory_all().unwrap().iter().all(|m| m.text.len() <= 16 << 10), "a 20 KB memory was saved");
-    assert!(llm.requests()[1]["messages"].to_string().contains("a memory is at most 16 KiB"));
+    let answers = llm.requests()[1]["messages"].to_string();
+    assert!(answers.contains("a memory is at most 16 KiB") && answers.contains("a query is at most 1024 bytes"));
 }
 
 #[test]
