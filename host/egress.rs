@@ -154,6 +154,11 @@ async fn send(
     for (name, value) in &authorized.decision.headers {
         parts.headers.insert(name.clone(), value.clone());
     }
+    // A compressed answer cannot be scrubbed: one carrying a secret asks
+    // for none, whatever the guest asked for.
+    if !authorized.decision.injected().is_empty() {
+        parts.headers.insert(http::header::ACCEPT_ENCODING, http::HeaderValue::from_static("identity"));
+    }
     let stream = match connect(authorized).await {
         Err(HttpError::Tls(e)) => {
             host.audit("http", target, false, &format!("TLS handshake failed: {e}"));
@@ -205,6 +210,15 @@ impl WasiHttpHooks for EgressHooks {
             host.audit("http", &target, true, &format!("to {}", authorized.addr));
             let (mut parts, body) = send(&host, request, &authorized, &target, options).await?.into_parts();
             let injected = authorized.decision.injected();
+            let coding =
+                parts.headers.get(http::header::CONTENT_ENCODING).map(|v| String::from_utf8_lossy(v.as_bytes()));
+            if let Some(coding) = coding.filter(|c| !injected.is_empty() && !c.trim().eq_ignore_ascii_case("identity"))
+            {
+                let why =
+                    format!("the answer came encoded ({coding}) though identity was asked for; it cannot be scrubbed");
+                host.audit("http", &target, false, &why);
+                return Err(HttpError::HttpResponseContentCoding(Some(coding.into_owned())));
+            }
             let scrubbed = crate::redact::redact(&body, &injected);
             crate::redact::redact_headers(&mut parts.headers, &injected);
             parts.headers.remove(http::header::CONTENT_LENGTH);

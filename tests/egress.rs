@@ -361,6 +361,27 @@ async fn every_echoed_spelling_of_a_secret_is_scrubbed() {
     }
 }
 
+/// A compressed answer cannot be scrubbed: a request carrying a secret
+/// asks for none whatever the guest asked, and one that comes anyway is
+/// refused before the guest reads it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_cannot_come_back_compressed() {
+    let server = Server::start().await;
+    let (_env, rt) = hostile(&server.base, "").await;
+    let secret = "tok-3f9a-Zc1";
+    rt.secrets.set("API_TOKEN", secret).unwrap();
+    grant(&rt, "hostile", &[&format!("{}/echo/", server.base)], &["API_TOKEN"]);
+    let url = format!("{}/echo/{{API_TOKEN}}/leak?how=coded", server.base);
+    let args = serde_json::json!({ "url": url, "accept_encoding": "gzip" }).to_string();
+    let out = call(&rt, "hostile.fetch", &args).await;
+    let asked = server.seen().last().unwrap().headers.clone();
+    assert!(asked.contains(&("accept-encoding".into(), "identity".into())), "{asked:?}");
+    assert!(!out.ok, "a compressed answer reached the guest: {}", out.output);
+    let reversed: String = secret.chars().rev().collect();
+    assert!(!out.output.contains(&reversed), "{}", out.output);
+    assert!(rt.audit(Some("hostile"), 20).unwrap().iter().any(|r| r.detail.contains("cannot be scrubbed")));
+}
+
 /// How `/echo/.../leak?how=` sends the secret back.
 pub const LEAKS: &[&str] = &[
     "raw",

@@ -341,6 +341,9 @@ fn leak(record: &Seen) -> Response {
             let (a, b) = secret.split_at(secret.len() / 2);
             (response.header("x-part-1", a).header("x-part-2", b), String::new())
         }
+        // Compressed, as a server may answer whatever it was asked: the
+        // reversed text stands for bytes no scrubber can read.
+        "coded" => (response.header("content-encoding", "gzip"), secret.chars().rev().collect()),
         _ => (response, format!("<{secret}>")),
     };
     response.body(Body::from(body)).unwrap()
