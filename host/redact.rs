@@ -7,8 +7,9 @@
 //! Invariants:
 //! - One matcher covers, byte by byte and in any mix: the raw value in any
 //!   ASCII case, percent-encoding (either hex case, any subset of bytes
-//!   encoded), form encoding (`+` for space) and JSON string escapes
-//!   (`\/`, `\uXXXX`, ...). Hex is matched by the same matcher (so in
+//!   encoded), form encoding (`+` for space), JSON string escapes
+//!   (`\/`, `\uXXXX`, ...) and HTML character references (`&#x2F;`,
+//!   `&#47;`, `&amp;`, ...). Hex is matched by the same matcher (so in
 //!   either case); base64, standard and URL-safe, at all three alignments.
 //! - A header whose name contains a secret is dropped; a value split over
 //!   several headers drops every header it touches.
@@ -26,7 +27,7 @@ const MIN_BASE64: usize = 6;
 /// escaped spellings.
 fn match_at(hay: &[u8], secret: &[u8]) -> Option<usize> {
     let Some((&want, rest)) = secret.split_first() else { return Some(0) };
-    let mut options: [Option<usize>; 3] = [None; 3];
+    let mut options: [Option<usize>; 4] = [None; 4];
     let first = *hay.first()?;
     if first.eq_ignore_ascii_case(&want) || (want == b' ' && first == b'+') {
         options[0] = Some(1);
@@ -40,6 +41,9 @@ fn match_at(hay: &[u8], secret: &[u8]) -> Option<usize> {
     }
     if first == b'\\' {
         options[2] = json_escape(&hay[1..]).filter(|(b, _)| b.eq_ignore_ascii_case(&want)).map(|(_, n)| n + 1);
+    }
+    if first == b'&' {
+        options[3] = html_reference(&hay[1..]).filter(|(b, _)| b.eq_ignore_ascii_case(&want)).map(|(_, n)| n + 1);
     }
     options.into_iter().flatten().find_map(|n| match_at(&hay[n..], rest).map(|m| n + m))
 }
@@ -59,6 +63,26 @@ fn json_escape(s: &[u8]) -> Option<(u8, usize)> {
         }
         _ => return None,
     })
+}
+
+/// The ASCII byte an HTML character reference (after the `&`) stands for,
+/// and its length: `#47;`, `#x2F;` (the `;` may be left out, as browsers
+/// allow), or one of the five names XML escapers use.
+fn html_reference(s: &[u8]) -> Option<(u8, usize)> {
+    for (name, byte) in [("amp;", b'&'), ("lt;", b'<'), ("gt;", b'>'), ("quot;", b'"'), ("apos;", b'\'')] {
+        if s.starts_with(name.as_bytes()) {
+            return Some((byte, name.len()));
+        }
+    }
+    let (radix, skip) = match s.get(..2)? {
+        [b'#', b'x' | b'X'] => (16, 2),
+        [b'#', _] => (10, 1),
+        _ => return None,
+    };
+    let digits = s[skip..].iter().take_while(|b| (**b as char).is_digit(radix)).count();
+    let code = u32::from_str_radix(std::str::from_utf8(&s[skip..skip + digits]).ok()?, radix).ok()?;
+    let end = skip + digits + usize::from(s.get(skip + digits) == Some(&b';'));
+    Some((u8::try_from(code).ok().filter(u8::is_ascii)?, end))
 }
 
 /// The base64 runs that appear whenever `secret` is base64-encoded inside
@@ -175,6 +199,8 @@ mod tests {
             "%74%6F%6B%3A%33%66%39%61%2F%5A%20%63%2B%31".into(),
             r"tok:3f9a\/Z c+1".into(),
             r"tok\u003a3f9a\/Z\u0020c+1".into(),
+            "tok&#x3A;3f9a&#47;Z&#32c&#X2b;1".into(),
+            "&#116;ok:3f9a&#x002F;Z c+1".into(),
             hex.clone(),
             hex.to_uppercase(),
         ];

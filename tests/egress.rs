@@ -395,6 +395,7 @@ pub const LEAKS: &[&str] = &[
     "base64-1",
     "base64-2",
     "hex",
+    "html",
     "header",
     "header-name",
     "split",
@@ -414,6 +415,10 @@ pub fn spellings(secret: &str) -> Vec<String> {
         STANDARD.encode(secret),
         URL_SAFE.encode(secret),
         hex::encode(secret),
+        secret
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("&#x{b:X};") })
+            .collect(),
     ]
 }
 

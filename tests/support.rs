@@ -335,6 +335,14 @@ fn leak(record: &Seen) -> Response {
         "base64-1" => (response, STANDARD.encode(format!("x{secret}"))),
         "base64-2" => (response, URL_SAFE.encode(format!("xy{secret}!"))),
         "hex" => (response, hex::encode(&secret).to_uppercase()),
+        // As an HTML error page escapes what it quotes.
+        "html" => (
+            response,
+            secret
+                .bytes()
+                .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("&#x{b:X};") })
+                .collect(),
+        ),
         "header" => (response.header("x-leak", &secret), String::new()),
         "header-name" => (response.header(format!("x-{}", hex::encode(&secret)), "1"), String::new()),
         "split" => {
