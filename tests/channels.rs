@@ -152,6 +152,16 @@ async fn a_channel_cannot_smuggle_or_read_secrets_through_its_websocket() {
     let (tcp, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept()).await.unwrap().unwrap();
     let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
     assert_eq!(next(&mut ws).await, "steal:{VICTIM_SECRET}");
+
+    // A frame over 8 MiB is refused, not held: the channel says why and
+    // connects again.
+    // (The host may close the connection before the frame is all sent.)
+    let _ = ws.send(Message::text("x".repeat(9 << 20))).await;
+    crate::support::wait_for("the oversized frame to be refused", Duration::from_secs(20), || {
+        channel_status(&env, "hostile-channel")["last_error"].as_str().is_some_and(|e| e.contains("too long"))
+    });
+    let again = tokio::time::timeout(Duration::from_secs(20), listener.accept()).await;
+    assert!(again.is_ok(), "the channel did not connect again");
     drop(daemon);
 }
 

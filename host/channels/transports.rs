@@ -3,7 +3,7 @@
 //! reach frames only through `{NAME}` placeholders the socket's own rule
 //! names, and are scrubbed from what the component reads.
 
-use super::{Answer, Call, ChannelError, Channels, MIN_POLL_GAP, api, invoke, loaded_channel};
+use super::{Answer, Call, ChannelError, Channels, MAX_ANSWER_BYTES, MIN_POLL_GAP, api, invoke, loaded_channel};
 use crate::component::Transport;
 use crate::engine::{CallError, HostCtx, describe_tool_error};
 use futures_util::{SinkExt, StreamExt};
@@ -112,7 +112,12 @@ impl Channels {
                     return Err(ChannelError::Socket(format!("cannot connect to {url}: {e}")));
                 }
             };
-            let connect = tokio_tungstenite::client_async(request, stream);
+            // A frame is held whole, scrubbed and copied into the guest:
+            // tungstenite's default of 64 MiB would be the board's memory.
+            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .max_message_size(Some(MAX_ANSWER_BYTES))
+                .max_frame_size(Some(MAX_ANSWER_BYTES));
+            let connect = tokio_tungstenite::client_async_with_config(request, stream, Some(config));
             let (mut ws, _) = tokio::time::timeout(Duration::from_secs(30), connect)
                 .await
                 .map_err(|_| ChannelError::Socket(format!("connecting to {url} timed out")))?
