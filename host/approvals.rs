@@ -13,6 +13,9 @@
 //! - Only the owner answers: the terminal, the authenticated web page, or
 //!   an admin in their own chat. An unanswered question is a denial after
 //!   `[agent] approval_timeout_s`; unattended runs cannot ask at all.
+//! - A question in a chat app shows every field of the call's arguments
+//!   ([`arguments_for_owner`]): the model writes them, so a long value must
+//!   not push the field that matters out of sight.
 //!
 //! Pure types and an in-memory registry only, so config and pairing can
 //! name a risk without importing upwards; the "always" answers are a table
@@ -134,9 +137,79 @@ impl Pending {
     }
 }
 
+/// Fields of a call shown in a chat app's question, each cut to
+/// [`SHOWN_VALUE`] characters.
+const SHOWN_FIELDS: usize = 30;
+const SHOWN_VALUE: usize = 120;
+
+/// A call's arguments as the owner reads them in a chat app: one line per
+/// field (`to.name: "Ada"`, nested fields by path), each value cut short,
+/// so no value can hide another field. Past [`SHOWN_FIELDS`] it says how
+/// many fields are not shown and to deny unless they were checked.
+pub fn arguments_for_owner(arguments: &str) -> String {
+    fn walk(path: String, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+        match value {
+            serde_json::Value::Object(map) if !map.is_empty() => {
+                map.iter().for_each(|(k, v)| walk(join(k), v, out));
+            }
+            serde_json::Value::Array(items) if !items.is_empty() => {
+                items.iter().enumerate().for_each(|(i, v)| walk(format!("{path}[{i}]"), v, out));
+            }
+            leaf => out.push((path, leaf.to_string())),
+        }
+    }
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(arguments) else {
+        return crate::text::one_line(&crate::text::truncate(arguments, SHOWN_VALUE * 4)).into_owned();
+    };
+    let mut fields = Vec::new();
+    walk(String::new(), &value, &mut fields);
+    let mut lines: Vec<String> = fields
+        .iter()
+        .take(SHOWN_FIELDS)
+        .map(|(path, v)| {
+            let cut = match v.char_indices().nth(SHOWN_VALUE) {
+                Some((at, _)) => format!("{}… ({} more characters)", &v[..at], v[at..].chars().count()),
+                None => v.clone(),
+            };
+            crate::text::one_line(&format!("  {path}: {cut}")).into_owned()
+        })
+        .collect();
+    if fields.len() > SHOWN_FIELDS {
+        lines.push(format!(
+            "  …and {} more fields not shown: deny unless you check them in `wasiclaw chat` or the web page",
+            fields.len() - SHOWN_FIELDS
+        ));
+    }
+    lines.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A long value cannot hide the field after it, however deep.
+    #[test]
+    fn every_field_of_a_call_is_shown_to_the_owner() {
+        let padded = serde_json::json!({
+            "subject": "lunch?",
+            "body": "x".repeat(5000),
+            "to": {"name": "Ada", "address": "mallory@evil.example"},
+            "cc": ["y".repeat(3000), "eve@evil.example"],
+        });
+        let shown = arguments_for_owner(&padded.to_string());
+        for field in ["subject: \"lunch?\"", "to.address: \"mallory@evil.example\"", "cc[1]: \"eve@evil.example\""] {
+            assert!(shown.contains(field), "{field} is hidden in:\n{shown}");
+        }
+        assert!(shown.contains("(4882 more characters)"), "{shown}");
+        assert!(shown.len() < 1000, "{}", shown.len());
+        let many: serde_json::Map<String, serde_json::Value> =
+            (0..40).map(|i| (format!("f{i:02}"), i.into())).collect();
+        let shown = arguments_for_owner(&serde_json::Value::Object(many).to_string());
+        assert!(shown.contains("f29: 29") && !shown.contains("f30"), "{shown}");
+        assert!(shown.contains("10 more fields not shown: deny unless you check them"), "{shown}");
+        assert_eq!(arguments_for_owner("not json \u{1b}[2J"), "not json \\u{1b}[2J");
+    }
 
     #[test]
     fn a_skill_declares_the_risk_and_the_owner_can_only_raise_it() {

@@ -199,6 +199,42 @@ async fn a_paired_user_is_answered_and_strangers_are_neither_answered_nor_stored
     assert!(!db.windows(needle.len()).any(|w| w == needle), "a stranger's message was stored");
 }
 
+/// A write after untrusted content asks the owner in their chat. The
+/// question shows every field the model wrote, however long a value before
+/// it, and `/allow ID` from the owner's chat lets the call run.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_owner_allows_a_call_from_the_chat_seeing_every_field() {
+    let args: &'static str =
+        json!({ "text": format!("{} END-OF-NOTE", "lorem ".repeat(400)), "z-extra": "TO-MALLORY" }).to_string().leak();
+    let llm = FakeLlm::start(vec![
+        Reply::Tools(vec![("notes__list", "{}")]),
+        Reply::Tools(vec![("notes__add", args)]),
+        Reply::Text("Saved."),
+    ])
+    .await;
+    let tg = TelegramApi::start();
+    let settings = format!(
+        "[skills.telegram]\napi_base = \"{}\"\npoll_timeout = \"1\"\n\n[channels.telegram]\nadmins = [\"42\"]\n",
+        tg.base
+    );
+    let env = Env::with_channel("telegram", &llm.base, None, &settings, &[("TELEGRAM_TOKEN", TOKEN)]);
+    env.install("notes");
+    grant(&env, &tg);
+    env.ok(&["skills", "grant", "notes", "--all-requested"]);
+    let _daemon = env.daemon();
+    tg.user_says(42, 42, "what are my notes? add one").await;
+    let asked = text(&tg.wait_messages(42, 1, "the question").await[0]);
+    assert!(asked.starts_with("Allow notes.add?") && asked.contains("untrusted"), "{asked}");
+    // (Sent as Telegram HTML: the quotes arrive as &quot;.)
+    assert!(asked.contains("z-extra: &quot;TO-MALLORY&quot;"), "a field was hidden from the owner: {asked}");
+    assert!(asked.contains("more characters)"), "{asked}");
+    let id = asked.split("/allow ").nth(1).unwrap().split(|c: char| !c.is_ascii_digit()).next().unwrap();
+    tg.user_says(42, 42, &format!("/allow {id}")).await;
+    assert_eq!(text(&tg.wait_messages(42, 1, "the reply").await[0]), "Saved.");
+    let notes = env.ok(&["tool", "notes.list", "{}"]);
+    assert!(notes.contains("END-OF-NOTE"), "the allowed call did not run: {notes}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_channel_denied_its_host_shows_in_status_and_the_daemon_lives() {
     let llm = FakeLlm::start(vec![]).await;

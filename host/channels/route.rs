@@ -202,8 +202,8 @@ impl Channels {
             let ask = |e: Event| {
                 let text = match e {
                     Event::Approval { id, tool, arguments, reason } => format!(
-                        "Allow {tool} {}? ({reason})\nReply /allow {id}, /always {id} or /deny {id}.",
-                        crate::text::truncate(&arguments, 300)
+                        "Allow {tool}? ({reason})\n{}\nReply /allow {id}, /always {id} or /deny {id}.",
+                        crate::approvals::arguments_for_owner(&arguments)
                     ),
                     Event::Proposal { text } => text,
                     _ => return,
