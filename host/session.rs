@@ -1,20 +1,71 @@
 //! Conversations and what they cost: one `Session` per (channel, chat),
 //! and token and cost totals per UTC day.
 //!
-//! Invariant: a turn's session and its usage are saved in one transaction,
-//! so the daily budget never misses a turn that was kept, or counts one
-//! that was lost.
+//! Invariants:
+//! - A turn's session and its usage are saved in one transaction, so the
+//!   daily budget never misses a turn that was kept, or counts one that was
+//!   lost.
+//! - One channel (the part of the key before `:`) keeps at most
+//!   [`SESSIONS_PER_CHANNEL`] sessions: a new one drops the least recently
+//!   saved in the same transaction. A channel decides chat ids, so one that
+//!   makes them up would otherwise fill the disk a conversation at a time.
+//!   Long-term memory is apart and never dropped.
 
 use crate::store::{Store, StoreError};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// When each session was last saved (Unix ms), read to pick the one to
+/// drop without reading the sessions themselves.
+const SAVED: TableDefinition<&str, i64> = TableDefinition::new("session_saved");
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
 
+/// Sessions one channel keeps.
+pub const SESSIONS_PER_CHANNEL: usize = 1000;
+
 pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(SESSIONS)?;
+    let sessions = txn.open_table(SESSIONS)?;
+    let mut saved = txn.open_table(SAVED)?;
     txn.open_table(USAGE)?;
+    // Sessions from before the bound get a time: the oldest possible.
+    if saved.len()? < sessions.len()? {
+        for entry in sessions.iter()? {
+            let key = entry?.0.value().to_string();
+            if saved.get(key.as_str())?.is_none() {
+                saved.insert(key.as_str(), 0)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Make room for the new session `key`: past the bound, drop the least
+/// recently saved of its channel. Only the small times are read.
+fn make_room(txn: &redb::WriteTransaction, key: &str) -> Result<(), StoreError> {
+    let mut saved = txn.open_table(SAVED)?;
+    if saved.get(key)?.is_some() {
+        return Ok(());
+    }
+    let Some((channel, _)) = key.split_once(':') else { return Ok(()) };
+    // Keys of this channel sort together: "name:" up to "name;".
+    let (from, to) = (format!("{channel}:"), format!("{channel};"));
+    let mut oldest: Option<(i64, String)> = None;
+    let mut count = 0;
+    for entry in saved.range(from.as_str()..to.as_str())? {
+        let (k, at) = entry?;
+        count += 1;
+        if oldest.as_ref().is_none_or(|(t, _)| at.value() < *t) {
+            oldest = Some((at.value(), k.value().to_string()));
+        }
+    }
+    if count >= SESSIONS_PER_CHANNEL
+        && let Some((_, k)) = oldest
+    {
+        txn.open_table(SESSIONS)?.remove(k.as_str())?;
+        saved.remove(k.as_str())?;
+        tracing::info!("session {k} dropped: {channel} keeps its {SESSIONS_PER_CHANNEL} most recent sessions");
+    }
     Ok(())
 }
 
@@ -81,8 +132,10 @@ impl Store {
     /// Save a session and add this turn's usage to today's totals, atomically.
     pub fn save_session(&self, key: &str, session: &Session, spent: &Totals) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
+        make_room(&txn, key)?;
         {
             txn.open_table(SESSIONS)?.insert(key, serde_json::to_vec(session)?.as_slice())?;
+            txn.open_table(SAVED)?.insert(key, crate::store::now_ms())?;
             let mut usage = txn.open_table(USAGE)?;
             let day = today();
             let mut totals: Totals = match usage.get(day.as_str())? {
@@ -116,5 +169,47 @@ impl Store {
             Some(v) => serde_json::from_slice(v.value())?,
             None => Totals::default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(db: &Store, prefix: &str) -> Vec<String> {
+        let txn = db.db.begin_read().unwrap();
+        let table = txn.open_table(SESSIONS).unwrap();
+        let keys = table.iter().unwrap().map(|e| e.unwrap().0.value().to_string());
+        keys.filter(|k| k.starts_with(prefix)).collect()
+    }
+
+    /// A channel that makes up chats keeps its most recent sessions, not
+    /// every one; other channels' are untouched.
+    #[test]
+    fn a_channel_keeps_its_most_recent_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::open(&dir.path().join("db.redb"), &[create_tables]).unwrap();
+        let (none, wait) = (Totals::default(), || std::thread::sleep(std::time::Duration::from_millis(3)));
+        db.save_session("other:x", &Session::default(), &none).unwrap();
+        db.save_session("hc:first", &Session::default(), &none).unwrap();
+        wait();
+        for i in 0..SESSIONS_PER_CHANNEL - 1 {
+            db.save_session(&format!("hc:{i}"), &Session::default(), &none).unwrap();
+        }
+        wait();
+        db.save_session("hc:first", &Session::default(), &none).unwrap();
+        db.save_session("hc:new", &Session::default(), &none).unwrap();
+        let kept = keys(&db, "hc:");
+        assert_eq!(kept.len(), SESSIONS_PER_CHANNEL);
+        assert!(kept.contains(&"hc:first".into()) && kept.contains(&"hc:new".into()), "the recent ones went");
+        assert_eq!(keys(&db, "other:"), ["other:x"]);
+        // A session from before the bound gets a time when the database opens.
+        let txn = db.db.begin_write().unwrap();
+        txn.open_table(SAVED).unwrap().remove("other:x").unwrap();
+        db.commit(txn).unwrap();
+        drop(db);
+        let db = Store::open(&dir.path().join("db.redb"), &[create_tables]).unwrap();
+        let txn = db.db.begin_read().unwrap();
+        assert_eq!(txn.open_table(SAVED).unwrap().get("other:x").unwrap().map(|v| v.value()), Some(0));
     }
 }
