@@ -132,6 +132,7 @@ async fn the_gateway_identifies_heartbeats_resumes_and_answers_once() {
     let sent = rest.wait("/api/v10/channels/1100/messages", 1).await;
     assert_eq!(sent[0].body["content"], "Hi **Nelly**");
     assert_eq!(sent[0].body["flags"], 4, "without SUPPRESS_EMBEDS Discord fetches links in a reply");
+    assert_eq!(sent[0].body["allowed_mentions"], json!({"parse": []}), "a reply could ping @everyone");
     assert_eq!(sent[0].body["message_reference"]["message_id"], "1300");
     assert_eq!(sent[0].header("authorization"), Some(format!("Bot {TOKEN}").as_str()));
     assert!(!rest.wait("/api/v10/channels/1100/typing", 1).await.is_empty(), "typing… was shown");

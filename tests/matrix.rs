@@ -183,6 +183,7 @@ async fn a_user_invites_the_bot_and_gets_a_reply_in_the_room() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert_eq!(reply["content"]["body"], "Hello from **wasiclaw**");
+    assert_eq!(reply["content"]["m.mentions"], json!({}), "a reply may ping by name or @room");
     assert_eq!(reply["content"]["m.relates_to"]["m.in_reply_to"]["event_id"], asked.as_str());
     assert!(llm.requests()[0]["messages"].to_string().contains("hello matrix"));
 }

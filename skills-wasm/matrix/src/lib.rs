@@ -162,7 +162,10 @@ impl Channel for Matrix {
 
     fn send(message: Outbound) -> Result<String, Error> {
         let url = format!("{}/rooms/{}/send/m.room.message/{}", api()?, encode(&message.chat_id), encode(&message.id));
-        let mut body = json!({"msgtype": "m.text", "body": message.text});
+        // An empty `m.mentions` turns the body-based push rules off for this
+        // event: a name or `@room` the model was talked into writing pings
+        // nobody.
+        let mut body = json!({"msgtype": "m.text", "body": message.text, "m.mentions": {}});
         if let Some(id) = message.reply_to {
             body["m.relates_to"] = json!({"m.in_reply_to": {"event_id": id}});
         }
