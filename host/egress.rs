@@ -156,7 +156,7 @@ async fn send(
     }
     // A compressed answer cannot be scrubbed: one carrying a secret asks
     // for none, whatever the guest asked for.
-    if !authorized.decision.injected().is_empty() {
+    if !authorized.decision.secrets.is_empty() {
         parts.headers.insert(http::header::ACCEPT_ENCODING, http::HeaderValue::from_static("identity"));
     }
     let stream = match connect(authorized).await {

@@ -245,8 +245,8 @@ fn check_reads_unasked(rt: &Runtime, spec: &str) -> Result<(), String> {
             "{spec} cannot be a check: a check runs unattended at every fire, so it must only read and be allowed \
              without asking ({spec} is {}, policy {}). Schedule without a check, or ask the owner to \
              add one with `wasiclaw cron add`.",
-            format!("{risk:?}").to_lowercase(),
-            format!("{policy:?}").to_lowercase()
+            crate::text::variant_name(&risk),
+            crate::text::variant_name(&policy)
         )),
     }
 }

@@ -123,7 +123,10 @@ pub enum ChannelError {
     #[error("host denied {0}")]
     Denied(String),
     /// An answer over [`MAX_ANSWER_BYTES`] or [`MAX_ANSWER_MESSAGES`].
-    #[error("answered {0} bytes in {1} messages; a channel may answer at most 8 MiB and 1,000 messages at once")]
+    #[error(
+        "answered {0} bytes in {1} messages; a channel may answer at most {mib} MiB and {MAX_ANSWER_MESSAGES} messages at once",
+        mib = MAX_ANSWER_BYTES >> 20
+    )]
     TooBig(usize, usize),
 }
 
