@@ -19,6 +19,16 @@ pub async fn hostile(base: &str, limits: &str) -> (Env, Runtime) {
     (env, rt)
 }
 
+/// A server that echoes what it is sent, and the hostile skill granted
+/// it with `API_TOKEN` = `secret`.
+async fn echoing(secret: &str) -> (Server, Env, Runtime) {
+    let server = Server::start().await;
+    let (env, rt) = hostile(&server.base, "").await;
+    rt.secrets.set("API_TOKEN", secret).unwrap();
+    grant(&rt, "hostile", &[&format!("{}/echo/", server.base)], &["API_TOKEN"]);
+    (server, env, rt)
+}
+
 pub fn grant(rt: &Runtime, skill: &str, http: &[&str], secrets: &[&str]) {
     let rights = GrantSet {
         http: http.iter().map(|h| parse_granted_rule(h).unwrap()).collect(),
@@ -339,11 +349,8 @@ async fn a_secret_moved_into_the_query_never_leaves() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_echoed_spelling_of_a_secret_is_scrubbed() {
-    let server = Server::start().await;
-    let (_env, rt) = hostile(&server.base, "").await;
     let secret = "tok:3f9a/Z c+1";
-    rt.secrets.set("API_TOKEN", secret).unwrap();
-    grant(&rt, "hostile", &[&format!("{}/echo/", server.base)], &["API_TOKEN"]);
+    let (server, _env, rt) = echoing(secret).await;
     for how in LEAKS {
         let url = format!("{}/echo/{{API_TOKEN}}/leak?how={how}", server.base);
         let out = call(&rt, "hostile.fetch", &fetch_args(&url)).await;
@@ -366,11 +373,8 @@ async fn every_echoed_spelling_of_a_secret_is_scrubbed() {
 /// refused before the guest reads it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secret_cannot_come_back_compressed() {
-    let server = Server::start().await;
-    let (_env, rt) = hostile(&server.base, "").await;
     let secret = "tok-3f9a-Zc1";
-    rt.secrets.set("API_TOKEN", secret).unwrap();
-    grant(&rt, "hostile", &[&format!("{}/echo/", server.base)], &["API_TOKEN"]);
+    let (server, _env, rt) = echoing(secret).await;
     let url = format!("{}/echo/{{API_TOKEN}}/leak?how=coded", server.base);
     let args = serde_json::json!({ "url": url, "accept_encoding": "gzip" }).to_string();
     let out = call(&rt, "hostile.fetch", &args).await;
