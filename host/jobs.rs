@@ -10,10 +10,11 @@
 //!   `interrupted` at start-up and never re-run.
 //! - Each job keeps its newest [`RUNS_KEPT`] runs, each result at most
 //!   [`RUN_OUTPUT_MAX`] bytes, so history is bounded however often it runs.
-//! - At most [`JOBS_MAX`] jobs exist, counted in the transaction that adds
-//!   one, each with at most [`JOB_TEXT_MAX`] bytes of prompt or arguments:
-//!   a model in a loop of `schedule_task` calls fills a list, not the disk
-//!   or every tick's read.
+//! - The model adds a job only while fewer than [`JOBS_MAX`] exist,
+//!   counted in the transaction that adds it, and every job has at most
+//!   [`JOB_TEXT_MAX`] bytes of prompt or arguments: a model in a loop of
+//!   `schedule_task` calls fills a list, not the disk or every tick's read.
+//!   The owner's `cron add` is not counted against it.
 
 use crate::cron::Cron;
 use crate::store::{Store, StoreError};
@@ -32,7 +33,7 @@ const SCHED_META: TableDefinition<&str, u64> = TableDefinition::new("scheduler_m
 /// lets an occurrence fire again: a claim needs the job's `next_ms`, which
 /// only moves forward.
 pub const RUNS_KEPT: usize = 100;
-/// Jobs that may exist at once.
+/// Jobs that may exist when the model adds one.
 pub const JOBS_MAX: u64 = 200;
 /// The longest prompt, or tool or check arguments, of a job.
 pub const JOB_TEXT_MAX: usize = 16 * 1024;
@@ -289,7 +290,9 @@ impl When {
 
 impl Store {
     /// Store a new job; its id is assigned here.
-    pub fn job_add(&self, mut job: Job) -> Result<Job, ScheduleError> {
+    /// Add `job`; `bounded` (the model's) only while fewer than
+    /// [`JOBS_MAX`] exist.
+    pub fn job_add(&self, mut job: Job, bounded: bool) -> Result<Job, ScheduleError> {
         let txn = self.db.begin_write()?;
         {
             let mut meta = txn.open_table(SCHED_META)?;
@@ -297,7 +300,7 @@ impl Store {
             meta.insert("next_job", id + 1)?;
             job.id = id;
             let mut jobs = txn.open_table(JOBS)?;
-            if jobs.len()? >= JOBS_MAX {
+            if bounded && jobs.len()? >= JOBS_MAX {
                 return Err(ScheduleError::Invalid(format!(
                     "{JOBS_MAX} jobs are scheduled already; remove one first (`wasiclaw cron list`, `wasiclaw cron rm ID`)"
                 )));
@@ -446,6 +449,9 @@ pub struct NewJob {
     /// Asked for in a conversation that held untrusted content.
     #[serde(default)]
     pub untrusted: bool,
+    /// Asked for by the model (`schedule_task`): held to [`JOBS_MAX`].
+    #[serde(skip)]
+    pub by_model: bool,
 }
 
 pub(crate) fn tool_ref(spec: &str) -> Result<(String, String), ScheduleError> {

@@ -675,7 +675,7 @@ impl Runtime {
             created_ms: now_ms,
             untrusted: new.untrusted,
         };
-        let job = self.db.job_add(job)?;
+        let job = self.db.job_add(job, new.by_model)?;
         self.schedule_changed.notify_one();
         Ok(job)
     }

@@ -225,6 +225,7 @@ fn schedule_task<'a>(rt: &'a Runtime, caller: Caller<'a>, args: &'a str) -> BoxF
             chat: caller.session.to_string(),
             check: a.check,
             untrusted: caller.untrusted,
+            by_model: true,
             ..Default::default()
         };
         let j = rt.schedule(job, jiff::Timestamp::now().as_millisecond()).map_err(|e| e.to_string())?;
