@@ -65,6 +65,9 @@ pub enum Who {
         admin: bool,
         /// What a non-admin may use.
         scope: Scope,
+        /// Who they are, `CHANNEL:PAIRING-KEY`: the key of their share of
+        /// the daily budget.
+        id: String,
     },
     /// A scheduled run: nobody is there to answer a question.
     Unattended,
@@ -77,13 +80,23 @@ impl Who {
 
     fn scope(&self) -> Option<&Scope> {
         match self {
-            Who::Person { admin: false, scope } => Some(scope),
+            Who::Person { admin: false, scope, .. } => Some(scope),
             _ => None,
         }
     }
 
     fn max_risk(&self) -> Risk {
         self.scope().map_or(Risk::Spend, |s| s.max_risk.unwrap_or(Risk::Read))
+    }
+
+    /// A non-admin's id and daily token share, if one binds them.
+    fn share(&self, cfg: &AgentConfig) -> Option<(&str, u64)> {
+        match self {
+            Who::Person { admin: false, scope, id } => {
+                Some((id.as_str(), scope.daily_tokens.unwrap_or(cfg.person_daily_token_budget))).filter(|s| s.1 > 0)
+            }
+            _ => None,
+        }
     }
 
     fn memory(&self) -> bool {
@@ -393,7 +406,7 @@ impl Agent {
         match input.split_whitespace().next().unwrap_or_default() {
             "/help" => return done(HELP.into()),
             "/new" => {
-                db.save_session(key, &Session::default(), &Totals::default())?;
+                db.save_session(key, &Session::default(), &Totals::default(), None)?;
                 return done("Started a fresh session.".into());
             }
             "/tools" => {
@@ -435,22 +448,40 @@ impl Agent {
         // (budget spent, model unreachable) are shown but not replayed.
         let reply = self.run(key, llm, &mut session, &mut spent, who, emit).await;
         session.usage.add(&spent);
-        db.save_session(key, &session, &spent)?;
+        let person = match who {
+            Who::Person { admin: false, id, .. } => Some(id.as_str()),
+            _ => None,
+        };
+        db.save_session(key, &session, &spent, person)?;
         Ok(reply)
     }
 
-    fn budget_left(&self, spent: &Totals) -> Result<bool, StoreError> {
+    /// Why the model may not be called now, if it may not: the owner's
+    /// daily budget is spent, or the speaker's share of it.
+    fn over_budget(&self, spent: &Totals, who: &Who) -> Result<Option<String>, StoreError> {
         let budget = self.cfg.daily_token_budget;
-        Ok(budget == 0 || self.rt.db.usage_today()?.tokens() + spent.tokens() < budget)
-    }
-
-    fn budget_spent(&self) -> String {
-        format!(
-            "Today's token budget ({} tokens) is spent, so I did not call the model. It resets at midnight UTC; \
-             raise [agent] daily_token_budget in {} to allow more. Tools still work: /tool SKILL.TOOL {{json}}",
-            self.cfg.daily_token_budget,
-            self.rt.paths.config().display()
-        )
+        if budget > 0 && self.rt.db.usage_today()?.tokens() + spent.tokens() >= budget {
+            // The owner's settings are theirs to hear about.
+            return Ok(Some(if who.is_owner() {
+                format!(
+                    "Today's token budget ({budget} tokens) is spent, so I did not call the model. It resets at \
+                     midnight UTC; raise [agent] daily_token_budget in {} to allow more. Tools still work: \
+                     /tool SKILL.TOOL {{json}}",
+                    self.rt.paths.config().display()
+                )
+            } else {
+                "This agent's model budget for today is spent. It resets at midnight UTC.".into()
+            }));
+        }
+        if let Some((id, share)) = who.share(&self.cfg)
+            && self.rt.db.person_tokens_today(id)? + spent.tokens() >= share
+        {
+            return Ok(Some(format!(
+                "You have used today's share of this agent's model ({share} tokens), so I did not call it. \
+                 It resets at midnight UTC."
+            )));
+        }
+        Ok(None)
     }
 
     /// The model/tool loop. Appends assistant and tool messages to the session.
@@ -472,9 +503,9 @@ impl Agent {
         let recalled = if who.memory() { self.recall(&latest, session).await } else { String::new() };
         let mut empty_retries = 0;
         for _round in 0..self.cfg.max_tool_iterations.max(1) {
-            match self.budget_left(spent) {
-                Ok(true) => {}
-                Ok(false) => return done(self.budget_spent()),
+            match self.over_budget(spent, who) {
+                Ok(None) => {}
+                Ok(Some(refusal)) => return done(refusal),
                 Err(e) => return done(format!("cannot read the usage totals: {e}")),
             }
             if let Err(e) = self.compact(llm, session, &tools, spent, emit).await {
@@ -853,6 +884,10 @@ impl Agent {
             "this session: {} tokens in, {} out, ${:.4}, {} model calls",
             session.usage.input, session.usage.output, session.usage.cost, session.usage.calls
         );
+        if let Some((id, share)) = who.share(&self.cfg) {
+            let used = self.rt.db.person_tokens_today(id)?;
+            return Ok(format!("{mine}\ntoday: {used} of your {share} tokens (resets at midnight UTC)"));
+        }
         if !who.is_owner() {
             return Ok(mine);
         }

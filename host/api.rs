@@ -8,7 +8,7 @@ use crate::channels::{ChannelStatus, Channels};
 use crate::grants::GrantChange;
 use crate::jobs::{Job, Run};
 use crate::memory::{Hit, Memory};
-use crate::pairing::Pairing;
+use crate::pairing::{Pairing, PairingView};
 use crate::queue::{Notification, OutboxItem};
 use crate::requests::Seen;
 use crate::runtime::{ErrorKind, Runtime, RuntimeError, SkillInfo, SkillState, ToolOutcome};
@@ -342,7 +342,7 @@ pub enum Response {
     /// Runs.
     Runs(Vec<Run>),
     /// Pairings.
-    Pairings(Vec<Pairing>),
+    Pairings(Vec<PairingView>),
     /// The pairing changed.
     Pairing(Pairing),
     /// Messages waiting to be sent.
@@ -462,7 +462,20 @@ async fn answer(
     let missing = |what: String| Err(RuntimeError::NotFound(what));
     Ok(match request {
         Request::Status => Response::Status(Box::new(status(rt, channels)?)),
-        Request::PairingList => Response::Pairings(rt.db.pairings()?),
+        Request::PairingList => {
+            let mut out = Vec::new();
+            for pairing in rt.db.pairings()? {
+                let tokens_today =
+                    rt.db.person_tokens_today(&crate::pairing::person_id(&pairing.channel, &pairing.key()))?;
+                let bound = (pairing.approved && !pairing.admin).then(|| {
+                    let share = pairing.scope.daily_tokens.unwrap_or(rt.config.agent.person_daily_token_budget);
+                    (pairing.scope.describe(), share)
+                });
+                let (may, daily_tokens) = bound.unwrap_or_default();
+                out.push(PairingView { pairing, may, tokens_today, daily_tokens });
+            }
+            Response::Pairings(out)
+        }
         Request::PairingApprove { code, admin } => match crate::queue::approve(&rt.db, &code, admin)? {
             Some(p) => Response::Pairing(p),
             None => {

@@ -207,6 +207,10 @@ pub struct AgentConfig {
     pub max_output_tokens: u32,
     /// Tokens (input + output) per UTC day; 0 means no limit.
     pub daily_token_budget: u64,
+    /// Tokens per UTC day each paired non-admin may spend, within the daily
+    /// budget; 0 means only the daily budget binds them. `wasiclaw pairing
+    /// grant --daily-tokens` sets one person's.
+    pub person_daily_token_budget: u64,
     /// Retries per provider on 429, 5xx and timeouts, before falling back.
     pub retries: u32,
     /// Probed when no provider is configured.
@@ -227,6 +231,7 @@ impl Default for AgentConfig {
             context_window: 32_000,
             max_output_tokens: 1024,
             daily_token_budget: 0,
+            person_daily_token_budget: 100_000,
             retries: 3,
             ollama_url: "http://127.0.0.1:11434".into(),
             owner_chat: None,

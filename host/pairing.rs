@@ -33,6 +33,12 @@ pub fn key(sender_id: &str, group_chat: Option<&str>) -> String {
     }
 }
 
+/// Who a sender is across the host, `CHANNEL:KEY` (their share of the
+/// daily token budget is kept under it).
+pub fn person_id(channel: &str, key: &str) -> String {
+    format!("{channel}:{key}")
+}
+
 /// The pairing under `key` in `channel`, from a read or write table.
 fn read(
     table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
@@ -96,6 +102,21 @@ impl Pairing {
     }
 }
 
+/// A pairing as the owner sees it: the record, what it allows in words,
+/// and the tokens spent today.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PairingView {
+    /// The record.
+    #[serde(flatten)]
+    pub pairing: Pairing,
+    /// [`Scope::describe`] of an approved non-admin; empty otherwise.
+    pub may: String,
+    /// Model tokens they spent today (UTC).
+    pub tokens_today: u64,
+    /// Their daily share; 0 when only the owner's budget binds them.
+    pub daily_tokens: u64,
+}
+
 /// What a paired non-admin may use besides read-only tools in their own
 /// session. Admins act as the owner and need none of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +130,31 @@ pub struct Scope {
     /// `/tool SKILL.TOOL {json}` in their chat.
     #[serde(default)]
     pub direct_tools: bool,
+    /// Model tokens they may spend per UTC day; unset: `[agent]
+    /// person_daily_token_budget`. Their turns also count against the
+    /// owner's daily budget.
+    #[serde(default)]
+    pub daily_tokens: Option<u64>,
+}
+
+impl Scope {
+    /// What it allows, for the owner: `read-only tools, memory, /tool`.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![match self.max_risk {
+            None | Some(crate::approvals::Risk::Read) => "read-only tools".to_string(),
+            Some(risk) => format!("tools up to {}", crate::text::variant_name(&risk)),
+        }];
+        if self.memory {
+            parts.push("your memory".into());
+        }
+        if self.direct_tools {
+            parts.push("/tool".into());
+        }
+        if let Some(tokens) = self.daily_tokens {
+            parts.push(format!("{tokens} tokens a day"));
+        }
+        parts.join(", ")
+    }
 }
 
 /// What to do with a message from a sender.

@@ -1,10 +1,14 @@
 //! Conversations and what they cost: one `Session` per (channel, chat),
-//! and token and cost totals per UTC day.
+//! token and cost totals per UTC day, and each paired person's tokens of
+//! the day.
 //!
 //! Invariants:
-//! - A turn's session and its usage are saved in one transaction, so the
-//!   daily budget never misses a turn that was kept, or counts one that was
-//!   lost.
+//! - A turn's session and its usage (the day's and its person's) are saved
+//!   in one transaction, so a daily budget never misses a turn that was
+//!   kept, or counts one that was lost.
+//! - Only today's tokens per person are kept: the first save of a day
+//!   drops the days before, so the table holds at most one row per
+//!   paired person.
 //! - One channel (the part of the key before `:`) keeps at most
 //!   [`SESSIONS_PER_CHANNEL`] sessions: a new one drops the least recently
 //!   saved in the same transaction. A channel decides chat ids, so one that
@@ -20,6 +24,8 @@ const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// drop without reading the sessions themselves.
 const SAVED: TableDefinition<&str, i64> = TableDefinition::new("session_saved");
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
+/// Tokens per (UTC day, person).
+const PERSON_USAGE: TableDefinition<(&str, &str), u64> = TableDefinition::new("person_usage");
 
 /// Sessions one channel keeps.
 pub const SESSIONS_PER_CHANNEL: usize = 1000;
@@ -28,6 +34,7 @@ pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreErr
     let sessions = txn.open_table(SESSIONS)?;
     let mut saved = txn.open_table(SAVED)?;
     txn.open_table(USAGE)?;
+    txn.open_table(PERSON_USAGE)?;
     // Sessions from before the bound get a time: the oldest possible.
     if saved.len()? < sessions.len()? {
         for entry in sessions.iter()? {
@@ -129,8 +136,15 @@ impl Store {
         })
     }
 
-    /// Save a session and add this turn's usage to today's totals, atomically.
-    pub fn save_session(&self, key: &str, session: &Session, spent: &Totals) -> Result<(), StoreError> {
+    /// Save a session and add this turn's usage to today's totals (and to
+    /// `person`'s tokens of today), atomically.
+    pub fn save_session(
+        &self,
+        key: &str,
+        session: &Session,
+        spent: &Totals,
+        person: Option<&str>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         make_room(&txn, key)?;
         {
@@ -144,6 +158,14 @@ impl Store {
             };
             totals.add(spent);
             usage.insert(day.as_str(), serde_json::to_vec(&totals)?.as_slice())?;
+            if let Some(person) = person.filter(|_| spent.tokens() > 0) {
+                let mut people = txn.open_table(PERSON_USAGE)?;
+                let before = people.get((day.as_str(), person))?.map_or(0, |v| v.value());
+                if before == 0 {
+                    people.retain_in(..(day.as_str(), ""), |_, _| false)?;
+                }
+                people.insert((day.as_str(), person), before + spent.tokens())?;
+            }
         }
         self.commit(txn)?;
         Ok(())
@@ -159,6 +181,13 @@ impl Store {
             out.push((k.value().to_string(), serde_json::from_slice(v.value())?));
         }
         Ok(out)
+    }
+
+    /// The tokens `person` spent today (UTC).
+    pub fn person_tokens_today(&self, person: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PERSON_USAGE)?;
+        Ok(table.get((today().as_str(), person))?.map_or(0, |v| v.value()))
     }
 
     /// Today's totals (UTC).
@@ -183,6 +212,27 @@ mod tests {
         keys.filter(|k| k.starts_with(prefix)).collect()
     }
 
+    /// A person's tokens add up over the day, and the first save of a new
+    /// day forgets the days before.
+    #[test]
+    fn only_todays_tokens_per_person_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::open(&dir.path().join("db.redb"), &[create_tables]).unwrap();
+        let txn = db.db.begin_write().unwrap();
+        txn.open_table(PERSON_USAGE).unwrap().insert(("2020-01-01", "tg:bob"), 500).unwrap();
+        db.commit(txn).unwrap();
+        let spent = Totals { input: 40, output: 20, ..Default::default() };
+        db.save_session("tg:1", &Session::default(), &spent, Some("tg:bob")).unwrap();
+        db.save_session("tg:1", &Session::default(), &spent, Some("tg:bob")).unwrap();
+        db.save_session("tg:2", &Session::default(), &spent, Some("tg:eve")).unwrap();
+        db.save_session("tg:3", &Session::default(), &spent, None).unwrap();
+        assert_eq!(db.person_tokens_today("tg:bob").unwrap(), 120);
+        assert_eq!(db.person_tokens_today("tg:eve").unwrap(), 60);
+        assert_eq!(db.usage_today().unwrap().tokens(), 240);
+        let txn = db.db.begin_read().unwrap();
+        assert_eq!(txn.open_table(PERSON_USAGE).unwrap().len().unwrap(), 2, "an old day was kept");
+    }
+
     /// A channel that makes up chats keeps its most recent sessions, not
     /// every one; other channels' are untouched.
     #[test]
@@ -190,15 +240,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Store::open(&dir.path().join("db.redb"), &[create_tables]).unwrap();
         let (none, wait) = (Totals::default(), || std::thread::sleep(std::time::Duration::from_millis(3)));
-        db.save_session("other:x", &Session::default(), &none).unwrap();
-        db.save_session("hc:first", &Session::default(), &none).unwrap();
+        db.save_session("other:x", &Session::default(), &none, None).unwrap();
+        db.save_session("hc:first", &Session::default(), &none, None).unwrap();
         wait();
         for i in 0..SESSIONS_PER_CHANNEL - 1 {
-            db.save_session(&format!("hc:{i}"), &Session::default(), &none).unwrap();
+            db.save_session(&format!("hc:{i}"), &Session::default(), &none, None).unwrap();
         }
         wait();
-        db.save_session("hc:first", &Session::default(), &none).unwrap();
-        db.save_session("hc:new", &Session::default(), &none).unwrap();
+        db.save_session("hc:first", &Session::default(), &none, None).unwrap();
+        db.save_session("hc:new", &Session::default(), &none, None).unwrap();
         let kept = keys(&db, "hc:");
         assert_eq!(kept.len(), SESSIONS_PER_CHANNEL);
         assert!(kept.contains(&"hc:first".into()) && kept.contains(&"hc:new".into()), "the recent ones went");

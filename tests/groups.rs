@@ -1,6 +1,7 @@
 //! Group chats: the bot answers only messages addressed to it (mentions
 //! and replies), a sender is paired for one group at a time and never as
-//! the owner, and `[channels.X] groups` turns groups off or fully on.
+//! the owner, and `[channels.X] groups` turns groups off or fully on. A
+//! paired person spends only their share of the day's model tokens.
 //! Driven through the generic webhook channel, which passes `group` and
 //! `addressed` as the sender set them; the Telegram test covers a real
 //! platform's mentions.
@@ -97,6 +98,44 @@ async fn in_groups_only_mentions_are_heard_and_pairing_is_per_chat() {
     hook.env.ok(&["pairing", "grant", "webhook", "bob", "--group", "g1", "--memory"]);
     hook.env.ok(&["pairing", "revoke", "webhook", "bob", "--group", "g1"]);
     assert!(!hook.env.ok(&["pairing", "list"]).contains("paired"));
+}
+
+/// Pairing someone lets them talk to the owner's model, not spend all of
+/// its budget: past their daily share the model is not called for them,
+/// while the owner is still answered, and `pairing list` shows what each
+/// may use and has spent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paired_person_spends_only_their_share_of_the_day() {
+    let llm = FakeLlm::start(vec![Reply::Text("one"), Reply::Text("two"), Reply::Text("for the owner")]).await;
+    llm.set_usage(40, 20);
+    let hook = start(&llm, "admins = [\"ann\"]\n\n[agent]\nperson_daily_token_budget = 1000").await;
+    hook.say(msg("1", "bob", "g1", true, true, "@bot hi")).await;
+    let replies = hook.wait_replies(1).await;
+    let code = replies[0].1.split("pairing approve ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    hook.env.ok(&["pairing", "approve", &code]);
+    hook.wait_replies(2).await;
+    let list = hook.env.ok(&["pairing", "list"]);
+    assert!(list.contains("paired: read-only tools; 0 of 1000 tokens today"), "{list}");
+    let granted = hook.env.ok(&["pairing", "grant", "webhook", "bob", "--group", "g1", "--daily-tokens", "100"]);
+    assert!(granted.contains("may now use: read-only tools, 100 tokens a day"), "{granted}");
+
+    // Each model call costs 60 tokens: bob's second turn starts under his
+    // 100, his third does not.
+    for (i, text) in ["@bot one", "@bot two", "@bot three"].iter().enumerate() {
+        hook.say(msg(&format!("{}", 10 + i), "bob", "g1", true, true, text)).await;
+        hook.wait_replies(3 + i).await;
+    }
+    let replies = hook.replies();
+    assert_eq!((replies[2].1.as_str(), replies[3].1.as_str()), ("one", "two"));
+    assert!(replies[4].1.contains("You have used today's share of this agent's model (100 tokens)"), "{replies:?}");
+    assert_eq!(llm.requests().len(), 2, "the model was called past bob's share");
+    let list = hook.env.ok(&["pairing", "list"]);
+    assert!(list.contains("paired: read-only tools, 100 tokens a day; 120 of 100 tokens today"), "{list}");
+
+    // The owner's budget is not bob's share.
+    hook.say(msg("20", "ann", "ann", false, false, "hello")).await;
+    let replies = hook.wait_replies(6).await;
+    assert_eq!(replies[5], ("ann".to_string(), "for the owner".to_string()));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -314,13 +314,14 @@ impl Channels {
     /// a scope (in a group, the scope of their pairing for that chat).
     fn who(&self, channel: &str, item: &InboxItem) -> Who {
         let cfg = self.rt().config.channels.get(channel).cloned().unwrap_or_default();
-        if cfg.admins.contains(&item.sender_id) {
-            return Who::Person { admin: true, scope: Default::default() };
-        }
         let key = crate::pairing::key(&item.sender_id, item.group.then_some(item.chat_id.as_str()));
+        let id = crate::pairing::person_id(channel, &key);
+        if cfg.admins.contains(&item.sender_id) {
+            return Who::Person { admin: true, scope: Default::default(), id };
+        }
         match self.rt().db.pairing(channel, &key) {
-            Ok(Some(p)) if p.approved => Who::Person { admin: p.admin, scope: p.scope },
-            _ => Who::Person { admin: false, scope: Default::default() },
+            Ok(Some(p)) if p.approved => Who::Person { admin: p.admin, scope: p.scope, id },
+            _ => Who::Person { admin: false, scope: Default::default(), id },
         }
     }
 }

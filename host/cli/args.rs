@@ -447,7 +447,8 @@ pub(crate) enum PairingCommand {
     /// Set what a paired non-admin may use. By default they get their own session and
     /// read-only tools, and no memory, `/tool` or anything that writes, sends or spends.
     #[command(after_help = "Examples:\n  wasiclaw pairing grant telegram 12345 --memory\n  \
-        wasiclaw pairing grant telegram 12345 --tools write\n  wasiclaw pairing grant telegram 12345   # back to the defaults")]
+        wasiclaw pairing grant telegram 12345 --tools write\n  \
+        wasiclaw pairing grant telegram 12345 --daily-tokens 20000\n  wasiclaw pairing grant telegram 12345   # back to the defaults")]
     Grant {
         channel: String,
         sender: String,
@@ -465,6 +466,10 @@ pub(crate) enum PairingCommand {
         /// `[tools]` policy lets run unasked. Approving skills stays yours alone.
         #[arg(long)]
         direct_tools: bool,
+        /// Model tokens they may spend per UTC day (default: `[agent]
+        /// person_daily_token_budget`, 100,000; 0: only your daily budget binds them).
+        #[arg(long, value_name = "N")]
+        daily_tokens: Option<u64>,
     },
 }
 
@@ -685,9 +690,17 @@ impl Command {
                 let sender = wasiclaw::pairing::key(&sender, group.as_deref());
                 (Request::PairingRevoke { channel, sender }, false)
             }
-            Command::Pairing(PairingCommand::Grant { channel, sender, group, memory, tools, direct_tools }) => {
+            Command::Pairing(PairingCommand::Grant {
+                channel,
+                sender,
+                group,
+                memory,
+                tools,
+                direct_tools,
+                daily_tokens,
+            }) => {
                 let sender = wasiclaw::pairing::key(&sender, group.as_deref());
-                let scope = wasiclaw::pairing::Scope { memory, max_risk: tools, direct_tools };
+                let scope = wasiclaw::pairing::Scope { memory, max_risk: tools, direct_tools, daily_tokens };
                 (Request::PairingGrant { channel, sender, scope }, false)
             }
             Command::Approvals(ApprovalsCommand::List { json }) => (Request::ApprovalsList, json),

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use wasiclaw::api::{Request, Response, Status};
 use wasiclaw::jobs::{Action, When};
 use wasiclaw::memory::Memory;
+use wasiclaw::pairing::PairingView;
 use wasiclaw::runtime::SkillInfo;
 use wasiclaw::text::{one_line, printable};
 
@@ -132,10 +133,11 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
             if pairings.is_empty() {
                 println!("nobody is paired yet; senders who write to a channel get a code to approve here");
             }
-            for p in pairings {
+            for view in pairings {
+                let p = &view.pairing;
                 let state = match (&p.code, p.approved, p.admin) {
                     (_, true, true) => "paired (admin)".to_string(),
-                    (_, true, false) => "paired".to_string(),
+                    (_, true, false) => format!("paired: {}; {}", view.may, tokens_today(&view)),
                     (Some(code), false, _) => format!("pending: wasiclaw pairing approve {code}"),
                     (None, false, _) => "pending".to_string(),
                 };
@@ -147,7 +149,7 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
         }
         Response::Pairing(p) => match request {
             Request::PairingGrant { channel, sender, scope, .. } => {
-                println!("{channel}:{sender} may now use: {scope:?}")
+                println!("{channel}:{sender} may now use: {}", scope.describe())
             }
             _ => println!(
                 "approved {} ({}:{}){}",
@@ -283,6 +285,13 @@ pub(crate) fn time_of(ms: Option<i64>, when: Option<&When>) -> String {
     match ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()) {
         Some(t) => t.to_zoned(tz).strftime("%Y-%m-%d %H:%M %Z").to_string(),
         None => "never (done)".into(),
+    }
+}
+
+fn tokens_today(view: &PairingView) -> String {
+    match view.daily_tokens {
+        0 => format!("{} tokens today", view.tokens_today),
+        share => format!("{} of {share} tokens today", view.tokens_today),
     }
 }
 
