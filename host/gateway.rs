@@ -25,12 +25,13 @@
 //! not theirs to take); headers, and a webhook's body, must arrive within
 //! `request_timeout_s`, and a connection idle that long is closed; at most
 //! [`HOOKS_IN_FLIGHT`] webhooks are read or handled at once, and the next
-//! is told to retry (503) before its body is read.
+//! is told to retry (503) before its body is read. A webhook for no channel
+//! is answered 404 before its body is read or a place is taken.
 
 use crate::agent::{Agent, Event};
 use crate::api::Reply;
 use crate::channels::Channels;
-use crate::contract::HttpRequest;
+use crate::contract::{HttpRequest, HttpResponse};
 use crate::runtime::Runtime;
 use anyhow::Context;
 use axum::extract::Path;
@@ -365,6 +366,12 @@ async fn hook(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
+    let channels = hooks.channels;
+    let channel = params.get("channel").cloned().unwrap_or_default();
+    // A body nobody would handle is not read, nor given a place.
+    if let Some(refusal) = channels.webhook_refusal(&channel) {
+        return webhook_response(&channel, refusal);
+    }
     let Ok(_place) = hooks.in_flight.clone().try_acquire_owned() else {
         let busy = "too many webhook requests at once; retry\n";
         return (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], busy).into_response();
@@ -374,8 +381,6 @@ async fn hook(
         Ok(Err(_)) => return (StatusCode::PAYLOAD_TOO_LARGE, "a webhook body is at most 1 MiB\n").into_response(),
         Err(_) => return (StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time\n").into_response(),
     };
-    let channels = hooks.channels;
-    let channel = params.get("channel").cloned().unwrap_or_default();
     let request = HttpRequest {
         method: method.to_string(),
         path: params.get("rest").map(|r| format!("/{r}")).unwrap_or_default(),
@@ -386,7 +391,11 @@ async fn hook(
             .collect(),
         body: body.to_vec(),
     };
-    let reply = channels.webhook(&channel, request).await;
+    webhook_response(&channel, channels.webhook(&channel, request).await)
+}
+
+/// A channel's answer to a webhook, as the gateway sends it.
+fn webhook_response(channel: &str, reply: HttpResponse) -> Response {
     let mut response = Response::builder().status(reply.status);
     // A component's response must not act as a page on this origin: only
     // JSON or plain text, sandboxed, never sniffed, and no cookies or CORS.

@@ -199,35 +199,46 @@ async fn metrics_count_tool_calls_and_need_the_token() {
 /// Anyone who can reach the gateway can open connections and send webhooks,
 /// so what they hold is bounded: webhooks past the in-flight limit are told
 /// to retry before their bodies are read, a body that does not come is
-/// answered 408, at most `connections` are open at once whatever the flood
-/// (the daemon keeps its file descriptors), and idle ones are closed.
+/// answered 408, one for no channel is answered 404 at once without its
+/// body or a place, at most `connections` are open at once whatever the
+/// flood (the daemon keeps its file descriptors), and idle ones are closed.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_connections_and_webhooks_holds_nothing_for_long() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
     let llm = FakeLlm::start(vec![]).await;
     let env = Env::new();
+    env.install("webhook");
+    env.ok(&["skills", "list"]); // compiled before the daemon starts
     let (daemon, url, token) = gateway(&env, &llm, "connections = 24\nrequest_timeout_s = 6\n");
     let addr = url.trim_start_matches("http://").to_string();
     let mut slow = Vec::new();
     for _ in 0..wasiclaw::gateway::HOOKS_IN_FLIGHT {
         let mut s = TcpStream::connect(&addr).await.unwrap();
-        let head = format!("POST /hooks/x/ HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 100\r\n\r\n");
+        let head = format!("POST /hooks/webhook/ HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 100\r\n\r\n");
         s.write_all(head.as_bytes()).await.unwrap();
         slow.push(s);
     }
-    // Once the slow ones hold every place, the next webhook is turned away
-    // (an unknown channel would be 404 after its body). They hold them for
-    // `request_timeout_s`, so a loaded machine has a few seconds to see it.
+    // Once the slow ones hold every place, the next webhook is turned away.
+    // They hold them for `request_timeout_s`, so a loaded machine has a few
+    // seconds to see it.
     let started = std::time::Instant::now();
     let busy = loop {
-        let r = client().post(format!("{url}/hooks/x/")).body("{}").send().await.unwrap();
+        let r = client().post(format!("{url}/hooks/webhook/")).body("{}").send().await.unwrap();
         if r.status() == StatusCode::SERVICE_UNAVAILABLE || started.elapsed().as_secs() >= 5 {
             break r;
         }
     };
     assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(busy.headers()["retry-after"], "1");
+    assert!(busy.text().await.unwrap().contains("too many webhook requests"));
+    // A body for no channel is not waited for.
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let head = format!("POST /hooks/x/ HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 100\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = [0u8; 12];
+    tokio::time::timeout(std::time::Duration::from_secs(3), s.read_exact(&mut answer)).await.unwrap().unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 404", "the body of a webhook for no channel was waited for");
     let read = |mut s: TcpStream| async move {
         let mut out = Vec::new();
         let read = tokio::time::timeout(std::time::Duration::from_secs(60), s.read_to_end(&mut out)).await;
@@ -238,8 +249,9 @@ async fn a_flood_of_connections_and_webhooks_holds_nothing_for_long() {
         let answer = read(s).await;
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     }
-    let freed = client().post(format!("{url}/hooks/x/")).body("{}").send().await.unwrap();
-    assert_eq!(freed.status(), StatusCode::NOT_FOUND, "the places were given back");
+    let freed = client().post(format!("{url}/hooks/webhook/")).body("{}").send().await.unwrap();
+    let freed = freed.text().await.unwrap();
+    assert!(freed.contains("not fully granted"), "the places were not given back: {freed}");
 
     let fds = || std::fs::read_dir(format!("/proc/{}/fd", daemon.child.id())).unwrap().count();
     let before = fds();

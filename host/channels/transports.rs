@@ -29,19 +29,22 @@ impl Channels {
         }
     }
 
+    /// Why `/hooks/<name>/` cannot take a request now, if it cannot: the
+    /// gateway asks before it reads a body nobody would handle.
+    pub fn webhook_refusal(&self, name: &str) -> Option<api::HttpResponse> {
+        match self.rt().channel_spec(name) {
+            Some(spec) if spec.transport == Transport::Webhook => None,
+            Some(_) => Some(text(404, &format!("channel {name} does not take webhooks"))),
+            // Platforms retry a 503: the message arrives once it is loaded.
+            None if self.rt().is_compiling(name) => Some(text(503, &format!("channel {name} is still compiling"))),
+            None => Some(text(404, &format!("no channel named {name}"))),
+        }
+    }
+
     /// A request to `/hooks/<name>/...`.
     pub async fn webhook(&self, name: &str, request: api::HttpRequest) -> api::HttpResponse {
-        let text = |status: u16, body: &str| api::HttpResponse {
-            status,
-            headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
-            body: format!("{body}\n").into_bytes(),
-        };
-        match self.rt().channel_spec(name) {
-            Some(spec) if spec.transport == Transport::Webhook => {}
-            Some(_) => return text(404, &format!("channel {name} does not take webhooks")),
-            // Platforms retry a 503: the message arrives once it is loaded.
-            None if self.rt().is_compiling(name) => return text(503, &format!("channel {name} is still compiling")),
-            None => return text(404, &format!("no channel named {name}")),
+        if let Some(refusal) = self.webhook_refusal(name) {
+            return refusal;
         }
         match invoke(self.rt(), name, Call::Webhook(request)).await {
             Ok((Answer::Webhook(reply), _)) => {
@@ -216,4 +219,13 @@ fn fill_secrets(ctx: &HostCtx, frame: &str, allowed: &[(String, String)]) -> Str
         }
     }
     out
+}
+
+/// A plain-text answer to a webhook.
+fn text(status: u16, body: &str) -> api::HttpResponse {
+    api::HttpResponse {
+        status,
+        headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+        body: format!("{body}\n").into_bytes(),
+    }
 }
