@@ -382,7 +382,7 @@ pub struct Limits {
     /// `crypto.secret-equals` checks a component may make per minute.
     pub secret_checks_per_minute: u64,
     /// Memories a component may save per hour (each stays on disk and may
-    /// cost an embedding request).
+    /// cost an embedding request); the model too, after untrusted content.
     pub memory_saves_per_hour: u64,
     /// Memory searches a component may make per minute (each may cost an
     /// embedding request).

@@ -358,6 +358,13 @@ impl Runtime {
         }
     }
 
+    /// What the model may spend on the host's own tools after untrusted
+    /// content, counted like a component's (`[limits]`) under a name no
+    /// component can have.
+    pub fn agent_budget(&self) -> (Arc<crate::budget::Budget>, &crate::config::Limits) {
+        (self.budgets.of("(agent)", &self.limits), &self.limits)
+    }
+
     /// Long-term memory with the configured embedder, if any.
     pub fn memories(&self) -> Memories<'_> {
         Memories { db: &self.db, embedder: self.embedder.as_deref() }

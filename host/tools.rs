@@ -9,6 +9,7 @@
 //! rights until the owner approves it.
 
 use crate::approvals::Risk;
+use crate::budget::Spend;
 use crate::runtime::Runtime;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
@@ -153,7 +154,16 @@ fn memory_save<'a>(rt: &'a Runtime, caller: Caller<'a>, args: &'a str) -> BoxFut
             return Err(format!("a memory is at most {} KiB; save the gist", crate::memory::MEMORY_TEXT_MAX >> 10));
         }
         // Saved after untrusted content (an "always" answer lets it run
-        // unasked), it stays untrusted when it is recalled.
+        // unasked), it stays untrusted when it is recalled, and such saves
+        // are counted as a component's are: words in a page must not fill
+        // the disk or the embedding bill.
+        if caller.untrusted {
+            let (budget, limits) = rt.agent_budget();
+            if !budget.take(Spend::MemorySaves, 1) {
+                let refusal = Spend::MemorySaves.refusal(limits, "memories saved after untrusted content");
+                return Err(format!("{refusal}; the owner can save it with `wasiclaw memory add`"));
+            }
+        }
         let source = if caller.untrusted { "agent-after-untrusted" } else { "agent" };
         let m = rt.memories().save(&a.text, a.tags, source, a.pinned).await.map_err(|e| e.to_string())?;
         Ok(json!({ "saved": m.id }))
