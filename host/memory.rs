@@ -627,8 +627,11 @@ pub struct Embedder {
 impl Embedder {
     /// A client of the embeddings endpoint in `config`.
     pub fn new(config: crate::config::EmbeddingsConfig, secrets: crate::secrets::Secrets) -> Self {
-        let client =
-            reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("TLS backend");
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("TLS backend");
         Embedder { client, config, secrets }
     }
 
@@ -641,6 +644,9 @@ impl Embedder {
             req = req.bearer_auth(key);
         }
         let resp = req.send().await.map_err(|e| format!("embeddings: {e}"))?;
+        if resp.status().is_redirection() {
+            return Err(format!("embeddings: {}", crate::llm::redirected(&resp)));
+        }
         if !resp.status().is_success() {
             return Err(format!("embeddings: HTTP {}", resp.status()));
         }

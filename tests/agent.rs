@@ -251,6 +251,31 @@ async fn the_daily_budget_stops_model_calls() {
     assert!(usage.contains("this session: 40 tokens in, 20 out") && usage.contains("0 left"), "{usage}");
 }
 
+/// A provider's key goes to its base_url and nowhere else: a redirect
+/// (which reqwest would follow with Anthropic's `x-api-key` still on, to
+/// any host) is not followed, by the model's client or the embeddings',
+/// and the owner is told where it pointed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_providers_key_does_not_follow_a_redirect() {
+    let (redirector, elsewhere) = (Server::start().await, Server::start().await);
+    let env = Env::new();
+    for name in ["ANTHROPIC_API_KEY", "EMBED_KEY"] {
+        assert!(env.cli_stdin(&["secrets", "set", name], "sk-secret-value\n").status.success());
+    }
+    let to = format!("{}/to/{}", redirector.base, elsewhere.port);
+    let config = format!(
+        "[agent]\nretries = 0\n\n[memory.embeddings]\nbase_url = \"{to}/v1\"\nmodel = \"e\"\napi_key_secret = \"EMBED_KEY\"\n\n\
+         [[providers]]\nkind = \"anthropic\"\nbase_url = \"{to}\"\nmodel = \"m\"\napi_key_secret = \"ANTHROPIC_API_KEY\"\n"
+    );
+    let agent = agent(&env, &config).await;
+    let (reply, _) = turn(&agent, "t:1", "hello").await;
+    assert!(elsewhere.seen().is_empty(), "a redirect was followed: {:?}", elsewhere.seen());
+    let asked: Vec<String> = redirector.seen().iter().map(|s| s.uri.clone()).collect();
+    assert!(asked.iter().any(|u| u.ends_with("/v1/embeddings")) && asked.iter().any(|u| u.ends_with("/v1/messages")));
+    let target = format!("a redirect to http://127.0.0.1:{}/v1/messages", elsewhere.port);
+    assert!(reply.contains(&target) && reply.contains("set base_url"), "{reply}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_model_tools_still_work() {
     let env = Env::new();

@@ -280,6 +280,11 @@ async fn respond(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request) -> Res
     if path.ends_with("/hang") {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
+    // `/to/PORT/REST` redirects to REST on another loopback port.
+    if let Some((port, rest)) = path.strip_prefix("/to/").and_then(|p| p.split_once('/')) {
+        let to = format!("http://127.0.0.1:{port}/{rest}");
+        return Response::builder().status(307).header("location", to).body(Body::empty()).unwrap();
+    }
     if path.ends_with("/big") {
         return Response::new(Body::from(vec![b'z'; 1 << 20]));
     }

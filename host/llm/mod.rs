@@ -202,6 +202,9 @@ impl Provider {
         };
         let response = post.json(&body(&self.config, req)).send().await?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(LlmError::Config(redirected(&response)));
+        }
         if !status.is_success() {
             let retry_after = response
                 .headers()
@@ -267,13 +270,31 @@ pub fn reply_limit(max_tokens: u32) -> usize {
     (max_tokens as usize * 1024).max(4 << 20)
 }
 
+/// Why a redirect is not followed, and where it pointed. A key goes to the
+/// configured address alone: reqwest keeps headers such as `x-api-key`
+/// across a redirect to another host, and an API has no need to move.
+pub fn redirected(response: &reqwest::Response) -> String {
+    let to = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("nowhere");
+    format!(
+        "{} answered {} (a redirect to {}); redirects are not followed, so the key goes nowhere else: \
+         set base_url to the address it names if you trust it",
+        response.url(),
+        response.status(),
+        crate::text::truncate(to, 200)
+    )
+}
+
 /// Longest wait honoured from `Retry-After`.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 impl Llm {
     /// A client of `providers`, retrying each `retries` times.
     pub fn new(providers: Vec<ProviderConfig>, secrets: Secrets, retries: u32) -> Self {
-        let client = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build().expect("TLS backend");
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("TLS backend");
         Llm {
             client,
             secrets,
