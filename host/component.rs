@@ -379,6 +379,15 @@ pub fn validate(m: &Manifest) -> Result<(), String> {
     }
     for rule in &m.capabilities.http {
         UrlPattern::parse(&rule.url).map_err(|e| format!("http rule: {e}"))?;
+        // Shown to the owner as asked for, so only what a request could carry.
+        for (name, value) in &rule.headers {
+            if http::HeaderName::try_from(name.as_str()).is_err() || http::HeaderValue::from_str(value).is_err() {
+                return Err(format!(
+                    "http rule {}: header {:?}: {:?} is not a valid header name and value (visible ASCII)",
+                    rule.url, name, value
+                ));
+            }
+        }
         for method in rule.methods() {
             if !["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].contains(&method.as_str()) {
                 return Err(format!("http rule {}: unknown method {method}", rule.url));

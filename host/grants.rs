@@ -214,6 +214,12 @@ pub enum PatternError {
     /// An HTTP method nobody uses.
     #[error("`{0}`: unknown HTTP method `{1}`")]
     Method(String, String),
+    /// Characters an owner could misread.
+    #[error(
+        "`{0}`: a URL pattern is visible ASCII, with no spaces or control characters, and an international \
+         host is written in its xn-- form"
+    )]
+    Chars(String),
 }
 
 /// A parsed URL pattern: `scheme://host[:port]/path-prefix`.
@@ -232,6 +238,11 @@ pub struct UrlPattern {
 impl UrlPattern {
     /// Parse `scheme://host[:port]/path-prefix`.
     pub fn parse(url: &str) -> Result<Self, PatternError> {
+        // What the owner reads when granting is what is matched: no
+        // lookalike letters in a host, nothing a terminal would act on.
+        if !url.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(PatternError::Chars(url.escape_debug().to_string()));
+        }
         let (scheme, rest) = url.split_once("://").ok_or_else(|| PatternError::Scheme(url.into()))?;
         let scheme = scheme.to_ascii_lowercase();
         let default_port = match scheme.as_str() {

@@ -48,6 +48,19 @@ async fn terminal_chat_streams_shows_tools_and_resumes_after_a_restart() {
     assert!(env.ok(&["usage"]).contains("120"), "input tokens of three calls");
 }
 
+/// The model's words reach the terminal as text, never as escape
+/// sequences: a page it read could otherwise have it set the clipboard
+/// (OSC 52), retitle the window, or hide the approval question after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_terminal_chat_prints_no_escape_sequence_the_model_wrote() {
+    let llm = FakeLlm::start(vec![Reply::Text("copied\x1b]52;c;cHduZWQ=\x07 \x1b[8mconcealed\rover")]).await;
+    let env = Env::new();
+    let out = tokio::task::block_in_place(|| chat(&env, &llm, "hi\n"));
+    let out = stdout(&out);
+    assert!(!out.contains(['\x1b', '\x07', '\r']), "{out:?}");
+    assert!(out.contains(r"copied\u{1b}]52;c;cHduZWQ=\u{7} \u{1b}[8mconcealed\rover"), "{out:?}");
+}
+
 fn gateway_config(port: u16, llm: &FakeLlm) -> String {
     format!(
         "[gateway]\nbind = \"127.0.0.1:{port}\"\n\n[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n",

@@ -77,6 +77,37 @@ fn a_script_without_a_manifest_or_function_is_rejected_with_the_reason() {
     assert!(reason("broken").contains("the script"), "{}", reason("broken"));
 }
 
+/// A model writes script skills, so what a script declares is hostile text
+/// on its way to the owner's terminal: a header that moves the cursor, or a
+/// host spelled with a lookalike letter, could make the `asks for` list the
+/// owner reads before granting say what it likes. Both are refused at load,
+/// and what is listed is printed escaped.
+#[test]
+fn a_scripts_manifest_cannot_disguise_what_it_asks_for() {
+    let env = Env::new();
+    let manifest = |name: &str, rule: &str| {
+        format!(
+            "const manifest = {{ name: \"{name}\", tools: [{{ name: \"go\" }}], capabilities: {{ http: [{rule}] }} }};\nfunction go() {{ return 1 }}\n"
+        )
+    };
+    let cursor = r#"{ url: "https://api.example.com/", headers: { "x-note": "ok\u001b[1A\u001b[2K" } }"#;
+    script(&env, "cursor", &manifest("cursor", cursor));
+    script(&env, "lookalike", &manifest("lookalike", r#"{ url: "https://\u0430pi.example.com/" }"#));
+    script(&env, "shown", &manifest("shown\u{1b}]0;pwned\u{7}", r#"{ url: "https://api.example.com/" }"#));
+    let listed = env.list();
+    let reason = |name: &str| {
+        let s = listed.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name} not listed: {listed:?}"));
+        assert_eq!(s["status"], "rejected", "{s}");
+        s["reason"].as_str().unwrap().to_string()
+    };
+    assert!(reason("cursor").contains("not a valid header name and value"), "{}", reason("cursor"));
+    assert!(reason("lookalike").contains("xn-- form"), "{}", reason("lookalike"));
+    for args in [&["skills", "list"][..], &["skills", "inspect", "cursor"], &["skills", "inspect", "shown"]] {
+        let out = env.ok(args);
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}'), "{args:?} printed an escape sequence: {out:?}");
+    }
+}
+
 const HOSTILE: &str = r#"const manifest = {
   name: "villain",
   tools: ["spin", "bomb", "deep", "roam", "smuggle", "peek", "escape"].map(name => ({ name })),

@@ -1,6 +1,9 @@
 //! The terminal chat: one line in, a streamed reply out, and answers
 //! (y/a/n) to tool calls waiting for approval typed while a turn runs.
-//! Through the daemon when one runs, in-process otherwise.
+//! Through the daemon when one runs, in-process otherwise. What the model
+//! or a tool wrote is printed with its control characters escaped, so
+//! nothing it read can drive the terminal (set the clipboard, hide the
+//! approval question that follows).
 
 use anyhow::Context;
 use std::io::IsTerminal;
@@ -11,7 +14,7 @@ use wasiclaw::agent::{Agent, Event};
 use wasiclaw::api::{self, Reply, Request, Response};
 use wasiclaw::config::{Paths, ProviderConfig};
 use wasiclaw::runtime::Runtime;
-use wasiclaw::text::one_line;
+use wasiclaw::text::{one_line, printable};
 
 /// The terminal chat: one line in, a streamed reply out.
 pub(crate) async fn chat(paths: Paths, session: &str, provider: Option<ProviderConfig>) -> anyhow::Result<ExitCode> {
@@ -45,14 +48,14 @@ pub(crate) async fn chat(paths: Paths, session: &str, provider: Option<ProviderC
         let _ = match e {
             Event::Text { text } => {
                 streamed.store(true, Ordering::Relaxed);
-                write!(out, "{text}")
+                write!(out, "{}", printable(&text))
             }
             Event::ToolCall { name, arguments } => writeln!(out, "\n  ⚙ {name} {}", one_line(&arguments)),
             Event::ToolResult { name, ok, preview } => {
                 writeln!(out, "  ↳ {name} {}: {}", if ok { "ok" } else { "error" }, one_line(&preview))
             }
-            Event::Notice { text } => writeln!(out, "  ({text})"),
-            Event::Proposal { text } => writeln!(out, "\n{text}\n"),
+            Event::Notice { text } => writeln!(out, "  ({})", printable(&text)),
+            Event::Proposal { text } => writeln!(out, "\n{}\n", printable(&text)),
             Event::Approval { id, tool, arguments, reason } => {
                 waiting.store(id, Ordering::Relaxed);
                 writeln!(
@@ -126,9 +129,11 @@ pub(crate) async fn chat(paths: Paths, session: &str, provider: Option<ProviderC
             }
         };
         match reply {
-            Reply::Ok(Response::Chat { reply }) if !streamed.load(Ordering::Relaxed) => println!("{reply}"),
+            Reply::Ok(Response::Chat { reply }) if !streamed.load(Ordering::Relaxed) => {
+                println!("{}", printable(&reply))
+            }
             Reply::Ok(_) => println!(),
-            Reply::Err { message, .. } => eprintln!("error: {message}"),
+            Reply::Err { message, .. } => eprintln!("error: {}", printable(&message)),
             Reply::Event(_) => {}
         }
     }

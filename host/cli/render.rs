@@ -192,7 +192,7 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
                 );
             }
         }
-        Response::Chat { reply } => println!("{reply}"),
+        Response::Chat { reply } => println!("{}", printable(&reply)),
         Response::BackedUp { path, bytes } => {
             println!(
                 "wrote {} ({:.1} MiB), checked; restore it with the daemon stopped",
@@ -305,7 +305,7 @@ fn memory_line(m: &Memory) -> String {
 /// One line on what a skill may do or still asks for.
 fn summary(s: &SkillInfo) -> String {
     if let Some(reason) = &s.reason {
-        return format!("rejected: {reason}");
+        return format!("rejected: {}", one_line(reason));
     }
     if s.pending.is_empty() {
         let granted = s.requested.as_ref().map(|r| r != &Default::default()).unwrap_or(false);
@@ -328,7 +328,7 @@ fn print_inspect(s: &SkillInfo) {
         println!("memory: keeps {kept} memories of at most {most} ([limits] memories_kept)");
     }
     if let Some(reason) = &s.reason {
-        println!("reason: {reason}");
+        println!("reason: {}", printable(reason));
         return;
     }
     if let Some(c) = &s.channel {
@@ -363,7 +363,7 @@ fn print_inspect(s: &SkillInfo) {
     }
     for a in asks {
         let pending = s.pending.iter().any(|p| a.starts_with(p.as_str()));
-        println!("  {:<60} {}", a, if pending { "NOT GRANTED" } else { "granted" });
+        println!("  {:<60} {}", one_line(&a), if pending { "NOT GRANTED" } else { "granted" });
     }
     if !s.pending.is_empty() {
         println!("\nto approve everything it asks for: wasiclaw skills grant {} --all-requested", s.name);
