@@ -339,23 +339,40 @@ impl Store {
     /// the last committed state. The copy is checked by opening it, and
     /// only then renamed into place. Returns its size.
     pub fn backup(&self, to: &Path) -> Result<u64, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let io = |e: std::io::Error| StoreError::Backup(format!("{}: {e}", to.display()));
         let tmp = to.with_extension("partial");
-        {
-            let hold = self.db.begin_write()?;
-            std::fs::copy(&self.path, &tmp).map_err(io)?;
-            hold.abort()?;
-        }
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        // The copy is the owner's alone from its first byte, and never a
+        // file or link someone else left at its name (a shared /tmp):
+        // copying onto one would write the memories where they can read
+        // them, or overwrite what a link points at.
+        let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(|e| {
+            match e.kind() {
+                std::io::ErrorKind::AlreadyExists => StoreError::Backup(format!(
+                    "{} exists (a backup that did not finish, or someone else's file): remove it and run again",
+                    tmp.display()
+                )),
+                _ => io(e),
+            }
+        })?;
+        let copied = (|| {
+            {
+                let hold = self.db.begin_write()?;
+                std::io::copy(&mut std::fs::File::open(&self.path).map_err(io)?, &mut out).map_err(io)?;
+                out.sync_all().map_err(io)?;
+                hold.abort()?;
+            }
             let mut copy =
                 Database::open(&tmp).map_err(|e| StoreError::Backup(format!("the copy does not open: {e}")))?;
             if !copy.check_integrity().map_err(|e| StoreError::Backup(format!("checking the copy: {e}")))? {
                 return Err(StoreError::Backup("the copy failed its integrity check".into()));
             }
+            Ok(())
+        })();
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io)?;
         std::fs::rename(&tmp, to).map_err(io)?;
         Ok(std::fs::metadata(to).map_err(io)?.len())
     }

@@ -205,9 +205,19 @@ fn a_backup_taken_while_the_daemon_runs_restores_every_memory() {
     let backup = env.path().join("backup.redb");
     let said = env.ok(&["backup", backup.to_str().unwrap()]);
     assert!(said.contains("checked"), "{said}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o600);
     let live = env.path().join("wasiclaw.redb");
     let refused = env.cli(&["backup", live.to_str().unwrap()]);
     assert_eq!(refused.status.code(), Some(2), "the live database is not a backup target");
+    // In a shared directory another user may have left a link where the
+    // copy is made: it is not followed.
+    let victim = env.path().join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, env.path().join("trap.partial")).unwrap();
+    let trapped = env.cli(&["backup", env.path().join("trap.redb").to_str().unwrap()]);
+    assert!(!trapped.status.success() && stderr(&trapped).contains("trap.partial exists"), "{}", stderr(&trapped));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious", "the backup wrote through a link");
     drop(daemon);
     // Restore into a fresh state dir, as the help says.
     let restored = Env::new();
