@@ -103,7 +103,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let Reply::Ok(Response::Exported(jsonl)) = execute(paths, &Request::MemoryExport).await? else {
                 bail!("the export failed")
             };
-            std::fs::write(&file, jsonl).with_context(|| format!("cannot write {}", file.display()))?;
+            write_owner_only(&file, jsonl.as_bytes()).with_context(|| format!("cannot write {}", file.display()))?;
             return Ok(ExitCode::SUCCESS);
         }
         command => command.request()?,
@@ -406,4 +406,26 @@ fn rotate(paths: &Paths) -> anyhow::Result<ExitCode> {
     std::fs::rename(&new, &old).with_context(|| format!("cannot replace {}", old.display()))?;
     println!("sealed {} with a new key ({}); start the service again", paths.secrets().display(), fresh.id);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Write `bytes` to `file` readable by the owner alone: a new file (never
+/// one someone else left beside it) renamed over the name, so a link at
+/// the name is replaced, not written through.
+fn write_owner_only(file: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.partial", std::process::id()));
+    let tmp = file.with_file_name(name);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+        .and_then(|_| std::fs::rename(&tmp, file));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

@@ -116,7 +116,15 @@ fn export_and_import_round_trip_exactly() {
 
     let other = Env::new();
     let file = other.path().join("mem.jsonl");
-    std::fs::write(&file, &exported).unwrap();
+    // To a file only the owner reads, through no link someone left there.
+    let victim = env.path().join("victim.txt");
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, &file).unwrap();
+    env.ok(&["memory", "export", file.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious", "the export wrote through a link");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), exported);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
     assert!(other.ok(&["memory", "import", file.to_str().unwrap()]).contains("imported 2, skipped 0"));
     assert_eq!(other.ok(&["memory", "export"]), exported, "export → import → export is the identity");
     assert!(other.ok(&["memory", "import", file.to_str().unwrap()]).contains("imported 0, skipped 2"));
