@@ -23,6 +23,13 @@ fn script(env: &Env, name: &str, source: &str) {
     std::fs::write(env.skills().join(format!("{name}.js")), source).unwrap();
 }
 
+/// Why `skills list --json` says `name` was rejected.
+fn rejected(listed: &[serde_json::Value], name: &str) -> String {
+    let s = listed.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name} not listed: {listed:?}"));
+    assert_eq!(s["status"], "rejected", "{s}");
+    s["reason"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn a_script_is_a_skill_approved_by_its_hash_with_its_own_kv() {
     let env = Env::new();
@@ -67,11 +74,7 @@ fn a_script_without_a_manifest_or_function_is_rejected_with_the_reason() {
     script(&env, "lost", r#"const manifest = { name: "lost", tools: [{ name: "gone" }] };"#);
     script(&env, "broken", "const manifest = {");
     let listed = env.list();
-    let reason = |name: &str| {
-        let s = listed.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name} not listed: {listed:?}"));
-        assert_eq!(s["status"], "rejected", "{s}");
-        s["reason"].as_str().unwrap().to_string()
-    };
+    let reason = |name: &str| rejected(&listed, name);
     assert!(reason("empty").contains("declares no `const manifest"), "{}", reason("empty"));
     assert!(reason("lost").contains("tool gone has no function"), "{}", reason("lost"));
     assert!(reason("broken").contains("the script"), "{}", reason("broken"));
@@ -95,11 +98,7 @@ fn a_scripts_manifest_cannot_disguise_what_it_asks_for() {
     script(&env, "lookalike", &manifest("lookalike", r#"{ url: "https://\u0430pi.example.com/" }"#));
     script(&env, "shown", &manifest("shown\u{1b}]0;pwned\u{7}", r#"{ url: "https://api.example.com/" }"#));
     let listed = env.list();
-    let reason = |name: &str| {
-        let s = listed.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name} not listed: {listed:?}"));
-        assert_eq!(s["status"], "rejected", "{s}");
-        s["reason"].as_str().unwrap().to_string()
-    };
+    let reason = |name: &str| rejected(&listed, name);
     assert!(reason("cursor").contains("not a valid header name and value"), "{}", reason("cursor"));
     assert!(reason("lookalike").contains("xn-- form"), "{}", reason("lookalike"));
     for args in [&["skills", "list"][..], &["skills", "inspect", "cursor"], &["skills", "inspect", "shown"]] {
