@@ -347,13 +347,18 @@ fn skill_script<'a>(rt: &'a Runtime, _: Caller<'a>, args: &'a str) -> BoxFuture<
     })
 }
 
-/// What the owner reads about a proposed script skill.
+/// What the owner reads about a proposed script skill. The model wrote
+/// the tools' descriptions, so what it asks for comes first and each
+/// description is one short line: none can push the rights out of sight
+/// or print a "asks for" line of its own.
 fn proposal(info: &crate::runtime::SkillInfo) -> String {
-    let tools: Vec<String> = info.tools.iter().map(|t| format!("{} ({})", t.name, t.description)).collect();
+    use crate::text::{one_line, truncate};
+    let tools: Vec<String> =
+        info.tools.iter().map(|t| format!("{} ({})", t.name, one_line(&truncate(&t.description, 80)))).collect();
     let asks = info.requested.as_ref().map(|c| c.describe()).unwrap_or_default();
     let asks = if asks.is_empty() { "nothing".to_string() } else { asks.join("; ") };
     format!(
-        "New skill proposed: {name} (build {build}), in {file}\ntools: {tools}\nasks for: {asks}\n\
+        "New skill proposed: {name} (build {build}), in {file}\nasks for: {asks}\ntools: {tools}\n\
          Read it with `wasiclaw skills inspect {name}` or in the file. `/approve {name}` here approves it with \
          everything it asks for, `/reject {name}` deletes it; to grant less, use `wasiclaw skills grant {name}`.",
         name = info.name,
