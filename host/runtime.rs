@@ -987,6 +987,17 @@ impl Runtime {
                 held.file.display()
             )));
         }
+        // A skill the owner once approved is theirs: a proposal under its
+        // name would swap the code they trust (and, with carry_over, run
+        // it with the old rights unreviewed). A draft nobody approved yet
+        // may be revised.
+        if self.db.grant(name)?.is_some() {
+            return Err(RuntimeError::Invalid(format!(
+                "`{name}` is a skill the owner approved; a proposal cannot replace it. Propose it under a new \
+                 name (e.g. `{name}-2`), or ask the owner to edit {}",
+                dir.join(format!("{name}.js")).display()
+            )));
+        }
         let (tmp, file) = (dir.join(format!(".{name}.js.part")), dir.join(format!("{name}.js")));
         std::fs::write(&tmp, source)
             .and_then(|_| std::fs::rename(&tmp, &file))

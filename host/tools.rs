@@ -6,7 +6,8 @@
 //! Invariants: the descriptions are terse (they travel with every request);
 //! none of these tools grants rights, approves anything or reads a secret.
 //! `skill_script` writes a script skill only as a new build, which has no
-//! rights until the owner approves it.
+//! rights until the owner approves it, and never over a skill the owner
+//! approved.
 
 use crate::approvals::Risk;
 use crate::budget::Spend;

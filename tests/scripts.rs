@@ -249,6 +249,29 @@ function go() { return 1 }
     assert!(proposal.trim_start_matches(|c| c != '\n').trim_start().starts_with("asks for:"), "{out}");
 }
 
+/// A proposal never replaces a skill the owner approved: it would swap the
+/// code under a name they trust, and with `carry_over` the new code would
+/// run with the old rights unreviewed. A draft nobody approved yet can be
+/// revised.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proposal_cannot_replace_a_skill_the_owner_approved() {
+    let env = Env::new();
+    script(&env, "counter", COUNTER);
+    let rt = env.runtime().await;
+    let carry = wasiclaw::grants::GrantChange { all: true, carry_over: Some(true), ..Default::default() };
+    rt.change_grant("counter", &carry, false).unwrap();
+    let file = env.skills().join("counter.js");
+    let refused = rt.propose_script("counter", &COUNTER.replace("(args.by || 1)", "1000")).await.unwrap_err();
+    assert!(refused.to_string().contains("a proposal cannot replace it"), "{refused}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), COUNTER);
+    assert_eq!(call(&rt, "counter.bump", "{}").await.output, r#"{"n":1}"#, "the approved code runs");
+
+    let draft = COUNTER.replace("\"counter\"", "\"draft\"");
+    rt.propose_script("draft", &draft).await.unwrap();
+    let revised = rt.propose_script("draft", &draft.replace("Counts", "Counts better")).await.unwrap();
+    assert_eq!(revised.description.as_deref(), Some("Counts better"));
+}
+
 const HELPER: &str = r#"const manifest = {
   name: "helper",
   tools: [{ name: "work" }],
