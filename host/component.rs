@@ -596,6 +596,10 @@ pub fn check_script_size(len: usize) -> Result<(), String> {
 /// The largest script: its source goes into every call's sandbox.
 pub const MAX_SCRIPT: usize = 256 * 1024;
 
+/// The largest component file read: the script-language runtimes are
+/// under 20 MB, and a file is read whole to be hashed.
+pub const MAX_COMPONENT: u64 = 128 << 20;
+
 /// Whether `file` is a script skill (JavaScript, run by the script runner).
 pub fn is_script(file: &Path) -> bool {
     file.extension().is_some_and(|x| x == "js")
@@ -1010,6 +1014,16 @@ impl Registry {
             {
                 let entry = Entry { file: file.clone(), sha256, loaded: Ok(Arc::new(loaded)), stamp };
                 report.loaded.push(entry.name());
+                candidates.push((file, entry));
+                continue;
+            }
+            // Read whole only within the bound: a stray multi-gigabyte file
+            // would take a board's memory.
+            let most = if is_script(&file) { MAX_SCRIPT as u64 } else { MAX_COMPONENT };
+            if let Some(len) = std::fs::metadata(&file).ok().map(|m| m.len()).filter(|len| *len > most) {
+                let reason = format!("the file is {} KiB; one is at most {} KiB", len >> 10, most >> 10);
+                let entry = Entry { file: file.clone(), sha256: String::new(), loaded: Err(reason.clone()), stamp };
+                report.rejected.push((entry.name(), reason));
                 candidates.push((file, entry));
                 continue;
             }

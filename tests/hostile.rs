@@ -66,6 +66,11 @@ fn bad_components_are_rejected_with_reasons() {
     env.install("future-skill");
     std::fs::write(env.skills().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
     std::fs::write(env.skills().join("junk.wasm"), b"#!/bin/sh\necho hi\n").unwrap();
+    // A stray huge file is refused by its size, not read whole (sparse here:
+    // it takes no disk, but reading it would take 4 GiB of memory).
+    let huge = std::fs::File::create(env.skills().join("huge.wasm")).unwrap();
+    huge.set_len(4 << 30).unwrap();
+    std::fs::write(env.skills().join("long.js"), "// ".repeat(100_000)).unwrap();
     env.install("clock");
     let list = env.list();
     let reason = |name: &str| {
@@ -78,6 +83,8 @@ fn bad_components_are_rejected_with_reasons() {
     assert!(future.contains("still loads 0.1.0"), "{future}");
     assert!(reason("core").contains("core WebAssembly module, not a component"));
     assert!(reason("junk").contains("not a WebAssembly file"));
+    assert_eq!(reason("huge"), "the file is 4194304 KiB; one is at most 131072 KiB");
+    assert_eq!(reason("long"), "the file is 292 KiB; one is at most 256 KiB");
     let clock = list.iter().find(|s| s["name"] == "clock").unwrap();
     assert_eq!(clock["status"], "needs-approval", "a good component loads and waits for the owner: {clock}");
     assert!(clock["pending"][0].as_str().unwrap().contains("wasiclaw skills approve clock"), "{clock}");
