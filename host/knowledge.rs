@@ -5,8 +5,21 @@
 //! They carry no authority: the model sees only names and descriptions and
 //! loads the instructions on demand through the `read_skill` host tool, so
 //! the context stays small.
+//!
+//! Bounded, since every model request lists them and each list reads the
+//! files: a file over [`MAX_FILE`] or with a name over [`MAX_NAME`] bytes
+//! is skipped with a warning, and a description is cut to
+//! [`MAX_DESCRIPTION`] bytes.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+/// The largest knowledge file read.
+pub const MAX_FILE: u64 = 256 << 10;
+/// The longest name: the model calls `read_skill` with it.
+pub const MAX_NAME: usize = 64;
+/// What one description may add to every request.
+pub const MAX_DESCRIPTION: usize = 300;
 
 /// A knowledge skill: a `SKILL.md` of instructions.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,7 +43,21 @@ fn parse(text: &str) -> Option<(String, String, String)> {
             (k.trim() == key).then(|| v.trim().trim_matches(['"', '\'']).to_string())
         })
     };
-    Some((field("name")?, field("description").unwrap_or_default(), body.trim().to_string()))
+    let name = field("name").filter(|n| n.len() <= MAX_NAME)?;
+    let description = crate::text::truncate(&field("description").unwrap_or_default(), MAX_DESCRIPTION);
+    Some((name, description, body.trim().to_string()))
+}
+
+/// The text of `path`, if it is within [`MAX_FILE`].
+fn read(path: &Path) -> Option<String> {
+    let mut text = String::new();
+    let file = std::fs::File::open(path).ok()?;
+    file.take(MAX_FILE + 1).read_to_string(&mut text).ok()?;
+    if text.len() as u64 > MAX_FILE {
+        tracing::warn!("{}: over {} KiB; skipped", path.display(), MAX_FILE >> 10);
+        return None;
+    }
+    Some(text)
 }
 
 /// Every knowledge skill in `dir`, sorted by name. Files without valid
@@ -48,11 +75,14 @@ pub fn scan(dir: &Path) -> Vec<Knowledge> {
     let mut out: Vec<Knowledge> = files
         .into_iter()
         .filter_map(|path| {
-            let text = std::fs::read_to_string(&path).ok()?;
+            let text = read(&path)?;
             match parse(&text) {
                 Some((name, description, _)) => Some(Knowledge { name, description, path }),
                 None => {
-                    tracing::warn!("{}: no `---` front matter with a `name:`; skipped", path.display());
+                    tracing::warn!(
+                        "{}: no `---` front matter with a `name:` of at most {MAX_NAME} bytes; skipped",
+                        path.display()
+                    );
                     None
                 }
             }
@@ -65,7 +95,7 @@ pub fn scan(dir: &Path) -> Vec<Knowledge> {
 /// The instructions of one knowledge skill.
 pub fn instructions(dir: &Path, name: &str) -> Option<String> {
     let k = scan(dir).into_iter().find(|k| k.name == name)?;
-    parse(&std::fs::read_to_string(k.path).ok()?).map(|(_, _, body)| body)
+    parse(&read(&k.path)?).map(|(_, _, body)| body)
 }
 
 #[cfg(test)]
@@ -76,5 +106,21 @@ mod tests {
             super::parse("---\nname: pdf\ndescription: \"Read PDFs\"\n---\n# Steps\n1. x\n").unwrap();
         assert_eq!((name.as_str(), desc.as_str(), body.as_str()), ("pdf", "Read PDFs", "# Steps\n1. x"));
         assert!(super::parse("no front matter").is_none());
+    }
+
+    /// What travels with every request is bounded, and a file too large
+    /// to list is not read.
+    #[test]
+    fn knowledge_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |file: &str, text: String| std::fs::write(dir.path().join(file), text).unwrap();
+        write("wordy.md", format!("---\nname: wordy\ndescription: {}\n---\nbody\n", "d".repeat(5000)));
+        write("named.md", format!("---\nname: {}\n---\nbody\n", "n".repeat(super::MAX_NAME + 1)));
+        write("huge.md", format!("---\nname: huge\n---\n{}", "x".repeat(super::MAX_FILE as usize)));
+        let found = super::scan(dir.path());
+        assert_eq!(found.len(), 1, "{found:?}");
+        let description = &found[0].description;
+        assert!(description.starts_with(&"d".repeat(super::MAX_DESCRIPTION)) && description.len() < 400);
+        assert!(super::instructions(dir.path(), "huge").is_none());
     }
 }
