@@ -19,8 +19,9 @@ use crate::queue::Notification;
 use crate::secrets::Secrets;
 use crate::store::{AuditRecord, Store, StoreError, now_ms};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Why a request to the runtime failed.
 #[derive(Debug, thiserror::Error)]
@@ -291,6 +292,9 @@ pub struct Runtime {
     /// daemon does none).
     pub rescans: std::sync::atomic::AtomicU64,
     limits: Arc<crate::config::Limits>,
+    /// The source each script proposal of this process wrote, by name: a
+    /// proposal may revise only its own draft.
+    proposed: Mutex<HashMap<String, String>>,
 }
 
 impl Runtime {
@@ -340,6 +344,7 @@ impl Runtime {
             rescans: Default::default(),
             started_ms: crate::store::now_ms(),
             limits: Arc::new(config.limits.clone()),
+            proposed: Mutex::default(),
             config,
         })
     }
@@ -991,17 +996,26 @@ impl Runtime {
         // name would swap the code they trust (and, with carry_over, run
         // it with the old rights unreviewed). A draft nobody approved yet
         // may be revised.
-        if self.db.grant(name)?.is_some() {
+        let (tmp, file) = (dir.join(format!(".{name}.js.part")), dir.join(format!("{name}.js")));
+        // Nor a script someone else wrote (the owner's own, not approved
+        // yet): only a draft this process proposed, unchanged since.
+        let mine = |current: &str| self.proposed.lock().unwrap().get(name).is_some_and(|s| s == current);
+        let foreign = match std::fs::read_to_string(&file) {
+            Ok(current) => !mine(&current),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(RuntimeError::Io(file.clone(), e)),
+        };
+        if foreign || self.db.grant(name)?.is_some() {
             return Err(RuntimeError::Invalid(format!(
-                "`{name}` is a skill the owner approved; a proposal cannot replace it. Propose it under a new \
-                 name (e.g. `{name}-2`), or ask the owner to edit {}",
-                dir.join(format!("{name}.js")).display()
+                "`{name}` is a skill the owner approved or wrote; a proposal cannot replace it. Propose it under \
+                 a new name (e.g. `{name}-2`), or ask the owner to edit {}",
+                file.display()
             )));
         }
-        let (tmp, file) = (dir.join(format!(".{name}.js.part")), dir.join(format!("{name}.js")));
         std::fs::write(&tmp, source)
             .and_then(|_| std::fs::rename(&tmp, &file))
             .map_err(|e| RuntimeError::Io(file.clone(), e))?;
+        self.proposed.lock().unwrap().insert(name.to_string(), source.to_string());
         self.rescan().await;
         self.inspect(name)
     }

@@ -251,8 +251,8 @@ function go() { return 1 }
 
 /// A proposal never replaces a skill the owner approved: it would swap the
 /// code under a name they trust, and with `carry_over` the new code would
-/// run with the old rights unreviewed. A draft nobody approved yet can be
-/// revised.
+/// run with the old rights unreviewed. Nor a script the owner wrote and has
+/// not approved yet (it would be lost). Its own draft can be revised.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_proposal_cannot_replace_a_skill_the_owner_approved() {
     let env = Env::new();
@@ -265,6 +265,12 @@ async fn a_proposal_cannot_replace_a_skill_the_owner_approved() {
     assert!(refused.to_string().contains("a proposal cannot replace it"), "{refused}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), COUNTER);
     assert_eq!(call(&rt, "counter.bump", "{}").await.output, r#"{"n":1}"#, "the approved code runs");
+
+    let owners = COUNTER.replace("\"counter\"", "\"mine\"");
+    script(&env, "mine", &owners);
+    let refused = rt.propose_script("mine", &owners.replace("Counts", "Counts badly")).await.unwrap_err();
+    assert!(refused.to_string().contains("a proposal cannot replace it"), "{refused}");
+    assert_eq!(std::fs::read_to_string(env.skills().join("mine.js")).unwrap(), owners, "the owner's script was lost");
 
     let draft = COUNTER.replace("\"counter\"", "\"draft\"");
     rt.propose_script("draft", &draft).await.unwrap();
