@@ -275,7 +275,14 @@ fn inline(line: &str, markup: Markup) -> String {
             flush(&mut text, &mut out);
             let label: String = chars[i + 1..close].iter().collect();
             let url: String = chars[close + 2..end].iter().collect();
+            // Only web and mail addresses become links: Slack's `<!channel|…>`
+            // or `<@U…|…>` and Telegram's `tg://user?id=` are mentions that
+            // ping people, and the model writes the address.
+            let web = ["https://", "http://", "mailto:"].iter().any(|p| url.to_ascii_lowercase().starts_with(p));
             out.push_str(&match markup {
+                Markup::TelegramHtml | Markup::SlackMrkdwn if !web => {
+                    format!("{} ({})", inline(&label, markup), escape(&url, markup))
+                }
                 Markup::TelegramHtml => {
                     format!("<a href=\"{}\">{}</a>", html_escape(&url), inline(&label, markup))
                 }
@@ -348,6 +355,19 @@ mod tests {
         );
         assert_eq!(convert(md, Markup::Whatsapp), "*Plan*\n• *buy* milk & eggs\n• ~old~ see site (https://s.example)");
         assert_eq!(convert(md, Markup::Plain), "Plan\n• buy milk & eggs\n• old see site (https://s.example)");
+    }
+
+    /// A link the model writes pings nobody: only web and mail addresses
+    /// become links, so Slack's special mentions and Telegram's user links
+    /// stay text.
+    #[test]
+    fn a_link_is_never_a_mention() {
+        let md = "[all](!channel) [you](@U0123) [him](tg://user?id=42) [web](https://a.example)";
+        let slack = convert(md, Markup::SlackMrkdwn);
+        assert_eq!(slack, "all (!channel) you (@U0123) him (tg://user?id=42) <https://a.example|web>");
+        let telegram = convert(md, Markup::TelegramHtml);
+        assert!(!telegram.contains("tg://user?id=42\""), "{telegram}");
+        assert!(telegram.ends_with("<a href=\"https://a.example\">web</a>"), "{telegram}");
     }
 
     #[test]
