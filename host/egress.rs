@@ -154,10 +154,13 @@ async fn send(
     for (name, value) in &authorized.decision.headers {
         parts.headers.insert(name.clone(), value.clone());
     }
-    // A compressed answer cannot be scrubbed: one carrying a secret asks
-    // for none, whatever the guest asked for.
+    // A compressed answer cannot be scrubbed, nor a secret echoed back a
+    // byte range at a time: a request carrying one asks for neither,
+    // whatever the guest asked for.
     if !authorized.decision.secrets.is_empty() {
         parts.headers.insert(http::header::ACCEPT_ENCODING, http::HeaderValue::from_static("identity"));
+        parts.headers.remove(http::header::RANGE);
+        parts.headers.remove(http::header::IF_RANGE);
     }
     let stream = match connect(authorized).await {
         Err(HttpError::Tls(e)) => {

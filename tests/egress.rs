@@ -386,6 +386,25 @@ async fn a_secret_cannot_come_back_compressed() {
     assert!(rt.audit(Some("hostile"), 20).unwrap().iter().any(|r| r.detail.contains("cannot be scrubbed")));
 }
 
+/// An honest server echoing a secret would hand it back a byte range at a
+/// time, each piece too short to be recognised: a request carrying a
+/// secret asks for no range, whatever the guest asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_cannot_come_back_in_pieces() {
+    let secret = "tok-3f9a-Zc1";
+    let (server, _env, rt) = echoing(secret).await;
+    let url = format!("{}/echo/{{API_TOKEN}}/leak?how=raw", server.base);
+    let mut pieces = String::new();
+    for range in ["bytes=1-6", "bytes=7-12"] {
+        let out = call(&rt, "hostile.fetch", &serde_json::json!({ "url": url, "range": range }).to_string()).await;
+        let asked = server.seen().last().unwrap().headers.clone();
+        assert!(!asked.iter().any(|(k, _)| k == "range"), "the range reached the server: {asked:?}");
+        let body: serde_json::Value = serde_json::from_str(&out.output).unwrap();
+        pieces.push_str(body["body"].as_str().unwrap());
+    }
+    assert!(!pieces.contains("tok-3f") && !pieces.contains("Zc1"), "the secret came back in pieces: {pieces}");
+}
+
 /// How `/echo/.../leak?how=` sends the secret back.
 pub const LEAKS: &[&str] = &[
     "raw",

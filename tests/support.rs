@@ -359,6 +359,14 @@ fn leak(record: &Seen) -> Response {
         "coded" => (response.header("content-encoding", "gzip"), secret.chars().rev().collect()),
         _ => (response, format!("<{secret}>")),
     };
+    // An honest server honours a byte range: `bytes=A-B`.
+    let range = record.headers.iter().find(|(k, _)| k == "range").and_then(|(_, v)| {
+        let (a, b) = v.strip_prefix("bytes=")?.split_once('-')?;
+        Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?))
+    });
+    if let Some((a, b)) = range.filter(|(a, b)| a <= b && *b < body.len()) {
+        return response.status(206).body(Body::from(body[a..=b].to_string())).unwrap();
+    }
     response.body(Body::from(body)).unwrap()
 }
 
