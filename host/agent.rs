@@ -44,7 +44,7 @@ const HELP: &str = "\
 /usage                 tokens and cost of this session and today
 /context               what the next request carries, in tokens
 /tool SKILL.TOOL {json}  call a tool directly, without the model
-/approve NAME           approve a skill's build with everything it asks for
+/approve NAME [BUILD]   approve a skill's build with everything it asks for
 /reject NAME            delete a proposed script skill";
 
 /// Said to the model by the host on every turn, whatever the persona says.
@@ -597,8 +597,14 @@ impl Agent {
                 .into();
         };
         if command == "/approve" {
-            let change = crate::grants::GrantChange { all: true, ..Default::default() };
-            return match self.rt.change_grant(name, &change, false) {
+            // With a build, only the build the owner read is approved.
+            let approved = match words.next() {
+                Some(build) => self.rt.approve_build(name, build),
+                None => {
+                    self.rt.change_grant(name, &crate::grants::GrantChange { all: true, ..Default::default() }, false)
+                }
+            };
+            return match approved {
                 Ok((info, _)) => {
                     let asks = info.requested.as_ref().map(|c| c.describe()).unwrap_or_default();
                     let asks = if asks.is_empty() { "no rights".to_string() } else { asks.join("; ") };

@@ -724,6 +724,22 @@ impl Runtime {
         change: &GrantChange,
         revoke: bool,
     ) -> Result<(SkillInfo, Vec<String>), RuntimeError> {
+        self.grant_build(name, change, revoke, None)
+    }
+
+    /// Approve `name` with everything it asks for, if its build is still
+    /// the one whose sha256 starts with `build` (what the owner read).
+    pub fn approve_build(&self, name: &str, build: &str) -> Result<(SkillInfo, Vec<String>), RuntimeError> {
+        self.grant_build(name, &GrantChange { all: true, ..Default::default() }, false, Some(build))
+    }
+
+    fn grant_build(
+        &self,
+        name: &str,
+        change: &GrantChange,
+        revoke: bool,
+        build: Option<&str>,
+    ) -> Result<(SkillInfo, Vec<String>), RuntimeError> {
         let rights = &change.rights;
         for rule in &rights.http {
             UrlPattern::parse(&rule.url).map_err(|e| RuntimeError::Invalid(e.to_string()))?;
@@ -755,6 +771,13 @@ impl Runtime {
             self.db.update_grant(name, |record| grants::apply_revoke(record, change))?;
         } else {
             let entry = self.entry(name)?;
+            if let Some(build) = build.filter(|b| b.len() < 6 || !entry.sha256.starts_with(*b)) {
+                let now = crate::component::short_sha(&entry.sha256);
+                return Err(RuntimeError::Invalid(format!(
+                    "{name} is build {now} now, not {build}: it changed since you read it. Read what it asks for \
+                     (`wasiclaw skills inspect {name}`), then /approve {name} {now}"
+                )));
+            }
             let loaded = entry.loaded.as_ref().map_err(|r| RuntimeError::Rejected(name.into(), r.clone()))?;
             let asked = &loaded.manifest.capabilities;
             let unasked = |granted: bool, requested: bool, what: &str, notes: &mut Vec<String>| {

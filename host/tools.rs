@@ -360,8 +360,9 @@ fn proposal(info: &crate::runtime::SkillInfo) -> String {
     let asks = if asks.is_empty() { "nothing".to_string() } else { asks.join("; ") };
     format!(
         "New skill proposed: {name} (build {build}), in {file}\nasks for: {asks}\ntools: {tools}\n\
-         Read it with `wasiclaw skills inspect {name}` or in the file. `/approve {name}` here approves it with \
-         everything it asks for, `/reject {name}` deletes it; to grant less, use `wasiclaw skills grant {name}`.",
+         Read it with `wasiclaw skills inspect {name}` or in the file. `/approve {name} {build}` here approves \
+         this build with everything it asks for, `/reject {name}` deletes it; to grant less, use \
+         `wasiclaw skills grant {name}`.",
         name = info.name,
         build = crate::component::short_sha(&info.sha256),
         file = info.file.display(),

@@ -278,6 +278,31 @@ async fn a_proposal_cannot_replace_a_skill_the_owner_approved() {
     assert_eq!(revised.description.as_deref(), Some("Counts better"));
 }
 
+/// The owner approves the build they read: once a draft is revised (to
+/// ask for more) after its proposal was shown, `/approve NAME BUILD` of the
+/// earlier build approves nothing and says what changed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_owner_approves_the_build_they_read() {
+    let env = Env::new();
+    let rt = env.runtime().await;
+    let draft = COUNTER.replace("\"counter\"", "\"draft\"");
+    let read = rt.propose_script("draft", &draft).await.unwrap();
+    let more = draft.replace("capabilities: { kv: true }", "capabilities: { kv: true, notify: true }");
+    let revised = rt.propose_script("draft", &more).await.unwrap();
+    assert_ne!(read.sha256, revised.sha256);
+    drop(rt);
+    let llm = crate::fake_llm::FakeLlm::start(vec![]).await;
+    let read = wasiclaw::component::short_sha(&read.sha256);
+    let out = stdout(&chat(&env, &llm, &format!("/approve draft {read}\n")));
+    assert!(out.contains("changed since you read it"), "{out}");
+    let status = |env: &Env| env.list().iter().find(|s| s["name"] == "draft").unwrap()["status"].clone();
+    assert_eq!(status(&env), "needs-approval");
+    let now = wasiclaw::component::short_sha(&revised.sha256);
+    let out = stdout(&chat(&env, &llm, &format!("/approve draft {now}\n")));
+    assert!(out.contains("Approved draft") && out.contains("notify"), "{out}");
+    assert_eq!(status(&env), "active");
+}
+
 const HELPER: &str = r#"const manifest = {
   name: "helper",
   tools: [{ name: "work" }],
