@@ -598,13 +598,8 @@ impl Agent {
         };
         if command == "/approve" {
             // With a build, only the build the owner read is approved.
-            let approved = match words.next() {
-                Some(build) => self.rt.approve_build(name, build),
-                None => {
-                    self.rt.change_grant(name, &crate::grants::GrantChange { all: true, ..Default::default() }, false)
-                }
-            };
-            return match approved {
+            let all = crate::grants::GrantChange { all: true, ..Default::default() };
+            return match self.rt.grant_to_build(name, &all, words.next()) {
                 Ok((info, _)) => {
                     let asks = info.requested.as_ref().map(|c| c.describe()).unwrap_or_default();
                     let asks = if asks.is_empty() { "no rights".to_string() } else { asks.join("; ") };

@@ -47,6 +47,10 @@ pub enum Request {
         name: String,
         /// What to grant.
         change: GrantChange,
+        /// The build the owner read (its sha256, or the start of it): the
+        /// grant is refused if the component changed since.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        build: Option<String>,
     },
     /// Take rights back.
     Revoke {
@@ -543,9 +547,9 @@ async fn answer(
             rt.ready(&name).await;
             Response::Skill(Box::new(rt.inspect(&name)?))
         }
-        Request::Grant { name, change } => {
+        Request::Grant { name, change, build } => {
             rt.ready(&name).await;
-            let (info, notes) = rt.change_grant(&name, &change, false)?;
+            let (info, notes) = rt.grant_to_build(&name, &change, build.as_deref())?;
             Response::Granted { skill: Box::new(info), notes }
         }
         Request::Revoke { name, change } => {

@@ -727,10 +727,15 @@ impl Runtime {
         self.grant_build(name, change, revoke, None)
     }
 
-    /// Approve `name` with everything it asks for, if its build is still
-    /// the one whose sha256 starts with `build` (what the owner read).
-    pub fn approve_build(&self, name: &str, build: &str) -> Result<(SkillInfo, Vec<String>), RuntimeError> {
-        self.grant_build(name, &GrantChange { all: true, ..Default::default() }, false, Some(build))
+    /// [`Runtime::change_grant`], if the build is still the one whose
+    /// sha256 starts with `build` (what the owner read), when given.
+    pub fn grant_to_build(
+        &self,
+        name: &str,
+        change: &GrantChange,
+        build: Option<&str>,
+    ) -> Result<(SkillInfo, Vec<String>), RuntimeError> {
+        self.grant_build(name, change, false, build)
     }
 
     fn grant_build(

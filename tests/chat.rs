@@ -357,6 +357,13 @@ async fn the_owners_page_keeps_history_renders_markdown_safely_and_grants_a_skil
     // The owner API takes only what the page shows: no secrets, no tool calls.
     let token = open.split("token=").nth(1).unwrap();
     let client = reqwest::Client::new();
+    // A grant pinned to a build the page showed earlier is refused once the
+    // component changed (the page sends the build it shows).
+    let change = json!({"http": [], "secrets": [], "all": true});
+    let stale = json!({"op": "grant", "name": "clock", "change": change, "build": "0123456789ab"});
+    let r = client.post(format!("http://127.0.0.1:{port}/api/owner")).bearer_auth(token).json(&stale);
+    let answer = r.send().await.unwrap().text().await.unwrap();
+    assert!(answer.contains("changed since you read it"), "{answer}");
     for refused in [
         json!({"op": "secrets", "change": "names"}),
         json!({"op": "tool", "skill": "notes", "tool": "list", "args": "{}"}),

@@ -659,11 +659,11 @@ impl Command {
                         "nothing to grant: name rights (--http, --secret, --kv, ...) or --all-requested; see `wasiclaw skills inspect {name}`"
                     );
                 }
-                (Request::Grant { name, change }, false)
+                (Request::Grant { name, change, build: None }, false)
             }
             Command::Skills(SkillsCommand::Approve { name, carry_over, no_carry_over }) => {
                 let carry_over = (carry_over || no_carry_over).then_some(carry_over);
-                (Request::Grant { name, change: GrantChange { carry_over, ..Default::default() } }, false)
+                (Request::Grant { name, change: GrantChange { carry_over, ..Default::default() }, build: None }, false)
             }
             Command::Skills(SkillsCommand::Revoke { name, rights, all }) => {
                 let change = rights.change(all)?;
