@@ -31,7 +31,11 @@ fn list_and_inspect_show_what_each_skill_may_do() {
     let inspect = env.ok(&["skills", "inspect", "notes"]);
     assert!(inspect.contains("notes.add") && inspect.contains("\"required\":[\"text\"]"), "{inspect}");
     assert!(inspect.contains("kv") && inspect.contains("NOT GRANTED"), "{inspect}");
-    env.ok(&["skills", "grant", "notes", "--all-requested"]);
+    // Pinned to a build it is not, a grant is refused; to its own, it holds.
+    let stale = env.cli(&["skills", "grant", "notes", "--all-requested", "--build", "0123456789ab"]);
+    assert!(!stale.status.success() && stderr(&stale).contains("changed since you read it"), "{}", stderr(&stale));
+    let build = &notes["sha256"].as_str().unwrap()[..12];
+    env.ok(&["skills", "grant", "notes", "--all-requested", "--build", build]);
     let inspect = env.ok(&["skills", "inspect", "notes"]);
     assert!(!inspect.contains("NOT GRANTED"), "{inspect}");
     let text = env.ok(&["skills", "list"]);

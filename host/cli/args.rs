@@ -240,6 +240,10 @@ pub(crate) enum SkillsCommand {
         /// Grant everything the skill asks for.
         #[arg(long)]
         all_requested: bool,
+        /// Only if it is still this build (the sha256 `skills inspect` shows, or its first 12
+        /// digits): one that changed since you read it is refused.
+        #[arg(long, value_name = "SHA")]
+        build: Option<String>,
     },
     /// Approve this build of a component: a new or changed build runs, reaches the model or
     /// starts as a channel only after this (or a grant). Keeps the rights its previous version also
@@ -248,6 +252,7 @@ pub(crate) enum SkillsCommand {
         after_help = "A changed build shows as `needs-approval (changed: OLD → NEW)` in `wasiclaw skills list`\n\
         and carries no rights, kv, files or channel state until you approve it:\n  \
         wasiclaw skills approve telegram\n\
+        wasiclaw skills approve telegram --build 3f9a1c77e2b0   # only the build you inspected\n\
         To let future builds of one component keep their rights without asking (e.g. one you build\n\
         yourself), add --carry-over; --no-carry-over asks again."
     )]
@@ -259,6 +264,10 @@ pub(crate) enum SkillsCommand {
         /// Ask again for every changed build (the default).
         #[arg(long)]
         no_carry_over: bool,
+        /// Only if it is still this build (the sha256 `skills inspect` shows, or its first 12
+        /// digits): one that changed since you read it is refused.
+        #[arg(long, value_name = "SHA")]
+        build: Option<String>,
     },
     /// Take rights back.
     Revoke {
@@ -652,18 +661,18 @@ impl Command {
             Command::Skills(SkillsCommand::List { json }) => (Request::SkillsList, json),
             Command::Skills(SkillsCommand::Inspect { name, json }) => (Request::SkillsInspect { name }, json),
             Command::Skills(SkillsCommand::Diff { name }) => (Request::SkillsDiff { name }, false),
-            Command::Skills(SkillsCommand::Grant { name, rights, all_requested }) => {
+            Command::Skills(SkillsCommand::Grant { name, rights, all_requested, build }) => {
                 let change = rights.change(all_requested)?;
                 if change == GrantChange::default() {
                     bail!(
                         "nothing to grant: name rights (--http, --secret, --kv, ...) or --all-requested; see `wasiclaw skills inspect {name}`"
                     );
                 }
-                (Request::Grant { name, change, build: None }, false)
+                (Request::Grant { name, change, build }, false)
             }
-            Command::Skills(SkillsCommand::Approve { name, carry_over, no_carry_over }) => {
+            Command::Skills(SkillsCommand::Approve { name, carry_over, no_carry_over, build }) => {
                 let carry_over = (carry_over || no_carry_over).then_some(carry_over);
-                (Request::Grant { name, change: GrantChange { carry_over, ..Default::default() }, build: None }, false)
+                (Request::Grant { name, change: GrantChange { carry_over, ..Default::default() }, build }, false)
             }
             Command::Skills(SkillsCommand::Revoke { name, rights, all }) => {
                 let change = rights.change(all)?;
