@@ -209,8 +209,9 @@ async fn a_flood_of_connections_and_webhooks_holds_nothing_for_long() {
     let llm = FakeLlm::start(vec![]).await;
     let env = Env::new();
     env.install("webhook");
-    env.ok(&["skills", "list"]); // compiled before the daemon starts
     let (daemon, url, token) = gateway(&env, &llm, "connections = 24\nrequest_timeout_s = 6\n");
+    let compiled = || env.list().iter().any(|s| s["name"] == "webhook" && s["status"] != "compiling");
+    crate::support::wait_for("the webhook channel's first compile", std::time::Duration::from_secs(180), compiled);
     let addr = url.trim_start_matches("http://").to_string();
     let mut slow = Vec::new();
     for _ in 0..wasiclaw::gateway::HOOKS_IN_FLIGHT {

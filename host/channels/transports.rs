@@ -36,7 +36,11 @@ impl Channels {
             Some(spec) if spec.transport == Transport::Webhook => None,
             Some(_) => Some(text(404, &format!("channel {name} does not take webhooks"))),
             // Platforms retry a 503: the message arrives once it is loaded.
-            None if self.rt().is_compiling(name) => Some(text(503, &format!("channel {name} is still compiling"))),
+            None if self.rt().is_compiling(name) => {
+                let mut busy = text(503, &format!("channel {name} is still compiling"));
+                busy.headers.push(("retry-after".into(), "10".into()));
+                Some(busy)
+            }
             None => Some(text(404, &format!("no channel named {name}"))),
         }
     }
