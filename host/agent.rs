@@ -356,10 +356,11 @@ impl Agent {
         system.push_str(&format!("\n\nToday is {} (UTC).", jiff::Timestamp::now().strftime("%A %Y-%m-%d")));
         let knowledge = knowledge::scan(&self.rt.paths.skills_dir());
         if !knowledge.is_empty() {
+            // A dropped-in file, approved by nobody: its words are data even
+            // here, as its instructions are when loaded.
             system.push_str("\n\n## Knowledge skills\nLoad one with the read_skill tool before following it:\n");
-            for k in knowledge {
-                system.push_str(&format!("- {}: {}\n", k.name, k.description));
-            }
+            let list: Vec<String> = knowledge.iter().map(|k| format!("- {}: {}", k.name, k.description)).collect();
+            system.push_str(&as_data("knowledge", &list.join("\n")));
         }
         if let Some(summary) = &session.summary {
             system.push_str("\n\n## Earlier in this conversation (summary)\n");

@@ -320,7 +320,10 @@ async fn knowledge_skills_load_on_demand_and_the_persona_is_the_owners() {
     let requests = llm.requests();
     let system = requests[0]["messages"][0]["content"].as_str().unwrap();
     assert!(system.starts_with("You are Claw, terse and kind."), "{system}");
-    assert!(system.contains("- packing: How to pack for a trip"), "{system}");
+    // Listed as data: nobody approved the file its words come from.
+    let listed =
+        system.split("<tool-output source=\"knowledge\"").nth(1).and_then(|d| d.split("</tool-output>").next());
+    assert!(listed.is_some_and(|d| d.contains("- packing: How to pack for a trip")), "{system}");
     assert!(!system.contains("STEP ONE"), "instructions load only on demand");
     let tools = requests[0]["tools"].to_string();
     assert!(tools.contains("read_skill"));
