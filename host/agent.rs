@@ -89,14 +89,18 @@ impl Who {
         self.scope().map_or(Risk::Spend, |s| s.max_risk.unwrap_or(Risk::Read))
     }
 
-    /// A non-admin's id and daily token share, if one binds them.
-    fn share(&self, cfg: &AgentConfig) -> Option<(&str, u64)> {
+    /// A non-admin's id, the key of their tokens of the day.
+    fn person(&self) -> Option<&str> {
         match self {
-            Who::Person { admin: false, scope, id } => {
-                Some((id.as_str(), scope.daily_tokens.unwrap_or(cfg.person_daily_token_budget))).filter(|s| s.1 > 0)
-            }
+            Who::Person { admin: false, id, .. } => Some(id),
             _ => None,
         }
+    }
+
+    /// A non-admin's id and daily token share, if one binds them.
+    fn share(&self, cfg: &AgentConfig) -> Option<(&str, u64)> {
+        let share = self.scope()?.daily_share(cfg.person_daily_token_budget);
+        self.person().zip(Some(share)).filter(|(_, share)| *share > 0)
     }
 
     fn memory(&self) -> bool {
@@ -449,11 +453,7 @@ impl Agent {
         // (budget spent, model unreachable) are shown but not replayed.
         let reply = self.run(key, llm, &mut session, &mut spent, who, emit).await;
         session.usage.add(&spent);
-        let person = match who {
-            Who::Person { admin: false, id, .. } => Some(id.as_str()),
-            _ => None,
-        };
-        db.save_session(key, &session, &spent, person)?;
+        db.save_session(key, &session, &spent, who.person())?;
         Ok(reply)
     }
 

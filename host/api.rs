@@ -472,7 +472,7 @@ async fn answer(
                 let tokens_today =
                     rt.db.person_tokens_today(&crate::pairing::person_id(&pairing.channel, &pairing.key()))?;
                 let bound = (pairing.approved && !pairing.admin).then(|| {
-                    let share = pairing.scope.daily_tokens.unwrap_or(rt.config.agent.person_daily_token_budget);
+                    let share = pairing.scope.daily_share(rt.config.agent.person_daily_token_budget);
                     (pairing.scope.describe(), share)
                 });
                 let (may, daily_tokens) = bound.unwrap_or_default();

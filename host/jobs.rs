@@ -289,9 +289,8 @@ impl When {
 }
 
 impl Store {
-    /// Store a new job; its id is assigned here.
-    /// Add `job`; `bounded` (the model's) only while fewer than
-    /// [`JOBS_MAX`] exist.
+    /// Store a new job (its id is assigned here); `bounded` (the model's)
+    /// only while fewer than [`JOBS_MAX`] exist.
     pub fn job_add(&self, mut job: Job, bounded: bool) -> Result<Job, ScheduleError> {
         let txn = self.db.begin_write()?;
         {

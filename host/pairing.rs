@@ -155,6 +155,12 @@ impl Scope {
         }
         parts.join(", ")
     }
+
+    /// Their tokens a day: their own, or `default` (`[agent]
+    /// person_daily_token_budget`); 0 means only the owner's budget binds.
+    pub fn daily_share(&self, default: u64) -> u64 {
+        self.daily_tokens.unwrap_or(default)
+    }
 }
 
 /// What to do with a message from a sender.

@@ -1020,13 +1020,12 @@ impl Runtime {
                 held.file.display()
             )));
         }
+        let (tmp, file) = (dir.join(format!(".{name}.js.part")), dir.join(format!("{name}.js")));
         // A skill the owner once approved is theirs: a proposal under its
         // name would swap the code they trust (and, with carry_over, run
-        // it with the old rights unreviewed). A draft nobody approved yet
-        // may be revised.
-        let (tmp, file) = (dir.join(format!(".{name}.js.part")), dir.join(format!("{name}.js")));
-        // Nor a script someone else wrote (the owner's own, not approved
-        // yet): only a draft this process proposed, unchanged since.
+        // it with the old rights unreviewed). Nor may it overwrite a
+        // script the owner wrote and has not approved yet: only a draft
+        // this process proposed, unchanged since, may be revised.
         let mine = |current: &str| self.proposed.lock().unwrap().get(name).is_some_and(|s| s == current);
         let foreign = match std::fs::read_to_string(&file) {
             Ok(current) => !mine(&current),

@@ -50,6 +50,11 @@ impl Hook {
     }
 }
 
+/// The pairing code a stranger was sent.
+fn code_in(text: &str) -> String {
+    text.split("pairing approve ").nth(1).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
 fn msg(id: &str, sender: &str, chat: &str, group: bool, addressed: bool, text: &str) -> Value {
     json!({"id": id, "sender": sender, "chat": chat, "group": group, "addressed": addressed, "text": text})
 }
@@ -69,7 +74,7 @@ async fn in_groups_only_mentions_are_heard_and_pairing_is_per_chat() {
     hook.say(msg("2", "bob", "g1", true, true, "@bot weather?")).await;
     let replies = hook.wait_replies(1).await;
     assert_eq!(replies[0].0, "g1");
-    let code = replies[0].1.split("pairing approve ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let code = code_in(&replies[0].1);
     let list = hook.env.ok(&["pairing", "list"]);
     assert!(list.contains("in group g1 only"), "{list}");
     let approved = hook.env.ok(&["pairing", "approve", &code]);
@@ -111,7 +116,7 @@ async fn a_paired_person_spends_only_their_share_of_the_day() {
     let hook = start(&llm, "admins = [\"ann\"]\n\n[agent]\nperson_daily_token_budget = 1000").await;
     hook.say(msg("1", "bob", "g1", true, true, "@bot hi")).await;
     let replies = hook.wait_replies(1).await;
-    let code = replies[0].1.split("pairing approve ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let code = code_in(&replies[0].1);
     hook.env.ok(&["pairing", "approve", &code]);
     hook.wait_replies(2).await;
     let list = hook.env.ok(&["pairing", "list"]);
