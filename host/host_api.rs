@@ -210,6 +210,14 @@ impl SkillState {
 /// is host CPU the guest's epoch budget sees only once per call.
 const MAX_HMAC_DATA: usize = 2 << 20;
 
+/// The longest candidate `secret-equals` hashes (a webhook's token or
+/// header; comparing hashes both sides, which is host CPU).
+const MAX_CANDIDATE: usize = 64 << 10;
+
+/// A secret at least this long (32 bytes: 128 bits even as hex) is beyond
+/// online guessing, so comparing with it spends no `secret_checks_per_minute`.
+pub const UNGUESSABLE: usize = 32;
+
 impl crypto::Host for SkillState {
     fn hmac_sha256(&mut self, secret: String, data: Vec<u8>) -> HostResult<Vec<u8>> {
         if data.len() > MAX_HMAC_DATA {
@@ -226,12 +234,25 @@ impl crypto::Host for SkillState {
     }
 
     fn secret_equals(&mut self, secret: String, candidate: Vec<u8>) -> HostResult<bool> {
-        if let Err(e) = self.spend(Spend::SecretChecks, "secret checks", "secret", &secret) {
+        if candidate.len() > MAX_CANDIDATE {
+            return Ok(Err(Error::InvalidInput(format!(
+                "secret-equals takes a candidate of at most {} KiB",
+                MAX_CANDIDATE >> 10
+            ))));
+        }
+        let value = match self.secret_for(&secret, "secret-equals") {
+            Ok(value) => value,
+            Err(e) => return Ok(Err(e)),
+        };
+        // Only a short secret can be guessed online, so only its checks are
+        // budgeted: a stranger's wrong tokens at a webhook then cannot spend
+        // the budget of a long one and lock out the platform's deliveries.
+        if value.len() < UNGUESSABLE
+            && let Err(e) = self.spend(Spend::SecretChecks, "secret checks", "secret", &secret)
+        {
             return Ok(Err(e));
         }
-        Ok(self
-            .secret_for(&secret, "secret-equals")
-            .map(|value| crate::secrets::constant_time_eq(&candidate, value.as_bytes())))
+        Ok(Ok(crate::secrets::constant_time_eq(&candidate, value.as_bytes())))
     }
 }
 

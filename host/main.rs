@@ -316,8 +316,12 @@ fn secrets(paths: &Paths, cmd: SecretsCommand) -> anyhow::Result<ExitCode> {
     let store = Secrets::new(paths.secrets());
     let change = match cmd {
         SecretsCommand::Rotate => return rotate(paths),
-        SecretsCommand::Set { name } => {
-            let value = if std::io::stdin().is_terminal() {
+        SecretsCommand::Set { name, random } => {
+            let value = if random {
+                let value = wasiclaw::secrets::random_token()?;
+                println!("{value}");
+                value
+            } else if std::io::stdin().is_terminal() {
                 rpassword::prompt_password(format!("value for {name} (input hidden): "))?
             } else {
                 let mut s = String::new();

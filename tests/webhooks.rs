@@ -233,3 +233,37 @@ async fn the_generic_webhook_needs_its_token_pairs_strangers_and_calls_back() {
     assert_eq!(llm.requests().len(), 1);
     assert!(hook.env.ok(&["pairing", "list"]).contains("webhook:mallory"));
 }
+
+/// A stranger who can reach the gateway sends wrong tokens; with a token
+/// made by `secrets set --random` none of them spends a budget, so the
+/// platform's next real delivery is still served.
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_tokens_cannot_lock_out_a_long_webhook_token() {
+    let llm = FakeLlm::start(vec![Reply::Text("Door locked.")]).await;
+    let callback = Recorder::start(json!({"ok": true})).await;
+    let port = free_port();
+    let settings = format!(
+        "[limits]\nsecret_checks_per_minute = 3\n\n[skills.webhook]\ncallback_url = \"{}/reply\"\n\n[channels.webhook]\nallow = [\"home-assistant\"]\n",
+        callback.base
+    );
+    let env = Env::with_channel("webhook", &llm.base, Some(port), &settings, &[]);
+    let token = env.ok(&["secrets", "set", "WEBHOOK_TOKEN", "--random"]).trim().to_string();
+    assert!(token.len() == 64 && token.chars().all(|c| c.is_ascii_hexdigit()), "{token}");
+    env.ok(&["skills", "grant", "webhook", "--http", &format!("{}/reply", callback.base), "--secret", "WEBHOOK_TOKEN"]);
+    let hook = Hooked {
+        _daemon: env.daemon(),
+        env,
+        base: format!("http://127.0.0.1:{port}/hooks/webhook"),
+        http: reqwest::Client::new(),
+    };
+    let body = json!({"chat": "hall", "sender": "home-assistant", "text": "lock the door"}).to_string();
+    for i in 0..10 {
+        let wrong = vec![("authorization", format!("Bearer guess-{i}"))];
+        assert_eq!(hook.post("", &wrong, body.as_bytes()).await.0, 401);
+    }
+    let right = vec![("authorization", format!("Bearer {token}"))];
+    let (status, text) = hook.post("", &right, body.as_bytes()).await;
+    assert_eq!(status, 202, "{text}");
+    assert_eq!(callback.wait("/reply", 1).await[0].body["text"], "Door locked.");
+    assert!(!hook.env.ok(&["secrets", "list"]).contains(&token), "a secret's value is never listed");
+}

@@ -584,7 +584,14 @@ pub(crate) enum NewCommand {
 #[derive(Subcommand)]
 pub(crate) enum SecretsCommand {
     /// Store a secret; the value is read from stdin (or a hidden prompt), never from arguments.
-    Set { name: String },
+    Set {
+        name: String,
+        /// Make a new random value (64 hex characters) and print it once, for a webhook token
+        /// you then give the platform. A webhook's secret of 32 bytes or more is never budgeted
+        /// by `secret_checks_per_minute`, so strangers' wrong guesses cannot lock out its deliveries.
+        #[arg(long)]
+        random: bool,
+    },
     /// Secret names (never values).
     List,
     /// Delete a secret.
