@@ -176,6 +176,11 @@ pub enum Request {
         /// The message's id.
         id: u64,
     },
+    /// Send a held message again.
+    OutboxRetry {
+        /// The message's id.
+        id: u64,
+    },
     /// What a paired non-admin may use.
     PairingGrant {
         /// The channel.
@@ -542,6 +547,12 @@ async fn answer(
             }
             Response::Done
         }
+        Request::OutboxRetry { id } => {
+            if !rt.db.outbox_retry(id)? {
+                return missing(format!("no queued message {id}; `wasiclaw outbox` lists them"));
+            }
+            Response::Done
+        }
         Request::SkillsList => Response::Skills(rt.skills()?),
         Request::SkillsInspect { name } => {
             rt.ready(&name).await;
@@ -606,7 +617,9 @@ fn status(rt: &Runtime, channels: Option<&Channels>) -> Result<Status, RuntimeEr
     let mut board: Vec<ChannelStatus> = channels.map(Channels::board).unwrap_or_default();
     let outbox = rt.db.outbox(None)?;
     for c in &mut board {
-        c.outbox_pending = outbox.iter().filter(|o| o.channel == c.name).count();
+        let (held, pending) =
+            outbox.iter().filter(|o| o.channel == c.name).partition::<Vec<_>, _>(|o| o.held.is_some());
+        (c.outbox_pending, c.outbox_held) = (pending.len(), held.len());
         c.pending_rights = skills.iter().find(|s| s.name == c.name).map(|s| s.pending.clone()).unwrap_or_default();
     }
     let mut components_by_state = BTreeMap::new();

@@ -18,6 +18,9 @@
 //!   commit that queues a new one. Replies, job results and notices go to a
 //!   channel however long it refuses them, so without the bound a dead
 //!   platform or a channel that fails every send would fill the disk.
+//! - Nothing waiting is dropped but by that bound or the owner: a message
+//!   the platform refuses for good is held (`OutboxItem::held`), not
+//!   deleted, so the owner can see it and send it again.
 
 use crate::store::{Store, StoreError, next_id, now_ms};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -129,6 +132,11 @@ pub struct OutboxItem {
     pub last_error: Option<String>,
     /// When it was queued (Unix ms).
     pub created_ms: i64,
+    /// Why it is held, not retried: the platform refused it while a later
+    /// message to the same chat went through. `wasiclaw outbox --retry ID`
+    /// sends it again.
+    #[serde(default)]
+    pub held: Option<String>,
 }
 
 /// A message a skill sent to the owner through `notify`.
@@ -263,6 +271,25 @@ impl Store {
         Ok(())
     }
 
+    /// Put a held message back in line, to be sent at once; false if
+    /// there is no such message.
+    pub fn outbox_retry(&self, id: u64) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let found = {
+            let mut table = txn.open_table(OUTBOX)?;
+            let item = table.get(id)?.map(|v| serde_json::from_slice::<OutboxItem>(v.value())).transpose()?;
+            let found = item.is_some();
+            if let Some(mut item) = item {
+                (item.held, item.attempts, item.next_ms) = (None, 0, 0);
+                table.insert(id, serde_json::to_vec(&item)?.as_slice())?;
+            }
+            found
+        };
+        self.commit(txn)?;
+        self.changes.send_modify(|v| *v += 1);
+        Ok(found)
+    }
+
     /// Remove a queued message (sent, or given up on); false if unknown.
     pub fn outbox_remove(&self, id: u64) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
@@ -334,6 +361,7 @@ fn enqueue(
         next_ms: 0,
         last_error: None,
         created_ms: now_ms(),
+        held: None,
     };
     table.insert(id, serde_json::to_vec(&item)?.as_slice())?;
     Ok(id)

@@ -2,7 +2,8 @@
 //! restarted with backoff and reported while everything else keeps
 //! working; a channel cannot get secrets it was not granted into its
 //! frames, nor read a granted one back; and a reply the platform refuses
-//! is kept and retried until it is delivered, once.
+//! is kept and retried until it is delivered, once, or held for the owner
+//! when the platform takes later ones but not it.
 
 use crate::fake_llm::{FakeLlm, Reply};
 use crate::support::{Env, Recorder, free_port, stdout};
@@ -103,6 +104,95 @@ async fn a_refused_reply_is_kept_retried_and_delivered_once() {
     assert!(env.ok(&["outbox"]).contains("nothing waiting to be sent"));
     assert!(!env.cli(&["outbox", "--drop", &id]).status.success());
     assert_eq!(llm.requests().len(), llm_before + 1);
+}
+
+/// A reply the platform refuses for good (here: any message holding
+/// "POISON") does not hold back the chat for ever: once it failed a few
+/// times, the next reply first tries it again, goes through itself, and the
+/// refused one is held for the owner, who is told and can send it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_the_platform_refuses_is_held_and_the_chat_goes_on() {
+    let llm = FakeLlm::start(vec![Reply::Text("A POISON reply."), Reply::Text("Fine.")]).await;
+    let callback = Recorder::start(json!({"ok": true})).await;
+    *callback.refuse.lock().unwrap() = Some("POISON".into());
+    let port = free_port();
+    let settings = format!(
+        "[agent]\nowner_chat = \"webhook:owner\"\n\n[skills.webhook]\ncallback_url = \"{}/reply\"\n\n[channels.webhook]\nallow = [\"cron-script\"]\n",
+        callback.base
+    );
+    let env = Env::with_channel("webhook", &llm.base, Some(port), &settings, &[("WEBHOOK_TOKEN", "t0ken")]);
+    env.ok(&["skills", "grant", "webhook", "--all-requested", "--http", &format!("{}/reply", callback.base)]);
+    let _daemon = env.daemon();
+    assert_eq!(hook(port, "first", "p-1").await, 202);
+    assert_eq!(hook(port, "second", "p-2").await, 202);
+    let sent = |text: &str| {
+        callback.seen().into_iter().filter(|r| r.body["text"].as_str().unwrap_or("").contains(text)).count()
+    };
+    crate::support::wait_for("the later reply to go through", Duration::from_secs(40), || sent("Fine.") == 1);
+    assert!(sent("POISON") >= 3, "held after {} tries", sent("POISON"));
+
+    let outbox = || serde_json::from_str::<Vec<Value>>(&env.ok(&["outbox", "--json"])).unwrap();
+    // Only the held reply is left once the owner's notice is delivered.
+    crate::support::wait_for("the owner's notice to go", Duration::from_secs(10), || {
+        let items = outbox();
+        items.len() == 1 && items[0]["held"].is_string()
+    });
+    let items = outbox();
+    assert_eq!(items[0]["text"], "A POISON reply.");
+    let id = items[0]["id"].to_string();
+    assert!(env.ok(&["outbox"]).contains(&format!("HELD, not retried: refused 3 times while a later message to this chat went through; `wasiclaw outbox --retry {id}`")));
+    assert!(env.ok(&["status"]).contains("1 refused by the platform and held"));
+    assert!(env.ok(&["notifications"]).contains("is held, unsent"));
+    let notice = callback.seen().into_iter().find(|r| r.body["chat"] == "owner").expect("the owner was told");
+    assert!(notice.body["text"].as_str().unwrap().contains(&format!("--retry {id}")), "{notice:?}");
+    // Held means not retried.
+    let tries = sent("POISON");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sent("POISON"), tries);
+
+    // The owner sends it again once the platform takes it.
+    *callback.refuse.lock().unwrap() = None;
+    assert!(env.ok(&["outbox", "--retry", &id]).contains("sent again"));
+    crate::support::wait_for("the held reply to go", Duration::from_secs(10), || {
+        env.ok(&["outbox"]).contains("nothing waiting to be sent")
+    });
+    assert_eq!(sent("POISON"), tries + 1);
+    assert!(!env.cli(&["outbox", "--retry", &id]).status.success());
+}
+
+/// A platform that refuses everything (down, or the chat gone) holds
+/// nothing back for good: no later message went through, so nothing is
+/// held, and once it takes messages again they go in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn replies_a_platform_refuses_all_alike_wait_and_go_in_order() {
+    let llm = FakeLlm::start(vec![Reply::Text("One."), Reply::Text("Two.")]).await;
+    let callback = Recorder::start(json!({"ok": true})).await;
+    *callback.refuse.lock().unwrap() = Some(String::new());
+    let port = free_port();
+    let settings = format!(
+        "[skills.webhook]\ncallback_url = \"{}/reply\"\n\n[channels.webhook]\nallow = [\"cron-script\"]\n",
+        callback.base
+    );
+    let env = Env::with_channel("webhook", &llm.base, Some(port), &settings, &[("WEBHOOK_TOKEN", "t0ken")]);
+    env.ok(&["skills", "grant", "webhook", "--all-requested", "--http", &format!("{}/reply", callback.base)]);
+    let _daemon = env.daemon();
+    assert_eq!(hook(port, "first", "o-1").await, 202);
+    assert_eq!(hook(port, "second", "o-2").await, 202);
+    let outbox = || serde_json::from_str::<Vec<Value>>(&env.ok(&["outbox", "--json"])).unwrap();
+    crate::support::wait_for(
+        "both replies to be refused, the first past holding back",
+        Duration::from_secs(30),
+        || {
+            let items = outbox();
+            items.len() == 2 && items[0]["attempts"].as_u64() >= Some(3) && items[1]["attempts"].as_u64() >= Some(1)
+        },
+    );
+    assert!(outbox().iter().all(|i| i["held"].is_null()), "{:?}", outbox());
+    *callback.refuse.lock().unwrap() = None;
+    crate::support::wait_for("both replies to go", Duration::from_secs(30), || outbox().is_empty());
+    let seen = callback.seen();
+    let last: Vec<&str> = seen[seen.len() - 2..].iter().map(|r| r.body["text"].as_str().unwrap()).collect();
+    assert_eq!(last, ["One.", "Two."]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -411,9 +411,12 @@ impl Recorded {
 pub struct Recorder {
     pub base: String,
     pub seen: Arc<Mutex<Vec<Recorded>>>,
+    /// A request whose body holds this text is refused with HTTP 400, as a
+    /// platform refuses one message for good.
+    pub refuse: Arc<Mutex<Option<String>>>,
 }
 
-type RecorderState = (Arc<Mutex<Vec<Recorded>>>, serde_json::Value, Arc<Mutex<usize>>);
+type RecorderState = (Arc<Mutex<Vec<Recorded>>>, serde_json::Value, Arc<Mutex<usize>>, Arc<Mutex<Option<String>>>);
 
 impl Recorder {
     pub async fn start(answer: serde_json::Value) -> Self {
@@ -425,9 +428,10 @@ impl Recorder {
         let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let state = (seen.clone(), answer, Arc::new(Mutex::new(failures)));
+        let refuse: Arc<Mutex<Option<String>>> = Arc::default();
+        let state = (seen.clone(), answer, Arc::new(Mutex::new(failures)), refuse.clone());
         let app = axum::Router::new()
-            .fallback(|State((seen, answer, failures)): State<RecorderState>, req: Request| async move {
+            .fallback(|State((seen, answer, failures, refuse)): State<RecorderState>, req: Request| async move {
                 let (parts, body) = req.into_parts();
                 let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
                 seen.lock().unwrap().push(Recorded {
@@ -440,6 +444,14 @@ impl Recorder {
                         .collect(),
                     body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
                 });
+                let refused = refuse
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .is_some_and(|r| String::from_utf8_lossy(&bytes).contains(r.as_str()));
+                if refused {
+                    return Response::builder().status(400).body(Body::from("message refused")).unwrap();
+                }
                 let mut failures = failures.lock().unwrap();
                 if *failures > 0 {
                     *failures -= 1;
@@ -449,7 +461,7 @@ impl Recorder {
             })
             .with_state(state);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Recorder { base: format!("http://127.0.0.1:{port}"), seen }
+        Recorder { base: format!("http://127.0.0.1:{port}"), seen, refuse }
     }
 
     pub fn seen(&self) -> Vec<Recorded> {

@@ -100,6 +100,9 @@ pub struct ChannelStatus {
     pub dropped: u64,
     /// Messages waiting to be sent.
     pub outbox_pending: usize,
+    /// Messages the platform refused, held for the owner.
+    #[serde(default)]
+    pub outbox_held: usize,
     /// Rights it asks for that are not granted.
     pub pending_rights: Vec<String>,
 }

@@ -8,17 +8,23 @@ use super::{
     TYPING_EVERY, invoke,
 };
 use crate::agent::{Event, Who};
+use crate::component::ChannelSpec;
 use crate::config::Groups;
 use crate::contract::Inbound;
 use crate::contract::Outbound;
 use crate::pairing::Verdict;
-use crate::queue::{Accepted, InboxItem};
+use crate::queue::{Accepted, InboxItem, OutboxItem};
 use crate::runtime::Runtime;
 use crate::store::now_ms;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
+
+/// Failed attempts after which a message no longer holds back the later
+/// messages to its chat (2 + 4 + 8 s of backoff): past it, a later one that
+/// goes through while it fails shows the platform refuses it, not the chat.
+const STUCK_AFTER: u32 = 3;
 
 impl Channels {
     /// Admit messages from the platform: dedup, pairing, then the inbox.
@@ -245,52 +251,100 @@ impl Channels {
     /// One pass over the outbox; returns how long until the next retry.
     pub(super) async fn send_due(&self, name: &str) -> Result<Duration, ChannelError> {
         let rt = self.rt();
-        let mut wait = Duration::from_secs(60);
-        let mut blocked = HashSet::new();
-        let pending = rt.db.outbox(Some(name))?;
+        let pending: Vec<OutboxItem> = rt.db.outbox(Some(name))?.into_iter().filter(|i| i.held.is_none()).collect();
         self.status(name, |s| s.outbox_pending = pending.len());
-        let spec = rt.channel_spec(name);
-        for mut item in pending {
-            if blocked.contains(&item.chat_id) {
-                continue;
-            }
+        let Some(spec) = rt.channel_spec(name) else {
+            return Ok(Duration::from_secs(30));
+        };
+        let mut chats: Vec<Vec<OutboxItem>> = Vec::new();
+        let mut index = HashMap::new();
+        for item in pending {
+            let i = *index.entry(item.chat_id.clone()).or_insert_with(|| {
+                chats.push(Vec::new());
+                chats.len() - 1
+            });
+            chats[i].push(item);
+        }
+        let mut wait = Duration::from_secs(60);
+        for items in chats {
+            wait = wait.min(self.send_chat(name, &spec, items).await?);
+        }
+        Ok(wait)
+    }
+
+    /// Send one chat's due messages in order; returns how long until its
+    /// next retry. A message that failed [`STUCK_AFTER`] times no longer
+    /// holds back the later ones: each later one first tries it again, and
+    /// if it fails again while the later one goes through, the platform
+    /// refuses that message, not the chat, and it is held for the owner.
+    async fn send_chat(
+        &self,
+        name: &str,
+        spec: &ChannelSpec,
+        items: Vec<OutboxItem>,
+    ) -> Result<Duration, ChannelError> {
+        let mut wait = Duration::from_secs(60);
+        // Stuck messages passed over (not due), and those that failed just now.
+        let (mut passed, mut failing) = (Vec::new(), Vec::new());
+        for mut item in items {
             let now = now_ms();
             if item.next_ms > now {
                 wait = wait.min(Duration::from_millis((item.next_ms - now) as u64));
-                blocked.insert(item.chat_id.clone());
+                if item.attempts < STUCK_AFTER {
+                    break;
+                }
+                passed.push(item);
                 continue;
             }
-            let Some(spec) = &spec else {
-                return Ok(Duration::from_secs(30));
-            };
-            let pieces = crate::markup::render(&item.text, spec.markup, spec.max_length);
-            let mut failed = None;
-            for (i, piece) in pieces.iter().enumerate().skip(item.parts_sent) {
-                let msg = Outbound {
-                    id: format!("wasiclaw-{}-{}-{i}", item.created_ms, item.id),
-                    chat_id: item.chat_id.clone(),
-                    text: piece.clone(),
-                    reply_to: if i == 0 { item.reply_to.clone() } else { None },
-                };
-                match invoke(rt, name, Call::Send(msg)).await {
-                    Ok((Answer::Sent(id), _)) => {
-                        tracing::debug!("channel {name}: sent message {id} to {}", item.chat_id);
-                        item.parts_sent = i + 1;
-                        rt.db.outbox_save(&item)?;
-                    }
-                    Ok(_) => unreachable!("send answers a send"),
-                    Err(e) => {
-                        failed = Some(e.to_string());
-                        break;
-                    }
+            for mut earlier in std::mem::take(&mut passed) {
+                if self.deliver(name, spec, &mut earlier).await?.is_some() {
+                    failing.push(earlier);
                 }
             }
-            match failed {
+            match self.deliver(name, spec, &mut item).await? {
                 None => {
-                    rt.db.outbox_remove(item.id)?;
-                    self.status(name, |s| s.sent += 1);
+                    for earlier in failing.drain(..) {
+                        self.hold(name, earlier)?;
+                    }
                 }
-                Some(e) => {
+                Some(delay) => {
+                    wait = wait.min(delay);
+                    if item.attempts < STUCK_AFTER {
+                        break;
+                    }
+                    failing.push(item);
+                }
+            }
+        }
+        Ok(wait)
+    }
+
+    /// Send what is left of one message; `None` once it is all delivered,
+    /// else how long until it is tried again.
+    async fn deliver(
+        &self,
+        name: &str,
+        spec: &ChannelSpec,
+        item: &mut OutboxItem,
+    ) -> Result<Option<Duration>, ChannelError> {
+        let rt = self.rt();
+        let pieces = crate::markup::render(&item.text, spec.markup, spec.max_length);
+        for (i, piece) in pieces.iter().enumerate().skip(item.parts_sent) {
+            let msg = Outbound {
+                id: format!("wasiclaw-{}-{}-{i}", item.created_ms, item.id),
+                chat_id: item.chat_id.clone(),
+                text: piece.clone(),
+                reply_to: if i == 0 { item.reply_to.clone() } else { None },
+            };
+            match invoke(rt, name, Call::Send(msg)).await {
+                Ok((Answer::Sent(id), _)) => {
+                    tracing::debug!("channel {name}: sent message {id} to {}", item.chat_id);
+                    item.parts_sent = i + 1;
+                    rt.db.outbox_save(item)?;
+                }
+                Ok(_) => unreachable!("send answers a send"),
+                Err(e) => {
+                    let e = e.to_string();
                     item.attempts += 1;
                     let delay = Duration::from_secs(2u64.saturating_pow(item.attempts.min(16))).min(MAX_BACKOFF);
                     item.next_ms = now_ms() + delay.as_millis() as i64;
@@ -299,15 +353,39 @@ impl Channels {
                         item.chat_id,
                         item.attempts
                     );
-                    item.last_error = Some(e.clone());
-                    rt.db.outbox_save(&item)?;
                     self.status(name, |s| s.last_error = Some(format!("sending: {e}")));
-                    blocked.insert(item.chat_id.clone());
-                    wait = wait.min(delay);
+                    item.last_error = Some(e);
+                    rt.db.outbox_save(item)?;
+                    return Ok(Some(delay));
                 }
             }
         }
-        Ok(wait)
+        rt.db.outbox_remove(item.id)?;
+        self.status(name, |s| s.sent += 1);
+        Ok(None)
+    }
+
+    /// Keep a message the platform refuses, unsent, and tell the owner.
+    fn hold(&self, name: &str, mut item: OutboxItem) -> Result<(), ChannelError> {
+        let rt = self.rt();
+        let target = format!("{name}:{}", item.chat_id);
+        tracing::warn!("channel {name}: a message to {} is held: refused {} times", item.chat_id, item.attempts);
+        item.held = Some(format!("refused {} times while a later message to this chat went through", item.attempts));
+        rt.db.outbox_save(&item)?;
+        let notice = format!(
+            "A message to {target} is held, unsent: the platform refused it {} times while a later one to that chat went through (last error: {}). `wasiclaw outbox` shows it; `wasiclaw outbox --retry {id}` sends it again, `--drop {id}` gives it up.",
+            item.attempts,
+            crate::text::truncate(item.last_error.as_deref().unwrap_or("none"), 200),
+            id = item.id
+        );
+        rt.db.notify("(outbox)", &notice)?;
+        // Not through the chat that refused it: a notice held there would
+        // be noticed again, for ever.
+        let owner = crate::queue::owner_chat(rt.config.agent.owner_chat.as_deref(), &rt.db);
+        if let Some((channel, chat)) = owner.as_deref().filter(|o| *o != target).and_then(|o| o.split_once(':')) {
+            rt.db.outbox_enqueue(channel, chat, &notice)?;
+        }
+        Ok(())
     }
 
     /// Who a message's sender is to the agent: an admin, or a person with

@@ -138,11 +138,16 @@ pub(crate) enum Command {
     /// while the daemon runs. To restore: stop the daemon and copy FILE to
     /// <state-dir>/wasiclaw.redb. Back up secrets.json and config.toml alongside it yourself.
     Backup { file: PathBuf },
-    /// Messages waiting to be sent through chat channels (retried until they go).
+    /// Messages waiting to be sent through chat channels: retried until they go, or held when
+    /// the platform refuses one while later ones to the same chat go through.
     Outbox {
         /// Give up on the queued message with this id (say, to a chat that no longer exists).
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", conflicts_with = "retry")]
         drop: Option<u64>,
+        /// Send this held message again. A message is held, not retried, when the platform
+        /// refused it while a later one to the same chat went through.
+        #[arg(long, value_name = "ID")]
+        retry: Option<u64>,
         #[arg(long)]
         json: bool,
     },
@@ -727,7 +732,8 @@ impl Command {
                 (Request::Backup { path }, false)
             }
             Command::Outbox { drop: Some(id), .. } => (Request::OutboxDrop { id }, false),
-            Command::Outbox { drop: None, json } => (Request::Outbox, json),
+            Command::Outbox { retry: Some(id), .. } => (Request::OutboxRetry { id }, false),
+            Command::Outbox { drop: None, retry: None, json } => (Request::Outbox, json),
             Command::Run { .. }
             | Command::Compile { .. }
             | Command::Doctor { .. }

@@ -182,6 +182,14 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
             }
             for o in items {
                 let error = o.last_error.map(|e| format!("  last error: {}", one_line(&e))).unwrap_or_default();
+                let error = match o.held {
+                    Some(why) => format!(
+                        "  HELD, not retried: {}; `wasiclaw outbox --retry {id}` sends it again, `--drop {id}` gives it up{error}",
+                        one_line(&why),
+                        id = o.id
+                    ),
+                    None => error,
+                };
                 println!(
                     "{:>5}  {}:{}  {} attempt(s)  {}{error}",
                     o.id,
@@ -217,6 +225,7 @@ fn done(request: &Request) -> String {
         Request::PairingRevoke { channel, sender } => format!("forgot {channel}:{sender}"),
         Request::ApprovalsRevoke { tool } => format!("{tool} will ask again"),
         Request::OutboxDrop { id } => format!("dropped queued message {id}; it will not be sent"),
+        Request::OutboxRetry { id } => format!("queued message {id} is sent again now"),
         _ => "done".into(),
     }
 }
@@ -262,6 +271,9 @@ fn print_status(s: &Status) {
         }
         if c.outbox_pending > 0 {
             line.push_str(&format!(", {} waiting to send (`wasiclaw outbox`)", c.outbox_pending));
+        }
+        if c.outbox_held > 0 {
+            line.push_str(&format!(", {} refused by the platform and held (`wasiclaw outbox`)", c.outbox_held));
         }
         if c.restarts > 0 {
             line.push_str(&format!(", restarted {} time(s)", c.restarts));
