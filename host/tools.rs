@@ -166,7 +166,18 @@ fn memory_save<'a>(rt: &'a Runtime, caller: Caller<'a>, args: &'a str) -> BoxFut
             }
         }
         let source = if caller.untrusted { "agent-after-untrusted" } else { "agent" };
-        let m = rt.memories().save(&a.text, a.tags, source, a.pinned).await.map_err(|e| e.to_string())?;
+        // A pinned memory is in every context, and an untrusted one marks
+        // every conversation untrusted: pinned by a page's words, it would
+        // hold every later write (and every scheduled one) for the owner.
+        let pinned = a.pinned && !caller.untrusted;
+        let m = rt.memories().save(&a.text, a.tags, source, pinned).await.map_err(|e| e.to_string())?;
+        if a.pinned && !pinned {
+            return Ok(json!({
+                "saved": m.id,
+                "pinned": false,
+                "why": format!("saved, not pinned: after untrusted content only the owner pins (`wasiclaw memory pin {}`)", m.id),
+            }));
+        }
         Ok(json!({ "saved": m.id }))
     })
 }
