@@ -19,7 +19,6 @@
 
 use crate::approvals::{self, Answer, Policy, Risk};
 use crate::config::{AgentConfig, ProviderConfig, ProviderKind};
-use crate::knowledge;
 use crate::llm::{ChatRequest, Llm, LlmError, Message, ToolCall, ToolDef, Usage};
 use crate::pairing::Scope;
 use crate::runtime::Runtime;
@@ -344,7 +343,7 @@ impl Agent {
                 map.insert(name, Offered { target, risk: approvals::declared_risk(&t.parameters) });
             }
         }
-        let knowledge = !knowledge::scan(&self.rt.paths.skills_dir()).is_empty();
+        let knowledge = !self.rt.knowledge.scan(&self.rt.paths.skills_dir()).is_empty();
         for t in HOST_TOOLS.iter().filter(|t| knowledge || t.name != "read_skill") {
             let parameters = serde_json::from_str(t.schema).expect("host tool schemas are valid JSON");
             defs.push(ToolDef { name: t.name.into(), description: t.description.into(), parameters });
@@ -358,7 +357,7 @@ impl Agent {
         // The date, not the minute: a prompt that stays the same all day
         // lets providers cache it (the clock skill tells the time).
         system.push_str(&format!("\n\nToday is {} (UTC).", jiff::Timestamp::now().strftime("%A %Y-%m-%d")));
-        let knowledge = knowledge::scan(&self.rt.paths.skills_dir());
+        let knowledge = self.rt.knowledge.scan(&self.rt.paths.skills_dir());
         if !knowledge.is_empty() {
             // A dropped-in file, approved by nobody: its words are data even
             // here, as its instructions are when loaded.

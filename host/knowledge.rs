@@ -6,13 +6,17 @@
 //! loads the instructions on demand through the `read_skill` host tool, so
 //! the context stays small.
 //!
-//! Bounded, since every model request lists them and each list reads the
-//! files: a file over [`MAX_FILE`] or with a name over [`MAX_NAME`] bytes
-//! is skipped with a warning, and a description is cut to
-//! [`MAX_DESCRIPTION`] bytes.
+//! Bounded, since every model request lists them: a file over [`MAX_FILE`]
+//! or with a name over [`MAX_NAME`] bytes is skipped with a warning, and a
+//! description is cut to [`MAX_DESCRIPTION`] bytes. Every model round lists
+//! them twice (the tools, the system prompt), so [`Knowledges`] reads a file
+//! to list it only when its size, mtime or inode changed.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The largest knowledge file read.
 pub const MAX_FILE: u64 = 256 << 10;
@@ -60,42 +64,82 @@ fn read(path: &Path) -> Option<String> {
     Some(text)
 }
 
-/// Every knowledge skill in `dir`, sorted by name. Files without valid
-/// front matter are skipped with a warning.
-pub fn scan(dir: &Path) -> Vec<Knowledge> {
-    let mut files: Vec<PathBuf> = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() && path.join("SKILL.md").is_file() {
-            files.push(path.join("SKILL.md"));
-        } else if path.extension().is_some_and(|e| e == "md") {
-            files.push(path);
-        }
-    }
-    let mut out: Vec<Knowledge> = files
-        .into_iter()
-        .filter_map(|path| {
-            let text = read(&path)?;
-            match parse(&text) {
-                Some((name, description, _)) => Some(Knowledge { name, description, path }),
-                None => {
-                    tracing::warn!(
-                        "{}: no `---` front matter with a `name:` of at most {MAX_NAME} bytes; skipped",
-                        path.display()
-                    );
-                    None
-                }
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
+/// What says a file is unchanged: its size, mtime and inode.
+type Stamp = (u64, Option<std::time::SystemTime>, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok(), m.ino()))
 }
 
-/// The instructions of one knowledge skill.
-pub fn instructions(dir: &Path, name: &str) -> Option<String> {
-    let k = scan(dir).into_iter().find(|k| k.name == name)?;
-    parse(&read(&k.path)?).map(|(_, _, body)| body)
+/// The knowledge skills of one folder, each file read again only when its
+/// stamp changed (a file skipped as invalid is remembered too, so its
+/// warning is logged once, not every model round).
+#[derive(Default)]
+pub struct Knowledges {
+    seen: Mutex<HashMap<PathBuf, (Stamp, Option<Knowledge>)>>,
+    reads: AtomicU64,
+}
+
+impl Knowledges {
+    /// Every knowledge skill in `dir`, sorted by name. Files without valid
+    /// front matter are skipped with a warning.
+    pub fn scan(&self, dir: &Path) -> Vec<Knowledge> {
+        let mut files: Vec<PathBuf> = Vec::new();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() && path.join("SKILL.md").is_file() {
+                files.push(path.join("SKILL.md"));
+            } else if path.extension().is_some_and(|e| e == "md") {
+                files.push(path);
+            }
+        }
+        let mut seen = self.seen.lock().unwrap();
+        seen.retain(|path, _| files.contains(path));
+        let mut out: Vec<Knowledge> = files
+            .into_iter()
+            .filter_map(|path| {
+                let stamp = stamp(&path)?;
+                if let Some((known, k)) = seen.get(&path)
+                    && *known == stamp
+                {
+                    return k.clone();
+                }
+                self.reads.fetch_add(1, Ordering::Relaxed);
+                let k = load(path.clone());
+                seen.insert(path, (stamp, k.clone()));
+                k
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// The instructions of one knowledge skill, read now.
+    pub fn instructions(&self, dir: &Path, name: &str) -> Option<String> {
+        let k = self.scan(dir).into_iter().find(|k| k.name == name)?;
+        parse(&read(&k.path)?).map(|(_, _, body)| body)
+    }
+
+    /// Files read to be listed since start (the instructions aside).
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+}
+
+/// The knowledge skill `path` holds, or None with a warning.
+fn load(path: PathBuf) -> Option<Knowledge> {
+    match parse(&read(&path)?) {
+        Some((name, description, _)) => Some(Knowledge { name, description, path }),
+        None => {
+            tracing::warn!(
+                "{}: no `---` front matter with a `name:` of at most {MAX_NAME} bytes; skipped",
+                path.display()
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -117,10 +161,33 @@ mod tests {
         write("wordy.md", format!("---\nname: wordy\ndescription: {}\n---\nbody\n", "d".repeat(5000)));
         write("named.md", format!("---\nname: {}\n---\nbody\n", "n".repeat(super::MAX_NAME + 1)));
         write("huge.md", format!("---\nname: huge\n---\n{}", "x".repeat(super::MAX_FILE as usize)));
-        let found = super::scan(dir.path());
+        let knowledges = super::Knowledges::default();
+        let found = knowledges.scan(dir.path());
         assert_eq!(found.len(), 1, "{found:?}");
         let description = &found[0].description;
         assert!(description.starts_with(&"d".repeat(super::MAX_DESCRIPTION)) && description.len() < 400);
-        assert!(super::instructions(dir.path(), "huge").is_none());
+        assert!(knowledges.instructions(dir.path(), "huge").is_none());
+    }
+
+    /// A file is read to be listed when it is new or changed, not every
+    /// time the model is asked; a removed one is no longer listed.
+    #[test]
+    fn unchanged_files_are_not_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |file: &str, text: &str| std::fs::write(dir.path().join(file), text).unwrap();
+        write("a.md", "---\nname: a\ndescription: first\n---\nbody\n");
+        write("bad.md", "no front matter");
+        let knowledges = super::Knowledges::default();
+        let names = |k: &super::Knowledges| k.scan(dir.path()).into_iter().map(|k| k.description).collect::<Vec<_>>();
+        assert_eq!(names(&knowledges), ["first"]);
+        assert_eq!(knowledges.reads(), 2);
+        assert_eq!(names(&knowledges), ["first"]);
+        assert_eq!(knowledges.reads(), 2, "an unchanged file was read again");
+        write("a.md", "---\nname: a\ndescription: second, longer\n---\nbody\n");
+        assert_eq!(names(&knowledges), ["second, longer"]);
+        assert_eq!(knowledges.reads(), 3);
+        std::fs::remove_file(dir.path().join("a.md")).unwrap();
+        assert!(names(&knowledges).is_empty());
+        assert_eq!(knowledges.instructions(dir.path(), "a"), None);
     }
 }

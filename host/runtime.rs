@@ -291,6 +291,8 @@ pub struct Runtime {
     /// Rescans of the skills folder since start, for `status` (a settled
     /// daemon does none).
     pub rescans: std::sync::atomic::AtomicU64,
+    /// The knowledge skills of the skills folder, read as they change.
+    pub knowledge: crate::knowledge::Knowledges,
     limits: Arc<crate::config::Limits>,
     /// The source each script proposal of this process wrote, by name: a
     /// proposal may revise only its own draft.
@@ -342,6 +344,7 @@ impl Runtime {
             resolver: system_resolver(),
             questions: Default::default(),
             rescans: Default::default(),
+            knowledge: Default::default(),
             started_ms: crate::store::now_ms(),
             limits: Arc::new(config.limits.clone()),
             proposed: Mutex::default(),

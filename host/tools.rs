@@ -302,7 +302,8 @@ struct Name {
 fn read_skill<'a>(rt: &'a Runtime, _: Caller<'a>, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
     Box::pin(async move {
         let Name { name } = parse(args)?;
-        crate::knowledge::instructions(&rt.paths.skills_dir(), &name)
+        rt.knowledge
+            .instructions(&rt.paths.skills_dir(), &name)
             .map(Value::String)
             .ok_or_else(|| format!("no knowledge skill named `{name}`"))
     })
