@@ -379,8 +379,9 @@ pub struct Limits {
     pub audit_per_minute: u64,
     /// `notify` messages a component may send per hour.
     pub notify_per_hour: u64,
-    /// `crypto.secret-equals` checks a component may make per minute of a
-    /// secret shorter than 32 bytes (a longer one cannot be guessed online).
+    /// `crypto.secret-equals` checks a component may make per minute (the
+    /// first in a call of a secret of 32 bytes or more is not counted: it
+    /// cannot be guessed online).
     pub secret_checks_per_minute: u64,
     /// Memories a component may save per hour (each stays on disk and may
     /// cost an embedding request); the model too, after untrusted content.

@@ -419,6 +419,7 @@ impl SkillEngine {
             host,
             cpu_ticks: 0,
             cpu_exhausted: false,
+            secret_checks: 0,
             stderr,
             files_room,
         };

@@ -215,7 +215,8 @@ const MAX_HMAC_DATA: usize = 2 << 20;
 const MAX_CANDIDATE: usize = 64 << 10;
 
 /// A secret at least this long (32 bytes: 128 bits even as hex) is beyond
-/// online guessing, so comparing with it spends no `secret_checks_per_minute`.
+/// online guessing, so the first comparison with it in a call spends no
+/// `secret_checks_per_minute`.
 pub const UNGUESSABLE: usize = 32;
 
 impl crypto::Host for SkillState {
@@ -244,10 +245,14 @@ impl crypto::Host for SkillState {
             Ok(value) => value,
             Err(e) => return Ok(Err(e)),
         };
-        // Only a short secret can be guessed online, so only its checks are
-        // budgeted: a stranger's wrong tokens at a webhook then cannot spend
-        // the budget of a long one and lock out the platform's deliveries.
-        if value.len() < UNGUESSABLE
+        // A long secret cannot be guessed online, so its first check in a
+        // call (a webhook's one check of the token it was sent) is not
+        // budgeted: a stranger's wrong tokens then cannot spend the budget
+        // and lock out the platform's deliveries. More in one call are: a
+        // component granted the secret would otherwise try a dictionary at
+        // host speed against one the owner chose.
+        self.secret_checks += 1;
+        if (value.len() < UNGUESSABLE || self.secret_checks > 1)
             && let Err(e) = self.spend(Spend::SecretChecks, "secret checks", "secret", &secret)
         {
             return Ok(Err(e));

@@ -74,6 +74,8 @@ pub struct SkillState {
     pub host: HostCtx,
     pub(crate) cpu_ticks: u64,
     pub(crate) cpu_exhausted: bool,
+    /// `secret-equals` checks made in this call.
+    pub(crate) secret_checks: u32,
     pub(crate) stderr: MemoryOutputPipe,
     /// What the call may still write under `/data` (none: read-only or no files).
     pub(crate) files_room: Option<std::sync::Arc<crate::files::Room>>,

@@ -592,8 +592,9 @@ pub(crate) enum SecretsCommand {
     Set {
         name: String,
         /// Make a new random value (64 hex characters) and print it once, for a webhook token
-        /// you then give the platform. A webhook's secret of 32 bytes or more is never budgeted
-        /// by `secret_checks_per_minute`, so strangers' wrong guesses cannot lock out its deliveries.
+        /// you then give the platform. A webhook's check of a secret of 32 bytes or more is not
+        /// budgeted by `secret_checks_per_minute`, so strangers' wrong guesses cannot lock out its
+        /// deliveries.
         #[arg(long)]
         random: bool,
     },
