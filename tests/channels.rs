@@ -112,7 +112,13 @@ async fn a_refused_reply_is_kept_retried_and_delivered_once() {
 /// refused one is held for the owner, who is told and can send it again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reply_the_platform_refuses_is_held_and_the_chat_goes_on() {
-    let llm = FakeLlm::start(vec![Reply::Text("A POISON reply."), Reply::Text("Fine.")]).await;
+    let llm = FakeLlm::start(vec![
+        Reply::Text("A POISON reply."),
+        Reply::Text("Fine."),
+        Reply::Text("More POISON."),
+        Reply::Text("Fine again."),
+    ])
+    .await;
     let callback = Recorder::start(json!({"ok": true})).await;
     *callback.refuse.lock().unwrap() = Some("POISON".into());
     let port = free_port();
@@ -142,21 +148,36 @@ async fn a_reply_the_platform_refuses_is_held_and_the_chat_goes_on() {
     let id = items[0]["id"].to_string();
     assert!(env.ok(&["outbox"]).contains(&format!("HELD, not retried: refused 3 times while a later message to this chat went through; `wasiclaw outbox --retry {id}`")));
     assert!(env.ok(&["status"]).contains("1 refused by the platform and held"));
-    assert!(env.ok(&["notifications"]).contains("is held, unsent"));
+    let notes = env.ok(&["notifications"]);
+    assert!(notes.contains("webhook:c1 is held, unsent") && notes.contains("HTTP 400"), "{notes}");
+    // In the host's words alone: the chat id and the error are the channel's.
     let notice = callback.seen().into_iter().find(|r| r.body["chat"] == "owner").expect("the owner was told");
-    assert!(notice.body["text"].as_str().unwrap().contains(&format!("--retry {id}")), "{notice:?}");
+    let text = notice.body["text"].as_str().unwrap();
+    assert!(text.contains(&format!("--retry {id}")) && !text.contains("c1") && !text.contains("400"), "{text}");
     // Held means not retried.
-    let tries = sent("POISON");
+    let tries = sent("A POISON");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(sent("POISON"), tries);
+    assert_eq!(sent("A POISON"), tries);
 
-    // The owner sends it again once the platform takes it.
+    // A second held message of the channel is recorded, but the owner's
+    // chat heard once: a channel that refused message after message would
+    // otherwise speak there at its pace.
+    assert_eq!(hook(port, "third", "p-3").await, 202);
+    assert_eq!(hook(port, "fourth", "p-4").await, 202);
+    crate::support::wait_for("the fourth reply to go through", Duration::from_secs(40), || sent("Fine again.") == 1);
+    crate::support::wait_for("two held", Duration::from_secs(10), || {
+        outbox().iter().filter(|i| i["held"].is_string()).count() == 2
+    });
+    assert!(env.ok(&["notifications"]).contains(&format!("--retry {}", outbox()[1]["id"])));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(callback.seen().iter().filter(|r| r.body["chat"] == "owner").count(), 1);
+
+    // The owner sends the first again once the platform takes it.
     *callback.refuse.lock().unwrap() = None;
     assert!(env.ok(&["outbox", "--retry", &id]).contains("sent again"));
-    crate::support::wait_for("the held reply to go", Duration::from_secs(10), || {
-        env.ok(&["outbox"]).contains("nothing waiting to be sent")
-    });
-    assert_eq!(sent("POISON"), tries + 1);
+    crate::support::wait_for("the held reply to go", Duration::from_secs(10), || outbox().len() == 1);
+    assert_eq!(sent("A POISON"), tries + 1);
+    assert_eq!(outbox()[0]["text"], "More POISON.");
     assert!(!env.cli(&["outbox", "--retry", &id]).status.success());
 }
 

@@ -368,21 +368,33 @@ impl Channels {
     /// Keep a message the platform refuses, unsent, and tell the owner.
     fn hold(&self, name: &str, mut item: OutboxItem) -> Result<(), ChannelError> {
         let rt = self.rt();
-        let target = format!("{name}:{}", item.chat_id);
-        tracing::warn!("channel {name}: a message to {} is held: refused {} times", item.chat_id, item.attempts);
-        item.held = Some(format!("refused {} times while a later message to this chat went through", item.attempts));
+        let (id, attempts) = (item.id, item.attempts);
+        tracing::warn!("channel {name}: a message to {} is held: refused {attempts} times", item.chat_id);
+        item.held = Some(format!("refused {attempts} times while a later message to this chat went through"));
         rt.db.outbox_save(&item)?;
-        let notice = format!(
-            "A message to {target} is held, unsent: the platform refused it {} times while a later one to that chat went through (last error: {}). `wasiclaw outbox` shows it; `wasiclaw outbox --retry {id}` sends it again, `--drop {id}` gives it up.",
-            item.attempts,
-            crate::text::truncate(item.last_error.as_deref().unwrap_or("none"), 200),
-            id = item.id
-        );
-        rt.db.notify("(outbox)", &notice)?;
-        // Not through the chat that refused it: a notice held there would
-        // be noticed again, for ever.
+        let retry = format!("`wasiclaw outbox --retry {id}` sends it again, `--drop {id}` gives it up.");
+        rt.db.notify(
+            "(outbox)",
+            &format!(
+                "A message to {name}:{} is held, unsent: the platform refused it {attempts} times while a later one to that chat went through (last error: {}). {retry}",
+                item.chat_id,
+                crate::text::truncate(item.last_error.as_deref().unwrap_or("none"), 200),
+            ),
+        )?;
+        // The owner's chat hears of a channel's first held message only, in
+        // the host's words alone: chat ids and errors are the channel's, and
+        // one that refused message after message would speak there at its
+        // pace. Nor through the refusing chat: a notice held there would be
+        // noticed again, for ever.
+        let held = rt.db.outbox(Some(name))?.iter().filter(|i| i.held.is_some()).count();
         let owner = crate::queue::owner_chat(rt.config.agent.owner_chat.as_deref(), &rt.db);
-        if let Some((channel, chat)) = owner.as_deref().filter(|o| *o != target).and_then(|o| o.split_once(':')) {
+        let target = format!("{name}:{}", item.chat_id);
+        if let Some((channel, chat)) =
+            owner.as_deref().filter(|o| held == 1 && *o != target).and_then(|o| o.split_once(':'))
+        {
+            let notice = format!(
+                "A message through the {name} channel is held, unsent: the platform refused it while later ones went through. `wasiclaw outbox` shows it; {retry}"
+            );
             rt.db.outbox_enqueue(channel, chat, &notice)?;
         }
         Ok(())
