@@ -141,6 +141,13 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
                     format!("`wasiclaw status` and `wasiclaw skills inspect {}` show what it needs", c.name),
                 ));
             }
+            for c in status.channels.iter().filter(|c| c.outbox_held > 0) {
+                out.push(problem(
+                    "channel",
+                    format!("{}: {} message(s) the platform refused are held, unsent", c.name, c.outbox_held),
+                    "`wasiclaw outbox` shows them; `wasiclaw outbox --retry ID` sends one again, `--drop ID` gives it up",
+                ));
+            }
             match api::call_daemon(&paths.socket(), &Request::SkillsList.into(), &mut |_| {}).await {
                 Ok(Some(Reply::Ok(Response::Skills(list)))) => Some(list),
                 _ => None,

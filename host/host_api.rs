@@ -252,10 +252,17 @@ impl crypto::Host for SkillState {
         // component granted the secret would otherwise try a dictionary at
         // host speed against one the owner chose.
         self.secret_checks += 1;
-        if (value.len() < UNGUESSABLE || self.secret_checks > 1)
+        let short = value.len() < UNGUESSABLE;
+        if (short || self.secret_checks > 1)
             && let Err(e) = self.spend(Spend::SecretChecks, "secret checks", "secret", &secret)
         {
-            return Ok(Err(e));
+            return Ok(Err(match e {
+                // Say the way out where the owner will look (logs, audit, status).
+                Error::Denied(why) if short => Error::Denied(format!(
+                    "{why}; a webhook's check of a secret of {UNGUESSABLE} bytes or more is not limited: `wasiclaw secrets set {secret} --random`"
+                )),
+                e => e,
+            }));
         }
         Ok(Ok(crate::secrets::constant_time_eq(&candidate, value.as_bytes())))
     }

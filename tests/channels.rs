@@ -171,6 +171,8 @@ async fn a_reply_the_platform_refuses_is_held_and_the_chat_goes_on() {
     assert!(env.ok(&["notifications"]).contains(&format!("--retry {}", outbox()[1]["id"])));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(callback.seen().iter().filter(|r| r.body["chat"] == "owner").count(), 1);
+    let doctor = stdout(&env.cli(&["doctor"]));
+    assert!(doctor.contains("webhook: 2 message(s) the platform refused are held, unsent"), "{doctor}");
 
     // The owner sends the first again once the platform takes it.
     *callback.refuse.lock().unwrap() = None;

@@ -273,6 +273,7 @@ async fn notify_and_secret_checks_are_rate_limited() {
     assert_eq!(rt.notifications(100).unwrap().len(), 3);
     let guess = call(&rt, "hostile.guess", r#"{"secret": "SIGNING_KEY", "n": 100}"#).await;
     assert!(guess.output.contains("after 5 guesses"), "{}", guess.output);
+    assert!(guess.output.contains("wasiclaw secrets set SIGNING_KEY --random"), "{}", guess.output);
 }
 
 /// A secret of 32 bytes or more cannot be guessed online, so the first
