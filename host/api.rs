@@ -338,12 +338,7 @@ pub enum Response {
     /// Memories as JSON lines.
     Exported(String),
     /// Memories imported from JSON lines.
-    Imported {
-        /// How many were added.
-        imported: usize,
-        /// How many were already present.
-        skipped: usize,
-    },
+    Imported(crate::memory::Imported),
     /// The job added.
     Job(Job),
     /// Every job.
@@ -583,8 +578,8 @@ async fn answer(
         Request::MemoryPin { id, pinned } => memory_found(id, rt.db.memory_pin(id, pinned)?)?,
         Request::MemoryExport => Response::Exported(rt.memories().export()?),
         Request::MemoryImport { jsonl } => {
-            let (imported, skipped) = rt.memories().import(&jsonl).await.map_err(RuntimeError::Invalid)?;
-            Response::Imported { imported, skipped }
+            let progress = |text: String| emit(crate::agent::Event::Notice { text });
+            Response::Imported(rt.memories().import(&jsonl, &progress).await.map_err(RuntimeError::Invalid)?)
         }
         Request::CronAdd { job } => Response::Job(rt.schedule(job, now_ms())?),
         Request::CronList => Response::Jobs(rt.db.jobs()?),

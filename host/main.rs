@@ -124,8 +124,14 @@ async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
     let start = std::time::Instant::now();
     // One id for every try, so a retry after a lost reply is not applied twice.
     let envelope = api::Envelope::new(request.clone());
+    // Progress of long work (an import's embeddings) goes to stderr.
+    let progress = |e: wasiclaw::agent::Event| {
+        if let wasiclaw::agent::Event::Notice { text } = e {
+            eprintln!("{}", wasiclaw::text::printable(&text));
+        }
+    };
     loop {
-        if let Some(reply) = api::call_daemon(&paths.socket(), &envelope, &mut |_| {}).await? {
+        if let Some(reply) = api::call_daemon(&paths.socket(), &envelope, &mut { progress }).await? {
             return Ok(reply);
         }
         // Compile before taking the database, so a daemon starting now
@@ -140,7 +146,7 @@ async fn execute(paths: Paths, request: &Request) -> anyhow::Result<Reply> {
                 }
                 let rt = Arc::new(rt);
                 let agent = if request.needs_agent() { Some(Agent::new(rt.clone(), None).await) } else { None };
-                return Ok(api::dispatch(&rt, agent.as_ref(), None, envelope, &|_| {}).await);
+                return Ok(api::dispatch(&rt, agent.as_ref(), None, envelope, &progress).await);
             }
             Err(RuntimeError::Store(StoreError::Locked(_))) if start.elapsed() < Duration::from_secs(15) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;

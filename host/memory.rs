@@ -21,7 +21,7 @@
 use crate::store::{Store, StoreError, now_ms};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 const MEMORIES: TableDefinition<u64, &[u8]> = TableDefinition::new("memories");
 /// term → (term id, memories holding it, highest frequency, shortest
@@ -664,6 +664,22 @@ impl Embedder {
     }
 }
 
+/// Embedding failures in a row after which an import stops asking.
+const IMPORT_EMBED_FAILURES: u32 = 3;
+
+/// What an import did.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Imported {
+    /// How many were added.
+    pub imported: usize,
+    /// How many were already present.
+    pub skipped: usize,
+    /// Why embedding stopped, if it did: those memories are found by their
+    /// words only.
+    #[serde(default)]
+    pub unembedded: Option<String>,
+}
+
 /// Memory with its optional embedder: what the CLI, agent and skills use.
 pub struct Memories<'a> {
     /// The database.
@@ -741,16 +757,43 @@ impl Memories<'_> {
 
     /// Import JSON Lines as exported; ids already present are skipped.
     /// Returns (imported, skipped), or the first bad line.
-    pub async fn import(&self, jsonl: &str) -> Result<(usize, usize), String> {
+    pub async fn import(&self, jsonl: &str, progress: &(dyn Fn(String) + Sync)) -> Result<Imported, String> {
+        // Every line is read before anything is embedded (which may cost)
+        // or stored: a bad line is reported with nothing spent or changed.
         let mut items = Vec::new();
         for (n, line) in jsonl.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let m: Memory = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", n + 1))?;
-            let vector = self.vector(&m.text).await;
-            items.push((m, vector));
+            items.push(serde_json::from_str::<Memory>(line).map_err(|e| format!("line {}: {e}", n + 1))?);
         }
         let total = items.len();
-        let stored = self.db.memory_insert(items).map_err(|e| e.to_string())?;
-        Ok((stored.len(), total - stored.len()))
+        // Memories already present are skipped, so they are not embedded.
+        let ids: Vec<u64> = items.iter().map(|m| m.id).filter(|id| *id != 0).collect();
+        let present: HashSet<u64> =
+            self.db.memory_get(&ids).map_err(|e| e.to_string())?.into_iter().map(|m| m.id).collect();
+        items.retain(|m| m.id == 0 || !present.contains(&m.id));
+        let (mut out, mut failures, mut unembedded) = (Vec::with_capacity(items.len()), 0, None);
+        let (count, mut told) = (items.len(), std::time::Instant::now());
+        for (i, m) in items.into_iter().enumerate() {
+            let mut vector = None;
+            if let Some(e) = self.embedder.filter(|_| unembedded.is_none()) {
+                match e.embed(&m.text).await {
+                    Ok(v) => (vector, failures) = (Some(v), 0),
+                    // A dead endpoint would cost its timeout per memory:
+                    // past a few failures in a row, the rest go without.
+                    Err(why) if failures + 1 >= IMPORT_EMBED_FAILURES => unembedded = Some(why),
+                    Err(why) => {
+                        tracing::warn!("{why}; retrying with the next memory");
+                        failures += 1;
+                    }
+                }
+                if (i + 1) % 50 == 0 || told.elapsed() >= std::time::Duration::from_secs(2) {
+                    progress(format!("embedded {} of {count} memories", i + 1));
+                    told = std::time::Instant::now();
+                }
+            }
+            out.push((m, vector));
+        }
+        let stored = self.db.memory_insert(out).map_err(|e| e.to_string())?;
+        Ok(Imported { imported: stored.len(), skipped: total - stored.len(), unembedded })
     }
 }
 

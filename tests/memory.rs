@@ -3,7 +3,7 @@
 //! only through grants.
 
 use crate::fake_llm::{FakeLlm, Reply};
-use crate::support::{Env, call, stderr};
+use crate::support::{Env, Recorder, call, stderr, stdout};
 use std::sync::Arc;
 use std::time::Duration;
 use wasiclaw::agent::Agent;
@@ -134,6 +134,51 @@ fn export_and_import_round_trip_exactly() {
     assert!(other.ok(&["memory", "add", "next"]).contains("remembered as 3"));
     let bad = other.cli_stdin(&["memory", "import", "-"], "{not json}\n");
     assert!(!bad.status.success() && stderr(&bad).contains("line 1"), "{}", stderr(&bad));
+}
+
+/// JSON lines of memories `ids`, each with its own word.
+fn memories_jsonl(ids: std::ops::RangeInclusive<u64>) -> String {
+    ids.map(|i| {
+        let m =
+            serde_json::json!({"id": i, "text": format!("fact {i} about word{i}"), "source": "cli", "created_ms": 0});
+        format!("{m}\n")
+    })
+    .collect()
+}
+
+/// An import shows its progress while it embeds and embeds nothing already
+/// present; a dead embeddings endpoint costs a few tries, not its timeout
+/// for every memory: the rest are imported for keyword search, and the
+/// owner is told.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_shows_progress_and_outlives_a_dead_embeddings_endpoint() {
+    let answer = serde_json::json!({"data": [{"embedding": [0.5, 0.25], "index": 0}]});
+    let embeddings = Recorder::start(answer.clone()).await;
+    let env = Env::new();
+    let embed_at =
+        |base: &str| env.config(&format!("[memory.embeddings]\nbase_url = \"{base}/v1\"\nmodel = \"fake-embed\""));
+    embed_at(&embeddings.base);
+    let file = env.path().join("mem.jsonl");
+    std::fs::write(&file, memories_jsonl(1..=120)).unwrap();
+    let out = env.cli(&["memory", "import", file.to_str().unwrap()]);
+    assert!(stdout(&out).contains("imported 120, skipped 0"), "{}", stderr(&out));
+    let progress = stderr(&out);
+    assert!(progress.contains("embedded 50 of 120 memories") && progress.contains("embedded 100 of 120"), "{progress}");
+    assert_eq!(embeddings.seen().len(), 120);
+    assert!(env.ok(&["memory", "import", file.to_str().unwrap()]).contains("imported 0, skipped 120"));
+    assert_eq!(embeddings.seen().len(), 120, "memories already present were embedded");
+
+    let dead = Recorder::failing(answer, usize::MAX).await;
+    embed_at(&dead.base);
+    std::fs::write(&file, memories_jsonl(121..=140)).unwrap();
+    let said = env.ok(&["memory", "import", file.to_str().unwrap()]);
+    assert!(said.contains("imported 20, skipped 0"), "{said}");
+    assert!(
+        said.contains("embeddings stopped (embeddings: HTTP 503") && said.contains("by their words only"),
+        "{said}"
+    );
+    assert_eq!(dead.seen().len(), 3, "a dead endpoint was asked for every memory");
+    assert!(env.ok(&["memory", "search", "word140"]).contains("fact 140 about word140"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

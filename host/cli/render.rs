@@ -127,7 +127,15 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
             }
         }
         Response::Exported(jsonl) => print!("{jsonl}"),
-        Response::Imported { imported, skipped } => println!("imported {imported}, skipped {skipped} already present"),
+        Response::Imported(done) => {
+            println!("imported {}, skipped {} already present", done.imported, done.skipped);
+            if let Some(why) = done.unembedded {
+                println!(
+                    "embeddings stopped ({}): the memories after that are found by their words only",
+                    printable(&why)
+                );
+            }
+        }
         Response::Status(status) => print_status(&status),
         Response::Pairings(pairings) => {
             if pairings.is_empty() {
