@@ -103,6 +103,8 @@ pub enum Request {
     },
     /// Every memory.
     MemoryList,
+    /// Embed the memories that have no embedding.
+    MemoryEmbed,
     /// Forget a memory.
     MemoryForget {
         /// Its id.
@@ -339,6 +341,8 @@ pub enum Response {
     Exported(String),
     /// Memories imported from JSON lines.
     Imported(crate::memory::Imported),
+    /// Memories given embeddings.
+    Embedded(crate::memory::Embedded),
     /// The job added.
     Job(Job),
     /// Every job.
@@ -577,6 +581,10 @@ async fn answer(
         Request::MemoryForget { id } => memory_found(id, rt.db.memory_forget(id)?)?,
         Request::MemoryPin { id, pinned } => memory_found(id, rt.db.memory_pin(id, pinned)?)?,
         Request::MemoryExport => Response::Exported(rt.memories().export()?),
+        Request::MemoryEmbed => {
+            let progress = |text: String| emit(crate::agent::Event::Notice { text });
+            Response::Embedded(rt.memories().embed_missing(&progress).await.map_err(RuntimeError::Invalid)?)
+        }
         Request::MemoryImport { jsonl } => {
             let progress = |text: String| emit(crate::agent::Event::Notice { text });
             Response::Imported(rt.memories().import(&jsonl, &progress).await.map_err(RuntimeError::Invalid)?)

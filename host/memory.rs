@@ -519,6 +519,39 @@ impl Store {
         self.all_records(MEMORIES)
     }
 
+    /// The memories without an embedding, oldest first.
+    pub fn memory_unembedded(&self) -> Result<Vec<Memory>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let vectors = txn.open_table(VECTORS)?;
+        let mut out = Vec::new();
+        for entry in txn.open_table(MEMORIES)?.iter()? {
+            let (id, m) = entry?;
+            if vectors.get(id.value())?.is_none() {
+                out.push(serde_json::from_slice(m.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Store embeddings of memories, in one transaction; a memory
+    /// forgotten meanwhile gets none. Returns how many were stored.
+    pub fn memory_set_vectors(&self, items: &[(u64, Vec<f32>)]) -> Result<usize, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut stored = 0;
+        {
+            let memories = txn.open_table(MEMORIES)?;
+            let mut vectors = txn.open_table(VECTORS)?;
+            for (id, v) in items {
+                if memories.get(*id)?.is_some() {
+                    vectors.insert(*id, to_bytes(v).as_slice())?;
+                    stored += 1;
+                }
+            }
+        }
+        self.commit(txn)?;
+        Ok(stored)
+    }
+
     /// The memories with these ids.
     pub fn memory_get(&self, ids: &[u64]) -> Result<Vec<Memory>, StoreError> {
         let txn = self.db.begin_read()?;
@@ -618,25 +651,48 @@ impl Store {
 }
 
 /// An OpenAI-compatible `/embeddings` endpoint (OpenAI, Ollama, llama.cpp, vLLM).
+///
+/// After a failure it is not asked again for [`EMBED_PAUSE`]: every turn's
+/// recall embeds its query, and an endpoint that is off (an Ollama on a
+/// desktop asleep) would otherwise add its timeout to every reply. Keyword
+/// search carries on meanwhile.
 pub struct Embedder {
     client: reqwest::Client,
     config: crate::config::EmbeddingsConfig,
     secrets: crate::secrets::Secrets,
+    /// Until when it is not asked, and why.
+    paused: std::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// How long a failed embeddings endpoint is left alone.
+pub const EMBED_PAUSE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Embedder {
     /// A client of the embeddings endpoint in `config`.
     pub fn new(config: crate::config::EmbeddingsConfig, secrets: crate::secrets::Secrets) -> Self {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
+            .connect_timeout(std::time::Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("TLS backend");
-        Embedder { client, config, secrets }
+        Embedder { client, config, secrets, paused: Default::default() }
     }
 
-    /// The embedding of `text`.
+    /// The embedding of `text`; a failure pauses the endpoint.
     pub async fn embed(&self, text: &str) -> Result<Vec<f32>, String> {
+        if let Some((until, why)) = self.paused.lock().unwrap().as_ref()
+            && std::time::Instant::now() < *until
+        {
+            return Err(format!("{why} (not asked again for a minute)"));
+        }
+        let answer = self.ask(text).await;
+        *self.paused.lock().unwrap() =
+            answer.as_ref().err().map(|why| (std::time::Instant::now() + EMBED_PAUSE, why.clone()));
+        answer
+    }
+
+    async fn ask(&self, text: &str) -> Result<Vec<f32>, String> {
         let url = format!("{}/embeddings", self.config.base_url.trim_end_matches('/'));
         let mut req = self.client.post(url).json(&serde_json::json!({"model": self.config.model, "input": text}));
         if let Some(name) = &self.config.api_key_secret {
@@ -664,9 +720,6 @@ impl Embedder {
     }
 }
 
-/// Embedding failures in a row after which an import stops asking.
-const IMPORT_EMBED_FAILURES: u32 = 3;
-
 /// What an import did.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Imported {
@@ -675,9 +728,20 @@ pub struct Imported {
     /// How many were already present.
     pub skipped: usize,
     /// Why embedding stopped, if it did: those memories are found by their
-    /// words only.
+    /// words only until `wasiclaw memory embed`.
     #[serde(default)]
     pub unembedded: Option<String>,
+}
+
+/// What `memory embed` did.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Embedded {
+    /// Memories given an embedding.
+    pub embedded: usize,
+    /// Memories still without one.
+    pub left: usize,
+    /// Why it stopped early, if it did.
+    pub stopped: Option<String>,
 }
 
 /// Memory with its optional embedder: what the CLI, agent and skills use.
@@ -756,7 +820,7 @@ impl Memories<'_> {
     }
 
     /// Import JSON Lines as exported; ids already present are skipped.
-    /// Returns (imported, skipped), or the first bad line.
+    /// Returns what it did, or the first bad line.
     pub async fn import(&self, jsonl: &str, progress: &(dyn Fn(String) + Sync)) -> Result<Imported, String> {
         // Every line is read before anything is embedded (which may cost)
         // or stored: a bad line is reported with nothing spent or changed.
@@ -770,30 +834,47 @@ impl Memories<'_> {
         let present: HashSet<u64> =
             self.db.memory_get(&ids).map_err(|e| e.to_string())?.into_iter().map(|m| m.id).collect();
         items.retain(|m| m.id == 0 || !present.contains(&m.id));
-        let (mut out, mut failures, mut unembedded) = (Vec::with_capacity(items.len()), 0, None);
-        let (count, mut told) = (items.len(), std::time::Instant::now());
-        for (i, m) in items.into_iter().enumerate() {
-            let mut vector = None;
-            if let Some(e) = self.embedder.filter(|_| unembedded.is_none()) {
-                match e.embed(&m.text).await {
-                    Ok(v) => (vector, failures) = (Some(v), 0),
-                    // A dead endpoint would cost its timeout per memory:
-                    // past a few failures in a row, the rest go without.
-                    Err(why) if failures + 1 >= IMPORT_EMBED_FAILURES => unembedded = Some(why),
-                    Err(why) => {
-                        tracing::warn!("{why}; retrying with the next memory");
-                        failures += 1;
-                    }
-                }
-                if (i + 1) % 50 == 0 || told.elapsed() >= std::time::Duration::from_secs(2) {
-                    progress(format!("embedded {} of {count} memories", i + 1));
-                    told = std::time::Instant::now();
-                }
-            }
-            out.push((m, vector));
-        }
+        let (vectors, unembedded) = self.embed_each(&items, progress).await;
+        let mut vectors = vectors.into_iter();
+        let out = items.into_iter().map(|m| (m, vectors.next())).collect();
         let stored = self.db.memory_insert(out).map_err(|e| e.to_string())?;
         Ok(Imported { imported: stored.len(), skipped: total - stored.len(), unembedded })
+    }
+
+    /// Embed every memory that has no embedding (saved or imported while
+    /// the endpoint was down, or before it was configured).
+    pub async fn embed_missing(&self, progress: &(dyn Fn(String) + Sync)) -> Result<Embedded, String> {
+        if self.embedder.is_none() {
+            return Err("no [memory.embeddings] endpoint is configured; examples/config.toml shows one".into());
+        }
+        let missing = self.db.memory_unembedded().map_err(|e| e.to_string())?;
+        let (vectors, stopped) = self.embed_each(&missing, progress).await;
+        let pairs: Vec<(u64, Vec<f32>)> = missing.iter().map(|m| m.id).zip(vectors).collect();
+        let embedded = self.db.memory_set_vectors(&pairs).map_err(|e| e.to_string())?;
+        Ok(Embedded { embedded, left: missing.len() - pairs.len(), stopped })
+    }
+
+    /// The embeddings of `memories` in order, up to the first failure (an
+    /// endpoint that fails is paused, so asking on would only fail), with
+    /// progress; and why it stopped. None at all without an embedder.
+    async fn embed_each(
+        &self,
+        memories: &[Memory],
+        progress: &(dyn Fn(String) + Sync),
+    ) -> (Vec<Vec<f32>>, Option<String>) {
+        let Some(e) = self.embedder else { return (Vec::new(), None) };
+        let (mut out, mut told) = (Vec::with_capacity(memories.len()), std::time::Instant::now());
+        for m in memories {
+            match e.embed(&m.text).await {
+                Ok(v) => out.push(v),
+                Err(why) => return (out, Some(why)),
+            }
+            if out.len() % 50 == 0 || told.elapsed() >= std::time::Duration::from_secs(2) {
+                progress(format!("embedded {} of {} memories", out.len(), memories.len()));
+                told = std::time::Instant::now();
+            }
+        }
+        (out, None)
     }
 }
 

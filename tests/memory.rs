@@ -174,11 +174,40 @@ async fn an_import_shows_progress_and_outlives_a_dead_embeddings_endpoint() {
     let said = env.ok(&["memory", "import", file.to_str().unwrap()]);
     assert!(said.contains("imported 20, skipped 0"), "{said}");
     assert!(
-        said.contains("embeddings stopped (embeddings: HTTP 503") && said.contains("by their words only"),
+        said.contains("embeddings stopped (embeddings: HTTP 503") && said.contains("wasiclaw memory embed"),
         "{said}"
     );
-    assert_eq!(dead.seen().len(), 3, "a dead endpoint was asked for every memory");
+    assert_eq!(dead.seen().len(), 1, "a dead endpoint was asked for every memory");
     assert!(env.ok(&["memory", "search", "word140"]).contains("fact 140 about word140"));
+
+    // Back up: the memories left without an embedding get one.
+    embed_at(&embeddings.base);
+    let out = env.cli(&["memory", "embed"]);
+    assert!(stdout(&out).contains("embedded 20 memories; 0 have none"), "{}", stderr(&out));
+    assert_eq!(embeddings.seen().len(), 140);
+    assert!(env.ok(&["memory", "embed"]).contains("embedded 0 memories; 0 have none"));
+    assert_eq!(embeddings.seen().len(), 140);
+}
+
+/// An embeddings endpoint that fails is left alone for a while: every
+/// turn's recall embeds its query, and one that is off would add its
+/// timeout to every reply. Keyword search carries on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_embeddings_endpoint_is_not_asked_on_every_search() {
+    let dead = Recorder::failing(serde_json::json!({}), usize::MAX).await;
+    let env = Env::new();
+    env.config(&format!("[memory.embeddings]\nbase_url = \"{}/v1\"\nmodel = \"fake-embed\"", dead.base));
+    let rt = env.runtime().await;
+    rt.memories().save("the spare key is under the blue pot", vec![], "cli", false).await.unwrap();
+    for _ in 0..5 {
+        let hits = rt.memories().search("spare key", 3).await.unwrap();
+        assert_eq!(hits[0].memory.text, "the spare key is under the blue pot");
+    }
+    assert_eq!(dead.seen().len(), 1);
+    drop(rt);
+    let none = Env::new();
+    let refused = none.cli(&["memory", "embed"]);
+    assert!(!refused.status.success() && stderr(&refused).contains("no [memory.embeddings]"), "{}", stderr(&refused));
 }
 
 #[tokio::test(flavor = "multi_thread")]

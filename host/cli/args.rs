@@ -408,6 +408,9 @@ pub(crate) enum MemoryCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Embed the memories that have none (saved or imported while the embeddings endpoint was
+    /// down, or before one was configured), with progress. Safe to run again.
+    Embed,
     /// Delete a memory by id.
     Forget {
         id: u64,
@@ -656,6 +659,7 @@ impl Command {
                 }
                 MemoryCommand::List { json } => (Request::MemoryList, json),
                 MemoryCommand::Forget { id } => (Request::MemoryForget { id }, false),
+                MemoryCommand::Embed => (Request::MemoryEmbed, false),
                 MemoryCommand::Pin { id } => (Request::MemoryPin { id, pinned: true }, false),
                 MemoryCommand::Unpin { id } => (Request::MemoryPin { id, pinned: false }, false),
                 MemoryCommand::Export { .. } => (Request::MemoryExport, false),

@@ -131,9 +131,15 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
             println!("imported {}, skipped {} already present", done.imported, done.skipped);
             if let Some(why) = done.unembedded {
                 println!(
-                    "embeddings stopped ({}): the memories after that are found by their words only",
+                    "embeddings stopped ({}): the memories after that are found by their words only until `wasiclaw memory embed`",
                     printable(&why)
                 );
+            }
+        }
+        Response::Embedded(done) => {
+            println!("embedded {} memories; {} have none", done.embedded, done.left);
+            if let Some(why) = done.stopped {
+                println!("stopped: {}; run `wasiclaw memory embed` again once it answers", printable(&why));
             }
         }
         Response::Status(status) => print_status(&status),
