@@ -297,7 +297,8 @@ impl Channels {
                 continue;
             }
             for mut earlier in std::mem::take(&mut passed) {
-                if self.deliver(name, spec, &mut earlier).await?.is_some() {
+                if let Some(delay) = self.deliver(name, spec, &mut earlier).await? {
+                    wait = wait.min(delay);
                     failing.push(earlier);
                 }
             }
