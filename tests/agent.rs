@@ -165,7 +165,7 @@ async fn retries_on_429_and_500_honouring_retry_after() {
 #[tokio::test(flavor = "multi_thread")]
 async fn falls_back_to_the_second_provider() {
     let broken = FakeLlm::start(vec![Reply::Status(503, None), Reply::Status(503, None)]).await;
-    let good = FakeLlm::start(vec![Reply::Text("from the fallback")]).await;
+    let good = FakeLlm::start(vec![Reply::Text("from the fallback"), Reply::Text("again from the fallback")]).await;
     let env = Env::new();
     let config =
         format!("[agent]\nretries = 1\n\n{}{}", provider("openai", &broken.base), provider("anthropic", &good.base));
@@ -174,6 +174,11 @@ async fn falls_back_to_the_second_provider() {
     assert_eq!(reply, "from the fallback");
     assert_eq!(broken.requests().len(), 2, "one try and one retry before falling back");
     assert_eq!(good.requests().len(), 1);
+    // A provider that failed its retries is passed over for a while: its
+    // retries would otherwise delay every model call while it is down.
+    let (reply, _) = turn(&agent, "t:1", "and now?").await;
+    assert_eq!(reply, "again from the fallback");
+    assert_eq!(broken.requests().len(), 2, "the failed provider was asked first again");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,7 +3,8 @@
 //!
 //! Invariants: `Llm::chat` retries a provider on 429, 5xx and transport
 //! failures with exponential backoff, honouring `Retry-After`, then falls
-//! back to the next provider in the chain; any other error is final for
+//! back to the next provider in the chain, passing over for a minute one
+//! that failed so (unless every one does); any other error is final for
 //! that provider. Provider output is never trusted: a malformed stream is a
 //! `Protocol` error, and tool-call arguments stay raw text for the agent to
 //! validate. A reply is read up to [`reply_limit`] bytes and an error body
@@ -178,7 +179,15 @@ impl From<reqwest::Error> for LlmError {
 pub struct Provider {
     /// Its settings.
     pub config: ProviderConfig,
+    /// Until when it is passed over for the next provider: it failed even
+    /// its retries, and asking it first again would add them to every
+    /// model call while it is down (a local server switched off).
+    resting: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a provider that failed its retries is passed over while
+/// another in the chain answers.
+pub const PROVIDER_REST: Duration = Duration::from_secs(60);
 
 impl Provider {
     /// Stream one reply; `on_text` gets each text delta as it arrives.
@@ -298,7 +307,7 @@ impl Llm {
         Llm {
             client,
             secrets,
-            providers: providers.into_iter().map(|config| Provider { config }).collect(),
+            providers: providers.into_iter().map(|config| Provider { config, resting: Default::default() }).collect(),
             retries,
             backoff: Duration::from_millis(500),
         }
@@ -311,10 +320,17 @@ impl Llm {
         on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(ChatResponse, &Provider), LlmError> {
         let mut last = LlmError::Config("no model provider is configured".into());
-        for provider in &self.providers {
+        let now = std::time::Instant::now();
+        let resting = |p: &&Provider| p.resting.lock().unwrap().is_some_and(|until| now < until);
+        // When every provider rests, each is tried as usual.
+        let every = self.providers.iter().all(|p| resting(&p));
+        for provider in self.providers.iter().filter(|p| every || !resting(p)) {
             for attempt in 0..=self.retries {
                 match provider.chat(&self.client, &self.secrets, req, on_text).await {
-                    Ok(response) => return Ok((response, provider)),
+                    Ok(response) => {
+                        *provider.resting.lock().unwrap() = None;
+                        return Ok((response, provider));
+                    }
                     Err(e) if e.retryable() && attempt < self.retries => {
                         let wait =
                             e.retry_after().map(|d| d.min(MAX_RETRY_AFTER)).unwrap_or(self.backoff * 2u32.pow(attempt));
@@ -323,6 +339,9 @@ impl Llm {
                     }
                     Err(e) => {
                         tracing::warn!(model = %provider.config.model, "provider failed: {e}");
+                        if e.retryable() {
+                            *provider.resting.lock().unwrap() = Some(std::time::Instant::now() + PROVIDER_REST);
+                        }
                         last = e;
                         break;
                     }
