@@ -43,6 +43,32 @@ fn free_bytes(path: &std::path::Path) -> Option<u64> {
     (unsafe { libc::statvfs(c.as_ptr(), &mut s) } == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
 }
 
+/// A `[tools."NAME"]` policy that applies to nothing: a typo there would
+/// leave a tool the owner meant to deny, or be asked about, as it was.
+fn unknown_tool(name: &str, skills: &[SkillInfo]) -> Option<Finding> {
+    if crate::tools::HOST_TOOLS.iter().any(|t| t.name == name) {
+        return None;
+    }
+    let fix = "write it as SKILL.TOOL, as `wasiclaw skills inspect SKILL` lists the tools, or a host tool's name (memory_save)";
+    let Some((skill, tool)) = name.split_once('.') else {
+        return Some(problem(
+            "tools",
+            format!("[tools.\"{name}\"] is not SKILL.TOOL nor a host tool, so it applies to nothing"),
+            fix,
+        ));
+    };
+    match skills.iter().find(|s| s.name == skill) {
+        None => Some(problem("tools", format!("[tools.\"{name}\"]: no skill {skill} is installed"), fix)),
+        // Still compiling or rejected: its tools are not known yet.
+        Some(s) if s.tools.is_empty() || s.tools.iter().any(|t| t.name == tool) => None,
+        Some(s) => {
+            let offered: Vec<&str> = s.tools.iter().map(|t| t.name.as_str()).collect();
+            let said = format!("[tools.\"{name}\"]: {skill} has no tool {tool} (it has {})", offered.join(", "));
+            Some(problem("tools", crate::text::one_line(&said), fix))
+        }
+    }
+}
+
 /// Check the state dir, config, secrets, models, disk, database and components.
 pub async fn run(paths: &Paths) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -195,6 +221,7 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
     if let Some(list) = &skills {
         let active = list.iter().filter(|s| s.status == SkillState::Active).count();
         out.push(ok("skills", format!("{active} of {} active", list.len())));
+        out.extend(config.tools.keys().filter_map(|name| unknown_tool(name, list)));
     }
 
     // The model: one tiny completion from each configured provider.
