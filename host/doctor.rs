@@ -222,6 +222,20 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
         let active = list.iter().filter(|s| s.status == SkillState::Active).count();
         out.push(ok("skills", format!("{active} of {} active", list.len())));
         out.extend(config.tools.keys().filter_map(|name| unknown_tool(name, list)));
+        // Settings for a name nothing answers to: a typo there leaves a
+        // channel's admins, or a skill's settings, unset.
+        let installed = |name: &String| list.iter().any(|s| &s.name == name);
+        for (table, name) in
+            config.skills.keys().map(|n| ("skills", n)).chain(config.channels.keys().map(|n| ("channels", n)))
+        {
+            if !installed(name) {
+                out.push(problem(
+                    "config",
+                    format!("[{table}.{name}]: nothing named {name} is installed, so these settings apply to nothing"),
+                    "`wasiclaw skills list` shows the names; fix the table's name, or `wasiclaw skills add` the skill",
+                ));
+            }
+        }
     }
 
     // The model: one tiny completion from each configured provider.

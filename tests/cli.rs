@@ -100,7 +100,7 @@ async fn doctor_names_each_problem_and_what_to_run() {
         "[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n\n\
          [[providers]]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{dead}/v1\"\nmodel = \"gone\"\napi_key_secret = \"GONE_KEY\"\n\n\
          [tools.\"clock.nw\"]\npolicy = \"deny\"\n\n[tools.\"clock.now\"]\npolicy = \"ask\"\n\n[tools.memory_save]\npolicy = \"ask\"\n\n\
-         [tools.\"clokc.now\"]\npolicy = \"deny\"\n",
+         [tools.\"clokc.now\"]\npolicy = \"deny\"\n\n[channels.telegrma]\nadmins = [\"1\"]\n\n[skills.clock]\nzone = \"UTC\"\n",
         llm.base
     ));
     env.cli_stdin(&["secrets", "set", "OTHER"], "x");
@@ -121,10 +121,12 @@ async fn doctor_names_each_problem_and_what_to_run() {
         &format!("gone at http://127.0.0.1:{dead}/v1"),
         "[tools.\"clock.nw\"]: clock has no tool nw (it has now",
         "[tools.\"clokc.now\"]: no skill clokc is installed",
+        "[channels.telegrma]: nothing named telegrma is installed",
     ] {
         assert!(said.contains(expected), "{expected:?} missing:\n{said}");
     }
     assert!(!said.contains("[tools.\"clock.now\"]") && !said.contains("[tools.\"memory_save\"]"), "{said}");
+    assert!(!said.contains("[skills.clock]"), "{said}");
     // Fixed, it is content.
     std::fs::set_permissions(env.path().join("secrets.json"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::remove_file(env.skills().join("junk.wasm")).unwrap();
