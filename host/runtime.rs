@@ -299,6 +299,9 @@ pub struct Runtime {
     proposed: Mutex<HashMap<String, String>>,
 }
 
+/// Script proposals that may wait for the owner at once.
+pub const MAX_DRAFTS: usize = 10;
+
 impl Runtime {
     /// Open the state dir (creating it), the database and the engine.
     pub fn open(paths: Paths) -> Result<Self, RuntimeError> {
@@ -1040,6 +1043,24 @@ impl Runtime {
                 "`{name}` is a skill the owner approved or wrote; a proposal cannot replace it. Propose it under \
                  a new name (e.g. `{name}-2`), or ask the owner to edit {}",
                 file.display()
+            )));
+        }
+        // A model in a loop of proposals would fill the skills folder (and
+        // the owner's list): a new one waits until fewer are waiting.
+        let waiting: Vec<String> = {
+            let proposed = self.proposed.lock().unwrap();
+            let open = |n: &String| dir.join(format!("{n}.js")).exists() && self.db.grant(n).ok().flatten().is_none();
+            if proposed.contains_key(name) {
+                Vec::new()
+            } else {
+                proposed.keys().filter(|n| open(n)).cloned().collect()
+            }
+        };
+        if waiting.len() >= MAX_DRAFTS {
+            return Err(RuntimeError::Invalid(format!(
+                "{} proposals wait for the owner already ({}); revise one of them, or ask the owner to approve or reject one first",
+                waiting.len(),
+                waiting.join(", ")
             )));
         }
         std::fs::write(&tmp, source)

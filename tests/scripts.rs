@@ -278,6 +278,25 @@ async fn a_proposal_cannot_replace_a_skill_the_owner_approved() {
     assert_eq!(revised.description.as_deref(), Some("Counts better"));
 }
 
+/// A model in a loop of proposals fills a short list, not the skills
+/// folder: past [`MAX_DRAFTS`] waiting, a new one is refused, while a
+/// waiting one can still be revised, and one the owner answered makes room.
+#[tokio::test(flavor = "multi_thread")]
+async fn proposals_waiting_for_the_owner_are_bounded() {
+    let env = Env::new();
+    let rt = env.runtime().await;
+    let named = |n: usize| COUNTER.replace("\"counter\"", &format!("\"draft-{n}\""));
+    for n in 0..wasiclaw::runtime::MAX_DRAFTS {
+        rt.propose_script(&format!("draft-{n}"), &named(n)).await.unwrap();
+    }
+    let refused = rt.propose_script("one-more", &COUNTER.replace("\"counter\"", "\"one-more\"")).await.unwrap_err();
+    assert!(refused.to_string().contains("10 proposals wait for the owner already"), "{refused}");
+    assert!(!env.skills().join("one-more.js").exists());
+    rt.propose_script("draft-0", &named(0).replace("Counts", "Counts better")).await.unwrap();
+    std::fs::remove_file(env.skills().join("draft-1.js")).unwrap();
+    rt.propose_script("one-more", &COUNTER.replace("\"counter\"", "\"one-more\"")).await.unwrap();
+}
+
 /// The owner approves the build they read: once a draft is revised (to
 /// ask for more) after its proposal was shown, `/approve NAME BUILD` of the
 /// earlier build approves nothing and says what changed.
