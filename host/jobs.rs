@@ -41,6 +41,15 @@ pub const JOB_TEXT_MAX: usize = 16 * 1024;
 /// may be `output_kb` (1 MiB), and a job may run every second.
 pub const RUN_OUTPUT_MAX: usize = 16 * 1024;
 
+/// How often a task the model schedules may ask the model: each run costs
+/// tokens, and a model that meant "remind me every second" (or was talked
+/// into it) would spend all day. One gated by a check may run its check
+/// every [`MODEL_CHECKED_EVERY_MS`]. The owner's `cron add` is not held to
+/// either.
+pub const MODEL_PROMPT_EVERY_MS: i64 = 5 * 60_000;
+/// How often a task the model schedules with a check may fire.
+pub const MODEL_CHECKED_EVERY_MS: i64 = 60_000;
+
 /// A fire later than this after its time counts as missed.
 pub(crate) const GRACE_MS: i64 = 60_000;
 
@@ -274,6 +283,19 @@ impl When {
                 cron.next_after(Timestamp::from_millisecond(after_ms).ok()?, &tz).map(|t| t.as_millisecond())
             }
         }
+    }
+
+    /// The shortest gap between its next `fires` fires after `after_ms`
+    /// (None for a schedule that fires once, or not at all).
+    pub fn shortest_gap_ms(&self, after_ms: i64, fires: usize) -> Option<i64> {
+        let mut at = self.next_after(after_ms, after_ms)?;
+        let mut gap = None::<i64>;
+        for _ in 1..fires {
+            let Some(next) = self.next_after(at, after_ms) else { break };
+            gap = Some(gap.map_or(next - at, |g| g.min(next - at)));
+            at = next;
+        }
+        gap
     }
 
     /// The schedule in words.

@@ -13,7 +13,10 @@ use crate::context::{Resolver, system_resolver};
 use crate::contract::SkillGuest;
 use crate::engine::{CallError, EngineError, HostCtx, SkillEngine, ToolError};
 use crate::grants::{self, Capabilities, Effective, GrantChange, GrantSet, UrlPattern};
-use crate::jobs::{Action, Check, JOB_TEXT_MAX, Job, Missed, NewJob, ScheduleError, When, parse_when, tool_ref};
+use crate::jobs::{
+    Action, Check, JOB_TEXT_MAX, Job, MODEL_CHECKED_EVERY_MS, MODEL_PROMPT_EVERY_MS, Missed, NewJob, ScheduleError,
+    When, parse_when, tool_ref,
+};
 use crate::memory::{Embedder, Memories};
 use crate::queue::Notification;
 use crate::secrets::Secrets;
@@ -674,6 +677,20 @@ impl Runtime {
         let next_ms = when.next_after(now_ms, now_ms);
         if next_ms.is_none() {
             return Err(ScheduleError::Invalid(format!("{} never fires after now", when.describe())));
+        }
+        let least = if check.is_some() { MODEL_CHECKED_EVERY_MS } else { MODEL_PROMPT_EVERY_MS };
+        // Cron's finest step is a minute: a day of fires shows its shortest gap.
+        if new.by_model
+            && matches!(action, Action::Prompt { .. })
+            && when.shortest_gap_ms(now_ms, 1441).is_some_and(|gap| gap < least)
+        {
+            return Err(ScheduleError::Invalid(format!(
+                "{} is too often for a task that asks the model (each run costs tokens): at most every {} minutes, \
+                 or every minute with a `check` that must report something first. The owner can schedule it more \
+                 often with `wasiclaw cron add`.",
+                when.describe(),
+                MODEL_PROMPT_EVERY_MS / 60_000
+            )));
         }
         let missed = new.missed.unwrap_or(if matches!(when, When::At { .. }) { Missed::RunOnce } else { Missed::Skip });
         let name = new.name.clone().unwrap_or_else(|| match &action {

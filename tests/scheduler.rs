@@ -302,3 +302,33 @@ async fn jobs_are_bounded_in_number_and_size() {
     // The owner's own `cron add` is not held to it.
     agent.rt.schedule(NewJob { by_model: false, ..prompt("the owner's".into()) }, 0).unwrap();
 }
+
+/// Each run of a task the model schedules asks the model, so it may not
+/// fire more often than every 5 minutes (every minute with a check that
+/// gates the model); the owner's `cron add` may.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_model_cannot_schedule_a_prompt_that_burns_tokens_all_day() {
+    let (_env, agent) = setup("", &["clock"]).await;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let task = |when: &str| NewJob {
+        when: when.into(),
+        prompt: Some("stretch!".into()),
+        by_model: true,
+        ..Default::default()
+    };
+    for often in ["every 1s", "every 4m", "* * * * *", "*/2 9 * * *"] {
+        let refused = agent.rt.schedule(task(often), now).unwrap_err().to_string();
+        assert!(
+            refused.contains("too often for a task that asks the model") && refused.contains("cron add"),
+            "{often}: {refused}"
+        );
+    }
+    for fine in ["every 5m", "*/5 * * * *", "0 8 * * mon-fri", "at 2099-01-01T08:00"] {
+        agent.rt.schedule(task(fine), now).unwrap_or_else(|e| panic!("{fine}: {e}"));
+    }
+    let checked = NewJob { check: Some("clock.now".into()), ..task("every 1m") };
+    agent.rt.schedule(checked, now).unwrap();
+    let refused = agent.rt.schedule(NewJob { check: Some("clock.now".into()), ..task("every 30s") }, now).unwrap_err();
+    assert!(refused.to_string().contains("too often"), "{refused}");
+    agent.rt.schedule(NewJob { by_model: false, ..task("every 1s") }, now).unwrap();
+}
