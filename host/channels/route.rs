@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// Failed attempts after which a message no longer holds back the later
-/// messages to its chat (2 + 4 + 8 s of backoff): past it, a later one that
+/// messages to its chat (tries at 0, 2 and 6 s): past it, a later one that
 /// goes through while it fails shows the platform refuses it, not the chat.
 const STUCK_AFTER: u32 = 3;
 
