@@ -519,15 +519,15 @@ impl Store {
         self.all_records(MEMORIES)
     }
 
-    /// The memories without an embedding, oldest first.
-    pub fn memory_unembedded(&self) -> Result<Vec<Memory>, StoreError> {
+    /// The ids of the memories without an embedding, oldest first.
+    pub fn memory_unembedded(&self) -> Result<Vec<u64>, StoreError> {
         let txn = self.db.begin_read()?;
         let vectors = txn.open_table(VECTORS)?;
         let mut out = Vec::new();
         for entry in txn.open_table(MEMORIES)?.iter()? {
-            let (id, m) = entry?;
-            if vectors.get(id.value())?.is_none() {
-                out.push(serde_json::from_slice(m.value())?);
+            let id = entry?.0.value();
+            if vectors.get(id)?.is_none() {
+                out.push(id);
             }
         }
         Ok(out)
@@ -848,10 +848,21 @@ impl Memories<'_> {
             return Err("no [memory.embeddings] endpoint is configured; examples/config.toml shows one".into());
         }
         let missing = self.db.memory_unembedded().map_err(|e| e.to_string())?;
-        let (vectors, stopped) = self.embed_each(&missing, progress).await;
-        let pairs: Vec<(u64, Vec<f32>)> = missing.iter().map(|m| m.id).zip(vectors).collect();
-        let embedded = self.db.memory_set_vectors(&pairs).map_err(|e| e.to_string())?;
-        Ok(Embedded { embedded, left: missing.len() - pairs.len(), stopped })
+        let mut done = Embedded { embedded: 0, left: missing.len(), stopped: None };
+        // Stored a batch at a time: a run cut short keeps what it paid for.
+        for ids in missing.chunks(50) {
+            let memories = self.db.memory_get(ids).map_err(|e| e.to_string())?;
+            let (vectors, stopped) = self.embed_each(&memories, &|_| {}).await;
+            let pairs: Vec<(u64, Vec<f32>)> = memories.iter().map(|m| m.id).zip(vectors).collect();
+            done.embedded += self.db.memory_set_vectors(&pairs).map_err(|e| e.to_string())?;
+            done.left -= pairs.len();
+            if stopped.is_some() {
+                done.stopped = stopped;
+                break;
+            }
+            progress(format!("embedded {} of {} memories", missing.len() - done.left, missing.len()));
+        }
+        Ok(done)
     }
 
     /// The embeddings of `memories` in order, up to the first failure (an
