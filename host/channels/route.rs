@@ -16,6 +16,7 @@ use crate::pairing::Verdict;
 use crate::queue::{Accepted, InboxItem, OutboxItem};
 use crate::runtime::Runtime;
 use crate::store::now_ms;
+use crate::text::one_line;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,10 +92,12 @@ impl Channels {
                 }
                 Verdict::SendCode(code) => {
                     db.mark_seen(name, &m.message_id)?;
+                    // A stranger's name and id, on one line: a newline in a
+                    // display name would forge a log line of its own.
                     tracing::info!(
                         "{name}: {} ({}) asks to pair; approve with `wasiclaw pairing approve {code}`",
-                        m.sender_name,
-                        m.sender_id
+                        one_line(&m.sender_name),
+                        one_line(&m.sender_id)
                     );
                     db.outbox_enqueue(name, &m.chat_id, &crate::pairing::code_message(&code))?;
                 }
@@ -339,7 +342,7 @@ impl Channels {
             };
             match invoke(rt, name, Call::Send(msg)).await {
                 Ok((Answer::Sent(id), _)) => {
-                    tracing::debug!("channel {name}: sent message {id} to {}", item.chat_id);
+                    tracing::debug!("channel {name}: sent message {} to {}", one_line(&id), one_line(&item.chat_id));
                     item.parts_sent = i + 1;
                     rt.db.outbox_save(item)?;
                 }
@@ -351,7 +354,7 @@ impl Channels {
                     item.next_ms = now_ms() + delay.as_millis() as i64;
                     tracing::warn!(
                         "channel {name}: sending to {} failed (attempt {}), retrying in {delay:?}: {e}",
-                        item.chat_id,
+                        one_line(&item.chat_id),
                         item.attempts
                     );
                     self.status(name, |s| s.last_error = Some(format!("sending: {e}")));
@@ -370,7 +373,7 @@ impl Channels {
     fn hold(&self, name: &str, mut item: OutboxItem) -> Result<(), ChannelError> {
         let rt = self.rt();
         let (id, attempts) = (item.id, item.attempts);
-        tracing::warn!("channel {name}: a message to {} is held: refused {attempts} times", item.chat_id);
+        tracing::warn!("channel {name}: a message to {} is held: refused {attempts} times", one_line(&item.chat_id));
         item.held = Some(format!("refused {attempts} times while a later message to this chat went through"));
         rt.db.outbox_save(&item)?;
         let retry = format!("`wasiclaw outbox --retry {id}` sends it again, `--drop {id}` gives it up.");
