@@ -52,19 +52,25 @@ async fn hook(port: u16, text: &str, id: &str) -> u16 {
     reqwest::Client::new().post(url).bearer_auth("t0ken").json(&body).send().await.unwrap().status().as_u16()
 }
 
+/// A daemon with the webhook channel serving `cron-script`, replying to
+/// `callback`; `before` opens the config. Returns the gateway's port.
+fn webhook_daemon(llm: &FakeLlm, callback: &Recorder, before: &str) -> (Env, crate::support::Daemon, u16) {
+    let port = free_port();
+    let settings = format!(
+        "{before}[skills.webhook]\ncallback_url = \"{}/reply\"\n\n[channels.webhook]\nallow = [\"cron-script\"]\n",
+        callback.base
+    );
+    let env = Env::with_channel("webhook", &llm.base, Some(port), &settings, &[("WEBHOOK_TOKEN", "t0ken")]);
+    env.ok(&["skills", "grant", "webhook", "--all-requested", "--http", &format!("{}/reply", callback.base)]);
+    let daemon = env.daemon();
+    (env, daemon, port)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_reply_is_kept_retried_and_delivered_once() {
     let llm = FakeLlm::start(vec![Reply::Text("Done."), Reply::Text("Again.")]).await;
     let callback = Recorder::failing(json!({"ok": true}), 2).await;
-    let port = free_port();
-    let settings = format!(
-        "[skills.webhook]\ncallback_url = \"{}/reply\"\n\n[channels.webhook]\nallow = [\"cron-script\"]\n",
-        callback.base
-    );
-    let env = Env::with_channel("webhook", &llm.base, Some(port), &settings, &[("WEBHOOK_TOKEN", "t0ken")]);
-    env.ok(&["skills", "grant", "webhook", "--all-requested"]);
-    env.ok(&["skills", "grant", "webhook", "--http", &format!("{}/reply", callback.base)]);
-    let _daemon = env.daemon();
+    let (env, _daemon, port) = webhook_daemon(&llm, &callback, "");
     assert_eq!(hook(port, "back up the photos", "b-1").await, 202);
     callback.wait("/reply", 1).await;
     // The refusal is recorded once the delivering call has ended.
@@ -121,14 +127,7 @@ async fn a_reply_the_platform_refuses_is_held_and_the_chat_goes_on() {
     .await;
     let callback = Recorder::start(json!({"ok": true})).await;
     *callback.refuse.lock().unwrap() = Some("POISON".into());
-    let port = free_port();
-    let settings = format!(
-        "[agent]\nowner_chat = \"webhook:owner\"\n\n[skills.webhook]\ncallback_url = \"{}/reply\"\n\n[channels.webhook]\nallow = [\"cron-script\"]\n",
-        callback.base
-    );
-    let env = Env::with_channel("webhook", &llm.base, Some(port), &settings, &[("WEBHOOK_TOKEN", "t0ken")]);
-    env.ok(&["skills", "grant", "webhook", "--all-requested", "--http", &format!("{}/reply", callback.base)]);
-    let _daemon = env.daemon();
+    let (env, _daemon, port) = webhook_daemon(&llm, &callback, "[agent]\nowner_chat = \"webhook:owner\"\n\n");
     assert_eq!(hook(port, "first", "p-1").await, 202);
     assert_eq!(hook(port, "second", "p-2").await, 202);
     let sent = |text: &str| {
@@ -191,14 +190,7 @@ async fn replies_a_platform_refuses_all_alike_wait_and_go_in_order() {
     let llm = FakeLlm::start(vec![Reply::Text("One."), Reply::Text("Two.")]).await;
     let callback = Recorder::start(json!({"ok": true})).await;
     *callback.refuse.lock().unwrap() = Some(String::new());
-    let port = free_port();
-    let settings = format!(
-        "[skills.webhook]\ncallback_url = \"{}/reply\"\n\n[channels.webhook]\nallow = [\"cron-script\"]\n",
-        callback.base
-    );
-    let env = Env::with_channel("webhook", &llm.base, Some(port), &settings, &[("WEBHOOK_TOKEN", "t0ken")]);
-    env.ok(&["skills", "grant", "webhook", "--all-requested", "--http", &format!("{}/reply", callback.base)]);
-    let _daemon = env.daemon();
+    let (env, _daemon, port) = webhook_daemon(&llm, &callback, "");
     assert_eq!(hook(port, "first", "o-1").await, 202);
     assert_eq!(hook(port, "second", "o-2").await, 202);
     let outbox = || serde_json::from_str::<Vec<Value>>(&env.ok(&["outbox", "--json"])).unwrap();
