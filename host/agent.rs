@@ -437,7 +437,7 @@ impl Agent {
             "/approve" | "/reject" => return done(self.decide_skill(input).await),
             _ => {}
         }
-        let Some(llm) = &self.llm else { return done(self.no_model.clone()) };
+        let Some(llm) = &self.llm else { return done(self.for_them(who, self.no_model.clone())) };
         let text = match data {
             Some((source, body)) => {
                 session.untrusted = true;
@@ -521,7 +521,7 @@ impl Agent {
             let mut on_text = |t: &str| emit(Event::Text { text: t.to_string() });
             let (response, provider) = match llm.chat(&req, &mut on_text).await {
                 Ok(r) => r,
-                Err(e) => return done(self.unreachable(llm, e)),
+                Err(e) => return done(self.for_them(who, self.unreachable(llm, e))),
             };
             // A server that reports no usage still spends tokens: count an
             // estimate (characters / 4) so the daily budget holds.
@@ -577,6 +577,18 @@ impl Agent {
 
     fn account(spent: &mut Totals, usage: Usage, cost: f64) {
         spent.add(&Totals { input: usage.input, output: usage.output, cost, calls: 1 });
+    }
+
+    /// What a failure says to whoever spoke: the owner gets the details;
+    /// anyone else a plain sentence, since a provider's error body (an
+    /// organisation id, a key's last digits) or the owner's config path is
+    /// not theirs to read, in a group least of all. The owner's log has it.
+    fn for_them(&self, who: &Who, details: String) -> String {
+        if who.is_owner() {
+            return details;
+        }
+        tracing::warn!("a turn of a paired person failed: {details}");
+        "The model cannot be reached right now; please try again later.".into()
     }
 
     fn unreachable(&self, llm: &Llm, e: LlmError) -> String {

@@ -181,6 +181,21 @@ async fn falls_back_to_the_second_provider() {
     assert_eq!(broken.requests().len(), 2, "the failed provider was asked first again");
 }
 
+/// A provider's error text (an organisation id, a key's last digits) and
+/// the owner's config are for the owner: a paired person, maybe in a group,
+/// is told the model cannot be reached, no more.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paired_person_is_not_shown_the_providers_error() {
+    let llm = FakeLlm::start(vec![Reply::Status(401, None), Reply::Status(401, None)]).await;
+    let env = Env::new();
+    let agent = agent(&env, &format!("[agent]\nretries = 0\n\n{}", provider("openai", &llm.base))).await;
+    let person = wasiclaw::agent::Who::Person { admin: false, scope: Default::default(), id: "t:friend".into() };
+    let reply = agent.turn_as("t:2:friend", "hi", &person, &|_| {}).await.unwrap().text;
+    assert_eq!(reply, "The model cannot be reached right now; please try again later.");
+    let (owner, _) = turn(&agent, "t:1", "hi").await;
+    assert!(owner.contains("HTTP 401") && owner.contains("scripted failure"), "{owner}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_model_output_never_crashes_the_loop() {
     let llm = FakeLlm::start(vec![
