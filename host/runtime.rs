@@ -799,6 +799,17 @@ impl Runtime {
             self.db.update_grant(name, |record| grants::apply_revoke(record, change))?;
         } else {
             let entry = self.entry(name)?;
+            // The agent may revise its draft after the owner read it: a
+            // grant by name alone would take whatever it is now.
+            let draft = self.proposed.lock().unwrap().contains_key(name) && self.db.grant(name)?.is_none();
+            if build.is_none() && draft {
+                let now = crate::component::short_sha(&entry.sha256);
+                return Err(RuntimeError::Invalid(format!(
+                    "{name} is a draft the agent wrote and may still revise: approve the build you read, \
+                     `/approve {name} {now}` or `wasiclaw skills approve {name} --build {now}` (read it first with \
+                     `wasiclaw skills inspect {name}`)"
+                )));
+            }
             if let Some(build) = build.filter(|b| b.len() < 6 || !entry.sha256.starts_with(*b)) {
                 let now = crate::component::short_sha(&entry.sha256);
                 return Err(RuntimeError::Invalid(format!(

@@ -194,7 +194,10 @@ async fn the_agent_writes_a_skill_the_owner_approves_in_chat_and_then_uses_it() 
     let env = Env::new();
     let chat = |input: &str| chat(&env, &llm, input);
 
-    let first = chat("write me a skill that counts\n/approve counter\nbump it by 5\n");
+    // The owner approves the build the proposal named, as it says to.
+    let sha256 = wasiclaw::component::script_identity(COUNTER.as_bytes());
+    let build = wasiclaw::component::short_sha(&sha256);
+    let first = chat(&format!("write me a skill that counts\n/approve counter {build}\nbump it by 5\n"));
     let out = stdout(&first);
     assert!(first.status.success(), "{}", stderr(&first));
     // The host's own account of the proposal, with the exact rights.
@@ -309,6 +312,11 @@ async fn the_owner_approves_the_build_they_read() {
     let more = draft.replace("capabilities: { kv: true }", "capabilities: { kv: true, notify: true }");
     let revised = rt.propose_script("draft", &more).await.unwrap();
     assert_ne!(read.sha256, revised.sha256);
+    // By name alone, a draft the agent may still revise is not approved.
+    let all = wasiclaw::grants::GrantChange { all: true, ..Default::default() };
+    let unpinned = rt.grant_to_build("draft", &all, None).unwrap_err().to_string();
+    let now = wasiclaw::component::short_sha(&revised.sha256);
+    assert!(unpinned.contains("may still revise") && unpinned.contains(&format!("/approve draft {now}")), "{unpinned}");
     drop(rt);
     let llm = crate::fake_llm::FakeLlm::start(vec![]).await;
     let read = wasiclaw::component::short_sha(&read.sha256);
@@ -316,7 +324,6 @@ async fn the_owner_approves_the_build_they_read() {
     assert!(out.contains("changed since you read it"), "{out}");
     let status = |env: &Env| env.list().iter().find(|s| s["name"] == "draft").unwrap()["status"].clone();
     assert_eq!(status(&env), "needs-approval");
-    let now = wasiclaw::component::short_sha(&revised.sha256);
     let out = stdout(&chat(&env, &llm, &format!("/approve draft {now}\n")));
     assert!(out.contains("Approved draft") && out.contains("notify"), "{out}");
     assert_eq!(status(&env), "active");
