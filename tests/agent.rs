@@ -164,8 +164,16 @@ async fn retries_on_429_and_500_honouring_retry_after() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn falls_back_to_the_second_provider() {
-    let broken = FakeLlm::start(vec![Reply::Status(503, None), Reply::Status(503, None)]).await;
-    let good = FakeLlm::start(vec![Reply::Text("from the fallback"), Reply::Text("again from the fallback")]).await;
+    let broken =
+        FakeLlm::start(vec![Reply::Status(503, None), Reply::Status(503, None), Reply::Text("the first is back")])
+            .await;
+    let good = FakeLlm::start(vec![
+        Reply::Text("from the fallback"),
+        Reply::Text("again from the fallback"),
+        Reply::Status(503, None),
+        Reply::Status(503, None),
+    ])
+    .await;
     let env = Env::new();
     let config =
         format!("[agent]\nretries = 1\n\n{}{}", provider("openai", &broken.base), provider("anthropic", &good.base));
@@ -179,6 +187,9 @@ async fn falls_back_to_the_second_provider() {
     let (reply, _) = turn(&agent, "t:1", "and now?").await;
     assert_eq!(reply, "again from the fallback");
     assert_eq!(broken.requests().len(), 2, "the failed provider was asked first again");
+    // It is still tried, last, when the others fail too.
+    let (reply, _) = turn(&agent, "t:1", "still there?").await;
+    assert_eq!(reply, "the first is back");
 }
 
 /// A provider's error text (an organisation id, a key's last digits) and

@@ -3,8 +3,8 @@
 //!
 //! Invariants: `Llm::chat` retries a provider on 429, 5xx and transport
 //! failures with exponential backoff, honouring `Retry-After`, then falls
-//! back to the next provider in the chain, passing over for a minute one
-//! that failed so (unless every one does); any other error is final for
+//! back to the next provider in the chain; one that failed so is tried
+//! last for a minute (after the others); any other error is final for
 //! that provider. Provider output is never trusted: a malformed stream is a
 //! `Protocol` error, and tool-call arguments stay raw text for the agent to
 //! validate. A reply is read up to [`reply_limit`] bytes and an error body
@@ -179,14 +179,13 @@ impl From<reqwest::Error> for LlmError {
 pub struct Provider {
     /// Its settings.
     pub config: ProviderConfig,
-    /// Until when it is passed over for the next provider: it failed even
-    /// its retries, and asking it first again would add them to every
-    /// model call while it is down (a local server switched off).
+    /// Until when it is tried after the others: it failed even its
+    /// retries, and asking it first again would add them to every model
+    /// call while it is down (a local server switched off).
     resting: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
-/// How long a provider that failed its retries is passed over while
-/// another in the chain answers.
+/// How long a provider that failed its retries is tried after the others.
 pub const PROVIDER_REST: Duration = Duration::from_secs(60);
 
 impl Provider {
@@ -322,9 +321,9 @@ impl Llm {
         let mut last = LlmError::Config("no model provider is configured".into());
         let now = std::time::Instant::now();
         let resting = |p: &&Provider| p.resting.lock().unwrap().is_some_and(|until| now < until);
-        // When every provider rests, each is tried as usual.
-        let every = self.providers.iter().all(|p| resting(&p));
-        for provider in self.providers.iter().filter(|p| every || !resting(p)) {
+        // Those resting go last: still tried when the others fail too.
+        let (rested, awake): (Vec<&Provider>, Vec<&Provider>) = self.providers.iter().partition(resting);
+        for provider in awake.into_iter().chain(rested) {
             for attempt in 0..=self.retries {
                 match provider.chat(&self.client, &self.secrets, req, on_text).await {
                     Ok(response) => {
