@@ -433,6 +433,9 @@ pub struct Status {
     pub audit_records: u64,
     /// Full rescans of the skills folder since start.
     pub rescans: u64,
+    /// Why the embeddings endpoint is not asked just now (it failed).
+    #[serde(default)]
+    pub embeddings_paused: Option<String>,
 }
 
 /// One line of the local API's answer.
@@ -653,6 +656,7 @@ fn status(rt: &Runtime, channels: Option<&Channels>) -> Result<Status, RuntimeEr
         outbox_pending: outbox.len(),
         audit_records: rt.db.audit_count()?,
         rescans: rt.rescans.load(std::sync::atomic::Ordering::Relaxed),
+        embeddings_paused: rt.embedder.as_ref().and_then(|e| e.paused()),
     })
 }
 

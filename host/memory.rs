@@ -679,6 +679,12 @@ impl Embedder {
         Embedder { client, config, secrets, paused: Default::default() }
     }
 
+    /// Why it is not asked now, while it rests after a failure.
+    pub fn paused(&self) -> Option<String> {
+        let paused = self.paused.lock().unwrap();
+        paused.as_ref().filter(|(until, _)| std::time::Instant::now() < *until).map(|(_, why)| why.clone())
+    }
+
     /// The embedding of `text`; a failure pauses the endpoint.
     pub async fn embed(&self, text: &str) -> Result<Vec<f32>, String> {
         if let Some((until, why)) = self.paused.lock().unwrap().as_ref()

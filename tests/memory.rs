@@ -204,6 +204,14 @@ async fn a_failed_embeddings_endpoint_is_not_asked_on_every_search() {
         assert_eq!(hits[0].memory.text, "the spare key is under the blue pot");
     }
     assert_eq!(dead.seen().len(), 1);
+    // `wasiclaw status` says so.
+    let envelope = wasiclaw::api::Envelope::new(wasiclaw::api::Request::Status);
+    let wasiclaw::api::Reply::Ok(wasiclaw::api::Response::Status(status)) =
+        wasiclaw::api::dispatch(&rt, None, None, envelope, &|_| {}).await
+    else {
+        panic!("no status")
+    };
+    assert!(status.embeddings_paused.is_some_and(|why| why.contains("HTTP 503")));
     drop(rt);
     let none = Env::new();
     let refused = none.cli(&["memory", "embed"]);

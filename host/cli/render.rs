@@ -267,6 +267,13 @@ fn print_status(s: &Status) {
         b => format!("of a {b} budget"),
     };
     println!("tokens today: {} {budget}", s.tokens_today);
+    if let Some(why) = &s.embeddings_paused {
+        println!(
+            "embeddings: not answering ({}); memory search uses keywords meanwhile and asks again within a \
+             minute; `wasiclaw memory embed` later embeds what was saved meanwhile",
+            printable(why)
+        );
+    }
     println!(
         "database: {}, compiled cache: {}, audit records: {}",
         mib(s.database_bytes),
