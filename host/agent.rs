@@ -99,7 +99,7 @@ impl Who {
     /// A non-admin's id and daily token share, if one binds them.
     fn share(&self, cfg: &AgentConfig) -> Option<(&str, u64)> {
         let share = self.scope()?.daily_share(cfg.person_daily_token_budget);
-        self.person().zip(Some(share)).filter(|(_, share)| *share > 0)
+        Some((self.person()?, share)).filter(|(_, share)| *share > 0)
     }
 
     fn memory(&self) -> bool {

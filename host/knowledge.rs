@@ -65,13 +65,7 @@ fn read(path: &Path) -> Option<String> {
 }
 
 /// What says a file is unchanged: its size, mtime and inode.
-type Stamp = (u64, Option<std::time::SystemTime>, u64);
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.len(), m.modified().ok(), m.ino()))
-}
+type Stamp = (u64, std::time::SystemTime, u64);
 
 /// The knowledge skills of one folder, each file read again only when its
 /// stamp changed (a file skipped as invalid is remembered too, so its
@@ -100,7 +94,7 @@ impl Knowledges {
         let mut out: Vec<Knowledge> = files
             .into_iter()
             .filter_map(|path| {
-                let stamp = stamp(&path)?;
+                let stamp = crate::component::stamp(&path)?;
                 if let Some((known, k)) = seen.get(&path)
                     && *known == stamp
                 {

@@ -799,11 +799,10 @@ impl Runtime {
             self.db.update_grant(name, |record| grants::apply_revoke(record, change))?;
         } else {
             let entry = self.entry(name)?;
+            let now = crate::component::short_sha(&entry.sha256);
             // The agent may revise its draft after the owner read it: a
             // grant by name alone would take whatever it is now.
-            let draft = self.proposed.lock().unwrap().contains_key(name) && self.db.grant(name)?.is_none();
-            if build.is_none() && draft {
-                let now = crate::component::short_sha(&entry.sha256);
+            if build.is_none() && self.open_draft(name) {
                 return Err(RuntimeError::Invalid(format!(
                     "{name} is a draft the agent wrote and may still revise: approve the build you read, \
                      `/approve {name} {now}` or `wasiclaw skills approve {name} --build {now}` (read it first with \
@@ -811,7 +810,6 @@ impl Runtime {
                 )));
             }
             if let Some(build) = build.filter(|b| b.len() < 6 || !entry.sha256.starts_with(*b)) {
-                let now = crate::component::short_sha(&entry.sha256);
                 return Err(RuntimeError::Invalid(format!(
                     "{name} is build {now} now, not {build}: it changed since you read it. Read what it asks for \
                      (`wasiclaw skills inspect {name}`), then /approve {name} {now}"
@@ -1075,16 +1073,9 @@ impl Runtime {
         }
         // A model in a loop of proposals would fill the skills folder (and
         // the owner's list): a new one waits until fewer are waiting.
-        let waiting: Vec<String> = {
-            let proposed = self.proposed.lock().unwrap();
-            let open = |n: &String| dir.join(format!("{n}.js")).exists() && self.db.grant(n).ok().flatten().is_none();
-            if proposed.contains_key(name) {
-                Vec::new()
-            } else {
-                proposed.keys().filter(|n| open(n)).cloned().collect()
-            }
-        };
-        if waiting.len() >= MAX_DRAFTS {
+        let drafts: Vec<String> = self.proposed.lock().unwrap().keys().cloned().collect();
+        let waiting: Vec<String> = drafts.into_iter().filter(|n| self.open_draft(n)).collect();
+        if !self.proposed.lock().unwrap().contains_key(name) && waiting.len() >= MAX_DRAFTS {
             return Err(RuntimeError::Invalid(format!(
                 "{} proposals wait for the owner already ({}); revise one of them, or ask the owner to approve or reject one first",
                 waiting.len(),
@@ -1097,6 +1088,14 @@ impl Runtime {
         self.proposed.lock().unwrap().insert(name.to_string(), source.to_string());
         self.rescan().await;
         self.inspect(name)
+    }
+
+    /// Whether `name` is a draft this process proposed that is still in the
+    /// folder and that the owner has not answered with a grant.
+    fn open_draft(&self, name: &str) -> bool {
+        self.proposed.lock().unwrap().contains_key(name)
+            && self.paths.skills_dir().join(format!("{name}.js")).exists()
+            && self.db.grant(name).ok().flatten().is_none()
     }
 
     /// The newest `limit` audit records (of one component), oldest first.
