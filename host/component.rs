@@ -229,7 +229,7 @@ pub struct Entry {
 }
 
 /// What identifies a file's content cheaply, without reading it.
-pub(crate) fn stamp(file: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
+fn stamp(file: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(file).ok()?;
     Some((meta.len(), meta.modified().ok()?, meta.ino()))
