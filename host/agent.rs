@@ -215,7 +215,39 @@ pub struct Agent {
     /// Why there is no model, for the reply that says how to configure one.
     no_model: String,
     cfg: AgentConfig,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One lock per session with a turn running or waiting, so a session's
+    /// turns go one at a time; an entry goes when its last turn ends (a
+    /// channel decides chat ids, and one that made them up would otherwise
+    /// grow the map for ever).
+    locks: Locks,
+}
+
+type Locks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+/// A session's turn in progress: holds its lock, and on drop removes the
+/// lock from [`Agent::locks`] if no other turn holds or waits for it. Every
+/// clone is made under the map's mutex, so the count read there is exact.
+struct Serial<'a> {
+    locks: &'a Locks,
+    key: &'a str,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<'a> Serial<'a> {
+    async fn new(locks: &'a Locks, key: &'a str) -> Self {
+        let lock = locks.lock().unwrap().entry(key.to_string()).or_default().clone();
+        Serial { locks, key, guard: Some(lock.lock_owned().await) }
+    }
+}
+
+impl Drop for Serial<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut locks = self.locks.lock().unwrap();
+        if locks.get(self.key).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            locks.remove(self.key);
+        }
+    }
 }
 
 /// Providers from config, or a local Ollama if one answers.
@@ -275,6 +307,11 @@ impl Agent {
             }
         };
         Agent { rt, llm, no_model, cfg, locks: Mutex::default() }
+    }
+
+    /// How many sessions have a turn running or waiting.
+    pub fn sessions_in_turn(&self) -> usize {
+        self.locks.lock().unwrap().len()
     }
 
     /// The model connection, for tests that point it elsewhere.
@@ -402,8 +439,7 @@ impl Agent {
         emit: Emit<'_>,
     ) -> Result<TurnReply, AgentError> {
         let done = |text: String| Ok(TurnReply { text, stopped: None });
-        let lock = self.locks.lock().unwrap().entry(key.to_string()).or_default().clone();
-        let _guard = lock.lock().await;
+        let _serial = Serial::new(&self.locks, key).await;
         let input = input.trim();
         let db = &self.rt.db;
         let mut session = db.session(key)?;

@@ -207,6 +207,27 @@ async fn a_paired_person_is_not_shown_the_providers_error() {
     assert!(owner.contains("HTTP 401") && owner.contains("scripted failure"), "{owner}");
 }
 
+/// Two turns of one session go one at a time (the second sees the first's
+/// reply), and a session's lock goes when its turns end: a channel decides
+/// chat ids, so locks kept for every session ever seen would grow for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sessions_turns_go_one_at_a_time_and_leave_no_lock_behind() {
+    let llm = FakeLlm::start(vec![Reply::Text("the first answer"), Reply::Text("the second answer")]).await;
+    let env = Env::new();
+    let agent = agent(&env, &provider("openai", &llm.base)).await;
+    let (a, b) = tokio::join!(turn(&agent, "t:1", "one"), turn(&agent, "t:1", "two"));
+    let mut replies = [a.0, b.0];
+    replies.sort();
+    assert_eq!(replies, ["the first answer", "the second answer"]);
+    let second = texts(&llm.chat_requests()[1]);
+    assert!(second.contains("the first answer"), "the second turn ran beside the first: {second}");
+    assert_eq!(agent.sessions_in_turn(), 0, "a finished session kept its lock");
+    for chat in 0..20 {
+        turn(&agent, &format!("t:made-up-{chat}"), "/help").await;
+    }
+    assert_eq!(agent.sessions_in_turn(), 0, "made-up chats left locks behind");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_model_output_never_crashes_the_loop() {
     let llm = FakeLlm::start(vec![
