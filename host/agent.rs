@@ -314,6 +314,11 @@ impl Agent {
         self.locks.lock().unwrap().len()
     }
 
+    /// The model connection, if there is a model.
+    pub fn llm(&self) -> Option<&Llm> {
+        self.llm.as_ref()
+    }
+
     /// The model connection, for tests that point it elsewhere.
     pub fn llm_mut(&mut self) -> Option<&mut Llm> {
         self.llm.as_mut()

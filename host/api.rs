@@ -436,6 +436,10 @@ pub struct Status {
     /// Why the embeddings endpoint is not asked just now (it failed).
     #[serde(default)]
     pub embeddings_paused: Option<String>,
+    /// Providers tried after the others just now (they failed even their
+    /// retries): the model and why.
+    #[serde(default)]
+    pub models_resting: Vec<(String, String)>,
 }
 
 /// One line of the local API's answer.
@@ -472,7 +476,7 @@ async fn answer(
 ) -> Result<Response, RuntimeError> {
     let missing = |what: String| Err(RuntimeError::NotFound(what));
     Ok(match request {
-        Request::Status => Response::Status(Box::new(status(rt, channels)?)),
+        Request::Status => Response::Status(Box::new(status(rt, agent, channels)?)),
         Request::PairingList => {
             let mut out = Vec::new();
             for pairing in rt.db.pairings()? {
@@ -618,7 +622,7 @@ async fn answer(
     })
 }
 
-fn status(rt: &Runtime, channels: Option<&Channels>) -> Result<Status, RuntimeError> {
+fn status(rt: &Runtime, agent: Option<&Agent>, channels: Option<&Channels>) -> Result<Status, RuntimeError> {
     let skills = rt.skills()?;
     let mut board: Vec<ChannelStatus> = channels.map(Channels::board).unwrap_or_default();
     let outbox = rt.db.outbox(None)?;
@@ -657,6 +661,10 @@ fn status(rt: &Runtime, channels: Option<&Channels>) -> Result<Status, RuntimeEr
         audit_records: rt.db.audit_count()?,
         rescans: rt.rescans.load(std::sync::atomic::Ordering::Relaxed),
         embeddings_paused: rt.embedder.as_ref().and_then(|e| e.paused()),
+        models_resting: agent
+            .and_then(Agent::llm)
+            .map(|llm| llm.providers.iter().filter_map(|p| Some((p.config.model.clone(), p.resting()?))).collect())
+            .unwrap_or_default(),
     })
 }
 

@@ -187,6 +187,16 @@ async fn falls_back_to_the_second_provider() {
     let (reply, _) = turn(&agent, "t:1", "and now?").await;
     assert_eq!(reply, "again from the fallback");
     assert_eq!(broken.requests().len(), 2, "the failed provider was asked first again");
+    // `wasiclaw status` says which one is passed over, and why.
+    let envelope = wasiclaw::api::Envelope::new(wasiclaw::api::Request::Status);
+    let wasiclaw::api::Reply::Ok(wasiclaw::api::Response::Status(status)) =
+        wasiclaw::api::dispatch(&agent.rt, Some(&agent), None, envelope, &|_| {}).await
+    else {
+        panic!("no status")
+    };
+    assert_eq!(status.models_resting.len(), 1, "{:?}", status.models_resting);
+    let (model, why) = &status.models_resting[0];
+    assert!(model == "fake-openai" && why.contains("503"), "{model}: {why}");
     // It is still tried, last, when the others fail too.
     let (reply, _) = turn(&agent, "t:1", "still there?").await;
     assert_eq!(reply, "the first is back");

@@ -267,6 +267,13 @@ fn print_status(s: &Status) {
         b => format!("of a {b} budget"),
     };
     println!("tokens today: {} {budget}", s.tokens_today);
+    for (model, why) in &s.models_resting {
+        println!(
+            "model {}: not answering ({}); the others are asked first, and it again within a minute",
+            printable(model),
+            printable(why)
+        );
+    }
     if let Some(why) = &s.embeddings_paused {
         println!(
             "embeddings: not answering ({}); memory search uses keywords meanwhile and asks again within a \

@@ -181,14 +181,20 @@ pub struct Provider {
     pub config: ProviderConfig,
     /// Until when it is tried after the others: it failed even its
     /// retries, and asking it first again would add them to every model
-    /// call while it is down (a local server switched off).
-    resting: std::sync::Mutex<Option<std::time::Instant>>,
+    /// call while it is down (a local server switched off); and why.
+    resting: std::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
 
 /// How long a provider that failed its retries is tried after the others.
 pub const PROVIDER_REST: Duration = Duration::from_secs(60);
 
 impl Provider {
+    /// Why it is tried after the others just now, if it is.
+    pub fn resting(&self) -> Option<String> {
+        let resting = self.resting.lock().unwrap();
+        resting.as_ref().filter(|(until, _)| std::time::Instant::now() < *until).map(|(_, why)| why.clone())
+    }
+
     /// Stream one reply; `on_text` gets each text delta as it arrives.
     async fn chat(
         &self,
@@ -319,10 +325,9 @@ impl Llm {
         on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(ChatResponse, &Provider), LlmError> {
         let mut last = LlmError::Config("no model provider is configured".into());
-        let now = std::time::Instant::now();
-        let resting = |p: &&Provider| p.resting.lock().unwrap().is_some_and(|until| now < until);
         // Those resting go last: still tried when the others fail too.
-        let (rested, awake): (Vec<&Provider>, Vec<&Provider>) = self.providers.iter().partition(resting);
+        let (rested, awake): (Vec<&Provider>, Vec<&Provider>) =
+            self.providers.iter().partition(|p| p.resting().is_some());
         for provider in awake.into_iter().chain(rested) {
             for attempt in 0..=self.retries {
                 match provider.chat(&self.client, &self.secrets, req, on_text).await {
@@ -339,7 +344,10 @@ impl Llm {
                     Err(e) => {
                         tracing::warn!(model = %provider.config.model, "provider failed: {e}");
                         if e.retryable() {
-                            *provider.resting.lock().unwrap() = Some(std::time::Instant::now() + PROVIDER_REST);
+                            *provider.resting.lock().unwrap() = Some((
+                                std::time::Instant::now() + PROVIDER_REST,
+                                crate::text::truncate(&e.to_string(), 300),
+                            ));
                         }
                         last = e;
                         break;
