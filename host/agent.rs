@@ -202,7 +202,11 @@ pub type Emit<'a> = &'a (dyn Fn(Event) + Send + Sync);
 struct Turn<'a> {
     key: &'a str,
     who: &'a Who,
+    /// Untrusted content is in context: content from outside, or a message
+    /// from someone who is not the owner.
     tainted: bool,
+    /// Content from outside (a tool's output, a skill's memory) is.
+    outside: bool,
     emit: Emit<'a>,
     stopped: Mutex<Option<String>>,
 }
@@ -594,7 +598,7 @@ impl Agent {
             // not the owner, or data from outside, now or before a summary.
             session.untrusted |= holds_data(&session.messages);
             let tainted = !who.is_owner() || session.untrusted;
-            let turn = Turn { key, who, tainted, emit, stopped: Mutex::new(None) };
+            let turn = Turn { key, who, tainted, outside: session.untrusted, emit, stopped: Mutex::new(None) };
             // Parallel tool calls: run together, answer each in order; past
             // the bound, each is answered without running.
             let (run, over) = response.tool_calls.split_at(response.tool_calls.len().min(MAX_CALLS_PER_REPLY));
@@ -712,15 +716,26 @@ impl Agent {
         if risk > turn.who.max_risk() {
             return Err(format!("{name} is not available in this chat"));
         }
+        // Content from outside may ask a tool that only reads to carry the
+        // conversation (the owner's words, recalled memories) to a server of
+        // its choosing, in a URL: a skill that may reach any host is asked
+        // about as a write is.
+        let anywhere =
+            turn.outside && offered.target.as_ref().is_some_and(|(skill, _)| self.rt.reaches_unnamed_hosts(skill));
         let reason = match policy {
             Policy::Deny => return Err(format!("the owner has set {name} to deny")),
             Policy::Ask => "the owner asked to be asked before it runs",
-            Policy::Allow if turn.tainted && risk > Risk::Read => {
+            Policy::Allow if (turn.tainted && risk > Risk::Read) || anywhere => {
                 let trusted = self.rt.config.tools.get(&name).is_some_and(|t| t.trust_after_untrusted);
                 if trusted {
                     return Ok(());
                 }
-                "this conversation holds untrusted content (a tool's output or another person's message)"
+                if risk > Risk::Read {
+                    "this conversation holds untrusted content (a tool's output or another person's message)"
+                } else {
+                    "this conversation holds content from outside (a tool's output), and this skill may reach hosts \
+                     you did not name, so what it is given could go anywhere: check the arguments"
+                }
             }
             Policy::Allow => return Ok(()),
         };
@@ -968,7 +983,7 @@ impl Agent {
             if !offered.contains_key(&call.name) {
                 return format!("error: {target} is not available in this chat (`/tools` lists what is)");
             }
-            let turn = Turn { key, who, tainted: false, emit, stopped: Mutex::new(None) };
+            let turn = Turn { key, who, tainted: false, outside: false, emit, stopped: Mutex::new(None) };
             if let Err(why) = self.permit(&turn, &call, &offered).await {
                 return format!("error: {why}");
             }

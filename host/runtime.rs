@@ -423,11 +423,23 @@ impl Runtime {
         Ok(self.ctx(name, sha256, self.effective(requested, sha256, grant.as_ref())))
     }
 
+    /// The rights in force for the loaded build of `name`, if it is loaded.
+    fn loaded_rights(&self, name: &str) -> Option<Arc<Effective>> {
+        let entry = self.registry.find(name)?;
+        let loaded = entry.loaded.as_ref().ok()?;
+        self.rights(name, &entry.sha256, &loaded.manifest.capabilities).ok().map(|c| c.effective)
+    }
+
     /// Whether the loaded build of `name` is one the owner approved.
     pub fn approved(&self, name: &str) -> bool {
-        let Some(entry) = self.registry.find(name) else { return false };
-        let Ok(loaded) = &entry.loaded else { return false };
-        self.rights(name, &entry.sha256, &loaded.manifest.capabilities).is_ok_and(|c| c.effective.approved)
+        self.loaded_rights(name).is_some_and(|e| e.approved)
+    }
+
+    /// Whether `name` may reach hosts the owner did not name (a wildcard
+    /// HTTP rule is in force): whatever its tool is given could go to a
+    /// server anyone can set up.
+    pub fn reaches_unnamed_hosts(&self, name: &str) -> bool {
+        self.loaded_rights(name).is_some_and(|e| e.http.iter().any(|r| r.pattern.is_wildcard_host()))
     }
 
     /// Bring the registry in line with the skills folder.
