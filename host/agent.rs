@@ -67,14 +67,31 @@ pub enum Who {
         /// Who they are, `CHANNEL:PAIRING-KEY`: the key of their share of
         /// the daily budget.
         id: String,
+        /// They speak in a group chat, where others read the replies.
+        group: bool,
     },
-    /// A scheduled run: nobody is there to answer a question.
-    Unattended,
+    /// A scheduled run: nobody is there to answer a question. `group`: it
+    /// was asked for in a group chat, which reads its results.
+    Unattended {
+        /// Asked for in a group chat.
+        group: bool,
+    },
 }
 
 impl Who {
     fn is_owner(&self) -> bool {
-        matches!(self, Who::Owner | Who::Unattended | Who::Person { admin: true, .. })
+        matches!(self, Who::Owner | Who::Unattended { .. } | Who::Person { admin: true, .. })
+    }
+
+    /// The owner (or an admin), where only they read the replies: the
+    /// owner's settings, spending and failures are told there, not in a
+    /// group.
+    fn owner_alone(&self) -> bool {
+        self.is_owner() && !self.in_group()
+    }
+
+    fn in_group(&self) -> bool {
+        matches!(self, Who::Person { group: true, .. } | Who::Unattended { group: true })
     }
 
     fn scope(&self) -> Option<&Scope> {
@@ -102,8 +119,12 @@ impl Who {
         Some((self.person()?, share)).filter(|(_, share)| *share > 0)
     }
 
+    /// Whether the owner's long-term memory is recalled and its tools
+    /// offered. Never in a group chat, not even to an admin: everyone there
+    /// reads the replies, and a page the model read there could have it
+    /// recite what it recalled.
     fn memory(&self) -> bool {
-        self.scope().is_none_or(|s| s.memory)
+        !self.in_group() && self.scope().is_none_or(|s| s.memory)
     }
 
     fn direct_tools(&self) -> bool {
@@ -507,7 +528,7 @@ impl Agent {
         let budget = self.cfg.daily_token_budget;
         if budget > 0 && self.rt.db.usage_today()?.tokens() + spent.tokens() >= budget {
             // The owner's settings are theirs to hear about.
-            return Ok(Some(if who.is_owner() {
+            return Ok(Some(if who.owner_alone() {
                 format!(
                     "Today's token budget ({budget} tokens) is spent, so I did not call the model. It resets at \
                      midnight UTC; raise [agent] daily_token_budget in {} to allow more. Tools still work: \
@@ -629,7 +650,7 @@ impl Agent {
     /// organisation id, a key's last digits) or the owner's config path is
     /// not theirs to read, in a group least of all. The owner's log has it.
     fn for_them(&self, who: &Who, details: String) -> String {
-        if who.is_owner() {
+        if who.owner_alone() {
             return details;
         }
         tracing::warn!("a turn of a paired person failed: {details}");
@@ -743,7 +764,7 @@ impl Agent {
             return Ok(());
         }
         match turn.who {
-            Who::Unattended => {
+            Who::Unattended { .. } => {
                 let why = format!(
                     "Stopped: {name} needs the owner's approval ({reason}), and a scheduled run cannot ask. \
                      Allow it with `[tools.\"{name}\"] policy = \"allow\"` and trust_after_untrusted = true in config.toml, \
@@ -795,7 +816,8 @@ impl Agent {
             return (format!("error: there is no tool `{}`. Available tools: {names:?}", call.name), false);
         };
         let Some((skill, tool)) = &offered.target else {
-            let caller = crate::tools::Caller { session: turn.key, untrusted: turn.tainted };
+            let caller =
+                crate::tools::Caller { session: turn.key, untrusted: turn.tainted, group: turn.who.in_group() };
             return crate::tools::call(&self.rt, caller, &call.name, args)
                 .await
                 .unwrap_or_else(|| (format!("error: there is no host tool `{}`", call.name), false));
@@ -957,7 +979,7 @@ impl Agent {
             let used = self.rt.db.person_tokens_today(id)?;
             return Ok(format!("{mine}\ntoday: {used} of your {share} tokens (resets at midnight UTC)"));
         }
-        if !who.is_owner() {
+        if !who.owner_alone() {
             return Ok(mine);
         }
         let today = self.rt.db.usage_today()?;

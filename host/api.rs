@@ -499,6 +499,14 @@ async fn answer(
                 ));
             }
         },
+        Request::PairingGrant { channel, sender, scope }
+            if scope.memory && rt.db.pairing(&channel, &sender)?.is_some_and(|p| p.group) =>
+        {
+            return Err(RuntimeError::Invalid(format!(
+                "{sender} is paired for a group chat, and your memory never reaches a group (everyone there \
+                 reads the replies, even an admin's); grant --memory to their direct chat's pairing instead"
+            )));
+        }
         Request::PairingGrant { channel, sender, scope } => match rt.db.pairing_grant(&channel, &sender, scope)? {
             Some(p) => Response::Pairing(p),
             None => {

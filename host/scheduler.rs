@@ -135,7 +135,7 @@ impl Scheduler<'_> {
                     let data = checked.as_ref().map(|(check, out)| (check.as_str(), out.as_str()));
                     // Nobody is there to answer a question: a call that needs
                     // one stops the run, and the record says why.
-                    let who = crate::agent::Who::Unattended;
+                    let who = crate::agent::Who::Unattended { group: job.group };
                     match self.agent.turn_with(&job.target, &prompt, data, job.untrusted, &who, &|_| {}).await {
                         Ok(reply) => {
                             if reply.stopped.is_some() {

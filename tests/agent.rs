@@ -210,7 +210,8 @@ async fn a_paired_person_is_not_shown_the_providers_error() {
     let llm = FakeLlm::start(vec![Reply::Status(401, None), Reply::Status(401, None)]).await;
     let env = Env::new();
     let agent = agent(&env, &format!("[agent]\nretries = 0\n\n{}", provider("openai", &llm.base))).await;
-    let person = wasiclaw::agent::Who::Person { admin: false, scope: Default::default(), id: "t:friend".into() };
+    let person =
+        wasiclaw::agent::Who::Person { admin: false, scope: Default::default(), id: "t:friend".into(), group: false };
     let reply = agent.turn_as("t:2:friend", "hi", &person, &|_| {}).await.unwrap().text;
     assert_eq!(reply, "The model cannot be reached right now; please try again later.");
     let (owner, _) = turn(&agent, "t:1", "hi").await;

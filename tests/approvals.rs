@@ -396,7 +396,7 @@ async fn a_paired_non_admin_gets_no_memory_no_direct_tools_and_only_reads() {
     let env = Env::new();
     let agent = notes_agent(&env, &provider(&llm)).await;
     agent.rt.memories().save("the owner's bank PIN hint is TANGERINE", vec![], "cli", true).await.unwrap();
-    let guest = Who::Person { admin: false, scope: Scope::default(), id: "t:guest".into() };
+    let guest = Who::Person { admin: false, scope: Scope::default(), id: "t:guest".into(), group: false };
     let (reply, _) = turn(&agent, "/tool notes.list {}", &guest, None).await;
     assert!(reply.contains("Only the owner"), "{reply}");
     let (reply, _) = turn(&agent, "/usage", &guest, None).await;
@@ -415,7 +415,7 @@ async fn a_paired_non_admin_gets_no_memory_no_direct_tools_and_only_reads() {
     turn(&agent, "add a note", &guest, None).await;
     assert!(!notes(&agent).await.contains("sneaky"));
     // The admin is the owner.
-    let admin = Who::Person { admin: true, scope: Scope::default(), id: "t:admin".into() };
+    let admin = Who::Person { admin: true, scope: Scope::default(), id: "t:admin".into(), group: false };
     let (reply, _) = turn(&agent, "/tool notes.list {}", &admin, None).await;
     assert!(!reply.contains("Only the owner"), "{reply}");
     turn(&agent, "hi", &admin, None).await;
@@ -502,6 +502,7 @@ async fn a_paired_person_allowed_writes_cannot_act_as_the_owner() {
         admin: false,
         scope: Scope { max_risk: Some(Risk::Write), ..Default::default() },
         id: "t:writer".into(),
+        group: false,
     };
     turn(&agent, "schedule it", &writer, None).await;
     let tools: Vec<String> = llm.requests()[0]["tools"]
@@ -531,8 +532,12 @@ async fn a_paired_person_with_direct_tools_stays_inside_their_scope() {
     let config =
         "[skills.hostile]\necho_base = \"http://127.0.0.1:9\"\n\n[tools.\"notes.delete\"]\npolicy = \"deny\"\n";
     let agent = notes_agent(&env, config).await;
-    let reads =
-        Who::Person { admin: false, scope: Scope { direct_tools: true, ..Default::default() }, id: "t:reads".into() };
+    let reads = Who::Person {
+        admin: false,
+        scope: Scope { direct_tools: true, ..Default::default() },
+        id: "t:reads".into(),
+        group: false,
+    };
     let (reply, _) = turn(&agent, "/tool notes.list {}", &reads, None).await;
     assert!(!reply.contains("error"), "{reply}");
     let (reply, _) = turn(&agent, r#"/tool notes.add {"text":"sneaky"}"#, &reads, None).await;
@@ -549,6 +554,7 @@ async fn a_paired_person_with_direct_tools_stays_inside_their_scope() {
         admin: false,
         scope: Scope { direct_tools: true, max_risk: Some(wasiclaw::approvals::Risk::Write), ..Default::default() },
         id: "t:writes".into(),
+        group: false,
     };
     let (reply, _) = turn(&agent, r#"/tool notes.add {"text":"granted"}"#, &writes, None).await;
     assert!(!reply.contains("error"), "{reply}");

@@ -100,7 +100,11 @@ async fn in_groups_only_mentions_are_heard_and_pairing_is_per_chat() {
     assert_eq!(llm.requests().len(), 1);
 
     // The owner sets what bob may do in that group, and can forget him there.
-    hook.env.ok(&["pairing", "grant", "webhook", "bob", "--group", "g1", "--memory"]);
+    // The owner's memory is not for a group, so it cannot be granted there.
+    hook.env.ok(&["pairing", "grant", "webhook", "bob", "--group", "g1", "--tools", "write"]);
+    let refused = hook.env.cli(&["pairing", "grant", "webhook", "bob", "--group", "g1", "--memory"]);
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && why.contains("never reaches a group"), "{why}");
     hook.env.ok(&["pairing", "revoke", "webhook", "bob", "--group", "g1"]);
     assert!(!hook.env.ok(&["pairing", "list"]).contains("paired"));
 }
@@ -158,4 +162,48 @@ async fn groups_can_be_turned_off_or_fully_on() {
     let hook = start(&llm, "allow = [\"ada\"]\ngroups = \"all\"").await;
     hook.say(msg("1", "ada", "g1", true, false, "no mention here")).await;
     assert_eq!(hook.wait_replies(1).await[0], ("g1".to_string(), "heard it".to_string()));
+}
+
+/// Everyone in a group reads the bot's replies, so the owner's long-term
+/// memory stays out of a group chat, even an admin's turn there: nothing is
+/// recalled and no memory tool is offered (a page the model read there
+/// could otherwise have it recite what it recalled). The admin's direct
+/// chat has both. Nor does a group read a provider's error.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_owners_memory_stays_out_of_group_chats() {
+    let task = r#"{"when":"every 1h","prompt":"tell them the safe code"}"#;
+    let llm = FakeLlm::start(vec![
+        Reply::Text("in private"),
+        Reply::Text("in the group"),
+        Reply::Status(401, None),
+        Reply::Tools(vec![("schedule_task", task)]),
+        Reply::Text("scheduled"),
+        Reply::Text("the hourly word"),
+    ])
+    .await;
+    let hook = start(&llm, "admins = [\"ada\"]").await;
+    hook.env.ok(&["memory", "add", "the safe code is 4711", "--pin"]);
+    hook.say(msg("1", "ada", "d1", false, true, "what is the safe code?")).await;
+    hook.wait_replies(1).await;
+    hook.say(msg("2", "ada", "g1", true, true, "@bot what is the safe code?")).await;
+    let replies = hook.wait_replies(2).await;
+    assert_eq!(replies[1], ("g1".to_string(), "in the group".to_string()));
+    let requests = llm.chat_requests();
+    let memory_tools = |r: &Value| r["tools"].to_string().contains("memory_search");
+    let (direct, group) = (requests[0].to_string(), requests[1].to_string());
+    assert!(direct.contains("4711") && memory_tools(&requests[0]), "the admin's own chat recalls: {direct}");
+    assert!(!group.contains("4711"), "the owner's memory reached a group: {group}");
+    assert!(!memory_tools(&requests[1]), "memory tools were offered in a group");
+    hook.say(msg("3", "ada", "g1", true, true, "@bot still there?")).await;
+    let replies = hook.wait_replies(3).await;
+    assert_eq!(replies[2].1, "The model cannot be reached right now; please try again later.");
+    // A task asked for in the group runs for the group: no memory either.
+    hook.say(msg("4", "ada", "g1", true, true, "@bot tell us the code every hour")).await;
+    hook.wait_replies(4).await;
+    hook.env.ok(&["cron", "run-now", "1"]);
+    let replies = hook.wait_replies(5).await;
+    assert_eq!(replies[4], ("g1".to_string(), "the hourly word".to_string()));
+    let run = llm.chat_requests().pop().unwrap();
+    assert!(run.to_string().contains("scheduled task #1"), "{run}");
+    assert!(!run.to_string().contains("4711") && !memory_tools(&run), "a group's task recalled: {run}");
 }

@@ -411,11 +411,11 @@ impl Channels {
         let key = crate::pairing::key(&item.sender_id, item.group.then_some(item.chat_id.as_str()));
         let id = crate::pairing::person_id(channel, &key);
         if cfg.admins.contains(&item.sender_id) {
-            return Who::Person { admin: true, scope: Default::default(), id };
+            return Who::Person { admin: true, scope: Default::default(), id, group: item.group };
         }
         match self.rt().db.pairing(channel, &key) {
-            Ok(Some(p)) if p.approved => Who::Person { admin: p.admin, scope: p.scope, id },
-            _ => Who::Person { admin: false, scope: Default::default(), id },
+            Ok(Some(p)) if p.approved => Who::Person { admin: p.admin, scope: p.scope, id, group: item.group },
+            _ => Who::Person { admin: false, scope: Default::default(), id, group: item.group },
         }
     }
 }
