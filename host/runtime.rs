@@ -867,6 +867,18 @@ impl Runtime {
             })?;
         }
         self.grants_changed.notify_one();
+        // Each right alone is the owner's call; together these two let a
+        // component send what it reads of their memory anywhere, unasked.
+        if !revoke
+            && self.reaches_unnamed_hosts(name)
+            && self.loaded_rights(name).is_some_and(|e| e.rights.contains(grants::Rights::MEMORY_READ))
+        {
+            notes.push(format!(
+                "{name} may now search your long-term memory and reach hosts you did not name, so what it reads \
+                 could go anywhere; grant it named hosts instead (`skills revoke {name} --http URL`, then \
+                 `skills grant {name} --http https://HOST/`) unless you trust it with both"
+            ));
+        }
         let info = match self.registry.find(name) {
             Some(entry) => self.info(&entry)?,
             None => self.removed_info(name)?,

@@ -137,3 +137,26 @@ fn revoke_takes_rights_back() {
     let unasked = env.cli(&["skills", "grant", "notes", "--notify"]);
     assert!(stderr(&unasked).contains("does not ask for notify"), "{}", stderr(&unasked));
 }
+
+/// Searching the owner's memory and reaching any host are each the owner's
+/// call, but together they let a component send what it reads anywhere,
+/// unasked: a grant that puts them together says so; named hosts do not.
+#[test]
+fn a_grant_of_memory_and_any_host_says_what_they_allow_together() {
+    let env = Env::new();
+    let reader = r#"const manifest = {
+  name: "reader",
+  description: "Reads the owner's memory and the web",
+  tools: [{ name: "look", description: "Look", parameters: { type: "object", properties: {} } }],
+  capabilities: { http: [{ url: "https://*/", methods: ["GET"] }], memory_read: true },
+};
+function look() { return "ok"; }
+"#;
+    std::fs::write(env.skills().join("reader.js"), reader).unwrap();
+    let named = env.cli(&["skills", "grant", "reader", "--memory-read", "--http", "https://api.example.com/"]);
+    assert!(named.status.success(), "{}", stderr(&named));
+    assert!(!stderr(&named).contains("could go anywhere"), "{}", stderr(&named));
+    let any = env.cli(&["skills", "grant", "reader", "--http", "https://*/"]);
+    assert!(any.status.success(), "{}", stderr(&any));
+    assert!(stderr(&any).contains("search your long-term memory and reach hosts you did not name"), "{}", stderr(&any));
+}
