@@ -12,6 +12,7 @@ use crate::contract::{self, ChannelAnswer, ChannelCall, ChannelGuest, SkillGuest
 use crate::engine::{CallError, HostCtx, SkillEngine};
 use crate::grants::{Capabilities, HttpRule, Rights, UrlPattern, valid_secret_name};
 use crate::markup::Markup;
+use crate::stamp::Stamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -225,14 +226,7 @@ pub struct Entry {
     /// The component, or why it did not load.
     pub loaded: Result<Arc<Loaded>, String>,
     /// Size, mtime and inode when read: an unchanged file is not read again.
-    pub stamp: Option<(u64, std::time::SystemTime, u64)>,
-}
-
-/// What identifies a file's content cheaply, without reading it.
-fn stamp(file: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(file).ok()?;
-    Some((meta.len(), meta.modified().ok()?, meta.ino()))
+    pub stamp: Option<Stamp>,
 }
 
 impl Entry {
@@ -770,7 +764,7 @@ pub struct Compiling {
     /// Since when it waits (Unix ms).
     pub since_ms: i64,
     /// Size, mtime and inode when read: while they hold, it is not read again.
-    pub stamp: Option<(u64, std::time::SystemTime, u64)>,
+    pub stamp: Option<Stamp>,
 }
 
 /// The daemon's compiler: `wasiclaw __compile FILE SHA256` in a child
@@ -835,7 +829,7 @@ pub async fn compile_uncached(engine: &SkillEngine, dir: &Path) -> usize {
     for file in files {
         // Unchanged since a scan recorded it, with its compiled copy there:
         // not read again (a warm CLI reads no component).
-        let recorded = known.get(&file).filter(|(s, _)| Some(*s) == stamp(&file));
+        let recorded = known.get(&file).filter(|(s, _)| Some(*s) == crate::stamp::of(&file));
         if recorded.is_some_and(|(_, sha)| engine.artifact(sha, "cwasm").exists()) {
             continue;
         }
@@ -862,7 +856,7 @@ fn looks_like_component(bytes: &[u8]) -> bool {
 
 /// Stamps and hashes of loaded files, kept in the cache across restarts so
 /// an unchanged file is neither read nor hashed at the next start.
-type Stamps = BTreeMap<PathBuf, ((u64, std::time::SystemTime, u64), String)>;
+type Stamps = BTreeMap<PathBuf, (Stamp, String)>;
 const STAMPS: &str = "stamps.json";
 
 /// The stamps a previous scan left in the cache.
@@ -989,7 +983,7 @@ impl Registry {
         let mut candidates = Vec::new();
         let mut waiting = BTreeMap::new();
         for file in files {
-            let stamp = stamp(&file);
+            let stamp = crate::stamp::of(&file);
             // Unchanged on disk: no read, no hash. A file refused for a name
             // clash is read again: the other file may be gone.
             let clashed = |e: &Entry| e.loaded.as_ref().is_err_and(|r| r.starts_with(CLASH));

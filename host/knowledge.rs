@@ -12,6 +12,7 @@
 //! them twice (the tools, the system prompt), so [`Knowledges`] reads a file
 //! to list it only when its size, mtime or inode changed.
 
+use crate::stamp::Stamp;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -64,16 +65,6 @@ fn read(path: &Path) -> Option<String> {
     Some(text)
 }
 
-/// What says a file is unchanged: its size, mtime and inode. (The same
-/// stamp as `component.rs`'s: that module is a layer above this one.)
-type Stamp = (u64, std::time::SystemTime, u64);
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.len(), m.modified().ok()?, m.ino()))
-}
-
 /// The knowledge skills of one folder, each file read again only when its
 /// stamp changed (a file skipped as invalid is remembered too, so its
 /// warning is logged once, not every model round).
@@ -101,7 +92,7 @@ impl Knowledges {
         let mut out: Vec<Knowledge> = files
             .into_iter()
             .filter_map(|path| {
-                let stamp = stamp(&path)?;
+                let stamp = crate::stamp::of(&path)?;
                 if let Some((known, k)) = seen.get(&path)
                     && *known == stamp
                 {

@@ -40,6 +40,7 @@ pub mod secrets;
 pub mod service;
 pub mod session;
 pub mod stacks;
+pub mod stamp;
 pub mod state;
 pub mod store;
 pub mod text;

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "redact",
             "resident",
             "secrets",
+            "stamp",
             "text",
         ],
     ),
