@@ -193,6 +193,10 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
                 ));
                 None
             }
+            Err(RuntimeError::Store(StoreError::Open { path, why, fix })) => {
+                out.push(problem("database", format!("{path}: {why}"), fix));
+                None
+            }
             Err(e) => {
                 out.push(problem(
                     "database",

@@ -48,6 +48,17 @@ pub enum StoreError {
     /// Another process holds it.
     #[error("the database {0} is in use by another wasiclaw process; if `wasiclaw run` is starting, retry in a moment")]
     Locked(String),
+    /// The database file cannot be opened: damaged, unreadable, or of a
+    /// format this build does not read.
+    #[error("cannot open the database {path}: {why}; {fix}")]
+    Open {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+        /// What to do.
+        fix: String,
+    },
     /// redb failed.
     #[error("database error: {0}")]
     Db(#[from] redb::Error),
@@ -68,6 +79,30 @@ macro_rules! redb_errors {
     })*};
 }
 redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, redb::SetDurabilityError);
+
+/// Why a database file would not open, and what to do. The file is left
+/// as it is: it may be the only copy of the owner's memories.
+fn open_failure(e: redb::DatabaseError) -> (String, &'static str) {
+    use redb::{DatabaseError, StorageError};
+    const RESTORE: &str = "keep the file for a bug report; to go on, stop wasiclaw and copy a backup made by \
+                           `wasiclaw backup` to its place";
+    let damaged =
+        |detail: String| (format!("it is damaged ({detail}), maybe by a power cut or a failing card"), RESTORE);
+    match e {
+        DatabaseError::Storage(StorageError::Corrupted(detail)) => damaged(detail),
+        DatabaseError::Storage(StorageError::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => {
+            damaged(io.to_string())
+        }
+        DatabaseError::Storage(StorageError::Io(io)) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            (io.to_string(), "the file and the state dir must belong to the user running wasiclaw")
+        }
+        DatabaseError::UpgradeRequired(version) => (
+            format!("it is in an older file format (version {version}) than this build reads"),
+            "run the wasiclaw that wrote it",
+        ),
+        other => (other.to_string(), RESTORE),
+    }
+}
 
 /// One capability use, allowed or denied.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -235,7 +270,10 @@ impl Store {
     pub fn open_with_cache(path: &Path, cache_mb: u64, tables: &[Tables]) -> Result<Self, StoreError> {
         let db = redb::Builder::new().set_cache_size((cache_mb as usize) << 20).create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.display().to_string()),
-            other => StoreError::Db(other.into()),
+            other => {
+                let (why, fix) = open_failure(other);
+                StoreError::Open { path: path.display().to_string(), why, fix: fix.into() }
+            }
         })?;
         // Creating missing tables needs no fsync of its own: if it is lost,
         // the next open creates them again, and every later durable commit

@@ -303,3 +303,27 @@ async fn a_retry_of_a_write_that_may_have_landed_is_refused_with_what_to_check()
     assert!(message.contains("applied already"), "an applied request must not run again: {reply}");
     assert_eq!(tokio::task::block_in_place(|| env.ok(&["memory", "list", "--json"])).trim(), "[]");
 }
+
+/// A database a power cut or a failing card damaged: every command, the
+/// daemon too, says what is wrong and what to do, and leaves the file as it
+/// was (it may be the only copy of the owner's memories).
+#[test]
+fn a_damaged_database_is_explained_and_left_as_it_was() {
+    let env = Env::new();
+    let file = env.paths().database();
+    let junk: Vec<u8> = (0..64 << 10).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&file, &junk).unwrap();
+    for args in [&["status"][..], &["memory", "list"], &["run"]] {
+        let out = env.cli_env(args, "", &[("WASICLAW_GATEWAY_BIND", "127.0.0.1:0")]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} went on with a damaged database");
+        assert!(
+            err.contains(&format!("cannot open the database {}: it is damaged", file.display()))
+                && err.contains("copy a backup made by `wasiclaw backup` to its place"),
+            "{args:?}: {err}"
+        );
+    }
+    let doctor = stdout(&env.cli(&["doctor"]));
+    assert!(doctor.contains("PROBLEM  database") && doctor.contains("keep the file for a bug report"), "{doctor}");
+    assert_eq!(std::fs::read(&file).unwrap(), junk, "the damaged file was changed");
+}
