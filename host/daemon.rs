@@ -13,6 +13,10 @@
 //! Idle means idle: only events that change the folder (create, write,
 //! rename, remove) wake it, never reads (a rescan reads files, and reacting
 //! to that would loop forever), and a rescan only stats unchanged files.
+//!
+//! Crash-only on storage failure: once the database file fails an I/O (a
+//! full disk, a failing card), redb refuses all later reads and writes, so
+//! the daemon exits non-zero and the service starts it again.
 
 use crate::agent::Agent;
 use crate::channels::Channels;
@@ -112,6 +116,7 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(RESCAN_EVERY);
     tick.tick().await;
+    let mut failed = None;
     loop {
         tokio::select! {
             Some(()) = rx.recv() => {
@@ -124,6 +129,10 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
             _ = tick.tick() => {
                 rescan(&rt).await;
                 channels.reconcile();
+            }
+            why = crate::store::io_failure() => {
+                failed = Some(why);
+                break;
             }
             _ = tokio::signal::ctrl_c() => break,
             _ = sigterm.recv() => break,
@@ -138,6 +147,14 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
         gateway.abort();
     }
     let _ = std::fs::remove_file(&socket);
+    if let Some(why) = failed {
+        // What was committed is safe; redb repairs the file when it opens.
+        anyhow::bail!(
+            "the database file failed a read or write ({why}), and it cannot be used again until it is opened \
+             again: exiting, so that the service starts wasiclaw again (free some space first if the disk is full; \
+             `wasiclaw doctor` checks)"
+        );
+    }
     Ok(())
 }
 

@@ -215,13 +215,13 @@ pub enum ScheduleError {
 
 impl From<redb::Error> for ScheduleError {
     fn from(e: redb::Error) -> Self {
-        ScheduleError::Store(StoreError::Db(e))
+        ScheduleError::Store(StoreError::from(e))
     }
 }
 
 macro_rules! sched_errors {
     ($($t:ty),*) => {$(impl From<$t> for ScheduleError {
-        fn from(e: $t) -> Self { ScheduleError::Store(StoreError::Db(e.into())) }
+        fn from(e: $t) -> Self { ScheduleError::Store(StoreError::from(redb::Error::from(e))) }
     })*};
 }
 sched_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);

@@ -60,8 +60,8 @@ pub enum StoreError {
         fix: String,
     },
     /// redb failed.
-    #[error("database error: {0}")]
-    Db(#[from] redb::Error),
+    #[error("database error: {}", describe(.0))]
+    Db(redb::Error),
     /// A stored record is not what it should be.
     #[error("corrupt record in the database: {0}")]
     Corrupt(#[from] serde_json::Error),
@@ -73,9 +73,51 @@ pub enum StoreError {
     Backup(String),
 }
 
+/// Set once the database file failed an I/O (a full disk, a failing
+/// card). redb then refuses every later read and write until the file is
+/// opened again, which the daemon cannot do in place: it exits for its
+/// service manager to start it again ([`io_failure`]).
+static IO_FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static IO_FAILED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) && IO_FAILURE.set(describe(&e)).is_ok() {
+            IO_FAILED.notify_one();
+        }
+        StoreError::Db(e)
+    }
+}
+
+/// Wait until the database file fails an I/O; then why, in words.
+pub async fn io_failure() -> String {
+    loop {
+        if let Some(why) = IO_FAILURE.get() {
+            return why.clone();
+        }
+        IO_FAILED.notified().await;
+    }
+}
+
+/// Whether `io` says the disk (or the file's size limit) is full.
+fn is_full(io: &std::io::Error) -> bool {
+    matches!(
+        io.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::FileTooLarge | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// A redb error in words; a full disk said plainly.
+fn describe(e: &redb::Error) -> String {
+    match e {
+        redb::Error::Io(io) if is_full(io) => format!("the disk is full ({io})"),
+        other => other.to_string(),
+    }
+}
+
 macro_rules! redb_errors {
     ($($t:ty),*) => {$(impl From<$t> for StoreError {
-        fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+        fn from(e: $t) -> Self { StoreError::from(redb::Error::from(e)) }
     })*};
 }
 redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, redb::SetDurabilityError);
@@ -93,6 +135,10 @@ fn open_failure(e: redb::DatabaseError) -> (String, &'static str) {
         DatabaseError::Storage(StorageError::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => {
             damaged(io.to_string())
         }
+        DatabaseError::Storage(StorageError::Io(io)) if is_full(&io) => (
+            format!("the disk is full ({io})"),
+            "free some space on it (`wasiclaw doctor` shows how much is free); the service starts wasiclaw again by itself",
+        ),
         DatabaseError::Storage(StorageError::Io(io)) if io.kind() == std::io::ErrorKind::PermissionDenied => {
             (io.to_string(), "the file and the state dir must belong to the user running wasiclaw")
         }
@@ -417,7 +463,7 @@ impl Store {
 
     /// Reclaim free pages (the file never shrinks on its own).
     pub fn compact(&mut self) -> Result<bool, StoreError> {
-        self.db.compact().map_err(|e| StoreError::Db(e.into()))
+        self.db.compact().map_err(|e| StoreError::from(redb::Error::from(e)))
     }
 
     /// The grant record of a component, if any (from memory after the

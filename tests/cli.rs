@@ -327,3 +327,50 @@ fn a_damaged_database_is_explained_and_left_as_it_was() {
     assert!(doctor.contains("PROBLEM  database") && doctor.contains("keep the file for a bug report"), "{doctor}");
     assert_eq!(std::fs::read(&file).unwrap(), junk, "the damaged file was changed");
 }
+
+/// A full disk fails a commit, and redb then refuses every later read and
+/// write until the file is opened again. The daemon (its file size limit
+/// lowered here, as a full disk would) says the disk is full, exits non-zero
+/// for the service to start it again, and what was committed before is all
+/// there once it opens again.
+#[test]
+fn a_daemon_whose_disk_fills_exits_to_be_restarted_and_loses_nothing() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let env = Env::new();
+    env.ok(&["memory", "add", "kept from before the disk filled"]);
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_wasiclaw"));
+    daemon
+        .env("WASICLAW_GATEWAY_BIND", "127.0.0.1:0")
+        .arg("--state-dir")
+        .arg(env.path())
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // A full disk answers a write with an error, not a signal.
+    unsafe {
+        daemon.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut daemon = crate::support::Daemon { child: daemon.spawn().unwrap() };
+    env.wait_for_daemon();
+    let full = libc::rlimit { rlim_cur: 4096, rlim_max: libc::RLIM_INFINITY };
+    let pid = daemon.child.id() as libc::pid_t;
+    assert_eq!(unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &full, std::ptr::null_mut()) }, 0);
+    let refused = env.cli(&["memory", "add", "this one does not fit"]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("the disk is full"), "{}", stderr(&refused));
+    let mut exited = None;
+    crate::support::wait_for("the daemon to exit", std::time::Duration::from_secs(20), || {
+        exited = daemon.child.try_wait().unwrap();
+        exited.is_some()
+    });
+    assert!(!exited.unwrap().success(), "it exited as if all were well");
+    let mut log = String::new();
+    std::io::Read::read_to_string(daemon.child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("exiting, so that the service starts wasiclaw again"), "{log}");
+    let kept = env.ok(&["memory", "list"]);
+    assert!(kept.contains("kept from before the disk filled") && !kept.contains("does not fit"), "{kept}");
+}

@@ -184,8 +184,14 @@ impl Env {
             .spawn()
             .unwrap();
         let daemon = Daemon { child };
-        // Ask the socket itself: a CLI that found no daemon would open the
-        // database in-process (and compile the folder) meanwhile.
+        self.wait_for_daemon();
+        daemon
+    }
+
+    /// Wait until a daemon answers. Ask the socket itself: a CLI that found
+    /// no daemon would open the database in-process (and compile the
+    /// folder) meanwhile.
+    pub fn wait_for_daemon(&self) {
         let socket = self.path().join("wasiclaw.sock");
         wait_for("the daemon to answer", Duration::from_secs(60), || {
             use std::io::{BufRead, Write};
@@ -195,7 +201,6 @@ impl Env {
                 && std::io::BufReader::new(s).read_line(&mut line).is_ok()
                 && line.contains("\"ok\"")
         });
-        daemon
     }
 }
 
