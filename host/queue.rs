@@ -18,6 +18,10 @@
 //!   commit that queues a new one. Replies, job results and notices go to a
 //!   channel however long it refuses them, so without the bound a dead
 //!   platform or a channel that fails every send would fill the disk.
+//! - A turn for a message is counted in a durable commit before it begins
+//!   ([`Store::inbox_try`]), so a message whose turn never ends (the daemon
+//!   dies in it, or its answer cannot be saved) is tried a bounded number
+//!   of times, not once per restart for ever.
 //! - Nothing waiting is dropped but by that bound or the owner: a message
 //!   the platform refuses for good is held (`OutboxItem::held`), not
 //!   deleted, so the owner can see it and send it again.
@@ -107,6 +111,9 @@ pub struct InboxItem {
     pub message_id: String,
     /// When it arrived (Unix ms).
     pub received_ms: i64,
+    /// Turns begun for it (see [`Store::inbox_try`]).
+    #[serde(default)]
+    pub tries: u32,
 }
 
 /// A message waiting to be sent.
@@ -235,6 +242,23 @@ impl Store {
     pub fn inbox(&self, channel: &str) -> Result<Vec<InboxItem>, StoreError> {
         let items: Vec<InboxItem> = self.all_records(INBOX)?;
         Ok(items.into_iter().filter(|i| i.channel == channel).collect())
+    }
+
+    /// Count a turn begun for inbox entry `id`, durably, before the model
+    /// is asked (a commit that fails here asks nothing); its tries so far,
+    /// or None if it was retired meanwhile.
+    pub fn inbox_try(&self, id: u64) -> Result<Option<u32>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let tries = {
+            let mut table = txn.open_table(INBOX)?;
+            let Some(bytes) = table.get(id)?.map(|v| v.value().to_vec()) else { return Ok(None) };
+            let mut item: InboxItem = serde_json::from_slice(&bytes)?;
+            item.tries += 1;
+            table.insert(id, serde_json::to_vec(&item)?.as_slice())?;
+            item.tries
+        };
+        self.commit(txn)?;
+        Ok(Some(tries))
     }
 
     /// Retire an inbox entry and queue its reply, atomically.

@@ -333,3 +333,30 @@ async fn a_channel_that_floods_the_inbox_fills_only_its_share() {
     let seen = (0..200).filter(|i| rt.db.seen("hostile-channel", &format!("/s-{i}")).unwrap()).count();
     assert_eq!(seen, 50, "ignored strangers' message ids were kept");
 }
+
+/// A message whose turn never ends (here the daemon is killed while the
+/// model is asked, at every start) is given up after a few turns instead of
+/// being begun again at every restart, each maybe a model request. Its
+/// sender is told, and the owner finds it in `wasiclaw notifications`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_whose_turn_never_ends_is_given_up_after_a_few_tries() {
+    let tries = wasiclaw::channels::INBOX_TRIES as usize;
+    let mut script = vec![Reply::Hang; tries];
+    script.push(Reply::Text("never asked"));
+    let llm = FakeLlm::start(script).await;
+    let callback = Recorder::start(json!({"ok": true})).await;
+    let (env, daemon, port) = webhook_daemon(&llm, &callback, "");
+    assert_eq!(hook(port, "summarise my week", "m-1").await, 202);
+    let mut daemon = Some(daemon);
+    for n in 1..=tries {
+        crate::support::wait_for("the model to be asked", Duration::from_secs(30), || llm.chat_requests().len() >= n);
+        drop(daemon.take());
+        daemon = Some(env.daemon());
+    }
+    let replies = callback.wait("/reply", 1).await;
+    assert_eq!(replies[0].body["text"], "Sorry, I could not answer this message. Please try again later.");
+    assert_eq!(llm.chat_requests().len(), tries, "the model was asked again");
+    let notes = env.ok(&["notifications"]);
+    assert!(notes.contains(&format!("its turn began {tries} times and never ended")), "{notes}");
+    drop(daemon);
+}

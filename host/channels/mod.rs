@@ -54,6 +54,11 @@ const MAX_INBOUND_ID: usize = 256;
 /// would run 500 turns at once (the board's memory, the day's tokens).
 pub const TURNS_AT_ONCE: usize = 4;
 
+/// Turns begun for one message before it is given up: each may cost a
+/// model request, and one that never ends (the daemon dies in it, or its
+/// answer cannot be saved) would otherwise begin again at every restart.
+pub const INBOX_TRIES: u32 = 3;
+
 /// Where a channel is in its life, as `wasiclaw status` shows it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

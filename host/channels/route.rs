@@ -4,8 +4,8 @@
 //! order.
 
 use super::{
-    Answer, Call, ChannelError, Channels, MAX_BACKOFF, MAX_INBOUND_ID, MAX_INBOUND_TEXT, PRUNE_EVERY, TURNS_AT_ONCE,
-    TYPING_EVERY, invoke,
+    Answer, Call, ChannelError, Channels, INBOX_TRIES, MAX_BACKOFF, MAX_INBOUND_ID, MAX_INBOUND_TEXT, PRUNE_EVERY,
+    TURNS_AT_ONCE, TYPING_EVERY, invoke,
 };
 use crate::agent::{Event, Who};
 use crate::component::ChannelSpec;
@@ -15,7 +15,7 @@ use crate::contract::Outbound;
 use crate::pairing::Verdict;
 use crate::queue::{Accepted, InboxItem, OutboxItem};
 use crate::runtime::Runtime;
-use crate::store::now_ms;
+use crate::store::{StoreError, now_ms};
 use crate::text::one_line;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -82,6 +82,7 @@ impl Channels {
                             text: m.text,
                             message_id: m.message_id,
                             received_ms: now_ms(),
+                            tries: 0,
                         };
                         match db.inbox_accept(item)? {
                             Accepted::New => self.status(name, |s| s.received += 1),
@@ -174,6 +175,21 @@ impl Channels {
                 .or_insert_with(|| Arc::new(Semaphore::new(TURNS_AT_ONCE)))
                 .clone();
             let Ok(_place) = places.acquire_owned().await else { break };
+            match self.rt().db.inbox_try(item.id) {
+                Ok(Some(tries)) if tries > INBOX_TRIES => {
+                    if let Err(e) = self.give_up(&name, &item) {
+                        tracing::error!("channel {name}: giving up a message: {e}");
+                        break;
+                    }
+                    continue;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!("channel {name}: cannot record a turn, so the model is not asked: {e}");
+                    break;
+                }
+            }
             // "typing…" goes out before the model is asked (so it shows even
             // for a quick answer), then is refreshed until the reply is ready.
             let show_typing = |rt: Arc<Runtime>, name: String, chat: String| async move {
@@ -402,6 +418,22 @@ impl Channels {
             rt.db.outbox_enqueue(channel, chat, &notice)?;
         }
         Ok(())
+    }
+
+    /// Retire a message whose turns never ended: its sender hears so, in
+    /// the host's words, and the owner finds it in `wasiclaw notifications`.
+    fn give_up(&self, name: &str, item: &InboxItem) -> Result<(), StoreError> {
+        let db = &self.rt().db;
+        db.notify(
+            "(inbox)",
+            &format!(
+                "A message to {name}:{} was not answered: its turn began {INBOX_TRIES} times and never ended (the \
+                 daemon stopped during it, or its answer could not be saved); the log says why.",
+                one_line(&item.chat_id)
+            ),
+        )?;
+        let sorry = "Sorry, I could not answer this message. Please try again later.";
+        db.inbox_done(item.id, Some((name, &item.chat_id, sorry, Some(item.message_id.clone()))))
     }
 
     /// Who a message's sender is to the agent: an admin, or a person with
