@@ -187,17 +187,33 @@ async fn metrics(State(gate): State<Gate>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
+/// The page's content security policy. Its one script runs by its hash,
+/// not as any inline script: the page shows what the model writes (and a
+/// page the model read may have written it), so should its escaping ever
+/// let markup through, an injected `onerror=` or `<script>` still does not
+/// run with the owner's cookie.
+fn index_policy() -> &'static HeaderValue {
+    static POLICY: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
+    POLICY.get_or_init(|| {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let script = INDEX.split_once("<script>").and_then(|(_, rest)| rest.split_once("</script>"));
+        let script = script.expect("the page has one inline script").0;
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+        HeaderValue::try_from(format!(
+            "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; connect-src 'self'; \
+             frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        ))
+        .expect("a valid header")
+    })
+}
+
 /// The web chat page, with headers that keep it from being framed or
 /// leaking its URL.
 async fn index() -> Response {
     let mut response = Html(INDEX).into_response();
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-        ),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, index_policy().clone());
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));

@@ -89,6 +89,18 @@ async fn every_request_needs_the_token_even_on_loopback() {
     let csp = page.headers()["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("frame-ancestors 'none'") && csp.contains("connect-src 'self'"), "{csp}");
     assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    let csp = csp.to_string();
+    // Only the page's own script runs: no inline script or handler that
+    // the model's words might smuggle in.
+    let html = page.text().await.unwrap();
+    let script = html.split_once("<script>").unwrap().1.split_once("</script>").unwrap().0;
+    let hash = {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script))
+    };
+    let scripts = csp.split(';').find(|d| d.trim().starts_with("script-src")).unwrap().trim();
+    assert_eq!(scripts, format!("script-src 'sha256-{hash}'"), "{csp}");
     let same_origin = chat().header("cookie", &cookie).header("origin", &url).send().await.unwrap();
     assert!(same_origin.text().await.unwrap().contains("by cookie"));
     // A cookie alone, without the page's Origin, is not enough to write.
