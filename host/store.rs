@@ -139,6 +139,10 @@ fn open_failure(e: redb::DatabaseError) -> (String, &'static str) {
             format!("the disk is full ({io})"),
             "free some space on it (`wasiclaw doctor` shows how much is free); the service starts wasiclaw again by itself",
         ),
+        DatabaseError::Storage(StorageError::Io(io)) if io.kind() == std::io::ErrorKind::ReadOnlyFilesystem => (
+            format!("its filesystem is read-only ({io})"),
+            "a card with errors is often remounted read-only by the kernel: check `dmesg`, repair it (fsck), and remount it",
+        ),
         DatabaseError::Storage(StorageError::Io(io)) if io.kind() == std::io::ErrorKind::PermissionDenied => {
             (io.to_string(), "the file and the state dir must belong to the user running wasiclaw")
         }
@@ -709,5 +713,28 @@ impl Store {
         let found = txn.open_table(ALWAYS)?.remove(tool)?.is_some();
         self.commit(txn)?;
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each way the file can fail to open says what is wrong and what to
+    /// do about it.
+    #[test]
+    fn an_open_failure_says_what_to_do() {
+        use std::io::{Error, ErrorKind};
+        let io = |kind| redb::DatabaseError::Storage(redb::StorageError::Io(Error::from(kind)));
+        let (why, fix) = open_failure(io(ErrorKind::StorageFull));
+        assert!(why.starts_with("the disk is full") && fix.contains("free some space"), "{why}; {fix}");
+        let (why, fix) = open_failure(io(ErrorKind::ReadOnlyFilesystem));
+        assert!(why.contains("read-only") && fix.contains("dmesg"), "{why}; {fix}");
+        let (why, fix) = open_failure(io(ErrorKind::PermissionDenied));
+        assert!(fix.contains("must belong to the user running wasiclaw"), "{why}; {fix}");
+        let (why, fix) = open_failure(redb::DatabaseError::Storage(redb::StorageError::Corrupted("a page".into())));
+        assert!(why.starts_with("it is damaged (a page)") && fix.contains("wasiclaw backup"), "{why}; {fix}");
+        let (why, fix) = open_failure(redb::DatabaseError::UpgradeRequired(2));
+        assert!(why.contains("older file format") && fix.contains("wrote it"), "{why}; {fix}");
     }
 }
