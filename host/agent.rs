@@ -737,25 +737,30 @@ impl Agent {
         if risk > turn.who.max_risk() {
             return Err(format!("{name} is not available in this chat"));
         }
-        // Content from outside may ask a tool that only reads to carry the
-        // conversation (the owner's words, recalled memories) to a server of
-        // its choosing, in a URL: a skill that may reach any host is asked
-        // about as a write is.
-        let anywhere =
-            turn.outside && offered.target.as_ref().is_some_and(|(skill, _)| self.rt.reaches_unnamed_hosts(skill));
+        // Content from outside may ask a tool that only reads to carry what
+        // the conversation holds (the owner's words, recalled memories) to a
+        // server of its choosing, in a URL; or, in a group, to fetch what the
+        // owner keeps (notes, a calendar) for everyone there to read in the
+        // reply. Such a read is asked about as a write is.
+        let skill = offered.target.as_ref().map(|(skill, _)| skill).filter(|_| turn.outside);
+        let anywhere = skill.is_some_and(|skill| self.rt.reaches_unnamed_hosts(skill));
+        let shown = skill.is_some() && turn.who.in_group();
         let reason = match policy {
             Policy::Deny => return Err(format!("the owner has set {name} to deny")),
             Policy::Ask => "the owner asked to be asked before it runs",
-            Policy::Allow if (turn.tainted && risk > Risk::Read) || anywhere => {
+            Policy::Allow if (turn.tainted && risk > Risk::Read) || anywhere || shown => {
                 let trusted = self.rt.config.tools.get(&name).is_some_and(|t| t.trust_after_untrusted);
                 if trusted {
                     return Ok(());
                 }
                 if risk > Risk::Read {
                     "this conversation holds untrusted content (a tool's output or another person's message)"
-                } else {
+                } else if anywhere {
                     "this conversation holds content from outside (a tool's output), and this skill may reach hosts \
                      you did not name, so what it is given could go anywhere: check the arguments"
+                } else {
+                    "this conversation holds content from outside (a tool's output), and everyone in this group \
+                     reads the reply, so what this tool returns could be shown to them"
                 }
             }
             Policy::Allow => return Ok(()),

@@ -19,6 +19,11 @@ struct Hook {
 }
 
 async fn start(llm: &FakeLlm, channel_settings: &str) -> Hook {
+    start_with(llm, channel_settings, &[]).await
+}
+
+/// [`start`], with `skills` installed and granted all they ask for.
+async fn start_with(llm: &FakeLlm, channel_settings: &str, skills: &[&str]) -> Hook {
     let callback = Recorder::start(json!({"ok": true})).await;
     let port = free_port();
     let settings = format!(
@@ -27,6 +32,10 @@ async fn start(llm: &FakeLlm, channel_settings: &str) -> Hook {
     );
     let env = Env::with_channel("webhook", &llm.base, Some(port), &settings, &[("WEBHOOK_TOKEN", "t")]);
     env.ok(&["skills", "grant", "webhook", "--http", &format!("{}/reply", callback.base), "--secret", "WEBHOOK_TOKEN"]);
+    for skill in skills {
+        env.install(skill);
+        env.ok(&["skills", "grant", skill, "--all-requested"]);
+    }
     let daemon = env.daemon();
     Hook { env, _daemon: daemon, url: format!("http://127.0.0.1:{port}/hooks/webhook/"), callback }
 }
@@ -206,4 +215,39 @@ async fn the_owners_memory_stays_out_of_group_chats() {
     let run = llm.chat_requests().pop().unwrap();
     assert!(run.to_string().contains("scheduled task #1"), "{run}");
     assert!(!run.to_string().contains("4711") && !memory_tools(&run), "a group's task recalled: {run}");
+}
+
+/// Everyone in a group reads the replies, so a member's link the model
+/// read there could have it fetch what the owner keeps and recite it to
+/// them: in a group, once a tool's output is in the conversation, a tool
+/// that only reads asks the admin too. The admin's direct chat does not.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_group_a_read_after_outside_content_asks_the_admin() {
+    let llm = FakeLlm::start(vec![
+        Reply::Tools(vec![("clock__now", r#"{"tz":"UTC"}"#)]),
+        Reply::Tools(vec![("notes__list", "{}")]),
+        Reply::Text("in private"),
+        Reply::Tools(vec![("clock__now", r#"{"tz":"UTC"}"#)]),
+        Reply::Tools(vec![("notes__list", "{}")]),
+        Reply::Text("not shown"),
+    ])
+    .await;
+    let hook = start_with(&llm, "admins = [\"ada\"]", &["clock", "notes"]).await;
+    hook.env.ok(&["tool", "notes.add", r#"{"text":"the safe code is 4711"}"#]);
+    hook.say(msg("1", "ada", "d1", false, true, "what time is it, and my notes?")).await;
+    let replies = hook.wait_replies(1).await;
+    assert_eq!(replies[0], ("d1".to_string(), "in private".to_string()));
+    assert!(llm.chat_requests()[2].to_string().contains("4711"), "the direct chat read the notes unasked");
+
+    hook.say(msg("2", "ada", "g1", true, true, "@bot what time is it, and my notes?")).await;
+    let replies = hook.wait_replies(2).await;
+    let (chat, question) = &replies[1];
+    assert!(chat == "g1" && question.starts_with("Allow notes.list?"), "{replies:?}");
+    assert!(question.contains("everyone in this group reads the reply"), "{question}");
+    let id = question.split("/deny ").nth(1).unwrap().trim_end_matches('.').to_string();
+    hook.say(msg("3", "ada", "g1", true, true, &format!("/deny {id}"))).await;
+    let replies = hook.wait_replies(3).await;
+    assert_eq!(replies[2], ("g1".to_string(), "not shown".to_string()));
+    let last = llm.chat_requests().pop().unwrap().to_string();
+    assert!(!last.contains("4711") && last.contains("the owner denied"), "{last}");
 }
