@@ -70,10 +70,9 @@ pub enum Who {
         /// They speak in a group chat, where others read the replies.
         group: bool,
     },
-    /// A scheduled run: nobody is there to answer a question. `group`: it
-    /// was asked for in a group chat, which reads its results.
+    /// A scheduled run: nobody is there to answer a question.
     Unattended {
-        /// Asked for in a group chat.
+        /// It reports to a group chat, which reads its results.
         group: bool,
     },
 }
@@ -476,7 +475,8 @@ impl Agent {
         match input.split_whitespace().next().unwrap_or_default() {
             "/help" => return done(HELP.into()),
             "/new" => {
-                db.save_session(key, &Session::default(), &Totals::default(), None)?;
+                let fresh = Session { group: who.in_group(), ..Default::default() };
+                db.save_session(key, &fresh, &Totals::default(), None)?;
                 return done("Started a fresh session.".into());
             }
             "/tools" => {
@@ -512,6 +512,7 @@ impl Agent {
             None => input.to_string(),
         };
         session.untrusted |= untrusted;
+        session.group |= who.in_group();
         session.messages.push(Message::User { text });
         let mut spent = Totals::default();
         // Only what the model said enters the conversation; host replies
@@ -821,8 +822,7 @@ impl Agent {
             return (format!("error: there is no tool `{}`. Available tools: {names:?}", call.name), false);
         };
         let Some((skill, tool)) = &offered.target else {
-            let caller =
-                crate::tools::Caller { session: turn.key, untrusted: turn.tainted, group: turn.who.in_group() };
+            let caller = crate::tools::Caller { session: turn.key, untrusted: turn.tainted };
             return crate::tools::call(&self.rt, caller, &call.name, args)
                 .await
                 .unwrap_or_else(|| (format!("error: there is no host tool `{}`", call.name), false));

@@ -149,10 +149,6 @@ pub struct Job {
     /// untrusted too, so its prompt cannot write unasked after `/new`.
     #[serde(default)]
     pub untrusted: bool,
-    /// Asked for in a group chat, where its results are read by everyone:
-    /// its runs do not recall the owner's memory.
-    #[serde(default)]
-    pub group: bool,
 }
 
 /// One fire of a job.
@@ -474,9 +470,6 @@ pub struct NewJob {
     /// Asked for in a conversation that held untrusted content.
     #[serde(default)]
     pub untrusted: bool,
-    /// Asked for in a group chat.
-    #[serde(default)]
-    pub group: bool,
     /// Asked for by the model (`schedule_task`): held to [`JOBS_MAX`].
     #[serde(skip)]
     pub by_model: bool,

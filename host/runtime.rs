@@ -721,7 +721,6 @@ impl Runtime {
             next_ms,
             created_ms: now_ms,
             untrusted: new.untrusted,
-            group: new.group,
         };
         let job = self.db.job_add(job, new.by_model)?;
         self.schedule_changed.notify_one();

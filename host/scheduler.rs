@@ -127,7 +127,8 @@ impl Scheduler<'_> {
                     run.output = format!("no model to ask: {}", self.agent.no_model());
                 }
                 Action::Prompt { text } => {
-                    let before = rt.db.session(&job.target)?.usage.tokens();
+                    let session = rt.db.session(&job.target)?;
+                    let before = session.usage.tokens();
                     let mut prompt = format!("[scheduled task #{} \"{}\"] {text}", job.id, job.name);
                     if let Some((check, _)) = &checked {
                         prompt.push_str(&format!("\n\nThe check {check} reported:"));
@@ -135,7 +136,7 @@ impl Scheduler<'_> {
                     let data = checked.as_ref().map(|(check, out)| (check.as_str(), out.as_str()));
                     // Nobody is there to answer a question: a call that needs
                     // one stops the run, and the record says why.
-                    let who = crate::agent::Who::Unattended { group: job.group };
+                    let who = crate::agent::Who::Unattended { group: session.group };
                     match self.agent.turn_with(&job.target, &prompt, data, job.untrusted, &who, &|_| {}).await {
                         Ok(reply) => {
                             if reply.stopped.is_some() {

@@ -116,6 +116,10 @@ pub struct Session {
     /// messages, so a summary that compacts them away does not clear it.
     #[serde(default)]
     pub untrusted: bool,
+    /// A group chat: everyone there reads its replies, so a scheduled run
+    /// that reports to it, the owner's own too, recalls no memory.
+    #[serde(default)]
+    pub group: bool,
     /// What it has cost.
     pub usage: Totals,
 }

@@ -25,8 +25,6 @@ pub struct Caller<'a> {
     /// The conversation holds untrusted content, so what the model saves
     /// now may have been put in its mouth.
     pub untrusted: bool,
-    /// It is a group chat: everyone there reads the replies.
-    pub group: bool,
 }
 
 /// One host tool. `run` gets the runtime, the caller and the arguments as
@@ -249,7 +247,6 @@ fn schedule_task<'a>(rt: &'a Runtime, caller: Caller<'a>, args: &'a str) -> BoxF
             chat: caller.session.to_string(),
             check: a.check,
             untrusted: caller.untrusted,
-            group: caller.group,
             by_model: true,
             ..Default::default()
         };

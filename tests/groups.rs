@@ -188,6 +188,7 @@ async fn the_owners_memory_stays_out_of_group_chats() {
         Reply::Tools(vec![("schedule_task", task)]),
         Reply::Text("scheduled"),
         Reply::Text("the hourly word"),
+        Reply::Text("the owner's word"),
     ])
     .await;
     let hook = start(&llm, "admins = [\"ada\"]").await;
@@ -215,6 +216,14 @@ async fn the_owners_memory_stays_out_of_group_chats() {
     let run = llm.chat_requests().pop().unwrap();
     assert!(run.to_string().contains("scheduled task #1"), "{run}");
     assert!(!run.to_string().contains("4711") && !memory_tools(&run), "a group's task recalled: {run}");
+    // So does the owner's own task that reports to the group.
+    hook.env.ok(&["cron", "add", "every 1h", "--prompt", "greet the group", "--chat", "webhook:g1"]);
+    hook.env.ok(&["cron", "run-now", "2"]);
+    let replies = hook.wait_replies(6).await;
+    assert_eq!(replies[5], ("g1".to_string(), "the owner's word".to_string()));
+    let run = llm.chat_requests().pop().unwrap();
+    assert!(run.to_string().contains("greet the group"), "{run}");
+    assert!(!run.to_string().contains("4711") && !memory_tools(&run), "the owner's task recalled in a group: {run}");
 }
 
 /// Everyone in a group reads the replies, so a member's link the model
