@@ -76,7 +76,8 @@ pub enum StoreError {
 /// Set once the database file failed an I/O (a full disk, a failing
 /// card). redb then refuses every later read and write until the file is
 /// opened again, which the daemon cannot do in place: it exits for its
-/// service manager to start it again ([`io_failure`]).
+/// service manager to start it again ([`io_failure`]). Per process, as the
+/// daemon is: one database per process.
 static IO_FAILURE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 static IO_FAILED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
