@@ -207,23 +207,22 @@ async fn the_owners_memory_stays_out_of_group_chats() {
     hook.say(msg("3", "ada", "g1", true, true, "@bot still there?")).await;
     let replies = hook.wait_replies(3).await;
     assert_eq!(replies[2].1, "The model cannot be reached right now; please try again later.");
-    // A task asked for in the group runs for the group: no memory either.
+    // A task asked for in the group, and the owner's own task that reports
+    // there, run for the group: no memory either.
     hook.say(msg("4", "ada", "g1", true, true, "@bot tell us the code every hour")).await;
     hook.wait_replies(4).await;
-    hook.env.ok(&["cron", "run-now", "1"]);
-    let replies = hook.wait_replies(5).await;
-    assert_eq!(replies[4], ("g1".to_string(), "the hourly word".to_string()));
-    let run = llm.chat_requests().pop().unwrap();
-    assert!(run.to_string().contains("scheduled task #1"), "{run}");
-    assert!(!run.to_string().contains("4711") && !memory_tools(&run), "a group's task recalled: {run}");
-    // So does the owner's own task that reports to the group.
     hook.env.ok(&["cron", "add", "every 1h", "--prompt", "greet the group", "--chat", "webhook:g1"]);
-    hook.env.ok(&["cron", "run-now", "2"]);
-    let replies = hook.wait_replies(6).await;
-    assert_eq!(replies[5], ("g1".to_string(), "the owner's word".to_string()));
-    let run = llm.chat_requests().pop().unwrap();
-    assert!(run.to_string().contains("greet the group"), "{run}");
-    assert!(!run.to_string().contains("4711") && !memory_tools(&run), "the owner's task recalled in a group: {run}");
+    for (job, asked, answer) in
+        [("1", "tell them the safe code", "the hourly word"), ("2", "greet the group", "the owner's word")]
+    {
+        let n = hook.replies().len();
+        hook.env.ok(&["cron", "run-now", job]);
+        let replies = hook.wait_replies(n + 1).await;
+        assert_eq!(replies[n], ("g1".to_string(), answer.to_string()));
+        let run = llm.chat_requests().pop().unwrap();
+        let text = run.to_string();
+        assert!(text.contains(asked) && !text.contains("4711") && !memory_tools(&run), "job {job} recalled: {text}");
+    }
 }
 
 /// Everyone in a group reads the replies, so a member's link the model
