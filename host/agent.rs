@@ -758,10 +758,12 @@ impl Agent {
                     "this conversation holds untrusted content (a tool's output or another person's message)"
                 } else if anywhere {
                     "this conversation holds content from outside (a tool's output), and this skill may reach hosts \
-                     you did not name, so what it is given could go anywhere: check the arguments"
+                     you did not name, so what it is given could go anywhere: check the arguments (/new starts a \
+                     conversation without it)"
                 } else {
                     "this conversation holds content from outside (a tool's output), and everyone in this group \
-                     reads the reply, so what this tool returns could be shown to them"
+                     reads the reply, so what this tool returns could be shown to them (/new starts a conversation \
+                     without it)"
                 }
             }
             Policy::Allow => return Ok(()),
