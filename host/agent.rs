@@ -782,7 +782,7 @@ impl Agent {
                 Err(why)
             }
             Who::Person { admin: false, .. } => {
-                Err(format!("{name} needs the owner's approval, which cannot be given here"))
+                Err(format!("{name} needs the owner's approval ({reason}), which cannot be given here"))
             }
             _ => {
                 let (id, answer) = self.rt.questions.open();

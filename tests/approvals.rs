@@ -106,6 +106,9 @@ async fn a_read_that_may_reach_any_host_waits_for_the_owner_after_outside_conten
         Reply::Text("fetched"),
         Reply::Tools(vec![("web-fetch__fetch", leak)]),
         Reply::Text("fetched again"),
+        Reply::Tools(vec![("notes__list", "{}")]),
+        Reply::Tools(vec![("web-fetch__fetch", leak)]),
+        Reply::Text("I may not"),
     ])
     .await;
     let env = Env::new();
@@ -141,6 +144,15 @@ async fn a_read_that_may_reach_any_host_waits_for_the_owner_after_outside_conten
     let (reply, asked) = turn(&agent, "and again", &Who::Owner, None).await;
     assert_eq!((reply.as_str(), asked.len()), ("fetched again", 0), "{asked:?}");
     assert_eq!(looked_up.lock().unwrap().len(), 2);
+    // A paired person cannot be asked: refused, with the way out.
+    agent.rt.change_grant("web-fetch", &GrantChange { all: true, ..Default::default() }, true).unwrap();
+    crate::egress::grant(&agent.rt, "web-fetch", &["https://*/"], &[]);
+    let friend = Who::Person { admin: false, scope: Scope::default(), id: "t:friend".into(), group: false };
+    let (reply, asked) = turn_in(&agent, "t:3:friend", "what are the notes?", &friend, None).await;
+    assert_eq!((reply.as_str(), asked.len()), ("I may not", 0));
+    let refusal = llm.requests().last().unwrap()["messages"].to_string();
+    assert!(refusal.contains("cannot be given here") && refusal.contains("/new starts a conversation"), "{refusal}");
+    assert_eq!(looked_up.lock().unwrap().len(), 2, "the paired person's fetch went out");
 }
 
 /// A memory a skill saved is that skill's output by another road. Recalled
