@@ -445,6 +445,14 @@ pub struct Effective {
     pub pending: Vec<String>,
 }
 
+impl Effective {
+    /// Whether a wildcard HTTP rule is in force: the component may reach
+    /// hosts the owner did not name, servers anyone can set up.
+    pub fn reaches_unnamed_hosts(&self) -> bool {
+        self.http.iter().any(|r| r.pattern.is_wildcard_host())
+    }
+}
+
 /// Requested ∩ granted for one HTTP rule, or None if they do not meet.
 fn intersect(requested: &HttpRule, granted: &GrantedRule) -> Option<EffectiveRule> {
     let r = UrlPattern::parse(&requested.url).ok()?;

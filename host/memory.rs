@@ -695,8 +695,8 @@ pub struct Embedder {
     client: reqwest::Client,
     config: crate::config::EmbeddingsConfig,
     secrets: crate::secrets::Secrets,
-    /// Until when it is not asked, and why.
-    paused: std::sync::Mutex<Option<(std::time::Instant, String)>>,
+    /// Why it is not asked just now.
+    paused: crate::llm::Rest,
 }
 
 /// How long a failed embeddings endpoint is left alone.
@@ -716,20 +716,16 @@ impl Embedder {
 
     /// Why it is not asked now, while it rests after a failure.
     pub fn paused(&self) -> Option<String> {
-        let paused = self.paused.lock().unwrap();
-        paused.as_ref().filter(|(until, _)| std::time::Instant::now() < *until).map(|(_, why)| why.clone())
+        self.paused.why()
     }
 
     /// The embedding of `text`; a failure pauses the endpoint.
     pub async fn embed(&self, text: &str) -> Result<Vec<f32>, String> {
-        if let Some((until, why)) = self.paused.lock().unwrap().as_ref()
-            && std::time::Instant::now() < *until
-        {
+        if let Some(why) = self.paused() {
             return Err(format!("{why} (not asked again for a minute)"));
         }
         let answer = self.ask(text).await;
-        *self.paused.lock().unwrap() =
-            answer.as_ref().err().map(|why| (std::time::Instant::now() + EMBED_PAUSE, why.clone()));
+        self.paused.set(EMBED_PAUSE, answer.as_ref().err().cloned());
         answer
     }
 

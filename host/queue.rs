@@ -248,17 +248,12 @@ impl Store {
     /// is asked (a commit that fails here asks nothing); its tries so far,
     /// or None if it was retired meanwhile.
     pub fn inbox_try(&self, id: u64) -> Result<Option<u32>, StoreError> {
-        let txn = self.db.begin_write()?;
-        let tries = {
-            let mut table = txn.open_table(INBOX)?;
-            let Some(bytes) = table.get(id)?.map(|v| v.value().to_vec()) else { return Ok(None) };
-            let mut item: InboxItem = serde_json::from_slice(&bytes)?;
+        let mut tries = 0;
+        let found = self.update_record(INBOX, id, |item: &mut InboxItem| {
             item.tries += 1;
-            table.insert(id, serde_json::to_vec(&item)?.as_slice())?;
-            item.tries
-        };
-        self.commit(txn)?;
-        Ok(Some(tries))
+            tries = item.tries;
+        })?;
+        Ok(found.then_some(tries))
     }
 
     /// Retire an inbox entry and queue its reply, atomically.

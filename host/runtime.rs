@@ -435,11 +435,11 @@ impl Runtime {
         self.loaded_rights(name).is_some_and(|e| e.approved)
     }
 
-    /// Whether `name` may reach hosts the owner did not name (a wildcard
-    /// HTTP rule is in force): whatever its tool is given could go to a
-    /// server anyone can set up.
+    /// Whether the loaded build of `name` may reach hosts the owner did not
+    /// name: whatever its tool is given could go to a server anyone can set
+    /// up.
     pub fn reaches_unnamed_hosts(&self, name: &str) -> bool {
-        self.loaded_rights(name).is_some_and(|e| e.http.iter().any(|r| r.pattern.is_wildcard_host()))
+        self.loaded_rights(name).is_some_and(|e| e.reaches_unnamed_hosts())
     }
 
     /// Bring the registry in line with the skills folder.
@@ -869,8 +869,9 @@ impl Runtime {
         // Each right alone is the owner's call; together these two let a
         // component send what it reads of their memory anywhere, unasked.
         if !revoke
-            && self.reaches_unnamed_hosts(name)
-            && self.loaded_rights(name).is_some_and(|e| e.rights.contains(grants::Rights::MEMORY_READ))
+            && self
+                .loaded_rights(name)
+                .is_some_and(|e| e.reaches_unnamed_hosts() && e.rights.contains(grants::Rights::MEMORY_READ))
         {
             notes.push(format!(
                 "{name} may now search your long-term memory and reach hosts you did not name, so what it reads \

@@ -175,14 +175,33 @@ impl From<reqwest::Error> for LlmError {
     }
 }
 
+/// An endpoint left alone for a while after it failed, and why: asking a
+/// dead one again would add its timeout to every request meanwhile. Model
+/// providers and the embeddings endpoint both rest this way.
+#[derive(Default)]
+pub struct Rest(std::sync::Mutex<Option<(std::time::Instant, String)>>);
+
+impl Rest {
+    /// Why it rests just now, if it does.
+    pub fn why(&self) -> Option<String> {
+        let rest = self.0.lock().unwrap();
+        rest.as_ref().filter(|(until, _)| std::time::Instant::now() < *until).map(|(_, why)| why.clone())
+    }
+
+    /// Rest for `how_long` because of `why`; `None` ends the rest.
+    pub fn set(&self, how_long: Duration, why: Option<String>) {
+        *self.0.lock().unwrap() = why.map(|why| (std::time::Instant::now() + how_long, why));
+    }
+}
+
 /// A configured provider with its prices.
 pub struct Provider {
     /// Its settings.
     pub config: ProviderConfig,
     /// Until when it is tried after the others: it failed even its
     /// retries, and asking it first again would add them to every model
-    /// call while it is down (a local server switched off); and why.
-    resting: std::sync::Mutex<Option<(std::time::Instant, String)>>,
+    /// call while it is down (a local server switched off).
+    resting: Rest,
 }
 
 /// How long a provider that failed its retries is tried after the others.
@@ -191,8 +210,7 @@ pub const PROVIDER_REST: Duration = Duration::from_secs(60);
 impl Provider {
     /// Why it is tried after the others just now, if it is.
     pub fn resting(&self) -> Option<String> {
-        let resting = self.resting.lock().unwrap();
-        resting.as_ref().filter(|(until, _)| std::time::Instant::now() < *until).map(|(_, why)| why.clone())
+        self.resting.why()
     }
 
     /// Stream one reply; `on_text` gets each text delta as it arrives.
@@ -332,7 +350,7 @@ impl Llm {
             for attempt in 0..=self.retries {
                 match provider.chat(&self.client, &self.secrets, req, on_text).await {
                     Ok(response) => {
-                        *provider.resting.lock().unwrap() = None;
+                        provider.resting.set(PROVIDER_REST, None);
                         return Ok((response, provider));
                     }
                     Err(e) if e.retryable() && attempt < self.retries => {
@@ -344,10 +362,7 @@ impl Llm {
                     Err(e) => {
                         tracing::warn!(model = %provider.config.model, "provider failed: {e}");
                         if e.retryable() {
-                            *provider.resting.lock().unwrap() = Some((
-                                std::time::Instant::now() + PROVIDER_REST,
-                                crate::text::truncate(&e.to_string(), 300),
-                            ));
+                            provider.resting.set(PROVIDER_REST, Some(crate::text::truncate(&e.to_string(), 300)));
                         }
                         last = e;
                         break;
