@@ -163,16 +163,7 @@ impl Store {
     /// Record a component's message to the owner (`notify`).
     pub fn notify(&self, skill: &str, text: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_write()?;
-        let id = {
-            let mut table = txn.open_table(NOTIFICATIONS)?;
-            let id = next_id(&table)?;
-            let n = Notification { id, time_ms: now_ms(), skill: skill.into(), text: text.into() };
-            table.insert(id, serde_json::to_vec(&n)?.as_slice())?;
-            while table.len()? > NOTIFICATIONS_KEPT {
-                table.pop_first()?;
-            }
-            id
-        };
+        let id = record_notification(&txn, skill, text)?;
         self.commit(txn)?;
         Ok(id)
     }
@@ -268,6 +259,19 @@ impl Store {
         Ok(())
     }
 
+    /// Retire a message whose turns never ended: queue `sorry` to its chat
+    /// and record `notice` for the owner, in one commit, so a disk that
+    /// fails between them cannot have the owner told twice.
+    pub fn inbox_give_up(&self, item: &InboxItem, sorry: &str, notice: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(INBOX)?.remove(item.id)?;
+        enqueue(&txn, &item.channel, &item.chat_id, sorry, Some(item.message_id.clone()))?;
+        record_notification(&txn, "(inbox)", notice)?;
+        self.commit(txn)?;
+        self.changes.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
     /// Queue a message to a chat.
     pub fn outbox_enqueue(&self, channel: &str, chat: &str, text: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_write()?;
@@ -334,6 +338,18 @@ impl Store {
         self.commit(txn)?;
         Ok(())
     }
+}
+
+/// Record a message to the owner, keeping the newest [`NOTIFICATIONS_KEPT`].
+fn record_notification(txn: &redb::WriteTransaction, skill: &str, text: &str) -> Result<u64, StoreError> {
+    let mut table = txn.open_table(NOTIFICATIONS)?;
+    let id = next_id(&table)?;
+    let n = Notification { id, time_ms: now_ms(), skill: skill.into(), text: text.into() };
+    table.insert(id, serde_json::to_vec(&n)?.as_slice())?;
+    while table.len()? > NOTIFICATIONS_KEPT {
+        table.pop_first()?;
+    }
+    Ok(id)
 }
 
 fn enqueue(
@@ -424,5 +440,33 @@ mod tests {
         assert_eq!(dead.last().unwrap().text, "last");
         let other = db.outbox(Some("other")).unwrap();
         assert_eq!(other.iter().map(|i| i.text.as_str()).collect::<Vec<_>>(), ["keep me"]);
+    }
+
+    /// A message given up is retired, its chat told and the owner notified
+    /// in one commit: no failure between them can repeat the notice.
+    #[test]
+    fn giving_a_message_up_is_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::open(&dir.path().join("db.redb"), &[create_tables]).unwrap();
+        let item = InboxItem {
+            id: 0,
+            channel: "tg".into(),
+            chat_id: "c".into(),
+            group: false,
+            sender_id: "s".into(),
+            text: "hi".into(),
+            message_id: "m".into(),
+            received_ms: 0,
+            tries: 0,
+        };
+        assert_eq!(db.inbox_accept(item.clone()).unwrap(), Accepted::New);
+        let item = db.inbox("tg").unwrap().remove(0);
+        let before = db.durable_commits();
+        db.inbox_give_up(&item, "sorry", "given up").unwrap();
+        assert_eq!(db.durable_commits() - before, 1);
+        assert!(db.inbox("tg").unwrap().is_empty());
+        let sent = db.outbox(Some("tg")).unwrap();
+        assert_eq!((sent[0].text.as_str(), sent[0].reply_to.as_deref()), ("sorry", Some("m")));
+        assert_eq!(db.notifications(10).unwrap()[0].text, "given up");
     }
 }

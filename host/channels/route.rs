@@ -423,17 +423,13 @@ impl Channels {
     /// Retire a message whose turns never ended: its sender hears so, in
     /// the host's words, and the owner finds it in `wasiclaw notifications`.
     fn give_up(&self, name: &str, item: &InboxItem) -> Result<(), StoreError> {
-        let db = &self.rt().db;
-        db.notify(
-            "(inbox)",
-            &format!(
-                "A message to {name}:{} was not answered: its turn began {INBOX_TRIES} times and never ended (the \
-                 daemon stopped during it, or its answer could not be saved); the log says why.",
-                one_line(&item.chat_id)
-            ),
-        )?;
+        let notice = format!(
+            "A message to {name}:{} was not answered: its turn began {INBOX_TRIES} times and never ended (the \
+             daemon stopped during it, or its answer could not be saved); the log says why.",
+            one_line(&item.chat_id)
+        );
         let sorry = "Sorry, I could not answer this message. Please try again later.";
-        db.inbox_done(item.id, Some((name, &item.chat_id, sorry, Some(item.message_id.clone()))))
+        self.rt().db.inbox_give_up(item, sorry, &notice)
     }
 
     /// Who a message's sender is to the agent: an admin, or a person with
