@@ -440,6 +440,9 @@ pub struct Status {
     /// retries): the model and why.
     #[serde(default)]
     pub models_resting: Vec<(String, String)>,
+    /// The automatic backups, if configured.
+    #[serde(default)]
+    pub backups: Option<crate::backups::Report>,
 }
 
 /// One line of the local API's answer.
@@ -673,6 +676,7 @@ fn status(rt: &Runtime, agent: Option<&Agent>, channels: Option<&Channels>) -> R
             .and_then(Agent::llm)
             .map(|llm| llm.providers.iter().filter_map(|p| Some((p.config.model.clone(), p.resting()?))).collect())
             .unwrap_or_default(),
+        backups: rt.backups.as_ref().map(|b| b.report()),
     })
 }
 

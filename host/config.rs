@@ -56,11 +56,32 @@ pub struct StorageConfig {
     /// redb's page cache, in MiB: more is faster for large memories, less
     /// keeps a board's RSS down.
     pub cache_mb: u64,
+    /// Where the daemon writes a checked copy of the database every
+    /// `backup_every_hours`: a directory on another device. Unset, none.
+    pub backup_dir: Option<PathBuf>,
+    /// Hours between automatic copies.
+    pub backup_every_hours: u64,
+    /// Automatic copies kept; older ones are removed.
+    pub backup_keep: usize,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { cache_mb: 64 }
+        StorageConfig { cache_mb: 64, backup_dir: None, backup_every_hours: 24, backup_keep: 7 }
+    }
+}
+
+impl StorageConfig {
+    fn check(&self) -> Result<(), String> {
+        if self.backup_dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+            return Err(
+                "[storage] backup_dir must be an absolute path (the service does not run from your home)".into()
+            );
+        }
+        if self.backup_every_hours == 0 || self.backup_keep == 0 {
+            return Err("[storage] backup_every_hours and backup_keep must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -480,7 +501,10 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(source) => return Err(ConfigError::Read { path: path.into(), source }),
         };
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+        let invalid = |message: String| ConfigError::Parse { path: path.into(), message };
+        let config: Config = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        config.storage.check().map_err(invalid)?;
+        Ok(config)
     }
 
     /// Secrets the host itself uses (provider keys, the gateway token, the
@@ -559,5 +583,16 @@ mod tests {
         let config: super::Config = toml::from_str(include_str!("../examples/config.toml")).unwrap();
         assert_eq!(config.providers.len(), 2);
         assert_eq!(config.limits.memory_mb, 128);
+    }
+
+    #[test]
+    fn a_relative_backup_dir_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[storage]\nbackup_dir = \"backups\"\n").unwrap();
+        let e = super::Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("backup_dir must be an absolute path"), "{e}");
+        std::fs::write(&path, "[storage]\nbackup_dir = \"/mnt/usb\"\nbackup_keep = 0\n").unwrap();
+        assert!(super::Config::load(&path).unwrap_err().to_string().contains("at least 1"));
     }
 }

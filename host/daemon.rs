@@ -90,6 +90,7 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
             compiling.compile_wanted.notified().await;
         }
     });
+    let backups = rt.backups.clone().map(|b| tokio::spawn(b.run(rt.db.clone())));
     let server = tokio::spawn(api::serve(agent, channels.clone(), listener));
     let engine = rt.engine.clone();
     let settler = tokio::spawn(crate::resident::settle_when_idle(move || engine.release_kept()));
@@ -143,6 +144,9 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
     scheduler.abort();
     compiler.abort();
     settler.abort();
+    if let Some(backups) = backups {
+        backups.abort();
+    }
     if let Some(gateway) = gateway {
         gateway.abort();
     }

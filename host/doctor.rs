@@ -151,11 +151,16 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
     }
 
     // The database, through the daemon when one runs.
+    let mut backups = crate::backups::Backups::new(&config.storage).map(|b| b.report());
     let skills: Option<Vec<SkillInfo>> = match api::call_daemon(&paths.socket(), &Request::Status.into(), &mut |_| {})
         .await
     {
         Ok(Some(Reply::Ok(Response::Status(status)))) => {
             out.push(ok("daemon", format!("running (pid {}), database open", status.pid)));
+            // Only the daemon knows whether its last attempt failed.
+            if let (Some(mine), Some(its)) = (backups.as_mut(), status.backups.as_ref()) {
+                mine.failing = its.failing.clone();
+            }
             let stuck = |c: &&crate::channels::ChannelStatus| {
                 c.restarts > 0 || c.state == crate::channels::ChannelState::NeedsApproval
             };
@@ -207,6 +212,13 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
             }
         },
     };
+    out.push(match backups.as_ref().map(crate::backups::Report::verdict) {
+        None => {
+            ok("backup", "none automatic: set [storage] backup_dir to a directory on another drive for a daily copy")
+        }
+        Some((said, None)) => ok("backup", said),
+        Some((said, Some(fix))) => problem("backup", said, fix),
+    });
     for s in skills.iter().flatten() {
         match s.status {
             SkillState::Rejected => out.push(problem(

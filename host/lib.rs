@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod api;
 pub mod approvals;
+pub mod backups;
 pub mod budget;
 pub mod bundled;
 pub mod channels;

@@ -283,7 +283,8 @@ fn service(paths: &Paths, cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(&svc.unit_dir)
                 .with_context(|| format!("cannot create {}", svc.unit_dir.display()))?;
             let file = svc.unit_file();
-            std::fs::write(&file, svc.unit(&exe, &state, encrypt_secrets))
+            let config = wasiclaw::config::Config::load(&paths.config())?;
+            std::fs::write(&file, svc.unit(&exe, &state, encrypt_secrets, config.storage.backup_dir.as_deref()))
                 .with_context(|| format!("cannot write {}", file.display()))?;
             println!("wrote {}", file.display());
             if no_start {

@@ -296,6 +296,8 @@ pub struct Runtime {
     pub rescans: std::sync::atomic::AtomicU64,
     /// The knowledge skills of the skills folder, read as they change.
     pub knowledge: crate::knowledge::Knowledges,
+    /// The automatic backups, if `[storage] backup_dir` is set.
+    pub backups: Option<Arc<crate::backups::Backups>>,
     limits: Arc<crate::config::Limits>,
     /// The source each script proposal of this process wrote, by name: a
     /// proposal may revise only its own draft.
@@ -351,6 +353,7 @@ impl Runtime {
             questions: Default::default(),
             rescans: Default::default(),
             knowledge: Default::default(),
+            backups: crate::backups::Backups::new(&config.storage),
             started_ms: crate::store::now_ms(),
             limits: Arc::new(config.limits.clone()),
             proposed: Mutex::default(),

@@ -48,8 +48,11 @@ impl Service {
     }
 
     /// The unit's text for running `exe` on `state_dir`; with `sealed`,
-    /// it passes the secrets key.
-    pub fn unit(&self, exe: &Path, state_dir: &Path, sealed: bool) -> String {
+    /// it passes the secrets key. `backups`, where automatic backups go,
+    /// is writable too (if it exists when the service starts).
+    pub fn unit(&self, exe: &Path, state_dir: &Path, sealed: bool, backups: Option<&Path>) -> String {
+        let backups =
+            backups.map(|d| format!(" {}", quoted(Path::new(&format!("-{}", d.display()))))).unwrap_or_default();
         let credential = if sealed {
             format!("LoadCredentialEncrypted={CREDENTIAL}:{}\n", quoted(&credential_file(state_dir)))
         } else {
@@ -69,7 +72,7 @@ impl Service {
              Restart=on-failure\nRestartSec=5\n\
              # SIGTERM: the daemon stops taking work and exits; queued messages and jobs are in the database.\n\
              KillSignal=SIGTERM\nTimeoutStopSec=30\n\
-             NoNewPrivileges=yes\nProtectSystem=strict\nReadWritePaths={state}\nPrivateTmp=yes\n\
+             NoNewPrivileges=yes\nProtectSystem=strict\nReadWritePaths={state}{backups}\nPrivateTmp=yes\n\
              PrivateDevices=yes\nProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectControlGroups=yes\n\
              ProtectClock=yes\nRestrictSUIDSGID=yes\nRestrictRealtime=yes\nRestrictNamespaces=yes\n\
              LockPersonality=yes\nSystemCallArchitectures=native\nUMask=0077\n\n\

@@ -232,6 +232,13 @@ fn service_install_writes_a_hardened_unit_for_this_binary_and_state_dir() {
     }
     // Cranelift runs the code it writes: a unit that forbade that would never start.
     assert!(!unit.contains("MemoryDenyWriteExecute"), "{unit}");
+    // Automatic backups go to another drive: the unit lets it write there
+    // (once it is mounted), and nowhere else.
+    env.config("[storage]\nbackup_dir = \"/mnt/usb stick/wasiclaw\"\n");
+    env.ok(&["service", "install", "--user", "--unit-dir", dir, "--no-start"]);
+    let unit = std::fs::read_to_string(units.path().join("wasiclaw.service")).unwrap();
+    let line = format!("ReadWritePaths={state} \"-/mnt/usb stick/wasiclaw\"");
+    assert!(unit.lines().any(|l| l == line), "no `{line}` in:\n{unit}");
     env.ok(&["service", "uninstall", "--user", "--unit-dir", dir]);
     assert!(!units.path().join("wasiclaw.service").exists());
 }

@@ -27,7 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "text",
         ],
     ),
-    ("L1 storage", &["store", "session", "memory", "jobs", "pairing", "queue", "requests"]),
+    ("L1 storage", &["backups", "store", "session", "memory", "jobs", "pairing", "queue", "requests"]),
     ("L2 sandbox", &["state", "contract", "engine", "host_api", "context", "egress", "files", "stacks", "memories"]),
     ("L3 runtime", &["component", "runtime"]),
     ("L4 agent", &["agent", "tools"]),

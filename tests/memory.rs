@@ -316,6 +316,70 @@ fn a_backup_taken_while_the_daemon_runs_restores_every_memory() {
     assert!(list.contains("boiler code is 4471") && list.contains("birthday is in May"), "{list}");
 }
 
+/// With `[storage] backup_dir` set, the daemon copies the database there
+/// when none is recent and keeps the newest `backup_keep`, removing only
+/// its own copies; a directory that is not there is reported, never made.
+#[test]
+fn the_daemon_keeps_daily_backups_where_the_owner_said() {
+    let env = Env::new();
+    let drive = tempfile::tempdir().unwrap();
+    let dir = drive.path().join("wasiclaw");
+    env.config(&format!("[storage]\nbackup_dir = \"{}\"\nbackup_keep = 2\n", dir.display()));
+    env.ok(&["memory", "add", "the boiler code is 4471"]);
+    // The drive is not mounted: the owner hears why, and nothing is made.
+    let daemon = env.daemon();
+    crate::support::wait_for("the failure to be told", Duration::from_secs(30), || {
+        env.ok(&["notifications"]).contains("does not exist (is its drive mounted?)")
+    });
+    assert!(!dir.exists(), "the backup directory was created");
+    assert!(env.ok(&["status"]).contains("backups: the last backup failed"), "{}", env.ok(&["status"]));
+    let doctor = env.cli(&["doctor"]);
+    assert!(stdout(&doctor).contains("the last backup failed"), "{}", stdout(&doctor));
+    drop(daemon);
+
+    std::fs::create_dir(&dir).unwrap();
+    let old = ["wasiclaw-20200101T000000Z.redb", "wasiclaw-20200102T000000Z.redb", "wasiclaw-20200103T000000Z.redb"];
+    let others = ["notes.txt", "wasiclaw.redb", "wasiclaw-20200101T000000Z.redb.keep"];
+    for name in old.iter().chain(&others).chain(&["wasiclaw-20200104T000000Z.partial"]) {
+        std::fs::write(dir.join(name), "not ours to lose").unwrap();
+    }
+    let names = || {
+        let mut n: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        n.sort();
+        n
+    };
+    // A copy taken again within the same second keeps its name, not its inode.
+    let inodes = || {
+        use std::os::unix::fs::MetadataExt;
+        names().iter().map(|n| std::fs::metadata(dir.join(n)).unwrap().ino()).collect::<Vec<_>>()
+    };
+    let daemon = env.daemon();
+    crate::support::wait_for("a new copy", Duration::from_secs(30), || names().len() == 5);
+    let kept = names();
+    let new = kept.iter().find(|n| n.starts_with("wasiclaw-") && !n.starts_with("wasiclaw-2020")).expect("a new copy");
+    let mut expected: Vec<String> = [old[2], new.as_str()].iter().chain(&others).map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(kept, expected, "only the oldest copies and the unfinished one go");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(dir.join(new)).unwrap().permissions().mode() & 0o777, 0o600);
+    let status = env.ok(&["status"]);
+    assert!(status.contains(&format!("backups: 2 kept in {}, the newest {new}", dir.display())), "{status}");
+    drop(daemon);
+    // A restart with a recent copy takes none.
+    let before = inodes();
+    let daemon = env.daemon();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!((names(), inodes()), (kept.clone(), before), "a copy was taken again");
+    let doctor = env.cli(&["doctor"]);
+    assert!(stdout(&doctor).contains(&format!("2 kept in {}", dir.display())), "{}", stdout(&doctor));
+    drop(daemon);
+
+    let restored = Env::new();
+    std::fs::copy(dir.join(new), restored.path().join("wasiclaw.redb")).unwrap();
+    assert!(restored.ok(&["memory", "list"]).contains("boiler code is 4471"));
+}
+
 /// BM25 over the given memories, computed from their texts alone: what the
 /// index must agree with.
 fn brute_force(memories: &[(u64, String)], query: &str, k: usize) -> Vec<u64> {

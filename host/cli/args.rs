@@ -137,6 +137,7 @@ pub(crate) enum Command {
     /// Write a consistent copy of the database (memories, sessions, jobs, grants, audit) to FILE,
     /// while the daemon runs. To restore: stop the daemon and copy FILE to
     /// <state-dir>/wasiclaw.redb. Back up secrets.json and config.toml alongside it yourself.
+    /// For a copy every day without asking, set `backup_dir` under [storage] in config.toml.
     Backup { file: PathBuf },
     /// Messages waiting to be sent through chat channels: retried until they go, or held when
     /// the platform refuses one while later ones to the same chat go through.

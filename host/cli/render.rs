@@ -287,6 +287,11 @@ fn print_status(s: &Status) {
         mib(s.cache_bytes),
         s.audit_records
     );
+    match s.backups.as_ref().map(wasiclaw::backups::Report::verdict) {
+        None => println!("backups: none automatic (set [storage] backup_dir to a directory on another drive)"),
+        Some((said, None)) => println!("backups: {said}"),
+        Some((said, Some(fix))) => println!("backups: {said}; {fix}"),
+    }
     if s.channels.is_empty() {
         return;
     }
