@@ -693,7 +693,10 @@ pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: UnixLis
         let (stream, _) = match listener.accept().await {
             Ok(conn) => conn,
             Err(e) => {
-                tracing::warn!("local API accept failed: {e}");
+                // Out of descriptors, most likely: wait for one to free
+                // rather than spin on a listener that stays readable.
+                tracing::warn!("local API: cannot accept a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                 continue;
             }
         };

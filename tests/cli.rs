@@ -2,6 +2,7 @@
 //! same answers with and without a running daemon.
 
 use crate::support::{Env, stderr, stdout};
+use std::time::Duration;
 
 #[test]
 fn help_teaches() {
@@ -243,6 +244,46 @@ fn service_install_writes_a_hardened_unit_for_this_binary_and_state_dir() {
     assert!(!units.path().join("wasiclaw.service").exists());
 }
 
+/// Out of file descriptors (a flood of connections, a leak), the local API
+/// waits for one to free instead of retrying `accept` in a busy loop that
+/// would take a core and flood the journal; it answers again once they free.
+#[test]
+fn a_daemon_out_of_descriptors_waits_instead_of_spinning() {
+    let env = Env::new();
+    let log = env.path().join("daemon.log");
+    let daemon = env.daemon_logging_to(&log);
+    let pid = daemon.child.id();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let set = |new: *const libc::rlimit, old: *mut libc::rlimit| unsafe {
+        libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, new, old)
+    };
+    assert_eq!(set(std::ptr::null(), &mut limit), 0);
+    limit.rlim_cur = open + 4;
+    assert_eq!(set(&limit, std::ptr::null_mut()), 0);
+    let socket = env.path().join("wasiclaw.sock");
+    let held: Vec<_> = (0..16).map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap()).collect();
+    let cpu_ticks = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // After the name come fields 3, 4, …; utime and stime are 14 and 15 (stat(5)).
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_ticks() - before;
+    // A busy loop spends the whole 2 s of a core (200 ticks); waiting, next to nothing.
+    let said = std::fs::read_to_string(&log).unwrap().matches("cannot accept a connection").count();
+    assert!((1..=20).contains(&said), "{said} log lines about it in 2.5 s");
+    assert!(spent < 40, "the daemon spent {spent} ticks of CPU in 2 s with no descriptor to accept with");
+    drop(held);
+    crate::support::wait_for("the local API to answer again", Duration::from_secs(10), || {
+        env.cli(&["status"]).status.success()
+    });
+    drop(daemon);
+}
+
 /// Send one request line to the daemon's socket and read its last reply.
 fn ask(env: &Env, line: &str) -> serde_json::Value {
     use std::io::{BufRead, Write};
@@ -370,7 +411,7 @@ fn a_daemon_whose_disk_fills_exits_to_be_restarted_and_loses_nothing() {
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("the disk is full"), "{}", stderr(&refused));
     let mut exited = None;
-    crate::support::wait_for("the daemon to exit", std::time::Duration::from_secs(20), || {
+    crate::support::wait_for("the daemon to exit", Duration::from_secs(20), || {
         exited = daemon.child.try_wait().unwrap();
         exited.is_some()
     });

@@ -174,13 +174,22 @@ impl Env {
     }
 
     pub fn daemon_env(&self, envs: &[(&str, &str)]) -> Daemon {
+        self.start_daemon(envs, Stdio::null())
+    }
+
+    /// Start the daemon with its log written to `log`.
+    pub fn daemon_logging_to(&self, log: &Path) -> Daemon {
+        self.start_daemon(&[("WASICLAW_GATEWAY_BIND", "127.0.0.1:0")], std::fs::File::create(log).unwrap().into())
+    }
+
+    fn start_daemon(&self, envs: &[(&str, &str)], log: Stdio) -> Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_wasiclaw"))
             .envs(envs.iter().copied())
             .arg("--state-dir")
             .arg(self.path())
             .arg("run")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         let daemon = Daemon { child };
