@@ -179,3 +179,37 @@ async fn the_gateway_identifies_heartbeats_resumes_and_answers_once() {
     conn.send(hello());
     assert_eq!(conn.expect_op(6).await["d"]["seq"], 6);
 }
+
+/// A gateway (or a channel) that asks for a reconnect as soon as each
+/// connection opens is not hammered: quick reconnects back off as failures
+/// do, so a loop cannot get the bot's token rate-limited or spin the board.
+#[tokio::test(flavor = "multi_thread")]
+async fn reconnects_asked_for_at_once_again_and_again_back_off() {
+    let llm = FakeLlm::start(vec![]).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = format!("ws://{}", listener.local_addr().unwrap());
+    let settings = format!(
+        "[skills.discord]\ngateway_url = \"{gw}/?v=10&encoding=json\"\napi_base = \"{gw}/api/v10\"\n\n\
+         [channels.discord]\nallow = [\"80351110224678912\"]\n"
+    );
+    let env = Env::with_channel("discord", &llm.base, None, &settings, &[("DISCORD_TOKEN", TOKEN)]);
+    env.ok(&["skills", "grant", "discord", "--http", &format!("{gw}/"), "--secret", "DISCORD_TOKEN"]);
+    let _daemon = env.daemon();
+    let mut first = None;
+    let mut connections = 0;
+    loop {
+        let wait = first.map_or(Duration::from_secs(20), |t: std::time::Instant| {
+            Duration::from_secs(4).saturating_sub(t.elapsed())
+        });
+        let Ok(Ok((tcp, _))) = tokio::time::timeout(wait, listener.accept()).await else { break };
+        first.get_or_insert_with(std::time::Instant::now);
+        connections += 1;
+        let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { continue };
+        let _ = ws.send(Message::text(hello().to_string())).await;
+        let _ = ws.send(Message::text(json!({"op": 7, "d": null}).to_string())).await;
+        // Held open: the client leaves because it was asked to.
+        tokio::spawn(async move { while let Some(Ok(_)) = ws.next().await {} });
+    }
+    assert!(first.is_some(), "the channel never connected");
+    assert!(connections <= 4, "{connections} connections in 4 s");
+}

@@ -330,3 +330,32 @@ async fn in_a_group_the_bot_answers_mentions_and_replies_only() {
     assert_eq!(asked.len(), 2);
     assert!(!asked.iter().any(|r| r["messages"].to_string().contains("cake")), "chatter reached the model");
 }
+
+/// A server that hands back the same update whatever the offset (a proxy's
+/// cache, a platform's bug) is polled at the channel's pace, not in a loop:
+/// answers that move nothing forward are not news.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_repeating_the_same_update_is_not_polled_in_a_loop() {
+    let llm = FakeLlm::start(vec![Reply::Text("hello Ada")]).await;
+    let update = json!({"update_id": 5, "message": {
+        "message_id": 7, "date": 1764115200, "text": "hi",
+        "from": {"id": 42, "first_name": "Ada", "is_bot": false},
+        "chat": {"id": 42, "type": "private", "first_name": "Ada"}
+    }});
+    let stuck = crate::support::Recorder::start(json!({"ok": true, "result": [update]})).await;
+    let settings =
+        format!("[skills.telegram]\napi_base = \"{}\"\n\n[channels.telegram]\nallow = [\"42\"]\n", stuck.base);
+    let env = Env::with_channel("telegram", &llm.base, None, &settings, &[("TELEGRAM_TOKEN", TOKEN)]);
+    env.ok(&["skills", "grant", "telegram", "--http", &format!("{}/", stuck.base), "--secret", "TELEGRAM_TOKEN"]);
+    let _daemon = env.daemon();
+    let polls = || stuck.seen.lock().unwrap().iter().filter(|r| r.path.contains("/getUpdates")).count();
+    wait_for("the first poll", Duration::from_secs(20), || polls() > 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (from, to) = (polls(), {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        polls()
+    });
+    // At the least gap between polls (200 ms), about ten in 2 s.
+    assert!(to - from <= 15, "{} polls in 2 s", to - from);
+    assert_eq!(llm.chat_requests().len(), 1, "the repeated update was answered again");
+}

@@ -3,7 +3,9 @@
 //! reach frames only through `{NAME}` placeholders the socket's own rule
 //! names, and are scrubbed from what the component reads.
 
-use super::{Answer, Call, ChannelError, Channels, MAX_ANSWER_BYTES, MIN_POLL_GAP, api, invoke, loaded_channel};
+use super::{
+    Answer, Call, ChannelError, Channels, MAX_ANSWER_BYTES, MAX_BACKOFF, MIN_POLL_GAP, api, invoke, loaded_channel,
+};
 use crate::component::Transport;
 use crate::engine::{CallError, HostCtx, describe_tool_error};
 use futures_util::{SinkExt, StreamExt};
@@ -17,13 +19,16 @@ impl Channels {
             let (Answer::Poll(messages, next), _) = invoke(rt, name, Call::Poll(cursor.clone())).await? else {
                 unreachable!("poll answers a poll")
             };
-            let got = !messages.is_empty();
+            // Polled again at once only after news: a server that repeats
+            // the same messages without moving the cursor (a cache, a bug)
+            // was otherwise polled hundreds of times a second.
+            let news = !messages.is_empty() && next != cursor;
             self.status(name, |s| s.last_error = None);
             self.inbound(name, messages)?;
             if next != cursor {
                 rt.db.set_cursor(name, next.as_deref())?;
             }
-            if !got {
+            if !news {
                 tokio::time::sleep(Duration::from_millis(interval_ms as u64).max(MIN_POLL_GAP)).await;
             }
         }
@@ -134,6 +139,7 @@ impl Channels {
             // Frames may carry only the secrets the socket's own rule names.
             let frame_secrets = authorized.decision.secrets.clone();
             tracing::info!("channel {name}: connected to {url}");
+            let opened = std::time::Instant::now();
             self.status(name, |s| s.last_error = None);
             let mut ticker: Option<tokio::time::Interval> = None;
             let mut event = Some(api::SocketEvent::Opened);
@@ -160,6 +166,14 @@ impl Channels {
                     self.inbound(name, reply.messages)?;
                     if reply.reconnect {
                         let _ = ws.close(None).await;
+                        // Asked for soon after connecting, again and again (a
+                        // platform's loop, a channel's bug), a reconnect backs
+                        // off as a failure does: at once, it reconnected
+                        // hundreds of times a second, each an audit record,
+                        // and would get the bot's token rate-limited.
+                        let quick = opened.elapsed() < QUICK_RECONNECT;
+                        st.gap = if quick { (st.gap * 2).clamp(MIN_RECONNECT, MAX_BACKOFF) } else { Duration::ZERO };
+                        tokio::time::sleep(st.gap).await;
                         break;
                     }
                 }
@@ -199,7 +213,13 @@ impl Channels {
 pub(super) struct SocketState {
     state: Option<String>,
     url: Option<String>,
+    /// The wait before the last reconnect.
+    gap: Duration,
 }
+
+/// A connection shorter than this that asks to reconnect waits first.
+const QUICK_RECONNECT: Duration = Duration::from_secs(60);
+const MIN_RECONNECT: Duration = Duration::from_secs(1);
 
 /// Values of the secrets granted to a channel, to scrub from what it reads.
 fn secret_values(ctx: &HostCtx) -> Vec<String> {
