@@ -24,6 +24,8 @@ pub struct Service {
     pub user: bool,
     /// The directory of unit files.
     pub unit_dir: PathBuf,
+    /// systemd's version, if `systemctl --version` says.
+    pub systemd: Option<u32>,
 }
 
 impl Service {
@@ -39,7 +41,9 @@ impl Service {
             }
             None => PathBuf::from("/etc/systemd/system"),
         };
-        Ok(Service { user, unit_dir })
+        let version = Command::new("systemctl").arg("--version").output().ok();
+        let systemd = version.and_then(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().nth(1)?.parse().ok());
+        Ok(Service { user, unit_dir, systemd })
     }
 
     /// The unit file.
@@ -58,6 +62,15 @@ impl Service {
         } else {
             String::new()
         };
+        // Older systemd warns of the keys at every reload, so they are
+        // written only for one that knows them.
+        let slower = match self.systemd {
+            Some(v) if v < 254 => "",
+            _ => {
+                "# A failure that stays (a full disk) is retried ever more slowly, up to every 5 minutes.\n\
+                  RestartSteps=6\nRestartMaxDelaySec=300\n"
+            }
+        };
         let (target, user) = if self.user {
             ("default.target", String::new())
         } else {
@@ -69,7 +82,7 @@ impl Service {
              [Unit]\nDescription=wasiclaw, a personal AI agent with sandboxed skills\n\
              After=network-online.target\nWants=network-online.target\n\n\
              [Service]\n{user}{credential}ExecStart={exe} --state-dir {state} run\n\
-             Restart=on-failure\nRestartSec=5\n\
+             Restart=on-failure\nRestartSec=5\n{slower}\
              # SIGTERM: the daemon stops taking work and exits; queued messages and jobs are in the database.\n\
              KillSignal=SIGTERM\nTimeoutStopSec=30\n\
              NoNewPrivileges=yes\nProtectSystem=strict\nReadWritePaths={state}{backups}\nPrivateTmp=yes\n\
@@ -141,4 +154,21 @@ fn systemd_creds(args: &[&str], input: &[u8]) -> anyhow::Result<Vec<u8>> {
 fn quoted(path: &Path) -> String {
     let text = path.display().to_string();
     if text.contains(char::is_whitespace) { format!("\"{text}\"") } else { text }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A failure that stays is retried ever more slowly where systemd can,
+    /// and an older systemd is not given keys it would warn about.
+    #[test]
+    fn restarts_slow_down_where_systemd_knows_how() {
+        let unit = |systemd| {
+            let svc = super::Service { user: true, unit_dir: "/u".into(), systemd };
+            svc.unit("/bin/wasiclaw".as_ref(), "/s".as_ref(), false, None)
+        };
+        for new in [Some(254), None] {
+            assert!(unit(new).contains("\nRestartSec=5\n#") && unit(new).contains("\nRestartMaxDelaySec=300\n"));
+        }
+        assert!(!unit(Some(252)).contains("RestartMaxDelaySec") && unit(Some(252)).contains("\nRestartSec=5\n"));
+    }
 }
