@@ -93,6 +93,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Chat { session, model } => return cli::chat::chat(paths, &session, model.provider()).await,
+        Command::Restore { file } => return restore(&paths, &file).await,
         Command::Secrets(cmd) => return secrets(&paths, cmd),
         Command::Service(cmd) => return service(&paths, cmd),
         Command::New(cmd) => return cli::new::new(&paths, cmd).map(|_| ExitCode::SUCCESS),
@@ -258,6 +259,31 @@ fn add(paths: &Paths, names: Vec<String>, all: bool, force: bool) -> anyhow::Res
         }
     }
     Ok(code)
+}
+
+/// `wasiclaw restore FILE`: never through the daemon, which must not run.
+async fn restore(paths: &Paths, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    if api::call_daemon(&paths.socket(), &Request::Status.into(), &mut |_| {}).await.ok().flatten().is_some() {
+        bail!(
+            "a daemon is running for {}: stop it first (`systemctl --user stop wasiclaw`, `sudo systemctl stop \
+             wasiclaw`, or Ctrl-C where `wasiclaw run` runs), run this again, then start it",
+            paths.state_dir.display()
+        );
+    }
+    let kept = wasiclaw::store::Store::restore(&paths.database(), file, &wasiclaw::runtime::TABLES)?;
+    let rt = Runtime::open(paths.clone())?;
+    let (memories, jobs) = (rt.db.memory_total()?, rt.db.jobs().map_err(|e| anyhow::anyhow!("{e}"))?.len());
+    let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    println!(
+        "restored {}: {}, {}",
+        file.display(),
+        plural(memories as usize, "memory", "memories"),
+        plural(jobs, "scheduled job", "scheduled jobs")
+    );
+    if let Some(kept) = kept {
+        println!("the database it replaced is kept as {}; remove it once all is well", kept.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `wasiclaw service install|uninstall|status`.

@@ -19,7 +19,7 @@
 //! ids are never reused; export/import round-trips exactly.
 
 use crate::store::{Store, StoreError, now_ms};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -451,6 +451,11 @@ impl Store {
         let stored = insert(&txn, items)?;
         self.commit(txn)?;
         Ok(stored)
+    }
+
+    /// How many memories there are.
+    pub fn memory_total(&self) -> Result<u64, StoreError> {
+        Ok(self.db.begin_read()?.open_table(MEMORIES)?.len()?)
     }
 
     /// How many memories `source` keeps (e.g. `skill:notes`).

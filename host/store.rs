@@ -28,7 +28,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -71,6 +71,9 @@ pub enum StoreError {
     /// A backup could not be written.
     #[error("backup failed: {0}")]
     Backup(String),
+    /// A backup could not be restored; the database is as it was.
+    #[error("nothing was restored: {0}")]
+    Restore(String),
 }
 
 /// Set once the database file failed an I/O (a full disk, a failing
@@ -127,8 +130,8 @@ redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb:
 /// as it is: it may be the only copy of the owner's memories.
 fn open_failure(e: redb::DatabaseError) -> (String, &'static str) {
     use redb::{DatabaseError, StorageError};
-    const RESTORE: &str = "keep the file for a bug report; to go on, stop wasiclaw and copy a backup made by \
-                           `wasiclaw backup` to its place";
+    const RESTORE: &str = "to go on, stop wasiclaw and run `wasiclaw restore BACKUP` with a copy made by \
+                           `wasiclaw backup` or [storage] backup_dir (it keeps this file aside for a bug report)";
     let damaged =
         |detail: String| (format!("it is damaged ({detail}), maybe by a power cut or a failing card"), RESTORE);
     match e {
@@ -466,6 +469,68 @@ impl Store {
         Ok(std::fs::metadata(to).map_err(io)?.len())
     }
 
+    /// Put the backup `from` in the place of the database at `live`, which
+    /// no process may have open: it is copied and checked beside the
+    /// database first (redb may repair a file it opens, and the backup must
+    /// stay as it was), then renamed into place, so a bad backup leaves the
+    /// database as it was. The database it replaces is kept beside it under
+    /// a name returned here.
+    pub fn restore(live: &Path, from: &Path, tables: &[Tables]) -> Result<Option<PathBuf>, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let fail = |why: String| StoreError::Restore(why);
+        let io = |what: &Path, e: std::io::Error| fail(format!("{}: {e}", what.display()));
+        if std::fs::canonicalize(from).ok() == std::fs::canonicalize(live).ok() {
+            return Err(fail(format!("{} is the database itself", from.display())));
+        }
+        // Its lock (redb's own) is held to the end: a daemon that starts
+        // meanwhile cannot open either file.
+        let held = match std::fs::File::open(live) {
+            Ok(file) => {
+                file.try_lock().map_err(|_| StoreError::Locked(live.display().to_string()))?;
+                Some(file)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(live, e)),
+        };
+        let staged = live.with_extension("restoring");
+        let _ = std::fs::remove_file(&staged);
+        let checked = (|| {
+            let mut source = std::fs::File::open(from).map_err(|e| io(from, e))?;
+            let mut copy = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&staged)
+                .map_err(|e| io(&staged, e))?;
+            std::io::copy(&mut source, &mut copy).map_err(|e| io(&staged, e))?;
+            copy.sync_all().map_err(|e| io(&staged, e))?;
+            let not_ours =
+                |e: String| fail(format!("{} is not a wasiclaw database, or is damaged ({e})", from.display()));
+            let mut db = Database::open(&staged).map_err(|e| not_ours(e.to_string()))?;
+            if !db.check_integrity().map_err(|e| not_ours(e.to_string()))? {
+                return Err(not_ours("it failed its integrity check".into()));
+            }
+            drop(db);
+            // Its tables made, as an open by this build makes them.
+            drop(Store::open(&staged, tables)?);
+            Ok(())
+        })();
+        if let Err(e) = checked {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e);
+        }
+        let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ");
+        let kept = held.as_ref().map(|_| live.with_extension(format!("redb.replaced-{stamp}")));
+        if let Some(kept) = &kept {
+            std::fs::rename(live, kept).map_err(|e| io(live, e))?;
+        }
+        std::fs::rename(&staged, live).map_err(|e| io(live, e))?;
+        if let Some(dir) = live.parent() {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))?;
+        }
+        Ok(kept)
+    }
+
     /// Reclaim free pages (the file never shrinks on its own).
     pub fn compact(&mut self) -> Result<bool, StoreError> {
         self.db.compact().map_err(|e| StoreError::from(redb::Error::from(e)))
@@ -734,7 +799,7 @@ mod tests {
         let (why, fix) = open_failure(io(ErrorKind::PermissionDenied));
         assert!(fix.contains("must belong to the user running wasiclaw"), "{why}; {fix}");
         let (why, fix) = open_failure(redb::DatabaseError::Storage(redb::StorageError::Corrupted("a page".into())));
-        assert!(why.starts_with("it is damaged (a page)") && fix.contains("wasiclaw backup"), "{why}; {fix}");
+        assert!(why.starts_with("it is damaged (a page)") && fix.contains("wasiclaw restore"), "{why}; {fix}");
         let (why, fix) = open_failure(redb::DatabaseError::UpgradeRequired(2));
         assert!(why.contains("older file format") && fix.contains("wrote it"), "{why}; {fix}");
     }

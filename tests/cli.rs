@@ -367,13 +367,22 @@ fn a_damaged_database_is_explained_and_left_as_it_was() {
         assert!(!out.status.success(), "{args:?} went on with a damaged database");
         assert!(
             err.contains(&format!("cannot open the database {}: it is damaged", file.display()))
-                && err.contains("copy a backup made by `wasiclaw backup` to its place"),
+                && err.contains("run `wasiclaw restore BACKUP`"),
             "{args:?}: {err}"
         );
     }
     let doctor = stdout(&env.cli(&["doctor"]));
-    assert!(doctor.contains("PROBLEM  database") && doctor.contains("keep the file for a bug report"), "{doctor}");
+    assert!(doctor.contains("PROBLEM  database") && doctor.contains("aside for a bug report"), "{doctor}");
     assert_eq!(std::fs::read(&file).unwrap(), junk, "the damaged file was changed");
+    // What it says to do works, and keeps the damaged file as it was.
+    let earlier = Env::new();
+    earlier.ok(&["memory", "add", "from the backup"]);
+    let backup = earlier.path().join("backup.redb");
+    earlier.ok(&["backup", backup.to_str().unwrap()]);
+    let said = env.ok(&["restore", backup.to_str().unwrap()]);
+    assert!(env.ok(&["memory", "list"]).contains("from the backup"));
+    let kept = said.split("kept as ").nth(1).and_then(|k| k.split(';').next()).expect("where it was kept");
+    assert_eq!(std::fs::read(kept).unwrap(), junk, "the damaged file was not kept as it was");
 }
 
 /// A full disk fails a commit, and redb then refuses every later read and

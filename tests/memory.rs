@@ -316,6 +316,45 @@ fn a_backup_taken_while_the_daemon_runs_restores_every_memory() {
     assert!(list.contains("boiler code is 4471") && list.contains("birthday is in May"), "{list}");
 }
 
+/// `wasiclaw restore` puts a backup back: only with the daemon stopped,
+/// only a backup that checks out, keeping the database it replaces and
+/// leaving the backup as it was.
+#[test]
+fn restore_puts_a_backup_back_and_keeps_what_it_replaced() {
+    let env = Env::new();
+    env.ok(&["memory", "add", "the boiler code is 4471"]);
+    let backups = tempfile::tempdir().unwrap();
+    let backup = backups.path().join("monday.redb");
+    env.ok(&["backup", backup.to_str().unwrap()]);
+    let taken = std::fs::read(&backup).unwrap();
+    env.ok(&["memory", "add", "Ada's birthday is in May"]);
+    let both = |list: &str| list.contains("4471") && list.contains("in May");
+
+    let daemon = env.daemon();
+    let refused = env.cli(&["restore", backup.to_str().unwrap()]);
+    assert!(!refused.status.success() && stderr(&refused).contains("stop it first"), "{}", stderr(&refused));
+    assert!(both(&env.ok(&["memory", "list"])));
+    drop(daemon);
+
+    let junk = backups.path().join("junk.redb");
+    std::fs::write(&junk, vec![7u8; 8192]).unwrap();
+    let refused = env.cli(&["restore", junk.to_str().unwrap()]);
+    let said = stderr(&refused);
+    assert!(!refused.status.success() && said.contains("junk.redb is not a wasiclaw database"), "{said}");
+    assert!(both(&env.ok(&["memory", "list"])), "a bad backup changed the database");
+
+    let said = env.ok(&["restore", backup.to_str().unwrap()]);
+    assert!(said.contains("restored") && said.contains(": 1 memory, 0 scheduled jobs"), "{said}");
+    let list = env.ok(&["memory", "list"]);
+    assert!(list.contains("4471") && !list.contains("in May"), "{list}");
+    assert_eq!(std::fs::read(&backup).unwrap(), taken, "the backup was changed");
+    // What it replaced is kept, and opens.
+    let kept = said.split("kept as ").nth(1).and_then(|k| k.split(';').next()).expect("where it was kept");
+    let before = Env::new();
+    std::fs::copy(kept, before.path().join("wasiclaw.redb")).unwrap();
+    assert!(both(&before.ok(&["memory", "list"])));
+}
+
 /// With `[storage] backup_dir` set, the daemon copies the database there
 /// when none is recent and keeps the newest `backup_keep`, removing only
 /// its own copies; a directory that is not there is reported, never made.

@@ -135,10 +135,14 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
     /// Write a consistent copy of the database (memories, sessions, jobs, grants, audit) to FILE,
-    /// while the daemon runs. To restore: stop the daemon and copy FILE to
-    /// <state-dir>/wasiclaw.redb. Back up secrets.json and config.toml alongside it yourself.
+    /// while the daemon runs; `wasiclaw restore FILE` puts it back. Back up secrets.json and
+    /// config.toml alongside it yourself.
     /// For a copy every day without asking, set `backup_dir` under [storage] in config.toml.
     Backup { file: PathBuf },
+    /// Put a backup back in the place of the database: FILE, made by `wasiclaw backup` or taken
+    /// into [storage] backup_dir, is checked first, and the database it replaces is kept beside
+    /// it. Stop the daemon first; start it again after.
+    Restore { file: PathBuf },
     /// Messages waiting to be sent through chat channels: retried until they go, or held when
     /// the platform refuses one while later ones to the same chat go through.
     Outbox {
@@ -744,6 +748,7 @@ impl Command {
             | Command::Compile { .. }
             | Command::Doctor { .. }
             | Command::Open
+            | Command::Restore { .. }
             | Command::Chat { .. }
             | Command::Secrets(_)
             | Command::Service(_)
