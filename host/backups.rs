@@ -49,6 +49,10 @@ pub struct Report {
     pub failing: Option<String>,
     /// Hours between copies.
     pub every_hours: u64,
+    /// Other users may add files there (a sticky bit keeps them from
+    /// replacing ours, not from adding a "newer" one).
+    #[serde(default)]
+    pub others_can_write: bool,
 }
 
 impl Report {
@@ -70,6 +74,12 @@ impl Report {
             let fix = "the daemon (`wasiclaw run`) takes one when it starts, or `wasiclaw backup FILE` takes one now";
             return (format!("no copy in {dir} yet"), Some(fix.into()));
         };
+        if self.others_can_write {
+            // A copy put there by someone else, restored, would bring their
+            // grants and approvals with it.
+            let said = format!("other users may add or replace the copies in {dir}");
+            return (said, Some(format!("chmod 700 {dir}, or choose a directory only you can write to")));
+        }
         let age_min = (now_ms() - newest.time_ms).max(0) / 60_000;
         let age = format!("{}h{:02}m ago", age_min / 60, age_min % 60);
         if age_min > 2 * 60 * self.every_hours as i64 {
@@ -112,6 +122,10 @@ impl Backups {
             copies: copies(&self.dir),
             failing: self.failing.lock().unwrap().clone(),
             every_hours: self.every.as_secs() / 3600,
+            others_can_write: std::fs::metadata(&self.dir).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt;
+                m.permissions().mode() & 0o022 != 0
+            }),
         }
     }
 

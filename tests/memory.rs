@@ -413,6 +413,10 @@ fn the_daemon_keeps_daily_backups_where_the_owner_said() {
     let doctor = env.cli(&["doctor"]);
     assert!(stdout(&doctor).contains(&format!("2 kept in {}", dir.display())), "{}", stdout(&doctor));
     drop(daemon);
+    // A copy someone else put there would, restored, bring their grants.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let doctor = stdout(&env.cli(&["doctor"]));
+    assert!(doctor.contains("PROBLEM  backup") && doctor.contains("other users may add or replace"), "{doctor}");
 
     let restored = Env::new();
     std::fs::copy(dir.join(new), restored.path().join("wasiclaw.redb")).unwrap();
