@@ -27,6 +27,12 @@ fn check_says_wake(output: &str) -> bool {
     }
 }
 
+/// A run of job `job` that ended at `finished_ms`, having done nothing.
+fn ended(job: u64, fire_ms: i64, (started_ms, finished_ms): (i64, i64), status: RunStatus, output: String) -> Run {
+    let finished_ms = Some(finished_ms);
+    Run { job, fire_ms, started_ms, finished_ms, status, output, tokens: 0, delivered: false }
+}
+
 /// Runs jobs for an agent.
 pub struct Scheduler<'a> {
     /// The agent that answers prompt jobs.
@@ -48,16 +54,8 @@ impl Scheduler<'_> {
             let missed = now_ms - fire > GRACE_MS;
             if missed && job.missed == Missed::Skip {
                 if self.db().claim(job.id, fire, now_ms, RunStatus::Skipped)?.is_some() {
-                    let run = Run {
-                        job: job.id,
-                        fire_ms: fire,
-                        started_ms: now_ms,
-                        finished_ms: Some(now_ms),
-                        status: RunStatus::Skipped,
-                        output: "missed while wasiclaw was not running (policy: skip)".into(),
-                        tokens: 0,
-                        delivered: false,
-                    };
+                    let why = "missed while wasiclaw was not running (policy: skip)";
+                    let run = ended(job.id, fire, (now_ms, now_ms), RunStatus::Skipped, why.into());
                     self.db().finish_run(&run)?;
                     self.agent.rt.metrics.job_run();
                     done.push(run);
@@ -67,7 +65,17 @@ impl Scheduler<'_> {
             if self.db().claim(job.id, fire, now_ms, RunStatus::Running)?.is_none() {
                 continue;
             }
-            done.push(self.execute(&job, fire, now_ms).await?);
+            let run = match crate::agent::contained(self.execute(&job, fire, now_ms)).await {
+                Ok(run) => run?,
+                Err(why) => {
+                    let why = format!("a bug in wasiclaw stopped this run (its log has more): {why}");
+                    let finished = (now_ms, Timestamp::now().as_millisecond().max(now_ms));
+                    let run = ended(job.id, fire, finished, RunStatus::Failed, why);
+                    self.db().finish_run(&run)?;
+                    run
+                }
+            };
+            done.push(run);
         }
         Ok(done)
     }

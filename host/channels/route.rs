@@ -237,9 +237,14 @@ impl Channels {
                     tracing::error!("channel {name}: queueing a question for the owner: {e}");
                 }
             };
-            let reply = match self.agent.turn_as(&session, &item.text, &who, &ask).await {
-                Ok(reply) => reply.text,
-                Err(e) => format!("⚠️ {e}"),
+            let reply = match crate::agent::contained(self.agent.turn_as(&session, &item.text, &who, &ask)).await {
+                Ok(Ok(reply)) => reply.text,
+                Ok(Err(e)) => format!("⚠️ {e}"),
+                Err(_) => {
+                    "⚠️ Something went wrong inside wasiclaw while answering this (a bug, in its log). Please try \
+                           again."
+                        .into()
+                }
             };
             typing.abort();
             let reply_to = Some(item.message_id.clone());
