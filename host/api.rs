@@ -443,6 +443,9 @@ pub struct Status {
     /// The automatic backups, if configured.
     #[serde(default)]
     pub backups: Option<crate::backups::Report>,
+    /// The daemon's config.toml was edited since it started: what that means.
+    #[serde(default)]
+    pub config_edited: Option<String>,
 }
 
 /// One line of the local API's answer.
@@ -677,6 +680,7 @@ fn status(rt: &Runtime, agent: Option<&Agent>, channels: Option<&Channels>) -> R
             .map(|llm| llm.providers.iter().filter_map(|p| Some((p.config.model.clone(), p.resting()?))).collect())
             .unwrap_or_default(),
         backups: rt.backups.as_ref().map(|b| b.report()),
+        config_edited: channels.and_then(|_| rt.config_edited()),
     })
 }
 

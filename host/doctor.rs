@@ -86,7 +86,9 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
         )),
         Ok(_) => out.push(ok("state dir", format!("{} (owner only)", dir.display()))),
     }
-    let config = match Config::load(&paths.config()) {
+    let loaded = Config::load(&paths.config());
+    let config_parses = loaded.is_ok();
+    let config = match loaded {
         Ok(c) => {
             out.push(ok("config", format!("{} parses", paths.config().display())));
             c
@@ -157,6 +159,14 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
     {
         Ok(Some(Reply::Ok(Response::Status(status)))) => {
             out.push(ok("daemon", format!("running (pid {}), database open", status.pid)));
+            // (One that does not parse is a problem above already.)
+            if let Some(edited) = status.config_edited.as_ref().filter(|_| config_parses) {
+                out.push(problem(
+                    "config",
+                    edited.clone(),
+                    "`systemctl --user restart wasiclaw` (or `sudo systemctl restart wasiclaw`), or stop `wasiclaw run` and start it again",
+                ));
+            }
             // Only the daemon knows whether its last attempt failed.
             if let (Some(mine), Some(its)) = (backups.as_mut(), status.backups.as_ref()) {
                 mine.failing = its.failing.clone();

@@ -296,6 +296,9 @@ pub struct Runtime {
     pub rescans: std::sync::atomic::AtomicU64,
     /// The knowledge skills of the skills folder, read as they change.
     pub knowledge: crate::knowledge::Knowledges,
+    /// The bytes of `config.toml` when it was read (None: no file), to
+    /// tell the owner an edit waits for a restart.
+    pub config_read: Option<Vec<u8>>,
     /// The automatic backups, if `[storage] backup_dir` is set.
     pub backups: Option<Arc<crate::backups::Backups>>,
     limits: Arc<crate::config::Limits>,
@@ -330,6 +333,7 @@ impl Runtime {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&paths.state_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| RuntimeError::Io(paths.state_dir.clone(), e))?;
+        let config_read = std::fs::read(paths.config()).ok();
         let config = Config::load(&paths.config())?;
         let db = Arc::new(Store::open_with_cache(&paths.database(), config.storage.cache_mb, &TABLES)?);
         *db.audit_retention.lock().unwrap() = config.audit.clone();
@@ -354,6 +358,7 @@ impl Runtime {
             rescans: Default::default(),
             knowledge: Default::default(),
             backups: crate::backups::Backups::new(&config.storage),
+            config_read,
             started_ms: crate::store::now_ms(),
             limits: Arc::new(config.limits.clone()),
             proposed: Mutex::default(),
@@ -373,6 +378,22 @@ impl Runtime {
                 other => return other,
             }
         }
+    }
+
+    /// If `config.toml` changed since this process read it: what that
+    /// means for the owner (edits take effect at the next start).
+    pub fn config_edited(&self) -> Option<String> {
+        let path = self.paths.config();
+        if std::fs::read(&path).ok() == self.config_read {
+            return None;
+        }
+        Some(match Config::load(&path) {
+            Ok(_) => "config.toml changed since this daemon started; restart it to apply the change".into(),
+            Err(e) => format!(
+                "config.toml changed since this daemon started, and {e}: fix it before restarting, or the daemon \
+                 will not start"
+            ),
+        })
     }
 
     /// What the model may spend on the host's own tools after untrusted

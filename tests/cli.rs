@@ -284,6 +284,28 @@ fn a_daemon_out_of_descriptors_waits_instead_of_spinning() {
     drop(daemon);
 }
 
+/// The daemon reads config.toml when it starts: an edit meanwhile is said
+/// to wait for a restart, and one that would keep it from starting says so.
+#[test]
+fn an_edit_of_the_config_is_said_to_wait_for_a_restart() {
+    let env = Env::new();
+    env.config("[agent]\nmax_tool_iterations = 8\n");
+    let daemon = env.daemon();
+    let waiting = "config.toml changed since this daemon started; restart it to apply";
+    assert!(!env.ok(&["status"]).contains("config.toml changed"));
+    env.config("[agent]\nmax_tool_iterations = 4\n");
+    assert!(env.ok(&["status"]).contains(waiting), "{}", env.ok(&["status"]));
+    let doctor = stdout(&env.cli(&["doctor"]));
+    assert!(doctor.contains(&format!("PROBLEM  config    {waiting}")), "{doctor}");
+    env.config("[agent]\nmax_tool_iteration = 4\n");
+    let status = env.ok(&["status"]);
+    assert!(status.contains("max_tool_iteration") && status.contains("fix it before restarting"), "{status}");
+    drop(daemon);
+    env.config("[agent]\nmax_tool_iterations = 4\n");
+    let _daemon = env.daemon();
+    assert!(!env.ok(&["status"]).contains("config.toml changed"));
+}
+
 /// Send one request line to the daemon's socket and read its last reply.
 fn ask(env: &Env, line: &str) -> serde_json::Value {
     use std::io::{BufRead, Write};

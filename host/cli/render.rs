@@ -252,6 +252,9 @@ fn print_status(s: &Status) {
         "no daemon running (start one with `wasiclaw run`)".into()
     };
     println!("wasiclaw {}: {daemon}\nstate dir: {}", s.version, s.state_dir.display());
+    if let Some(edited) = &s.config_edited {
+        println!("{edited} (`systemctl --user restart wasiclaw`, or stop `wasiclaw run` and start it again)");
+    }
     let models = if s.models.is_empty() {
         "none configured (a local Ollama is tried)".to_string()
     } else {
