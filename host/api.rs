@@ -553,6 +553,8 @@ async fn answer(
             Response::Url(rt.config.gateway.open_url(&rt.secrets).map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?)
         }
         Request::Backup { path } => {
+            // A directory gets a copy named as the automatic ones are.
+            let path = if path.is_dir() { path.join(crate::backups::name_now()) } else { path };
             if !path.is_absolute() || path == rt.paths.database() {
                 return Err(RuntimeError::Invalid(format!(
                     "{} must be an absolute path other than the database itself",

@@ -167,7 +167,7 @@ impl Backups {
     /// copy's name.
     fn take(&self, db: &Store) -> Result<String, String> {
         copies(&self.dir)?;
-        let name = format!("{PREFIX}{}.redb", jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ"));
+        let name = name_now();
         db.backup(&self.dir.join(&name)).map_err(|e| {
             let read_only = e.to_string().contains("Read-only file system");
             let hint = if read_only {
@@ -192,6 +192,11 @@ impl Backups {
         }
         Ok(name)
     }
+}
+
+/// The name of a copy taken now.
+pub fn name_now() -> String {
+    format!("{PREFIX}{}.redb", jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ"))
 }
 
 fn remove(path: &Path) {

@@ -465,7 +465,10 @@ impl Store {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        std::fs::rename(&tmp, to).map_err(io)?;
+        if let Err(e) = std::fs::rename(&tmp, to) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
         Ok(std::fs::metadata(to).map_err(io)?.len())
     }
 

@@ -134,8 +134,8 @@ pub(crate) enum Command {
     /// Tool calls that wait for your word, and the tools you said "always" to.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
-    /// Write a consistent copy of the database (memories, sessions, jobs, grants, audit) to FILE,
-    /// while the daemon runs; `wasiclaw restore FILE` puts it back. Back up secrets.json and
+    /// Write a consistent copy of the database (memories, sessions, jobs, grants, audit) to FILE
+    /// (a directory gets one named wasiclaw-DATE.redb), while the daemon runs; `wasiclaw restore FILE` puts it back. Back up secrets.json and
     /// config.toml alongside it yourself.
     /// For a copy every day without asking, set `backup_dir` under [storage] in config.toml.
     Backup { file: PathBuf },

@@ -217,7 +217,7 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
         Response::Chat { reply } => println!("{}", printable(&reply)),
         Response::BackedUp { path, bytes } => {
             println!(
-                "wrote {} ({:.1} MiB), checked; `wasiclaw restore FILE` puts it back, with the daemon stopped",
+                "wrote {0} ({1:.1} MiB), checked; `wasiclaw restore {0}` puts it back, with the daemon stopped",
                 path.display(),
                 bytes as f64 / (1 << 20) as f64
             )
