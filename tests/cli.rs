@@ -306,6 +306,22 @@ fn an_edit_of_the_config_is_said_to_wait_for_a_restart() {
     assert!(!env.ok(&["status"]).contains("config.toml changed"));
 }
 
+/// An empty list says so, and what would fill it, instead of printing nothing.
+#[test]
+fn empty_lists_say_what_fills_them() {
+    let env = Env::new();
+    for (args, said) in [
+        (&["memory", "list"][..], "no memories yet: `wasiclaw memory add TEXT`"),
+        (&["audit"], "no audit records"),
+        (&["cron", "list"], "no scheduled jobs: `wasiclaw cron add --help`"),
+        (&["cron", "history"], "no runs recorded"),
+        (&["notifications"], "no notifications yet"),
+    ] {
+        let out = env.ok(args);
+        assert!(out.starts_with(said), "{args:?}: {out}");
+    }
+}
+
 /// Send one request line to the daemon's socket and read its last reply.
 fn ask(env: &Env, line: &str) -> serde_json::Value {
     use std::io::{BufRead, Write};

@@ -58,6 +58,9 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
             println!("{}: {}  {}", skill.name, skill.status, summary(&skill));
         }
         Response::Audit(records) => {
+            if records.is_empty() {
+                println!("no audit records: every use of a right by a skill, allowed or denied, is recorded here");
+            }
             for r in records {
                 let time = jiff::Timestamp::from_millisecond(r.time_ms).map(|t| t.to_string()).unwrap_or_default();
                 let verdict = if r.allowed { "allowed" } else { "DENIED " };
@@ -67,6 +70,11 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
             }
         }
         Response::Notifications(list) => {
+            if list.is_empty() {
+                println!(
+                    "no notifications yet: skills granted --notify, scheduled jobs and wasiclaw itself write here"
+                );
+            }
             for n in list {
                 let time = jiff::Timestamp::from_millisecond(n.time_ms).map(|t| t.to_string()).unwrap_or_default();
                 println!("{time}  {}: {}", n.skill, one_line(&n.text));
@@ -89,6 +97,9 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
             time_of(job.next_ms, Some(&job.when))
         ),
         Response::Jobs(jobs) => {
+            if jobs.is_empty() {
+                println!("no scheduled jobs: `wasiclaw cron add --help` shows how to add one, or ask the agent to");
+            }
             for j in jobs {
                 let what = match &j.action {
                     Action::Prompt { text } => format!("prompt {text:?}"),
@@ -102,6 +113,9 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
             }
         }
         Response::Runs(runs) => {
+            if runs.is_empty() {
+                println!("no runs recorded");
+            }
             for r in runs {
                 let tokens = if r.tokens == 0 { "0 tokens".to_string() } else { format!("{} tokens", r.tokens) };
                 println!(
@@ -122,6 +136,9 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
             }
         }
         Response::Memories(list) => {
+            if list.is_empty() {
+                println!("no memories yet: `wasiclaw memory add TEXT`, or tell the agent something to remember");
+            }
             for m in list {
                 println!("{}", printable(&memory_line(&m)));
             }
