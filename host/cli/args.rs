@@ -134,15 +134,25 @@ pub(crate) enum Command {
     /// Tool calls that wait for your word, and the tools you said "always" to.
     #[command(subcommand)]
     Approvals(ApprovalsCommand),
-    /// Write a consistent copy of the database (memories, sessions, jobs, grants, audit) to FILE
-    /// (a directory gets one named wasiclaw-DATE.redb), while the daemon runs; `wasiclaw restore FILE` puts it back. Back up secrets.json and
-    /// config.toml alongside it yourself.
-    /// For a copy every day without asking, set `backup_dir` under [storage] in config.toml.
-    Backup { file: PathBuf },
-    /// Put a backup back in the place of the database: FILE, made by `wasiclaw backup` or taken
-    /// into [storage] backup_dir, is checked first, and the database it replaces is kept beside
-    /// it. Stop the daemon first; start it again after.
-    Restore { file: PathBuf },
+    /// Write a checked copy of the database to FILE (or into a directory), daemon running or not.
+    ///
+    /// The copy holds memories, sessions, jobs, grants and the audit log; no secrets. A directory
+    /// gets a copy named wasiclaw-DATE.redb. `wasiclaw restore FILE` puts it back. Keep
+    /// secrets.json and config.toml with your backups yourself. For a copy every day without
+    /// asking, set `backup_dir` under [storage] in config.toml.
+    Backup {
+        /// Where the copy goes: a file name, or a directory.
+        file: PathBuf,
+    },
+    /// Put a backup back in the place of the database (the daemon stopped).
+    ///
+    /// FILE, made by `wasiclaw backup` or taken into [storage] backup_dir, is checked first: a bad
+    /// one changes nothing. The database it replaces is kept beside it. Stop the daemon first
+    /// (`systemctl --user stop wasiclaw`) and start it again after.
+    Restore {
+        /// The copy to put back.
+        file: PathBuf,
+    },
     /// Messages waiting to be sent through chat channels: retried until they go, or held when
     /// the platform refuses one while later ones to the same chat go through.
     Outbox {
@@ -156,7 +166,7 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show messages skills sent to you with `notify`.
+    /// Messages to you: from skills granted --notify, scheduled jobs, and wasiclaw itself.
     Notifications {
         #[arg(long, default_value_t = 20)]
         limit: usize,
