@@ -17,7 +17,7 @@
 //! - A failure is logged, shown by `status` and `doctor`, told to the
 //!   owner once per run of failures, and tried again in an hour.
 
-use crate::config::StorageConfig;
+use crate::config::Config;
 use crate::store::{Store, now_ms};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -70,16 +70,16 @@ impl Report {
             }
             Ok(copies) => copies,
         };
-        let Some(newest) = copies.last() else {
-            let fix = "the daemon (`wasiclaw run`) takes one when it starts, or `wasiclaw backup FILE` takes one now";
-            return (format!("no copy in {dir} yet"), Some(fix.into()));
-        };
         if self.others_can_write {
             // A copy put there by someone else, restored, would bring their
             // grants and approvals with it.
             let said = format!("other users may add or replace the copies in {dir}");
             return (said, Some(format!("chmod 700 {dir}, or choose a directory only you can write to")));
         }
+        let Some(newest) = copies.last() else {
+            let fix = "the daemon (`wasiclaw run`) takes one when it starts, or `wasiclaw backup FILE` takes one now";
+            return (format!("no copy in {dir} yet"), Some(fix.into()));
+        };
         let age_min = (now_ms() - newest.time_ms).max(0) / 60_000;
         let age = format!("{}h{:02}m ago", age_min / 60, age_min % 60);
         if age_min > 2 * 60 * self.every_hours as i64 {
@@ -101,18 +101,32 @@ pub struct Backups {
     dir: PathBuf,
     every: Duration,
     keep: usize,
+    /// `[agent] owner_chat`: where a failure is told, besides notifications.
+    owner_chat: Option<String>,
     failing: Mutex<Option<String>>,
 }
 
 impl Backups {
     /// None when `[storage] backup_dir` is not set.
-    pub fn new(cfg: &StorageConfig) -> Option<Arc<Self>> {
+    pub fn new(config: &Config) -> Option<Arc<Self>> {
+        let cfg = &config.storage;
         Some(Arc::new(Backups {
             dir: cfg.backup_dir.clone()?,
             every: Duration::from_secs(cfg.backup_every_hours * 3600),
             keep: cfg.backup_keep,
+            owner_chat: config.agent.owner_chat.clone(),
             failing: Mutex::default(),
         }))
+    }
+
+    /// Tell the owner: in `wasiclaw notifications` and in their chat.
+    fn tell(&self, db: &Store, text: &str) -> Result<(), crate::store::StoreError> {
+        db.notify("(backup)", text)?;
+        let owner = crate::queue::owner_chat(self.owner_chat.as_deref(), db);
+        if let Some((channel, chat)) = owner.as_deref().and_then(|o| o.split_once(':')) {
+            db.outbox_enqueue(channel, chat, text)?;
+        }
+        Ok(())
     }
 
     /// What is in the directory now, and the last failure.
@@ -153,7 +167,7 @@ impl Backups {
                              checks it.",
                             self.dir.display()
                         );
-                        if let Err(e) = db.notify("(backup)", &text) {
+                        if let Err(e) = self.tell(&db, &text) {
                             tracing::error!("backup: cannot record the failure for the owner: {e}");
                         }
                     }

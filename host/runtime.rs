@@ -357,7 +357,7 @@ impl Runtime {
             questions: Default::default(),
             rescans: Default::default(),
             knowledge: Default::default(),
-            backups: crate::backups::Backups::new(&config.storage),
+            backups: crate::backups::Backups::new(&config),
             config_read,
             started_ms: crate::store::now_ms(),
             limits: Arc::new(config.limits.clone()),

@@ -377,7 +377,10 @@ fn the_daemon_keeps_daily_backups_where_the_owner_said() {
     let env = Env::new();
     let drive = tempfile::tempdir().unwrap();
     let dir = drive.path().join("wasiclaw");
-    env.config(&format!("[storage]\nbackup_dir = \"{}\"\nbackup_keep = 2\n", dir.display()));
+    env.config(&format!(
+        "[storage]\nbackup_dir = \"{}\"\nbackup_keep = 2\n\n[agent]\nowner_chat = \"webhook:owner\"\n",
+        dir.display()
+    ));
     env.ok(&["memory", "add", "the boiler code is 4471"]);
     // The drive is not mounted: the owner hears why, and nothing is made.
     let daemon = env.daemon();
@@ -385,6 +388,11 @@ fn the_daemon_keeps_daily_backups_where_the_owner_said() {
         env.ok(&["notifications"]).contains("does not exist (is its drive mounted?)")
     });
     assert!(!dir.exists(), "the backup directory was created");
+    let told = env.ok(&["outbox"]);
+    assert!(
+        told.contains("webhook") && told.contains("The automatic backup to"),
+        "not told in the owner's chat: {told}"
+    );
     assert!(env.ok(&["status"]).contains("backups: the last backup failed"), "{}", env.ok(&["status"]));
     let doctor = env.cli(&["doctor"]);
     assert!(stdout(&doctor).contains("the last backup failed"), "{}", stdout(&doctor));
