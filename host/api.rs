@@ -110,6 +110,13 @@ pub enum Request {
         /// Its id.
         id: u64,
     },
+    /// What the model forgot, kept to be brought back.
+    MemoryForgotten,
+    /// Bring back a memory the model forgot.
+    MemoryRestore {
+        /// Its id.
+        id: u64,
+    },
     /// Pin or unpin a memory.
     MemoryPin {
         /// Its id.
@@ -279,6 +286,7 @@ impl Request {
                 | Request::Usage { .. }
                 | Request::MemorySearch { .. }
                 | Request::MemoryList
+                | Request::MemoryForgotten
                 | Request::MemoryExport
                 | Request::OpenUrl
                 | Request::SessionHistory { .. }
@@ -337,6 +345,8 @@ pub enum Response {
     Hits(Vec<Hit>),
     /// Memories.
     Memories(Vec<Memory>),
+    /// Memories the model forgot, kept to be brought back.
+    Forgotten(Vec<crate::memory::Forgotten>),
     /// Memories as JSON lines.
     Exported(String),
     /// Memories imported from JSON lines.
@@ -602,6 +612,16 @@ async fn answer(
         Request::MemorySearch { query, limit } => Response::Hits(rt.memories().search(&query, limit).await?),
         Request::MemoryList => Response::Memories(rt.db.memory_all()?),
         Request::MemoryForget { id } => memory_found(id, rt.db.memory_forget(id)?)?,
+        Request::MemoryForgotten => Response::Forgotten(rt.db.memory_forgotten()?),
+        Request::MemoryRestore { id } => {
+            if !rt.db.memory_restore(id)? {
+                return missing(format!(
+                    "the model forgot no memory {id} in the last {} days; `wasiclaw memory forgotten` lists what it did",
+                    crate::memory::FORGOTTEN_DAYS
+                ));
+            }
+            Response::Done
+        }
         Request::MemoryPin { id, pinned } => memory_found(id, rt.db.memory_pin(id, pinned)?)?,
         Request::MemoryExport => Response::Exported(rt.memories().export()?),
         Request::MemoryEmbed => {

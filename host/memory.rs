@@ -42,6 +42,12 @@ const B: f64 = 0.75;
 const VECTORS: TableDefinition<u64, &[u8]> = TableDefinition::new("memory_vectors");
 /// Ids of pinned memories, so recall never scans every memory.
 const PINNED: TableDefinition<u64, ()> = TableDefinition::new("memory_pinned");
+/// memory id → a memory the model forgot ([`Forgotten`]), kept for the
+/// owner to bring back.
+const FORGOTTEN: TableDefinition<u64, &[u8]> = TableDefinition::new("memory_forgotten");
+/// How long a memory the model forgot can be brought back: a model that
+/// misread which memory was meant must not lose the owner's words for good.
+pub const FORGOTTEN_DAYS: i64 = 30;
 
 /// The longest memory a component or the model may save: each is indexed
 /// word by word, and recalled into prompts.
@@ -69,6 +75,7 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(BLOCKS)?;
     txn.open_table(VECTORS)?;
     txn.open_table(PINNED)?;
+    txn.open_table(FORGOTTEN)?;
     txn.open_table(META)?;
     let old = txn.list_tables()?.any(|t| t.name() == OLD_POSTINGS);
     if old {
@@ -162,6 +169,18 @@ fn insert(txn: &WriteTransaction, items: Vec<(Memory, Option<Vec<f32>>)>) -> Res
     index.meta.insert("next_id", next)?;
     index.finish()?;
     Ok(stored)
+}
+
+/// Take a memory out with its index entries: it and its embedding, as
+/// forgotten now.
+fn remove(txn: &WriteTransaction, id: u64) -> Result<Option<Forgotten>, StoreError> {
+    let Some(bytes) = txn.open_table(MEMORIES)?.remove(id)?.map(|v| v.value().to_vec()) else { return Ok(None) };
+    let memory: Memory = serde_json::from_slice(&bytes)?;
+    Index::open(txn)?.remove(&memory)?;
+    txn.open_table(BY_SOURCE)?.remove((memory.source.as_str(), id))?;
+    let vector = txn.open_table(VECTORS)?.remove(id)?.map(|v| from_bytes(v.value()));
+    txn.open_table(PINNED)?.remove(id)?;
+    Ok(Some(Forgotten { memory, forgotten_ms: now_ms(), vector }))
 }
 
 /// How many memories `source` keeps.
@@ -361,6 +380,18 @@ pub struct Memory {
     pub pinned: bool,
 }
 
+/// A memory the model forgot, kept for the owner to bring back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Forgotten {
+    /// The memory, as it was.
+    pub memory: Memory,
+    /// When the model forgot it (Unix ms).
+    pub forgotten_ms: i64,
+    /// Its embedding, restored with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector: Option<Vec<f32>>,
+}
+
 impl Memory {
     /// Saved by a component: text from outside, never instructions.
     pub fn from_outside(&self) -> bool {
@@ -497,25 +528,53 @@ impl Store {
         Ok(Some(stored))
     }
 
-    /// Remove a memory and its index entries; false if there was none.
+    /// Erase a memory (or one the model forgot) for good: the owner's
+    /// forget. False if there was none.
     pub fn memory_forget(&self, id: u64) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
-        let found = {
-            let removed = txn.open_table(MEMORIES)?.remove(id)?.map(|v| v.value().to_vec());
-            match removed {
-                None => false,
-                Some(bytes) => {
-                    let m: Memory = serde_json::from_slice(&bytes)?;
-                    Index::open(&txn)?.remove(&m)?;
-                    txn.open_table(BY_SOURCE)?.remove((m.source.as_str(), id))?;
-                    txn.open_table(VECTORS)?.remove(id)?;
-                    txn.open_table(PINNED)?.remove(id)?;
-                    true
-                }
-            }
-        };
+        let found = remove(&txn, id)?.is_some() || txn.open_table(FORGOTTEN)?.remove(id)?.is_some();
         self.commit(txn)?;
         Ok(found)
+    }
+
+    /// The model's forget: the memory leaves recall and search but is kept
+    /// [`FORGOTTEN_DAYS`] days for `memory_restore`; older ones are erased
+    /// in the same commit. False if there was none.
+    pub fn memory_set_aside(&self, id: u64) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let Some(record) = remove(&txn, id)? else { return Ok(false) };
+        {
+            let mut aside = txn.open_table(FORGOTTEN)?;
+            let cutoff = record.forgotten_ms - FORGOTTEN_DAYS * 24 * 3600 * 1000;
+            aside.retain(|_, v| serde_json::from_slice::<Forgotten>(v).is_ok_and(|f| f.forgotten_ms >= cutoff))?;
+            aside.insert(id, serde_json::to_vec(&record)?.as_slice())?;
+        }
+        self.commit(txn)?;
+        Ok(true)
+    }
+
+    /// What the model forgot, oldest first (without their embeddings).
+    pub fn memory_forgotten(&self) -> Result<Vec<Forgotten>, StoreError> {
+        let mut all: Vec<Forgotten> = Vec::new();
+        for entry in self.db.begin_read()?.open_table(FORGOTTEN)?.iter()? {
+            let mut f: Forgotten = serde_json::from_slice(entry?.1.value())?;
+            f.vector = None;
+            all.push(f);
+        }
+        all.sort_by_key(|f| f.forgotten_ms);
+        Ok(all)
+    }
+
+    /// Bring back a memory the model forgot, as it was (its id, pin and
+    /// embedding); false if none is kept under `id`.
+    pub fn memory_restore(&self, id: u64) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let kept = txn.open_table(FORGOTTEN)?.remove(id)?.map(|v| v.value().to_vec());
+        let Some(bytes) = kept else { return Ok(false) };
+        let f: Forgotten = serde_json::from_slice(&bytes)?;
+        insert(&txn, vec![(f.memory, f.vector)])?;
+        self.commit(txn)?;
+        Ok(true)
     }
 
     /// Set or clear the pinned flag; false if there is no such memory.
@@ -984,6 +1043,32 @@ mod tests {
         drop(db);
         let db = Store::open(&path, &[create_tables]).unwrap();
         assert_eq!(ids(&db), [planted.id, owners.id], "the owner's own pin was undone");
+    }
+
+    /// What the model forgot is kept [`FORGOTTEN_DAYS`] days, not for ever:
+    /// older ones go when it forgets the next. Its embedding comes back too.
+    #[test]
+    fn what_the_model_forgot_is_kept_a_month() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::open(&dir.path().join("db"), &[create_tables]).unwrap();
+        let old = db.memory_add("old", vec![], "cli", false, Some(vec![0.5, 0.25])).unwrap();
+        let new = db.memory_add("new", vec![], "cli", false, None).unwrap();
+        assert!(db.memory_set_aside(old.id).unwrap() && !db.memory_set_aside(old.id).unwrap());
+        assert!(db.memory_restore(old.id).unwrap());
+        assert_eq!(db.memory_nearest(&[0.5, 0.25], 1).unwrap()[0].0, old.id, "its embedding was lost");
+        assert!(db.memory_set_aside(old.id).unwrap());
+        // Forgotten a day more than it is kept.
+        let txn = db.db.begin_write().unwrap();
+        {
+            let mut aside = txn.open_table(FORGOTTEN).unwrap();
+            let mut f: Forgotten = serde_json::from_slice(aside.get(old.id).unwrap().unwrap().value()).unwrap();
+            f.forgotten_ms -= (FORGOTTEN_DAYS + 1) * 24 * 3600 * 1000;
+            aside.insert(old.id, serde_json::to_vec(&f).unwrap().as_slice()).unwrap();
+        }
+        db.commit(txn).unwrap();
+        assert!(db.memory_set_aside(new.id).unwrap());
+        let kept: Vec<u64> = db.memory_forgotten().unwrap().iter().map(|f| f.memory.id).collect();
+        assert_eq!(kept, vec![new.id]);
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub const HOST_TOOLS: [HostTool; 8] = [
     HostTool {
         name: "memory_forget",
         risk: Risk::Write,
-        description: "Forget a memory by id.",
+        description: "Forget a memory by id (the owner can bring it back for 30 days).",
         schema: r#"{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}"#,
         run: memory_forget,
     },
@@ -217,7 +217,7 @@ pub fn cites_outside(answer: &str) -> bool {
 fn memory_forget<'a>(rt: &'a Runtime, _: Caller<'a>, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
     Box::pin(async move {
         let Id { id } = parse(args)?;
-        Ok(json!({ "forgotten": rt.db.memory_forget(id).map_err(|e| e.to_string())? }))
+        Ok(json!({ "forgotten": rt.db.memory_set_aside(id).map_err(|e| e.to_string())? }))
     })
 }
 

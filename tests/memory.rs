@@ -330,6 +330,41 @@ fn a_backup_taken_while_the_daemon_runs_restores_every_memory() {
     assert!(list.contains("boiler code is 4471") && list.contains("birthday is in May"), "{list}");
 }
 
+/// A memory the model forgets (it may have misread which one was meant)
+/// is kept for the owner to bring back, as it was; one the owner forgets
+/// is gone for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_the_model_forgets_the_owner_can_bring_back() {
+    let llm =
+        FakeLlm::start(vec![Reply::Tools(vec![("memory_forget", r#"{"id":1}"#)]), Reply::Text("Forgotten.")]).await;
+    let env = Env::new();
+    env.config(&format!("[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"m\"", llm.base));
+    env.ok(&["memory", "add", "--pin", "the boiler code is 4471"]);
+    env.ok(&["memory", "add", "Ada's birthday is in May"]);
+    {
+        let rt = Arc::new(env.runtime().await);
+        let agent = Agent::new(rt.clone(), None).await;
+        agent.turn("t:1", "forget the birthday", &|_| {}).await.unwrap();
+    }
+    let list = env.ok(&["memory", "list"]);
+    assert!(!list.contains("4471") && list.contains("in May"), "{list}");
+    assert!(!env.ok(&["memory", "search", "boiler"]).contains("4471"), "a forgotten memory is still found");
+    let forgotten = env.ok(&["memory", "forgotten"]);
+    assert!(forgotten.contains("the boiler code is 4471") && forgotten.contains("memory restore 1"), "{forgotten}");
+
+    assert_eq!(env.ok(&["memory", "restore", "1"]).trim(), "brought back 1");
+    let list = env.ok(&["memory", "list"]);
+    assert!(list.contains("📌 the boiler code is 4471"), "not as it was: {list}");
+    assert!(env.ok(&["memory", "search", "boiler"]).contains("4471"), "not found again");
+    assert!(env.ok(&["memory", "forgotten"]).starts_with("the model forgot nothing"));
+
+    // The owner's forget erases.
+    env.ok(&["memory", "forget", "2"]);
+    assert!(!env.ok(&["memory", "forgotten"]).contains("in May"));
+    let again = env.cli(&["memory", "restore", "2"]);
+    assert_eq!(again.status.code(), Some(3), "{}", stderr(&again));
+}
+
 /// `wasiclaw restore` puts a backup back: only with the daemon stopped,
 /// only a backup that checks out, keeping the database it replaces and
 /// leaving the backup as it was.

@@ -426,8 +426,17 @@ pub(crate) enum MemoryCommand {
     /// Embed the memories that have none (saved or imported while the embeddings endpoint was
     /// down, or before one was configured), with progress. Safe to run again.
     Embed,
-    /// Delete a memory by id.
+    /// Erase a memory by id, for good (also one the model forgot).
     Forget {
+        id: u64,
+    },
+    /// What the model forgot in the last 30 days: each can be brought back with `restore`.
+    Forgotten {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring back a memory the model forgot, as it was (id, tags, pin).
+    Restore {
         id: u64,
     },
     /// Keep a memory in the model's context always.
@@ -674,6 +683,8 @@ impl Command {
                 }
                 MemoryCommand::List { json } => (Request::MemoryList, json),
                 MemoryCommand::Forget { id } => (Request::MemoryForget { id }, false),
+                MemoryCommand::Forgotten { json } => (Request::MemoryForgotten, json),
+                MemoryCommand::Restore { id } => (Request::MemoryRestore { id }, false),
                 MemoryCommand::Embed => (Request::MemoryEmbed, false),
                 MemoryCommand::Pin { id } => (Request::MemoryPin { id, pinned: true }, false),
                 MemoryCommand::Unpin { id } => (Request::MemoryPin { id, pinned: false }, false),

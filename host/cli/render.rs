@@ -143,6 +143,19 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
                 println!("{}", printable(&memory_line(&m)));
             }
         }
+        Response::Forgotten(list) => {
+            if list.is_empty() {
+                println!("the model forgot nothing in the last {} days", wasiclaw::memory::FORGOTTEN_DAYS);
+            }
+            for f in list {
+                let when = time_of(Some(f.forgotten_ms), None);
+                println!(
+                    "{}  (forgotten {when}; `wasiclaw memory restore {}`)",
+                    printable(&memory_line(&f.memory)),
+                    f.memory.id
+                );
+            }
+        }
         Response::Exported(jsonl) => print!("{jsonl}"),
         Response::Imported(done) => {
             println!("imported {}, skipped {} already present", done.imported, done.skipped);
@@ -252,6 +265,7 @@ fn done(request: &Request) -> String {
     match request {
         Request::CronRm { id } => format!("removed job {id}"),
         Request::MemoryForget { id } => format!("forgot {id}"),
+        Request::MemoryRestore { id } => format!("brought back {id}"),
         Request::MemoryPin { id, pinned } => format!("{} {id}", if *pinned { "pinned" } else { "unpinned" }),
         Request::PairingRevoke { channel, sender } => format!("forgot {channel}:{sender}"),
         Request::ApprovalsRevoke { tool } => format!("{tool} will ask again"),
