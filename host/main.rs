@@ -270,6 +270,9 @@ async fn restore(paths: &Paths, file: &std::path::Path) -> anyhow::Result<ExitCo
             paths.state_dir.display()
         );
     }
+    // A new card: the state dir is made, as the first start makes it.
+    std::fs::create_dir_all(&paths.state_dir)
+        .with_context(|| format!("cannot create {}", paths.state_dir.display()))?;
     let kept = wasiclaw::store::Store::restore(&paths.database(), file, &wasiclaw::runtime::TABLES)?;
     let rt = Runtime::open(paths.clone())?;
     let (memories, jobs) = (rt.db.memory_total()?, rt.db.jobs().map_err(|e| anyhow::anyhow!("{e}"))?.len());

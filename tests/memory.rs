@@ -402,6 +402,17 @@ fn restore_puts_a_backup_back_and_keeps_what_it_replaced() {
     let before = Env::new();
     std::fs::copy(kept, before.path().join("wasiclaw.redb")).unwrap();
     assert!(both(&before.ok(&["memory", "list"])));
+    // A new card, with no state dir yet.
+    let card = tempfile::tempdir().unwrap();
+    let state = card.path().join("wasiclaw");
+    let run = |args: &[&str]| {
+        let mut wasiclaw = std::process::Command::new(env!("CARGO_BIN_EXE_wasiclaw"));
+        let out = wasiclaw.arg("--state-dir").arg(&state).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    run(&["restore", backup.to_str().unwrap()]);
+    assert!(run(&["memory", "list"]).contains("4471"));
 }
 
 /// With `[storage] backup_dir` set, the daemon copies the database there
