@@ -571,7 +571,7 @@ async fn answer(
                     path.display()
                 )));
             }
-            Response::BackedUp { bytes: rt.db.backup(&path)?, path }
+            Response::BackedUp { bytes: rt.db.backup(&path, &rt.paths.kept_with_backups())?, path }
         }
         Request::OutboxDrop { id } => {
             if !rt.db.outbox_remove(id)? {

@@ -17,7 +17,7 @@
 //! - A failure is logged, shown by `status` and `doctor`, told to the
 //!   owner once per run of failures, and tried again in an hour.
 
-use crate::config::Config;
+use crate::config::{Config, Paths};
 use crate::store::{Store, now_ms};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -103,18 +103,21 @@ pub struct Backups {
     keep: usize,
     /// `[agent] owner_chat`: where a failure is told, besides notifications.
     owner_chat: Option<String>,
+    /// The state dir, whose settings each copy carries.
+    paths: Paths,
     failing: Mutex<Option<String>>,
 }
 
 impl Backups {
     /// None when `[storage] backup_dir` is not set.
-    pub fn new(config: &Config) -> Option<Arc<Self>> {
+    pub fn new(config: &Config, paths: &Paths) -> Option<Arc<Self>> {
         let cfg = &config.storage;
         Some(Arc::new(Backups {
             dir: cfg.backup_dir.clone()?,
             every: Duration::from_secs(cfg.backup_every_hours * 3600),
             keep: cfg.backup_keep,
             owner_chat: config.agent.owner_chat.clone(),
+            paths: paths.clone(),
             failing: Mutex::default(),
         }))
     }
@@ -182,7 +185,7 @@ impl Backups {
     fn take(&self, db: &Store) -> Result<String, String> {
         copies(&self.dir)?;
         let name = name_now();
-        db.backup(&self.dir.join(&name)).map_err(|e| {
+        db.backup(&self.dir.join(&name), &self.paths.kept_with_backups()).map_err(|e| {
             let read_only = e.to_string().contains("Read-only file system");
             let hint = if read_only {
                 " (under the service: it may write only where config.toml said when `wasiclaw service install` \

@@ -526,6 +526,11 @@ impl Config {
     }
 }
 
+/// The files of the state dir a backup carries: the settings and the
+/// persona, which a new card needs; not `secrets.json`, as a backup may lie
+/// on a shared drive.
+pub const BACKED_UP_FILES: [&str; 2] = ["config.toml", "persona.md"];
+
 /// Where everything lives under the state directory.
 #[derive(Clone, Debug)]
 pub struct Paths {
@@ -569,6 +574,14 @@ impl Paths {
     /// The persona the model sees first; the owner edits it.
     pub fn persona(&self) -> PathBuf {
         self.state_dir.join("persona.md")
+    }
+    /// The owner's files a backup carries besides the database (never the
+    /// secrets), by name in the state dir, with their contents now.
+    pub fn kept_with_backups(&self) -> Vec<(String, Vec<u8>)> {
+        BACKED_UP_FILES
+            .iter()
+            .filter_map(|name| Some((name.to_string(), std::fs::read(self.state_dir.join(name)).ok()?)))
+            .collect()
     }
     /// The private directory a skill with the `files` grant sees as `/data`.
     pub fn files_dir(&self, skill: &str) -> PathBuf {

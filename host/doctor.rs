@@ -153,7 +153,7 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
     }
 
     // The database, through the daemon when one runs.
-    let mut backups = crate::backups::Backups::new(&config).map(|b| b.report());
+    let mut backups = crate::backups::Backups::new(&config, paths).map(|b| b.report());
     let skills: Option<Vec<SkillInfo>> = match api::call_daemon(&paths.socket(), &Request::Status.into(), &mut |_| {})
         .await
     {

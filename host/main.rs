@@ -273,7 +273,27 @@ async fn restore(paths: &Paths, file: &std::path::Path) -> anyhow::Result<ExitCo
     // A new card: the state dir is made, as the first start makes it.
     std::fs::create_dir_all(&paths.state_dir)
         .with_context(|| format!("cannot create {}", paths.state_dir.display()))?;
-    let kept = wasiclaw::store::Store::restore(&paths.database(), file, &wasiclaw::runtime::TABLES)?;
+    let restored = wasiclaw::store::Store::restore(&paths.database(), file, &wasiclaw::runtime::TABLES)?;
+    // The settings and persona it carries: put in place where there are
+    // none, else beside the owner's own to compare. Only these names: the
+    // file could have been made by anyone.
+    let mut notes = Vec::new();
+    for (name, bytes) in restored.files.iter().filter(|(n, _)| wasiclaw::config::BACKED_UP_FILES.contains(&n.as_str()))
+    {
+        let here = paths.state_dir.join(name);
+        match std::fs::read(&here) {
+            Ok(mine) if mine == *bytes => {}
+            Ok(_) => {
+                let theirs = paths.state_dir.join(format!("{name}.from-backup"));
+                write_owner_only(&theirs, bytes).with_context(|| format!("cannot write {}", theirs.display()))?;
+                notes.push(format!("{name} differs from the backup's, which is in {} to compare", theirs.display()));
+            }
+            Err(_) => {
+                write_owner_only(&here, bytes).with_context(|| format!("cannot write {}", here.display()))?;
+                notes.push(format!("{name} put back from the backup"));
+            }
+        }
+    }
     let rt = Runtime::open(paths.clone())?;
     let (memories, jobs) = (rt.db.memory_total()?, rt.db.jobs().map_err(|e| anyhow::anyhow!("{e}"))?.len());
     let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
@@ -283,9 +303,13 @@ async fn restore(paths: &Paths, file: &std::path::Path) -> anyhow::Result<ExitCo
         plural(memories as usize, "memory", "memories"),
         plural(jobs, "scheduled job", "scheduled jobs")
     );
-    if let Some(kept) = kept {
+    for note in notes {
+        println!("{note}");
+    }
+    if let Some(kept) = restored.kept {
         println!("the database it replaced is kept as {}; remove it once all is well", kept.display());
     }
+    println!("secrets are never in a backup: `wasiclaw doctor` names any the config needs that are not set");
     Ok(ExitCode::SUCCESS)
 }
 

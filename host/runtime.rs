@@ -339,6 +339,7 @@ impl Runtime {
         *db.audit_retention.lock().unwrap() = config.audit.clone();
         let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone(), &config.compile)?;
         let secrets = Secrets::new(paths.secrets());
+        let backups = crate::backups::Backups::new(&config, &paths);
         let embedder = config.memory.embeddings.clone().map(|c| Arc::new(Embedder::new(c, secrets.clone())));
         Ok(Runtime {
             paths,
@@ -357,7 +358,7 @@ impl Runtime {
             questions: Default::default(),
             rescans: Default::default(),
             knowledge: Default::default(),
-            backups: crate::backups::Backups::new(&config),
+            backups,
             config_read,
             started_ms: crate::store::now_ms(),
             limits: Arc::new(config.limits.clone()),

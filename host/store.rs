@@ -24,7 +24,8 @@
 use crate::config::AuditConfig;
 use crate::grants::GrantRecord;
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+    WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -74,6 +75,19 @@ pub enum StoreError {
     /// A backup could not be restored; the database is as it was.
     #[error("nothing was restored: {0}")]
     Restore(String),
+}
+
+/// The owner's files a backup carries (see `config::BACKED_UP_FILES`),
+/// by name; only in the copy, never in the live database.
+const BACKUP_FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("backup_files");
+
+/// What `Store::restore` did.
+#[derive(Debug)]
+pub struct Restored {
+    /// Where the database it replaced is kept, if there was one.
+    pub kept: Option<PathBuf>,
+    /// The files the backup carried, by name, as they were when it was taken.
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// Set once the database file failed an I/O (a full disk, a failing
@@ -428,9 +442,10 @@ impl Store {
 
     /// Write a consistent copy of the database to `to` while it is in use:
     /// holding the write lock, no commit can land mid-copy, so the copy is
-    /// the last committed state. The copy is checked by opening it, and
-    /// only then renamed into place. Returns its size.
-    pub fn backup(&self, to: &Path) -> Result<u64, StoreError> {
+    /// the last committed state. The copy is checked by opening it, `files`
+    /// (the owner's settings, by name) are written into it, and only then
+    /// is it renamed into place. Returns its size.
+    pub fn backup(&self, to: &Path, files: &[(String, Vec<u8>)]) -> Result<u64, StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
         let io = |e: std::io::Error| StoreError::Backup(format!("{}: {e}", to.display()));
         let tmp = to.with_extension("partial");
@@ -459,6 +474,14 @@ impl Store {
             if !copy.check_integrity().map_err(|e| StoreError::Backup(format!("checking the copy: {e}")))? {
                 return Err(StoreError::Backup("the copy failed its integrity check".into()));
             }
+            let txn = copy.begin_write()?;
+            {
+                let mut table = txn.open_table(BACKUP_FILES)?;
+                for (name, bytes) in files {
+                    table.insert(name.as_str(), bytes.as_slice())?;
+                }
+            }
+            txn.commit()?;
             Ok(())
         })();
         if let Err(e) = copied {
@@ -476,9 +499,9 @@ impl Store {
     /// no process may have open: it is copied and checked beside the
     /// database first (redb may repair a file it opens, and the backup must
     /// stay as it was), then renamed into place, so a bad backup leaves the
-    /// database as it was. The database it replaces is kept beside it under
-    /// a name returned here.
-    pub fn restore(live: &Path, from: &Path, tables: &[Tables]) -> Result<Option<PathBuf>, StoreError> {
+    /// database as it was. The database it replaces is kept beside it; the
+    /// files the backup carries are returned, for the caller to put back.
+    pub fn restore(live: &Path, from: &Path, tables: &[Tables]) -> Result<Restored, StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
         let fail = |why: String| StoreError::Restore(why);
         let io = |what: &Path, e: std::io::Error| fail(format!("{}: {e}", what.display()));
@@ -513,15 +536,29 @@ impl Store {
             if !db.check_integrity().map_err(|e| not_ours(e.to_string()))? {
                 return Err(not_ours("it failed its integrity check".into()));
             }
+            // The files it carries leave the database for the state dir.
+            let txn = db.begin_write()?;
+            let mut files = Vec::new();
+            if txn.list_tables()?.any(|t| t.name() == BACKUP_FILES.name()) {
+                for entry in txn.open_table(BACKUP_FILES)?.iter()? {
+                    let (name, bytes) = entry?;
+                    files.push((name.value().to_string(), bytes.value().to_vec()));
+                }
+                txn.delete_table(BACKUP_FILES)?;
+            }
+            txn.commit()?;
             drop(db);
             // Its tables made, as an open by this build makes them.
             drop(Store::open(&staged, tables)?);
-            Ok(())
+            Ok(files)
         })();
-        if let Err(e) = checked {
-            let _ = std::fs::remove_file(&staged);
-            return Err(e);
-        }
+        let files = match checked {
+            Ok(files) => files,
+            Err(e) => {
+                let _ = std::fs::remove_file(&staged);
+                return Err(e);
+            }
+        };
         let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ");
         let kept = held.as_ref().map(|_| live.with_extension(format!("redb.replaced-{stamp}")));
         if let Some(kept) = &kept {
@@ -531,7 +568,7 @@ impl Store {
         if let Some(dir) = live.parent() {
             std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))?;
         }
-        Ok(kept)
+        Ok(Restored { kept, files })
     }
 
     /// Reclaim free pages (the file never shrinks on its own).

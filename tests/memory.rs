@@ -371,11 +371,16 @@ async fn what_the_model_forgets_the_owner_can_bring_back() {
 #[test]
 fn restore_puts_a_backup_back_and_keeps_what_it_replaced() {
     let env = Env::new();
+    let (settings, persona) = ("[agent]\nmax_tool_iterations = 5\n", "You are Ada's assistant.\n");
+    env.config(settings);
+    std::fs::write(env.path().join("persona.md"), persona).unwrap();
     env.ok(&["memory", "add", "the boiler code is 4471"]);
+    assert!(env.cli_stdin(&["secrets", "set", "BOT_TOKEN"], "tok-7f3a9c2e\n").status.success());
     let backups = tempfile::tempdir().unwrap();
     let backup = backups.path().join("monday.redb");
     env.ok(&["backup", backup.to_str().unwrap()]);
     let taken = std::fs::read(&backup).unwrap();
+    assert!(!taken.windows(12).any(|w| w == b"tok-7f3a9c2e"), "a secret is in the backup");
     env.ok(&["memory", "add", "Ada's birthday is in May"]);
     let both = |list: &str| list.contains("4471") && list.contains("in May");
 
@@ -392,8 +397,13 @@ fn restore_puts_a_backup_back_and_keeps_what_it_replaced() {
     assert!(!refused.status.success() && said.contains("junk.redb is not a wasiclaw database"), "{said}");
     assert!(both(&env.ok(&["memory", "list"])), "a bad backup changed the database");
 
+    // Settings changed since: the backup's are put beside them, not over them.
+    env.config("[agent]\nmax_tool_iterations = 6\n");
     let said = env.ok(&["restore", backup.to_str().unwrap()]);
     assert!(said.contains("restored") && said.contains(": 1 memory, 0 scheduled jobs"), "{said}");
+    assert!(said.contains("config.toml differs from the backup's"), "{said}");
+    assert_eq!(std::fs::read_to_string(env.path().join("config.toml")).unwrap(), "[agent]\nmax_tool_iterations = 6\n");
+    assert_eq!(std::fs::read_to_string(env.path().join("config.toml.from-backup")).unwrap(), settings);
     let list = env.ok(&["memory", "list"]);
     assert!(list.contains("4471") && !list.contains("in May"), "{list}");
     assert_eq!(std::fs::read(&backup).unwrap(), taken, "the backup was changed");
@@ -411,8 +421,38 @@ fn restore_puts_a_backup_back_and_keeps_what_it_replaced() {
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         stdout(&out)
     };
-    run(&["restore", backup.to_str().unwrap()]);
+    let said = run(&["restore", backup.to_str().unwrap()]);
+    assert!(said.contains("config.toml put back") && said.contains("persona.md put back"), "{said}");
     assert!(run(&["memory", "list"]).contains("4471"));
+    assert_eq!(std::fs::read_to_string(state.join("config.toml")).unwrap(), settings);
+    assert_eq!(std::fs::read_to_string(state.join("persona.md")).unwrap(), persona);
+    // Secrets stay out of backups.
+    assert!(!state.join("secrets.json").exists());
+    // A backup someone else made can put back only those two files: not a
+    // secrets store, a skill, or a file outside the state dir.
+    let forged = backups.path().join("forged.redb");
+    std::fs::copy(&backup, &forged).unwrap();
+    {
+        let db = redb::Database::open(&forged).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut files = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("backup_files")).unwrap();
+            let absolute = card.path().join("absolute.txt");
+            for name in ["secrets.json", "skills/evil.wasm", "../outside.txt", absolute.to_str().unwrap()] {
+                files.insert(name, b"{}".as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let other = card.path().join("other");
+    let mut wasiclaw = std::process::Command::new(env!("CARGO_BIN_EXE_wasiclaw"));
+    let out = wasiclaw.arg("--state-dir").arg(&other).args(["restore", forged.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(other.join("config.toml").exists());
+    let planted = ["secrets.json", "skills/evil.wasm", "../outside.txt", "../absolute.txt"].map(|p| other.join(p));
+    for file in planted {
+        assert!(!file.exists(), "{} was written from a backup", file.display());
+    }
 }
 
 /// With `[storage] backup_dir` set, the daemon copies the database there

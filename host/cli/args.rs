@@ -136,9 +136,9 @@ pub(crate) enum Command {
     Approvals(ApprovalsCommand),
     /// Write a checked copy of the database to FILE (or into a directory), daemon running or not.
     ///
-    /// The copy holds memories, sessions, jobs, grants and the audit log; no secrets. A directory
-    /// gets a copy named wasiclaw-DATE.redb. `wasiclaw restore FILE` puts it back. Keep
-    /// secrets.json and config.toml with your backups yourself. For a copy every day without
+    /// The copy holds memories, sessions, jobs, grants and the audit log, and carries
+    /// config.toml and persona.md; never secrets.json. A directory gets a copy named
+    /// wasiclaw-DATE.redb. `wasiclaw restore FILE` puts it back. For a copy every day without
     /// asking, set `backup_dir` under [storage] in config.toml.
     Backup {
         /// Where the copy goes: a file name, or a directory.
@@ -147,8 +147,10 @@ pub(crate) enum Command {
     /// Put a backup back in the place of the database (the daemon stopped).
     ///
     /// FILE, made by `wasiclaw backup` or taken into [storage] backup_dir, is checked first: a bad
-    /// one changes nothing. The database it replaces is kept beside it. Stop the daemon first
-    /// (`systemctl --user stop wasiclaw`) and start it again after.
+    /// one changes nothing. The database it replaces is kept beside it. The config.toml and
+    /// persona.md it carries are put back where there are none, else written beside yours as
+    /// NAME.from-backup. Stop the daemon first (`systemctl --user stop wasiclaw`) and start it
+    /// again after.
     Restore {
         /// The copy to put back.
         file: PathBuf,
