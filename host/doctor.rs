@@ -229,6 +229,21 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
         Some((said, None)) => ok("backup", said),
         Some((said, Some(fix))) => problem("backup", said, fix),
     });
+    // An installed service that would not run this setup as configured.
+    let state = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+    for user in [true, false] {
+        let Ok(svc) = crate::service::Service::new(user, None) else { continue };
+        let Ok(unit) = std::fs::read_to_string(svc.unit_file()) else { continue };
+        if let Some(said) = crate::service::stale(&unit, &state, config.storage.backup_dir.as_deref()) {
+            let (flag, sudo) = if user { (" --user", "") } else { ("", "sudo ") };
+            let sealed = if unit.contains("LoadCredentialEncrypted=") { " --encrypt-secrets" } else { "" };
+            let fix = format!(
+                "{sudo}wasiclaw service install{flag}{sealed} writes it again for this binary and config; then \
+                 `{sudo}systemctl{flag} restart wasiclaw`"
+            );
+            out.push(problem("service", format!("{}: {said}", svc.unit_file().display()), fix));
+        }
+    }
     for s in skills.iter().flatten() {
         match s.status {
             SkillState::Rejected => out.push(problem(

@@ -110,6 +110,27 @@ impl Service {
     }
 }
 
+/// What is wrong with an installed unit's text `unit` for `state_dir`, if
+/// it runs this state dir: the binary it starts is gone (moved by an
+/// upgrade), or it may not write where `backups` go (set after the unit was
+/// written, so every copy would fail as a read-only file system).
+pub fn stale(unit: &str, state_dir: &Path, backups: Option<&Path>) -> Option<String> {
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart="))?;
+    let (exe, _) = exec.split_once(&format!(" --state-dir {} run", quoted(state_dir)))?;
+    let exe = exe.trim_matches('"');
+    if !Path::new(exe).exists() {
+        return Some(format!("the service starts {exe}, which is not there any more"));
+    }
+    let writable = unit.lines().filter_map(|l| l.strip_prefix("ReadWritePaths=")).collect::<Vec<_>>().join(" ");
+    match backups {
+        Some(dir) if !writable.contains(&format!("-{}", dir.display())) => Some(format!(
+            "the service may not write to [storage] backup_dir {}, so every backup would fail",
+            dir.display()
+        )),
+        _ => None,
+    }
+}
+
 /// The sealed secrets key of the state dir `state_dir`.
 pub fn credential_file(state_dir: &Path) -> PathBuf {
     state_dir.join("secrets.key.cred")

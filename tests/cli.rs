@@ -244,6 +244,32 @@ fn service_install_writes_a_hardened_unit_for_this_binary_and_state_dir() {
     assert!(!units.path().join("wasiclaw.service").exists());
 }
 
+/// `doctor` finds an installed service that would not run this setup as
+/// configured: backups set after it was installed (every copy would fail,
+/// the unit letting it write only to the state dir), or a binary moved away.
+#[test]
+fn doctor_finds_a_service_unit_out_of_date() {
+    let env = Env::new();
+    let xdg = tempfile::tempdir().unwrap();
+    let at = [("XDG_CONFIG_HOME", xdg.path().to_str().unwrap())];
+    let doctor = || stdout(&env.cli_env(&["doctor"], "", &at));
+    let install = || assert!(env.cli_env(&["service", "install", "--user", "--no-start"], "", &at).status.success());
+    install();
+    assert!(!doctor().contains("PROBLEM  service"), "{}", doctor());
+    let drive = tempfile::tempdir().unwrap();
+    env.config(&format!("[storage]\nbackup_dir = \"{}\"\n", drive.path().display()));
+    let said = doctor();
+    assert!(said.contains("PROBLEM  service") && said.contains("may not write to [storage] backup_dir"), "{said}");
+    assert!(said.contains("wasiclaw service install --user writes it again"), "{said}");
+    install();
+    assert!(!doctor().contains("PROBLEM  service"), "{}", doctor());
+    // An upgrade put the binary elsewhere.
+    let unit = xdg.path().join("systemd/user/wasiclaw.service");
+    let text = std::fs::read_to_string(&unit).unwrap().replace(env!("CARGO_BIN_EXE_wasiclaw"), "/opt/gone/wasiclaw");
+    std::fs::write(&unit, text).unwrap();
+    assert!(doctor().contains("the service starts /opt/gone/wasiclaw, which is not there any more"), "{}", doctor());
+}
+
 /// Out of file descriptors (a flood of connections, a leak), the local API
 /// waits for one to free instead of retrying `accept` in a busy loop that
 /// would take a core and flood the journal; it answers again once they free.
