@@ -306,6 +306,15 @@ async fn restore(paths: &Paths, file: &std::path::Path) -> anyhow::Result<ExitCo
     for note in notes {
         println!("{note}");
     }
+    // What the backup lets skills and people do again, so a copy of
+    // someone else's cannot bring rights back unseen.
+    let (granted, paired) = (rt.db.granted()?, rt.db.pairings()?.into_iter().filter(|p| p.approved).count());
+    if !granted.is_empty() {
+        println!("rights come back for: {} (`wasiclaw skills list` shows what each may do)", granted.join(", "));
+    }
+    if paired > 0 {
+        println!("{} paired in chat apps (`wasiclaw pairing list`)", plural(paired, "person is", "people are"));
+    }
     if let Some(kept) = restored.kept {
         println!("the database it replaced is kept as {}; remove it once all is well", kept.display());
     }

@@ -595,6 +595,16 @@ impl Store {
         Ok(record)
     }
 
+    /// The names of the components with a grant record, sorted.
+    pub fn granted(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut names = Vec::new();
+        for entry in txn.open_table(GRANTS)?.iter()? {
+            names.push(entry?.0.value().to_string());
+        }
+        Ok(names)
+    }
+
     /// Read-modify-write a grant record in one transaction.
     pub fn update_grant(&self, skill: &str, f: impl FnOnce(&mut GrantRecord)) -> Result<GrantRecord, StoreError> {
         let txn = self.db.begin_write()?;

@@ -375,6 +375,8 @@ fn restore_puts_a_backup_back_and_keeps_what_it_replaced() {
     env.config(settings);
     std::fs::write(env.path().join("persona.md"), persona).unwrap();
     env.ok(&["memory", "add", "the boiler code is 4471"]);
+    env.install("clock");
+    env.ok(&["skills", "approve", "clock"]);
     assert!(env.cli_stdin(&["secrets", "set", "BOT_TOKEN"], "tok-7f3a9c2e\n").status.success());
     let backups = tempfile::tempdir().unwrap();
     let backup = backups.path().join("monday.redb");
@@ -402,6 +404,7 @@ fn restore_puts_a_backup_back_and_keeps_what_it_replaced() {
     let said = env.ok(&["restore", backup.to_str().unwrap()]);
     assert!(said.contains("restored") && said.contains(": 1 memory, 0 scheduled jobs"), "{said}");
     assert!(said.contains("config.toml differs from the backup's"), "{said}");
+    assert!(said.contains("rights come back for: clock"), "{said}");
     assert_eq!(std::fs::read_to_string(env.path().join("config.toml")).unwrap(), "[agent]\nmax_tool_iterations = 6\n");
     assert_eq!(std::fs::read_to_string(env.path().join("config.toml.from-backup")).unwrap(), settings);
     let list = env.ok(&["memory", "list"]);
