@@ -564,7 +564,14 @@ impl Store {
         if let Some(kept) = &kept {
             std::fs::rename(live, kept).map_err(|e| io(live, e))?;
         }
-        std::fs::rename(&staged, live).map_err(|e| io(live, e))?;
+        if let Err(e) = std::fs::rename(&staged, live) {
+            // Leave the database as it was.
+            if let Some(kept) = &kept {
+                let _ = std::fs::rename(kept, live);
+            }
+            let _ = std::fs::remove_file(&staged);
+            return Err(io(live, e));
+        }
         if let Some(dir) = live.parent() {
             std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(dir, e))?;
         }
