@@ -143,6 +143,13 @@ pub enum Request {
         /// Its id.
         id: u64,
     },
+    /// What the model cancelled, kept to be brought back.
+    CronCancelled,
+    /// Bring back a job the model cancelled.
+    CronRestore {
+        /// Its id.
+        id: u64,
+    },
     /// Run a job now.
     CronRunNow {
         /// Its id.
@@ -292,6 +299,7 @@ impl Request {
                 | Request::SessionHistory { .. }
                 | Request::Secrets { change: SecretsChange::Names }
                 | Request::CronList
+                | Request::CronCancelled
                 | Request::CronHistory { .. }
                 | Request::PairingList
                 | Request::Outbox
@@ -345,6 +353,8 @@ pub enum Response {
     Hits(Vec<Hit>),
     /// Memories.
     Memories(Vec<Memory>),
+    /// Jobs the model cancelled, kept to be brought back.
+    Cancelled(Vec<crate::jobs::Cancelled>),
     /// Memories the model forgot, kept to be brought back.
     Forgotten(Vec<crate::memory::Forgotten>),
     /// Memories as JSON lines.
@@ -639,6 +649,17 @@ async fn answer(
                 return missing(format!("no job {id}; `wasiclaw cron list` shows them"));
             }
             Response::Done
+        }
+        Request::CronCancelled => Response::Cancelled(rt.db.jobs_cancelled()?),
+        Request::CronRestore { id } => {
+            let Some(job) = rt.db.job_restore(id, now_ms())? else {
+                return missing(format!(
+                    "the model cancelled no job {id} in the last {} days; `wasiclaw cron cancelled` lists what it did",
+                    crate::jobs::CANCELLED_DAYS
+                ));
+            };
+            rt.schedule_changed.notify_one();
+            Response::Job(job)
         }
         Request::CronRunNow { id } => {
             let agent = agent.ok_or_else(|| RuntimeError::Failed("running a job needs the agent".into()))?;

@@ -17,7 +17,7 @@
 //!   The owner's `cron add` is not counted against it.
 
 use crate::cron::Cron;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, now_ms};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
@@ -27,6 +27,11 @@ const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 /// (job id, fire time ms) → run record.
 const RUNS: TableDefinition<(u64, i64), &[u8]> = TableDefinition::new("job_runs");
 const SCHED_META: TableDefinition<&str, u64> = TableDefinition::new("scheduler_meta");
+/// job id → a job the model cancelled ([`Cancelled`]), kept for the owner
+/// to bring back.
+const CANCELLED: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs_cancelled");
+/// How long a job the model cancelled can be brought back.
+pub const CANCELLED_DAYS: i64 = 30;
 
 /// Runs kept per job, the newest: a job every second would otherwise fill
 /// the disk, and every listing reads them all. Dropping old records never
@@ -57,7 +62,17 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(JOBS)?;
     txn.open_table(RUNS)?;
     txn.open_table(SCHED_META)?;
+    txn.open_table(CANCELLED)?;
     Ok(())
+}
+
+/// A job the model cancelled, kept for the owner to bring back.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Cancelled {
+    /// The job, as it was.
+    pub job: Job,
+    /// When the model cancelled it (Unix ms).
+    pub cancelled_ms: i64,
 }
 
 /// When a job fires.
@@ -345,6 +360,43 @@ impl Store {
         Ok(found)
     }
 
+    /// The model's cancel: the job stops firing but is kept
+    /// [`CANCELLED_DAYS`] days for `job_restore`; older ones are dropped
+    /// in the same commit. False if there is none.
+    pub fn job_set_aside(&self, id: u64) -> Result<bool, ScheduleError> {
+        let txn = self.db.begin_write()?;
+        let Some(bytes) = txn.open_table(JOBS)?.remove(id)?.map(|v| v.value().to_vec()) else { return Ok(false) };
+        {
+            let record = Cancelled { job: serde_json::from_slice(&bytes)?, cancelled_ms: now_ms() };
+            let cutoff = record.cancelled_ms - CANCELLED_DAYS * 24 * 3600 * 1000;
+            let mut aside = txn.open_table(CANCELLED)?;
+            aside.retain(|_, v| serde_json::from_slice::<Cancelled>(v).is_ok_and(|c| c.cancelled_ms >= cutoff))?;
+            aside.insert(id, serde_json::to_vec(&record)?.as_slice())?;
+        }
+        self.commit(txn)?;
+        Ok(true)
+    }
+
+    /// What the model cancelled, oldest first.
+    pub fn jobs_cancelled(&self) -> Result<Vec<Cancelled>, ScheduleError> {
+        let mut all: Vec<Cancelled> = self.all_records(CANCELLED)?;
+        all.sort_by_key(|c| c.cancelled_ms);
+        Ok(all)
+    }
+
+    /// Bring back a job the model cancelled, firing next after `now_ms`
+    /// (fires missed meanwhile are not made up); None if none is kept
+    /// under `id`.
+    pub fn job_restore(&self, id: u64, now_ms: i64) -> Result<Option<Job>, ScheduleError> {
+        let txn = self.db.begin_write()?;
+        let Some(bytes) = txn.open_table(CANCELLED)?.remove(id)?.map(|v| v.value().to_vec()) else { return Ok(None) };
+        let mut job = serde_json::from_slice::<Cancelled>(&bytes)?.job;
+        job.next_ms = job.next_ms.and_then(|_| job.when.next_after(now_ms, job.created_ms));
+        txn.open_table(JOBS)?.insert(id, serde_json::to_vec(&job)?.as_slice())?;
+        self.commit(txn)?;
+        Ok(Some(job))
+    }
+
     /// Runs of one job (or all), newest first.
     pub fn runs(&self, job: Option<u64>, limit: usize) -> Result<Vec<Run>, ScheduleError> {
         let txn = self.db.begin_read()?;
@@ -484,6 +536,44 @@ pub(crate) fn tool_ref(spec: &str) -> Result<(String, String), ScheduleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the model cancelled is kept [`CANCELLED_DAYS`] days, not for
+    /// ever; a one-shot job that already fired comes back done.
+    #[test]
+    fn what_the_model_cancelled_is_kept_a_month() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::open(&dir.path().join("db"), &[create_tables]).unwrap();
+        let job = |when: When, next_ms| Job {
+            id: 0,
+            name: "j".into(),
+            when,
+            action: Action::Prompt { text: "p".into() },
+            target: "terminal:default".into(),
+            check: None,
+            missed: Missed::Skip,
+            next_ms,
+            created_ms: 0,
+            untrusted: false,
+        };
+        let fired = db.job_add(job(When::At { at_ms: 1_000 }, None), false).unwrap();
+        let hourly = db.job_add(job(When::Every { secs: 3600 }, Some(3_600_000)), false).unwrap();
+        assert!(db.job_set_aside(fired.id).unwrap() && db.job_set_aside(hourly.id).unwrap());
+        assert_eq!(db.job_restore(fired.id, 10_000_000).unwrap().unwrap().next_ms, None);
+        assert_eq!(db.job_restore(hourly.id, 10_000_000).unwrap().unwrap().next_ms, Some(10_800_000));
+        assert!(db.job_set_aside(fired.id).unwrap());
+        // Cancelled a day more than it is kept.
+        let txn = db.db.begin_write().unwrap();
+        {
+            let mut aside = txn.open_table(CANCELLED).unwrap();
+            let mut c: Cancelled = serde_json::from_slice(aside.get(fired.id).unwrap().unwrap().value()).unwrap();
+            c.cancelled_ms -= (CANCELLED_DAYS + 1) * 24 * 3600 * 1000;
+            aside.insert(fired.id, serde_json::to_vec(&c).unwrap().as_slice()).unwrap();
+        }
+        db.commit(txn).unwrap();
+        assert!(db.job_set_aside(hourly.id).unwrap());
+        let kept: Vec<u64> = db.jobs_cancelled().unwrap().iter().map(|c| c.job.id).collect();
+        assert_eq!(kept, vec![hourly.id]);
+    }
 
     #[test]
     fn human_schedules() {

@@ -81,7 +81,7 @@ pub const HOST_TOOLS: [HostTool; 8] = [
     HostTool {
         name: "cancel_task",
         risk: Risk::Write,
-        description: "Cancel a task by id.",
+        description: "Cancel a task by id (the owner can bring it back for 30 days).",
         schema: r#"{"type":"object","properties":{"id":{"type":"integer"}},"required":["id"]}"#,
         run: cancel_task,
     },
@@ -290,7 +290,7 @@ fn list_tasks<'a>(rt: &'a Runtime, _: Caller<'a>, _: &'a str) -> BoxFuture<'a, R
 fn cancel_task<'a>(rt: &'a Runtime, _: Caller<'a>, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
     Box::pin(async move {
         let Id { id } = parse(args)?;
-        Ok(json!({ "cancelled": rt.db.job_remove(id).map_err(|e| e.to_string())? }))
+        Ok(json!({ "cancelled": rt.db.job_set_aside(id).map_err(|e| e.to_string())? }))
     })
 }
 

@@ -332,3 +332,35 @@ async fn the_model_cannot_schedule_a_prompt_that_burns_tokens_all_day() {
     assert!(refused.to_string().contains("too often"), "{refused}");
     agent.rt.schedule(NewJob { by_model: false, ..task("every 1s") }, now).unwrap();
 }
+
+/// A job the model cancels (it may have misread which was meant) is kept
+/// for the owner to bring back, on its schedule from now; one the owner
+/// removes is gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_the_model_cancels_the_owner_can_bring_back() {
+    let llm = FakeLlm::start(vec![Reply::Tools(vec![("cancel_task", r#"{"id":1}"#)]), Reply::Text("Cancelled.")]).await;
+    let env = Env::new();
+    env.config(&format!("[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"m\"", llm.base));
+    env.ok(&["cron", "add", "0 7 * * *", "--prompt", "the morning briefing", "--tz", "UTC"]);
+    env.ok(&["cron", "add", "every 1h", "--prompt", "check the mail"]);
+    {
+        let rt = Arc::new(env.runtime().await);
+        let agent = Agent::new(rt.clone(), None).await;
+        agent.turn("t:1", "stop the mail checks", &|_| {}).await.unwrap();
+    }
+    let list = env.ok(&["cron", "list"]);
+    assert!(!list.contains("morning briefing") && list.contains("check the mail"), "{list}");
+    let cancelled = env.ok(&["cron", "cancelled"]);
+    assert!(cancelled.contains("morning briefing") && cancelled.contains("cron restore 1"), "{cancelled}");
+
+    let back = env.ok(&["cron", "restore", "1"]);
+    assert!(back.starts_with("brought back job 1: cron `0 7 * * *` (UTC); next run"), "{back}");
+    let list = env.ok(&["cron", "list"]);
+    assert!(list.contains("morning briefing") && list.contains("07:00 UTC"), "{list}");
+    assert!(env.ok(&["cron", "cancelled"]).starts_with("the model cancelled no job"));
+
+    // The owner's removal is for good.
+    env.ok(&["cron", "rm", "2"]);
+    assert!(!env.ok(&["cron", "cancelled"]).contains("mail"));
+    assert_eq!(env.cli(&["cron", "restore", "2"]).status.code(), Some(3));
+}

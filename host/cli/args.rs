@@ -387,6 +387,13 @@ pub(crate) enum CronCommand {
     },
     /// Delete a job.
     Rm { id: u64 },
+    /// What the model cancelled in the last 30 days: each can be brought back with `restore`.
+    Cancelled {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring back a job the model cancelled; it fires next on its schedule from now.
+    Restore { id: u64 },
     /// Run a job now (an extra run; its schedule is unchanged otherwise).
     RunNow { id: u64 },
     /// Past runs, newest first.
@@ -673,6 +680,8 @@ impl Command {
                 }
                 CronCommand::List { json } => (Request::CronList, json),
                 CronCommand::Rm { id } => (Request::CronRm { id }, false),
+                CronCommand::Cancelled { json } => (Request::CronCancelled, json),
+                CronCommand::Restore { id } => (Request::CronRestore { id }, false),
                 CronCommand::RunNow { id } => (Request::CronRunNow { id }, false),
                 CronCommand::History { id, limit, json } => (Request::CronHistory { id, limit }, json),
             },

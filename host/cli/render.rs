@@ -91,7 +91,8 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
         }
         Response::Remembered(m) => println!("remembered as {}", m.id),
         Response::Job(job) => println!(
-            "added job {}: {}; next run {}",
+            "{} job {}: {}; next run {}",
+            if matches!(request, Request::CronRestore { .. }) { "brought back" } else { "added" },
             job.id,
             job.when.describe(),
             time_of(job.next_ms, Some(&job.when))
@@ -101,15 +102,22 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
                 println!("no scheduled jobs: `wasiclaw cron add --help` shows how to add one, or ask the agent to");
             }
             for j in jobs {
-                let what = match &j.action {
-                    Action::Prompt { text } => format!("prompt {text:?}"),
-                    Action::Tool { skill, tool, args } => format!("tool {skill}.{tool} {args}"),
-                };
-                let check = j.check.as_ref().map(|c| format!(" if {}.{}", c.skill, c.tool)).unwrap_or_default();
                 let next = time_of(j.next_ms, Some(&j.when));
-                // Its runs start untrusted: a write they meet stops unless allowed.
-                let mark = if j.untrusted { "  (scheduled after untrusted content)" } else { "" };
-                println!("{:>4}  next {next}  {}  {what}{check} → {}{mark}", j.id, j.when.describe(), j.target);
+                println!("{:>4}  next {next}  {}", j.id, job_line(&j));
+            }
+        }
+        Response::Cancelled(list) => {
+            if list.is_empty() {
+                println!("the model cancelled no job in the last {} days", wasiclaw::jobs::CANCELLED_DAYS);
+            }
+            for c in list {
+                let when = time_of(Some(c.cancelled_ms), None);
+                println!(
+                    "{:>4}  cancelled {when}  {}  (`wasiclaw cron restore {}`)",
+                    c.job.id,
+                    job_line(&c.job),
+                    c.job.id
+                );
             }
         }
         Response::Runs(runs) => {
@@ -353,6 +361,18 @@ fn print_status(s: &Status) {
             println!("    not granted: {} (see `wasiclaw skills inspect {}`)", c.pending_rights.join("; "), c.name);
         }
     }
+}
+
+/// A job in a line: its schedule, what it does, where the result goes.
+fn job_line(j: &wasiclaw::jobs::Job) -> String {
+    let what = match &j.action {
+        Action::Prompt { text } => format!("prompt {text:?}"),
+        Action::Tool { skill, tool, args } => format!("tool {skill}.{tool} {args}"),
+    };
+    let check = j.check.as_ref().map(|c| format!(" if {}.{}", c.skill, c.tool)).unwrap_or_default();
+    // Its runs start untrusted: a write they meet stops unless allowed.
+    let mark = if j.untrusted { "  (scheduled after untrusted content)" } else { "" };
+    format!("{}  {what}{check} → {}{mark}", j.when.describe(), j.target)
 }
 
 /// A time in the job's own zone (cron jobs) or this machine's.
