@@ -562,14 +562,8 @@ mod tests {
         assert_eq!(db.job_restore(hourly.id, 10_000_000).unwrap().unwrap().next_ms, Some(10_800_000));
         assert!(db.job_set_aside(fired.id).unwrap());
         // Cancelled a day more than it is kept.
-        let txn = db.db.begin_write().unwrap();
-        {
-            let mut aside = txn.open_table(CANCELLED).unwrap();
-            let mut c: Cancelled = serde_json::from_slice(aside.get(fired.id).unwrap().unwrap().value()).unwrap();
-            c.cancelled_ms -= (CANCELLED_DAYS + 1) * 24 * 3600 * 1000;
-            aside.insert(fired.id, serde_json::to_vec(&c).unwrap().as_slice()).unwrap();
-        }
-        db.commit(txn).unwrap();
+        let age = |c: &mut Cancelled| c.cancelled_ms -= (CANCELLED_DAYS + 1) * 24 * 3600 * 1000;
+        assert!(db.update_record(CANCELLED, fired.id, age).unwrap());
         assert!(db.job_set_aside(hourly.id).unwrap());
         let kept: Vec<u64> = db.jobs_cancelled().unwrap().iter().map(|c| c.job.id).collect();
         assert_eq!(kept, vec![hourly.id]);

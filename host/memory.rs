@@ -1058,14 +1058,8 @@ mod tests {
         assert_eq!(db.memory_nearest(&[0.5, 0.25], 1).unwrap()[0].0, old.id, "its embedding was lost");
         assert!(db.memory_set_aside(old.id).unwrap());
         // Forgotten a day more than it is kept.
-        let txn = db.db.begin_write().unwrap();
-        {
-            let mut aside = txn.open_table(FORGOTTEN).unwrap();
-            let mut f: Forgotten = serde_json::from_slice(aside.get(old.id).unwrap().unwrap().value()).unwrap();
-            f.forgotten_ms -= (FORGOTTEN_DAYS + 1) * 24 * 3600 * 1000;
-            aside.insert(old.id, serde_json::to_vec(&f).unwrap().as_slice()).unwrap();
-        }
-        db.commit(txn).unwrap();
+        let age = |f: &mut Forgotten| f.forgotten_ms -= (FORGOTTEN_DAYS + 1) * 24 * 3600 * 1000;
+        assert!(db.update_record(FORGOTTEN, old.id, age).unwrap());
         assert!(db.memory_set_aside(new.id).unwrap());
         let kept: Vec<u64> = db.memory_forgotten().unwrap().iter().map(|f| f.memory.id).collect();
         assert_eq!(kept, vec![new.id]);
