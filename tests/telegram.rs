@@ -359,3 +359,38 @@ async fn a_server_repeating_the_same_update_is_not_polled_in_a_loop() {
     assert!(to - from <= 15, "{} polls in 2 s", to - from);
     assert_eq!(llm.chat_requests().len(), 1, "the repeated update was answered again");
 }
+
+/// Nor is one that hands back a message already seen under a new update id
+/// each time (the cursor moves, the news does not).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_repeating_a_message_under_new_ids_is_not_polled_in_a_loop() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let llm = FakeLlm::start(vec![Reply::Text("hello Ada")]).await;
+    let polls = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = polls.clone();
+    let app = axum::Router::new().fallback(move || {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            axum::Json(json!({"ok": true, "result": [{"update_id": 100 + n, "message": {
+                "message_id": 7, "date": 1764115200, "text": "hi",
+                "from": {"id": 42, "first_name": "Ada", "is_bot": false},
+                "chat": {"id": 42, "type": "private", "first_name": "Ada"}
+            }}]}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let settings = format!("[skills.telegram]\napi_base = \"{base}\"\n\n[channels.telegram]\nallow = [\"42\"]\n");
+    let env = Env::with_channel("telegram", &llm.base, None, &settings, &[("TELEGRAM_TOKEN", TOKEN)]);
+    env.ok(&["skills", "grant", "telegram", "--http", &format!("{base}/"), "--secret", "TELEGRAM_TOKEN"]);
+    let _daemon = env.daemon();
+    wait_for("the message to be answered", Duration::from_secs(20), || !llm.chat_requests().is_empty());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let from = polls.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let n = polls.load(Ordering::SeqCst) - from;
+    // Sends (typing, the reply) hit the same server: they are few.
+    assert!(n <= 20, "{n} requests in 2 s");
+    assert_eq!(llm.chat_requests().len(), 1, "the repeated message was answered again");
+}

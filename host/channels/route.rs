@@ -29,10 +29,11 @@ const STUCK_AFTER: u32 = 3;
 
 impl Channels {
     /// Admit messages from the platform: dedup, pairing, then the inbox.
-    pub(super) fn inbound(&self, name: &str, messages: Vec<Inbound>) -> Result<(), ChannelError> {
+    /// Returns how many were news (not seen before), however they fared.
+    pub(super) fn inbound(&self, name: &str, messages: Vec<Inbound>) -> Result<usize, ChannelError> {
         let db = &self.rt().db;
         let cfg = self.rt().config.channels.get(name).cloned().unwrap_or_default();
-        let mut dropped = 0;
+        let (mut dropped, mut news) = (0, 0);
         for mut m in messages {
             let ids = [&m.message_id, &m.sender_id, &m.chat_id];
             if ids.iter().any(|id| id.len() > MAX_INBOUND_ID) {
@@ -42,6 +43,7 @@ impl Channels {
             if m.text.trim().is_empty() || m.text.len() > MAX_INBOUND_TEXT || db.seen(name, &m.message_id)? {
                 continue;
             }
+            news += 1;
             m.sender_name = crate::text::truncate(&m.sender_name, MAX_INBOUND_ID);
             // Group chatter not meant for the bot is neither stored nor
             // answered, not even with a pairing code; nor marked seen, since
@@ -115,7 +117,7 @@ impl Channels {
             );
             self.status(name, |s| s.dropped += dropped);
         }
-        Ok(())
+        Ok(news)
     }
 
     /// Answer inbox messages: one task per chat, in order within a chat.

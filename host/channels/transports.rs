@@ -20,11 +20,10 @@ impl Channels {
                 unreachable!("poll answers a poll")
             };
             // Polled again at once only after news: a server that repeats
-            // the same messages without moving the cursor (a cache, a bug)
-            // was otherwise polled hundreds of times a second.
-            let news = !messages.is_empty() && next != cursor;
+            // messages already seen (a cache, a bug), under the same cursor
+            // or new ones, was otherwise polled hundreds of times a second.
             self.status(name, |s| s.last_error = None);
-            self.inbound(name, messages)?;
+            let news = self.inbound(name, messages)? > 0 && next != cursor;
             if next != cursor {
                 rt.db.set_cursor(name, next.as_deref())?;
             }
