@@ -352,10 +352,11 @@ impl Store {
         Ok(self.all_records(JOBS)?)
     }
 
-    /// Remove a job; false if there is none.
+    /// Remove a job (or one the model cancelled) for good: the owner's
+    /// removal. False if there is none.
     pub fn job_remove(&self, id: u64) -> Result<bool, ScheduleError> {
         let txn = self.db.begin_write()?;
-        let found = txn.open_table(JOBS)?.remove(id)?.is_some();
+        let found = txn.open_table(JOBS)?.remove(id)?.is_some() || txn.open_table(CANCELLED)?.remove(id)?.is_some();
         self.commit(txn)?;
         Ok(found)
     }

@@ -359,8 +359,17 @@ async fn a_job_the_model_cancels_the_owner_can_bring_back() {
     assert!(list.contains("morning briefing") && list.contains("07:00 UTC"), "{list}");
     assert!(env.ok(&["cron", "cancelled"]).starts_with("the model cancelled no job"));
 
-    // The owner's removal is for good.
+    // The owner's removal is for good, of a cancelled job too.
     env.ok(&["cron", "rm", "2"]);
     assert!(!env.ok(&["cron", "cancelled"]).contains("mail"));
     assert_eq!(env.cli(&["cron", "restore", "2"]).status.code(), Some(3));
+    let llm = FakeLlm::start(vec![Reply::Tools(vec![("cancel_task", r#"{"id":1}"#)]), Reply::Text("Done.")]).await;
+    env.config(&format!("[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"m\"", llm.base));
+    {
+        let rt = Arc::new(env.runtime().await);
+        Agent::new(rt.clone(), None).await.turn("t:1", "no more briefings", &|_| {}).await.unwrap();
+    }
+    assert!(env.ok(&["cron", "cancelled"]).contains("morning briefing"));
+    env.ok(&["cron", "rm", "1"]);
+    assert!(env.ok(&["cron", "cancelled"]).starts_with("the model cancelled no job"));
 }

@@ -385,7 +385,7 @@ pub(crate) enum CronCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a job.
+    /// Delete a job for good (also one the model cancelled).
     Rm { id: u64 },
     /// What the model cancelled in the last 30 days: each can be brought back with `restore`.
     Cancelled {
