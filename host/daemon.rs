@@ -132,6 +132,10 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
                 channels.reconcile();
             }
             why = crate::store::io_failure() => {
+                // The request whose write failed answers first ("the disk
+                // is full"); a CLI that saw the daemon vanish instead would
+                // try the write again on its own.
+                tokio::time::sleep(Duration::from_millis(250)).await;
                 failed = Some(why);
                 break;
             }
