@@ -381,3 +381,15 @@ fn proposal(info: &crate::runtime::SkillInfo) -> String {
         tools = tools.join(", "),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    /// What the model is told of undoing a forget or a cancel is what the
+    /// store keeps: the descriptions are literals beside the constants.
+    #[test]
+    fn the_undo_the_model_is_told_of_is_the_one_kept() {
+        let said = |name: &str| super::HOST_TOOLS.iter().find(|t| t.name == name).unwrap().description;
+        assert!(said("memory_forget").contains(&format!("for {} days", crate::memory::FORGOTTEN_DAYS)));
+        assert!(said("cancel_task").contains(&format!("for {} days", crate::jobs::CANCELLED_DAYS)));
+    }
+}
