@@ -501,8 +501,21 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(source) => return Err(ConfigError::Read { path: path.into(), source }),
         };
+        Config::parse(path, &text)
+    }
+
+    /// The config in `bytes`, read from `path` already (None: it could not
+    /// be read, and `load` says why).
+    pub fn from_read(path: &Path, bytes: Option<&[u8]>) -> Result<Config, ConfigError> {
+        match bytes.map(std::str::from_utf8) {
+            Some(Ok(text)) => Config::parse(path, text),
+            _ => Config::load(path),
+        }
+    }
+
+    fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let invalid = |message: String| ConfigError::Parse { path: path.into(), message };
-        let config: Config = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         config.storage.check().map_err(invalid)?;
         Ok(config)
     }

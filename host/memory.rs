@@ -119,16 +119,10 @@ fn unpin_untrusted(txn: &WriteTransaction) -> Result<(), StoreError> {
         let saved = by_source.range((source, 0)..=(source, u64::MAX))?;
         saved.map(|e| e.map(|(k, _)| k.value().1)).collect::<Result<_, _>>()?
     };
-    let (mut pinned, mut memories) = (txn.open_table(PINNED)?, txn.open_table(MEMORIES)?);
     for id in ids {
-        if pinned.remove(id)?.is_none() {
+        let was_pinned = txn.open_table(PINNED)?.get(id)?.is_some();
+        if !was_pinned || !set_pinned(txn, id, false)? {
             continue;
-        }
-        let bytes = memories.get(id)?.map(|v| v.value().to_vec());
-        if let Some(bytes) = bytes {
-            let mut m: Memory = serde_json::from_slice(&bytes)?;
-            m.pinned = false;
-            memories.insert(id, serde_json::to_vec(&m)?.as_slice())?;
         }
         tracing::warn!(
             "memory {id}: unpinned; the model pinned it after untrusted content (`memory pin {id}` if you meant it)"
@@ -169,6 +163,23 @@ fn insert(txn: &WriteTransaction, items: Vec<(Memory, Option<Vec<f32>>)>) -> Res
     index.meta.insert("next_id", next)?;
     index.finish()?;
     Ok(stored)
+}
+
+/// Set or clear a memory's pinned flag, in its record and the pinned set;
+/// false if there is no such memory.
+fn set_pinned(txn: &WriteTransaction, id: u64, pin: bool) -> Result<bool, StoreError> {
+    let mut memories = txn.open_table(MEMORIES)?;
+    let Some(bytes) = memories.get(id)?.map(|v| v.value().to_vec()) else { return Ok(false) };
+    let mut m: Memory = serde_json::from_slice(&bytes)?;
+    m.pinned = pin;
+    memories.insert(id, serde_json::to_vec(&m)?.as_slice())?;
+    let mut pinned = txn.open_table(PINNED)?;
+    if pin {
+        pinned.insert(id, ())?;
+    } else {
+        pinned.remove(id)?;
+    }
+    Ok(true)
 }
 
 /// Take a memory out with its index entries: it and its embedding, as
@@ -580,25 +591,7 @@ impl Store {
     /// Set or clear the pinned flag; false if there is no such memory.
     pub fn memory_pin(&self, id: u64, pin: bool) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
-        let found = {
-            let mut memories = txn.open_table(MEMORIES)?;
-            let current = memories.get(id)?.map(|v| v.value().to_vec());
-            match current {
-                None => false,
-                Some(bytes) => {
-                    let mut m: Memory = serde_json::from_slice(&bytes)?;
-                    m.pinned = pin;
-                    memories.insert(id, serde_json::to_vec(&m)?.as_slice())?;
-                    let mut pinned = txn.open_table(PINNED)?;
-                    if pin {
-                        pinned.insert(id, ())?;
-                    } else {
-                        pinned.remove(id)?;
-                    }
-                    true
-                }
-            }
-        };
+        let found = set_pinned(&txn, id, pin)?;
         self.commit(txn)?;
         Ok(found)
     }

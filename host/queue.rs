@@ -249,24 +249,33 @@ impl Store {
 
     /// Retire an inbox entry and queue its reply, atomically.
     pub fn inbox_done(&self, id: u64, reply: Option<(&str, &str, &str, Option<String>)>) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(INBOX)?.remove(id)?;
-        if let Some((channel, chat, text, reply_to)) = reply {
-            enqueue(&txn, channel, chat, text, reply_to)?;
-        }
-        self.commit(txn)?;
-        self.changes.send_modify(|v| *v += 1);
-        Ok(())
+        self.retire(id, reply, None)
     }
 
     /// Retire a message whose turns never ended: queue `sorry` to its chat
     /// and record `notice` for the owner, in one commit, so a disk that
     /// fails between them cannot have the owner told twice.
     pub fn inbox_give_up(&self, item: &InboxItem, sorry: &str, notice: &str) -> Result<(), StoreError> {
+        let reply = (item.channel.as_str(), item.chat_id.as_str(), sorry, Some(item.message_id.clone()));
+        self.retire(item.id, Some(reply), Some(notice))
+    }
+
+    /// Retire inbox entry `id` with its reply and a notice for the owner,
+    /// if any, in one commit.
+    fn retire(
+        &self,
+        id: u64,
+        reply: Option<(&str, &str, &str, Option<String>)>,
+        notice: Option<&str>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(INBOX)?.remove(item.id)?;
-        enqueue(&txn, &item.channel, &item.chat_id, sorry, Some(item.message_id.clone()))?;
-        record_notification(&txn, "(inbox)", notice)?;
+        txn.open_table(INBOX)?.remove(id)?;
+        if let Some((channel, chat, text, reply_to)) = reply {
+            enqueue(&txn, channel, chat, text, reply_to)?;
+        }
+        if let Some(notice) = notice {
+            record_notification(&txn, "(inbox)", notice)?;
+        }
         self.commit(txn)?;
         self.changes.send_modify(|v| *v += 1);
         Ok(())

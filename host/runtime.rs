@@ -334,7 +334,7 @@ impl Runtime {
         std::fs::set_permissions(&paths.state_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| RuntimeError::Io(paths.state_dir.clone(), e))?;
         let config_read = std::fs::read(paths.config()).ok();
-        let config = Config::load(&paths.config())?;
+        let config = Config::from_read(&paths.config(), config_read.as_deref())?;
         let db = Arc::new(Store::open_with_cache(&paths.database(), config.storage.cache_mb, &TABLES)?);
         *db.audit_retention.lock().unwrap() = config.audit.clone();
         let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone(), &config.compile)?;
@@ -385,10 +385,11 @@ impl Runtime {
     /// means for the owner (edits take effect at the next start).
     pub fn config_edited(&self) -> Option<String> {
         let path = self.paths.config();
-        if std::fs::read(&path).ok() == self.config_read {
+        let now = std::fs::read(&path).ok();
+        if now == self.config_read {
             return None;
         }
-        Some(match Config::load(&path) {
+        Some(match Config::from_read(&path, now.as_deref()) {
             Ok(_) => "config.toml changed since this daemon started; restart it to apply the change".into(),
             Err(e) => format!(
                 "config.toml changed since this daemon started, and {e}: fix it before restarting, or the daemon \
