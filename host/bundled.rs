@@ -149,10 +149,11 @@ impl Bundled {
 
     /// Whether `dir` holds it.
     pub fn presence(&self, dir: &Path, unpacked: &Unpacked) -> Presence {
-        match std::fs::read(self.path(dir)) {
+        match crate::stamp::read(&self.path(dir), unpacked.bytes(self).len() as u64) {
             Ok(held) if held == unpacked.bytes(self) => Presence::Installed,
-            Ok(_) => Presence::Different,
-            Err(_) => Presence::Absent,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Presence::Absent,
+            // Longer, or no regular file: something else holds the name.
+            _ => Presence::Different,
         }
     }
 

@@ -175,7 +175,7 @@ impl SkillCode {
         let component = match d.engine.compile(&d.file, None, &d.sha256) {
             Ok(c) => c,
             Err(_) => {
-                let bytes = std::fs::read(&d.file).map_err(|e| LoadError::Read(d.file.clone(), e))?;
+                let bytes = read_skill_file(&d.file).map_err(|e| LoadError::Read(d.file.clone(), e))?;
                 if sha256_hex(&bytes) != d.sha256 {
                     return Err(LoadError::Manifest("the file changed; it is loaded again at the next rescan".into()));
                 }
@@ -594,6 +594,13 @@ pub const MAX_SCRIPT: usize = 256 * 1024;
 /// under 20 MB, and a file is read whole to be hashed.
 pub const MAX_COMPONENT: u64 = 128 << 20;
 
+/// A file of the skills folder, read whole within its kind's bound
+/// ([`MAX_SCRIPT`], [`MAX_COMPONENT`]): every read of a component or a
+/// script goes through here (see [`crate::stamp::read`]).
+pub fn read_skill_file(file: &Path) -> std::io::Result<Vec<u8>> {
+    crate::stamp::read(file, if is_script(file) { MAX_SCRIPT as u64 } else { MAX_COMPONENT })
+}
+
 /// Whether `file` is a script skill (JavaScript, run by the script runner).
 pub fn is_script(file: &Path) -> bool {
     file.extension().is_some_and(|x| x == "js")
@@ -616,7 +623,7 @@ async fn load_script(
 ) -> Result<Loaded, LoadError> {
     let source = match bytes {
         Some(b) => b.to_vec(),
-        None => std::fs::read(file).map_err(|e| LoadError::Read(file.into(), e))?,
+        None => read_skill_file(file).map_err(|e| LoadError::Read(file.into(), e))?,
     };
     check_script_size(source.len()).map_err(LoadError::Manifest)?;
     if script_identity(&source) != sha256 {
@@ -835,7 +842,7 @@ pub async fn compile_uncached(engine: &SkillEngine, dir: &Path) -> usize {
         }
         let engine = engine.clone();
         let done = tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&file).ok()?;
+            let bytes = read_skill_file(&file).ok()?;
             let sha256 = sha256_hex(&bytes);
             if !looks_like_component(&bytes) || engine.artifact(&sha256, "cwasm").exists() {
                 return None;
@@ -916,7 +923,7 @@ impl Registry {
             if let Some(child) = child {
                 return child.compile(&path, &build);
             }
-            let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+            let bytes = read_skill_file(&path).map_err(|e| e.to_string())?;
             // Replaced meanwhile: the next rescan queues the new build.
             if sha256_hex(&bytes) != build {
                 return Ok(());
@@ -1011,19 +1018,18 @@ impl Registry {
                 candidates.push((file, entry));
                 continue;
             }
-            // Read whole only within the bound: a stray multi-gigabyte file
-            // would take a board's memory.
-            let most = if is_script(&file) { MAX_SCRIPT as u64 } else { MAX_COMPONENT };
-            if let Some(len) = std::fs::metadata(&file).ok().map(|m| m.len()).filter(|len| *len > most) {
-                let reason = format!("the file is {} KiB; one is at most {} KiB", len >> 10, most >> 10);
-                let entry = Entry { file: file.clone(), sha256: String::new(), loaded: Err(reason.clone()), stamp };
-                report.rejected.push((entry.name(), reason));
-                candidates.push((file, entry));
-                continue;
-            }
             self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let bytes = match std::fs::read(&file) {
+            let bytes = match read_skill_file(&file) {
                 Ok(b) => b,
+                // Refused by its size, unread: a stray multi-gigabyte file
+                // would take a board's memory.
+                Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+                    let reason = e.to_string();
+                    let entry = Entry { file: file.clone(), sha256: String::new(), loaded: Err(reason.clone()), stamp };
+                    report.rejected.push((entry.name(), reason));
+                    candidates.push((file, entry));
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!("{}", LoadError::Read(file.clone(), e));
                     continue;

@@ -14,7 +14,6 @@
 
 use crate::stamp::Stamp;
 use std::collections::HashMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,14 +54,17 @@ fn parse(text: &str) -> Option<(String, String, String)> {
 
 /// The text of `path`, if it is within [`MAX_FILE`].
 fn read(path: &Path) -> Option<String> {
-    let mut text = String::new();
-    let file = std::fs::File::open(path).ok()?;
-    file.take(MAX_FILE + 1).read_to_string(&mut text).ok()?;
-    if text.len() as u64 > MAX_FILE {
-        tracing::warn!("{}: over {} KiB; skipped", path.display(), MAX_FILE >> 10);
-        return None;
+    match crate::stamp::read(path, MAX_FILE).map(String::from_utf8) {
+        Ok(Ok(text)) => Some(text),
+        Ok(Err(_)) => {
+            tracing::warn!("{}: not UTF-8 text; skipped", path.display());
+            None
+        }
+        Err(e) => {
+            tracing::warn!("{}: {e}; skipped", path.display());
+            None
+        }
     }
-    Some(text)
 }
 
 /// The knowledge skills of one folder, each file read again only when its

@@ -508,8 +508,8 @@ impl Runtime {
         let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
         let config = Config::load(&paths.config())?;
         let engine = SkillEngine::new(paths.cache_dir(), config.limits.clone(), &config.compile)?;
-        let bytes =
-            std::fs::read(file).map_err(|e| RuntimeError::Invalid(format!("cannot read {}: {e}", file.display())))?;
+        let bytes = crate::component::read_skill_file(file)
+            .map_err(|e| RuntimeError::Invalid(format!("cannot read {}: {e}", file.display())))?;
         // Replaced meanwhile: the next rescan queues the new build.
         if crate::component::sha256_hex(&bytes) != sha256 {
             return Ok(());
@@ -879,7 +879,7 @@ impl Runtime {
             // What the owner approves of a script is its source: kept, so
             // `skills diff` can show what a later edit changes.
             let source = crate::component::is_script(&entry.file)
-                .then(|| std::fs::read(&entry.file).ok())
+                .then(|| crate::component::read_skill_file(&entry.file).ok())
                 .flatten()
                 .filter(|s| crate::component::script_identity(s) == entry.sha256)
                 .and_then(|s| String::from_utf8(s).ok());
@@ -934,7 +934,9 @@ impl Runtime {
         let asks = crate::text::diff_lines(&grant.approved.describe(), &loaded.manifest.capabilities.describe());
         out.extend(asks);
         if crate::component::is_script(&entry.file) {
-            let now = std::fs::read_to_string(&entry.file).map_err(|e| RuntimeError::Io(entry.file.clone(), e))?;
+            let now =
+                crate::component::read_skill_file(&entry.file).map_err(|e| RuntimeError::Io(entry.file.clone(), e))?;
+            let now = String::from_utf8_lossy(&now);
             match &grant.source {
                 Some(was) => {
                     out.push(format!("source ({}):", entry.file.display()));
@@ -1110,9 +1112,10 @@ impl Runtime {
         // script the owner wrote and has not approved yet: only a draft
         // this process proposed, unchanged since, may be revised.
         let mine = |current: &str| self.proposed.lock().unwrap().get(name).is_some_and(|s| s == current);
-        let foreign = match std::fs::read_to_string(&file) {
-            Ok(current) => !mine(&current),
+        let foreign = match crate::component::read_skill_file(&file) {
+            Ok(current) => !std::str::from_utf8(&current).is_ok_and(mine),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => true,
             Err(e) => return Err(RuntimeError::Io(file.clone(), e)),
         };
         if foreign || self.db.grant(name)?.is_some() {

@@ -2,7 +2,10 @@
 //! and the daemon must keep serving afterwards.
 
 use crate::egress::hostile;
+use crate::fake_llm::{FakeLlm, Reply};
 use crate::support::{Env, Server, call, stderr, stdout};
+use std::os::unix::ffi::OsStringExt;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn infinite_loop_and_memory_bomb_are_stopped() {
@@ -58,6 +61,37 @@ async fn host_files_sockets_env_and_ungranted_imports_are_out_of_reach() {
     let notify = call(&rt, "hostile.notify", "{}").await;
     assert_eq!(notify.error_kind, Some(wasiclaw::runtime::Failure::Denied));
     assert!(rt.notifications(10).unwrap().is_empty());
+}
+
+/// Whoever can put a file in the skills folder (a skill pack unpacked, a
+/// link) chooses what sits under a component's, a script's or a knowledge
+/// file's name: a FIFO, whose open waits for a writer that never comes, or
+/// a link to `/dev/zero`, which never ends. Before, a `.wasm` FIFO hung every
+/// CLI command that looks at the skills, a `.md` one every chat turn, and
+/// the link had the CLI read zeros until memory ran out.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_file_at_a_skills_name_stalls_a_command_or_a_turn() {
+    let llm = FakeLlm::start(vec![Reply::Text("still answering")]).await;
+    let env = Env::new();
+    env.install("clock");
+    env.config(&format!("[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"", llm.base));
+    // Under bundled skills' names too, which `skills available` compares.
+    for (fifo, zero) in [("weather.wasm", "web-fetch.wasm"), ("fifo.js", "zero.js"), ("fifo.md", "zero.md")] {
+        let fifo = std::ffi::CString::new(env.skills().join(fifo).into_os_string().into_vec()).unwrap();
+        // SAFETY: a valid C path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        std::os::unix::fs::symlink("/dev/zero", env.skills().join(zero)).unwrap();
+    }
+    let within = |args: &[&str], stdin: &str| env.cli_within(args, stdin, &[], Duration::from_secs(60));
+    let chat = tokio::task::block_in_place(|| within(&["chat"], "hello\n"));
+    assert!(stdout(&chat).contains("still answering"), "{}{}", stdout(&chat), stderr(&chat));
+    let list = tokio::task::block_in_place(|| within(&["skills", "list"], ""));
+    assert!(stdout(&list).contains("clock"), "{}{}", stdout(&list), stderr(&list));
+    let available = tokio::task::block_in_place(|| within(&["skills", "available"], ""));
+    for name in ["weather", "web-fetch"] {
+        let line = stdout(&available).lines().find(|l| l.starts_with(name)).map(str::to_string);
+        assert!(line.is_some_and(|l| l.contains("other build installed")), "{}", stdout(&available));
+    }
 }
 
 #[test]

@@ -14,6 +14,10 @@ use wasiclaw::runtime::{Runtime, ToolOutcome};
 
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
+/// The longest any CLI command of a test may run (a first compile of the
+/// Python runtime on a loaded 2-core machine is the slowest).
+pub const CLI_DEADLINE: Duration = Duration::from_secs(600);
+
 /// Build every guest in skills-wasm/ once per test run; returns the dir of
 /// the built `.wasm` files.
 pub fn guests() -> &'static Path {
@@ -134,8 +138,15 @@ impl Env {
         self.cli_env(args, stdin, &[])
     }
 
-    /// Run the binary with extra environment variables.
+    /// Run the binary with extra environment variables. A command still
+    /// running after [`CLI_DEADLINE`] is killed and fails the test, so a
+    /// hang is a red test, not a CI run that never ends.
     pub fn cli_env(&self, args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Output {
+        self.cli_within(args, stdin, envs, CLI_DEADLINE)
+    }
+
+    /// `cli_env` that must end within `deadline`.
+    pub fn cli_within(&self, args: &[&str], stdin: &str, envs: &[(&str, &str)], deadline: Duration) -> Output {
         use std::io::Write;
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasiclaw"))
             .envs(envs.iter().copied())
@@ -148,7 +159,17 @@ impl Env {
             .spawn()
             .unwrap();
         child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        let pid = child.id() as libc::pid_t;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+        match rx.recv_timeout(deadline) {
+            Ok(out) => out,
+            Err(_) => {
+                // SAFETY: kill(2) on our own child, not yet reaped: the waiting thread holds it.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("wasiclaw {args:?} still running after {deadline:?}");
+            }
+        }
     }
 
     /// `cli` that must succeed; returns stdout.
