@@ -309,6 +309,14 @@ pub fn valid_name(name: &str) -> bool {
         && !name.ends_with('_')
 }
 
+/// Names a component may not take: the host's own conversations are
+/// `terminal:NAME` (the CLI's chat) and `web:NAME` (the web page's), and a
+/// conversation or a job's target `CHANNEL:CHAT` is found by the part before
+/// the `:`, so a channel under one of these names would be handed the
+/// owner's terminal or web conversation, and the results of every job
+/// sent there (`terminal:default` is where jobs report by default).
+pub const HOST_NAMES: &[&str] = &["terminal", "web"];
+
 /// What [`valid_name`] asks, for error messages.
 pub const NAME_RULE: &str = "1-64 of a-z, 0-9, - and _, with no `__` and no `_` at either end";
 
@@ -331,6 +339,13 @@ pub const MAX_TOOL_NAME: usize = 64;
 pub fn validate(m: &Manifest) -> Result<(), String> {
     if !valid_name(&m.name) {
         return Err(format!("skill name `{}` must be {NAME_RULE}", m.name));
+    }
+    if HOST_NAMES.contains(&m.name.as_str()) {
+        return Err(format!(
+            "the name `{}` is the host's own: its conversations (`{}:…`) are the owner's, and a component \
+             under that name would be handed them; rename the component",
+            m.name, m.name
+        ));
     }
     if m.tools.len() > MAX_TOOLS {
         return Err(format!("{} tools declared; at most {MAX_TOOLS} are allowed", m.tools.len()));

@@ -1,7 +1,7 @@
 //! Grants through the CLI: requested ∩ granted, bound to the sha256, and
 //! revocation.
 
-use crate::support::{Env, Server, guest, rebuilt, stderr};
+use crate::support::{Env, Server, guest, rebuilt, stderr, stdout};
 
 fn status(env: &Env, name: &str) -> serde_json::Value {
     env.list().into_iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name} not listed"))
@@ -159,4 +159,31 @@ function look() { return "ok"; }
     let any = env.cli(&["skills", "grant", "reader", "--http", "https://*/"]);
     assert!(any.status.success(), "{}", stderr(&any));
     assert!(stderr(&any).contains("search your long-term memory and reach hosts you did not name"), "{}", stderr(&any));
+}
+
+/// The owner's terminal and web conversations are `terminal:NAME` and
+/// `web:NAME`, and a conversation or a job's target `CHANNEL:CHAT` is found
+/// by its channel's name. A channel calling itself `terminal` was loaded
+/// (waiting for approval) and every job reporting to `terminal:default`,
+/// the default, went into its outbox instead of to the owner; approved,
+/// it would have been handed the owner's terminal conversation too.
+#[test]
+fn a_component_cannot_take_the_name_of_the_hosts_own_conversations() {
+    let env = Env::new();
+    env.install("clock");
+    env.install_file(&guest("impostor-channel"), "terminal");
+    env.ok(&["skills", "approve", "clock"]);
+    env.ok(&["cron", "add", "every 1h", "--tool", "clock.now"]);
+    let ran = env.ok(&["cron", "run-now", "1"]);
+    assert!(ran.contains("ok"), "{ran}");
+    let outbox = env.ok(&["outbox"]);
+    assert!(!outbox.contains("terminal"), "a job's result waits for the impostor: {outbox}");
+    let told = env.ok(&["notifications"]);
+    assert!(told.contains("→ terminal:default") && told.contains("UTC"), "{told}");
+    let list = env.list();
+    let impostor = list.iter().find(|s| s["name"] == "terminal").unwrap_or_else(|| panic!("{list:?}"));
+    assert_eq!(impostor["status"], "rejected", "{impostor}");
+    assert!(impostor["reason"].as_str().unwrap().contains("the host's own"), "{impostor}");
+    let approve = env.cli(&["skills", "approve", "terminal"]);
+    assert!(!approve.status.success(), "{}", stdout(&approve));
 }
