@@ -464,11 +464,13 @@ impl Store {
         })?;
         let copied = (|| {
             {
+                // Writes wait only while the file is read, not while the copy
+                // reaches a slow backup drive: the bytes are read whole.
                 let hold = self.db.begin_write()?;
                 std::io::copy(&mut std::fs::File::open(&self.path).map_err(io)?, &mut out).map_err(io)?;
-                out.sync_all().map_err(io)?;
                 hold.abort()?;
             }
+            out.sync_all().map_err(io)?;
             let mut copy =
                 Database::open(&tmp).map_err(|e| StoreError::Backup(format!("the copy does not open: {e}")))?;
             if !copy.check_integrity().map_err(|e| StoreError::Backup(format!("checking the copy: {e}")))? {
