@@ -614,9 +614,7 @@ async fn answer(
         Request::Notifications { limit } => Response::Notifications(rt.notifications(limit)?),
         Request::Usage { days } => Response::Usage(rt.db.usage(days)?),
         Request::MemoryAdd { text, tags, pinned } => {
-            if text.trim().is_empty() {
-                return Err(RuntimeError::Invalid("a memory needs some text".into()));
-            }
+            crate::memory::check(&text, &tags).map_err(RuntimeError::Invalid)?;
             Response::Remembered(rt.memories().save(&text, tags, "cli", pinned).await?)
         }
         Request::MemorySearch { query, limit } => Response::Hits(rt.memories().search(&query, limit).await?),

@@ -8,7 +8,7 @@ use crate::budget::Spend;
 use crate::contract::bindings::wasiclaw::plugin::{config, crypto, kv, log, memory, notify, types};
 use crate::engine::SkillState;
 use crate::grants::Rights;
-use crate::memory::{MEMORY_QUERY_MAX, MEMORY_TEXT_MAX, Memories};
+use crate::memory::{MEMORY_QUERY_MAX, Memories};
 use hmac::{Hmac, Mac};
 use types::Error;
 
@@ -302,11 +302,8 @@ impl memory::Host for SkillState {
     }
 
     async fn save(&mut self, text: String, tags: Vec<String>) -> HostResult<u64> {
-        if text.trim().is_empty() || text.len() > MEMORY_TEXT_MAX {
-            return Ok(Err(Error::InvalidInput(format!("a memory is 1 to {MEMORY_TEXT_MAX} bytes of text"))));
-        }
-        if tags.len() > 16 || tags.iter().any(|t| t.len() > 64) {
-            return Ok(Err(Error::InvalidInput("at most 16 tags of at most 64 bytes each".into())));
+        if let Err(why) = crate::memory::check(&text, &tags) {
+            return Ok(Err(Error::InvalidInput(why)));
         }
         let target = format!("save {}", crate::text::truncate(&text, 80));
         if let Err(e) = self.check(Rights::MEMORY_WRITE, "memory", &target) {

@@ -49,9 +49,25 @@ const FORGOTTEN: TableDefinition<u64, &[u8]> = TableDefinition::new("memory_forg
 /// misread which memory was meant must not lose the owner's words for good.
 pub const FORGOTTEN_DAYS: i64 = 30;
 
-/// The longest memory a component or the model may save: each is indexed
-/// word by word, and recalled into prompts.
+/// The longest memory anyone saves or imports: each is indexed word by
+/// word, and recalled into prompts (a pinned one into every prompt).
 pub const MEMORY_TEXT_MAX: usize = 16 * 1024;
+/// The most tags a memory carries, and the longest tag.
+pub const MEMORY_TAGS_MAX: usize = 16;
+/// See [`MEMORY_TAGS_MAX`].
+pub const MEMORY_TAG_MAX: usize = 64;
+
+/// Whether `text` and `tags` have the shape every memory has, whoever
+/// saves it (the owner, the model, a component, an imported file).
+pub fn check(text: &str, tags: &[String]) -> Result<(), String> {
+    if text.trim().is_empty() || text.len() > MEMORY_TEXT_MAX {
+        return Err(format!("a memory is 1 to {MEMORY_TEXT_MAX} bytes of text"));
+    }
+    if tags.len() > MEMORY_TAGS_MAX || tags.iter().any(|t| t.len() > MEMORY_TAG_MAX) {
+        return Err(format!("a memory has at most {MEMORY_TAGS_MAX} tags of at most {MEMORY_TAG_MAX} bytes each"));
+    }
+    Ok(())
+}
 /// The longest search query a component or the model may send: each word
 /// is a lookup in the index.
 pub const MEMORY_QUERY_MAX: usize = 1024;
@@ -825,6 +841,10 @@ pub struct Imported {
     /// words only until `wasiclaw memory embed`.
     #[serde(default)]
     pub unembedded: Option<String>,
+    /// The ids of the pinned memories added: each is in every prompt from
+    /// now on, so the owner is told which, to unpin what they did not mean.
+    #[serde(default)]
+    pub pinned: Vec<u64>,
 }
 
 /// What `memory embed` did.
@@ -920,7 +940,14 @@ impl Memories<'_> {
         // or stored: a bad line is reported with nothing spent or changed.
         let mut items = Vec::new();
         for (n, line) in jsonl.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            items.push(serde_json::from_str::<Memory>(line).map_err(|e| format!("line {}: {e}", n + 1))?);
+            let m = serde_json::from_str::<Memory>(line).map_err(|e| format!("line {}: {e}", n + 1))?;
+            // A file can come from anywhere: what it holds is held to what
+            // a save is, or it would be recalled into prompts unbounded.
+            check(&m.text, &m.tags).map_err(|e| format!("line {}: {e}", n + 1))?;
+            if m.source.is_empty() || m.source.len() > 80 {
+                return Err(format!("line {}: a memory's source is 1 to 80 bytes", n + 1));
+            }
+            items.push(m);
         }
         let total = items.len();
         // Memories already present are skipped, so they are not embedded.
@@ -932,7 +959,8 @@ impl Memories<'_> {
         let mut vectors = vectors.into_iter();
         let out = items.into_iter().map(|m| (m, vectors.next())).collect();
         let stored = self.db.memory_insert(out).map_err(|e| e.to_string())?;
-        Ok(Imported { imported: stored.len(), skipped: total - stored.len(), unembedded })
+        let pinned = stored.iter().filter(|m| m.pinned).map(|m| m.id).collect();
+        Ok(Imported { imported: stored.len(), skipped: total - stored.len(), unembedded, pinned })
     }
 
     /// Embed every memory that has no embedding (saved or imported while

@@ -148,12 +148,7 @@ struct Save {
 fn memory_save<'a>(rt: &'a Runtime, caller: Caller<'a>, args: &'a str) -> BoxFuture<'a, Result<Value, String>> {
     Box::pin(async move {
         let a: Save = parse(args)?;
-        if a.text.trim().is_empty() {
-            return Err("`text` is empty".into());
-        }
-        if a.text.len() > crate::memory::MEMORY_TEXT_MAX {
-            return Err(format!("a memory is at most {} KiB; save the gist", crate::memory::MEMORY_TEXT_MAX >> 10));
-        }
+        crate::memory::check(&a.text, &a.tags)?;
         // Saved after untrusted content (an "always" answer lets it run
         // unasked), it stays untrusted when it is recalled, and such saves
         // are counted as a component's are: words in a page must not fill

@@ -125,7 +125,9 @@ fn export_and_import_round_trip_exactly() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), exported);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
-    assert!(other.ok(&["memory", "import", file.to_str().unwrap()]).contains("imported 2, skipped 0"));
+    let imported = other.ok(&["memory", "import", file.to_str().unwrap()]);
+    assert!(imported.contains("imported 2, skipped 0"), "{imported}");
+    assert!(imported.contains("pinned, so in every conversation from now on: 1, 2;"), "{imported}");
     assert_eq!(other.ok(&["memory", "export"]), exported, "export → import → export is the identity");
     assert!(other.ok(&["memory", "import", file.to_str().unwrap()]).contains("imported 0, skipped 2"));
     let found = other.ok(&["memory", "search", "tulips"]);
@@ -134,6 +136,31 @@ fn export_and_import_round_trip_exactly() {
     assert!(other.ok(&["memory", "add", "next"]).contains("remembered as 3"));
     let bad = other.cli_stdin(&["memory", "import", "-"], "{not json}\n");
     assert!(!bad.status.success() && stderr(&bad).contains("line 1"), "{}", stderr(&bad));
+}
+
+/// A memory file can come from anywhere: what it holds is held to what a
+/// save is. Before, a line of any length was imported, and recalled into
+/// prompts (pinned, into every one) whole.
+#[test]
+fn an_imported_file_is_held_to_what_a_save_is() {
+    let env = Env::new();
+    let line = |text: &str, tags: usize| {
+        let tags: Vec<String> = (0..tags).map(|i| format!("t{i}")).collect();
+        serde_json::json!({"id": 0, "text": text, "tags": tags, "source": "cli", "created_ms": 1, "pinned": true})
+            .to_string()
+    };
+    let long = "word ".repeat(4000);
+    for (file, why) in [
+        (format!("{}\n{}\n", line("fine", 0), line(&long, 0)), "line 2: a memory is 1 to 16384 bytes of text"),
+        (format!("{}\n", line("tagged", 17)), "line 1: a memory has at most 16 tags"),
+        (format!("{}\n", line("  ", 0)), "line 1: a memory is 1 to 16384 bytes"),
+    ] {
+        let out = env.cli_stdin(&["memory", "import", "-"], &file);
+        assert!(!out.status.success() && stderr(&out).contains(why), "{}", stderr(&out));
+    }
+    assert!(env.ok(&["memory", "export"]).is_empty(), "a refused file adds nothing");
+    let big = env.cli(&["memory", "add", &long]);
+    assert!(!big.status.success() && stderr(&big).contains("1 to 16384 bytes"), "{}", stderr(&big));
 }
 
 /// JSON lines of memories `ids`, each with its own word.
@@ -282,7 +309,9 @@ async fn the_agent_recalls_pinned_and_relevant_memories_and_saves_new_ones() {
     assert_eq!((saved.source.as_str(), saved.tags.clone()), ("agent", vec!["people".to_string()]));
     assert!(rt.db.memory_all().unwrap().iter().all(|m| m.text.len() <= 16 << 10), "a 20 KB memory was saved");
     let answers = llm.requests()[1]["messages"].to_string();
-    assert!(answers.contains("a memory is at most 16 KiB") && answers.contains("a query is at most 1024 bytes"));
+    assert!(
+        answers.contains("a memory is 1 to 16384 bytes of text") && answers.contains("a query is at most 1024 bytes")
+    );
 }
 
 #[test]

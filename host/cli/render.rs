@@ -167,6 +167,13 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
         Response::Exported(jsonl) => print!("{jsonl}"),
         Response::Imported(done) => {
             println!("imported {}, skipped {} already present", done.imported, done.skipped);
+            if !done.pinned.is_empty() {
+                let ids: Vec<String> = done.pinned.iter().map(u64::to_string).collect();
+                println!(
+                    "pinned, so in every conversation from now on: {}; `wasiclaw memory unpin ID` for any you did not mean to",
+                    ids.join(", ")
+                );
+            }
             if let Some(why) = done.unembedded {
                 println!(
                     "embeddings stopped ({}): the memories after that are found by their words only until `wasiclaw memory embed`",
