@@ -325,8 +325,8 @@ async fn chat(State(gate): State<Gate>, Json(input): Json<ChatIn>) -> impl IntoR
 }
 
 /// A local-API request from the owner's views: only what the page shows
-/// or changes (no tool calls, secrets, backups or chat), so the page can
-/// do no more than its buttons say.
+/// or changes (no tool calls, secrets, backups, imports or chat), so the
+/// page can do no more than its buttons say.
 async fn owner(State(gate): State<Gate>, Json(request): Json<crate::api::Request>) -> Response {
     use crate::api::Request as R;
     let shown = matches!(
@@ -340,6 +340,14 @@ async fn owner(State(gate): State<Gate>, Json(request): Json<crate::api::Request
             | R::Usage { .. }
             | R::CronList
             | R::CronHistory { .. }
+            | R::CronRm { .. }
+            | R::CronCancelled
+            | R::CronRestore { .. }
+            | R::MemoryList
+            | R::MemoryPin { .. }
+            | R::MemoryForget { .. }
+            | R::MemoryForgotten
+            | R::MemoryRestore { .. }
             | R::PairingList
             | R::PairingApprove { .. }
             | R::PairingRevoke { .. }

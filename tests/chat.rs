@@ -372,3 +372,81 @@ async fn the_owners_page_keeps_history_renders_markdown_safely_and_grants_a_skil
         assert_eq!(r.send().await.unwrap().status(), 403, "{refused}");
     }
 }
+
+/// The page shows what the agent remembers and the jobs it keeps, and
+/// what the model set aside or cancelled, to bring back; every change is
+/// confirmed in the browser's dialog first, and lands in the database.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_owners_page_shows_memories_and_brings_back_what_the_model_set_aside() {
+    let llm = FakeLlm::start(vec![
+        Reply::Tools(vec![("memory_forget", r#"{"id":3}"#), ("cancel_task", r#"{"id":2}"#)]),
+        Reply::Text("Tidied."),
+    ])
+    .await;
+    let env = Env::new();
+    env.install("clock");
+    env.ok(&["memory", "add", "Ada likes tulips", "--tag", "people"]);
+    env.ok(&["memory", "add", "Always answer in English", "--pin"]);
+    env.ok(&["memory", "add", "the boiler code is 4471"]);
+    env.ok(&["cron", "add", "every 1h", "--tool", "clock.now", "--name", "hourly"]);
+    env.ok(&["cron", "add", "every 2h", "--prompt", "water the plants", "--name", "plants"]);
+    let tidied = tokio::task::block_in_place(|| chat(&env, &llm, "tidy up\n"));
+    assert!(stdout(&tidied).contains("Tidied."), "{}{}", stdout(&tidied), stderr(&tidied));
+    let port = free_port();
+    env.config(&gateway_config(port, &llm));
+    let _daemon = tokio::task::block_in_place(|| env.daemon());
+    let browser = Browser::start().await;
+    let open = env.ok(&["open"]).trim().to_string();
+    browser.call(reqwest::Method::POST, "/url", json!({"url": open})).await;
+    let confirm = async |css: &str, question: &str| {
+        browser.click(css).await;
+        let asked = browser.call(reqwest::Method::GET, "/alert/text", json!({})).await;
+        assert!(asked.as_str().unwrap().contains(question), "{asked}");
+        browser.call(reqwest::Method::POST, "/alert/accept", json!({})).await;
+    };
+
+    browser.click("nav button[data-view=memory]").await;
+    let rows = browser.until("the memories", "return document.querySelector('#aside-3')?.textContent && document.querySelector('#memory-rows').textContent;").await;
+    let rows = rows.as_str().unwrap();
+    assert!(rows.starts_with("2 memories") && rows.contains("Ada likes tulips"), "{rows}");
+    let pinned = browser.script("return document.querySelector('#memory-2').textContent;").await;
+    assert!(pinned.as_str().unwrap().contains("pinned: in every conversation"), "{pinned}");
+    let days = format!("kept {} days", wasiclaw::memory::FORGOTTEN_DAYS);
+    assert!(rows.contains(&days) && rows.contains("4471"), "{rows}");
+    browser.script("const f = document.getElementById('memory-text'); f.value = 'PEOPLE'; f.dispatchEvent(new Event('input'));").await;
+    browser
+        .until("the filter", "return document.querySelector('#memory-rows h3')?.textContent === '2 memories, 1 match';")
+        .await;
+    browser
+        .script("const f = document.getElementById('memory-text'); f.value = ''; f.dispatchEvent(new Event('input'));")
+        .await;
+
+    confirm("#aside-3 .restore", "Bring memory 3 back?").await;
+    browser
+        .until("memory 3 back", "return document.querySelector('#memory-3') && !document.querySelector('#aside-3');")
+        .await;
+    assert!(env.ok(&["memory", "list"]).contains("the boiler code is 4471"));
+    confirm("#memory-2 .unpin", "Recall memory 2 only when it is relevant?").await;
+    browser.until("memory 2 unpinned", "return document.querySelector('#memory-2 .pin');").await;
+    assert!(!env.ok(&["memory", "list"]).contains('📌'), "still pinned");
+    confirm("#memory-1 .forget", "Forget memory 1 for good?").await;
+    browser
+        .until("memory 1 gone", "return document.querySelector('#memory-3') && !document.querySelector('#memory-1');")
+        .await;
+    assert!(!env.ok(&["memory", "list"]).contains("tulips") && !env.ok(&["memory", "forgotten"]).contains("tulips"));
+
+    browser.click("nav button[data-view=jobs]").await;
+    let cancelled =
+        browser.until("the cancelled job", "return document.querySelector('#cancelled-2')?.textContent;").await;
+    assert!(cancelled.as_str().unwrap().contains("water the plants"), "{cancelled}");
+    let heading = browser.script("return document.querySelector('#jobs').textContent;").await;
+    assert!(heading.as_str().unwrap().contains(&format!("kept {} days", wasiclaw::jobs::CANCELLED_DAYS)), "{heading}");
+    confirm("#cancelled-2 .restore", "Bring job #2 back?").await;
+    browser
+        .until("job 2 back", "return document.querySelector('#job-2') && !document.querySelector('#cancelled-2');")
+        .await;
+    assert!(env.ok(&["cron", "list"]).contains("water the plants"));
+    confirm("#job-1 .remove", "Remove job #1 for good?").await;
+    browser.until("job 1 gone", "return document.querySelector('#job-2') && !document.querySelector('#job-1');").await;
+    assert!(!env.ok(&["cron", "list"]).contains("hourly"));
+}
