@@ -192,17 +192,24 @@ impl Drop for Browser {
     }
 }
 
+/// The daemon with its gateway (on the returned port), and a browser that
+/// opened the page as the owner does: the address `wasiclaw open` prints
+/// (also returned), whose token becomes a cookie.
+async fn open_page(env: &Env, llm: &FakeLlm) -> (crate::support::Daemon, Browser, u16, String) {
+    let port = free_port();
+    env.config(&gateway_config(port, llm));
+    let daemon = tokio::task::block_in_place(|| env.daemon());
+    let browser = Browser::start().await;
+    let open = env.ok(&["open"]).trim().to_string();
+    browser.call(reqwest::Method::POST, "/url", json!({"url": open})).await;
+    (daemon, browser, port, open)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_web_chat_streams_a_reply_in_a_real_browser() {
     let llm = FakeLlm::start(vec![Reply::Text("Streaming into the page works.")]).await;
     let env = Env::new();
-    let port = free_port();
-    env.config(&gateway_config(port, &llm));
-    let _daemon = tokio::task::block_in_place(|| env.daemon());
-    let browser = Browser::start().await;
-    // The owner opens the address `wasiclaw open` prints; the token becomes a cookie.
-    let open = env.ok(&["open"]).trim().to_string();
-    browser.call(reqwest::Method::POST, "/url", json!({"url": open})).await;
+    let (_daemon, browser, port, _) = open_page(&env, &llm).await;
     let address = browser.script("return location.href;").await;
     assert_eq!(address, format!("http://127.0.0.1:{port}/"), "the token left the address bar");
     let input = browser.element("#input").await;
@@ -261,12 +268,7 @@ async fn the_owners_page_keeps_history_renders_markdown_safely_and_grants_a_skil
     env.install("clock");
     env.install("notes");
     env.ok(&["skills", "approve", "clock"]);
-    let port = free_port();
-    env.config(&gateway_config(port, &llm));
-    let _daemon = tokio::task::block_in_place(|| env.daemon());
-    let browser = Browser::start().await;
-    let open = env.ok(&["open"]).trim().to_string();
-    browser.call(reqwest::Method::POST, "/url", json!({"url": open})).await;
+    let (_daemon, browser, port, open) = open_page(&env, &llm).await;
     let input = browser.element("#input").await;
     browser.call(reqwest::Method::POST, &format!("/element/{input}/value"), json!({"text": "what time is it?"})).await;
     browser.click("#send").await;
@@ -392,61 +394,52 @@ async fn the_owners_page_shows_memories_and_brings_back_what_the_model_set_aside
     env.ok(&["cron", "add", "every 2h", "--prompt", "water the plants", "--name", "plants"]);
     let tidied = tokio::task::block_in_place(|| chat(&env, &llm, "tidy up\n"));
     assert!(stdout(&tidied).contains("Tidied."), "{}{}", stdout(&tidied), stderr(&tidied));
-    let port = free_port();
-    env.config(&gateway_config(port, &llm));
-    let _daemon = tokio::task::block_in_place(|| env.daemon());
-    let browser = Browser::start().await;
-    let open = env.ok(&["open"]).trim().to_string();
-    browser.call(reqwest::Method::POST, "/url", json!({"url": open})).await;
-    let confirm = async |css: &str, question: &str| {
+    let (_daemon, browser, _, _) = open_page(&env, &llm).await;
+    // Click, accept the dialog that asks `question`, and wait until the
+    // page shows `shown` and no longer shows `gone`.
+    let change = async |css: &str, question: &str, shown: &str, gone: &str| {
         browser.click(css).await;
         let asked = browser.call(reqwest::Method::GET, "/alert/text", json!({})).await;
         assert!(asked.as_str().unwrap().contains(question), "{asked}");
         browser.call(reqwest::Method::POST, "/alert/accept", json!({})).await;
+        let js = format!("return document.querySelector('{shown}') && !document.querySelector('{gone}');");
+        browser.until(question, &js).await;
+    };
+    let filter = async |text: &str| {
+        let js = format!(
+            "const f = document.getElementById('memory-text'); f.value = '{text}'; f.dispatchEvent(new Event('input'));"
+        );
+        browser.script(&js).await;
     };
 
     browser.click("nav button[data-view=memory]").await;
-    let rows = browser.until("the memories", "return document.querySelector('#aside-3')?.textContent && document.querySelector('#memory-rows').textContent;").await;
+    let js = "return document.querySelector('#aside-3') && document.querySelector('#memory-rows').textContent;";
+    let rows = browser.until("the memories", js).await;
     let rows = rows.as_str().unwrap();
     assert!(rows.starts_with("2 memories") && rows.contains("Ada likes tulips"), "{rows}");
     let pinned = browser.script("return document.querySelector('#memory-2').textContent;").await;
     assert!(pinned.as_str().unwrap().contains("pinned: in every conversation"), "{pinned}");
     let days = format!("kept {} days", wasiclaw::memory::FORGOTTEN_DAYS);
     assert!(rows.contains(&days) && rows.contains("4471"), "{rows}");
-    browser.script("const f = document.getElementById('memory-text'); f.value = 'PEOPLE'; f.dispatchEvent(new Event('input'));").await;
-    browser
-        .until("the filter", "return document.querySelector('#memory-rows h3')?.textContent === '2 memories, 1 match';")
-        .await;
-    browser
-        .script("const f = document.getElementById('memory-text'); f.value = ''; f.dispatchEvent(new Event('input'));")
-        .await;
+    filter("PEOPLE").await;
+    let js = "return document.querySelector('#memory-rows h3')?.textContent === '2 memories, 1 match';";
+    browser.until("the filter", js).await;
+    filter("").await;
 
-    confirm("#aside-3 .restore", "Bring memory 3 back?").await;
-    browser
-        .until("memory 3 back", "return document.querySelector('#memory-3') && !document.querySelector('#aside-3');")
-        .await;
+    change("#aside-3 .restore", "Bring memory 3 back?", "#memory-3", "#aside-3").await;
     assert!(env.ok(&["memory", "list"]).contains("the boiler code is 4471"));
-    confirm("#memory-2 .unpin", "Recall memory 2 only when it is relevant?").await;
-    browser.until("memory 2 unpinned", "return document.querySelector('#memory-2 .pin');").await;
+    change("#memory-2 .unpin", "Recall memory 2 only when it is relevant?", "#memory-2 .pin", "#memory-2 .unpin").await;
     assert!(!env.ok(&["memory", "list"]).contains('📌'), "still pinned");
-    confirm("#memory-1 .forget", "Forget memory 1 for good?").await;
-    browser
-        .until("memory 1 gone", "return document.querySelector('#memory-3') && !document.querySelector('#memory-1');")
-        .await;
+    change("#memory-1 .forget", "Forget memory 1 for good?", "#memory-3", "#memory-1").await;
     assert!(!env.ok(&["memory", "list"]).contains("tulips") && !env.ok(&["memory", "forgotten"]).contains("tulips"));
 
     browser.click("nav button[data-view=jobs]").await;
-    let cancelled =
-        browser.until("the cancelled job", "return document.querySelector('#cancelled-2')?.textContent;").await;
+    let cancelled = browser.until("the job", "return document.querySelector('#cancelled-2')?.textContent;").await;
     assert!(cancelled.as_str().unwrap().contains("water the plants"), "{cancelled}");
-    let heading = browser.script("return document.querySelector('#jobs').textContent;").await;
-    assert!(heading.as_str().unwrap().contains(&format!("kept {} days", wasiclaw::jobs::CANCELLED_DAYS)), "{heading}");
-    confirm("#cancelled-2 .restore", "Bring job #2 back?").await;
-    browser
-        .until("job 2 back", "return document.querySelector('#job-2') && !document.querySelector('#cancelled-2');")
-        .await;
+    let jobs = browser.script("return document.querySelector('#jobs').textContent;").await;
+    assert!(jobs.as_str().unwrap().contains(&format!("kept {} days", wasiclaw::jobs::CANCELLED_DAYS)), "{jobs}");
+    change("#cancelled-2 .restore", "Bring job #2 back?", "#job-2", "#cancelled-2").await;
     assert!(env.ok(&["cron", "list"]).contains("water the plants"));
-    confirm("#job-1 .remove", "Remove job #1 for good?").await;
-    browser.until("job 1 gone", "return document.querySelector('#job-2') && !document.querySelector('#job-1');").await;
+    change("#job-1 .remove", "Remove job #1 for good?", "#job-2", "#job-1").await;
     assert!(!env.ok(&["cron", "list"]).contains("hourly"));
 }
