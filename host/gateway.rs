@@ -33,6 +33,7 @@ use crate::api::Reply;
 use crate::channels::Channels;
 use crate::contract::{HttpRequest, HttpResponse};
 use crate::runtime::Runtime;
+use crate::stamp::Stamp;
 use anyhow::Context;
 use axum::extract::Path;
 use axum::extract::{Query, Request, State};
@@ -69,7 +70,7 @@ struct Hooks {
 struct Gate {
     agent: Arc<Agent>,
     channels: Arc<Channels>,
-    token: Arc<String>,
+    token: Arc<Token>,
     /// `Host` values this gateway answers to, lower-case.
     hosts: Arc<Vec<String>>,
     /// Configured names, answered on any port.
@@ -77,6 +78,40 @@ struct Gate {
 }
 
 const COOKIE: &str = "wasiclaw_token";
+
+/// The token, read again whenever the secrets file changed (its stamp is
+/// taken at each request), so a new one (`wasiclaw open --new-token`, or
+/// `secrets set` of the owner's own) shuts the old one out at once: a
+/// token that was shown or shared must not need a restart to stop working.
+struct Token {
+    file: std::path::PathBuf,
+    /// The stamp it was read at, and the token; None if it cannot be read
+    /// (every request is then refused: a token the owner removed must not
+    /// go on working). None before the first read.
+    known: std::sync::Mutex<Option<ReadAt>>,
+}
+
+/// The secrets file's stamp when the token was read, and what was read.
+type ReadAt = (Option<Stamp>, Option<Arc<String>>);
+
+impl Token {
+    fn current(&self, rt: &Runtime) -> Option<Arc<String>> {
+        let stamp = crate::stamp::of(&self.file);
+        let mut known = self.known.lock().unwrap();
+        match known.as_ref() {
+            Some((read_at, token)) if *read_at == stamp => token.clone(),
+            _ => {
+                let token = rt.config.gateway.token(&rt.secrets).map(Arc::new);
+                if let Err(e) = &token {
+                    tracing::error!("gateway: every request is refused until the token can be read: {e:#}");
+                }
+                // Stamped after the read: the host's own token is made when
+                // it is missing, which changes the file.
+                known.insert((crate::stamp::of(&self.file), token.ok())).1.clone()
+            }
+        }
+    }
+}
 
 /// Bind the configured address (or `over`), refusing a non-loopback one
 /// without a token.
@@ -94,13 +129,10 @@ pub async fn bind(rt: &Runtime, over: Option<&str>) -> anyhow::Result<TcpListene
 
 /// Serve the web chat, the API and `/hooks/` on `listener`.
 pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: TcpListener) {
-    let token = match agent.rt.config.gateway.token(&agent.rt.secrets) {
-        Ok(token) => token,
-        Err(e) => {
-            tracing::error!("gateway: {e:#}");
-            return;
-        }
-    };
+    let token = Token { file: agent.rt.paths.secrets(), known: Default::default() };
+    if token.current(&agent.rt).is_none() {
+        return;
+    }
     let Ok(local) = listener.local_addr() else { return };
     let port = local.port();
     let mut hosts = vec![format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")];
@@ -243,7 +275,13 @@ async fn guard(
     if request.uri().path().starts_with("/hooks/") {
         return next.run(request).await;
     }
-    let matches = |presented: &str| crate::secrets::constant_time_eq(presented.as_bytes(), gate.token.as_bytes());
+    let Some(token) = gate.token.current(&gate.agent.rt) else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway's token cannot be read; the daemon's log says why",
+        );
+    };
+    let matches = |presented: &str| crate::secrets::constant_time_eq(presented.as_bytes(), token.as_bytes());
     let bearer =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let cookie = headers
@@ -261,7 +299,7 @@ async fn guard(
         if !matches(presented) {
             return refuse(StatusCode::UNAUTHORIZED, "wrong token; `wasiclaw open` prints the right address");
         }
-        let cookie = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", gate.token);
+        let cookie = format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
         return Response::builder()
             .status(StatusCode::SEE_OTHER)
             .header(header::LOCATION, "/")

@@ -76,10 +76,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Doctor { json } => return Ok(render::findings(&wasiclaw::doctor::run(&paths).await, json)),
-        Command::Open => {
+        Command::Open { new_token } => {
             std::fs::create_dir_all(&paths.state_dir)
                 .with_context(|| format!("cannot create {}", paths.state_dir.display()))?;
             let config = wasiclaw::config::Config::load(&paths.config())?;
+            if new_token {
+                let name = config.gateway.token_name().to_string();
+                let value = wasiclaw::secrets::Hidden(wasiclaw::secrets::random_token()?);
+                match Secrets::new(paths.secrets()).set(&name, &value.0) {
+                    // Sealed with the service's key: the daemon has it.
+                    Err(wasiclaw::secrets::SecretsError::Sealed(_)) => {
+                        let change = wasiclaw::api::SecretsChange::Set { name: name.clone(), value };
+                        ask_daemon(&paths, Request::Secrets { change })?;
+                    }
+                    done => done?,
+                }
+                eprintln!(
+                    "made a new token ({name}): the old address and every browser that opened it no longer get in, \
+                     nor does anything that sends the old token (a script, a /metrics scraper). Open this one:"
+                );
+            }
             let url = match config.gateway.open_url(&Secrets::new(paths.secrets())) {
                 Err(e) if matches!(e.downcast_ref(), Some(wasiclaw::secrets::SecretsError::Sealed(_))) => {
                     match ask_daemon(&paths, Request::OpenUrl)? {

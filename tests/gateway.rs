@@ -284,3 +284,46 @@ async fn a_flood_of_connections_and_webhooks_holds_nothing_for_long() {
         read(s).await;
     }
 }
+
+/// A token that was shown or shared can be replaced, and the old one stops
+/// working at once, the daemon running: the address, a browser's cookie
+/// and a script's bearer header alike. Before, the gateway read its token
+/// once at start, and a new one needed knowing its secret's name and a
+/// restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_token_shuts_the_old_one_out_at_once() {
+    let llm = FakeLlm::start(vec![]).await;
+    let env = Env::new();
+    let (_daemon, url, old) = gateway(&env, &llm, "");
+    let opened = client().get(format!("{url}/?token={old}")).send().await.unwrap();
+    let cookie = opened.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let status = async |bearer: Option<&str>, cookie: Option<&str>| {
+        let mut request = client().get(format!("{url}/metrics"));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send().await.unwrap().status()
+    };
+    assert_eq!((status(Some(&old), None).await, status(None, Some(&cookie)).await), (StatusCode::OK, StatusCode::OK));
+
+    let out = tokio::task::block_in_place(|| env.cli(&["open", "--new-token"]));
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    assert!(crate::support::stderr(&out).contains("made a new token"), "{}", crate::support::stderr(&out));
+    let new = crate::support::stdout(&out).trim().split("?token=").nth(1).unwrap().to_string();
+    assert_ne!(new, old);
+    assert_eq!(status(Some(&old), None).await, StatusCode::UNAUTHORIZED, "the old bearer token still works");
+    assert_eq!(status(None, Some(&cookie)).await, StatusCode::UNAUTHORIZED, "the old cookie still works");
+    let again = client().get(format!("{url}/?token={old}")).send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED, "the old address still works");
+    assert_eq!(status(Some(&new), None).await, StatusCode::OK);
+    assert_eq!(env.ok(&["open"]).trim().split("?token=").nth(1), Some(new.as_str()));
+
+    // Removing the host's own token makes a new one, the same way.
+    env.ok(&["secrets", "rm", "WASICLAW_GATEWAY_TOKEN"]);
+    assert_eq!(status(Some(&new), None).await, StatusCode::UNAUTHORIZED, "a removed token still works");
+    let made = env.ok(&["open"]).trim().split("?token=").nth(1).unwrap().to_string();
+    assert_eq!(status(Some(&made), None).await, StatusCode::OK);
+}

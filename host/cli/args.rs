@@ -73,7 +73,12 @@ pub(crate) enum Command {
     New(NewCommand),
     /// Print the web chat's address with its token. Only a user who can read the state
     /// directory can get it; opening it once sets a cookie, so bookmark the plain address.
-    Open,
+    Open {
+        /// Make a new token first: the old address, and every browser that opened it, stop
+        /// working at once (a running daemon too). For a token that was shown or shared.
+        #[arg(long)]
+        new_token: bool,
+    },
     /// Chat with the agent in the terminal (through the daemon when it runs).
     Chat {
         /// A named conversation; each keeps its own history.
@@ -779,7 +784,7 @@ impl Command {
             Command::Run { .. }
             | Command::Compile { .. }
             | Command::Doctor { .. }
-            | Command::Open
+            | Command::Open { .. }
             | Command::Restore { .. }
             | Command::Chat { .. }
             | Command::Secrets(_)
