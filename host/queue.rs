@@ -200,9 +200,13 @@ impl Store {
                 Accepted::New
             }
         };
-        self.commit(txn)?;
+        // A message seen already, or over its share, changes nothing: no
+        // commit, so a platform or channel repeating messages wears no disk.
         if accepted == Accepted::New {
+            self.commit(txn)?;
             self.changes.send_modify(|v| *v += 1);
+        } else {
+            txn.abort()?;
         }
         Ok(accepted)
     }
@@ -451,10 +455,8 @@ mod tests {
         assert_eq!(other.iter().map(|i| i.text.as_str()).collect::<Vec<_>>(), ["keep me"]);
     }
 
-    /// A message given up is retired, its chat told and the owner notified
-    /// in one commit: no failure between them can repeat the notice.
-    #[test]
-    fn giving_a_message_up_is_one_commit() {
+    /// A store with one message accepted into its inbox.
+    fn one_message() -> (tempfile::TempDir, Store, InboxItem) {
         let dir = tempfile::tempdir().unwrap();
         let db = Store::open(&dir.path().join("db.redb"), &[create_tables]).unwrap();
         let item = InboxItem {
@@ -469,6 +471,24 @@ mod tests {
             tries: 0,
         };
         assert_eq!(db.inbox_accept(item.clone()).unwrap(), Accepted::New);
+        (dir, db, item)
+    }
+
+    /// A message heard again changes nothing, so it commits nothing: a
+    /// platform or channel repeating messages wears no disk.
+    #[test]
+    fn a_message_heard_again_commits_nothing() {
+        let (_dir, db, item) = one_message();
+        let before = db.durable_commits();
+        assert_eq!(db.inbox_accept(item).unwrap(), Accepted::Seen);
+        assert_eq!(db.durable_commits(), before, "a message seen already was committed");
+    }
+
+    /// A message given up is retired, its chat told and the owner notified
+    /// in one commit: no failure between them can repeat the notice.
+    #[test]
+    fn giving_a_message_up_is_one_commit() {
+        let (_dir, db, _) = one_message();
         let item = db.inbox("tg").unwrap().remove(0);
         let before = db.durable_commits();
         db.inbox_give_up(&item, "sorry", "given up").unwrap();
