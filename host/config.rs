@@ -326,6 +326,11 @@ pub struct GatewayConfig {
 /// The gateway token's secret name when the owner names none.
 pub const DEFAULT_GATEWAY_TOKEN: &str = "WASICLAW_GATEWAY_TOKEN";
 
+/// The shortest gateway token served: the gateway does not count wrong
+/// tries (a flood of them costs it nothing), so a token must be beyond
+/// guessing. The host's own is 64 hex digits.
+pub const MIN_GATEWAY_TOKEN: usize = 32;
+
 impl GatewayConfig {
     /// The name of the secret holding the gateway token.
     pub fn token_name(&self) -> &str {
@@ -338,6 +343,13 @@ impl GatewayConfig {
         use anyhow::Context;
         let name = self.token_name();
         if let Some(token) = secrets.get(name)? {
+            if token.len() < MIN_GATEWAY_TOKEN {
+                anyhow::bail!(
+                    "the gateway's token {name} is {} characters, short enough for anyone who reaches the gateway to \
+                     guess; make one of {MIN_GATEWAY_TOKEN} or more: `wasiclaw secrets set {name} --random`",
+                    token.len()
+                );
+            }
             return Ok(token);
         }
         if self.token_secret.is_some() {

@@ -122,6 +122,25 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
         },
         Err(_) => out.push(ok("secrets", "none stored yet")),
     }
+    if config.gateway.enabled {
+        // Read, never made here: doctor changes nothing.
+        let name = config.gateway.token_name();
+        let fix = format!("wasiclaw secrets set {name} --random");
+        match crate::secrets::Secrets::new(secrets.clone()).get(name) {
+            Ok(Some(t)) if t.len() < crate::config::MIN_GATEWAY_TOKEN => out.push(problem(
+                "gateway",
+                format!(
+                    "its token {name} is {} characters, short enough to guess; the gateway will not serve",
+                    t.len()
+                ),
+                fix,
+            )),
+            Ok(None) if config.gateway.token_secret.is_some() => {
+                out.push(problem("gateway", format!("[gateway] token_secret {name} is not set"), fix))
+            }
+            _ => {}
+        }
+    }
     for name in config.providers.iter().filter_map(|p| p.api_key_secret.as_deref()) {
         let store = crate::secrets::Secrets::new(secrets.clone());
         if matches!(store.get(name), Ok(None) | Err(crate::secrets::SecretsError::Missing(_))) {

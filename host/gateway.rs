@@ -124,6 +124,8 @@ pub async fn bind(rt: &Runtime, over: Option<&str>) -> anyhow::Result<TcpListene
              and run `wasiclaw secrets set GATEWAY_TOKEN`, or bind to 127.0.0.1"
         );
     }
+    // A token that cannot serve is said now, not as a gateway that refuses everyone.
+    rt.config.gateway.token(&rt.secrets)?;
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (is another wasiclaw running?)"))
 }
 

@@ -106,8 +106,8 @@ async fn the_gateway_streams_replies_and_refuses_other_origins() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_public_gateway_requires_a_token() {
-    let llm = FakeLlm::start(vec![Reply::Text("authorized")]).await;
+async fn a_public_gateway_requires_a_token_beyond_guessing() {
+    let llm = FakeLlm::start(vec![Reply::Text("ok"), Reply::Text("authorized")]).await;
     let env = Env::new();
     let port = free_port();
     env.config(&gateway_config(port, &llm).replace("127.0.0.1", "0.0.0.0"));
@@ -119,15 +119,33 @@ async fn a_public_gateway_requires_a_token() {
         .replace("127.0.0.1", "0.0.0.0")
         .replace("[gateway]\n", "[gateway]\ntoken_secret = \"GATEWAY_TOKEN\"\n");
     env.config(&config);
+    // The gateway counts no wrong tries, so a token short enough to guess is refused.
     env.cli_stdin(&["secrets", "set", "GATEWAY_TOKEN"], "t0ken");
+    let short = tokio::task::block_in_place(|| env.cli_within(&["run"], "", &[], Duration::from_secs(30)));
+    assert!(!short.status.success());
+    assert!(
+        stderr(&short).contains("GATEWAY_TOKEN is 5 characters") && stderr(&short).contains("--random"),
+        "{}",
+        stderr(&short)
+    );
+    let doctor = tokio::task::block_in_place(|| env.cli(&["doctor"]));
+    assert!(stdout(&doctor).contains("GATEWAY_TOKEN is 5 characters"), "{}", stdout(&doctor));
+    let token = "t0ken-".repeat(6);
+    env.cli_stdin(&["secrets", "set", "GATEWAY_TOKEN"], &token);
     let _daemon = tokio::task::block_in_place(|| env.daemon());
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let url = format!("http://127.0.0.1:{port}");
     assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
     assert_eq!(client.get(format!("{url}/?token=wrong")).send().await.unwrap().status(), 401);
-    assert_eq!(client.get(format!("{url}/?token=t0ken")).send().await.unwrap().status(), 303);
-    let chat = client.post(format!("{url}/api/chat")).bearer_auth("t0ken").json(&json!({"session": "a", "text": "hi"}));
+    assert_eq!(client.get(format!("{url}/?token={token}")).send().await.unwrap().status(), 303);
+    let chat = client.post(format!("{url}/api/chat")).bearer_auth(&token).json(&json!({"session": "a", "text": "hi"}));
     assert!(chat.send().await.unwrap().text().await.unwrap().contains("authorized"));
+    // Made short while the daemon runs, it lets nobody in.
+    env.cli_stdin(&["secrets", "set", "GATEWAY_TOKEN"], "t0ken");
+    for presented in [token.as_str(), "t0ken"] {
+        let status = client.get(format!("{url}/metrics")).bearer_auth(presented).send().await.unwrap().status();
+        assert_eq!(status, 503, "{presented}");
+    }
 }
 
 /// A minimal WebDriver client for chromedriver.
