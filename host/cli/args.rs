@@ -441,33 +441,22 @@ pub(crate) enum MemoryCommand {
     /// down, or before one was configured), with progress. Safe to run again.
     Embed,
     /// Erase a memory by id, for good (also one the model forgot).
-    Forget {
-        id: u64,
-    },
+    Forget { id: u64 },
     /// What the model forgot in the last 30 days: each can be brought back with `restore`.
     Forgotten {
         #[arg(long)]
         json: bool,
     },
     /// Bring back a memory the model forgot, as it was (id, tags, pin).
-    Restore {
-        id: u64,
-    },
+    Restore { id: u64 },
     /// Keep a memory in the model's context always.
-    Pin {
-        id: u64,
-    },
-    Unpin {
-        id: u64,
-    },
+    Pin { id: u64 },
+    /// Undo `pin`: recall the memory only when a conversation is about it.
+    Unpin { id: u64 },
     /// Write all memories as JSON Lines (to FILE, or stdout).
-    Export {
-        file: Option<PathBuf>,
-    },
+    Export { file: Option<PathBuf> },
     /// Read memories from JSON Lines (FILE, or `-` for stdin); ids already present are skipped.
-    Import {
-        file: PathBuf,
-    },
+    Import { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -796,5 +785,28 @@ impl Command {
                 bail!("this command is not a request")
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `--help` teaches: every command and subcommand says what it does.
+    #[test]
+    fn every_command_says_what_it_does() {
+        fn walk(cmd: &clap::Command, path: &str, silent: &mut Vec<String>) {
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && !sub.is_hide_set() {
+                    silent.push(path.clone());
+                }
+                walk(sub, &path, silent);
+            }
+        }
+        let mut silent = Vec::new();
+        walk(&Cli::command(), "wasiclaw", &mut silent);
+        assert!(silent.is_empty(), "commands without a summary in --help: {silent:?}");
     }
 }
