@@ -105,9 +105,10 @@ impl Token {
                 if let Err(e) = &token {
                     tracing::error!("gateway: every request is refused until the token can be read: {e:#}");
                 }
-                // Stamped after the read: the host's own token is made when
-                // it is missing, which changes the file.
-                known.insert((crate::stamp::of(&self.file), token.ok())).1.clone()
+                // Stamped before the read, so a change during it is read at
+                // the next request (making the host's own token changes the
+                // file too: read once more, the same).
+                known.insert((stamp, token.ok())).1.clone()
             }
         }
     }

@@ -57,6 +57,10 @@ pub const MEMORY_TAGS_MAX: usize = 16;
 /// See [`MEMORY_TAGS_MAX`].
 pub const MEMORY_TAG_MAX: usize = 64;
 
+/// The longest search query a component or the model may send: each word
+/// is a lookup in the index.
+pub const MEMORY_QUERY_MAX: usize = 1024;
+
 /// Whether `text` and `tags` have the shape every memory has, whoever
 /// saves it (the owner, the model, a component, an imported file).
 pub fn check(text: &str, tags: &[String]) -> Result<(), String> {
@@ -68,9 +72,7 @@ pub fn check(text: &str, tags: &[String]) -> Result<(), String> {
     }
     Ok(())
 }
-/// The longest search query a component or the model may send: each word
-/// is a lookup in the index.
-pub const MEMORY_QUERY_MAX: usize = 1024;
+
 /// "next_id", "docs", "total_len", "next_term".
 const META: TableDefinition<&str, u64> = TableDefinition::new("memory_meta");
 /// (source, memory id): how many memories a source keeps is a range read,
