@@ -296,6 +296,17 @@ pub struct ProviderConfig {
     pub timeout_s: u64,
 }
 
+/// Whether a key sent to `base_url` crosses a network unencrypted: plain
+/// http to any host but this machine's loopback (a LAN is a network too).
+pub fn key_in_clear(base_url: &str) -> bool {
+    let Ok(uri) = base_url.parse::<http::Uri>() else { return false };
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let local = host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    uri.scheme_str() == Some("http") && !local
+}
+
 fn default_provider_timeout() -> u64 {
     120
 }
@@ -506,6 +517,18 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The API keys set to travel over plain http off this machine (see
+    /// [`key_in_clear`]): (secret name, base_url).
+    pub fn keys_in_clear(&self) -> Vec<(&str, &str)> {
+        let providers = self.providers.iter().map(|p| (&p.api_key_secret, &p.base_url));
+        let embeddings = self.memory.embeddings.iter().map(|e| (&e.api_key_secret, &e.base_url));
+        providers
+            .chain(embeddings)
+            .filter_map(|(name, url)| Some((name.as_deref()?, url.as_str())))
+            .filter(|(_, url)| key_in_clear(url))
+            .collect()
+    }
+
     /// Read the config at `path`; a missing file means all defaults.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = match std::fs::read_to_string(path) {
@@ -616,6 +639,20 @@ impl Paths {
 
 #[cfg(test)]
 mod tests {
+    /// A key over plain http is said to be in the clear unless it stays on
+    /// this machine.
+    #[test]
+    fn a_key_over_plain_http_is_in_the_clear_off_this_machine() {
+        for url in ["http://llm.example.com/v1", "http://192.168.1.20:11434/v1", "http://[fe80::1]/v1"] {
+            assert!(super::key_in_clear(url), "{url}");
+        }
+        for url in
+            ["https://api.openai.com/v1", "http://127.0.0.1:11434/v1", "http://[::1]:8080", "http://localhost/v1"]
+        {
+            assert!(!super::key_in_clear(url), "{url}");
+        }
+    }
+
     #[test]
     fn the_annotated_example_config_is_valid() {
         let config: super::Config = toml::from_str(include_str!("../examples/config.toml")).unwrap();

@@ -51,6 +51,9 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
         rt.secrets.seal().context("cannot seal the secrets store with the credential key")?;
         tracing::info!("secrets store sealed with the {} credential", crate::secrets::CREDENTIAL);
     }
+    for (name, url) in rt.config.keys_in_clear() {
+        tracing::warn!("{name} goes to {url} over plain http: anyone on the way can read it; use https://");
+    }
     // Only what is already compiled loads before the socket opens; the rest
     // compiles in the background, one component at a time.
     let report = rescan(&rt).await;

@@ -141,6 +141,13 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
             _ => {}
         }
     }
+    for (name, url) in config.keys_in_clear() {
+        out.push(problem(
+            "secrets",
+            format!("{name} goes to {url} over plain http: anyone on the way can read it"),
+            "use https:// in that base_url (plain http only to this machine's loopback)",
+        ));
+    }
     for name in config.providers.iter().filter_map(|p| p.api_key_secret.as_deref()) {
         let store = crate::secrets::Secrets::new(secrets.clone());
         if matches!(store.get(name), Ok(None) | Err(crate::secrets::SecretsError::Missing(_))) {

@@ -101,7 +101,8 @@ async fn doctor_names_each_problem_and_what_to_run() {
         "[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n\n\
          [[providers]]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:{dead}/v1\"\nmodel = \"gone\"\napi_key_secret = \"GONE_KEY\"\n\n\
          [tools.\"clock.nw\"]\npolicy = \"deny\"\n\n[tools.\"clock.now\"]\npolicy = \"ask\"\n\n[tools.memory_save]\npolicy = \"ask\"\n\n\
-         [tools.\"clokc.now\"]\npolicy = \"deny\"\n\n[channels.telegrma]\nadmins = [\"1\"]\n\n[skills.clock]\nzone = \"UTC\"\n",
+         [tools.\"clokc.now\"]\npolicy = \"deny\"\n\n[channels.telegrma]\nadmins = [\"1\"]\n\n[skills.clock]\nzone = \"UTC\"\n\n\
+         [memory.embeddings]\nbase_url = \"http://192.0.2.1/v1\"\nmodel = \"e\"\napi_key_secret = \"EMBED_KEY\"\n",
         llm.base
     ));
     env.cli_stdin(&["secrets", "set", "OTHER"], "x");
@@ -123,6 +124,7 @@ async fn doctor_names_each_problem_and_what_to_run() {
         "[tools.\"clock.nw\"]: clock has no tool nw (it has now",
         "[tools.\"clokc.now\"]: no skill clokc is installed",
         "[channels.telegrma]: nothing named telegrma is installed",
+        "EMBED_KEY goes to http://192.0.2.1/v1 over plain http",
     ] {
         assert!(said.contains(expected), "{expected:?} missing:\n{said}");
     }
