@@ -10,6 +10,9 @@
 //!   connection goes to that vetted address for HTTP, HTTPS, WS and WSS
 //!   alike (the name kept for SNI and the certificate check), so a second
 //!   DNS answer can never differ. A failed TLS handshake is audited as such.
+//! - The `Host` header is the granted name's: wasmtime's forbidden headers
+//!   (kept, not overridden) refuse a guest's own, which would reach another
+//!   site behind the same address.
 //! - Request bodies and response bodies are capped; responses are
 //!   buffered so a secret split across chunks is scrubbed too, and a call
 //!   keeps at most `[limits] http_open` requests open (a request holds its

@@ -368,6 +368,23 @@ async fn every_echoed_spelling_of_a_secret_is_scrubbed() {
     }
 }
 
+/// A grant names a host; a `Host` header naming another would reach
+/// another site behind the same address (a CDN, a shared server routes by
+/// it) with the granted one's connection. The guest cannot set it: the
+/// request goes with the granted host's name, or not at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_cannot_name_another_site_in_the_host_header() {
+    let (server, _env, rt) = echoing("tok-3f9a-Zc1").await;
+    let args = serde_json::json!({ "url": format!("{}/echo/{{API_TOKEN}}/x", server.base), "host": "admin.internal" });
+    let out = call(&rt, "hostile.fetch", &args.to_string()).await;
+    assert!(!out.ok && out.output.contains("header host"), "{}", out.output);
+    assert!(server.seen().iter().all(|s| s.headers.iter().all(|(k, v)| k != "host" || !v.contains("admin"))));
+    let fine = call(&rt, "hostile.fetch", &fetch_args(&format!("{}/echo/{{API_TOKEN}}/x", server.base))).await;
+    let authority = server.base.trim_start_matches("http://");
+    let host = server.seen().last().unwrap().headers.iter().find(|(k, _)| k == "host").cloned();
+    assert!(fine.ok && host == Some(("host".into(), authority.into())), "{host:?} {}", fine.output);
+}
+
 /// A compressed answer cannot be scrubbed: a request carrying a secret
 /// asks for none whatever the guest asked, and one that comes anyway is
 /// refused before the guest reads it.
