@@ -98,6 +98,18 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
     let engine = rt.engine.clone();
     let settler = tokio::spawn(crate::resident::settle_when_idle(move || engine.release_kept()));
 
+    // Answering now: systemd's `Type=notify` start is done, and its
+    // watchdog hears from the runtime itself, so a runtime that hangs is
+    // restarted.
+    crate::service::notify("READY=1");
+    let watchdog = crate::service::watchdog_every().map(|every| {
+        tokio::spawn(async move {
+            loop {
+                crate::service::notify("WATCHDOG=1");
+                tokio::time::sleep(every).await;
+            }
+        })
+    });
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         use notify::EventKind::{Any, Create, Modify, Remove};
@@ -147,6 +159,10 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
         }
     }
     tracing::info!("shutting down");
+    crate::service::notify("STOPPING=1");
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     server.abort();
     scheduler.abort();
     compiler.abort();

@@ -5,6 +5,13 @@
 //! Hardening leaves out `MemoryDenyWriteExecute`: Cranelift writes the code
 //! it compiles and then runs it, which that setting forbids.
 //!
+//! The unit is `Type=notify` with a watchdog: the daemon says `READY=1`
+//! once it answers, then `WATCHDOG=1` at half of `WatchdogSec` from its
+//! async runtime, so a daemon whose runtime hangs is restarted, not left
+//! silent for months ([`notify`], [`watchdog_every`]). Starting has no
+//! time limit: opening a database that needs repair after a power cut can
+//! take minutes on an SD card, and being killed for it would loop.
+//!
 //! With `--encrypt-secrets` the secrets store is sealed with a random key
 //! kept as a systemd credential (`<state>/secrets.key.cred`, made by
 //! `systemd-creds encrypt` with the machine's host key or TPM), which the
@@ -17,6 +24,40 @@ use anyhow::Context;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// Seconds without a `WATCHDOG=1` before systemd restarts the daemon:
+/// long enough for a one-core board whose only worker is in a slow commit.
+const WATCHDOG_SEC: u32 = 120;
+
+/// Tell systemd `state` (`READY=1`, `WATCHDOG=1`, `STOPPING=1`) when it
+/// started this process as `Type=notify` (`$NOTIFY_SOCKET`, a path or an
+/// abstract `@name`); nothing otherwise.
+pub fn notify(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(to) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let addr = match to.as_bytes().strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(&to),
+    };
+    let sent = addr.and_then(|addr| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr));
+    if let Err(e) = sent {
+        tracing::warn!("cannot tell systemd {state}: {e}");
+    }
+}
+
+/// How often to send `WATCHDOG=1`: half the `WatchdogSec` systemd set
+/// (`$WATCHDOG_USEC`) for this process (`$WATCHDOG_PID`, when set); None
+/// when no watchdog watches it.
+pub fn watchdog_every() -> Option<std::time::Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    let pid = std::env::var("WATCHDOG_PID").ok();
+    if pid.is_some_and(|pid| pid != std::process::id().to_string()) || usec == 0 {
+        return None;
+    }
+    Some(std::time::Duration::from_micros(usec / 2))
+}
 
 /// Where the unit goes and how systemd is asked about it.
 pub struct Service {
@@ -82,6 +123,7 @@ impl Service {
              [Unit]\nDescription=wasiclaw, a personal AI agent with sandboxed skills\n\
              After=network-online.target\nWants=network-online.target\n\n\
              [Service]\n{user}{credential}ExecStart={exe} --state-dir {state} run\n\
+             Type=notify\nTimeoutStartSec=infinity\nWatchdogSec={WATCHDOG_SEC}\n\
              Restart=on-failure\nRestartSec=5\n{slower}\
              # SIGTERM: the daemon stops taking work and exits; queued messages and jobs are in the database.\n\
              KillSignal=SIGTERM\nTimeoutStopSec=30\n\

@@ -226,6 +226,9 @@ fn service_install_writes_a_hardened_unit_for_this_binary_and_state_dir() {
         format!("ExecStart={} --state-dir {state} run", env!("CARGO_BIN_EXE_wasiclaw")),
         format!("ReadWritePaths={state}"),
         "Restart=on-failure".into(),
+        "Type=notify".into(),
+        "TimeoutStartSec=infinity".into(),
+        "WatchdogSec=120".into(),
         "NoNewPrivileges=yes".into(),
         "ProtectSystem=strict".into(),
         "PrivateTmp=yes".into(),
@@ -496,4 +499,42 @@ fn a_daemon_whose_disk_fills_exits_to_be_restarted_and_loses_nothing() {
     assert!(log.contains("exiting, so that the service starts wasiclaw again"), "{log}");
     let kept = env.ok(&["memory", "list"]);
     assert!(kept.contains("kept from before the disk filled") && !kept.contains("does not fit"), "{kept}");
+}
+
+/// Under systemd (`Type=notify`, `WatchdogSec`), the daemon says it is
+/// ready once it answers, then keeps saying it is alive at half the
+/// watchdog's period, from its runtime, and says when it stops: a daemon
+/// that hangs on a board is restarted instead of sitting silent.
+#[test]
+fn the_daemon_tells_systemd_it_is_ready_and_alive() {
+    let env = Env::new();
+    let socket_path = env.path().join("notify.sock");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    systemd.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let heard = || {
+        let mut buf = [0u8; 256];
+        let n = systemd.recv(&mut buf).expect("the daemon told systemd nothing");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // A watchdog of 0.4 s: a ping every 0.2 s.
+    let notify = socket_path.to_str().unwrap();
+    let daemon = env.daemon_env(&[
+        ("WASICLAW_GATEWAY_BIND", "127.0.0.1:0"),
+        ("NOTIFY_SOCKET", notify),
+        ("WATCHDOG_USEC", "400000"),
+    ]);
+    assert_eq!(heard(), "READY=1");
+    let start = std::time::Instant::now();
+    for _ in 0..5 {
+        assert_eq!(heard(), "WATCHDOG=1");
+    }
+    assert!(start.elapsed() < std::time::Duration::from_secs(3), "pings came {:?} apart", start.elapsed() / 5);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.child.id() as libc::pid_t, libc::SIGTERM) };
+    let mut last = heard();
+    while last == "WATCHDOG=1" {
+        last = heard();
+    }
+    assert_eq!(last, "STOPPING=1");
+    drop(daemon);
 }
