@@ -393,11 +393,12 @@ async fn the_owners_page_keeps_history_renders_markdown_safely_and_grants_a_skil
     }
 }
 
-/// The page shows what the agent remembers and the jobs it keeps, and
-/// what the model set aside or cancelled, to bring back; every change is
-/// confirmed in the browser's dialog first, and lands in the database.
+/// The page shows what the agent remembers, the jobs it keeps and what
+/// they reported, and what the model set aside or cancelled, to bring
+/// back; every change is confirmed in the browser's dialog first, and
+/// lands in the database.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_owners_page_shows_memories_and_brings_back_what_the_model_set_aside() {
+async fn the_owners_page_shows_memories_notifications_and_what_the_model_set_aside() {
     let llm = FakeLlm::start(vec![
         Reply::Tools(vec![("memory_forget", r#"{"id":3}"#), ("cancel_task", r#"{"id":2}"#)]),
         Reply::Text("Tidied."),
@@ -458,6 +459,14 @@ async fn the_owners_page_shows_memories_and_brings_back_what_the_model_set_aside
     assert!(jobs.as_str().unwrap().contains(&format!("kept {} days", wasiclaw::jobs::CANCELLED_DAYS)), "{jobs}");
     change("#cancelled-2 .restore", "Bring job #2 back?", "#job-2", "#cancelled-2").await;
     assert!(env.ok(&["cron", "list"]).contains("water the plants"));
+    // A job's result for the terminal (the default) is on the page too.
+    env.ok(&["skills", "approve", "clock"]);
+    env.ok(&["cron", "run-now", "1"]);
+    browser.click("nav button[data-view=notifications]").await;
+    let told = browser.until("the result", "return document.querySelector('.notification')?.textContent;").await;
+    assert!(told.as_str().unwrap().contains("[hourly → terminal:default]"), "{told}");
+    browser.click("nav button[data-view=jobs]").await;
+    browser.until("the jobs", "return document.querySelector('#job-1');").await;
     change("#job-1 .remove", "Remove job #1 for good?", "#job-2", "#job-1").await;
     assert!(!env.ok(&["cron", "list"]).contains("hourly"));
 }
