@@ -41,6 +41,13 @@ pub enum Request {
         /// The component's name.
         name: String,
     },
+    /// Take a component away (`skills remove`).
+    SkillsRemove {
+        /// The component's name.
+        name: String,
+        /// Erase what it stored too.
+        erase: bool,
+    },
     /// Grant rights to a component (or approve its build).
     Grant {
         /// The component's name.
@@ -270,6 +277,7 @@ impl Request {
                 | Request::SkillsList
                 | Request::SkillsInspect { .. }
                 | Request::SkillsDiff { .. }
+                | Request::SkillsRemove { .. }
                 | Request::Grant { .. }
                 | Request::Revoke { .. }
                 | Request::Tool { .. }
@@ -332,6 +340,8 @@ pub enum Response {
     Skills(Vec<SkillInfo>),
     /// One component.
     Skill(Box<SkillInfo>),
+    /// A component taken away.
+    Removed(Box<crate::runtime::Removed>),
     /// A grant changed: the new state, and notes on grants with no effect.
     Granted {
         /// The component's state after the change.
@@ -568,6 +578,7 @@ async fn answer(
             Response::Names(rt.secrets.names().map_err(failed)?)
         }
         Request::SkillsDiff { name } => Response::Diff(rt.diff(&name)?),
+        Request::SkillsRemove { name, erase } => Response::Removed(Box::new(rt.remove_component(&name, erase).await?)),
         Request::SessionHistory { session } => Response::Session(Box::new(rt.db.session(&session)?)),
         Request::OpenUrl => {
             Response::Url(rt.config.gateway.open_url(&rt.secrets).map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?)

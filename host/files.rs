@@ -35,7 +35,7 @@ const ENTRY: u64 = 4096;
 
 /// Total bytes of regular files under `dir`, not following links, each
 /// entry counted as at least [`ENTRY`].
-fn size(dir: &Path) -> u64 {
+pub fn size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .filter_map(Result::ok)

@@ -213,6 +213,24 @@ fn remove(txn: &WriteTransaction, id: u64) -> Result<Option<Forgotten>, StoreErr
 }
 
 /// How many memories `source` keeps.
+/// Erase every memory `source` saved, set-aside ones too, in `txn`; how many.
+fn erase_source(txn: &WriteTransaction, source: &str) -> Result<u64, StoreError> {
+    let ids = {
+        let by_source = txn.open_table(BY_SOURCE)?;
+        let ids: Result<Vec<u64>, _> =
+            by_source.range((source, 0)..=(source, u64::MAX))?.map(|e| e.map(|(k, _)| k.value().1)).collect();
+        ids?
+    };
+    for id in &ids {
+        remove(txn, *id)?;
+    }
+    let aside = txn
+        .open_table(FORGOTTEN)?
+        .extract_if(|_, v| serde_json::from_slice::<Forgotten>(v).is_ok_and(|f| f.memory.source == source))?
+        .count();
+    Ok((ids.len() + aside) as u64)
+}
+
 fn count_of(by_source: &impl ReadableTable<(&'static str, u64), ()>, source: &str) -> Result<u64, StoreError> {
     Ok(by_source.range((source, 0)..=(source, u64::MAX))?.count() as u64)
 }
@@ -564,6 +582,19 @@ impl Store {
         let found = remove(&txn, id)?.is_some() || txn.open_table(FORGOTTEN)?.remove(id)?.is_some();
         self.commit(txn)?;
         Ok(found)
+    }
+
+    /// Forget component `name` in one commit: its grant and the owner's
+    /// "always" answers for its tools; with `erase`, what it stored (kv,
+    /// the memories it saved). Without, what it stored is counted.
+    pub fn forget_component(&self, name: &str, erase: bool) -> Result<crate::store::Forgot, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut forgot = crate::store::forget_component_in(&txn, name, erase)?;
+        let source = format!("skill:{name}");
+        forgot.memories =
+            if erase { erase_source(&txn, &source)? } else { count_of(&txn.open_table(BY_SOURCE)?, &source)? };
+        self.commit(txn)?;
+        Ok(forgot)
     }
 
     /// The model's forget: the memory leaves recall and search but is kept

@@ -189,6 +189,23 @@ impl RuntimeError {
     }
 }
 
+/// What `skills remove` did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Removed {
+    /// The component's name.
+    pub name: String,
+    /// Its file, deleted; None if none was installed (only what it left).
+    pub file: Option<PathBuf>,
+    /// What it left in the database, and what went.
+    pub forgot: crate::store::Forgot,
+    /// Bytes in its files directory (`/data`).
+    pub files_bytes: u64,
+    /// What it stored was erased (else kept).
+    pub erased: bool,
+    /// Jobs that call its tools (skipped until it is back).
+    pub jobs: Vec<u64>,
+}
+
 /// One skill as `wasiclaw skills list --json` prints it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SkillInfo {
@@ -770,6 +787,39 @@ impl Runtime {
         let mut all: Vec<SkillInfo> = self.registry.entries().iter().map(|e| self.info(e)).collect::<Result<_, _>>()?;
         all.extend(self.registry.compiling().iter().map(|(file, c)| self.compiling_info(file, c)));
         Ok(all)
+    }
+
+    /// `skills remove`: take component `name` away. Its file goes (the
+    /// daemon unloads it), and its grant and the owner's "always" answers
+    /// for its tools, so the name added again asks again. What it stored
+    /// (kv, memories, its files directory) goes with `erase`, or is counted
+    /// and kept. A name neither installed nor leaving anything is not found.
+    pub async fn remove_component(&self, name: &str, erase: bool) -> Result<Removed, RuntimeError> {
+        let same = |file: &Path| stem(file).replace('_', "-") == name.replace('_', "-");
+        let file = match self.registry.find(name) {
+            Some(entry) => Some(entry.file),
+            None => self.registry.compiling().into_keys().find(|file| same(file)),
+        };
+        let files_dir = self.paths.files_dir(name);
+        let files_bytes = crate::files::size(&files_dir);
+        let stored = self.db.kv_usage(name)?.0 + self.db.memory_count(&format!("skill:{name}"))?;
+        if file.is_none() && self.db.grant(name)?.is_none() && stored == 0 && !files_dir.exists() {
+            return Err(RuntimeError::NoSkill(name.into(), self.paths.skills_dir().display().to_string()));
+        }
+        if let Some(file) = &file {
+            std::fs::remove_file(file).map_err(|e| RuntimeError::Io(file.clone(), e))?;
+        }
+        if erase && files_dir.exists() {
+            std::fs::remove_dir_all(&files_dir).map_err(|e| RuntimeError::Io(files_dir.clone(), e))?;
+        }
+        let forgot = self.db.forget_component(name, erase)?;
+        self.rescan().await;
+        // A channel of that name stops.
+        self.grants_changed.notify_one();
+        let calls =
+            |j: &crate::jobs::Job| matches!(&j.action, crate::jobs::Action::Tool { skill, .. } if skill == name);
+        let jobs = self.db.jobs()?.iter().filter(|j| calls(j)).map(|j| j.id).collect();
+        Ok(Removed { name: name.into(), file, forgot, files_bytes, erased: erase, jobs })
     }
 
     /// One component by name.

@@ -806,6 +806,37 @@ impl Store {
     }
 }
 
+/// What a component removed (`skills remove`) leaves in the database, or
+/// left before `--erase` took it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Forgot {
+    /// It had a grant record (now gone).
+    pub grant: bool,
+    /// The owner's "always" answers for its tools (now gone).
+    pub always: usize,
+    /// Keys in its kv namespace.
+    pub kv_keys: u64,
+    /// Bytes (keys plus values) in its kv namespace.
+    pub kv_bytes: u64,
+    /// Memories it saved (erased: those the model set aside too).
+    pub memories: u64,
+}
+
+/// Forget component `name` in `txn`: its grant and the owner's "always"
+/// answers for its tools, so the name added again asks again; with
+/// `erase`, its kv namespace too. Its memories are the memory module's.
+pub(crate) fn forget_component_in(txn: &WriteTransaction, name: &str, erase: bool) -> Result<Forgot, StoreError> {
+    let grant = txn.open_table(GRANTS)?.remove(name)?.is_some();
+    let prefix = format!("{name}.");
+    let always = txn.open_table(ALWAYS)?.extract_if(|tool, _| tool.starts_with(&prefix))?.count();
+    let (kv_keys, kv_bytes) = kv_usage_in(&txn.open_table(KV_USAGE)?, &txn.open_table(KV)?, name)?;
+    if erase {
+        txn.open_table(KV)?.retain(|(owner, _), _| owner != name)?;
+        txn.open_table(KV_USAGE)?.remove(name)?;
+    }
+    Ok(Forgot { grant, always, kv_keys, kv_bytes, memories: 0 })
+}
+
 impl Store {
     /// Whether the owner answered "always" for `tool`.
     pub fn approved_always(&self, tool: &str) -> Result<bool, StoreError> {

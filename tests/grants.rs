@@ -187,3 +187,52 @@ fn a_component_cannot_take_the_name_of_the_hosts_own_conversations() {
     let approve = env.cli(&["skills", "approve", "terminal"]);
     assert!(!approve.status.success(), "{}", stdout(&approve));
 }
+
+/// `skills remove` takes a component away with its rights: its grant and
+/// the owner's "always" answers go, so the name added again (by anyone)
+/// asks again. What it stored stays unless `--erase`, which takes its kv,
+/// the memories it saved and its files directory.
+#[test]
+fn removing_a_component_takes_its_rights_and_erase_what_it_stored() {
+    let env = Env::new();
+    let file = env.install("hostile");
+    env.install("clock");
+    {
+        let rt = wasiclaw::runtime::Runtime::open(env.paths()).unwrap();
+        rt.db.approve_always("hostile.fetch").unwrap();
+        rt.db.approve_always("clock.now").unwrap();
+    }
+    env.ok(&["skills", "grant", "hostile", "--kv", "--memory-write", "--files"]);
+    env.ok(&["tool", "hostile.kv-write", "{}"]);
+    env.ok(&["tool", "hostile.remember", r#"{"text":"hostile was here"}"#]);
+    env.ok(&["tool", "hostile.write-file", r#"{"path":"/data/note","text":"left behind"}"#]);
+    env.ok(&["cron", "add", "every 1h", "--tool", "hostile.kv-write"]);
+
+    let out = env.ok(&["skills", "remove", "hostile"]);
+    for said in [
+        "removed hostile",
+        "its grant and 1 \"always\" answer(s) are gone",
+        "kept what it stored: 1 kv key(s) (1 KiB), 1 memory(ies), 4 KiB of files",
+        "job(s) 1 call its tools",
+    ] {
+        assert!(out.contains(said), "{said:?} missing:\n{out}");
+    }
+    assert!(!file.exists());
+    assert!(env.list().iter().all(|s| s["name"] != "hostile"));
+    let always = env.ok(&["approvals", "list"]);
+    assert!(always.contains("clock.now") && !always.contains("hostile"), "{always}");
+    assert!(env.ok(&["memory", "list"]).contains("hostile was here"), "kept without --erase");
+
+    // Added again, it asks again.
+    env.install("hostile");
+    let back = env.list().into_iter().find(|s| s["name"] == "hostile").unwrap();
+    assert_eq!((&back["status"], &back["granted"]), (&serde_json::json!("needs-approval"), &serde_json::Value::Null));
+
+    let out = env.ok(&["skills", "remove", "hostile", "--erase"]);
+    assert!(out.contains("erased what it stored: 1 kv key(s) (1 KiB), 1 memory(ies), 4 KiB of files"), "{out}");
+    assert!(!env.ok(&["memory", "list"]).contains("hostile was here"));
+    assert!(!env.paths().files_dir("hostile").exists());
+    let again = env.cli(&["skills", "remove", "hostile"]);
+    assert_eq!(again.status.code(), Some(3), "nothing left, nothing to remove: {}", stderr(&again));
+    assert!(env.list().iter().any(|s| s["name"] == "clock"));
+}

@@ -254,6 +254,15 @@ pub(crate) enum SkillsCommand {
     },
     /// What changed since the build you approved: what it asks for and, for a script, its source.
     Diff { name: String },
+    /// Take a skill or channel away: its file, its grant and your "always" answers for its
+    /// tools, so adding it again asks again. What it stored (kv, memories, files) is kept
+    /// unless --erase.
+    Remove {
+        name: String,
+        /// Erase what it stored too: its kv, the memories it saved, its files directory.
+        #[arg(long)]
+        erase: bool,
+    },
     /// Grant rights. Effective rights are what the skill asks for AND what you grant.
     #[command(after_help = "Examples:\n  wasiclaw skills grant notes --kv\n  \
         wasiclaw skills grant web-fetch --http https://en.wikipedia.org/\n  \
@@ -709,6 +718,7 @@ impl Command {
             Command::Skills(SkillsCommand::List { json }) => (Request::SkillsList, json),
             Command::Skills(SkillsCommand::Inspect { name, json }) => (Request::SkillsInspect { name }, json),
             Command::Skills(SkillsCommand::Diff { name }) => (Request::SkillsDiff { name }, false),
+            Command::Skills(SkillsCommand::Remove { name, erase }) => (Request::SkillsRemove { name, erase }, false),
             Command::Skills(SkillsCommand::Grant { name, rights, all_requested, build }) => {
                 let change = rights.change(all_requested)?;
                 if change == GrantChange::default() {

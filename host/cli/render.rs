@@ -164,6 +164,7 @@ pub(crate) fn render(request: &Request, response: Response, json: bool) -> anyho
                 );
             }
         }
+        Response::Removed(r) => removed(&r),
         Response::Exported(jsonl) => print!("{jsonl}"),
         Response::Imported(done) => {
             println!("imported {}, skipped {} already present", done.imported, done.skipped);
@@ -398,6 +399,34 @@ fn tokens_today(view: &PairingView) -> String {
     match view.daily_tokens {
         0 => format!("{} tokens today", view.tokens_today),
         share => format!("{} of {share} tokens today", view.tokens_today),
+    }
+}
+
+/// What `skills remove` did, and what it left.
+fn removed(r: &wasiclaw::runtime::Removed) {
+    let (name, f) = (&r.name, &r.forgot);
+    match &r.file {
+        Some(file) => println!("removed {name} ({})", file.display()),
+        None => println!("{name} was not installed; forgot what it left"),
+    }
+    if f.grant || f.always > 0 {
+        println!("its grant and {} \"always\" answer(s) are gone: added again, it asks again", f.always);
+    }
+    let stored = format!(
+        "{} kv key(s) ({} KiB), {} memory(ies), {} KiB of files",
+        f.kv_keys,
+        f.kv_bytes.div_ceil(1024),
+        f.memories,
+        r.files_bytes.div_ceil(1024)
+    );
+    if r.erased {
+        println!("erased what it stored: {stored}");
+    } else if f.kv_keys + f.memories + r.files_bytes > 0 {
+        println!("kept what it stored: {stored}; `wasiclaw skills remove {name} --erase` erases it");
+    }
+    if !r.jobs.is_empty() {
+        let ids: Vec<String> = r.jobs.iter().map(u64::to_string).collect();
+        println!("job(s) {} call its tools: skipped until it is back (`wasiclaw cron rm ID`)", ids.join(", "));
     }
 }
 
