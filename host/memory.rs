@@ -594,6 +594,7 @@ impl Store {
         forgot.memories =
             if erase { erase_source(&txn, &source)? } else { count_of(&txn.open_table(BY_SOURCE)?, &source)? };
         self.commit(txn)?;
+        self.grant_removed(name);
         Ok(forgot)
     }
 

@@ -13,10 +13,11 @@
 //!   in that commit.
 //! - Every durable commit goes through `Store::commit`, which counts them
 //!   (`tests/layers.rs` checks that no other file commits).
-//! - Grant records are cached in memory; only `update_grant` writes them,
-//!   and it updates the cache after its commit (a reader fills the cache
-//!   under the same lock, so it never caches a record from before). redb
-//!   locks the file to one process, so no other writer can make it stale.
+//! - Grant records are cached in memory; only `update_grant` writes them
+//!   and `forget_component` removes them, each updating the cache after
+//!   its commit (a reader fills the cache under the same lock, so it never
+//!   caches a record from before). redb locks the file to one process, so
+//!   no other writer can make it stale.
 //! - kv keys are namespaced by skill name so one skill can never address
 //!   another's keys; which is also why the CLI goes through the daemon
 //!   while it runs.
@@ -612,6 +613,11 @@ impl Store {
             names.push(entry?.0.value().to_string());
         }
         Ok(names)
+    }
+
+    /// After a commit that removed `skill`'s grant record: cache its absence.
+    pub(crate) fn grant_removed(&self, skill: &str) {
+        self.grants.lock().unwrap().insert(skill.into(), None);
     }
 
     /// Read-modify-write a grant record in one transaction.

@@ -202,6 +202,8 @@ fn removing_a_component_takes_its_rights_and_erase_what_it_stored() {
         rt.db.approve_always("hostile.fetch").unwrap();
         rt.db.approve_always("clock.now").unwrap();
     }
+    // Through a running daemon, which keeps grants in memory.
+    let _daemon = env.daemon();
     env.ok(&["skills", "grant", "hostile", "--kv", "--memory-write", "--files"]);
     env.ok(&["tool", "hostile.kv-write", "{}"]);
     env.ok(&["tool", "hostile.remember", r#"{"text":"hostile was here"}"#]);
@@ -225,6 +227,9 @@ fn removing_a_component_takes_its_rights_and_erase_what_it_stored() {
 
     // Added again, it asks again.
     env.install("hostile");
+    crate::support::wait_for("the daemon to load it again", std::time::Duration::from_secs(20), || {
+        env.list().iter().any(|s| s["name"] == "hostile" && s["status"] != "compiling")
+    });
     let back = env.list().into_iter().find(|s| s["name"] == "hostile").unwrap();
     assert_eq!((&back["status"], &back["granted"]), (&serde_json::json!("needs-approval"), &serde_json::Value::Null));
 
