@@ -154,14 +154,20 @@ impl Service {
 
 /// What is wrong with an installed unit's text `unit` for `state_dir`, if
 /// it runs this state dir: the binary it starts is gone (moved by an
-/// upgrade), or it may not write where `backups` go (set after the unit was
-/// written, so every copy would fail as a read-only file system).
+/// upgrade), it has no watchdog (written by an older wasiclaw), or it may
+/// not write where `backups` go (set after the unit was written, so every
+/// copy would fail as a read-only file system).
 pub fn stale(unit: &str, state_dir: &Path, backups: Option<&Path>) -> Option<String> {
     let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart="))?;
     let (exe, _) = exec.split_once(&format!(" --state-dir {} run", quoted(state_dir)))?;
     let exe = exe.trim_matches('"');
     if !Path::new(exe).exists() {
         return Some(format!("the service starts {exe}, which is not there any more"));
+    }
+    if !unit.lines().any(|l| l.starts_with("WatchdogSec=")) {
+        return Some(
+            "the service has no watchdog (an older wasiclaw wrote it): a hung daemon would not be restarted".into(),
+        );
     }
     let writable = unit.lines().filter_map(|l| l.strip_prefix("ReadWritePaths=")).collect::<Vec<_>>().join(" ");
     match backups {

@@ -273,6 +273,11 @@ fn doctor_finds_a_service_unit_out_of_date() {
     let text = std::fs::read_to_string(&unit).unwrap().replace(env!("CARGO_BIN_EXE_wasiclaw"), "/opt/gone/wasiclaw");
     std::fs::write(&unit, text).unwrap();
     assert!(doctor().contains("the service starts /opt/gone/wasiclaw, which is not there any more"), "{}", doctor());
+    // One an older wasiclaw wrote, without the watchdog.
+    install();
+    let text = std::fs::read_to_string(&unit).unwrap().replace("WatchdogSec=120\n", "");
+    std::fs::write(&unit, text).unwrap();
+    assert!(doctor().contains("the service has no watchdog"), "{}", doctor());
 }
 
 /// Out of file descriptors (a flood of connections, a leak), the local API
