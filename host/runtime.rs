@@ -795,6 +795,14 @@ impl Runtime {
     /// (kv, memories, its files directory) goes with `erase`, or is counted
     /// and kept. A name neither installed nor leaving anything is not found.
     pub async fn remove_component(&self, name: &str, erase: bool) -> Result<Removed, RuntimeError> {
+        // The name becomes a path (its files directory): only a name a
+        // component could have.
+        if !crate::component::valid_name(name) {
+            return Err(RuntimeError::Invalid(format!(
+                "`{name}` is not a component's name ({})",
+                crate::component::NAME_RULE
+            )));
+        }
         let same = |file: &Path| stem(file).replace('_', "-") == name.replace('_', "-");
         let file = match self.registry.find(name) {
             Some(entry) => Some(entry.file),

@@ -239,5 +239,9 @@ fn removing_a_component_takes_its_rights_and_erase_what_it_stored() {
     assert!(!env.paths().files_dir("hostile").exists());
     let again = env.cli(&["skills", "remove", "hostile"]);
     assert_eq!(again.status.code(), Some(3), "nothing left, nothing to remove: {}", stderr(&again));
+    // A name is a path under files/: only a component's name is taken.
+    let outside = env.cli(&["skills", "remove", "../skills", "--erase"]);
+    assert_eq!(outside.status.code(), Some(2), "{}", stderr(&outside));
+    assert!(env.skills().join("clock.wasm").exists());
     assert!(env.list().iter().any(|s| s["name"] == "clock"));
 }
