@@ -185,6 +185,43 @@ async fn a_reply_the_platform_refuses_is_held_and_the_chat_goes_on() {
 /// A platform that refuses everything (down, or the chat gone) holds
 /// nothing back for good: no later message went through, so nothing is
 /// held, and once it takes messages again they go in order.
+/// A chat that refuses everything (a group the bot was removed from, that
+/// a job still reports to) is tried at its own pace, not each message at
+/// its own: once every reply to it is stuck, the newer ones are not tried
+/// again while the oldest fails. Before, each stuck message was retried on
+/// its own timer (and all of them before each other), every few minutes,
+/// for good: a platform could throttle the bot for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chat_that_refuses_everything_is_tried_at_one_pace() {
+    let replies = ["DEAD one.", "DEAD two.", "DEAD three.", "DEAD four."];
+    let llm = FakeLlm::start(replies.iter().map(|r| Reply::Text(r)).collect()).await;
+    let callback = Recorder::start(json!({"ok": true})).await;
+    *callback.refuse.lock().unwrap() = Some("DEAD".into());
+    let (env, _daemon, port) = webhook_daemon(&llm, &callback, "");
+    for (i, text) in ["a", "b", "c", "d"].iter().enumerate() {
+        assert_eq!(hook(port, text, &format!("dead-{i}")).await, 202);
+    }
+    let outbox = || serde_json::from_str::<Vec<Value>>(&env.ok(&["outbox", "--json"])).unwrap();
+    let attempts = || outbox().iter().map(|i| i["attempts"].as_u64().unwrap()).collect::<Vec<_>>();
+    crate::support::wait_for("every reply refused 3 times", Duration::from_secs(90), || {
+        let a = attempts();
+        a.len() == 4 && a.iter().all(|n| *n >= 3)
+    });
+    let stuck = attempts();
+    // Long past the newer ones' next try of their own (8 s after a third).
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let after = attempts();
+    assert_eq!(after[2..], stuck[2..], "the newer replies were tried again on their own: {stuck:?} → {after:?}");
+    assert!(outbox().iter().all(|i| i["held"].is_null()), "nothing went through, so nothing is held");
+    // The chat comes back: everything goes, in order.
+    *callback.refuse.lock().unwrap() = None;
+    env.ok(&["outbox", "--retry", &outbox()[0]["id"].to_string()]);
+    crate::support::wait_for("every reply to go", Duration::from_secs(60), || outbox().is_empty());
+    let seen = callback.seen();
+    let last: Vec<&str> = seen[seen.len() - 4..].iter().map(|r| r.body["text"].as_str().unwrap()).collect();
+    assert_eq!(last, replies);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn replies_a_platform_refuses_all_alike_wait_and_go_in_order() {
     let llm = FakeLlm::start(vec![Reply::Text("One."), Reply::Text("Two.")]).await;

@@ -26,6 +26,9 @@ use tokio::sync::Semaphore;
 /// messages to its chat (tries at 0, 2 and 6 s): past it, a later one that
 /// goes through while it fails shows the platform refuses it, not the chat.
 const STUCK_AFTER: u32 = 3;
+/// Stuck messages of one chat that may fail again in one pass before the
+/// rest of them wait for the next (see `send_chat`).
+const STUCK_TRIES_PER_PASS: usize = 2;
 
 impl Channels {
     /// Admit messages from the platform: dedup, pairing, then the inbox.
@@ -300,9 +303,17 @@ impl Channels {
 
     /// Send one chat's due messages in order; returns how long until its
     /// next retry. A message that failed [`STUCK_AFTER`] times no longer
-    /// holds back the later ones: each later one first tries it again, and
-    /// if it fails again while the later one goes through, the platform
+    /// holds back the later ones: each newer one first tries it again, and
+    /// if it fails again while the newer one goes through, the platform
     /// refuses that message, not the chat, and it is held for the owner.
+    ///
+    /// Stuck messages go at the chat's pace, not one try each: one is tried
+    /// on its own only as the oldest of its chat, or as the one probe after
+    /// the oldest failed; and once [`STUCK_TRIES_PER_PASS`] of them failed in
+    /// a pass, the rest wait. A chat that refuses everything (a group the
+    /// bot was removed from, that a job still reports to) would otherwise
+    /// cost a try of every message waiting for it, every few minutes, for
+    /// good.
     async fn send_chat(
         &self,
         name: &str,
@@ -310,26 +321,41 @@ impl Channels {
         items: Vec<OutboxItem>,
     ) -> Result<Duration, ChannelError> {
         let mut wait = Duration::from_secs(60);
-        // Stuck messages passed over (not due), and those that failed just now.
-        let (mut passed, mut failing) = (Vec::new(), Vec::new());
+        // Stuck messages passed over, those that failed just now, how many
+        // stuck ones failed again this pass, and whether one went through
+        // (the chat works: what follows is tried now, in order).
+        let (mut passed, mut failing, mut refused, mut works) = (Vec::new(), Vec::new(), 0, false);
         for mut item in items {
             let now = now_ms();
-            if item.next_ms > now {
+            let stuck = item.attempts >= STUCK_AFTER;
+            if item.next_ms > now && !works {
                 wait = wait.min(Duration::from_millis((item.next_ms - now) as u64));
-                if item.attempts < STUCK_AFTER {
+                if !stuck {
                     break;
                 }
                 passed.push(item);
                 continue;
             }
-            for mut earlier in std::mem::take(&mut passed) {
-                if let Some(delay) = self.deliver(name, spec, &mut earlier).await? {
-                    wait = wait.min(delay);
-                    failing.push(earlier);
+            if stuck && !works && (!passed.is_empty() || refused >= STUCK_TRIES_PER_PASS) {
+                passed.push(item);
+                continue;
+            }
+            if !stuck {
+                for mut earlier in std::mem::take(&mut passed) {
+                    if refused >= STUCK_TRIES_PER_PASS {
+                        passed.push(earlier);
+                    } else if let Some(delay) = self.deliver(name, spec, &mut earlier).await? {
+                        wait = wait.min(delay);
+                        refused += 1;
+                        failing.push(earlier);
+                    } else {
+                        works = true;
+                    }
                 }
             }
             match self.deliver(name, spec, &mut item).await? {
                 None => {
+                    works = true;
                     for earlier in failing.drain(..) {
                         self.hold(name, earlier)?;
                     }
@@ -339,6 +365,7 @@ impl Channels {
                     if item.attempts < STUCK_AFTER {
                         break;
                     }
+                    refused += usize::from(stuck);
                     failing.push(item);
                 }
             }
