@@ -1033,9 +1033,11 @@ impl Registry {
                 candidates.push((file, entry));
                 continue;
             }
-            self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let bytes = match read_skill_file(&file) {
-                Ok(b) => b,
+                Ok(b) => {
+                    self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    b
+                }
                 // Refused by its size, unread: a stray multi-gigabyte file
                 // would take a board's memory.
                 Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {

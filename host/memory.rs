@@ -131,13 +131,7 @@ fn unpin_untrusted(txn: &WriteTransaction) -> Result<(), StoreError> {
     if meta.get(DONE)?.is_some() {
         return Ok(());
     }
-    let source = "agent-after-untrusted";
-    let ids: Vec<u64> = {
-        let by_source = txn.open_table(BY_SOURCE)?;
-        let saved = by_source.range((source, 0)..=(source, u64::MAX))?;
-        saved.map(|e| e.map(|(k, _)| k.value().1)).collect::<Result<_, _>>()?
-    };
-    for id in ids {
+    for id in ids_of(txn, "agent-after-untrusted")? {
         let was_pinned = txn.open_table(PINNED)?.get(id)?.is_some();
         if !was_pinned || !set_pinned(txn, id, false)? {
             continue;
@@ -212,15 +206,16 @@ fn remove(txn: &WriteTransaction, id: u64) -> Result<Option<Forgotten>, StoreErr
     Ok(Some(Forgotten { memory, forgotten_ms: now_ms(), vector }))
 }
 
-/// How many memories `source` keeps.
+/// The ids of the memories `source` saved.
+fn ids_of(txn: &WriteTransaction, source: &str) -> Result<Vec<u64>, StoreError> {
+    let by_source = txn.open_table(BY_SOURCE)?;
+    let saved = by_source.range((source, 0)..=(source, u64::MAX))?;
+    Ok(saved.map(|e| e.map(|(k, _)| k.value().1)).collect::<Result<_, _>>()?)
+}
+
 /// Erase every memory `source` saved, set-aside ones too, in `txn`; how many.
 fn erase_source(txn: &WriteTransaction, source: &str) -> Result<u64, StoreError> {
-    let ids = {
-        let by_source = txn.open_table(BY_SOURCE)?;
-        let ids: Result<Vec<u64>, _> =
-            by_source.range((source, 0)..=(source, u64::MAX))?.map(|e| e.map(|(k, _)| k.value().1)).collect();
-        ids?
-    };
+    let ids = ids_of(txn, source)?;
     for id in &ids {
         remove(txn, *id)?;
     }
@@ -231,6 +226,7 @@ fn erase_source(txn: &WriteTransaction, source: &str) -> Result<u64, StoreError>
     Ok((ids.len() + aside) as u64)
 }
 
+/// How many memories `source` keeps.
 fn count_of(by_source: &impl ReadableTable<(&'static str, u64), ()>, source: &str) -> Result<u64, StoreError> {
     Ok(by_source.range((source, 0)..=(source, u64::MAX))?.count() as u64)
 }

@@ -576,12 +576,18 @@ impl Runtime {
         }
     }
 
+    /// The file waiting for its first compile that would be component
+    /// `name` (known by its file name until it is described).
+    fn compiling_as(&self, name: &str) -> Option<(PathBuf, crate::component::Compiling)> {
+        let same = |file: &Path| stem(file).replace('_', "-") == name.replace('_', "-");
+        self.registry.compiling().into_iter().find(|(file, _)| same(file))
+    }
+
     fn entry(&self, name: &str) -> Result<Entry, RuntimeError> {
         if let Some(entry) = self.registry.find(name) {
             return Ok(entry);
         }
-        let same = |file: &Path| stem(file).replace('_', "-") == name.replace('_', "-");
-        if let Some((_, c)) = self.registry.compiling().into_iter().find(|(file, _)| same(file)) {
+        if let Some((_, c)) = self.compiling_as(name) {
             let secs = (now_ms() - c.since_ms) / 1000;
             return Err(RuntimeError::Compiling(name.into(), secs));
         }
@@ -803,10 +809,9 @@ impl Runtime {
                 crate::component::NAME_RULE
             )));
         }
-        let same = |file: &Path| stem(file).replace('_', "-") == name.replace('_', "-");
         let file = match self.registry.find(name) {
             Some(entry) => Some(entry.file),
-            None => self.registry.compiling().into_keys().find(|file| same(file)),
+            None => self.compiling_as(name).map(|(file, _)| file),
         };
         let files_dir = self.paths.files_dir(name);
         let files_bytes = crate::files::size(&files_dir);
