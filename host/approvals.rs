@@ -9,7 +9,9 @@
 //! - A tool set to `ask`, or any tool above `read` in a turn whose context
 //!   holds untrusted content (a skill's output, a non-admin's message),
 //!   runs only after the owner allows it, unless they answered "always" for
-//!   it or opted out of the untrusted-content question for it.
+//!   it or opted out of the untrusted-content question for it. An "always"
+//!   answer is the approved build's: approving a changed one drops it
+//!   (`Store::update_grant`).
 //! - Only the owner answers: the terminal, the authenticated web page, or
 //!   an admin in their own chat. An unanswered question is a denial after
 //!   `[agent] approval_timeout_s`; unattended runs cannot ask at all.

@@ -946,13 +946,19 @@ impl Runtime {
                 .flatten()
                 .filter(|s| crate::component::script_identity(s) == entry.sha256)
                 .and_then(|s| String::from_utf8(s).ok());
-            self.db.update_grant(name, |record| {
+            let (_, always) = self.db.update_grant(name, |record| {
                 grants::apply_grant(record, asked, &entry.sha256, change);
                 record.granted.secrets.retain(|s| !host_secrets.contains(s));
                 if record.sha256 == entry.sha256 && source.is_some() {
                     record.source = source.clone();
                 }
             })?;
+            if always > 0 {
+                notes.push(format!(
+                    "the \"always\" answers you gave {name} (for {always} tool(s)) were for the build you approved \
+                     before; this one asks again the first time a tool needs you"
+                ));
+            }
         }
         self.grants_changed.notify_one();
         // Each right alone is the owner's call; together these two let a

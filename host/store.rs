@@ -620,22 +620,37 @@ impl Store {
         self.grants.lock().unwrap().insert(skill.into(), None);
     }
 
-    /// Read-modify-write a grant record in one transaction.
-    pub fn update_grant(&self, skill: &str, f: impl FnOnce(&mut GrantRecord)) -> Result<GrantRecord, StoreError> {
+    /// Read-modify-write a grant record in one transaction. When it moves
+    /// the record to another build, the owner's "always" answers for the
+    /// component's tools go in the same commit (they were given to what the
+    /// old build's tools did), unless carry-over was already on: that build
+    /// ran with them, by the owner's choice. Returns the record and how many
+    /// answers went.
+    pub fn update_grant(
+        &self,
+        skill: &str,
+        f: impl FnOnce(&mut GrantRecord),
+    ) -> Result<(GrantRecord, usize), StoreError> {
         let txn = self.db.begin_write()?;
-        let record = {
+        let (record, always) = {
             let mut table = txn.open_table(GRANTS)?;
             let mut record: GrantRecord = match table.get(skill)? {
                 Some(v) => serde_json::from_slice(v.value())?,
                 None => GrantRecord::default(),
             };
+            let (before, carried) = (record.sha256.clone(), record.carry_over);
             f(&mut record);
             table.insert(skill, serde_json::to_vec(&record)?.as_slice())?;
-            record
+            let always = if before.is_empty() || before == record.sha256 || carried {
+                0
+            } else {
+                forget_always_in(&txn, skill)?
+            };
+            (record, always)
         };
         self.commit(txn)?;
         self.grants.lock().unwrap().insert(skill.into(), Some(record.clone()));
-        Ok(record)
+        Ok((record, always))
     }
 
     /// A kv value of `skill`.
@@ -833,14 +848,20 @@ pub struct Forgot {
 /// `erase`, its kv namespace too. Its memories are the memory module's.
 pub(crate) fn forget_component_in(txn: &WriteTransaction, name: &str, erase: bool) -> Result<Forgot, StoreError> {
     let grant = txn.open_table(GRANTS)?.remove(name)?.is_some();
-    let prefix = format!("{name}.");
-    let always = txn.open_table(ALWAYS)?.extract_if(|tool, _| tool.starts_with(&prefix))?.count();
+    let always = forget_always_in(txn, name)?;
     let (kv_keys, kv_bytes) = kv_usage_in(&txn.open_table(KV_USAGE)?, &txn.open_table(KV)?, name)?;
     if erase {
         txn.open_table(KV)?.retain(|(owner, _), _| owner != name)?;
         txn.open_table(KV_USAGE)?.remove(name)?;
     }
     Ok(Forgot { grant, always, kv_keys, kv_bytes, memories: 0 })
+}
+
+/// Drop the owner's "always" answers for component `name`'s tools in
+/// `txn`; how many there were.
+fn forget_always_in(txn: &WriteTransaction, name: &str) -> Result<usize, StoreError> {
+    let prefix = format!("{name}.");
+    Ok(txn.open_table(ALWAYS)?.extract_if(|tool, _| tool.starts_with(&prefix))?.count())
 }
 
 impl Store {

@@ -3,7 +3,7 @@
 //! marked as data; unattended runs cannot ask; other people get scopes.
 
 use crate::fake_llm::{FakeLlm, Reply};
-use crate::support::Env;
+use crate::support::{Env, guest, rebuilt};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use wasiclaw::agent::{Agent, Event, Who};
@@ -277,6 +277,44 @@ async fn always_is_remembered_across_a_restart_and_revocable() {
     assert!(env.ok(&["approvals", "list"]).contains("notes.add"));
     env.ok(&["approvals", "revoke", "notes.add"]);
     assert!(!env.ok(&["approvals", "list"]).contains("notes.add"));
+}
+
+/// "Always" was said to what a build's tool did: a changed build, once
+/// approved, asks again (unless the owner had let builds carry over).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_always_answer_is_for_the_build_it_was_given_to() {
+    let llm = FakeLlm::start(vec![
+        Reply::Tools(vec![("notes__list", "{}")]),
+        Reply::Tools(vec![("notes__add", r#"{"text":"first"}"#)]),
+        Reply::Text("saved"),
+        Reply::Tools(vec![("notes__list", "{}")]),
+        Reply::Tools(vec![("notes__add", r#"{"text":"second"}"#)]),
+        Reply::Text("saved again"),
+    ])
+    .await;
+    let env = Env::new();
+    {
+        let agent = notes_agent(&env, &provider(&llm)).await;
+        let (_, asked) = turn(&agent, "note it", &Who::Owner, Some(Answer::Always)).await;
+        assert_eq!(asked.len(), 1);
+    }
+    let swap = |tag| std::fs::copy(rebuilt(&guest("notes"), tag), env.skills().join("notes.wasm")).unwrap();
+    swap("always-2");
+    let approved = env.cli(&["skills", "approve", "notes"]);
+    let said = String::from_utf8_lossy(&approved.stderr);
+    assert!(approved.status.success() && said.contains("answers you gave notes (for 1 tool(s))"), "{said}");
+    assert!(!env.ok(&["approvals", "list"]).contains("notes.add"), "the answer outlived its build");
+    {
+        let agent = Agent::new(Arc::new(env.runtime().await), None).await;
+        let (reply, asked) = turn(&agent, "note it again", &Who::Owner, Some(Answer::Always)).await;
+        assert_eq!(reply, "saved again");
+        assert_eq!(asked.len(), 1, "the new build's tool ran on the old build's answer");
+    }
+    // The owner's choice to trust later builds covers the answers too.
+    env.ok(&["skills", "approve", "notes", "--carry-over"]);
+    swap("always-3");
+    env.ok(&["skills", "approve", "notes"]);
+    assert!(env.ok(&["approvals", "list"]).contains("notes.add"), "carry-over dropped the answer");
 }
 
 #[tokio::test(flavor = "multi_thread")]
