@@ -616,6 +616,18 @@ pub fn read_skill_file(file: &Path) -> std::io::Result<Vec<u8>> {
     crate::stamp::read(file, if is_script(file) { MAX_SCRIPT as u64 } else { MAX_COMPONENT })
 }
 
+/// Why a file in the skills folder could not be read, for `skills list`.
+fn unreadable(file: &Path, e: &std::io::Error) -> String {
+    let link = std::fs::read_link(file).map(|to| format!("a link to {}: ", to.display())).unwrap_or_default();
+    match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{link}there is no such file"),
+        std::io::ErrorKind::InvalidInput => {
+            format!("{link}{e}; a component (.wasm) or a script (.js) here must be a file, or a link to one")
+        }
+        _ => format!("{link}cannot read it ({e}); it must be readable by the user running wasiclaw"),
+    }
+}
+
 /// Whether `file` is a script skill (JavaScript, run by the script runner).
 pub fn is_script(file: &Path) -> bool {
     file.extension().is_some_and(|x| x == "js")
@@ -991,7 +1003,7 @@ impl Registry {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| (p.extension().is_some_and(|x| x == "wasm") || is_script(p)) && p.is_file())
+                .filter(|p| p.extension().is_some_and(|x| x == "wasm") || is_script(p))
                 .collect(),
             Err(e) => {
                 tracing::warn!("cannot read skills folder {}: {e}", dir.display());
@@ -1047,8 +1059,17 @@ impl Registry {
                     candidates.push((file, entry));
                     continue;
                 }
+                // Gone since the folder was listed: the next scan drops it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !file.is_symlink() => continue,
+                // Listed, not loaded, so the owner sees why (a FIFO, a link
+                // to nothing, a file they may not read). No stamp: a chmod
+                // changes none, and trying again costs one open.
                 Err(e) => {
-                    tracing::warn!("{}", LoadError::Read(file.clone(), e));
+                    let reason = unreadable(&file, &e);
+                    let entry =
+                        Entry { file: file.clone(), sha256: String::new(), loaded: Err(reason.clone()), stamp: None };
+                    report.rejected.push((entry.name(), reason));
+                    candidates.push((file, entry));
                     continue;
                 }
             };

@@ -31,7 +31,15 @@ pub fn read(path: &Path, most: u64) -> std::io::Result<Vec<u8>> {
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        let kind = match () {
+            _ if t.is_dir() => "a directory",
+            _ if t.is_fifo() => "a FIFO",
+            _ if t.is_socket() => "a socket",
+            _ => "a device",
+        };
+        return Err(Error::new(ErrorKind::InvalidInput, format!("it is {kind}, not a regular file")));
     }
     let too_big = |len: u64| {
         Error::new(ErrorKind::FileTooLarge, format!("the file is {} KiB; one is at most {} KiB", len >> 10, most >> 10))

@@ -105,6 +105,10 @@ fn bad_components_are_rejected_with_reasons() {
     let huge = std::fs::File::create(env.skills().join("huge.wasm")).unwrap();
     huge.set_len(4 << 30).unwrap();
     std::fs::write(env.skills().join("long.js"), "// ".repeat(100_000)).unwrap();
+    // What is no file is listed with why, not skipped without a word.
+    std::fs::create_dir(env.skills().join("folder.wasm")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/x.wasm", env.skills().join("gone.wasm")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", env.skills().join("zero.js")).unwrap();
     env.install("clock");
     let list = env.list();
     let reason = |name: &str| {
@@ -119,6 +123,9 @@ fn bad_components_are_rejected_with_reasons() {
     assert!(reason("junk").contains("not a WebAssembly file"));
     assert_eq!(reason("huge"), "the file is 4194304 KiB; one is at most 131072 KiB");
     assert_eq!(reason("long"), "the file is 292 KiB; one is at most 256 KiB");
+    assert!(reason("folder").starts_with("it is a directory, not a regular file; a component (.wasm)"));
+    assert_eq!(reason("gone"), "a link to /nonexistent/x.wasm: there is no such file");
+    assert!(reason("zero").starts_with("a link to /dev/zero: it is a device, not a regular file"));
     let clock = list.iter().find(|s| s["name"] == "clock").unwrap();
     assert_eq!(clock["status"], "needs-approval", "a good component loads and waits for the owner: {clock}");
     assert!(clock["pending"][0].as_str().unwrap().contains("wasiclaw skills approve clock"), "{clock}");
