@@ -580,15 +580,20 @@ impl Store {
         Ok(found)
     }
 
-    /// Forget component `name` in one commit: its grant and the owner's
-    /// "always" answers for its tools; with `erase`, what it stored (kv,
-    /// the memories it saved). Without, what it stored is counted.
+    /// Forget component `name` in one commit: its grant, the owner's
+    /// "always" answers for its tools and, a channel, the pairings of the
+    /// people it served; with `erase`, what it stored (kv, the memories it
+    /// saved, a channel's conversations and waiting messages). Without,
+    /// what it stored is counted.
     pub fn forget_component(&self, name: &str, erase: bool) -> Result<crate::store::Forgot, StoreError> {
         let txn = self.db.begin_write()?;
         let mut forgot = crate::store::forget_component_in(&txn, name, erase)?;
         let source = format!("skill:{name}");
         forgot.memories =
             if erase { erase_source(&txn, &source)? } else { count_of(&txn.open_table(BY_SOURCE)?, &source)? };
+        forgot.pairings = crate::pairing::forget_channel_in(&txn, name)?;
+        forgot.conversations = crate::session::forget_channel_in(&txn, name, erase)?;
+        forgot.waiting = crate::queue::forget_channel_in(&txn, name, erase)?;
         self.commit(txn)?;
         self.grant_removed(name);
         Ok(forgot)

@@ -16,6 +16,8 @@
 //! - In a group chat a sender is paired for that chat only, never as an
 //!   admin by default: being served in one chat says nothing of another,
 //!   where other people read the answers.
+//! - A channel's pairings go with it (`skills remove`): a component added
+//!   again under its name serves nobody the owner did not pair again.
 
 use crate::config::ChannelConfig;
 use crate::store::{Store, StoreError, now_ms};
@@ -58,6 +60,18 @@ const MAX_PENDING: usize = 50;
 const FORGET_AFTER_MS: i64 = 7 * 24 * 3600 * 1000;
 /// No 0/O, 1/I/L: codes are read aloud and typed.
 const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+/// Drop every pairing of `channel` in `txn`, approved or pending: being
+/// served through a channel is a right the owner gave through that
+/// component, and goes with it (`skills remove`). How many were approved.
+pub(crate) fn forget_channel_in(txn: &redb::WriteTransaction, channel: &str) -> Result<usize, StoreError> {
+    let mut approved = 0;
+    for entry in txn.open_table(PAIRINGS)?.extract_if(|(c, _), _| c == channel)? {
+        let (_, v) = entry?;
+        approved += usize::from(serde_json::from_slice::<Pairing>(v.value()).is_ok_and(|p| p.approved));
+    }
+    Ok(approved)
+}
 
 pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(PAIRINGS)?;

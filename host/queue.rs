@@ -82,6 +82,34 @@ fn inbox_full(inbox: &redb::Table<u64, &[u8]>, item: &InboxItem) -> Result<bool,
     Ok(chat >= INBOX_PER_CHAT || channel >= INBOX_PER_CHANNEL)
 }
 
+/// Messages through `channel` waiting in `txn`, for the agent or to be
+/// sent; with `erase` they go, with its cursor and the ids of the messages
+/// it delivered (kept to drop a repeat). How many were waiting.
+pub(crate) fn forget_channel_in(txn: &redb::WriteTransaction, channel: &str, erase: bool) -> Result<usize, StoreError> {
+    /// What inbox and outbox items share.
+    #[derive(Deserialize)]
+    struct Via {
+        channel: String,
+    }
+    let ours = |v: &[u8]| serde_json::from_slice::<Via>(v).is_ok_and(|via| via.channel == channel);
+    let mut waiting = 0;
+    for table in [INBOX, OUTBOX] {
+        let mut table = txn.open_table(table)?;
+        if erase {
+            waiting += table.extract_if(|_, v| ours(v))?.collect::<Result<Vec<_>, _>>()?.len();
+        } else {
+            for entry in table.iter()? {
+                waiting += usize::from(ours(entry?.1.value()));
+            }
+        }
+    }
+    if erase {
+        txn.open_table(CURSORS)?.remove(channel)?;
+        txn.open_table(SEEN)?.retain(|(c, _), _| c != channel)?;
+    }
+    Ok(waiting)
+}
+
 pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(SEEN)?;
     txn.open_table(INBOX)?;

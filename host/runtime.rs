@@ -204,6 +204,10 @@ pub struct Removed {
     pub erased: bool,
     /// Jobs that call its tools (skipped until it is back).
     pub jobs: Vec<u64>,
+    /// Jobs that report to its chats (to the owner's notifications until
+    /// it is back).
+    #[serde(default)]
+    pub reports: Vec<u64>,
 }
 
 /// One skill as `wasiclaw skills list --json` prints it.
@@ -326,6 +330,10 @@ pub struct Runtime {
 
 /// Script proposals that may wait for the owner at once.
 pub const MAX_DRAFTS: usize = 10;
+
+/// How a component's `pending` list begins when its build waits for the
+/// owner's approval (the rights not granted follow).
+pub const APPROVE_BUILD: &str = "approval of this build";
 
 impl Runtime {
     /// Open the state dir (creating it), the database and the engine.
@@ -664,7 +672,7 @@ impl Runtime {
                 if !eff.approved {
                     info.changed =
                         eff.changed_from.map(|old| format!("{} → {}", short_sha(&old), short_sha(&entry.sha256)));
-                    let hint = format!("approval of this build: run `wasiclaw skills approve {}`", m.name);
+                    let hint = format!("{APPROVE_BUILD}: run `wasiclaw skills approve {}`", m.name);
                     info.pending.insert(0, hint);
                 }
                 if m.capabilities.rights.contains(grants::Rights::KV) {
@@ -809,30 +817,37 @@ impl Runtime {
                 crate::component::NAME_RULE
             )));
         }
+        // Its conversations (`terminal:…`) would go with `--erase`.
+        if crate::component::HOST_NAMES.contains(&name) {
+            return Err(RuntimeError::Invalid(format!(
+                "`{name}` is the host's own conversations, not a component; `/new` there starts afresh"
+            )));
+        }
         let file = match self.registry.find(name) {
             Some(entry) => Some(entry.file),
             None => self.compiling_as(name).map(|(file, _)| file),
         };
         let files_dir = self.paths.files_dir(name);
-        let files_bytes = crate::files::size(&files_dir);
-        let stored = self.db.kv_usage(name)?.0 + self.db.memory_count(&format!("skill:{name}"))?;
-        if file.is_none() && self.db.grant(name)?.is_none() && stored == 0 && !files_dir.exists() {
-            return Err(RuntimeError::NoSkill(name.into(), self.paths.skills_dir().display().to_string()));
-        }
+        let (files, files_bytes) = (files_dir.exists(), crate::files::size(&files_dir));
         if let Some(file) = &file {
             std::fs::remove_file(file).map_err(|e| RuntimeError::Io(file.clone(), e))?;
         }
-        if erase && files_dir.exists() {
+        if erase && files {
             std::fs::remove_dir_all(&files_dir).map_err(|e| RuntimeError::Io(files_dir.clone(), e))?;
         }
         let forgot = self.db.forget_component(name, erase)?;
+        if file.is_none() && !files && forgot == crate::store::Forgot::default() {
+            return Err(RuntimeError::NoSkill(name.into(), self.paths.skills_dir().display().to_string()));
+        }
         self.rescan().await;
         // A channel of that name stops.
         self.grants_changed.notify_one();
         let calls =
             |j: &crate::jobs::Job| matches!(&j.action, crate::jobs::Action::Tool { skill, .. } if skill == name);
-        let jobs = self.db.jobs()?.iter().filter(|j| calls(j)).map(|j| j.id).collect();
-        Ok(Removed { name: name.into(), file, forgot, files_bytes, erased: erase, jobs })
+        let all = self.db.jobs()?;
+        let jobs = all.iter().filter(|j| calls(j)).map(|j| j.id).collect();
+        let reports = all.iter().filter(|j| j.target.split_once(':').is_some_and(|(c, _)| c == name)).map(|j| j.id);
+        Ok(Removed { name: name.into(), file, forgot, files_bytes, erased: erase, jobs, reports: reports.collect() })
     }
 
     /// One component by name.

@@ -30,6 +30,28 @@ const PERSON_USAGE: TableDefinition<(&str, &str), u64> = TableDefinition::new("p
 /// Sessions one channel keeps.
 pub const SESSIONS_PER_CHANNEL: usize = 1000;
 
+/// The conversations through `channel` (keys `CHANNEL:CHAT`) in `txn`,
+/// dropped with `erase`; how many.
+pub(crate) fn forget_channel_in(txn: &redb::WriteTransaction, channel: &str, erase: bool) -> Result<usize, StoreError> {
+    let prefix = format!("{channel}:");
+    let ours = |key: &str| key.starts_with(&prefix);
+    if !erase {
+        let sessions = txn.open_table(SESSIONS)?;
+        let mut kept = 0;
+        for entry in sessions.range(prefix.as_str()..)? {
+            if !ours(entry?.0.value()) {
+                break;
+            }
+            kept += 1;
+        }
+        return Ok(kept);
+    }
+    txn.open_table(SAVED)?.retain(|k, _| !ours(k))?;
+    let mut sessions = txn.open_table(SESSIONS)?;
+    let gone = sessions.extract_if(|k, _| ours(k))?.collect::<Result<Vec<_>, _>>()?;
+    Ok(gone.len())
+}
+
 pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     let sessions = txn.open_table(SESSIONS)?;
     let mut saved = txn.open_table(SAVED)?;

@@ -841,6 +841,15 @@ pub struct Forgot {
     pub kv_bytes: u64,
     /// Memories it saved (erased: those the model set aside too).
     pub memories: u64,
+    /// A channel's approved pairings (now gone, as its grant).
+    #[serde(default)]
+    pub pairings: usize,
+    /// A channel's conversations, `NAME:CHAT`.
+    #[serde(default)]
+    pub conversations: usize,
+    /// Messages through a channel waiting for the agent or to be sent.
+    #[serde(default)]
+    pub waiting: usize,
 }
 
 /// Forget component `name` in `txn`: its grant and the owner's "always"
@@ -851,10 +860,12 @@ pub(crate) fn forget_component_in(txn: &WriteTransaction, name: &str, erase: boo
     let always = forget_always_in(txn, name)?;
     let (kv_keys, kv_bytes) = kv_usage_in(&txn.open_table(KV_USAGE)?, &txn.open_table(KV)?, name)?;
     if erase {
-        txn.open_table(KV)?.retain(|(owner, _), _| owner != name)?;
+        // `NAME\0` is the first owner after NAME: the range is its keys alone.
+        let next = format!("{name}\0");
+        txn.open_table(KV)?.retain_in((name, "")..(next.as_str(), ""), |_, _| false)?;
         txn.open_table(KV_USAGE)?.remove(name)?;
     }
-    Ok(Forgot { grant, always, kv_keys, kv_bytes, memories: 0 })
+    Ok(Forgot { grant, always, kv_keys, kv_bytes, ..Forgot::default() })
 }
 
 /// Drop the owner's "always" answers for component `name`'s tools in
@@ -902,6 +913,34 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--erase` takes one component's kv in a range of the table, and no
+    /// key of a name beside it in the key order.
+    #[test]
+    fn erasing_a_components_kv_takes_its_keys_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::open(&dir.path().join("db"), &[]).unwrap();
+        let quota = KvQuota { keys: 10, bytes: 1 << 20 };
+        let names = ["a", "a-b", "a_", "ab", "notes", "notes-2"];
+        for name in names {
+            let mut stage = KvStage::default();
+            for key in ["", "k", "\0"] {
+                db.kv_stage(name, &mut stage, key, Some(b"v".to_vec()), quota).unwrap();
+            }
+            db.end_call(Vec::new(), (name, stage, quota), |_| unreachable!("within the quota")).unwrap();
+        }
+        for gone in ["a", "notes"] {
+            let txn = db.db.begin_write().unwrap();
+            assert_eq!(forget_component_in(&txn, gone, true).unwrap().kv_keys, 3);
+            txn.commit().unwrap();
+        }
+        for name in names {
+            let kept = ["", "k", "\0"].iter().filter(|k| db.kv_get(name, k).unwrap().is_some()).count();
+            let usage = db.kv_usage(name).unwrap().0;
+            let expect = if matches!(name, "a" | "notes") { 0 } else { 3 };
+            assert_eq!((kept, usage), (expect, expect as u64), "{name}");
+        }
+    }
 
     /// Each way the file can fail to open says what is wrong and what to
     /// do about it.

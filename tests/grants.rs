@@ -58,6 +58,7 @@ fn a_changed_build_carries_nothing_until_the_owner_approves_it() {
     assert_eq!(s["status"], "needs-approval", "{s}");
     let listed = env.ok(&["skills", "list"]);
     assert!(listed.contains("needs-approval (changed: "), "{listed}");
+    assert!(listed.contains("awaiting approval of this build: run `wasiclaw skills approve notes`"), "{listed}");
     let denied = env.cli(&["tool", "notes.list"]);
     assert!(!denied.status.success(), "a swapped build read the old build's kv");
     env.ok(&["skills", "approve", "notes"]);
@@ -244,4 +245,60 @@ fn removing_a_component_takes_its_rights_and_erase_what_it_stored() {
     assert_eq!(outside.status.code(), Some(2), "{}", stderr(&outside));
     assert!(env.skills().join("clock.wasm").exists());
     assert!(env.list().iter().any(|s| s["name"] == "clock"));
+}
+
+/// Being served through a channel is a right given through that
+/// component: removed, its people are unpaired, so a component added again
+/// under its name (whoever wrote it) starts with nobody; what it carried
+/// (conversations, waiting messages) goes with `--erase`. Other channels'
+/// and the host's own are untouched, and the host's names are not taken.
+#[test]
+fn removing_a_channel_unpairs_its_people_and_erase_takes_its_chats() {
+    use wasiclaw::pairing::Verdict;
+    let env = Env::new();
+    env.install("webhook");
+    let cfg = wasiclaw::config::ChannelConfig::default();
+    {
+        let rt = wasiclaw::runtime::Runtime::open(env.paths()).unwrap();
+        for (channel, sender) in [("webhook", "alice"), ("telegram", "bob")] {
+            let Verdict::SendCode(code) = rt.db.pairing_check(channel, sender, sender, "c1", false, &cfg).unwrap()
+            else {
+                panic!("no code for {sender}")
+            };
+            rt.db.pairing_approve(&code, false).unwrap().unwrap();
+        }
+        let session = wasiclaw::session::Session { summary: Some("what was said".into()), ..Default::default() };
+        for key in ["webhook:c1", "webhook:c2", "telegram:c1", "terminal:default"] {
+            rt.db.save_session(key, &session, &Default::default(), None).unwrap();
+        }
+        rt.db.outbox_enqueue("webhook", "c1", "a reply waiting").unwrap();
+        rt.db.outbox_enqueue("telegram", "c1", "another channel's").unwrap();
+    }
+    env.ok(&["cron", "add", "every 1h", "--prompt", "report", "--chat", "webhook:c1"]);
+    let _daemon = env.daemon();
+    let host = env.cli(&["skills", "remove", "terminal", "--erase"]);
+    assert_eq!(host.status.code(), Some(2), "{}", stderr(&host));
+
+    let out = env.ok(&["skills", "remove", "webhook"]);
+    for said in [
+        "1 person(s) paired through it are unpaired",
+        "kept what it stored: 0 kv key(s) (0 KiB), 0 memory(ies), 0 KiB of files, 2 conversation(s), 1 message(s) waiting",
+        "job(s) 1 report to its chats: to your notifications",
+    ] {
+        assert!(out.contains(said), "{said:?} missing:\n{out}");
+    }
+    let pairings = env.ok(&["pairing", "list"]);
+    assert!(!pairings.contains("alice") && pairings.contains("telegram:bob"), "{pairings}");
+    assert!(env.ok(&["outbox"]).contains("a reply waiting"), "kept without --erase");
+
+    let out = env.ok(&["skills", "remove", "webhook", "--erase"]);
+    assert!(out.contains("erased what it stored: 0 kv key(s) (0 KiB), 0 memory(ies), 0 KiB of files, 2 conversation(s), 1 message(s) waiting"), "{out}");
+    let outbox = env.ok(&["outbox"]);
+    assert!(!outbox.contains("a reply waiting") && outbox.contains("another channel's"), "{outbox}");
+    drop(_daemon);
+    let rt = wasiclaw::runtime::Runtime::open(env.paths()).unwrap();
+    for (key, kept) in [("webhook:c1", false), ("webhook:c2", false), ("telegram:c1", true), ("terminal:default", true)]
+    {
+        assert_eq!(rt.db.session(key).unwrap().summary.is_some(), kept, "{key}");
+    }
 }

@@ -254,12 +254,13 @@ pub(crate) enum SkillsCommand {
     },
     /// What changed since the build you approved: what it asks for and, for a script, its source.
     Diff { name: String },
-    /// Take a skill or channel away: its file, its grant and your "always" answers for its
-    /// tools, so adding it again asks again. What it stored (kv, memories, files) is kept
-    /// unless --erase.
+    /// Take a skill or channel away: its file, its grant, your "always" answers for its
+    /// tools and a channel's pairings, so adding it again asks again. What it stored (kv,
+    /// memories, files, a channel's conversations and waiting messages) is kept unless --erase.
     Remove {
         name: String,
-        /// Erase what it stored too: its kv, the memories it saved, its files directory.
+        /// Erase what it stored too: its kv, the memories it saved, its files directory, a
+        /// channel's conversations and the messages waiting through it.
         #[arg(long)]
         erase: bool,
     },

@@ -366,7 +366,7 @@ fn print_status(s: &Status) {
             println!("    last error: {}", printable(e));
         }
         if !c.pending_rights.is_empty() {
-            println!("    not granted: {} (see `wasiclaw skills inspect {}`)", c.pending_rights.join("; "), c.name);
+            println!("    {} (see `wasiclaw skills inspect {}`)", waiting_for(&c.pending_rights), c.name);
         }
     }
 }
@@ -412,21 +412,36 @@ fn removed(r: &wasiclaw::runtime::Removed) {
     if f.grant || f.always > 0 {
         println!("its grant and {} \"always\" answer(s) are gone: added again, it asks again", f.always);
     }
-    let stored = format!(
+    if f.pairings > 0 {
+        println!(
+            "{} person(s) paired through it are unpaired: added again, it serves nobody until you pair them",
+            f.pairings
+        );
+    }
+    let mut stored = format!(
         "{} kv key(s) ({} KiB), {} memory(ies), {} KiB of files",
         f.kv_keys,
         f.kv_bytes.div_ceil(1024),
         f.memories,
         r.files_bytes.div_ceil(1024)
     );
+    if f.conversations + f.waiting > 0 {
+        stored.push_str(&format!(", {} conversation(s), {} message(s) waiting", f.conversations, f.waiting));
+    }
     if r.erased {
         println!("erased what it stored: {stored}");
-    } else if f.kv_keys + f.memories + r.files_bytes > 0 {
+    } else if f.kv_keys + f.memories + r.files_bytes + (f.conversations + f.waiting) as u64 > 0 {
         println!("kept what it stored: {stored}; `wasiclaw skills remove {name} --erase` erases it");
     }
+    let ids = |jobs: &[u64]| jobs.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
     if !r.jobs.is_empty() {
-        let ids: Vec<String> = r.jobs.iter().map(u64::to_string).collect();
-        println!("job(s) {} call its tools: skipped until it is back (`wasiclaw cron rm ID`)", ids.join(", "));
+        println!("job(s) {} call its tools: skipped until it is back (`wasiclaw cron rm ID`)", ids(&r.jobs));
+    }
+    if !r.reports.is_empty() {
+        println!(
+            "job(s) {} report to its chats: to your notifications until it is back (`wasiclaw cron rm ID`)",
+            ids(&r.reports)
+        );
     }
 }
 
@@ -446,7 +461,19 @@ fn summary(s: &SkillInfo) -> String {
         let granted = s.requested.as_ref().map(|r| r != &Default::default()).unwrap_or(false);
         return if granted { "all requested rights granted".into() } else { "needs no rights".into() };
     }
-    format!("awaiting approval: {} (see `wasiclaw skills inspect {}`)", one_line(&s.pending.join("; ")), s.name)
+    format!("{} (see `wasiclaw skills inspect {}`)", one_line(&waiting_for(&s.pending)), s.name)
+}
+
+/// What a component waits for: approval of its build (the first of
+/// `pending`, if so), then the rights not granted.
+fn waiting_for(pending: &[String]) -> String {
+    let (build, rights): (Vec<&String>, Vec<&String>) =
+        pending.iter().partition(|p| p.starts_with(wasiclaw::runtime::APPROVE_BUILD));
+    let mut parts: Vec<String> = build.iter().map(|b| format!("awaiting {b}")).collect();
+    if !rights.is_empty() {
+        parts.push(format!("not granted: {}", rights.iter().map(|r| r.as_str()).collect::<Vec<_>>().join("; ")));
+    }
+    parts.join("; ")
 }
 
 fn print_inspect(s: &SkillInfo) {
