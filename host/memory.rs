@@ -807,6 +807,9 @@ pub struct Embedder {
     paused: crate::llm::Rest,
 }
 
+/// Memories an import (or `memory embed`) embeds and stores per commit.
+const IMPORT_BATCH: usize = 50;
+
 /// How long a failed embeddings endpoint is left alone.
 pub const EMBED_PAUSE: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -866,7 +869,7 @@ impl Embedder {
 }
 
 /// What an import did.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Imported {
     /// How many were added.
     pub imported: usize,
@@ -990,12 +993,31 @@ impl Memories<'_> {
         let present: HashSet<u64> =
             self.db.memory_get(&ids).map_err(|e| e.to_string())?.into_iter().map(|m| m.id).collect();
         items.retain(|m| m.id == 0 || !present.contains(&m.id));
-        let (vectors, unembedded) = self.embed_each(&items, progress).await;
-        let mut vectors = vectors.into_iter();
-        let out = items.into_iter().map(|m| (m, vectors.next())).collect();
-        let stored = self.db.memory_insert(out).map_err(|e| e.to_string())?;
-        let pinned = stored.iter().filter(|m| m.pinned).map(|m| m.id).collect();
-        Ok(Imported { imported: stored.len(), skipped: total - stored.len(), unembedded, pinned })
+        let todo = items.len();
+        let mut done = Imported::default();
+        // Embedded and stored a batch at a time: an import cut short (a
+        // restart, a kill, a full disk) keeps what it paid for, run again it
+        // skips that by id, and no transaction holds a whole file.
+        while !items.is_empty() {
+            let batch: Vec<Memory> = items.drain(..IMPORT_BATCH.min(items.len())).collect();
+            let vectors = match done.unembedded {
+                Some(_) => Vec::new(),
+                None => {
+                    let before = done.imported;
+                    let told = |n| progress(format!("embedded {} of {todo} memories", before + n));
+                    let (vectors, stopped) = self.embed_each(&batch, &told).await;
+                    done.unembedded = stopped;
+                    vectors
+                }
+            };
+            let mut vectors = vectors.into_iter();
+            let stored = self.db.memory_insert(batch.into_iter().map(|m| (m, vectors.next())).collect());
+            let stored = stored.map_err(|e| format!("{e} (the {} imported before are kept)", done.imported))?;
+            done.imported += stored.len();
+            done.pinned.extend(stored.iter().filter(|m| m.pinned).map(|m| m.id));
+        }
+        done.skipped = total - done.imported;
+        Ok(done)
     }
 
     /// Embed every memory that has no embedding (saved or imported while
@@ -1007,7 +1029,7 @@ impl Memories<'_> {
         let missing = self.db.memory_unembedded().map_err(|e| e.to_string())?;
         let mut done = Embedded { embedded: 0, left: missing.len(), stopped: None };
         // Stored a batch at a time: a run cut short keeps what it paid for.
-        for ids in missing.chunks(50) {
+        for ids in missing.chunks(IMPORT_BATCH) {
             let memories = self.db.memory_get(ids).map_err(|e| e.to_string())?;
             let (vectors, stopped) = self.embed_each(&memories, &|_| {}).await;
             let pairs: Vec<(u64, Vec<f32>)> = memories.iter().map(|m| m.id).zip(vectors).collect();
@@ -1024,11 +1046,12 @@ impl Memories<'_> {
 
     /// The embeddings of `memories` in order, up to the first failure (an
     /// endpoint that fails is paused, so asking on would only fail), with
-    /// progress; and why it stopped. None at all without an embedder.
+    /// progress (how many are done); and why it stopped. None at all
+    /// without an embedder.
     async fn embed_each(
         &self,
         memories: &[Memory],
-        progress: &(dyn Fn(String) + Sync),
+        progress: &(dyn Fn(usize) + Sync),
     ) -> (Vec<Vec<f32>>, Option<String>) {
         let Some(e) = self.embedder else { return (Vec::new(), None) };
         let (mut out, mut told) = (Vec::with_capacity(memories.len()), std::time::Instant::now());
@@ -1038,7 +1061,7 @@ impl Memories<'_> {
                 Err(why) => return (out, Some(why)),
             }
             if out.len() % 50 == 0 || told.elapsed() >= std::time::Duration::from_secs(2) {
-                progress(format!("embedded {} of {} memories", out.len(), memories.len()));
+                progress(out.len());
                 told = std::time::Instant::now();
             }
         }

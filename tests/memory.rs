@@ -173,6 +173,37 @@ fn memories_jsonl(ids: std::ops::RangeInclusive<u64>) -> String {
     .collect()
 }
 
+/// An import cut short (here killed while its 60th memory is embedded)
+/// keeps the batches it stored, and run again adds the rest. Before, it
+/// embedded the whole file, then stored it in one commit: a restart an hour
+/// into a large import kept nothing of what it had paid for.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_cut_short_keeps_what_it_stored() {
+    let embeddings = Recorder::start(serde_json::json!({"data": [{"embedding": [0.5, 0.25], "index": 0}]})).await;
+    *embeddings.hold.lock().unwrap() = Some("about word60\"".into());
+    let env = Env::new();
+    env.config(&format!("[memory.embeddings]\nbase_url = \"{}/v1\"\nmodel = \"fake-embed\"", embeddings.base));
+    let file = env.path().join("mem.jsonl");
+    std::fs::write(&file, memories_jsonl(1..=120)).unwrap();
+    let mut import = std::process::Command::new(env!("CARGO_BIN_EXE_wasiclaw"))
+        .arg("--state-dir")
+        .arg(env.path())
+        .args(["memory", "import", file.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    embeddings.wait("/embeddings", 60).await;
+    import.kill().unwrap();
+    import.wait().unwrap();
+    assert_eq!(env.ok(&["memory", "export"]).lines().count(), 50, "the first batch of 50 was not kept");
+
+    *embeddings.hold.lock().unwrap() = None;
+    let again = env.ok(&["memory", "import", file.to_str().unwrap()]);
+    assert!(again.contains("imported 70, skipped 50"), "{again}");
+    assert_eq!(env.ok(&["memory", "export"]).lines().count(), 120);
+    assert_eq!(embeddings.seen().len(), 60 + 70, "only what was not stored is embedded again");
+}
+
 /// An import shows its progress while it embeds and embeds nothing already
 /// present; a dead embeddings endpoint costs a few tries, not its timeout
 /// for every memory: the rest are imported for keyword search, and the

@@ -449,9 +449,13 @@ pub struct Recorder {
     /// A request whose body holds this text is refused with HTTP 400, as a
     /// platform refuses one message for good.
     pub refuse: Arc<Mutex<Option<String>>>,
+    /// A request whose body holds this text is never answered.
+    pub hold: Arc<Mutex<Option<String>>>,
 }
 
-type RecorderState = (Arc<Mutex<Vec<Recorded>>>, serde_json::Value, Arc<Mutex<usize>>, Arc<Mutex<Option<String>>>);
+/// Texts that, found in a request's body, have it refused or held.
+type Matches = (Arc<Mutex<Option<String>>>, Arc<Mutex<Option<String>>>);
+type RecorderState = (Arc<Mutex<Vec<Recorded>>>, serde_json::Value, Arc<Mutex<usize>>, Matches);
 
 impl Recorder {
     pub async fn start(answer: serde_json::Value) -> Self {
@@ -463,40 +467,43 @@ impl Recorder {
         let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let refuse: Arc<Mutex<Option<String>>> = Arc::default();
-        let state = (seen.clone(), answer, Arc::new(Mutex::new(failures)), refuse.clone());
+        let (refuse, hold): Matches = Default::default();
+        let state = (seen.clone(), answer, Arc::new(Mutex::new(failures)), (refuse.clone(), hold.clone()));
         let app = axum::Router::new()
-            .fallback(|State((seen, answer, failures, refuse)): State<RecorderState>, req: Request| async move {
-                let (parts, body) = req.into_parts();
-                let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-                seen.lock().unwrap().push(Recorded {
-                    method: parts.method.to_string(),
-                    path: parts.uri.path().to_string(),
-                    headers: parts
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
-                        .collect(),
-                    body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-                });
-                let refused = refuse
-                    .lock()
-                    .unwrap()
-                    .as_ref()
-                    .is_some_and(|r| String::from_utf8_lossy(&bytes).contains(r.as_str()));
-                if refused {
-                    return Response::builder().status(400).body(Body::from("message refused")).unwrap();
-                }
-                let mut failures = failures.lock().unwrap();
-                if *failures > 0 {
-                    *failures -= 1;
-                    return Response::builder().status(503).body(Body::from("try later")).unwrap();
-                }
-                axum::Json(answer).into_response()
-            })
+            .fallback(
+                |State((seen, answer, failures, (refuse, hold))): State<RecorderState>, req: Request| async move {
+                    let (parts, body) = req.into_parts();
+                    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+                    seen.lock().unwrap().push(Recorded {
+                        method: parts.method.to_string(),
+                        path: parts.uri.path().to_string(),
+                        headers: parts
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                            .collect(),
+                        body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+                    });
+                    let holds = |m: &Arc<Mutex<Option<String>>>| {
+                        m.lock().unwrap().as_ref().is_some_and(|r| String::from_utf8_lossy(&bytes).contains(r.as_str()))
+                    };
+                    if holds(&hold) {
+                        std::future::pending::<()>().await;
+                    }
+                    if holds(&refuse) {
+                        return Response::builder().status(400).body(Body::from("message refused")).unwrap();
+                    }
+                    let mut failures = failures.lock().unwrap();
+                    if *failures > 0 {
+                        *failures -= 1;
+                        return Response::builder().status(503).body(Body::from("try later")).unwrap();
+                    }
+                    axum::Json(answer).into_response()
+                },
+            )
             .with_state(state);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Recorder { base: format!("http://127.0.0.1:{port}"), seen, refuse }
+        Recorder { base: format!("http://127.0.0.1:{port}"), seen, refuse, hold }
     }
 
     pub fn seen(&self) -> Vec<Recorded> {
