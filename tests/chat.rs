@@ -274,6 +274,17 @@ impl Browser {
         let e = self.element(css).await;
         self.call(reqwest::Method::POST, &format!("/element/{e}/click"), json!({})).await;
     }
+
+    /// The text of the dialog the page opens, once it is open.
+    async fn dialog(&self, what: &str) -> String {
+        for _ in 0..300 {
+            if let Value::String(text) = self.call(reqwest::Method::GET, "/alert/text", json!({})).await {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for a dialog: {what}");
+    }
 }
 
 const MARKDOWN: &str = "**Bold** and `code`\n\n- one\n- two\n\n<img src=x onerror=\"document.title='pwned'\"> \
@@ -397,6 +408,32 @@ async fn the_owners_page_keeps_history_renders_markdown_safely_and_grants_a_skil
 /// they reported, and what the model set aside or cancelled, to bring
 /// back; every change is confirmed in the browser's dialog first, and
 /// lands in the database.
+/// What the host says of a grant reaches the owner on the page too: here,
+/// that the changed build they approve asks again where they had answered
+/// "always" to the old one. Before, the page dropped what a grant said.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_owners_page_says_what_the_host_said_of_a_grant() {
+    let llm = FakeLlm::start(vec![]).await;
+    let env = Env::new();
+    env.install("notes");
+    env.ok(&["skills", "grant", "notes", "--all-requested"]);
+    wasiclaw::runtime::Runtime::open(env.paths()).unwrap().db.approve_always("notes.add").unwrap();
+    let rebuilt = crate::support::rebuilt(&crate::support::guest("notes"), "page");
+    std::fs::copy(rebuilt, env.skills().join("notes.wasm")).unwrap();
+    let (_daemon, browser, _, _) = open_page(&env, &llm).await;
+    browser.click("nav button[data-view=skills]").await;
+    browser.until("the changed build", "return !!document.querySelector('#skill-notes .approve');").await;
+    browser.click("#skill-notes .approve").await;
+    assert!(browser.dialog("the question").await.starts_with("Approve this build of notes"));
+    browser.call(reqwest::Method::POST, "/alert/accept", json!({})).await;
+    let said = browser.dialog("what the host said").await;
+    assert!(said.contains("the \"always\" answers you gave notes (for 1 tool(s))"), "{said}");
+    browser.call(reqwest::Method::POST, "/alert/accept", json!({})).await;
+    browser
+        .until("the approval", "return document.querySelector('#skill-notes .state')?.textContent === 'active';")
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_owners_page_shows_memories_notifications_and_what_the_model_set_aside() {
     let llm = FakeLlm::start(vec![
