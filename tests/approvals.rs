@@ -249,9 +249,10 @@ fn system_of(request: &Value) -> String {
     request["messages"][0]["content"].as_str().unwrap_or_default().to_string()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn always_is_remembered_across_a_restart_and_revocable() {
-    let llm = FakeLlm::start(vec![
+/// A model that lists the notes, then adds one (a write after a tool's
+/// output, so asked): twice.
+async fn adds_twice() -> FakeLlm {
+    FakeLlm::start(vec![
         Reply::Tools(vec![("notes__list", "{}")]),
         Reply::Tools(vec![("notes__add", r#"{"text":"first"}"#)]),
         Reply::Text("saved"),
@@ -259,14 +260,21 @@ async fn always_is_remembered_across_a_restart_and_revocable() {
         Reply::Tools(vec![("notes__add", r#"{"text":"second"}"#)]),
         Reply::Text("saved again"),
     ])
-    .await;
-    let env = Env::new();
-    {
-        let agent = notes_agent(&env, &provider(&llm)).await;
-        let (_, asked) = turn(&agent, "note it", &Who::Owner, Some(Answer::Always)).await;
-        assert_eq!(asked.len(), 1);
-        assert!(notes(&agent).await.contains("first"));
-    }
+    .await
+}
+
+/// The first turn of [`adds_twice`], its question answered "always".
+async fn answer_always(env: &Env, llm: &FakeLlm) {
+    let agent = notes_agent(env, &provider(llm)).await;
+    let (_, asked) = turn(&agent, "note it", &Who::Owner, Some(Answer::Always)).await;
+    assert_eq!(asked.len(), 1);
+    assert!(notes(&agent).await.contains("first"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn always_is_remembered_across_a_restart_and_revocable() {
+    let (env, llm) = (Env::new(), adds_twice().await);
+    answer_always(&env, &llm).await;
     // A new process: the answer was stored.
     let agent = notes_agent(&env, &provider(&llm)).await;
     let (reply, asked) = turn(&agent, "note it again", &Who::Owner, None).await;
@@ -283,21 +291,8 @@ async fn always_is_remembered_across_a_restart_and_revocable() {
 /// approved, asks again (unless the owner had let builds carry over).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_always_answer_is_for_the_build_it_was_given_to() {
-    let llm = FakeLlm::start(vec![
-        Reply::Tools(vec![("notes__list", "{}")]),
-        Reply::Tools(vec![("notes__add", r#"{"text":"first"}"#)]),
-        Reply::Text("saved"),
-        Reply::Tools(vec![("notes__list", "{}")]),
-        Reply::Tools(vec![("notes__add", r#"{"text":"second"}"#)]),
-        Reply::Text("saved again"),
-    ])
-    .await;
-    let env = Env::new();
-    {
-        let agent = notes_agent(&env, &provider(&llm)).await;
-        let (_, asked) = turn(&agent, "note it", &Who::Owner, Some(Answer::Always)).await;
-        assert_eq!(asked.len(), 1);
-    }
+    let (env, llm) = (Env::new(), adds_twice().await);
+    answer_always(&env, &llm).await;
     let swap = |tag| std::fs::copy(rebuilt(&guest("notes"), tag), env.skills().join("notes.wasm")).unwrap();
     swap("always-2");
     let approved = env.cli(&["skills", "approve", "notes"]);
