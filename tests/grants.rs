@@ -52,6 +52,12 @@ fn a_changed_build_carries_nothing_until_the_owner_approves_it() {
     let env = Env::new();
     env.install("notes");
     env.ok(&["skills", "grant", "notes", "--kv"]);
+    // The list says what each may use, in one command.
+    let listed = env.ok(&["skills", "list"]);
+    assert!(
+        listed.lines().any(|l| l.starts_with("notes ") && l.contains(" active ") && l.ends_with("may use kv")),
+        "{listed}"
+    );
     env.ok(&["tool", "notes.add", r#"{"text":"before"}"#]);
     std::fs::copy(rebuilt(&guest("notes"), "n2"), env.skills().join("notes.wasm")).unwrap();
     let s = status(&env, "notes");

@@ -457,11 +457,24 @@ fn summary(s: &SkillInfo) -> String {
     if let Some(reason) = &s.reason {
         return format!("rejected: {}", one_line(reason));
     }
+    let approved = !s.pending.iter().any(|p| p.starts_with(wasiclaw::runtime::APPROVE_BUILD));
+    let may = if approved { may_use(s) } else { Vec::new() };
+    let may = (!may.is_empty()).then(|| format!("may use {}", may.join("; ")));
     if s.pending.is_empty() {
-        let granted = s.requested.as_ref().map(|r| r != &Default::default()).unwrap_or(false);
-        return if granted { "all requested rights granted".into() } else { "needs no rights".into() };
+        return one_line(&may.unwrap_or_else(|| "needs no rights".into())).into_owned();
     }
-    format!("{} (see `wasiclaw skills inspect {}`)", one_line(&waiting_for(&s.pending)), s.name)
+    let said = [may, Some(waiting_for(&s.pending))].into_iter().flatten().collect::<Vec<_>>().join("; ");
+    format!("{} (see `wasiclaw skills inspect {}`)", one_line(&said), s.name)
+}
+
+/// What an approved build may use: what it asks for of what was granted.
+fn may_use(s: &SkillInfo) -> Vec<String> {
+    let (Some(asked), Some(granted)) = (&s.requested, &s.granted) else { return Vec::new() };
+    let mut may: Vec<String> = granted.http.iter().map(|h| format!("http {} {}", h.methods.join(","), h.url)).collect();
+    let secrets = asked.all_secrets();
+    may.extend(granted.secrets.iter().filter(|n| secrets.contains(*n)).map(|n| format!("secret {n}")));
+    may.extend((granted.rights & asked.rights).names().map(String::from));
+    may
 }
 
 /// What a component waits for: approval of its build (the first of
