@@ -279,8 +279,19 @@ pub async fn run(paths: &Paths) -> Vec<Finding> {
             )),
             SkillState::NeedsApproval => out.push(problem(
                 "skill",
-                format!("{} waits: {}", s.name, crate::text::one_line(&s.pending.join("; "))),
-                format!("wasiclaw skills inspect {0}, then `wasiclaw skills approve {0}` or `grant`", s.name),
+                format!("{}: {}", s.name, crate::text::one_line(&crate::runtime::waiting_for(&s.pending))),
+                if s.pending.iter().all(|p| p.starts_with(crate::runtime::APPROVE_BUILD)) {
+                    format!(
+                        "read what it asks for (`wasiclaw skills inspect {0}`), then `wasiclaw skills approve {0}`",
+                        s.name
+                    )
+                } else {
+                    format!(
+                        "read what it asks for (`wasiclaw skills inspect {0}`), then `wasiclaw skills grant {0} \
+                         --all-requested` (this build and all it asks for), or grant the rights you allow by name",
+                        s.name
+                    )
+                },
             )),
             _ => {}
         }

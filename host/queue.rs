@@ -335,6 +335,27 @@ impl Store {
         Ok(())
     }
 
+    /// Save `item`, now held, with the owner's notification of it and the
+    /// message `tell` (channel, chat, text) to their chat, if any, in one
+    /// commit: a held message is never left untold, and whoever sees it
+    /// held finds the notification too.
+    pub(crate) fn outbox_hold(
+        &self,
+        item: &OutboxItem,
+        notice: &str,
+        tell: Option<(&str, &str, &str)>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(OUTBOX)?.insert(item.id, serde_json::to_vec(item)?.as_slice())?;
+        record_notification(&txn, "(outbox)", notice)?;
+        if let Some((channel, chat, text)) = tell {
+            enqueue(&txn, channel, chat, text, None)?;
+        }
+        self.commit(txn)?;
+        self.changes.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
     /// Put a held message back in line, to be sent at once; false if
     /// there is no such message.
     pub fn outbox_retry(&self, id: u64) -> Result<bool, StoreError> {

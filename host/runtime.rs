@@ -88,7 +88,7 @@ fn stem(file: &Path) -> String {
 }
 
 mod installed;
-pub use installed::{APPROVE_BUILD, Removed, SkillInfo, SkillState};
+pub use installed::{APPROVE_BUILD, Removed, SkillInfo, SkillState, waiting_for};
 
 /// Every feature's tables, created when the database opens.
 pub const TABLES: [crate::store::Tables; 6] = [

@@ -95,6 +95,7 @@ async fn doctor_names_each_problem_and_what_to_run() {
     let llm = crate::fake_llm::FakeLlm::start(vec![crate::fake_llm::Reply::Text("OK")]).await;
     let env = Env::new();
     env.install("clock");
+    env.install("notes");
     std::fs::write(env.skills().join("junk.wasm"), b"not wasm").unwrap();
     let dead = crate::support::free_port();
     env.config(&format!(
@@ -116,8 +117,10 @@ async fn doctor_names_each_problem_and_what_to_run() {
         "GONE_KEY (a provider key) is not set",
         "wasiclaw secrets set GONE_KEY",
         "junk is rejected",
-        "clock waits",
-        "wasiclaw skills approve clock",
+        "clock: awaiting approval of this build",
+        "then `wasiclaw skills approve clock`",
+        "notes: awaiting approval of this build: run `wasiclaw skills approve notes`; not granted: kv",
+        "then `wasiclaw skills grant notes --all-requested` (this build and all it asks for)",
         "fake at ",
         "answers",
         &format!("gone at http://127.0.0.1:{dead}/v1"),
@@ -134,6 +137,7 @@ async fn doctor_names_each_problem_and_what_to_run() {
     std::fs::set_permissions(env.path().join("secrets.json"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::remove_file(env.skills().join("junk.wasm")).unwrap();
     env.ok(&["skills", "approve", "clock"]);
+    env.ok(&["skills", "grant", "notes", "--all-requested"]);
     env.config(&format!("[[providers]]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"fake\"\n", llm.base));
     let out = tokio::task::block_in_place(|| env.cli(&["doctor"]));
     assert!(out.status.success(), "{}", stdout(&out));

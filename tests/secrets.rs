@@ -59,6 +59,15 @@ fn the_store_is_private_and_lists_names_only() {
     assert!(!String::from_utf8_lossy(&config_and_db).contains(TOKEN));
     let bad = env.cli_stdin(&["secrets", "set", "lower-case"], "x");
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("not a valid secret name"));
+
+    // A store broken by hand says where and why, once, and what to do.
+    std::fs::write(env.path().join("secrets.json"), "{\"API_TOKEN\":").unwrap();
+    let broken = env.cli(&["secrets", "list"]);
+    let said = String::from_utf8_lossy(&broken.stderr);
+    assert!(!broken.status.success() && said.contains("secrets.json is corrupt: EOF while parsing"), "{said}");
+    assert_eq!(said.matches("EOF while parsing").count(), 1, "the cause said twice: {said}");
+    let doctor = env.cli(&["doctor"]);
+    assert!(stdout(&doctor).contains("restore it from a backup, or remove it and set the secrets again"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

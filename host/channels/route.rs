@@ -425,32 +425,29 @@ impl Channels {
         let (id, attempts) = (item.id, item.attempts);
         tracing::warn!("channel {name}: a message to {} is held: refused {attempts} times", one_line(&item.chat_id));
         item.held = Some(format!("refused {attempts} times while a later message to this chat went through"));
-        rt.db.outbox_save(&item)?;
         let retry = format!("`wasiclaw outbox --retry {id}` sends it again, `--drop {id}` gives it up.");
-        rt.db.notify(
-            "(outbox)",
-            &format!(
-                "A message to {name}:{} is held, unsent: the platform refused it {attempts} times while a later one to that chat went through (last error: {}). {retry}",
-                item.chat_id,
-                crate::text::truncate(item.last_error.as_deref().unwrap_or("none"), 200),
-            ),
-        )?;
+        let notice = format!(
+            "A message to {name}:{} is held, unsent: the platform refused it {attempts} times while a later one to that chat went through (last error: {}). {retry}",
+            item.chat_id,
+            crate::text::truncate(item.last_error.as_deref().unwrap_or("none"), 200),
+        );
         // The owner's chat hears of a channel's first held message only, in
         // the host's words alone: chat ids and errors are the channel's, and
         // one that refused message after message would speak there at its
         // pace. Nor through the refusing chat: a notice held there would be
         // noticed again, for ever.
-        let held = rt.db.outbox(Some(name))?.iter().filter(|i| i.held.is_some()).count();
+        let first = !rt.db.outbox(Some(name))?.iter().any(|i| i.held.is_some() && i.id != id);
         let owner = crate::queue::owner_chat(rt.config.agent.owner_chat.as_deref(), &rt.db);
         let target = format!("{name}:{}", item.chat_id);
-        if let Some((channel, chat)) =
-            owner.as_deref().filter(|o| held == 1 && *o != target).and_then(|o| o.split_once(':'))
-        {
-            let notice = format!(
-                "A message through the {name} channel is held, unsent: the platform refused it while later ones went through. `wasiclaw outbox` shows it; {retry}"
-            );
-            rt.db.outbox_enqueue(channel, chat, &notice)?;
-        }
+        let told = format!(
+            "A message through the {name} channel is held, unsent: the platform refused it while later ones went through. `wasiclaw outbox` shows it; {retry}"
+        );
+        let tell = owner
+            .as_deref()
+            .filter(|o| first && *o != target)
+            .and_then(|o| o.split_once(':'))
+            .map(|(channel, chat)| (channel, chat, told.as_str()));
+        rt.db.outbox_hold(&item, &notice, tell)?;
         Ok(())
     }
 

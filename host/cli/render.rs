@@ -7,7 +7,7 @@ use wasiclaw::api::{Request, Response, Status};
 use wasiclaw::jobs::{Action, When};
 use wasiclaw::memory::Memory;
 use wasiclaw::pairing::PairingView;
-use wasiclaw::runtime::SkillInfo;
+use wasiclaw::runtime::{SkillInfo, waiting_for};
 use wasiclaw::text::{one_line, printable};
 
 /// Print `response` to the request that asked for it.
@@ -475,18 +475,6 @@ fn may_use(s: &SkillInfo) -> Vec<String> {
     may.extend(granted.secrets.iter().filter(|n| secrets.contains(*n)).map(|n| format!("secret {n}")));
     may.extend((granted.rights & asked.rights).names().map(String::from));
     may
-}
-
-/// What a component waits for: approval of its build (the first of
-/// `pending`, if so), then the rights not granted.
-fn waiting_for(pending: &[String]) -> String {
-    let (build, rights): (Vec<&String>, Vec<&String>) =
-        pending.iter().partition(|p| p.starts_with(wasiclaw::runtime::APPROVE_BUILD));
-    let mut parts: Vec<String> = build.iter().map(|b| format!("awaiting {b}")).collect();
-    if !rights.is_empty() {
-        parts.push(format!("not granted: {}", rights.iter().map(|r| r.as_str()).collect::<Vec<_>>().join("; ")));
-    }
-    parts.join("; ")
 }
 
 fn print_inspect(s: &SkillInfo) {

@@ -20,6 +20,17 @@ use std::path::{Path, PathBuf};
 /// owner's approval (the rights not granted follow).
 pub const APPROVE_BUILD: &str = "approval of this build";
 
+/// What a component waits for, in a phrase: approval of its build (the
+/// first of `pending`, if so), then the rights not granted.
+pub fn waiting_for(pending: &[String]) -> String {
+    let (build, rights): (Vec<&String>, Vec<&String>) = pending.iter().partition(|p| p.starts_with(APPROVE_BUILD));
+    let mut parts: Vec<String> = build.iter().map(|b| format!("awaiting {b}")).collect();
+    if !rights.is_empty() {
+        parts.push(format!("not granted: {}", rights.iter().map(|r| r.as_str()).collect::<Vec<_>>().join("; ")));
+    }
+    parts.join("; ")
+}
+
 /// Whether a component may run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
