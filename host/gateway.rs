@@ -75,6 +75,8 @@ struct Gate {
     hosts: Arc<Vec<String>>,
     /// Configured names, answered on any port.
     names: Arc<Vec<String>>,
+    /// The webhooks' places ([`HOOKS_IN_FLIGHT`]), shown by `/metrics`.
+    hooks_in_flight: Arc<Semaphore>,
 }
 
 const COOKIE: &str = "wasiclaw_token";
@@ -141,12 +143,14 @@ pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: TcpList
     let mut hosts = vec![format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")];
     hosts.push(if local.is_ipv6() { format!("[{}]:{port}", local.ip()) } else { local.to_string() });
     let names = agent.rt.config.gateway.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let in_flight = Arc::new(Semaphore::new(HOOKS_IN_FLIGHT));
     let gate = Gate {
         agent,
         channels: channels.clone(),
         token: Arc::new(token),
         hosts: Arc::new(hosts),
         names: Arc::new(names),
+        hooks_in_flight: in_flight.clone(),
     };
     let api = Router::new()
         .route("/", get(index))
@@ -158,7 +162,7 @@ pub async fn serve(agent: Arc<Agent>, channels: Arc<Channels>, listener: TcpList
     let config = &gate.agent.rt.config.gateway;
     let timeout = Duration::from_secs(config.request_timeout_s.max(1));
     let open = Arc::new(Semaphore::new(config.connections.max(1) as usize));
-    let hooks = Hooks { channels, in_flight: Arc::new(Semaphore::new(HOOKS_IN_FLIGHT)), timeout };
+    let hooks = Hooks { channels, in_flight, timeout };
     let hooks = Router::new()
         .route("/hooks/{channel}", any(hook))
         .route("/hooks/{channel}/", any(hook))
@@ -219,6 +223,11 @@ async fn metrics(State(gate): State<Gate>) -> Response {
     };
     gauge(&mut out, "wasiclaw_messages_received", "Messages admitted, per channel.", per(|c| c.received));
     gauge(&mut out, "wasiclaw_messages_sent", "Messages sent, per channel.", per(|c| c.sent));
+    // All taken for long is a flood (or a platform sending faster than its
+    // channel answers): the next webhooks are told to retry.
+    let hooks = (HOOKS_IN_FLIGHT - gate.hooks_in_flight.available_permits()) as u64;
+    let help = format!("Webhooks being read or handled (at most {HOOKS_IN_FLIGHT}).");
+    gauge(&mut out, "wasiclaw_webhooks_in_flight", &help, vec![(String::new(), hooks)]);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -232,10 +232,22 @@ async fn a_flood_of_connections_and_webhooks_holds_nothing_for_long() {
         s.write_all(head.as_bytes()).await.unwrap();
         slow.push(s);
     }
-    // Once the slow ones hold every place, the next webhook is turned away.
-    // They hold them for `request_timeout_s`, so a loaded machine has a few
-    // seconds to see it. Until then a webhook reaches the channel, which is
-    // not granted its token: a 503 too, but with no Retry-After.
+    // Once the slow ones hold every place (as `/metrics` shows: a webhook
+    // sent before then could take one of theirs), the next webhook is
+    // turned away. They hold them for `request_timeout_s`, so a loaded
+    // machine has a few seconds to see it. A webhook that reaches the
+    // channel, which is not granted its token, is a 503 too, but with no
+    // Retry-After.
+    let full = format!("wasiclaw_webhooks_in_flight {}", wasiclaw::gateway::HOOKS_IN_FLIGHT);
+    let started = std::time::Instant::now();
+    loop {
+        let page = client().get(format!("{url}/metrics")).bearer_auth(&token).send().await.unwrap();
+        if page.text().await.unwrap().lines().any(|l| l == full) {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 5, "the slow webhooks never held every place");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let started = std::time::Instant::now();
     let busy = loop {
         let r = client().post(format!("{url}/hooks/webhook/")).body("{}").send().await.unwrap();
