@@ -620,6 +620,8 @@ pub fn read_skill_file(file: &Path) -> std::io::Result<Vec<u8>> {
 fn unreadable(file: &Path, e: &std::io::Error) -> String {
     let link = std::fs::read_link(file).map(|to| format!("a link to {}: ", to.display())).unwrap_or_default();
     match e.kind() {
+        // Its text names both sizes.
+        std::io::ErrorKind::FileTooLarge => e.to_string(),
         std::io::ErrorKind::NotFound => format!("{link}there is no such file"),
         std::io::ErrorKind::InvalidInput => {
             format!("{link}{e}; a component (.wasm) or a script (.js) here must be a file, or a link to one")
@@ -1050,24 +1052,19 @@ impl Registry {
                     self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     b
                 }
-                // Refused by its size, unread: a stray multi-gigabyte file
-                // would take a board's memory.
-                Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => {
-                    let reason = e.to_string();
-                    let entry = Entry { file: file.clone(), sha256: String::new(), loaded: Err(reason.clone()), stamp };
-                    report.rejected.push((entry.name(), reason));
-                    candidates.push((file, entry));
-                    continue;
-                }
                 // Gone since the folder was listed: the next scan drops it.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !file.is_symlink() => continue,
-                // Listed, not loaded, so the owner sees why (a FIFO, a link
-                // to nothing, a file they may not read). No stamp: a chmod
-                // changes none, and trying again costs one open.
+                // Listed, not loaded, so the owner sees why: refused by its
+                // size, unread (a stray multi-gigabyte file would take a
+                // board's memory), or a FIFO, a link to nothing, a file they
+                // may not read. Only the size's refusal keeps the stamp (a
+                // write changes it); a chmod changes none, and trying again
+                // costs one open.
                 Err(e) => {
+                    let too_big = e.kind() == std::io::ErrorKind::FileTooLarge;
                     let reason = unreadable(&file, &e);
-                    let entry =
-                        Entry { file: file.clone(), sha256: String::new(), loaded: Err(reason.clone()), stamp: None };
+                    let stamp = stamp.filter(|_| too_big);
+                    let entry = Entry { file: file.clone(), sha256: String::new(), loaded: Err(reason.clone()), stamp };
                     report.rejected.push((entry.name(), reason));
                     candidates.push((file, entry));
                     continue;

@@ -484,13 +484,13 @@ impl Recorder {
                             .collect(),
                         body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
                     });
-                    let holds = |m: &Arc<Mutex<Option<String>>>| {
+                    let found = |m: &Arc<Mutex<Option<String>>>| {
                         m.lock().unwrap().as_ref().is_some_and(|r| String::from_utf8_lossy(&bytes).contains(r.as_str()))
                     };
-                    if holds(&hold) {
+                    if found(&hold) {
                         std::future::pending::<()>().await;
                     }
-                    if holds(&refuse) {
+                    if found(&refuse) {
                         return Response::builder().status(400).body(Body::from("message refused")).unwrap();
                     }
                     let mut failures = failures.lock().unwrap();

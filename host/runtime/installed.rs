@@ -202,10 +202,12 @@ impl Runtime {
     }
 
     /// `skills remove`: take component `name` away. Its file goes (the
-    /// daemon unloads it), and its grant and the owner's "always" answers
-    /// for its tools, so the name added again asks again. What it stored
-    /// (kv, memories, its files directory) goes with `erase`, or is counted
-    /// and kept. A name neither installed nor leaving anything is not found.
+    /// daemon unloads it), and its grant, the owner's "always" answers for
+    /// its tools and a channel's pairings, so the name added again asks
+    /// again. What it stored (kv, memories, its files directory, a
+    /// channel's conversations and waiting messages) goes with `erase`, or
+    /// is counted and kept. A name neither installed nor leaving anything
+    /// is not found.
     pub async fn remove_component(&self, name: &str, erase: bool) -> Result<Removed, RuntimeError> {
         // The name becomes a path (its files directory): only a name a
         // component could have.
@@ -240,12 +242,11 @@ impl Runtime {
         self.rescan().await;
         // A channel of that name stops.
         self.grants_changed.notify_one();
-        let calls =
-            |j: &crate::jobs::Job| matches!(&j.action, crate::jobs::Action::Tool { skill, .. } if skill == name);
         let all = self.db.jobs()?;
-        let jobs = all.iter().filter(|j| calls(j)).map(|j| j.id).collect();
-        let reports = all.iter().filter(|j| j.target.split_once(':').is_some_and(|(c, _)| c == name)).map(|j| j.id);
-        Ok(Removed { name: name.into(), file, forgot, files_bytes, erased: erase, jobs, reports: reports.collect() })
+        let ids = |of: &dyn Fn(&crate::jobs::Job) -> bool| all.iter().filter(|j| of(j)).map(|j| j.id).collect();
+        let jobs = ids(&|j| matches!(&j.action, crate::jobs::Action::Tool { skill, .. } if skill == name));
+        let reports = ids(&|j| j.target.split_once(':').is_some_and(|(channel, _)| channel == name));
+        Ok(Removed { name: name.into(), file, forgot, files_bytes, erased: erase, jobs, reports })
     }
 
     /// One component by name.
