@@ -9,12 +9,17 @@
 //!   counted per minute, `notify` messages and memory saves per hour; a use
 //!   over the limit is refused (a log line or an audit record is dropped
 //!   and counted, so the call still learns nothing from it).
+//! - Calls that overlap share one count of what they may still write
+//!   under `/data` ([`Budget::files_left`]), measured when the first of
+//!   them starts: four calls at once, each starting below the quota, would
+//!   otherwise each be given the whole room left.
 //! - The counters live in memory: a restart resets them, which is fine
 //!   because a restart also ends every call.
 
 use crate::config::Limits;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -75,6 +80,9 @@ pub struct Budget {
     windows: Mutex<HashMap<Spend, (Instant, u64)>>,
     /// Permits for calls running at once.
     pub running: Arc<Semaphore>,
+    /// Bytes the calls running now may still write under `/data`: alive
+    /// while one of them is.
+    files_left: Mutex<Weak<AtomicU64>>,
 }
 
 impl Budget {
@@ -84,7 +92,21 @@ impl Budget {
             limits: limits.clone(),
             windows: Mutex::default(),
             running: Arc::new(Semaphore::new(limits.concurrent_calls.max(1) as usize)),
+            files_left: Mutex::default(),
         }
+    }
+
+    /// What this component's calls may still write under `/data`: the
+    /// count of the calls running now, or, if none is, a new one of
+    /// `measure()` bytes. A call holds it until it ends.
+    pub fn files_left(&self, measure: impl FnOnce() -> u64) -> Arc<AtomicU64> {
+        let mut shared = self.files_left.lock().unwrap();
+        if let Some(left) = shared.upgrade() {
+            return left;
+        }
+        let left = Arc::new(AtomicU64::new(measure()));
+        *shared = Arc::downgrade(&left);
+        left
     }
 
     /// Take `amount` of `what` if the current window has room.

@@ -3,7 +3,8 @@
 //!
 //! Invariants:
 //! - A directory at or over `[limits] files_mb` is preopened read-only.
-//! - Below it, a call may write only the room left ([`Room`]): WASI has no
+//! - Below it, a call may write only the room left ([`Room`]), shared
+//!   with the component's calls running at the same time: WASI has no
 //!   write hook, so the linker's `descriptor.write`, `write-via-stream`,
 //!   `append-via-stream` and `set-size` are replaced by ones that count (a
 //!   stream is wrapped in [`Metered`]; growing a file takes what it adds).
@@ -55,29 +56,26 @@ pub fn size(dir: &Path) -> u64 {
 /// The room this call may write to `dir`, if any; audited when none.
 pub fn room(ctx: &HostCtx, dir: &Path) -> Option<Arc<Room>> {
     let quota = ctx.limits.files_mb << 20;
-    let used = size(dir);
-    if used < quota {
-        return Some(Arc::new(Room {
-            left: AtomicU64::new(quota - used),
-            ctx: ctx.clone(),
-            told: AtomicBool::new(false),
-        }));
+    let left = ctx.budget.files_left(|| quota.saturating_sub(size(dir)));
+    if left.load(Ordering::Relaxed) > 0 {
+        return Some(Arc::new(Room { left, ctx: ctx.clone(), told: AtomicBool::new(false) }));
     }
-    ctx.audit(
-        "files",
-        &dir.display().to_string(),
-        false,
-        &format!(
-            "{used} bytes, at or over the {} MiB quota ([limits] files_mb): /data is read-only",
-            ctx.limits.files_mb
-        ),
-    );
+    let (used, mb) = (size(dir), ctx.limits.files_mb);
+    let why = if used >= quota {
+        format!("{used} bytes, at or over the {mb} MiB quota ([limits] files_mb): /data is read-only")
+    } else {
+        format!(
+            "calls running meanwhile took the room left under the {mb} MiB quota ([limits] files_mb): /data is read-only"
+        )
+    };
+    ctx.audit("files", &dir.display().to_string(), false, &why);
     None
 }
 
-/// What one call may still write under `/data`, shared by its streams.
+/// What one call may still write under `/data`, shared by its streams
+/// (and, the count, by the component's other calls running meanwhile).
 pub struct Room {
-    left: AtomicU64,
+    left: Arc<AtomicU64>,
     ctx: HostCtx,
     told: AtomicBool,
 }

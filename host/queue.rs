@@ -4,7 +4,9 @@
 //!
 //! Invariants:
 //! - A received message is stored and marked seen in one transaction, so
-//!   a redelivered one is answered once.
+//!   a redelivered one is answered once. A channel keeps the ids of its
+//!   newest [`SEEN_PER_CHANNEL`] messages at most (for a week): it decides
+//!   the ids, and could make up new ones without end.
 //! - A reply is queued in the transaction that retires its inbox entry:
 //!   a crash loses neither.
 //! - Every commit that queues work bumps `Store::changes`, so a worker
@@ -31,6 +33,10 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefiniti
 use serde::{Deserialize, Serialize};
 
 const SEEN: TableDefinition<(&str, &str), i64> = TableDefinition::new("channel_seen");
+/// (channel, n) → (time ms, message id): the seen ids of a channel in the
+/// order they were seen, to drop the oldest past [`SEEN_PER_CHANNEL`].
+/// Ids seen before it existed are not in it; they go with their week.
+const SEEN_ORDER: TableDefinition<(&str, u64), (i64, &str)> = TableDefinition::new("channel_seen_order");
 const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("channel_inbox");
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("channel_outbox");
 const CURSORS: TableDefinition<&str, &str> = TableDefinition::new("channel_cursors");
@@ -63,6 +69,31 @@ pub enum Accepted {
 
 /// Seen message ids are kept this long for deduplication.
 const SEEN_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Seen message ids kept per channel: weeks of a person's messages, and a
+/// platform delivers again only recent ones.
+pub const SEEN_PER_CHANNEL: u64 = 10_000;
+
+/// Mark `message_id` of `channel` seen in `txn`; past `cap` ids the
+/// channel's oldest is forgotten.
+fn see_in(txn: &redb::WriteTransaction, channel: &str, message_id: &str, cap: u64) -> Result<(), StoreError> {
+    let (mut seen, mut order) = (txn.open_table(SEEN)?, txn.open_table(SEEN_ORDER)?);
+    let now = now_ms();
+    if seen.insert((channel, message_id), now)?.is_some() {
+        return Ok(());
+    }
+    let mine = (channel, 0)..=(channel, u64::MAX);
+    let next = order.range(mine.clone())?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1 + 1);
+    order.insert((channel, next), (now, message_id))?;
+    let first = order.range(mine)?.next().transpose()?.map_or(next, |(k, _)| k.value().1);
+    // Ids go from the front only (here, or by age), so they are contiguous.
+    if next + 1 - first > cap {
+        let oldest = order.remove((channel, first))?.map(|v| v.value().1.to_string());
+        if let Some(oldest) = oldest {
+            seen.remove((channel, oldest.as_str()))?;
+        }
+    }
+    Ok(())
+}
 /// Messages components sent the owner (`notify`), for `wasiclaw notifications`:
 /// the newest [`NOTIFICATIONS_KEPT`].
 const NOTIFICATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
@@ -106,12 +137,14 @@ pub(crate) fn forget_channel_in(txn: &redb::WriteTransaction, channel: &str, era
     if erase {
         txn.open_table(CURSORS)?.remove(channel)?;
         txn.open_table(SEEN)?.retain(|(c, _), _| c != channel)?;
+        txn.open_table(SEEN_ORDER)?.retain_in((channel, 0)..=(channel, u64::MAX), |_, _| false)?;
     }
     Ok(waiting)
 }
 
 pub(crate) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(SEEN)?;
+    txn.open_table(SEEN_ORDER)?;
     txn.open_table(INBOX)?;
     txn.open_table(OUTBOX)?;
     txn.open_table(CURSORS)?;
@@ -215,14 +248,13 @@ impl Store {
         let (channel, message_id) = (item.channel.clone(), item.message_id.clone());
         let txn = self.db.begin_write()?;
         let accepted = {
-            let mut seen = txn.open_table(SEEN)?;
             let mut inbox = txn.open_table(INBOX)?;
-            if seen.get((channel.as_str(), message_id.as_str()))?.is_some() {
+            if txn.open_table(SEEN)?.get((channel.as_str(), message_id.as_str()))?.is_some() {
                 Accepted::Seen
             } else if inbox_full(&inbox, &item)? {
                 Accepted::Full
             } else {
-                seen.insert((channel.as_str(), message_id.as_str()), now_ms())?;
+                see_in(&txn, &channel, &message_id, SEEN_PER_CHANNEL)?;
                 item.id = next_id(&inbox)?;
                 inbox.insert(item.id, serde_json::to_vec(&item)?.as_slice())?;
                 Accepted::New
@@ -242,7 +274,7 @@ impl Store {
     /// Mark a message id seen without storing the message.
     pub fn mark_seen(&self, channel: &str, message_id: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(SEEN)?.insert((channel, message_id), now_ms())?;
+        see_in(&txn, channel, message_id, SEEN_PER_CHANNEL)?;
         self.commit(txn)?;
         Ok(())
     }
@@ -257,6 +289,7 @@ impl Store {
         let cutoff = now_ms() - SEEN_TTL_MS;
         let txn = self.db.begin_write()?;
         let n = txn.open_table(SEEN)?.extract_if(|_, t| t < cutoff)?.count();
+        txn.open_table(SEEN_ORDER)?.retain(|_, (t, _)| t >= cutoff)?;
         self.commit(txn)?;
         Ok(n)
     }
@@ -484,6 +517,28 @@ pub fn approve(db: &Store, code: &str, admin: bool) -> Result<Option<crate::pair
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A channel keeps its newest seen ids up to the bound, its oldest going
+    /// first; another channel's are untouched, and a repeat adds nothing.
+    #[test]
+    fn a_channel_keeps_its_newest_seen_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::open(&dir.path().join("db.redb"), &[create_tables]).unwrap();
+        let see = |channel: &str, id: &str| {
+            let txn = db.db.begin_write().unwrap();
+            see_in(&txn, channel, id, 3).unwrap();
+            db.commit(txn).unwrap();
+        };
+        see("b", "b0");
+        for id in ["a0", "a1", "a2", "a2", "a3", "a4"] {
+            see("a", id);
+        }
+        let kept: Vec<bool> = ["a0", "a1", "a2", "a3", "a4"].iter().map(|id| db.seen("a", id).unwrap()).collect();
+        assert_eq!(kept, [false, false, true, true, true]);
+        assert!(db.seen("b", "b0").unwrap(), "another channel's ids stay");
+        let order = db.db.begin_read().unwrap().open_table(SEEN_ORDER).unwrap().len().unwrap();
+        assert_eq!(order, 4, "three of a, one of b");
+    }
 
     /// A channel refusing every send keeps its newest messages waiting, up
     /// to the bound; another channel's are untouched.

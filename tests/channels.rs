@@ -365,10 +365,18 @@ async fn a_channel_that_floods_the_inbox_fills_only_its_share() {
     // 200 strangers: the first 50 get a pairing code (the pending cap), and
     // the rest are ignored without a trace, not even their message ids.
     assert_eq!(hook("s?n=200&strangers=1").await.unwrap().status(), 200);
+    // 1,000 answers "from the owner" to no question, which skip the inbox:
+    // none is kept, and the chat is told once, not 1,000 times.
+    assert_eq!(hook("v?n=1000&answers=1").await.unwrap().status(), 200);
     tokio::task::block_in_place(|| drop(daemon));
     let rt = env.runtime().await;
     let seen = (0..200).filter(|i| rt.db.seen("hostile-channel", &format!("/s-{i}")).unwrap()).count();
     assert_eq!(seen, 50, "ignored strangers' message ids were kept");
+    let seen = (0..1000).filter(|i| rt.db.seen("hostile-channel", &format!("/v-{i}")).unwrap()).count();
+    assert_eq!(seen, 0, "answers to no question were kept");
+    let told =
+        rt.db.outbox(None).unwrap().into_iter().filter(|m| m.text.starts_with("No tool call is waiting")).count();
+    assert_eq!(told, 1, "replies to answers to no question");
 }
 
 /// A message whose turn never ends (here the daemon is killed while the

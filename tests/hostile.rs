@@ -200,6 +200,32 @@ async fn one_call_cannot_write_past_the_files_quota() {
     assert!(audit.iter().any(|r| r.capability == "files" && !r.allowed && r.detail.contains("files_mb")), "{audit:?}");
 }
 
+/// Calls that overlap share the room left: four started together, each
+/// writing what would fit alone, cannot put four times the quota on disk.
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_at_once_cannot_pass_the_files_quota_together() {
+    let (env, rt) = hostile("http://127.0.0.1:9", "[limits]\nfiles_mb = 1\nconcurrent_calls = 4").await;
+    let files = wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::FILES, ..Default::default() };
+    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false, carry_over: None }, false)
+        .unwrap();
+    let fill = |i: usize| serde_json::json!({"n": 900, "path": format!("f{i}"), "hold_ms": 700}).to_string();
+    let (a, b, c, d) = (fill(0), fill(1), fill(2), fill(3));
+    let outs = tokio::join!(
+        call(&rt, "hostile.fill", &a),
+        call(&rt, "hostile.fill", &b),
+        call(&rt, "hostile.fill", &c),
+        call(&rt, "hostile.fill", &d)
+    );
+    let outs = [outs.0, outs.1, outs.2, outs.3];
+    // They write at once, so the room may run out for all of them.
+    let wrote = outs.iter().filter(|o| o.ok).count();
+    assert!(wrote <= 1, "900 KiB fits a 1 MiB quota once: {:?}", outs.map(|o| o.output));
+    let used = wasiclaw::files::size(&env.path().join("files/hostile"));
+    assert!(used <= 1 << 20, "{used} bytes on disk past a 1 MiB quota");
+    let next = call(&rt, "hostile.fill", r#"{"n": 200, "path": "g"}"#).await;
+    assert!(!next.ok, "the room was taken: {}", next.output);
+}
+
 /// Size of the database file, for "bytes on disk bounded" checks.
 fn db_bytes(env: &Env) -> u64 {
     std::fs::metadata(env.path().join("wasiclaw.redb")).unwrap().len()

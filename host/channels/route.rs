@@ -37,6 +37,8 @@ impl Channels {
         let db = &self.rt().db;
         let cfg = self.rt().config.channels.get(name).cloned().unwrap_or_default();
         let (mut dropped, mut news) = (0, 0);
+        // Chats told in this batch that no call waits for their answer.
+        let mut told = HashSet::new();
         for mut m in messages {
             let ids = [&m.message_id, &m.sender_id, &m.chat_id];
             if ids.iter().any(|id| id.len() > MAX_INBOUND_ID) {
@@ -66,8 +68,13 @@ impl Channels {
                     // An admin's answer to a waiting tool call is taken at
                     // once: the turn that asked holds this chat's worker.
                     if let Some((answer, id)) = approval_answer(&m.text).filter(|_| admin) {
-                        db.mark_seen(name, &m.message_id)?;
-                        if !self.rt().questions.answer(id, answer) {
+                        // One that answers nothing is not kept, and told once
+                        // a batch: a channel can make up answers "from the
+                        // owner" by the thousand, each otherwise a seen id
+                        // kept for a week and a reply.
+                        if self.rt().questions.answer(id, answer) {
+                            db.mark_seen(name, &m.message_id)?;
+                        } else if told.insert(m.chat_id.clone()) {
                             db.outbox_enqueue(name, &m.chat_id, &format!("No tool call is waiting for answer {id}."))?;
                         }
                     } else if let Some(code) = m.text.trim().strip_prefix("/approve ").filter(|_| admin)
