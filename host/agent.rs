@@ -586,13 +586,16 @@ impl Agent {
         };
         let recalled = if who.memory() { self.recall(&latest, session).await } else { String::new() };
         let mut empty_retries = 0;
+        // A model whose window is smaller than `context_window` says so
+        // only by refusing: then older turns are summarised at once, once.
+        let mut squeezed = false;
         for _round in 0..self.cfg.max_tool_iterations.max(1) {
             match self.over_budget(spent, who) {
                 Ok(None) => {}
                 Ok(Some(refusal)) => return done(refusal),
                 Err(e) => return done(format!("cannot read the usage totals: {e}")),
             }
-            if let Err(e) = self.compact(llm, session, &tools, spent, emit).await {
+            if let Err(e) = self.compact(llm, session, &tools, spent, emit, false).await {
                 emit(Event::Notice { text: format!("could not compact the conversation: {e}") });
             }
             let system = self.system_prompt(session) + &recalled;
@@ -605,6 +608,14 @@ impl Agent {
             let mut on_text = |t: &str| emit(Event::Text { text: t.to_string() });
             let (response, provider) = match llm.chat(&req, &mut on_text).await {
                 Ok(r) => r,
+                Err(e) if e.too_long() => {
+                    if !std::mem::replace(&mut squeezed, true)
+                        && let Ok(true) = self.compact(llm, session, &tools, spent, emit, true).await
+                    {
+                        continue;
+                    }
+                    return done(self.for_them(who, self.too_long(llm, e)));
+                }
                 Err(e) => return done(self.for_them(who, self.unreachable(llm, e))),
             };
             // A server that reports no usage still spends tokens: count an
@@ -673,6 +684,17 @@ impl Agent {
         }
         tracing::warn!("a turn of a paired person failed: {details}");
         "The model cannot be reached right now; please try again later.".into()
+    }
+
+    fn too_long(&self, llm: &Llm, e: LlmError) -> String {
+        let model = llm.providers.first().map(|p| p.config.model.as_str()).unwrap_or_default();
+        format!(
+            "This conversation no longer fits the model's context window ({model} answered {e}), even with its \
+             older turns summarised. Send /new to start afresh. So that older turns are summarised before the \
+             window is full, set `context_window` under [agent] in config.toml to the model's window in tokens \
+             (now {})",
+            self.cfg.context_window
+        )
     }
 
     fn unreachable(&self, llm: &Llm, e: LlmError) -> String {
@@ -893,7 +915,8 @@ impl Agent {
         text
     }
 
-    /// Summarise older turns when the context nears the window.
+    /// Summarise older turns when the context nears the window (or, with
+    /// `force`, the model refused it as too long); whether it did.
     async fn compact(
         &self,
         llm: &Llm,
@@ -901,17 +924,17 @@ impl Agent {
         tools: &[ToolDef],
         spent: &mut Totals,
         emit: Emit<'_>,
-    ) -> Result<(), LlmError> {
+        force: bool,
+    ) -> Result<bool, LlmError> {
         let system = self.system_prompt(session);
-        if Self::estimate(&system, &session.messages, tools) <= self.cfg.context_window * 3 / 4
-            || session.messages.len() <= KEEP_RECENT
-        {
-            return Ok(());
+        let near = Self::estimate(&system, &session.messages, tools) > self.cfg.context_window * 3 / 4;
+        if !(near || force) || session.messages.len() <= KEEP_RECENT {
+            return Ok(false);
         }
         // Cut at a user message so no tool call is split from its result.
         let limit = session.messages.len() - KEEP_RECENT;
         let Some(cut) = (1..=limit).rev().find(|&i| matches!(session.messages[i], Message::User { .. })) else {
-            return Ok(());
+            return Ok(false);
         };
         let mut transcript = String::new();
         if let Some(old) = &session.summary {
@@ -919,11 +942,13 @@ impl Agent {
         }
         for m in &session.messages[..cut] {
             let line = match m {
-                Message::User { text } => format!("User: {text}"),
+                // Cut short as tool results are, so that the request
+                // fits a window the conversation had outgrown.
+                Message::User { text } => format!("User: {}", truncate_chars(text, 2000)),
                 Message::Assistant { text, tool_calls } => {
                     let calls: Vec<String> =
                         tool_calls.iter().map(|c| format!("{}({})", c.name, c.arguments)).collect();
-                    format!("Assistant: {text} {}", calls.join(" "))
+                    format!("Assistant: {}", truncate_chars(&format!("{text} {}", calls.join(" ")), 2000))
                 }
                 Message::Tool { name, content, .. } => format!("Tool {name}: {}", truncate_chars(content, 500)),
             };
@@ -946,7 +971,7 @@ impl Agent {
         session.untrusted |= holds_data(&session.messages[..cut]);
         session.messages.drain(..cut);
         emit(Event::Notice { text: format!("(compacted {cut} older messages into a summary)") });
-        Ok(())
+        Ok(true)
     }
 
     /// `/context`: what the next request carries, in estimated tokens.

@@ -300,6 +300,33 @@ async fn long_sessions_are_compacted_keeping_the_latest_message() {
     let _ = events;
 }
 
+/// A model whose window is smaller than `context_window` (a small local
+/// model on a board) refuses a request as too long: older turns are then
+/// summarised at once and the request made again, so the conversation goes
+/// on; one that does not fit even so says what to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_conversation_the_model_finds_too_long_is_summarised_or_says_what_to_do() {
+    let llm = FakeLlm::start((0..20).map(|_| Reply::Text("noted")).collect()).await;
+    let env = Env::new();
+    let agent = agent(&env, &provider("openai", &llm.base)).await;
+    let fact = |i: usize| format!("fact number {i}: {}", "lorem ipsum ".repeat(100));
+    turn(&agent, "t:1", &fact(0)).await;
+    let first = serde_json::to_vec(&llm.requests()[0]).unwrap().len();
+    // Room for about four more facts than the first request held.
+    llm.set_window(first + 4 * 1300);
+    for i in 1..10 {
+        let (reply, _) = turn(&agent, "t:1", &fact(i)).await;
+        assert_eq!(reply, "noted", "turn {i}");
+    }
+    assert!(llm.requests().len() > llm.chat_requests().len(), "no summarisation request was made");
+    let last = texts(&llm.chat_requests().pop().unwrap());
+    assert!(last.contains("fact number 9") && !last.contains("fact number 0"), "{last}");
+    // One message longer than the window: nothing to summarise makes it fit.
+    let (reply, _) = turn(&agent, "t:2", &"word ".repeat(3000)).await;
+    assert!(reply.contains("/new") && reply.contains("context_window"), "{reply}");
+    assert!(!reply.contains("could not be reached"), "{reply}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_daily_budget_stops_model_calls() {
     let llm = FakeLlm::start(vec![Reply::Text("one"), Reply::Text("two")]).await;

@@ -40,6 +40,9 @@ struct Shared {
     script: Arc<Mutex<VecDeque<Reply>>>,
     seen: Arc<Mutex<Vec<(Instant, String, Value)>>>,
     usage: Arc<Mutex<(u64, u64)>>,
+    /// The model's window, as bytes of a request body: a longer request is
+    /// refused as llama.cpp's server refuses it.
+    window: Arc<Mutex<Option<usize>>>,
 }
 
 pub struct FakeLlm {
@@ -61,6 +64,11 @@ impl FakeLlm {
     /// Token usage reported per reply: (input, output).
     pub fn set_usage(&self, input: u64, output: u64) {
         *self.shared.usage.lock().unwrap() = (input, output);
+    }
+
+    /// Refuse requests (chat or summary) with bodies over `bytes`.
+    pub fn set_window(&self, bytes: usize) {
+        *self.shared.window.lock().unwrap() = Some(bytes);
     }
 
     /// Request bodies received, in order.
@@ -132,6 +140,11 @@ async fn respond(State(shared): State<Shared>, req: Request) -> Response {
     let bytes = axum::body::to_bytes(req.into_body(), 1 << 24).await.unwrap();
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     shared.seen.lock().unwrap().push((Instant::now(), path.clone(), body.clone()));
+    if shared.window.lock().unwrap().is_some_and(|w| bytes.len() > w) {
+        let error = json!({"error": {"code": 400, "type": "exceed_context_size_error",
+            "message": "the request exceeds the available context size, try increasing it"}});
+        return Response::builder().status(400).body(Body::from(error.to_string())).unwrap();
+    }
     let reply = if is_summary(&body) {
         Reply::Text(SUMMARY)
     } else {

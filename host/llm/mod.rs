@@ -153,6 +153,17 @@ pub enum LlmError {
 }
 
 impl LlmError {
+    /// Whether the provider refused the request as longer than the model's
+    /// context window. No two APIs say it alike (OpenAI and vLLM "maximum
+    /// context length", Anthropic "prompt is too long", llama.cpp "exceeds
+    /// the available context size"), so this reads the words.
+    pub fn too_long(&self) -> bool {
+        let LlmError::Http { status, body, .. } = self else { return false };
+        let body = body.to_ascii_lowercase();
+        let said = ["context", "too long", "too many tokens", "exceeds the maximum", "reduce the length"];
+        *status == 413 || (*status == 400 && said.iter().any(|w| body.contains(w)))
+    }
+
     fn retryable(&self) -> bool {
         match self {
             LlmError::Http { status, .. } => *status == 429 || *status >= 500,
@@ -453,4 +464,30 @@ impl Sse {
 pub fn json(data: &str) -> Result<serde_json::Value, LlmError> {
     serde_json::from_str(data)
         .map_err(|e| LlmError::Protocol(format!("not JSON ({e}): {}", crate::text::truncate(data, 200))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LlmError;
+
+    /// Each API's words for a request over the model's window, and errors
+    /// that are not that.
+    #[test]
+    fn a_request_over_the_window_is_told_apart() {
+        let http = |status, body: &str| LlmError::Http { status, body: body.into(), retry_after: None };
+        let too_long = [
+            r#"{"error":{"message":"This model's maximum context length is 8192 tokens","code":"context_length_exceeded"}}"#,
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 212000 tokens > 200000 maximum"}}"#,
+            r#"{"error":{"type":"exceed_context_size_error","message":"the request exceeds the available context size"}}"#,
+            r#"{"error":{"message":"The input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."}}"#,
+        ];
+        for body in too_long {
+            assert!(http(400, body).too_long(), "{body}");
+        }
+        assert!(http(413, "Request Entity Too Large").too_long());
+        assert!(!http(400, r#"{"error":{"message":"Invalid value for 'tool_choice'"}}"#).too_long());
+        assert!(!http(401, "invalid api key: context missing").too_long(), "only a refused request");
+        assert!(!http(500, "context deadline exceeded").too_long());
+        assert!(!LlmError::Transport("context".into()).too_long());
+    }
 }
