@@ -25,9 +25,8 @@ use crate::queue::Notification;
 use crate::secrets::Secrets;
 use crate::store::{AuditRecord, Store, StoreError, now_ms};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Why a request to the runtime failed.
 #[derive(Debug, thiserror::Error)]
@@ -244,9 +243,6 @@ pub struct Runtime {
     /// The automatic backups, if `[storage] backup_dir` is set.
     pub backups: Option<Arc<crate::backups::Backups>>,
     limits: Arc<crate::config::Limits>,
-    /// The source each script proposal of this process wrote, by name: a
-    /// proposal may revise only its own draft.
-    proposed: Mutex<HashMap<String, String>>,
 }
 
 /// Script proposals that may wait for the owner at once.
@@ -304,7 +300,6 @@ impl Runtime {
             config_read,
             started_ms: crate::store::now_ms(),
             limits: Arc::new(config.limits.clone()),
-            proposed: Mutex::default(),
             config,
         })
     }
@@ -782,11 +777,11 @@ impl Runtime {
         // A skill the owner once approved is theirs: a proposal under its
         // name would swap the code they trust (and, with carry_over, run
         // it with the old rights unreviewed). Nor may it overwrite a
-        // script the owner wrote and has not approved yet: only a draft
-        // this process proposed, unchanged since, may be revised.
-        let mine = |current: &str| self.proposed.lock().unwrap().get(name).is_some_and(|s| s == current);
+        // script the owner wrote and has not approved yet: only the
+        // agent's own draft, unchanged since, may be revised.
+        let draft = self.db.draft(name)?;
         let foreign = match crate::component::read_skill_file(&file) {
-            Ok(current) => !std::str::from_utf8(&current).is_ok_and(mine),
+            Ok(current) => draft.as_deref() != Some(crate::component::sha256_hex(&current).as_str()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => true,
             Err(e) => return Err(RuntimeError::Io(file.clone(), e)),
@@ -800,9 +795,8 @@ impl Runtime {
         }
         // A model in a loop of proposals would fill the skills folder (and
         // the owner's list): a new one waits until fewer are waiting.
-        let drafts: Vec<String> = self.proposed.lock().unwrap().keys().cloned().collect();
-        let waiting: Vec<String> = drafts.into_iter().filter(|n| self.open_draft(n)).collect();
-        if !self.proposed.lock().unwrap().contains_key(name) && waiting.len() >= MAX_DRAFTS {
+        let waiting: Vec<String> = self.db.drafts()?.into_iter().filter(|n| self.open_draft(n)).collect();
+        if !waiting.iter().any(|n| n == name) && waiting.len() >= MAX_DRAFTS {
             return Err(RuntimeError::Invalid(format!(
                 "{} proposals wait for the owner already ({}); revise one of them, or ask the owner to approve or reject one first",
                 waiting.len(),
@@ -812,15 +806,15 @@ impl Runtime {
         std::fs::write(&tmp, source)
             .and_then(|_| std::fs::rename(&tmp, &file))
             .map_err(|e| RuntimeError::Io(file.clone(), e))?;
-        self.proposed.lock().unwrap().insert(name.to_string(), source.to_string());
+        self.db.set_draft(name, &crate::component::sha256_hex(source.as_bytes()))?;
         self.rescan().await;
         self.inspect(name)
     }
 
-    /// Whether `name` is a draft this process proposed that is still in the
+    /// Whether `name` is a draft the agent proposed that is still in the
     /// folder and that the owner has not answered with a grant.
     fn open_draft(&self, name: &str) -> bool {
-        self.proposed.lock().unwrap().contains_key(name)
+        self.db.draft(name).ok().flatten().is_some()
             && self.paths.skills_dir().join(format!("{name}.js")).exists()
             && self.db.grant(name).ok().flatten().is_none()
     }

@@ -43,6 +43,9 @@ const KV_USAGE: TableDefinition<&str, (u64, u64)> = TableDefinition::new("kv_usa
 /// Tool name (`SKILL.TOOL`, or a host tool's) → when the owner answered
 /// "always" to it (see `approvals`).
 const ALWAYS: TableDefinition<&str, i64> = TableDefinition::new("approvals");
+/// Script skill name → sha256 of the source the agent last proposed under
+/// it: its draft, which it may revise (kept across restarts).
+const DRAFTS: TableDefinition<&str, &str> = TableDefinition::new("script_drafts");
 
 /// Why the database failed.
 #[derive(Debug, thiserror::Error)]
@@ -354,6 +357,7 @@ impl Store {
         txn.open_table(AUDIT)?;
         txn.open_table(KV_USAGE)?;
         txn.open_table(ALWAYS)?;
+        txn.open_table(DRAFTS)?;
         for create in tables {
             create(&txn)?;
         }
@@ -857,6 +861,7 @@ pub struct Forgot {
 /// `erase`, its kv namespace too. Its memories are the memory module's.
 pub(crate) fn forget_component_in(txn: &WriteTransaction, name: &str, erase: bool) -> Result<Forgot, StoreError> {
     let grant = txn.open_table(GRANTS)?.remove(name)?.is_some();
+    txn.open_table(DRAFTS)?.remove(name)?;
     let always = forget_always_in(txn, name)?;
     let (kv_keys, kv_bytes) = kv_usage_in(&txn.open_table(KV_USAGE)?, &txn.open_table(KV)?, name)?;
     if erase {
@@ -876,6 +881,26 @@ fn forget_always_in(txn: &WriteTransaction, name: &str) -> Result<usize, StoreEr
 }
 
 impl Store {
+    /// The sha256 of the source the agent last proposed as script `name`.
+    pub fn draft(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.db.begin_read()?.open_table(DRAFTS)?.get(name)?.map(|v| v.value().to_string()))
+    }
+
+    /// Names of the agent's drafts (some may be approved or gone since).
+    pub fn drafts(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DRAFTS)?;
+        table.iter()?.map(|e| Ok(e?.0.value().to_string())).collect()
+    }
+
+    /// Record that the agent proposed the source of `sha256` as `name`.
+    pub fn set_draft(&self, name: &str, sha256: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(DRAFTS)?.insert(name, sha256)?;
+        self.commit(txn)?;
+        Ok(())
+    }
+
     /// Whether the owner answered "always" for `tool`.
     pub fn approved_always(&self, tool: &str) -> Result<bool, StoreError> {
         Ok(self.db.begin_read()?.open_table(ALWAYS)?.get(tool)?.is_some())

@@ -279,11 +279,21 @@ async fn a_proposal_cannot_replace_a_skill_the_owner_approved() {
     rt.propose_script("draft", &draft).await.unwrap();
     let revised = rt.propose_script("draft", &draft.replace("Counts", "Counts better")).await.unwrap();
     assert_eq!(revised.description.as_deref(), Some("Counts better"));
+    // After a restart the agent may still revise its own draft, and only it.
+    drop(rt);
+    let rt = env.runtime().await;
+    let again = rt.propose_script("draft", &draft.replace("Counts", "Counts best")).await.unwrap();
+    assert_eq!(again.description.as_deref(), Some("Counts best"));
+    let edited = draft.replace("Counts", "Counts as the owner says");
+    std::fs::write(env.skills().join("draft.js"), &edited).unwrap();
+    let refused = rt.propose_script("draft", &draft).await.unwrap_err();
+    assert!(refused.to_string().contains("a proposal cannot replace it"), "the owner's edit: {refused}");
 }
 
 /// A model in a loop of proposals fills a short list, not the skills
 /// folder: past [`MAX_DRAFTS`] waiting, a new one is refused, while a
 /// waiting one can still be revised, and one the owner answered makes room.
+/// The list is kept across restarts.
 #[tokio::test(flavor = "multi_thread")]
 async fn proposals_waiting_for_the_owner_are_bounded() {
     let env = Env::new();
@@ -292,6 +302,9 @@ async fn proposals_waiting_for_the_owner_are_bounded() {
     for n in 0..wasiclaw::runtime::MAX_DRAFTS {
         rt.propose_script(&format!("draft-{n}"), &named(n)).await.unwrap();
     }
+    // A restart (an upgrade, a crash) neither forgets them nor makes room.
+    drop(rt);
+    let rt = env.runtime().await;
     let refused = rt.propose_script("one-more", &COUNTER.replace("\"counter\"", "\"one-more\"")).await.unwrap_err();
     assert!(refused.to_string().contains("10 proposals wait for the owner already"), "{refused}");
     assert!(!env.skills().join("one-more.js").exists());
@@ -319,6 +332,10 @@ async fn the_owner_approves_the_build_they_read() {
     assert!(unpinned.contains("may still revise") && unpinned.contains(&format!("/approve draft {now}")), "{unpinned}");
     drop(rt);
     let llm = crate::fake_llm::FakeLlm::start(vec![]).await;
+    // Another process (the chat, a restarted daemon) knows it is a draft:
+    // by name alone it is not approved there either.
+    let out = stdout(&chat(&env, &llm, "/approve draft\n"));
+    assert!(out.contains("may still revise"), "{out}");
     let read = wasiclaw::component::short_sha(&read.sha256);
     let out = stdout(&chat(&env, &llm, &format!("/approve draft {read}\n")));
     assert!(out.contains("changed since you read it"), "{out}");
