@@ -287,10 +287,11 @@ impl When {
     pub fn next_after(&self, after_ms: i64, anchor_ms: i64) -> Option<i64> {
         match self {
             When::At { at_ms } => (*at_ms > after_ms).then_some(*at_ms),
+            // The grid runs both ways from its anchor: a job made while
+            // the clock was ahead still fires once it is put right.
             When::Every { secs } => {
-                let step = *secs as i64 * 1000;
-                let k = if after_ms < anchor_ms { 0 } else { (after_ms - anchor_ms) / step + 1 };
-                Some(anchor_ms + k * step)
+                let step = (*secs as i64 * 1000).max(1);
+                Some(anchor_ms + ((after_ms - anchor_ms).div_euclid(step) + 1) * step)
             }
             When::Cron { expr, tz } => {
                 let cron: Cron = expr.parse().ok()?;
@@ -455,6 +456,19 @@ impl Store {
         };
         self.commit(txn)?;
         Ok(claimed)
+    }
+
+    /// Move job `id`'s next fire from `from` to `to`, if it is still
+    /// `from` (a claim may have moved it meanwhile).
+    pub fn move_next(&self, id: u64, from: i64, to: i64) -> Result<bool, ScheduleError> {
+        let mut moved = false;
+        self.update_record(JOBS, id, |job: &mut Job| {
+            if job.next_ms == Some(from) {
+                job.next_ms = Some(to);
+                moved = true;
+            }
+        })?;
+        Ok(moved)
     }
 
     /// Record how a claimed run ended.

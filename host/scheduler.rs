@@ -9,6 +9,10 @@
 //!   real clock, tests with any clock they like.
 //! - A run that needs a question to the owner stops with a record
 //!   (unattended runs never wait for one).
+//! - When the clock goes back (a board without a clock that booted ahead,
+//!   an NTP correction, a restored snapshot), a job whose next fire was
+//!   set from the wrong time is moved back to its schedule's next fire
+//!   after now, instead of waiting for that time to come round again.
 
 use crate::agent::Agent;
 use crate::jobs::{Action, GRACE_MS, Job, Missed, Run, RunStatus, ScheduleError};
@@ -44,12 +48,33 @@ impl Scheduler<'_> {
         &self.agent.rt.db
     }
 
+    /// `job`, its next fire moved back to its schedule's next after
+    /// `now_ms` if that is sooner: the clock went back since it was set.
+    fn reanchor(&self, mut job: Job, now_ms: i64) -> Result<Job, ScheduleError> {
+        let soonest = job.when.next_after(now_ms, job.created_ms);
+        if let (Some(next), Some(soonest)) = (job.next_ms, soonest)
+            && soonest < next
+            && self.db().move_next(job.id, next, soonest)?
+        {
+            let at = |ms| Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default();
+            tracing::warn!(
+                "the clock went back: job {} next runs at {}, not {} (the time it was set from was ahead)",
+                job.id,
+                at(soonest),
+                at(next)
+            );
+            job.next_ms = Some(soonest);
+        }
+        Ok(job)
+    }
+
     /// One scheduling step at `now`: every due job is claimed and run.
     /// Returns the runs it finished.
     pub async fn tick(&self, now: Timestamp) -> Result<Vec<Run>, ScheduleError> {
         let now_ms = now.as_millisecond();
         let mut done = Vec::new();
         for job in self.db().jobs()? {
+            let job = self.reanchor(job, now_ms)?;
             let Some(fire) = job.next_ms.filter(|f| *f <= now_ms) else { continue };
             let missed = now_ms - fire > GRACE_MS;
             if missed && job.missed == Missed::Skip {

@@ -79,6 +79,35 @@ async fn missed_runs_follow_the_policy() {
     assert!(s.tick(t("2026-11-25T12:00:00Z")).await.unwrap().iter().all(|r| r.job != once.id));
 }
 
+/// A board without a clock that booted years ahead, then set right by NTP:
+/// the fires claimed meanwhile set next fires years away, and jobs made
+/// meanwhile were anchored there. Once the clock is right, each job fires
+/// on its schedule again, each occurrence still once.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_fire_again_when_the_clock_goes_back() {
+    let (_env, agent) = setup("[agent]\nollama_url = \"http://127.0.0.1:1\"", &["clock"]).await;
+    let ahead = t("2031-06-01T09:00:30Z");
+    let daily = agent.rt.schedule(tool_job("0 9 * * *", "clock.now", "{}"), t("2026-12-01T00:00:00Z").as_millisecond());
+    let daily = daily.unwrap();
+    let every = agent.rt.schedule(tool_job("every 10m", "clock.now", "{}"), ahead.as_millisecond()).unwrap();
+    let s = Scheduler { agent: &agent };
+    let runs = s.tick(ahead).await.unwrap();
+    assert_eq!(runs.iter().filter(|r| r.job == daily.id).count(), 1, "the daily job fired in the wrong year");
+    // Set right: each job's next fire is its schedule's next after now.
+    let right = t("2026-12-05T08:00:00Z");
+    assert!(s.tick(right).await.unwrap().is_empty());
+    let next = |id| agent.rt.db.jobs().unwrap().into_iter().find(|j| j.id == id).unwrap().next_ms;
+    assert_eq!(next(daily.id), Some(t("2026-12-05T09:00:00Z").as_millisecond()));
+    assert_eq!(next(every.id), Some(t("2026-12-05T08:00:30Z").as_millisecond()), "on its grid, before its anchor");
+    let runs = s.tick(t("2026-12-05T09:00:20Z")).await.unwrap();
+    assert_eq!(
+        runs.iter().filter(|r| r.job == daily.id).count(),
+        1,
+        "the daily job did not fire after the clock was set right"
+    );
+    assert!(s.tick(t("2026-12-05T09:00:40Z")).await.unwrap().iter().all(|r| r.job != daily.id), "fired twice");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_heartbeat_costs_no_tokens() {
     let llm = FakeLlm::start(vec![Reply::Text("You have an urgent note: call the bank.")]).await;
