@@ -476,7 +476,10 @@ impl Runtime {
     }
 
     /// Drop compiled code and descriptions of components no longer in the
-    /// folder (an upgrade leaves the old build's behind).
+    /// folder (a changed build leaves the old one's behind), and those an
+    /// earlier engine made (an upgrade of wasiclaw, or another `[compile]`
+    /// setting, compiles every component again: on a board the old copies
+    /// would fill the card an upgrade at a time).
     fn prune_cache(&self) {
         let mut live: std::collections::HashSet<String> =
             self.registry.entries().into_iter().map(|e| e.sha256).collect();
@@ -487,8 +490,9 @@ impl Runtime {
         for file in dir.filter_map(Result::ok).map(|e| e.path()) {
             let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             let sha = name.split('-').next().unwrap_or_default();
+            let stale = |ext: &str| name.ends_with(&format!(".{ext}")) && file != self.engine.artifact(sha, ext);
             if sha.len() == 64
-                && !live.contains(sha)
+                && (!live.contains(sha) || stale("cwasm") || stale("describe.json"))
                 && let Err(e) = std::fs::remove_file(&file)
             {
                 tracing::warn!("cannot remove stale {}: {e}", file.display());
