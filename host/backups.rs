@@ -10,7 +10,8 @@
 //! - Only files named as this module names them
 //!   (`wasiclaw-YYYYMMDDTHHMMSSZ.redb`, and the `.partial` of one that did
 //!   not finish) are ever removed, and only after a new copy passed its
-//!   check: the directory always keeps its newest good copy.
+//!   check: the directory always keeps its newest good copy, the one just
+//!   taken, even when the clock went back and it has the oldest name.
 //! - Idle stays idle: the task sleeps until the next copy is due. Only the
 //!   first wait is read from the newest copy's name, capped at one period,
 //!   so a clock that jumped cannot postpone the copies.
@@ -195,8 +196,12 @@ impl Backups {
             };
             format!("{e}{hint}")
         })?;
+        // Not the copy just taken, whatever its name: after the clock went
+        // back (a board that booted years ahead) it sorts first, and would
+        // go at once, every time, while the copies of the wrong years stay.
         let copies = copies(&self.dir)?;
-        for old in &copies[..copies.len().saturating_sub(self.keep)] {
+        let older = copies.iter().filter(|c| c.name != name);
+        for old in older.take(copies.len().saturating_sub(self.keep.max(1))) {
             remove(&self.dir.join(&old.name));
         }
         // A copy that did not finish (the daemon stopped mid-copy).
@@ -258,6 +263,29 @@ pub fn copies(dir: &Path) -> Result<Vec<Copy>, String> {
 
 #[cfg(test)]
 mod tests {
+    /// A clock that went back names the new copy as the oldest: it is kept,
+    /// and the copies named in the wrong years go, the earliest first.
+    #[test]
+    fn the_copy_just_taken_is_kept_when_the_clock_went_back() {
+        let (state, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let db = crate::store::Store::open(&state.path().join("wasiclaw.redb"), &[]).unwrap();
+        let ahead = ["wasiclaw-20310601T090000Z.redb", "wasiclaw-20310602T090000Z.redb"];
+        for name in ahead {
+            std::fs::write(dir.path().join(name), b"a copy").unwrap();
+        }
+        let backups = super::Backups {
+            dir: dir.path().to_path_buf(),
+            every: std::time::Duration::from_secs(3600),
+            keep: 2,
+            owner_chat: None,
+            paths: crate::config::Paths::new(state.path().to_path_buf()),
+            failing: Default::default(),
+        };
+        let taken = backups.take(&db).unwrap();
+        let left: Vec<String> = super::copies(dir.path()).unwrap().into_iter().map(|c| c.name).collect();
+        assert_eq!(left, [taken, ahead[1].to_string()]);
+    }
+
     #[test]
     fn only_our_names_are_copies() {
         let t = super::time_of("wasiclaw-20261204T041400Z.redb").unwrap();
