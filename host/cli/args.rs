@@ -61,6 +61,7 @@ pub(crate) enum Command {
     /// Check the setup (state dir, config, secrets, clock, disk, database, skills, channels,
     /// the model) and say for each problem what to run. Exits non-zero if anything needs you.
     Doctor {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -95,13 +96,16 @@ pub(crate) enum Command {
     Memory(MemoryCommand),
     /// Tokens and cost per day.
     Usage {
+        /// Days to show, today included.
         #[arg(long, default_value_t = 14)]
         days: usize,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Show whether a daemon is running, what it holds, and how each chat channel is doing.
     Status {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -130,6 +134,7 @@ pub(crate) enum Command {
         /// How many of the newest records.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -170,13 +175,16 @@ pub(crate) enum Command {
         /// refused it while a later one to the same chat went through.
         #[arg(long, value_name = "ID")]
         retry: Option<u64>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Messages to you: from skills granted --notify, scheduled jobs, and wasiclaw itself.
     Notifications {
+        /// How many, the newest.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -192,6 +200,7 @@ pub(crate) struct ModelArgs {
     /// e.g. https://api.openai.com/v1 or http://127.0.0.1:11434/v1
     #[arg(long, env = "WASICLAW_BASE_URL", requires = "model")]
     base_url: Option<String>,
+    /// The model's name at that endpoint, e.g. gpt-4o-mini or llama3.2.
     #[arg(long, env = "WASICLAW_MODEL", requires = "base_url")]
     model: Option<String>,
     /// Name of the secret holding the API key (`wasiclaw secrets set NAME`).
@@ -224,6 +233,7 @@ pub(crate) enum SkillsCommand {
     },
     /// The skills and channels built into this binary, and whether skills/ has them.
     Available {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -248,16 +258,22 @@ pub(crate) enum SkillsCommand {
     Precompile,
     /// A skill's tools, their JSON schemas, what it asks for and what it was granted.
     Inspect {
+        /// The skill or channel, as `wasiclaw skills list` names it.
         name: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// What changed since the build you approved: what it asks for and, for a script, its source.
-    Diff { name: String },
+    Diff {
+        /// The skill or channel, as `wasiclaw skills list` names it.
+        name: String,
+    },
     /// Take a skill or channel away: its file, its grant, your "always" answers for its
     /// tools and a channel's pairings, so adding it again asks again. What it stored (kv,
     /// memories, files, a channel's conversations and waiting messages) is kept unless --erase.
     Remove {
+        /// The skill or channel, as `wasiclaw skills list` names it.
         name: String,
         /// Erase what it stored too: its kv, the memories it saved, its files directory, a
         /// channel's conversations and the messages waiting through it.
@@ -271,6 +287,7 @@ pub(crate) enum SkillsCommand {
         wasiclaw skills grant telegram --http https://api.telegram.org/ --secret TELEGRAM_TOKEN\n  \
         wasiclaw skills grant notes --all-requested")]
     Grant {
+        /// The skill or channel, as `wasiclaw skills list` names it.
         name: String,
         #[command(flatten)]
         rights: Rights,
@@ -294,6 +311,7 @@ pub(crate) enum SkillsCommand {
         yourself), add --carry-over; --no-carry-over asks again."
     )]
     Approve {
+        /// The skill or channel, as `wasiclaw skills list` names it.
         name: String,
         /// Future changed builds keep the rights their previous version also asked for.
         #[arg(long, conflicts_with = "no_carry_over")]
@@ -308,6 +326,7 @@ pub(crate) enum SkillsCommand {
     },
     /// Take rights back.
     Revoke {
+        /// The skill or channel, as `wasiclaw skills list` names it.
         name: String,
         #[command(flatten)]
         rights: Rights,
@@ -368,6 +387,7 @@ pub(crate) enum CronCommand {
         wasiclaw cron add 'at 2026-12-24T09:00' --prompt 'Remind me to call grandma'\n  \
         wasiclaw cron add 'every 1h' --tool notes.list")]
     Add {
+        /// `every 10m` (s, m, h, d), `at 2026-12-01T08:00` (in --tz), or a cron expression such as `0 8 * * mon-fri`.
         when: String,
         /// What the agent should do.
         #[arg(long, conflicts_with = "tool")]
@@ -387,35 +407,51 @@ pub(crate) enum CronCommand {
         /// A cheap SKILL.TOOL that runs first; the model wakes only if it reports something.
         #[arg(long)]
         check: Option<String>,
+        /// JSON arguments for --check.
         #[arg(long)]
         check_args: Option<String>,
         /// After downtime: skip missed fires, or run once (default: run-once for `at`, skip otherwise).
         #[arg(long, value_parser = ["skip", "run-once"])]
         missed: Option<String>,
+        /// A short name for `cron list`.
         #[arg(long)]
         name: Option<String>,
     },
     /// Jobs and their next fire times.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Delete a job for good (also one the model cancelled).
-    Rm { id: u64 },
+    Rm {
+        /// The job's id (`wasiclaw cron list` shows it).
+        id: u64,
+    },
     /// What the model cancelled in the last 30 days: each can be brought back with `restore`.
     Cancelled {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Bring back a job the model cancelled; it fires next on its schedule from now.
-    Restore { id: u64 },
+    Restore {
+        /// The job's id (`wasiclaw cron cancelled` shows it).
+        id: u64,
+    },
     /// Run a job now (an extra run; its schedule is unchanged otherwise).
-    RunNow { id: u64 },
+    RunNow {
+        /// The job's id (`wasiclaw cron list` shows it).
+        id: u64,
+    },
     /// Past runs, newest first.
     History {
+        /// Only this job's runs (`cron list` shows ids).
         id: Option<u64>,
+        /// How many runs, the newest.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -425,8 +461,10 @@ pub(crate) enum CronCommand {
 pub(crate) enum MemoryCommand {
     /// Remember something: `wasiclaw memory add "Ada prefers tea" --tag people`.
     Add {
+        /// What to remember.
         #[arg(required = true)]
         text: Vec<String>,
+        /// A tag to file it under (again for more).
         #[arg(long)]
         tag: Vec<String>,
         /// Always keep it in the model's context.
@@ -435,15 +473,19 @@ pub(crate) enum MemoryCommand {
     },
     /// Search by keywords (and meaning, with embeddings configured).
     Search {
+        /// Words to look for.
         #[arg(required = true)]
         query: Vec<String>,
+        /// Results at most.
         #[arg(long, default_value_t = 5)]
         limit: usize,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Every memory, oldest first.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -451,22 +493,41 @@ pub(crate) enum MemoryCommand {
     /// down, or before one was configured), with progress. Safe to run again.
     Embed,
     /// Erase a memory by id, for good (also one the model forgot).
-    Forget { id: u64 },
+    Forget {
+        /// The memory's id (`wasiclaw memory list` or `search` shows it).
+        id: u64,
+    },
     /// What the model forgot in the last 30 days: each can be brought back with `restore`.
     Forgotten {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Bring back a memory the model forgot, as it was (id, tags, pin).
-    Restore { id: u64 },
+    Restore {
+        /// The memory's id (`wasiclaw memory forgotten` shows it).
+        id: u64,
+    },
     /// Keep a memory in the model's context always.
-    Pin { id: u64 },
+    Pin {
+        /// The memory's id (`wasiclaw memory list` or `search` shows it).
+        id: u64,
+    },
     /// Undo `pin`: recall the memory only when a conversation is about it.
-    Unpin { id: u64 },
+    Unpin {
+        /// The memory's id (`wasiclaw memory list` or `search` shows it).
+        id: u64,
+    },
     /// Write all memories as JSON Lines (to FILE, or stdout).
-    Export { file: Option<PathBuf> },
+    Export {
+        /// The file to write (yours alone to read; one there is replaced); stdout if none.
+        file: Option<PathBuf>,
+    },
     /// Read memories from JSON Lines (FILE, or `-` for stdin); ids already present are skipped.
-    Import { file: PathBuf },
+    Import {
+        /// A file `memory export` wrote (or `-` for stdin).
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -480,11 +541,13 @@ pub(crate) enum MemoryCommand {
 pub(crate) enum PairingCommand {
     /// Paired senders and pending requests.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Approve the sender who was given CODE.
     Approve {
+        /// The code the sender was given in their chat.
         code: String,
         /// Let them approve others from their chat with `/approve CODE`.
         #[arg(long)]
@@ -492,7 +555,9 @@ pub(crate) enum PairingCommand {
     },
     /// Forget a sender (paired or pending): `wasiclaw pairing revoke telegram 12345`.
     Revoke {
+        /// The channel they wrote through, e.g. `telegram`.
         channel: String,
+        /// Their id on it (`wasiclaw pairing list` shows it).
         sender: String,
         /// The group chat of a pairing made there (`pairing list` shows it).
         #[arg(long, value_name = "CHAT")]
@@ -504,7 +569,9 @@ pub(crate) enum PairingCommand {
         wasiclaw pairing grant telegram 12345 --tools write\n  \
         wasiclaw pairing grant telegram 12345 --daily-tokens 20000\n  wasiclaw pairing grant telegram 12345   # back to the defaults")]
     Grant {
+        /// The channel they wrote through, e.g. `telegram`.
         channel: String,
+        /// Their id on it (`wasiclaw pairing list` shows it).
         sender: String,
         /// The group chat of a pairing made there (`pairing list` shows it).
         #[arg(long, value_name = "CHAT")]
@@ -544,14 +611,20 @@ pub(crate) fn parse_answer(s: &str) -> Result<wasiclaw::approvals::Answer, Strin
 pub(crate) enum ApprovalsCommand {
     /// Tools you answered "always" for.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Ask again before TOOL runs (e.g. `notes.add`).
-    Revoke { tool: String },
+    Revoke {
+        /// SKILL.TOOL, as `wasiclaw approvals list` shows it.
+        tool: String,
+    },
     /// Answer a waiting tool call: allow, always or deny.
     Answer {
+        /// The question's number, as the question shows it.
         id: u64,
+        /// allow (this call), always (this tool from now on) or deny.
         #[arg(value_parser = parse_answer)]
         answer: wasiclaw::approvals::Answer,
     },
@@ -602,9 +675,13 @@ pub(crate) struct ServiceAt {
 pub(crate) enum NewCommand {
     /// A JavaScript script skill, written straight into skills/NAME.js: the built-in interpreter
     /// runs it, so there is nothing to build or install.
-    Script { name: String },
+    Script {
+        /// The skill's name: lowercase letters, digits, `-` and `_`.
+        name: String,
+    },
     /// A Rust component project (needs `rustup target add wasm32-wasip2`).
     Rust {
+        /// The skill's name: lowercase letters, digits, `-` and `_`.
         name: String,
         /// Where to write it (default: ./NAME).
         #[arg(long)]
@@ -612,6 +689,7 @@ pub(crate) enum NewCommand {
     },
     /// A Python component project (needs `pip install componentize-py`).
     Python {
+        /// The skill's name: lowercase letters, digits, `-` and `_`.
         name: String,
         /// Where to write it (default: ./NAME).
         #[arg(long)]
@@ -619,6 +697,7 @@ pub(crate) enum NewCommand {
     },
     /// A JavaScript component project, built with ComponentizeJS (needs Node.js).
     Js {
+        /// The skill's name: lowercase letters, digits, `-` and `_`.
         name: String,
         /// Where to write it (default: ./NAME).
         #[arg(long)]
@@ -630,6 +709,7 @@ pub(crate) enum NewCommand {
 pub(crate) enum SecretsCommand {
     /// Store a secret; the value is read from stdin (or a hidden prompt), never from arguments.
     Set {
+        /// The secret's name, as a rule or config.toml names it (e.g. `TELEGRAM_TOKEN`).
         name: String,
         /// Make a new random value (64 hex characters) and print it once, for a webhook token
         /// you then give the platform. A webhook's check of a secret of 32 bytes or more is not
@@ -641,7 +721,10 @@ pub(crate) enum SecretsCommand {
     /// Secret names (never values).
     List,
     /// Delete a secret.
-    Rm { name: String },
+    Rm {
+        /// The secret's name (`wasiclaw secrets list` shows them).
+        name: String,
+    },
     /// Seal the store with a new key (as root, with the service stopped; see `service install
     /// --encrypt-secrets`). Safe to run again if it was cut short.
     Rotate,
@@ -804,20 +887,24 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
-    /// `--help` teaches: every command and subcommand says what it does.
+    /// `--help` teaches: every command and subcommand says what it does,
+    /// and every argument and option what it is for.
     #[test]
     fn every_command_says_what_it_does() {
         fn walk(cmd: &clap::Command, path: &str, silent: &mut Vec<String>) {
-            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help" && !s.is_hide_set()) {
                 let path = format!("{path} {}", sub.get_name());
-                if sub.get_about().is_none() && !sub.is_hide_set() {
+                if sub.get_about().is_none() {
                     silent.push(path.clone());
+                }
+                for arg in sub.get_arguments().filter(|a| a.get_help().is_none() && !a.is_hide_set()) {
+                    silent.push(format!("{path} <{}>", arg.get_id()));
                 }
                 walk(sub, &path, silent);
             }
         }
         let mut silent = Vec::new();
         walk(&Cli::command(), "wasiclaw", &mut silent);
-        assert!(silent.is_empty(), "commands without a summary in --help: {silent:?}");
+        assert!(silent.is_empty(), "commands or arguments without a word in --help: {silent:?}");
     }
 }
