@@ -133,7 +133,7 @@ pub enum Request {
     },
     /// Every memory as JSON lines.
     MemoryExport,
-    /// Add memories from JSON lines (those already present are skipped).
+    /// Add memories from JSON lines (those already kept, by text, are skipped).
     MemoryImport {
         /// The JSON lines.
         jsonl: String,

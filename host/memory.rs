@@ -144,8 +144,14 @@ fn unpin_untrusted(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Insert memories with their index entries in `txn` (an id of 0 is
-/// assigned; a given id already present is skipped).
+fn text_hash(text: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).into()
+}
+
+/// Insert memories with their index entries in `txn`. An id of 0, or one
+/// another memory holds (an import from another wasiclaw numbered its own),
+/// is given the next free id: no memory is dropped for its number.
 fn insert(txn: &WriteTransaction, items: Vec<(Memory, Option<Vec<f32>>)>) -> Result<Vec<Memory>, StoreError> {
     let mut stored = Vec::new();
     let mut memories = txn.open_table(MEMORIES)?;
@@ -155,10 +161,8 @@ fn insert(txn: &WriteTransaction, items: Vec<(Memory, Option<Vec<f32>>)>) -> Res
     let mut index = Index::open(txn)?;
     let mut next = index.meta("next_id")?.max(1);
     for (mut m, vector) in items {
-        if m.id == 0 {
+        if m.id == 0 || memories.get(m.id)?.is_some() {
             m.id = next;
-        } else if memories.get(m.id)?.is_some() {
-            continue;
         }
         next = next.max(m.id + 1);
         index.add(&m)?;
@@ -662,6 +666,17 @@ impl Store {
         self.all_records(MEMORIES)
     }
 
+    /// The sha256 of every memory's text, to tell one already kept.
+    fn memory_texts(&self) -> Result<HashSet<[u8; 32]>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MEMORIES)?;
+        let mut texts = HashSet::new();
+        for entry in table.iter()? {
+            texts.insert(text_hash(&serde_json::from_slice::<Memory>(entry?.1.value())?.text));
+        }
+        Ok(texts)
+    }
+
     /// The ids of the memories without an embedding, oldest first.
     pub fn memory_unembedded(&self) -> Result<Vec<u64>, StoreError> {
         let txn = self.db.begin_read()?;
@@ -971,7 +986,8 @@ impl Memories<'_> {
         Ok(out)
     }
 
-    /// Import JSON Lines as exported; ids already present are skipped.
+    /// Import JSON Lines as exported; memories already kept (by text) are
+    /// skipped.
     /// Returns what it did, or the first bad line.
     pub async fn import(&self, jsonl: &str, progress: &(dyn Fn(String) + Sync)) -> Result<Imported, String> {
         // Every line is read before anything is embedded (which may cost)
@@ -988,11 +1004,12 @@ impl Memories<'_> {
             items.push(m);
         }
         let total = items.len();
-        // Memories already present are skipped, so they are not embedded.
-        let ids: Vec<u64> = items.iter().map(|m| m.id).filter(|id| *id != 0).collect();
-        let present: HashSet<u64> =
-            self.db.memory_get(&ids).map_err(|e| e.to_string())?.into_iter().map(|m| m.id).collect();
-        items.retain(|m| m.id == 0 || !present.contains(&m.id));
+        // A memory already kept (the same text, whatever its id: a file
+        // from another wasiclaw numbers its own) is skipped, so it is not
+        // embedded, and an import cut short adds no line twice when run
+        // again, with an id or without.
+        let mut kept = self.db.memory_texts().map_err(|e| e.to_string())?;
+        items.retain(|m| kept.insert(text_hash(&m.text)));
         let todo = items.len();
         let mut done = Imported::default();
         // Embedded and stored a batch at a time: an import cut short (a

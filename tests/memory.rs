@@ -164,6 +164,34 @@ fn an_imported_file_is_held_to_what_a_save_is() {
 }
 
 /// JSON lines of memories `ids`, each with its own word.
+/// Memories exported by another wasiclaw (a laptop's, into a Pi's) come
+/// numbered as there: one whose id is taken here is kept under a new one,
+/// not skipped as if it were here already; a line without an id is kept
+/// once, however often the file is imported.
+#[test]
+fn an_import_from_another_wasiclaw_keeps_every_memory() {
+    let (laptop, pi) = (Env::new(), Env::new());
+    for text in ["the laptop's first", "the laptop's second"] {
+        laptop.ok(&["memory", "add", text]);
+    }
+    for text in ["the pi's first", "the pi's second"] {
+        pi.ok(&["memory", "add", text]);
+    }
+    let mut jsonl = laptop.ok(&["memory", "export"]);
+    jsonl.push_str("{\"id\": 0, \"text\": \"written by hand\", \"source\": \"cli\", \"created_ms\": 0}\n");
+    let file = pi.path().join("laptop.jsonl");
+    std::fs::write(&file, jsonl).unwrap();
+    let said = pi.ok(&["memory", "import", file.to_str().unwrap()]);
+    assert!(said.contains("imported 3, skipped 0"), "{said}");
+    let all = pi.ok(&["memory", "export"]);
+    for text in ["the laptop's first", "the laptop's second", "the pi's first", "the pi's second", "written by hand"] {
+        assert!(all.contains(text), "{text} is missing:\n{all}");
+    }
+    let again = pi.ok(&["memory", "import", file.to_str().unwrap()]);
+    assert!(again.contains("imported 0, skipped 3"), "{again}");
+    assert_eq!(pi.ok(&["memory", "export"]).lines().count(), 5);
+}
+
 fn memories_jsonl(ids: std::ops::RangeInclusive<u64>) -> String {
     ids.map(|i| {
         let m =

@@ -523,7 +523,7 @@ pub(crate) enum MemoryCommand {
         /// The file to write (yours alone to read; one there is replaced); stdout if none.
         file: Option<PathBuf>,
     },
-    /// Read memories from JSON Lines (FILE, or `-` for stdin); ids already present are skipped.
+    /// Read memories from JSON Lines (FILE, or `-` for stdin); memories already kept (the same text) are skipped, and one whose id is taken here gets a new one.
     Import {
         /// A file `memory export` wrote (or `-` for stdin).
         file: PathBuf,
