@@ -348,7 +348,10 @@ impl Runtime {
     }
 
     fn ctx(&self, skill: &str, sha256: &str, effective: Effective) -> HostCtx {
-        let budget = self.budgets.of(skill, &self.limits);
+        // The agent's drafts (`draft:NAME`) share one budget: the model
+        // names them, and could make up names to spend a budget each (and
+        // leave one behind in this map each).
+        let budget = self.budgets.of(if skill.starts_with("draft:") { "draft:" } else { skill }, &self.limits);
         let mut ctx = HostCtx::new(
             skill,
             sha256,
@@ -753,7 +756,18 @@ impl Runtime {
             return Err(RuntimeError::Invalid(format!("the manifest declares no tool `{tool}`")));
         }
         let ctx = self.ctx(&draft, &sha256, Effective::default());
-        Ok((manifest, Some(self.run_tool(&guest, ctx, &draft, tool, args).await)))
+        let mut outcome = self.run_tool(&guest, ctx, &draft, tool, args).await;
+        // A draft runs with no rights: what its denials say to run is for
+        // the skill once it is proposed, under its own name.
+        let hint = |s: &mut String| {
+            *s = s.replace(
+                &format!("run `wasiclaw skills grant {draft} "),
+                &format!("once proposed, the owner may run `wasiclaw skills grant {name} "),
+            )
+        };
+        hint(&mut outcome.output);
+        outcome.denials.iter_mut().for_each(hint);
+        Ok((manifest, Some(outcome)))
     }
 
     /// Write a script skill the agent proposes, once `try_script` accepted

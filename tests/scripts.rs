@@ -313,6 +313,35 @@ async fn proposals_waiting_for_the_owner_are_bounded() {
     rt.propose_script("one-more", &COUNTER.replace("\"counter\"", "\"one-more\"")).await.unwrap();
 }
 
+/// The model names its drafts, so they share one budget: trying scripts
+/// under names it makes up spends `audit_per_minute` once, not once a name.
+#[tokio::test(flavor = "multi_thread")]
+async fn drafts_under_made_up_names_share_one_budget() {
+    let env = Env::new();
+    env.config("[limits]\naudit_per_minute = 3\n");
+    let rt = env.runtime().await;
+    let tries = r#"function bump() {
+  for (let i = 0; i < 5; i++) { try { kv.set("k" + i, "v"); } catch (e) {} }
+  return "tried";
+}
+"#;
+    for n in 0..5 {
+        let name = format!("draft-{n}");
+        let source =
+            COUNTER.replace("\"counter\"", &format!("\"{name}\"")).split("function").next().unwrap().to_string();
+        let (_, out) = rt.try_script(&name, &(source + tries), Some(("bump", "{}"))).await.unwrap();
+        let out = out.unwrap();
+        assert_eq!(out.output, "tried");
+        // What it would need is said for the skill it would be, not the draft.
+        let hint = format!("once proposed, the owner may run `wasiclaw skills grant {name} --kv`");
+        assert!(!out.denials.is_empty() && out.denials.iter().all(|d| d.contains(&hint)), "{:?}", out.denials);
+    }
+    let records = rt.audit(None, 1000).unwrap();
+    let drafts = records.iter().filter(|r| r.skill.starts_with("draft:")).count();
+    // Three within the budget, then one summary a call of what was dropped.
+    assert!(drafts <= 3 + 5, "{drafts} audit records of drafts: {records:?}");
+}
+
 /// The owner approves the build they read: once a draft is revised (to
 /// ask for more) after its proposal was shown, `/approve NAME BUILD` of the
 /// earlier build approves nothing and says what changed.
