@@ -469,8 +469,10 @@ impl Store {
         })?;
         let copied = (|| {
             {
-                // Writes wait only while the file is read, not while the copy
-                // reaches a slow backup drive: the bytes are read whole.
+                // Writes wait only while the file is copied into the page
+                // cache, not for the copy's fsync to a slow backup drive
+                // (past the kernel's dirty-page limit, a big database's
+                // copy waits for the drive too).
                 let hold = self.db.begin_write()?;
                 std::io::copy(&mut std::fs::File::open(&self.path).map_err(io)?, &mut out).map_err(io)?;
                 hold.abort()?;

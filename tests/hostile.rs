@@ -169,6 +169,15 @@ async fn the_files_grant_opens_one_private_directory_and_nothing_else() {
     assert!(!call(&rt, "hostile.write-file", &write("/tmp/x")).await.ok);
 }
 
+/// The hostile fixture granted files, with a quota of 1 MiB and `limits`.
+async fn hostile_with_files(limits: &str) -> (crate::support::Env, wasiclaw::runtime::Runtime) {
+    let (env, rt) = hostile("http://127.0.0.1:9", &format!("[limits]\nfiles_mb = 1\n{limits}")).await;
+    let files = wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::FILES, ..Default::default() };
+    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false, carry_over: None }, false)
+        .unwrap();
+    (env, rt)
+}
+
 /// `files_mb` holds as a call writes, not only at its next call: a write
 /// past the room left fails (through a stream, a positioned write, or
 /// growing the file), the file keeps what fitted, and the refusal is
@@ -176,10 +185,7 @@ async fn the_files_grant_opens_one_private_directory_and_nothing_else() {
 /// costs 4 KiB of room, so empty files cannot pile up either.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_call_cannot_write_past_the_files_quota() {
-    let (env, rt) = hostile("http://127.0.0.1:9", "[limits]\nfiles_mb = 1").await;
-    let files = wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::FILES, ..Default::default() };
-    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false, carry_over: None }, false)
-        .unwrap();
+    let (env, rt) = hostile_with_files("").await;
     let fill = env.path().join("files/hostile/fill");
     for how in ["stream", "pwrite", "blocking", "grow"] {
         let out = call(&rt, "hostile.fill", &serde_json::json!({"n": 4096, "text": how}).to_string()).await;
@@ -204,10 +210,7 @@ async fn one_call_cannot_write_past_the_files_quota() {
 /// writing what would fit alone, cannot put four times the quota on disk.
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_at_once_cannot_pass_the_files_quota_together() {
-    let (env, rt) = hostile("http://127.0.0.1:9", "[limits]\nfiles_mb = 1\nconcurrent_calls = 4").await;
-    let files = wasiclaw::grants::GrantSet { rights: wasiclaw::grants::Rights::FILES, ..Default::default() };
-    rt.change_grant("hostile", &wasiclaw::grants::GrantChange { rights: files, all: false, carry_over: None }, false)
-        .unwrap();
+    let (env, rt) = hostile_with_files("concurrent_calls = 4").await;
     let fill = |i: usize| serde_json::json!({"n": 900, "path": format!("f{i}"), "hold_ms": 700}).to_string();
     let (a, b, c, d) = (fill(0), fill(1), fill(2), fill(3));
     let outs = tokio::join!(
