@@ -118,6 +118,16 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The name of a job that was given none: its tool, or its prompt's start.
+    pub fn default_name(&self) -> String {
+        match self {
+            Action::Prompt { text } => crate::text::truncate(text, 40),
+            Action::Tool { skill, tool, .. } => format!("{skill}.{tool}"),
+        }
+    }
+}
+
 /// What to do about fires missed while the host was down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -318,7 +328,12 @@ impl When {
     pub fn describe(&self) -> String {
         match self {
             When::Cron { expr, tz } => format!("cron `{expr}` ({tz})"),
-            When::Every { secs } => format!("every {secs}s"),
+            // In the largest unit that divides it, as it is written.
+            When::Every { secs } => {
+                let unit = [(86_400, "d"), (3600, "h"), (60, "m")].into_iter().find(|(n, _)| secs % n == 0);
+                let (n, unit) = unit.map_or((*secs, "s"), |(n, unit)| (secs / n, unit));
+                format!("every {n}{unit}")
+            }
             When::At { at_ms } => {
                 format!("at {}", Timestamp::from_millisecond(*at_ms).map(|t| t.to_string()).unwrap_or_default())
             }

@@ -604,10 +604,7 @@ impl Runtime {
             )));
         }
         let missed = new.missed.unwrap_or(if matches!(when, When::At { .. }) { Missed::RunOnce } else { Missed::Skip });
-        let name = new.name.clone().unwrap_or_else(|| match &action {
-            Action::Prompt { text } => crate::text::truncate(text, 40),
-            Action::Tool { skill, tool, .. } => format!("{skill}.{tool}"),
-        });
+        let name = new.name.clone().unwrap_or_else(|| action.default_name());
         let chat = if new.chat.is_empty() { "terminal:default".to_string() } else { new.chat.clone() };
         let job = Job {
             id: 0,

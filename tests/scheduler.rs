@@ -179,6 +179,11 @@ fn the_cron_cli() {
     let added = env.ok(&["cron", "add", "0 8 * * mon-fri", "--tz", "Europe/Berlin", "--tool", "clock.now"]);
     assert!(added.contains("added job 1") && added.contains("08:00"), "{added}");
     assert!(env.ok(&["cron", "list"]).contains("tool clock.now"));
+    // A name given is how the owner knows the job in the list.
+    env.ok(&["cron", "add", "every 1h", "--tool", "clock.now", "--name", "hourly time"]);
+    let listed = env.ok(&["cron", "list"]);
+    assert!(listed.lines().any(|l| l.contains("\"hourly time\"  every 1h")), "{listed}");
+    env.ok(&["cron", "rm", "2"]);
     let bad = env.cli(&["cron", "add", "0 25 * * *", "--prompt", "x"]);
     assert!(!bad.status.success() && crate::support::stderr(&bad).contains("hour field"));
     // An unattended run uses only builds the owner approved.

@@ -380,7 +380,9 @@ fn job_line(j: &wasiclaw::jobs::Job) -> String {
     let check = j.check.as_ref().map(|c| format!(" if {}.{}", c.skill, c.tool)).unwrap_or_default();
     // Its runs start untrusted: a write they meet stops unless allowed.
     let mark = if j.untrusted { "  (scheduled after untrusted content)" } else { "" };
-    format!("{}  {what}{check} → {}{mark}", j.when.describe(), j.target)
+    // A name it was given (`--name`, or the model's), to know it by.
+    let name = if j.name == j.action.default_name() { String::new() } else { format!("{:?}  ", j.name) };
+    format!("{}{}  {what}{check} → {}{mark}", printable(&name), j.when.describe(), j.target)
 }
 
 /// A time in the job's own zone (cron jobs) or this machine's.
