@@ -253,6 +253,9 @@ impl From<serde_json::Error> for ScheduleError {
     }
 }
 
+/// The longest interval of an `every` job.
+const MAX_INTERVAL_S: u64 = 100 * 366 * 86_400;
+
 /// Parse the human forms: `every 10m` / `every 2h` / `every 30s` / `every 1d`,
 /// `at 2026-12-01T08:00` (local to `tz`) or an RFC 3339 instant, or a cron
 /// expression.
@@ -264,12 +267,18 @@ pub fn parse_when(spec: &str, tz: &str) -> Result<When, ScheduleError> {
         let every = every.trim();
         let (n, unit) = every.split_at(every.find(|c: char| !c.is_ascii_digit()).unwrap_or(every.len()));
         let n: u64 = n.parse().map_err(|_| bad(format!("`{spec}`: say e.g. `every 10m`, `every 2h`")))?;
-        let secs = match unit.trim() {
-            "s" | "sec" | "secs" | "seconds" => n,
-            "m" | "min" | "mins" | "minutes" => n * 60,
-            "h" | "hour" | "hours" => n * 3600,
-            "d" | "day" | "days" => n * 86_400,
+        let unit = match unit.trim() {
+            "s" | "sec" | "secs" | "seconds" => 1,
+            "m" | "min" | "mins" | "minutes" => 60,
+            "h" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86_400,
             other => return Err(bad(format!("`{other}` is not a unit: use s, m, h or d"))),
+        };
+        // Bounded so that every later sum of times fits (the model writes
+        // these too): past the bound it would wrap to an interval of a
+        // millisecond.
+        let Some(secs) = n.checked_mul(unit).filter(|s| *s <= MAX_INTERVAL_S) else {
+            return Err(bad(format!("`{spec}`: an interval is at most 100 years")));
         };
         if secs == 0 {
             return Err(bad("an interval must be at least one second".into()));
@@ -603,6 +612,11 @@ mod tests {
     fn human_schedules() {
         assert_eq!(parse_when("every 10m", "UTC").unwrap(), When::Every { secs: 600 });
         assert_eq!(parse_when("every 2 hours", "UTC").unwrap(), When::Every { secs: 7200 });
+        // One that would overflow a sum of times is refused, not wrapped.
+        for huge in ["every 18446744073709551615d", "every 10000000000000000s", "every 40000y"] {
+            assert!(parse_when(huge, "UTC").is_err(), "{huge}");
+        }
+        assert_eq!(parse_when("every 36500d", "UTC").unwrap(), When::Every { secs: 36500 * 86_400 });
         assert!(parse_when("every 0s", "UTC").is_err());
         assert!(parse_when("every 5 fortnights", "UTC").is_err());
         let at = parse_when("at 2026-12-01T08:00", "Europe/Berlin").unwrap();
