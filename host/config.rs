@@ -473,6 +473,32 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Sizes within what the host can count in bytes (a MiB or KiB figure is
+    /// shifted into bytes, and past the bound the shift drops its high
+    /// bits: a huge `files_mb` would have become a tiny quota), and the
+    /// per-call limits without which no call can run.
+    fn check(&self) -> Result<(), String> {
+        let mib =
+            [("memory_mb", self.memory_mb, 4096), ("kv_mb", self.kv_mb, 1 << 20), ("files_mb", self.files_mb, 1 << 20)];
+        let kib = [
+            ("output_kb", self.output_kb),
+            ("http_response_kb", self.http_response_kb),
+            ("http_request_kb", self.http_request_kb),
+            ("log_kb_per_minute", self.log_kb_per_minute),
+        ];
+        for (name, value, most) in mib.into_iter().chain(kib.map(|(name, value)| (name, value, 1 << 30))) {
+            if value > most {
+                return Err(format!("[limits] {name} = {value} is past the most it can be, {most}"));
+            }
+        }
+        for (name, value) in [("memory_mb", self.memory_mb), ("cpu_ms", self.cpu_ms), ("timeout_ms", self.timeout_ms)] {
+            if value == 0 {
+                return Err(format!("[limits] {name} must be at least 1: no call could run"));
+            }
+        }
+        Ok(())
+    }
+
     /// `memory_mb` in bytes.
     pub fn memory_bytes(&self) -> usize {
         (self.memory_mb as usize) << 20
@@ -552,6 +578,7 @@ impl Config {
         let invalid = |message: String| ConfigError::Parse { path: path.into(), message };
         let config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         config.storage.check().map_err(invalid)?;
+        config.limits.check().map_err(invalid)?;
         Ok(config)
     }
 
@@ -669,5 +696,25 @@ mod tests {
         assert!(e.contains("backup_dir must be an absolute path"), "{e}");
         std::fs::write(&path, "[storage]\nbackup_dir = \"/mnt/usb\"\nbackup_keep = 0\n").unwrap();
         assert!(super::Config::load(&path).unwrap_err().to_string().contains("at least 1"));
+    }
+
+    /// A size the host cannot count in bytes, or a per-call limit of zero,
+    /// is refused naming the setting (a huge files_mb became a tiny quota).
+    #[test]
+    fn limits_past_what_the_host_can_count_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        for (limits, said) in [
+            ("files_mb = 17592186044416", "files_mb = 17592186044416 is past the most"),
+            ("output_kb = 18014398509481984", "output_kb"),
+            ("memory_mb = 5000", "memory_mb"),
+            ("timeout_ms = 0", "timeout_ms must be at least 1"),
+        ] {
+            std::fs::write(&path, format!("[limits]\n{limits}\n")).unwrap();
+            let e = super::Config::load(&path).unwrap_err().to_string();
+            assert!(e.contains(said), "{limits}: {e}");
+        }
+        std::fs::write(&path, "[limits]\nfiles_mb = 1048576\nmemory_mb = 4096\n").unwrap();
+        assert!(super::Config::load(&path).is_ok());
     }
 }
