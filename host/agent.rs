@@ -342,8 +342,11 @@ impl Agent {
         let cfg = rt.config.agent.clone();
         let (llm, no_model) = match providers(&rt, extra).await {
             Ok(list) => (Some(Llm::new(list, rt.secrets.clone(), cfg.retries)), String::new()),
+            // The daemon warns of it once; a one-off CLI command that needs
+            // no model (a tool job's run-now) is not told, and one that does
+            // says it in its answer.
             Err(why) => {
-                tracing::warn!("{why}");
+                tracing::debug!("{why}");
                 (None, why)
             }
         };

@@ -69,6 +69,9 @@ pub async fn run(paths: Paths, provider: Option<ProviderConfig>, gateway_bind: O
     let listener = UnixListener::bind(&socket).with_context(|| format!("cannot listen on {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     let agent = Arc::new(Agent::new(rt.clone(), provider).await);
+    if !agent.no_model().is_empty() {
+        tracing::warn!("{}", agent.no_model());
+    }
     let channels = Channels::new(agent.clone());
     channels.reconcile();
     let gateway = if rt.config.gateway.enabled {
