@@ -447,6 +447,11 @@ fn secrets(paths: &Paths, cmd: SecretsCommand) -> anyhow::Result<ExitCode> {
     match change {
         SecretsChange::Set { name, .. } => eprintln!("stored secret {name} in {}", paths.secrets().display()),
         SecretsChange::Remove { name } => eprintln!("removed secret {name}"),
+        // Told on stderr: stdout stays one name a line for scripts.
+        SecretsChange::Names if names.is_empty() => eprintln!(
+            "no secrets stored yet: `wasiclaw secrets set NAME` stores one (the value is read from stdin), \
+             `--random` makes one"
+        ),
         SecretsChange::Names => names.iter().for_each(|n| println!("{n}")),
     }
     Ok(ExitCode::SUCCESS)

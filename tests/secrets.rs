@@ -43,6 +43,10 @@ async fn a_secret_must_be_granted_and_set() {
 #[test]
 fn the_store_is_private_and_lists_names_only() {
     let env = Env::new();
+    // None yet: said so on stderr, stdout stays one name a line.
+    let none = env.cli(&["secrets", "list"]);
+    assert!(none.status.success() && stdout(&none).is_empty(), "{}", stdout(&none));
+    assert!(crate::support::stderr(&none).contains("no secrets stored yet: `wasiclaw secrets set NAME`"));
     let set = env.cli_stdin(&["secrets", "set", "API_TOKEN"], &format!("{TOKEN}\n"));
     assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stderr));
     let mode = std::fs::metadata(env.path().join("secrets.json")).unwrap().permissions().mode();
