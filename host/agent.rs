@@ -592,7 +592,9 @@ impl Agent {
         // A model whose window is smaller than `context_window` says so
         // only by refusing: then older turns are summarised at once, once.
         let mut squeezed = false;
-        for _round in 0..self.cfg.max_tool_iterations.max(1) {
+        let mut rounds = 0;
+        while rounds < self.cfg.max_tool_iterations.max(1) {
+            rounds += 1;
             match self.over_budget(spent, who) {
                 Ok(None) => {}
                 Ok(Some(refusal)) => return done(refusal),
@@ -615,6 +617,8 @@ impl Agent {
                     if !std::mem::replace(&mut squeezed, true)
                         && let Ok(true) = self.compact(llm, session, &tools, spent, emit, true).await
                     {
+                        // The same round again: no tool ran in it.
+                        rounds -= 1;
                         continue;
                     }
                     return done(self.for_them(who, self.too_long(llm, e)));

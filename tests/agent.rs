@@ -321,6 +321,14 @@ async fn a_conversation_the_model_finds_too_long_is_summarised_or_says_what_to_d
     assert!(llm.requests().len() > llm.chat_requests().len(), "no summarisation request was made");
     let last = texts(&llm.chat_requests().pop().unwrap());
     assert!(last.contains("fact number 9") && !last.contains("fact number 0"), "{last}");
+    // One round allowed: asking again after the summary is not a round of tools.
+    let strict = Env::new();
+    let one =
+        self::agent(&strict, &format!("[agent]\nmax_tool_iterations = 1\n\n{}", provider("openai", &llm.base))).await;
+    for i in 0..8 {
+        let (reply, _) = turn(&one, "t:1", &fact(i)).await;
+        assert_eq!(reply, "noted", "turn {i} with one round");
+    }
     // One message longer than the window: nothing to summarise makes it fit.
     let (reply, _) = turn(&agent, "t:2", &"word ".repeat(3000)).await;
     assert!(reply.contains("/new") && reply.contains("context_window"), "{reply}");
