@@ -190,8 +190,12 @@ fn the_cron_cli() {
     let held = env.ok(&["cron", "run-now", "1"]);
     assert!(held.contains("skipped") && held.contains("wasiclaw skills approve clock"), "{held}");
     env.ok(&["skills", "approve", "clock"]);
-    let ran = env.ok(&["cron", "run-now", "1"]);
+    let run = env.cli(&["cron", "run-now", "1"]);
+    let ran = stdout(&run);
     assert!(ran.contains("ok") && ran.contains("\"tz\":\"UTC\""), "{ran}");
+    // A tool job needs no model: no word of the one that is missing.
+    let said = crate::support::stderr(&run);
+    assert!(!said.contains("No model is configured"), "{said}");
     assert!(env.ok(&["cron", "history"]).contains("job   1"));
     env.ok(&["cron", "rm", "1"]);
     assert!(env.ok(&["cron", "list"]).starts_with("no scheduled jobs"));
