@@ -581,6 +581,17 @@ pub fn apply_revoke(record: &mut GrantRecord, change: &GrantChange) {
     g.rights = g.rights - c.rights;
 }
 
+/// What a denial tells to run to grant component `skill` what `flags`
+/// name. A draft the agent is trying (`draft:NAME`) runs with no rights
+/// and cannot be granted: the command is for the skill once proposed,
+/// under its own name.
+pub fn grant_advice(skill: &str, flags: &str) -> String {
+    match skill.strip_prefix("draft:") {
+        Some(name) => format!("once proposed, the owner may run `wasiclaw skills grant {name} {flags}`"),
+        None => format!("run `wasiclaw skills grant {skill} {flags}`"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 use crate::budget::Spend;
 use crate::contract::bindings::wasiclaw::plugin::{config, crypto, kv, log, memory, notify, types};
 use crate::engine::SkillState;
-use crate::grants::Rights;
+use crate::grants::{self, Rights};
 use crate::memory::{MEMORY_QUERY_MAX, Memories};
 use hmac::{Hmac, Mac};
 use types::Error;
@@ -48,7 +48,7 @@ impl SkillState {
             return Ok(());
         }
         let flag = right.names().next().unwrap_or_default();
-        let reason = format!("{capability} not granted; run `wasiclaw skills grant {} --{flag}`", host.skill);
+        let reason = format!("{capability} not granted; {}", grants::grant_advice(&host.skill, &format!("--{flag}")));
         host.audit(capability, target, false, &reason);
         Err(Error::Denied(reason))
     }
@@ -189,10 +189,8 @@ impl SkillState {
                     "secret {secret} is granted only for the HTTP rules that name it; to use it with crypto the component must list it in `capabilities.secrets`"
                 )));
             }
-            return Err(denied(format!(
-                "secret {secret} not granted; run `wasiclaw skills grant {} --secret {secret}`",
-                host.skill
-            )));
+            let advice = grants::grant_advice(&host.skill, &format!("--secret {secret}"));
+            return Err(denied(format!("secret {secret} not granted; {advice}")));
         }
         match host.secrets.get(secret) {
             Ok(Some(v)) => {

@@ -16,7 +16,7 @@
 //! - Paths with `.`/`..` segments in any encoding, also before a `;`
 //!   parameter, or with encoded slashes, are refused.
 
-use crate::grants::{Effective, EffectiveRule, UrlPattern, placeholders};
+use crate::grants::{Effective, EffectiveRule, UrlPattern, grant_advice, placeholders};
 use http::{HeaderName, HeaderValue, Uri};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -51,7 +51,7 @@ pub enum Denial {
     /// A pattern the rule cannot match.
     #[error("{0}")]
     Pattern(String),
-    #[error("this skill has no network access; run `wasiclaw skills grant {skill} --http {origin}`")]
+    #[error("this skill has no network access; {}", grant_advice(.skill, &format!("--http {}", .origin)))]
     /// No HTTP rule is granted at all.
     NoNetwork {
         /// The component.
@@ -59,7 +59,7 @@ pub enum Denial {
         /// The origin asked for.
         origin: String,
     },
-    #[error("not granted; run `wasiclaw skills grant {skill} --http {origin}`")]
+    #[error("not granted; {}", grant_advice(.skill, &format!("--http {}", .origin)))]
     /// No granted rule covers the URL.
     NotGranted {
         /// The component.
@@ -68,7 +68,8 @@ pub enum Denial {
         origin: String,
     },
     #[error(
-        "method {method} not granted for {origin} (granted: {granted}); run `wasiclaw skills grant {skill} --http {origin},{method}`"
+        "method {method} not granted for {origin} (granted: {granted}); {}",
+        grant_advice(.skill, &format!("--http {},{}", .origin, .method))
     )]
     /// The rule does not allow the method.
     MethodNotGranted {
@@ -81,7 +82,7 @@ pub enum Denial {
         /// The methods granted.
         granted: String,
     },
-    #[error("secret {name} is not granted to this skill; run `wasiclaw skills grant {skill} --secret {name}`")]
+    #[error("secret {name} is not granted to this skill; {}", grant_advice(.skill, &format!("--secret {}", .name)))]
     /// The rule names a secret that is not granted.
     SecretNotGranted {
         /// The component.

@@ -753,18 +753,7 @@ impl Runtime {
             return Err(RuntimeError::Invalid(format!("the manifest declares no tool `{tool}`")));
         }
         let ctx = self.ctx(&draft, &sha256, Effective::default());
-        let mut outcome = self.run_tool(&guest, ctx, &draft, tool, args).await;
-        // A draft runs with no rights: what its denials say to run is for
-        // the skill once it is proposed, under its own name.
-        let hint = |s: &mut String| {
-            *s = s.replace(
-                &format!("run `wasiclaw skills grant {draft} "),
-                &format!("once proposed, the owner may run `wasiclaw skills grant {name} "),
-            )
-        };
-        hint(&mut outcome.output);
-        outcome.denials.iter_mut().for_each(hint);
-        Ok((manifest, Some(outcome)))
+        Ok((manifest, Some(self.run_tool(&guest, ctx, &draft, tool, args).await)))
     }
 
     /// Write a script skill the agent proposes, once `try_script` accepted
